@@ -1,0 +1,163 @@
+//! The `cellc` command line: parses flags, calls the library, renders diagnostics.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use cellc::{diag, Cell, Error};
+
+#[derive(Parser)]
+#[command(
+    name = "cellc",
+    version,
+    about = "A compiler for recurrent-network cells"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and check a cell; print diagnostics, or nothing.
+    Check {
+        /// The `.rnn` file.
+        file: PathBuf,
+        /// Sizes, e.g. `X=64,H=128` (defaults come from the file); also checks them.
+        #[arg(long, value_parser = parse_dims)]
+        dims: Option<Dims>,
+    },
+    /// Compile a cell and print the requested stage.
+    Compile {
+        /// The `.rnn` file.
+        file: PathBuf,
+        /// Sizes, e.g. `X=64,H=128` (defaults come from the file).
+        #[arg(long, value_parser = parse_dims)]
+        dims: Option<Dims>,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "ir")]
+        emit: Emit,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Emit {
+    /// The syntax tree, as S-expressions.
+    Ast,
+    /// The IR as lowered, before optimization.
+    Ir,
+}
+
+#[derive(Clone, Debug)]
+struct Dims(Vec<(String, u64)>);
+
+fn parse_dims(s: &str) -> Result<Dims, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected NAME=SIZE, e.g. H=128"))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`{name}` is not a size variable name"));
+        }
+        let value: u64 = value.trim().parse().map_err(|_| {
+            format!(
+                "`{}`: the size of {name} must be a positive integer",
+                value.trim()
+            )
+        })?;
+        if value == 0 {
+            return Err(format!("the size of {name} must be at least 1"));
+        }
+        out.push((name.to_string(), value));
+    }
+    Ok(Dims(out))
+}
+
+fn load(file: &PathBuf, dims: &Option<Dims>) -> Result<Cell, Error> {
+    let cell = Cell::from_file(file)?;
+    print_warnings(&cell);
+    match dims {
+        Some(d) => {
+            let d: Vec<(&str, u64)> = d.0.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            cell.dims(&d)
+        }
+        None => Ok(cell),
+    }
+}
+
+fn print_warnings(cell: &Cell) {
+    if !cell.warnings().is_empty() {
+        diag::emit_stderr(cell.source(), cell.warnings());
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Check { file, dims } => {
+            let cell = load(&file, &dims)?;
+            if dims.is_some() {
+                cell.bound_dims()?;
+            }
+            Ok(())
+        }
+        Command::Compile { file, dims, emit } => {
+            let cell = load(&file, &dims)?;
+            let text = match emit {
+                Emit::Ast => cellc::syntax::print::print(cell.ast()),
+                Emit::Ir => cellc::ir::print::print(&cell.ir()?),
+            };
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn report(e: &Error) {
+    match e {
+        Error::Source {
+            source,
+            diagnostics,
+        } => {
+            let (located, unlocated): (Vec<_>, Vec<_>) = diagnostics
+                .iter()
+                .cloned()
+                .partition(|d| !d.labels.is_empty());
+            diag::emit_stderr(source, &located);
+            eprint!("{}", diag::render_without_source(&unlocated));
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+            if errors > 0 {
+                eprintln!(
+                    "error: {} failed with {errors} error{}",
+                    source.name,
+                    if errors == 1 { "" } else { "s" }
+                );
+            }
+        }
+        other => eprint!("{}", other.render()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A deep stack for the front end's recursion, whatever the input.
+    let worker = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || run(cli));
+    let result = match worker {
+        Ok(handle) => match handle.join() {
+            Ok(r) => r,
+            Err(_) => Err(Error::msg("internal error: the compiler panicked")),
+        },
+        Err(e) => Err(Error::msg(format!("cannot start the compiler thread: {e}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Diagnostics: what went wrong, where, and what was expected.
+//!
+//! Every stage that reads user input reports through [`Diagnostic`]s that carry
+//! byte spans into the source file; none of them prints. Rendering happens once,
+//! at the edge (the CLI, or a test), with `codespan-reporting`: file, line, column,
+//! the source line with a caret under the culprit, and notes (hints). A plain,
+//! colourless rendering exists for snapshot tests.
+
+use std::fmt;
+use std::ops::Range;
+
+use codespan_reporting::diagnostic as cs;
+use codespan_reporting::files::SimpleFile;
+use codespan_reporting::term;
+use codespan_reporting::term::termcolor::{ColorChoice, NoColor, StandardStream};
+
+/// A byte range in one source file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start.min(u32::MAX as usize) as u32,
+            end: end.min(u32::MAX as usize) as u32,
+        }
+    }
+
+    /// The smallest span covering both.
+    pub fn to(self, other: Span) -> Span {
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
+    }
+
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// `line:column` (both 1-based) of the span's start in `source`.
+    pub fn line_col(self, source: &str) -> (usize, usize) {
+        let start = (self.start as usize).min(source.len());
+        let before = &source.as_bytes()[..start];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let col = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
+        (line, col)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// A label under a piece of source: the primary one marks the culprit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+    pub primary: bool,
+}
+
+/// One message for the user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// A short stable code, e.g. `E0003`, listed in docs/language.md.
+    pub code: &'static str,
+    pub message: String,
+    pub labels: Vec<Label>,
+    /// Hints and explanations, one per line.
+    pub notes: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    /// The culprit, with what is wrong with it.
+    pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: true,
+        });
+        self
+    }
+
+    /// A related place (a previous definition, a declaration).
+    pub fn secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: false,
+        });
+        self
+    }
+
+    /// A hint: what was expected, or how to fix it.
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(note.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    fn to_codespan(&self, source_len: usize) -> cs::Diagnostic<()> {
+        let severity = match self.severity {
+            Severity::Error => cs::Severity::Error,
+            Severity::Warning => cs::Severity::Warning,
+        };
+        let clamp = |s: Span| {
+            let start = (s.start as usize).min(source_len);
+            let end = (s.end as usize).clamp(start, source_len);
+            start..end
+        };
+        cs::Diagnostic::new(severity)
+            .with_code(self.code)
+            .with_message(&self.message)
+            .with_labels(
+                self.labels
+                    .iter()
+                    .map(|l| {
+                        let style = if l.primary {
+                            cs::LabelStyle::Primary
+                        } else {
+                            cs::LabelStyle::Secondary
+                        };
+                        cs::Label::new(style, (), clamp(l.span)).with_message(&l.message)
+                    })
+                    .collect(),
+            )
+            .with_notes(self.notes.clone())
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{kind}[{}]: {}", self.code, self.message)
+    }
+}
+
+/// A source file as the user named it, with its text.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Source {
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// Renders diagnostics without colour, as the snapshot tests see them.
+pub fn render_plain(source: &Source, diags: &[Diagnostic]) -> String {
+    let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
+    let config = term::Config::default();
+    let mut out = NoColor::new(Vec::new());
+    for d in diags {
+        // Rendering into memory cannot fail for spans clamped to the file.
+        let _ = term::emit(&mut out, &config, &file, &d.to_codespan(source.text.len()));
+    }
+    String::from_utf8_lossy(&out.into_inner()).into_owned()
+}
+
+/// Renders diagnostics to standard error, in colour when it is a terminal.
+pub fn emit_stderr(source: &Source, diags: &[Diagnostic]) {
+    let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
+    let config = term::Config::default();
+    let choice = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let stream = StandardStream::stderr(choice);
+    let mut lock = stream.lock();
+    for d in diags {
+        let _ = term::emit(&mut lock, &config, &file, &d.to_codespan(source.text.len()));
+    }
+}
+
+/// Diagnostics with no source to point into (e.g. a bad command-line flag).
+pub fn render_without_source(diags: &[Diagnostic]) -> String {
+    let mut s = String::new();
+    for d in diags {
+        s.push_str(&d.to_string());
+        s.push('\n');
+        for n in &d.notes {
+            s.push_str("  = ");
+            s.push_str(n);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// True when any diagnostic is an error (warnings alone do not stop compilation).
+pub fn has_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(Diagnostic::is_error)
+}

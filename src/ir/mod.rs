@@ -1,0 +1,529 @@
+//! The IR: an index-based SSA dataflow graph of tensor operations for one step.
+//!
+//! A [`Cell`] holds its ports (inputs, states, outputs), its parameters with their
+//! checkpoint bindings, and a list of instructions in a valid schedule: every
+//! operand is defined by an earlier instruction. Values are typed (scalar, vector
+//! of a length, matrix); sizes are concrete, bound before lowering. Every vector
+//! value is implicitly a batch of vectors; parameters broadcast over the batch.
+//!
+//! Instructions are a closed [`Op`] enum, so that the printer, the parser, the
+//! verifier, the interpreter, the optimizer and codegen all match on every case.
+//! The optimizer introduces two multi-result ops: [`Product`] (several matrix
+//! products that share one pass over their inputs) and [`Region`] (fused
+//! element-wise work). Source names and spans live in side tables on the values,
+//! so dumps say `i`, `f`, `c'`.
+//!
+//! Architecture invariant: passes may append instructions out of order; they call
+//! [`Cell::compact`] afterwards, which restores a schedule, drops dead
+//! instructions and renumbers densely. [`verify::verify`] checks all of this.
+
+pub mod lower;
+pub mod parse;
+pub mod print;
+pub mod verify;
+
+use std::fmt;
+
+use crate::diag::Span;
+
+/// A value: one result of one instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value(pub u32);
+
+/// An instruction, by its position in [`Cell::insts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Inst(pub u32);
+
+impl Value {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl Inst {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Type {
+    /// A number, broadcast over vectors.
+    Scalar,
+    /// A vector of this length (a batch of them, for step values).
+    Vector(usize),
+    /// A matrix `[rows, cols]`.
+    Matrix(usize, usize),
+}
+
+impl Type {
+    pub fn len(self) -> Option<usize> {
+        match self {
+            Type::Vector(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Scalar => write!(f, "scalar"),
+            Type::Vector(n) => write!(f, "[{n}]"),
+            Type::Matrix(r, c) => write!(f, "[{r}, {c}]"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Sigmoid,
+    Tanh,
+    Relu,
+    Exp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 5] = [
+        UnaryOp::Neg,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Relu,
+        UnaryOp::Exp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Exp => "exp",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<UnaryOp> {
+        UnaryOp::ALL.into_iter().find(|o| o.name() == s)
+    }
+
+    /// The exact function, in f64: the reference every implementation is held to.
+    pub fn eval(self, x: f64) -> f64 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Sigmoid => {
+                // Written to avoid overflow of exp for large |x|.
+                if x >= 0.0 {
+                    1.0 / (1.0 + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (1.0 + e)
+                }
+            }
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Relu => {
+                if x > 0.0 {
+                    x
+                } else if x.is_nan() {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::Exp => x.exp(),
+        }
+    }
+}
+
+impl BinaryOp {
+    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<BinaryOp> {
+        BinaryOp::ALL.into_iter().find(|o| o.name() == s)
+    }
+
+    pub fn eval(self, a: f64, b: f64) -> f64 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+        }
+    }
+}
+
+/// Several matrix products that read their input vectors once, together:
+/// row block `r` computes `sum_j rows[r].weights[j] @ inputs[j] + sum(rows[r].biases)`.
+/// A missing weight is a zero block that is never read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Product {
+    pub inputs: Vec<Value>,
+    pub rows: Vec<RowBlock>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowBlock {
+    /// One entry per input of the product: a matrix parameter, or none.
+    pub weights: Vec<Option<Value>>,
+    /// Vector parameters added to the block (folded into one at packing time).
+    pub biases: Vec<Value>,
+}
+
+/// An operand inside a [`Region`]: one of its arguments, or an earlier body result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    Arg(u32),
+    Inst(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EwOp {
+    Const(f64),
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionInst {
+    pub op: EwOp,
+    pub args: Vec<Operand>,
+    /// The source name of this value, if it had one.
+    pub name: Option<String>,
+}
+
+/// Element-wise work over vectors of one length, fused into one pass: codegen
+/// runs the body per block of lanes while they are in registers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Region {
+    pub len: usize,
+    pub args: Vec<Value>,
+    pub body: Vec<RegionInst>,
+    pub yields: Vec<Operand>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The cell's input with this index, at this step.
+    Input(usize),
+    /// The state's value at the start of the step.
+    State(usize),
+    Param(usize),
+    Const(f64),
+    Unary(UnaryOp, Value),
+    Binary(BinaryOp, Value, Value),
+    /// `weight @ input`, weight a matrix parameter.
+    MatVec {
+        weight: Value,
+        input: Value,
+    },
+    Product(Product),
+    Fused(Region),
+}
+
+impl Op {
+    /// Every value the op reads, in a fixed order.
+    pub fn operands(&self) -> Vec<Value> {
+        match self {
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => Vec::new(),
+            Op::Unary(_, a) => vec![*a],
+            Op::Binary(_, a, b) => vec![*a, *b],
+            Op::MatVec { weight, input } => vec![*weight, *input],
+            Op::Product(p) => {
+                let mut v = p.inputs.clone();
+                for r in &p.rows {
+                    v.extend(r.weights.iter().flatten());
+                    v.extend(&r.biases);
+                }
+                v
+            }
+            Op::Fused(r) => r.args.clone(),
+        }
+    }
+
+    /// Rewrites every operand through `f`.
+    pub fn map_operands(&mut self, mut f: impl FnMut(Value) -> Value) {
+        match self {
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
+            Op::Unary(_, a) => *a = f(*a),
+            Op::Binary(_, a, b) => {
+                *a = f(*a);
+                *b = f(*b);
+            }
+            Op::MatVec { weight, input } => {
+                *weight = f(*weight);
+                *input = f(*input);
+            }
+            Op::Product(p) => {
+                for v in &mut p.inputs {
+                    *v = f(*v);
+                }
+                for r in &mut p.rows {
+                    for w in r.weights.iter_mut().flatten() {
+                        *w = f(*w);
+                    }
+                    for b in &mut r.biases {
+                        *b = f(*b);
+                    }
+                }
+            }
+            Op::Fused(r) => {
+                for v in &mut r.args {
+                    *v = f(*v);
+                }
+            }
+        }
+    }
+
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(..) | Op::Binary(..) | Op::Const(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstData {
+    pub op: Op,
+    pub results: Vec<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueData {
+    pub ty: Type,
+    pub inst: Inst,
+    /// Which result of the instruction.
+    pub result: usize,
+    /// Side table: the source name (`i`, `c'`), if any.
+    pub name: Option<String>,
+    /// Side table: the source expression this value computes.
+    pub span: Option<Span>,
+}
+
+/// An input, state or output: a named vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub len: usize,
+}
+
+/// Where a parameter is read from in a checkpoint, with sizes bound.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    pub tensor: String,
+    pub indices: Vec<BindIndex>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BindIndex {
+    Range(Option<u64>, Option<u64>),
+    At(u64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub ty: Type,
+    /// Alternatives tried in order; empty means "the tensor of the parameter's name".
+    pub binding: Vec<Binding>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Cell {
+    pub name: String,
+    /// The sizes this cell was lowered with, for the record.
+    pub dims: Vec<(String, u64)>,
+    pub inputs: Vec<Port>,
+    pub states: Vec<Port>,
+    pub outputs: Vec<Port>,
+    pub params: Vec<Param>,
+    pub insts: Vec<InstData>,
+    pub values: Vec<ValueData>,
+    /// The next value of each state, by state index.
+    pub state_updates: Vec<Value>,
+    /// The value of each output, by output index.
+    pub output_values: Vec<Value>,
+}
+
+impl Cell {
+    pub fn ty(&self, v: Value) -> Type {
+        self.values[v.index()].ty
+    }
+
+    pub fn def(&self, v: Value) -> &InstData {
+        &self.insts[self.values[v.index()].inst.index()]
+    }
+
+    pub fn op_of(&self, v: Value) -> &Op {
+        &self.def(v).op
+    }
+
+    pub fn name(&self, v: Value) -> Option<&str> {
+        self.values[v.index()].name.as_deref()
+    }
+
+    /// Appends an instruction with results of the given types.
+    pub fn push(&mut self, op: Op, tys: &[Type]) -> Vec<Value> {
+        let inst = Inst(self.insts.len() as u32);
+        let results: Vec<Value> = tys
+            .iter()
+            .enumerate()
+            .map(|(i, &ty)| {
+                let v = Value(self.values.len() as u32);
+                self.values.push(ValueData {
+                    ty,
+                    inst,
+                    result: i,
+                    name: None,
+                    span: None,
+                });
+                v
+            })
+            .collect();
+        self.insts.push(InstData {
+            op,
+            results: results.clone(),
+        });
+        results
+    }
+
+    /// Appends a single-result instruction.
+    pub fn push1(&mut self, op: Op, ty: Type) -> Value {
+        self.push(op, &[ty])[0]
+    }
+
+    /// The values every later step or the caller reads: state updates, outputs.
+    pub fn roots(&self) -> impl Iterator<Item = Value> + '_ {
+        self.state_updates
+            .iter()
+            .chain(self.output_values.iter())
+            .copied()
+    }
+
+    /// How many instructions read each value (roots count as readers).
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut uses = vec![0usize; self.values.len()];
+        for inst in &self.insts {
+            for v in inst.op.operands() {
+                uses[v.index()] += 1;
+            }
+        }
+        for v in self.roots() {
+            uses[v.index()] += 1;
+        }
+        uses
+    }
+
+    /// Restores the architecture invariant after a rewrite: drops instructions
+    /// whose results nobody reads, orders the rest so that operands come first
+    /// (keeping the current order where it is already valid), and renumbers
+    /// instructions and values densely in that order.
+    pub fn compact(&mut self) {
+        let n = self.insts.len();
+        // Liveness from the roots.
+        let mut live = vec![false; n];
+        let mut stack: Vec<Inst> = self.roots().map(|v| self.values[v.index()].inst).collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut live[i.index()], true) {
+                continue;
+            }
+            for v in self.insts[i.index()].op.operands() {
+                stack.push(self.values[v.index()].inst);
+            }
+        }
+        // Depth-first post-order from the instructions in their current order:
+        // each instruction is emitted after its operands.
+        let mut order = Vec::with_capacity(n);
+        let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+        for start in 0..n {
+            if !live[start] || state[start] != 0 {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+            state[start] = 1;
+            while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+                let ops = self.insts[i].op.operands();
+                if *next < ops.len() {
+                    let d = self.values[ops[*next].index()].inst.index();
+                    *next += 1;
+                    if state[d] == 0 {
+                        state[d] = 1;
+                        stack.push((d, 0));
+                    }
+                } else {
+                    state[i] = 2;
+                    order.push(i);
+                    stack.pop();
+                }
+            }
+        }
+        let old_insts = std::mem::take(&mut self.insts);
+        let old_values = std::mem::take(&mut self.values);
+        let mut value_map = vec![Value(u32::MAX); old_values.len()];
+        let mut old_insts: Vec<Option<InstData>> = old_insts.into_iter().map(Some).collect();
+        for &i in &order {
+            let Some(mut data) = old_insts[i].take() else {
+                continue;
+            };
+            data.op.map_operands(|v| value_map[v.index()]);
+            let tys: Vec<Type> = data
+                .results
+                .iter()
+                .map(|v| old_values[v.index()].ty)
+                .collect();
+            let new = self.push(data.op, &tys);
+            for (old, new) in data.results.iter().zip(&new) {
+                value_map[old.index()] = *new;
+                let od = &old_values[old.index()];
+                let nd = &mut self.values[new.index()];
+                nd.name = od.name.clone();
+                nd.span = od.span;
+            }
+        }
+        for v in self
+            .state_updates
+            .iter_mut()
+            .chain(self.output_values.iter_mut())
+        {
+            *v = value_map[v.index()];
+        }
+    }
+
+    /// Replaces every use of `from` (operands and roots) by `to`.
+    pub fn replace_uses(&mut self, from: Value, to: Value) {
+        for inst in &mut self.insts {
+            inst.op.map_operands(|v| if v == from { to } else { v });
+        }
+        for v in self
+            .state_updates
+            .iter_mut()
+            .chain(self.output_values.iter_mut())
+        {
+            if *v == from {
+                *v = to;
+            }
+        }
+    }
+
+    /// The number of matrix products per step: `matvec`s and fused `product`s.
+    pub fn product_count(&self) -> usize {
+        self.insts
+            .iter()
+            .filter(|i| matches!(i.op, Op::MatVec { .. } | Op::Product(_)))
+            .count()
+    }
+}

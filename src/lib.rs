@@ -1,0 +1,247 @@
+//! cellc: a compiler for recurrent-network cells.
+//!
+//! A `.rnn` file states a cell: its sizes, inputs, state, parameters and the
+//! equations of one time step. The pipeline:
+//!
+//! 1. [`syntax`] parses the text (pest grammar in `grammar/cell.pest`) into an AST;
+//! 2. [`sema`] checks names, shapes and dependencies, reporting every mistake as a
+//!    [`diag::Diagnostic`] with a span;
+//! 3. [`ir::lower`] binds the sizes and builds the IR, a typed SSA dataflow graph
+//!    with a text form that parses back ([`ir::print`], [`ir::parse`]) and a
+//!    verifier ([`ir::verify`]);
+//! 4. [`interp`] runs any IR in `f64`: the oracle for everything after it.
+//!
+//! ```
+//! let cell = cellc::Cell::from_source("tiny.rnn", "
+//!     dim H = 2
+//!     input x: [H]
+//!     state h: [H]
+//!     param W: [H, H]
+//!     h' = tanh(W @ h + x)
+//! ").unwrap();
+//! let ir = cell.ir().unwrap();
+//! assert_eq!(ir.product_count(), 1);
+//! ```
+
+pub mod diag;
+pub mod interp;
+pub mod ir;
+pub mod sema;
+pub mod syntax;
+
+use std::fmt;
+use std::path::Path;
+
+pub use diag::{Diagnostic, Source};
+
+/// Everything that can go wrong on the way from a file to a result.
+#[derive(Debug)]
+pub enum Error {
+    /// Mistakes in a source file, with the file to render them against.
+    Source {
+        source: Box<Source>,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A file could not be read.
+    Io { path: String, message: String },
+    /// Anything else, said in one sentence.
+    Msg(String),
+}
+
+impl Error {
+    pub fn msg(m: impl Into<String>) -> Error {
+        Error::Msg(m.into())
+    }
+
+    /// The error as the user should see it, without colour.
+    pub fn render(&self) -> String {
+        match self {
+            Error::Source {
+                source,
+                diagnostics,
+            } => {
+                let located: Vec<Diagnostic> = diagnostics
+                    .iter()
+                    .filter(|d| !d.labels.is_empty())
+                    .cloned()
+                    .collect();
+                let unlocated: Vec<Diagnostic> = diagnostics
+                    .iter()
+                    .filter(|d| d.labels.is_empty())
+                    .cloned()
+                    .collect();
+                let mut s = diag::render_plain(source, &located);
+                s.push_str(&diag::render_without_source(&unlocated));
+                s
+            }
+            Error::Io { path, message } => format!("error: cannot read `{path}`: {message}\n"),
+            Error::Msg(m) => format!("error: {m}\n"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.render().trim_end())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A checked cell: parsed, with names and shapes verified, and (after
+/// [`Cell::dims`]) its sizes bound.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    source: Source,
+    ast: syntax::ast::File,
+    checked: sema::Checked,
+    warnings: Vec<Diagnostic>,
+    given_dims: Vec<(String, u64)>,
+    bound: Option<sema::Dims>,
+}
+
+/// Reads a source file as text, reporting bytes that are not UTF-8 with a span.
+pub fn read_source(path: &Path) -> Result<Source> {
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| Error::Io {
+        path: name.clone(),
+        message: e.to_string(),
+    })?;
+    if meta.len() > syntax::MAX_SOURCE_BYTES as u64 {
+        return Err(Error::Source {
+            source: Box::new(Source::new(name, "")),
+            diagnostics: vec![Diagnostic::error(
+                "E0001",
+                format!(
+                    "source file too large: {} bytes (the limit is {} bytes)",
+                    meta.len(),
+                    syntax::MAX_SOURCE_BYTES
+                ),
+            )
+            .note("a cell is a few dozen lines; is this the right file?")],
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: name.clone(),
+        message: e.to_string(),
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Source::new(name, text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            // The lossy text has U+FFFD (3 bytes) where the bad byte was.
+            let lossy_at = String::from_utf8_lossy(&e.as_bytes()[..at]).len();
+            let d = Diagnostic::error("E0000", "the file is not valid UTF-8")
+                .primary(
+                    diag::Span::new(lossy_at, lossy_at + 3),
+                    format!("invalid byte 0x{:02x} at offset {at}", e.as_bytes()[at]),
+                )
+                .note("cell files are UTF-8 text");
+            Err(Error::Source {
+                source: Box::new(Source::new(name, text)),
+                diagnostics: vec![d],
+            })
+        }
+    }
+}
+
+impl Cell {
+    /// Reads, parses and checks a `.rnn` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Cell> {
+        let source = read_source(path.as_ref())?;
+        Cell::from_parts(source)
+    }
+
+    /// Parses and checks source text; `name` is used in messages (a file name).
+    pub fn from_source(name: &str, text: &str) -> Result<Cell> {
+        Cell::from_parts(Source::new(name, text))
+    }
+
+    fn from_parts(source: Source) -> Result<Cell> {
+        let (file, mut diags) = syntax::parse(&source.text);
+        let Some(file) = file else {
+            return Err(Error::Source {
+                source: Box::new(source),
+                diagnostics: diags,
+            });
+        };
+        let stem = Path::new(&source.name)
+            .file_stem()
+            .map_or("cell".to_string(), |s| s.to_string_lossy().into_owned());
+        let (checked, more) = sema::check(&file, &stem);
+        diags.extend(more);
+        match checked {
+            Some(checked) if !diag::has_errors(&diags) => Ok(Cell {
+                source,
+                ast: file,
+                checked,
+                warnings: diags,
+                given_dims: Vec::new(),
+                bound: None,
+            }),
+            _ => Err(Error::Source {
+                source: Box::new(source),
+                diagnostics: diags,
+            }),
+        }
+    }
+
+    /// Binds size variables (overriding the file's defaults) and checks that every
+    /// size is positive and the parameters fit in memory.
+    pub fn dims(mut self, dims: &[(&str, u64)]) -> Result<Cell> {
+        self.given_dims = dims.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let bound =
+            sema::bind_dims(&self.checked, &self.given_dims).map_err(|d| Error::Source {
+                source: Box::new(self.source.clone()),
+                diagnostics: d,
+            })?;
+        self.bound = Some(bound);
+        Ok(self)
+    }
+
+    /// The cell's name (`cell NAME`, or the file stem).
+    pub fn name(&self) -> &str {
+        &self.checked.name
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub fn ast(&self) -> &syntax::ast::File {
+        &self.ast
+    }
+
+    pub fn checked(&self) -> &sema::Checked {
+        &self.checked
+    }
+
+    /// Warnings found while checking (unused parameters, values, inputs).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// The bound sizes: those given to [`Cell::dims`], else the file's defaults.
+    pub fn bound_dims(&self) -> Result<sema::Dims> {
+        match &self.bound {
+            Some(d) => Ok(d.clone()),
+            None => sema::bind_dims(&self.checked, &self.given_dims).map_err(|d| Error::Source {
+                source: Box::new(self.source.clone()),
+                diagnostics: d,
+            }),
+        }
+    }
+
+    /// The cell lowered to IR with its bound sizes, before any optimization.
+    pub fn ir(&self) -> Result<ir::Cell> {
+        let dims = self.bound_dims()?;
+        let cell = ir::lower::lower(&self.checked, &dims);
+        ir::verify::verify(&cell).map_err(|e| {
+            Error::msg(format!("internal error: lowering produced invalid IR: {e}"))
+        })?;
+        Ok(cell)
+    }
+}
