@@ -188,7 +188,7 @@ pub fn step(
         match lanes(cell, &vals, v, batch)? {
             Lanes::Data(d) => Ok(d),
             Lanes::Scalar(x) => {
-                let n = cell.ty(v).len().unwrap_or(1);
+                let n = cell.ty(v).vector_len().unwrap_or(1);
                 Ok(vec![x; batch * n])
             }
         }
@@ -272,7 +272,7 @@ fn product(
         .inputs
         .iter()
         .map(|&x| match lanes(cell, vals, x, batch)? {
-            Lanes::Data(d) => Ok((cell.ty(x).len().unwrap_or(0), d)),
+            Lanes::Data(d) => Ok((cell.ty(x).vector_len().unwrap_or(0), d)),
             Lanes::Scalar(_) => Err(InterpError("product of a scalar".into())),
         })
         .collect::<Result<_, _>>()?;

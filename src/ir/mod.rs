@@ -57,7 +57,8 @@ pub enum Type {
 }
 
 impl Type {
-    pub fn len(self) -> Option<usize> {
+    /// The length of a vector type.
+    pub fn vector_len(self) -> Option<usize> {
         match self {
             Type::Vector(n) => Some(n),
             _ => None,
@@ -129,13 +130,12 @@ impl UnaryOp {
                 }
             }
             UnaryOp::Tanh => x.tanh(),
+            // NaN stays NaN: it is not greater than zero, and not less either.
             UnaryOp::Relu => {
-                if x > 0.0 {
-                    x
-                } else if x.is_nan() {
-                    x
-                } else {
+                if x < 0.0 {
                     0.0
+                } else {
+                    x
                 }
             }
             UnaryOp::Exp => x.exp(),

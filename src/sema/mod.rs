@@ -133,6 +133,16 @@ pub fn check(file: &ast::File, default_name: &str) -> (Option<Checked>, Vec<Diag
     cx.declare(file);
     cx.check_equations(file);
     cx.check_definitions();
+    if cx.states.is_empty() && cx.outputs.is_empty() && !cx.diags.iter().any(Diagnostic::is_error) {
+        cx.diags.push(
+            Diagnostic::error(
+                "E0057",
+                "the cell computes nothing: it has no state and no output",
+            )
+            .primary(Span::new(0, 0), "in this file")
+            .note("a cell needs at least `state h: [H]` and an equation `h' = ...`"),
+        );
+    }
     let order = cx.order_equations();
     cx.type_equations(&order);
     cx.warn_unused();
@@ -187,6 +197,9 @@ struct Checker {
     used_params: Vec<bool>,
     used_lets: Vec<bool>,
     used_inputs: Vec<bool>,
+    /// Names whose declaration was already reported as wrong: their uses are
+    /// not reported again.
+    poisoned: std::collections::HashSet<String>,
 }
 
 fn dup_error(name: &str, span: Span, first: Span) -> Diagnostic {
@@ -232,6 +245,7 @@ impl Checker {
                 Item::Dim(_) | Item::Equation(_) => {}
                 Item::Input(p) | Item::State(p) | Item::Output(p) => {
                     let Some(len) = self.port_len(p) else {
+                        self.poisoned.insert(p.name.name.clone());
                         continue;
                     };
                     let info = PortInfo {
@@ -277,7 +291,7 @@ impl Checker {
                     FUNCTIONS.join(", ")
                 )),
             );
-            return false;
+            // Bound anyway, so that its uses do not cascade into more errors.
         }
         if let Some(&first) = self.decl_span.get(&name.name) {
             self.diags.push(dup_error(&name.name, name.span, first));
@@ -311,7 +325,10 @@ impl Checker {
         let ty = match dims.as_slice() {
             [Some(n)] => SymTy::Vector(n.clone()),
             [Some(r), Some(c)] => SymTy::Matrix(r.clone(), c.clone()),
-            [_] | [_, _] => return,
+            [_] | [_, _] => {
+                self.poisoned.insert(p.name.name.clone());
+                return;
+            }
             _ => {
                 self.diags.push(
                     Diagnostic::error(
@@ -324,6 +341,7 @@ impl Checker {
                     )
                     .note("write `[rows, cols]` for a matrix or `[len]` for a vector"),
                 );
+                self.poisoned.insert(p.name.name.clone());
                 return;
             }
         };
@@ -547,6 +565,9 @@ impl Checker {
     fn equation_target(&mut self, eq: &ast::Equation, idx: usize) -> Option<Target> {
         let name = &eq.name;
         let found = self.scope.get(&name.name).copied();
+        if found.is_none() && self.poisoned.contains(&name.name) {
+            return None;
+        }
         if eq.primed {
             return match found {
                 Some(Ref::State(s)) => {
@@ -877,6 +898,9 @@ impl Checker {
     }
 
     fn undefined(&mut self, name: &Ident) {
+        if self.poisoned.contains(&name.name) {
+            return;
+        }
         let candidates: Vec<&str> = self.scope.keys().map(String::as_str).collect();
         let mut d = Diagnostic::error("E0011", format!("undefined name `{}`", name.name))
             .primary(name.span, "not declared or defined anywhere in this cell");
@@ -990,69 +1014,94 @@ impl Checker {
     }
 
     fn report_cycles(&mut self, indegree: &[usize]) {
-        // Every equation left with a positive in-degree is on or behind a cycle.
-        // Walk dependencies from each such equation until one repeats: that is a cycle.
-        let mut reported = vec![false; indegree.len()];
-        for start in 0..indegree.len() {
+        // Every equation left with a positive in-degree is on a cycle or reads one.
+        // For each not yet reported, look for a path from it back to itself (breadth
+        // first, so the cycle shown is a shortest one); equations that only read a
+        // cycle have none.
+        let n = indegree.len();
+        let mut reported = vec![false; n];
+        for start in 0..n {
             if indegree[start] == 0 || reported[start] {
                 continue;
             }
-            let mut path: Vec<(usize, Span)> = Vec::new();
-            let mut on_path = vec![usize::MAX; indegree.len()];
-            let mut cur = start;
-            let cycle = loop {
-                if on_path[cur] != usize::MAX {
-                    break path[on_path[cur]..].to_vec();
+            let mut parent: Vec<Option<(usize, Span)>> = vec![None; n];
+            let mut queue = std::collections::VecDeque::from([start]);
+            let mut seen = vec![false; n];
+            let mut closing: Option<(usize, Span)> = None;
+            'search: while let Some(cur) = queue.pop_front() {
+                for &(next, span) in &self.deps[cur] {
+                    if indegree[next] == 0 {
+                        continue;
+                    }
+                    if next == start {
+                        closing = Some((cur, span));
+                        break 'search;
+                    }
+                    if !seen[next] {
+                        seen[next] = true;
+                        parent[next] = Some((cur, span));
+                        queue.push_back(next);
+                    }
                 }
-                on_path[cur] = path.len();
-                let Some(&(next, span)) = self.deps[cur].iter().find(|(d, _)| indegree[*d] > 0)
-                else {
-                    break Vec::new();
-                };
-                path.push((cur, span));
-                cur = next;
-            };
-            if cycle.is_empty() || cycle.iter().any(|(i, _)| reported[*i]) {
-                for (i, _) in &path {
-                    reported[*i] = true;
-                }
-                continue;
             }
+            let Some((last, last_span)) = closing else {
+                continue;
+            };
+            // Walk back from `last` to `start`: the cycle is start -> ... -> last -> start,
+            // each step with the span where the value is read.
+            let mut cycle: Vec<(usize, Span)> = vec![(last, last_span)];
+            let mut cur = last;
+            while cur != start {
+                let Some((prev, span)) = parent[cur] else {
+                    break;
+                };
+                cycle.push((prev, span));
+                cur = prev;
+            }
+            cycle.reverse();
             for (i, _) in &cycle {
                 reported[*i] = true;
             }
-            let name_of = |i: usize| -> String {
-                match self.equations[i].as_ref().map(|e| e.target) {
-                    Some(Target::Let(l)) => self.lets[l].name.clone(),
-                    Some(Target::State(s)) => format!("{}'", self.states[s].name),
-                    Some(Target::Output(o)) => self.outputs[o].name.clone(),
-                    None => "?".into(),
-                }
-            };
-            let first = cycle[0].0;
-            let chain: Vec<String> = cycle
-                .iter()
-                .map(|(i, _)| format!("`{}`", name_of(*i)))
-                .chain(std::iter::once(format!("`{}`", name_of(first))))
-                .collect();
-            let head = self.equations[first]
-                .as_ref()
-                .map_or(Span::default(), |e| e.lhs_span);
-            let mut d = Diagnostic::error(
-                "E0056",
-                format!("`{}` depends on itself within one step", name_of(first)),
-            )
-            .primary(cycle[0].1, format!("`{}` is needed here", name_of(first)))
-            .secondary(head, "defined here");
-            for (i, span) in cycle.iter().skip(1) {
-                d = d.secondary(*span, format!("used by `{}`", name_of(*i)));
-            }
-            d = d.note(format!("the cycle: {}", chain.join(" -> ")));
-            d = d.note(
-                "to use a value from the previous step, make it a state and read it unprimed",
-            );
-            self.diags.push(d);
+            self.push_cycle(&cycle);
         }
+    }
+
+    /// Reports one cycle: `cycle[k]` is an equation and the span where it reads the next.
+    fn push_cycle(&mut self, cycle: &[(usize, Span)]) {
+        let name_of = |i: usize| -> String {
+            match self.equations[i].as_ref().map(|e| e.target) {
+                Some(Target::Let(l)) => self.lets[l].name.clone(),
+                Some(Target::State(s)) => format!("{}'", self.states[s].name),
+                Some(Target::Output(o)) => self.outputs[o].name.clone(),
+                None => "?".into(),
+            }
+        };
+        let first = cycle[0].0;
+        let chain: Vec<String> = cycle
+            .iter()
+            .map(|(i, _)| format!("`{}`", name_of(*i)))
+            .chain(std::iter::once(format!("`{}`", name_of(first))))
+            .collect();
+        let head = self.equations[first]
+            .as_ref()
+            .map_or(Span::default(), |e| e.lhs_span);
+        let last = cycle[cycle.len() - 1];
+        let mut d = Diagnostic::error(
+            "E0056",
+            format!("`{}` depends on itself within one step", name_of(first)),
+        )
+        .primary(last.1, format!("`{}` is read here", name_of(first)))
+        .secondary(head, "defined here");
+        for k in 0..cycle.len() - 1 {
+            let (i, span) = cycle[k];
+            d = d.secondary(
+                span,
+                format!("`{}` reads `{}`", name_of(i), name_of(cycle[k + 1].0)),
+            );
+        }
+        d = d.note(format!("the cycle: {}", chain.join(" -> ")));
+        d = d.note("to use a value from the previous step, make it a state and read it unprimed");
+        self.diags.push(d);
     }
 
     fn warn_unused(&mut self) {
@@ -1285,7 +1334,7 @@ fn check_sizes(checked: &Checked, dims: &Dims) -> Result<(), Vec<Diagnostic>> {
                 format!(
                     "the parameters of `{}` would take {} GiB with these sizes",
                     checked.name,
-                    total * 4 >> 30
+                    (total * 4) >> 30
                 ),
             )
             .note(format!(

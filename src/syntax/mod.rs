@@ -45,7 +45,18 @@ pub fn parse(text: &str) -> (Option<File>, Vec<Diagnostic>) {
     if let Some(d) = check_nesting(text) {
         return (None, vec![d]);
     }
-    match CellParser::parse(Rule::file, text) {
+    // Parse fast first; on an error, parse again recording which tokens were
+    // tried, so that the message can say what was expected. (The switch is global
+    // and only ever turned on, so concurrent parses cannot lose detail.)
+    let first = CellParser::parse(Rule::file, text);
+    let first = match first {
+        Ok(p) => Ok(p),
+        Err(_) => {
+            pest::set_error_detail(true);
+            CellParser::parse(Rule::file, text)
+        }
+    };
+    match first {
         Ok(mut pairs) => {
             let mut builder = Builder { diags: Vec::new() };
             let file = match pairs.next() {
@@ -119,10 +130,83 @@ fn starts_item(line: &str) -> bool {
     rest.trim_start().starts_with('=')
 }
 
+/// Where the parse failed: the furthest position any token or rule was tried,
+/// which is where the user's text stops making sense.
 fn error_offset(e: &pest::error::Error<Rule>) -> usize {
-    match e.location {
+    let located = match e.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
+    };
+    match e.parse_attempts() {
+        Some(a) => a.max_position.max(located),
+        None => located,
+    }
+}
+
+/// What would have been accepted at the error: literal tokens and rules.
+fn expected_at(e: &pest::error::Error<Rule>) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let located = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    if let Some(a) = e.parse_attempts() {
+        if a.max_position >= located {
+            for t in a.expected_tokens() {
+                let token = t.to_string();
+                // Characters inside names and numbers are not worth listing.
+                let literal = !token.trim().is_empty()
+                    && !matches!(
+                        token.as_str(),
+                        "//" | "BUILTIN_RULE" | "." | "_" | "\"" | "E"
+                    )
+                    && (token.len() <= 2 || !token.contains(".."));
+                if literal {
+                    words.push(format!("`{token}`"));
+                }
+            }
+            let have_tokens = !words.is_empty();
+            for cs in a.call_stacks() {
+                let Some(&rule) = cs.deepest.get_rule() else {
+                    continue;
+                };
+                // A failed token inside a declaration is reported as the token.
+                let item_level = matches!(
+                    rule,
+                    Rule::dim_decl
+                        | Rule::input_decl
+                        | Rule::state_decl
+                        | Rule::output_decl
+                        | Rule::param_decl
+                        | Rule::equation
+                );
+                if have_tokens && item_level {
+                    continue;
+                }
+                if let Some(d) = describe_rule(rule) {
+                    words.push(d.to_string());
+                }
+            }
+        }
+    }
+    if words.is_empty() {
+        if let ErrorVariant::ParsingError { positives, .. } = &e.variant {
+            words = positives
+                .iter()
+                .filter_map(|r| describe_rule(*r))
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    if words.iter().any(|w| w == "an expression") {
+        words.retain(|w| w != "`(`" && w != "`-`");
+    }
+    words.sort();
+    words.dedup();
+    match words.len() {
+        0 => "something else".into(),
+        1 => words.remove(0),
+        n => format!("{} or {}", words[..n - 1].join(", "), words[n - 1]),
     }
 }
 
@@ -163,18 +247,15 @@ pub fn check_nesting(text: &str) -> Option<Diagnostic> {
 
 fn syntax_error(text: &str, base: usize, e: &pest::error::Error<Rule>) -> Diagnostic {
     let at = (base + error_offset(e)).min(text.len());
-    // Underline the offending character (or token), not just a point.
-    let end = text[at..]
-        .char_indices()
-        .find(|&(i, c)| i > 0 && !(c.is_alphanumeric() || c == '_') || c.is_whitespace())
-        .map_or(
-            text.len(),
-            |(i, c)| if i == 0 { at + c.len_utf8() } else { at + i },
-        );
-    let end = if end == at {
-        at + text[at..].chars().next().map_or(0, char::len_utf8)
+    // Underline the offending word, or the single character.
+    let rest = &text[at..];
+    let word_len = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let end = if word_len > 0 {
+        at + word_len
     } else {
-        end
+        at + rest.chars().next().map_or(0, char::len_utf8)
     };
     let found = if at >= text.len() {
         "end of file".to_string()
@@ -190,7 +271,7 @@ fn syntax_error(text: &str, base: usize, e: &pest::error::Error<Rule>) -> Diagno
         }
     };
     let expected = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => describe_expected(positives),
+        ErrorVariant::ParsingError { .. } => expected_at(e),
         ErrorVariant::CustomError { message } => message.clone(),
     };
     let mut d = Diagnostic::error("E0003", format!("syntax error: unexpected {found}"))
@@ -199,17 +280,6 @@ fn syntax_error(text: &str, base: usize, e: &pest::error::Error<Rule>) -> Diagno
         d = d.note(hint);
     }
     d
-}
-
-fn describe_expected(rules: &[Rule]) -> String {
-    let mut words: Vec<&str> = rules.iter().filter_map(|r| describe_rule(*r)).collect();
-    words.sort();
-    words.dedup();
-    match words.len() {
-        0 => "something else".into(),
-        1 => words[0].into(),
-        n => format!("{} or {}", words[..n - 1].join(", "), words[n - 1]),
-    }
 }
 
 fn describe_rule(r: Rule) -> Option<&'static str> {
@@ -246,6 +316,17 @@ fn describe_rule(r: Rule) -> Option<&'static str> {
 /// A hint for a common mistake at `at`.
 fn hint_for(text: &str, at: usize) -> Option<String> {
     let rest = &text[at..];
+    let line_start = text[..at].rfind('\n').map_or(0, |p| p + 1);
+    let before = text[line_start..at].trim();
+    if matches!(
+        before,
+        "cell" | "dim" | "input" | "state" | "output" | "param"
+    ) && (rest.starts_with('=') || rest.starts_with('\''))
+    {
+        return Some(format!(
+            "`{before}` is a keyword and cannot be used as a name"
+        ));
+    }
     let word: String = rest
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')

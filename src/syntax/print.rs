@@ -93,26 +93,18 @@ pub fn expr(e: &Expr) -> String {
         }
         ExprKind::Neg(inner) => format!("(neg {})", expr(inner)),
         ExprKind::Sum(terms) => {
-            let mut s = "(+".to_string();
-            for (i, (op, t)) in terms.iter().enumerate() {
-                if *op == AddOp::Sub && i > 0 {
-                    let _ = write!(s, " (neg {})", expr(t));
-                } else {
-                    let _ = write!(s, " {}", expr(t));
-                }
-            }
-            s + ")"
+            let items: Vec<(bool, String)> = terms
+                .iter()
+                .map(|(op, t)| (*op == AddOp::Sub, expr(t)))
+                .collect();
+            nary("+", "-", &items)
         }
         ExprKind::Product(fs) => {
-            let mut s = "(*".to_string();
-            for (op, f) in fs {
-                if *op == MulOp::Div {
-                    let _ = write!(s, " (recip {})", expr(f));
-                } else {
-                    let _ = write!(s, " {}", expr(f));
-                }
-            }
-            s + ")"
+            let items: Vec<(bool, String)> = fs
+                .iter()
+                .map(|(op, f)| (*op == MulOp::Div, expr(f)))
+                .collect();
+            nary("*", "/", &items)
         }
         ExprKind::MatVec { matrices, vector } => {
             let mut s = String::new();
@@ -126,4 +118,19 @@ pub fn expr(e: &Expr) -> String {
             s
         }
     }
+}
+
+/// `(+ a b c)` when every operator is the plain one, else a left fold of binary
+/// nodes, `(- (+ a b) c)`, so that the grouping is explicit.
+fn nary(plain: &str, inverse: &str, items: &[(bool, String)]) -> String {
+    if items.iter().skip(1).all(|(inv, _)| !inv) {
+        let parts: Vec<&str> = items.iter().map(|(_, s)| s.as_str()).collect();
+        return format!("({plain} {})", parts.join(" "));
+    }
+    let mut acc = items.first().map_or(String::new(), |(_, s)| s.clone());
+    for (inv, s) in &items[1..] {
+        let op = if *inv { inverse } else { plain };
+        acc = format!("({op} {acc} {s})");
+    }
+    acc
 }

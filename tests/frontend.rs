@@ -1,0 +1,129 @@
+//! Every example at every front-end stage: AST and IR snapshots, the IR's text
+//! round trip, and the verifier.
+
+mod common;
+
+use cellc::ir;
+
+fn load(path: &std::path::Path) -> cellc::Cell {
+    cellc::Cell::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn examples_check_without_diagnostics() {
+    let examples = common::examples();
+    assert!(examples.len() >= 6);
+    for path in examples {
+        let cell = load(&path);
+        assert!(
+            cell.warnings().is_empty(),
+            "{}: {:?}",
+            path.display(),
+            cell.warnings()
+        );
+    }
+}
+
+#[test]
+fn ast_snapshots() {
+    for path in common::examples() {
+        let cell = load(&path);
+        let text = cellc::syntax::print::print(cell.ast());
+        insta::assert_snapshot!(format!("ast_{}", common::stem(&path)), text);
+    }
+}
+
+#[test]
+fn ir_snapshots() {
+    for path in common::examples() {
+        let cell = load(&path);
+        let text = ir::print::print(&cell.ir().unwrap());
+        insta::assert_snapshot!(format!("ir_{}", common::stem(&path)), text);
+    }
+}
+
+/// print -> parse -> print is the identity, and the parsed IR verifies.
+#[test]
+fn ir_text_round_trips() {
+    for path in common::examples() {
+        for dims in [&[][..], &[("H", 3), ("X", 2)][..]] {
+            let mut cell = load(&path);
+            let names: Vec<String> = cell.checked().dim_names();
+            let dims: Vec<(&str, u64)> = dims
+                .iter()
+                .copied()
+                .filter(|(n, _)| names.iter().any(|m| m == n))
+                .collect();
+            cell = cell.dims(&dims).unwrap();
+            let original = cell.ir().unwrap();
+            let text = ir::print::print(&original);
+            let parsed = ir::parse::parse(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+            ir::verify::verify(&parsed).unwrap();
+            assert_eq!(ir::print::print(&parsed), text, "{}", path.display());
+            // The parsed cell is the same graph, not only the same text.
+            assert_eq!(parsed.insts, original.insts);
+            assert_eq!(parsed.params, original.params);
+        }
+    }
+}
+
+#[test]
+fn lstm_counts() {
+    let ir = load(
+        &common::examples()
+            .into_iter()
+            .find(|p| common::stem(p) == "lstm")
+            .unwrap(),
+    )
+    .ir()
+    .unwrap();
+    assert_eq!(ir.product_count(), 8);
+    assert_eq!(ir.params.len(), 16);
+    assert_eq!(ir.states.len(), 2);
+    // The weights of gate `g` are rows 2H..3H of PyTorch's weight_ih_l0.
+    let w_ig = ir.params.iter().find(|p| p.name == "W_ig").unwrap();
+    assert_eq!(w_ig.ty, ir::Type::Matrix(128, 64));
+    assert_eq!(
+        w_ig.binding[0],
+        ir::Binding {
+            tensor: "weight_ih_l0".into(),
+            indices: vec![ir::BindIndex::Range(Some(256), Some(384))],
+        }
+    );
+}
+
+/// The verifier rejects what it must (hand-written IR).
+#[test]
+fn verifier_rejects_bad_ir() {
+    let ok = "cell t\ninput x: [2]\nstate h: [2]\nparam W: [2, 2]\n\nv0: [2] = input x\nv1: [2] = state h\nv2: [2, 2] = param W\nv3: [2] = matvec v2, v1\nv4: [2] = add v3, v0\nupdate h = v4\n";
+    ir::verify::verify(&ir::parse::parse(ok).unwrap()).unwrap();
+    let bad_cases = [
+        // matvec of a [2, 2] matrix with a [3] vector
+        (
+            "v3: [2] = matvec v2, v1",
+            "v3: [2] = matvec v2, v5",
+            "used before",
+        ),
+        // wrong result type
+        (
+            "v4: [2] = add v3, v0",
+            "v4: [3] = add v3, v0",
+            "result types",
+        ),
+        // weight that is not a parameter
+        (
+            "v3: [2] = matvec v2, v1",
+            "v3: [2] = matvec v1, v1",
+            "not a parameter",
+        ),
+    ];
+    for (from, to, expect) in bad_cases {
+        let text = ok.replace(from, to);
+        let err = match ir::parse::parse(&text) {
+            Err(e) => e.to_string(),
+            Ok(c) => ir::verify::verify(&c).unwrap_err().to_string(),
+        };
+        assert!(err.contains(expect), "{to}: got {err}");
+    }
+}
