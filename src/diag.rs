@@ -60,6 +60,8 @@ impl Span {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// A remark: what the compiler did, and why (`--emit remarks`).
+    Note,
     Warning,
     Error,
 }
@@ -128,6 +130,13 @@ impl Diagnostic {
         self
     }
 
+    pub fn note_at(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Note,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -136,6 +145,7 @@ impl Diagnostic {
         let severity = match self.severity {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
+            Severity::Note => cs::Severity::Note,
         };
         let clamp = |s: Span| {
             let start = (s.start as usize).min(source_len);
@@ -167,6 +177,7 @@ impl fmt::Display for Diagnostic {
         let kind = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, "{kind}[{}]: {}", self.code, self.message)
     }

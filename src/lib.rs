@@ -9,7 +9,9 @@
 //! 3. [`ir::lower`] binds the sizes and builds the IR, a typed SSA dataflow graph
 //!    with a text form that parses back ([`ir::print`], [`ir::parse`]) and a
 //!    verifier ([`ir::verify`]);
-//! 4. [`interp`] runs any IR in `f64`: the oracle for everything after it.
+//! 4. [`opt`] rewrites the IR: sibling products concatenated, gates stacked,
+//!    element-wise epilogues fused, each rewrite proved legal and explained;
+//! 5. [`interp`] runs any IR in `f64`: the oracle for everything after it.
 //!
 //! ```
 //! let cell = cellc::Cell::from_source("tiny.rnn", "
@@ -24,9 +26,13 @@
 //! ```
 
 pub mod diag;
+pub mod dot;
+pub mod gen;
 pub mod interp;
 pub mod ir;
+pub mod opt;
 pub mod sema;
+pub mod stats;
 pub mod syntax;
 
 use std::fmt;
@@ -243,5 +249,44 @@ impl Cell {
             Error::msg(format!("internal error: lowering produced invalid IR: {e}"))
         })?;
         Ok(cell)
+    }
+}
+
+/// A cell after the optimizer, with the remarks that explain it.
+#[derive(Clone, Debug)]
+pub struct Optimized {
+    pub ir: ir::Cell,
+    pub remarks: Vec<opt::Remark>,
+}
+
+impl Cell {
+    /// The cell lowered and optimized with `opts` (all passes by default).
+    pub fn optimized(&self, opts: &opt::Options) -> Result<Optimized> {
+        self.optimized_with_dumps(opts, &mut |_, _| {})
+    }
+
+    /// Like [`Cell::optimized`], handing the IR to `dump` after lowering and
+    /// after every pass.
+    pub fn optimized_with_dumps(
+        &self,
+        opts: &opt::Options,
+        dump: &mut dyn FnMut(&str, &ir::Cell),
+    ) -> Result<Optimized> {
+        let mut cell = self.ir()?;
+        let mut ctx = opt::Ctx {
+            source: Some(&self.source.text),
+            remarks: Vec::new(),
+        };
+        opt::optimize(&mut cell, opts, &mut ctx, dump).map_err(|e| Error::msg(e.to_string()))?;
+        Ok(Optimized {
+            ir: cell,
+            remarks: ctx.remarks,
+        })
+    }
+
+    /// The remarks rendered against the source, without colour.
+    pub fn render_remarks(&self, remarks: &[opt::Remark]) -> String {
+        let diags: Vec<Diagnostic> = remarks.iter().map(opt::Remark::to_diagnostic).collect();
+        diag::render_plain(&self.source, &diags)
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use cellc::{diag, Cell, Error};
+use cellc::{diag, opt, Cell, Error};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,13 @@ enum Command {
         /// What to print.
         #[arg(long, value_enum, default_value = "ir")]
         emit: Emit,
+        /// With `--emit opt` or `dot`: stop after this stage (`lower`, or a pass:
+        /// simplify, concat, stack, fuse, dce).
+        #[arg(long, value_name = "PASS")]
+        after: Option<String>,
+        /// Also print the optimizer's remarks (what was fused, what was not, and why) to stderr.
+        #[arg(long)]
+        remarks: bool,
     },
 }
 
@@ -47,6 +54,16 @@ enum Emit {
     Ast,
     /// The IR as lowered, before optimization.
     Ir,
+    /// The IR after the optimizer (or after `--after PASS`).
+    Opt,
+    /// The IR after lowering and after every pass, one after the other.
+    Stages,
+    /// Products, flops, weight bytes and element-wise passes per step, before and after, as JSON.
+    Stats,
+    /// A Graphviz graph of the optimized IR (`--after lower` for the original).
+    Dot,
+    /// What the optimizer fused and what it did not, with reasons, against the source.
+    Remarks,
 }
 
 #[derive(Clone, Debug)]
@@ -103,11 +120,58 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Compile { file, dims, emit } => {
+        Command::Compile {
+            file,
+            dims,
+            emit,
+            after,
+            remarks,
+        } => {
             let cell = load(&file, &dims)?;
+            if let Some(a) = &after {
+                if !opt::stage_names().contains(&a.as_str()) {
+                    return Err(Error::msg(format!(
+                        "`--after {a}`: no such stage; the stages are {}",
+                        opt::stage_names().join(", ")
+                    )));
+                }
+            }
+            let opts = opt::Options {
+                stop_after: after,
+                ..opt::Options::default()
+            };
+            let mut stages = String::new();
+            let optimized = cell.optimized_with_dumps(&opts, &mut |name, ir| {
+                if matches!(emit, Emit::Stages) {
+                    stages.push_str(&format!("; ==== {name} ====\n"));
+                    stages.push_str(&cellc::ir::print::print(ir));
+                    stages.push('\n');
+                }
+            })?;
+            if remarks {
+                let diags: Vec<diag::Diagnostic> = optimized
+                    .remarks
+                    .iter()
+                    .map(opt::Remark::to_diagnostic)
+                    .collect();
+                diag::emit_stderr(cell.source(), &diags);
+            }
             let text = match emit {
                 Emit::Ast => cellc::syntax::print::print(cell.ast()),
                 Emit::Ir => cellc::ir::print::print(&cell.ir()?),
+                Emit::Opt => cellc::ir::print::print(&optimized.ir),
+                Emit::Stages => stages,
+                Emit::Stats => {
+                    let before = cell.ir()?;
+                    let full = cell.optimized(&opt::Options::default())?;
+                    let json = cellc::stats::stats_json(&before, &full.ir);
+                    format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    )
+                }
+                Emit::Dot => cellc::dot::dot(&optimized.ir),
+                Emit::Remarks => cell.render_remarks(&optimized.remarks),
             };
             print!("{text}");
             Ok(())

@@ -428,6 +428,39 @@ impl Cell {
         uses
     }
 
+    /// For each value, the instructions that read it (once per operand slot).
+    pub fn users(&self) -> Vec<Vec<Inst>> {
+        let mut users = vec![Vec::new(); self.values.len()];
+        for (i, inst) in self.insts.iter().enumerate() {
+            for v in inst.op.operands() {
+                users[v.index()].push(Inst(i as u32));
+            }
+        }
+        users
+    }
+
+    /// Whether a state update or an output reads this value.
+    pub fn is_root(&self, v: Value) -> bool {
+        self.roots().any(|r| r == v)
+    }
+
+    /// A name for a value in messages: its source name, or the source text it
+    /// computes, or its number.
+    pub fn describe(&self, v: Value, source: Option<&str>) -> String {
+        if let Some(n) = self.name(v) {
+            return n.to_string();
+        }
+        if let (Some(span), Some(src)) = (self.values[v.index()].span, source) {
+            if let Some(text) = src.get(span.range()) {
+                let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                if text.len() <= 40 {
+                    return text;
+                }
+            }
+        }
+        format!("v{}", v.0)
+    }
+
     /// Restores the architecture invariant after a rewrite: drops instructions
     /// whose results nobody reads, orders the rest so that operands come first
     /// (keeping the current order where it is already valid), and renumbers
@@ -500,6 +533,35 @@ impl Cell {
             .chain(self.output_values.iter_mut())
         {
             *v = value_map[v.index()];
+        }
+    }
+
+    /// Applies a set of replacements to every operand and root at once; chains
+    /// (`a -> b`, `b -> c`) resolve to their end.
+    pub fn replace_all(&mut self, map: &std::collections::HashMap<Value, Value>) {
+        if map.is_empty() {
+            return;
+        }
+        let resolve = |mut v: Value| {
+            let mut hops = 0;
+            while let Some(&next) = map.get(&v) {
+                if next == v || hops > map.len() {
+                    break;
+                }
+                v = next;
+                hops += 1;
+            }
+            v
+        };
+        for inst in &mut self.insts {
+            inst.op.map_operands(resolve);
+        }
+        for v in self
+            .state_updates
+            .iter_mut()
+            .chain(self.output_values.iter_mut())
+        {
+            *v = resolve(*v);
         }
     }
 

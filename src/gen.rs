@@ -1,0 +1,175 @@
+//! Random well-typed cells, for differential tests and fuzzing: the optimizer and
+//! the JIT are checked against the interpreter on cells nobody wrote by hand.
+//!
+//! A generated cell has one or two inputs, one to three states, and a handful of
+//! gates. A gate is an activation of a sum whose terms are matrix products of
+//! inputs, states or earlier gates (so some products depend on others), biases,
+//! element-wise products with parameter vectors (peepholes), reset-style terms
+//! `g * (W @ v + b)`, subtractions and constants. States are updated from gates
+//! and old states. Everything is generated from a seed, so a failure reproduces.
+
+use std::fmt::Write;
+
+/// SplitMix64: small, fast, and good enough to pick shapes.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 * 2.0 - 1.0
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// The source text of a random cell. Sizes are `X` and `H` (defaults 3 and 4;
+/// override them when compiling).
+pub fn random_cell(seed: u64) -> String {
+    let mut rng = Rng(seed);
+    let mut g = Gen::default();
+    let n_inputs = 1 + rng.below(2);
+    let n_states = 1 + rng.below(3);
+    let n_gates = 1 + rng.below(5);
+    let mut text = String::from("// generated\ndim X = 3\ndim H = 4\n");
+    for i in 0..n_inputs {
+        let _ = writeln!(text, "input x{i}: [X]");
+        g.x_vectors.push(format!("x{i}"));
+    }
+    for s in 0..n_states {
+        let _ = writeln!(text, "state s{s}: [H]");
+        g.h_vectors.push(format!("s{s}"));
+    }
+    let _ = writeln!(text, "output y: [H]");
+    let mut body = String::new();
+    for k in 0..n_gates {
+        let terms = 1 + rng.below(4);
+        let sum = g.sum(&mut rng, terms);
+        let gate = match rng.below(6) {
+            0 => format!("sigmoid({sum})"),
+            1 => format!("tanh({sum})"),
+            2 => format!("relu({sum})"),
+            3 => format!("exp(tanh({sum}))"),
+            4 => format!("tanh({sum}) * sigmoid({})", g.sum(&mut rng, 1)),
+            _ => sum,
+        };
+        let _ = writeln!(body, "g{k} = {gate}");
+        g.h_vectors.push(format!("g{k}"));
+        g.gates.push(format!("g{k}"));
+    }
+    for s in 0..n_states {
+        let a = rng.pick(&g.gates).clone();
+        let b = rng.pick(&g.gates).clone();
+        let update = match rng.below(4) {
+            0 => format!("{a} * s{s} + (1 - {a}) * {b}"),
+            1 => format!("sigmoid({a}) * s{s} + {b}"),
+            2 => format!("tanh({a} - 0.5 * s{s})"),
+            _ => a,
+        };
+        let _ = writeln!(body, "s{s}' = {update}");
+    }
+    let last = rng.pick(&g.gates).clone();
+    let out = if rng.chance(50) {
+        format!("s0' * {last}")
+    } else {
+        "s0'".to_string()
+    };
+    let _ = writeln!(body, "y = {out}");
+    for p in &g.params {
+        let _ = writeln!(text, "{p}");
+    }
+    text.push_str(&body);
+    text
+}
+
+#[derive(Default)]
+struct Gen {
+    /// Vectors of length X and H that a term may read.
+    x_vectors: Vec<String>,
+    h_vectors: Vec<String>,
+    gates: Vec<String>,
+    params: Vec<String>,
+}
+
+impl Gen {
+    fn param(&mut self, shape: &str) -> String {
+        let name = format!("p{}", self.params.len());
+        self.params.push(format!("param {name}: {shape}"));
+        name
+    }
+
+    /// A product `W @ v` of length H, from any earlier vector.
+    fn product(&mut self, rng: &mut Rng) -> String {
+        if rng.chance(40) {
+            let v = rng.pick(&self.x_vectors).clone();
+            let w = self.param("[H, X]");
+            format!("{w} @ {v}")
+        } else {
+            let v = rng.pick(&self.h_vectors).clone();
+            let w = self.param("[H, H]");
+            // Sometimes the product reads a gated vector (`W @ (g * s)`).
+            if rng.chance(20) && !self.gates.is_empty() {
+                let gate = rng.pick(&self.gates).clone();
+                format!("{w} @ ({gate} * {v})")
+            } else {
+                format!("{w} @ {v}")
+            }
+        }
+    }
+
+    /// A sum of about `n` terms, at least one a product.
+    fn sum(&mut self, rng: &mut Rng, n: usize) -> String {
+        let mut terms = vec![self.product(rng)];
+        for _ in 1..n.max(1) {
+            let t = match rng.below(8) {
+                0 | 1 => self.product(rng),
+                2 => self.param("[H]"),
+                3 => {
+                    let p = self.param("[H]");
+                    let v = rng.pick(&self.h_vectors).clone();
+                    format!("{p} * {v}")
+                }
+                4 if !self.gates.is_empty() => {
+                    let gate = rng.pick(&self.gates).clone();
+                    let inner = self.product(rng);
+                    let b = self.param("[H]");
+                    format!("{gate} * ({inner} + {b})")
+                }
+                5 => format!("- {}", self.product(rng)),
+                6 => "0.25".to_string(),
+                _ => rng.pick(&self.h_vectors).clone(),
+            };
+            terms.push(t);
+        }
+        let mut s = String::new();
+        for (i, t) in terms.iter().enumerate() {
+            if i == 0 {
+                s.push_str(t);
+            } else if let Some(neg) = t.strip_prefix("- ") {
+                let _ = write!(s, " - {neg}");
+            } else {
+                let _ = write!(s, " + {t}");
+            }
+        }
+        s
+    }
+}

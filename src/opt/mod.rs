@@ -1,0 +1,248 @@
+//! The optimizer: a fixed pipeline of small passes, each a function from IR to IR.
+//!
+//! | pass       | what it does |
+//! |------------|--------------|
+//! | `simplify` | merges identical instructions (so a product read twice becomes one), folds constants and identities (`x * 1`, `--x`) |
+//! | `concat`   | sibling concatenation: in one sum, `W_a @ a + W_b @ b + b_1 + b_2` becomes one product of `[W_a W_b]` with `[a; b]`, biases folded |
+//! | `stack`    | gate stacking: products with no path between them become one product with stacked row blocks |
+//! | `fuse`     | epilogue fusion: the element-wise work between products becomes one region per stage and length |
+//! | `dce`      | drops what nothing reads |
+//!
+//! The driver ([`optimize`]) runs them in that order, verifies the IR after each
+//! (the verifier is cheap next to compilation), hands each stage to a dump hook
+//! (the CLI's `--emit stages`, the snapshot tests), and can stop after any pass to
+//! bisect a miscompile. Passes explain their decisions as [`Remark`]s.
+//!
+//! Architecture invariant: the optimizer never changes what a cell computes, up to
+//! f64 rounding (tested against the interpreter on random cells), and running it
+//! twice changes nothing.
+
+mod concat;
+mod fuse;
+mod simplify;
+mod stack;
+
+use std::fmt;
+
+use crate::diag::{Diagnostic, Span};
+use crate::ir::{verify, Cell};
+
+/// A decision a pass made, or declined, with where in the source it applies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Remark {
+    pub pass: &'static str,
+    pub kind: RemarkKind,
+    pub span: Option<Span>,
+    pub message: String,
+    /// Other places involved, with a label each.
+    pub related: Vec<(Span, String)>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemarkKind {
+    /// A rewrite was done.
+    Applied,
+    /// A rewrite was possible in form but not legal, or not done: says why.
+    Missed,
+}
+
+impl Remark {
+    /// The remark as a note-level diagnostic, to render against the source.
+    pub fn to_diagnostic(&self) -> Diagnostic {
+        let code = match self.kind {
+            RemarkKind::Applied => "R-fused",
+            RemarkKind::Missed => "R-not-fused",
+        };
+        let mut d = Diagnostic::note_at(code, format!("[{}] {}", self.pass, self.message));
+        if let Some(s) = self.span {
+            d = d.primary(s, "");
+        }
+        for (s, l) in &self.related {
+            d = d.secondary(*s, l.clone());
+        }
+        for n in &self.notes {
+            d = d.note(n.clone());
+        }
+        d
+    }
+}
+
+/// What passes share: the source text (for naming values in remarks) and the
+/// remarks collected so far.
+#[derive(Default)]
+pub struct Ctx<'a> {
+    pub source: Option<&'a str>,
+    pub remarks: Vec<Remark>,
+}
+
+impl Ctx<'_> {
+    pub fn remark(
+        &mut self,
+        pass: &'static str,
+        kind: RemarkKind,
+        span: Option<Span>,
+        message: String,
+    ) -> &mut Remark {
+        self.remarks.push(Remark {
+            pass,
+            kind,
+            span,
+            message,
+            related: Vec::new(),
+            notes: Vec::new(),
+        });
+        let last = self.remarks.len() - 1;
+        &mut self.remarks[last]
+    }
+}
+
+/// A pass: a name (for `--after`, dumps and remarks) and a function that says
+/// whether it changed anything.
+pub struct Pass {
+    pub name: &'static str,
+    pub run: fn(&mut Cell, &mut Ctx<'_>) -> bool,
+}
+
+/// The pipeline, in order.
+pub const PASSES: &[Pass] = &[
+    Pass {
+        name: "simplify",
+        run: simplify::simplify,
+    },
+    Pass {
+        name: "concat",
+        run: concat::concat_siblings,
+    },
+    Pass {
+        name: "stack",
+        run: stack::stack_gates,
+    },
+    Pass {
+        name: "fuse",
+        run: fuse::fuse_epilogue,
+    },
+    Pass {
+        name: "dce",
+        run: dce,
+    },
+];
+
+/// The names accepted by `--after`: `lower` (before any pass) and each pass.
+pub fn stage_names() -> Vec<&'static str> {
+    std::iter::once("lower")
+        .chain(PASSES.iter().map(|p| p.name))
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Stop after this pass (`lower` stops before the first).
+    pub stop_after: Option<String>,
+    /// Verify after every pass.
+    pub verify: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            stop_after: None,
+            verify: true,
+        }
+    }
+}
+
+/// A pass left the IR invalid: a compiler bug, reported with the pass and the IR.
+#[derive(Clone, Debug)]
+pub struct OptError {
+    pub pass: String,
+    pub error: verify::VerifyError,
+    pub ir: String,
+}
+
+impl fmt::Display for OptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "internal error: the IR is invalid after pass `{}`: {}\n{}",
+            self.pass, self.error, self.ir
+        )
+    }
+}
+
+impl std::error::Error for OptError {}
+
+/// Runs the pipeline. `dump` sees the IR before the first pass (`lower`) and
+/// after each pass that ran.
+pub fn optimize(
+    cell: &mut Cell,
+    opts: &Options,
+    ctx: &mut Ctx<'_>,
+    dump: &mut dyn FnMut(&str, &Cell),
+) -> Result<(), OptError> {
+    if let Some(stop) = &opts.stop_after {
+        if !stage_names().contains(&stop.as_str()) {
+            return Err(OptError {
+                pass: stop.clone(),
+                error: verify::VerifyError {
+                    inst: None,
+                    message: format!("no such pass; the stages are {}", stage_names().join(", ")),
+                },
+                ir: String::new(),
+            });
+        }
+    }
+    dump("lower", cell);
+    if opts.stop_after.as_deref() == Some("lower") {
+        return Ok(());
+    }
+    for pass in PASSES {
+        (pass.run)(cell, ctx);
+        if opts.verify {
+            verify::verify(cell).map_err(|error| OptError {
+                pass: pass.name.to_string(),
+                error,
+                ir: crate::ir::print::print(cell),
+            })?;
+        }
+        dump(pass.name, cell);
+        if opts.stop_after.as_deref() == Some(pass.name) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Drops instructions that nothing reads and renumbers.
+fn dce(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> bool {
+    let before = cell.insts.len();
+    cell.compact();
+    cell.insts.len() != before
+}
+
+/// For every value, the number of products on the longest dependency path that
+/// ends at it: inputs, states and parameters are at stage 0; a product is one
+/// stage after the latest of its inputs; element-wise work is at the stage of its
+/// latest operand. Products of one stage are independent of each other, and so
+/// are the element-wise values of one stage and one length.
+pub fn stages(cell: &Cell) -> Vec<usize> {
+    use crate::ir::Op;
+    let mut stage = vec![0usize; cell.values.len()];
+    for inst in &cell.insts {
+        let s = match &inst.op {
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => 0,
+            Op::MatVec { input, .. } => stage[input.index()] + 1,
+            Op::Product(p) => 1 + p.inputs.iter().map(|v| stage[v.index()]).max().unwrap_or(0),
+            op => op
+                .operands()
+                .iter()
+                .map(|v| stage[v.index()])
+                .max()
+                .unwrap_or(0),
+        };
+        for v in &inst.results {
+            stage[v.index()] = s;
+        }
+    }
+    stage
+}

@@ -1,0 +1,158 @@
+//! Counting what one step of a cell costs, before and after optimization: matrix
+//! products, floating-point operations, bytes of parameters read, and passes of
+//! element-wise work (`cellc compile --emit stats`).
+//!
+//! Conventions (batch 1, float32): a matrix-vector product of `[r, c]` is `2rc`
+//! flops; every element-wise operation (an activation included) is 1 flop per
+//! element; a bias add is 1 flop per element. Bytes count each parameter element
+//! read once per instruction that reads it; a product's biases are summed when the
+//! weights are packed, so each row block reads one bias vector.
+
+use serde_json::json;
+
+use crate::ir::{Cell, EwOp, Op, Type};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// Matrix products per step (`matvec`s and `product`s).
+    pub products: usize,
+    pub flops_per_step: u64,
+    pub weight_bytes_per_step: u64,
+    /// Passes of element-wise work: each loose element-wise instruction, or each
+    /// fused region.
+    pub elementwise_passes: usize,
+    pub product_shapes: Vec<ProductShape>,
+}
+
+/// One product after fusion: its stacked shape and its block structure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductShape {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_blocks: usize,
+    /// Non-zero `[rows, cols]` blocks, i.e. weight matrices read.
+    pub weight_blocks: usize,
+    pub inputs: Vec<String>,
+}
+
+fn param_vector_len(cell: &Cell, v: crate::ir::Value) -> u64 {
+    match (cell.op_of(v), cell.ty(v)) {
+        (Op::Param(_), Type::Vector(n)) => n as u64,
+        _ => 0,
+    }
+}
+
+pub fn stats(cell: &Cell) -> Stats {
+    let mut s = Stats {
+        products: 0,
+        flops_per_step: 0,
+        weight_bytes_per_step: 0,
+        elementwise_passes: 0,
+        product_shapes: Vec::new(),
+    };
+    for inst in &cell.insts {
+        match &inst.op {
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
+            Op::Unary(_, a) => {
+                s.elementwise_passes += 1;
+                s.flops_per_step += cell.ty(*a).vector_len().unwrap_or(0) as u64;
+                s.weight_bytes_per_step += 4 * param_vector_len(cell, *a);
+            }
+            Op::Binary(_, a, b) => {
+                s.elementwise_passes += 1;
+                let n = cell.ty(inst.results[0]).vector_len().unwrap_or(0) as u64;
+                s.flops_per_step += n;
+                s.weight_bytes_per_step +=
+                    4 * (param_vector_len(cell, *a) + param_vector_len(cell, *b));
+            }
+            Op::MatVec { weight, .. } => {
+                s.products += 1;
+                if let Type::Matrix(r, c) = cell.ty(*weight) {
+                    s.flops_per_step += 2 * (r * c) as u64;
+                    s.weight_bytes_per_step += 4 * (r * c) as u64;
+                    s.product_shapes.push(ProductShape {
+                        rows: r,
+                        cols: c,
+                        row_blocks: 1,
+                        weight_blocks: 1,
+                        inputs: Vec::new(),
+                    });
+                }
+            }
+            Op::Product(p) => {
+                s.products += 1;
+                let mut shape = ProductShape {
+                    rows: 0,
+                    cols: p
+                        .inputs
+                        .iter()
+                        .map(|v| cell.ty(*v).vector_len().unwrap_or(0))
+                        .sum(),
+                    row_blocks: p.rows.len(),
+                    weight_blocks: 0,
+                    inputs: p.inputs.iter().map(|v| cell.describe(*v, None)).collect(),
+                };
+                for (row, v) in p.rows.iter().zip(&inst.results) {
+                    let r = cell.ty(*v).vector_len().unwrap_or(0);
+                    shape.rows += r;
+                    for w in row.weights.iter().flatten() {
+                        if let Type::Matrix(r, c) = cell.ty(*w) {
+                            s.flops_per_step += 2 * (r * c) as u64;
+                            s.weight_bytes_per_step += 4 * (r * c) as u64;
+                            shape.weight_blocks += 1;
+                        }
+                    }
+                    if !row.biases.is_empty() {
+                        s.flops_per_step += r as u64;
+                        s.weight_bytes_per_step += 4 * r as u64;
+                    }
+                }
+                s.product_shapes.push(shape);
+            }
+            Op::Fused(region) => {
+                s.elementwise_passes += 1;
+                let ops = region
+                    .body
+                    .iter()
+                    .filter(|b| !matches!(b.op, EwOp::Const(_)))
+                    .count();
+                s.flops_per_step += (ops * region.len) as u64;
+                for a in &region.args {
+                    s.weight_bytes_per_step += 4 * param_vector_len(cell, *a);
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The JSON object of `--emit stats`: the cell, its sizes, and the counts before
+/// and after optimization.
+pub fn stats_json(before: &Cell, after: &Cell) -> serde_json::Value {
+    let b = stats(before);
+    let a = stats(after);
+    let dims: serde_json::Map<String, serde_json::Value> = after
+        .dims
+        .iter()
+        .map(|(n, v)| (n.clone(), json!(v)))
+        .collect();
+    json!({
+        "cell": after.name,
+        "dims": dims,
+        "products_before": b.products,
+        "products_after": a.products,
+        "flops_per_step_before": b.flops_per_step,
+        "flops_per_step": a.flops_per_step,
+        "weight_bytes_per_step_before": b.weight_bytes_per_step,
+        "weight_bytes_per_step": a.weight_bytes_per_step,
+        "elementwise_passes_before": b.elementwise_passes,
+        "elementwise_passes_after": a.elementwise_passes,
+        "products": a.product_shapes.iter().map(|p| json!({
+            "rows": p.rows,
+            "cols": p.cols,
+            "row_blocks": p.row_blocks,
+            "weight_blocks": p.weight_blocks,
+            "inputs": p.inputs,
+        })).collect::<Vec<_>>(),
+    })
+}
