@@ -1,0 +1,148 @@
+//! The command line, end to end: exit codes, the stats JSON, the dumps.
+
+use std::process::Command;
+
+fn cellc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cellc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_is_silent_on_good_files() {
+    let (code, out, err) = cellc(&["check", "examples/lstm.rnn"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+}
+
+#[test]
+fn errors_exit_non_zero_with_a_located_message() {
+    let (code, _, err) = cellc(&["check", "tests/ui/shape_mismatch_product.rnn"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("tests/ui/shape_mismatch_product.rnn:6:15"),
+        "{err}"
+    );
+    assert!(err.contains("error[E0031]"), "{err}");
+    let (code, _, err) = cellc(&["check", "no/such/file.rnn"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn bad_sizes_are_refused() {
+    for dims in ["H=0", "H=-3", "H=abc", "Q=3", "H"] {
+        let (code, _, err) = cellc(&["compile", "examples/lstm.rnn", "--dims", dims]);
+        assert_ne!(code, 0, "{dims}");
+        assert!(!err.is_empty(), "{dims}");
+        assert!(!err.contains("panicked"), "{dims}: {err}");
+    }
+    let (code, _, err) = cellc(&["compile", "tests/ui/unbound_size.rnn"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("size `X` is not bound"), "{err}");
+    let (code, out, _) = cellc(&["compile", "tests/ui/unbound_size.rnn", "--dims", "X=5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("input x: [5]"), "{out}");
+}
+
+#[test]
+fn stats_is_one_json_object_with_integer_counts() {
+    let (code, out, _) = cellc(&[
+        "compile",
+        "examples/lstm.rnn",
+        "--dims",
+        "X=32,H=64",
+        "--emit",
+        "stats",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "products_before",
+        "products_after",
+        "flops_per_step",
+        "weight_bytes_per_step",
+    ] {
+        assert!(v[key].is_u64(), "{key}: {}", v[key]);
+    }
+    assert_eq!(v["products_before"], 8);
+    assert_eq!(v["products_after"], 1);
+    // The fused product is [4H, X + H] = [256, 96]: 2 * 256 * 96 flops, 4 bytes a weight.
+    assert_eq!(v["products"][0]["rows"], 256);
+    assert_eq!(v["products"][0]["cols"], 96);
+    let weights = 4 * 256 * 96;
+    let biases = 4 * 4 * 64; // one folded bias vector per gate
+    assert_eq!(v["weight_bytes_per_step"], weights + biases);
+    // 2*256*96 for the product, 4*64 bias adds, and 9 element-wise ops over 64 lanes.
+    assert_eq!(v["flops_per_step"], 2 * 256 * 96 + 4 * 64 + 9 * 64);
+}
+
+#[test]
+fn dumps() {
+    let (code, out, _) = cellc(&["compile", "examples/gru.rnn", "--emit", "dot"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("digraph \"gru\""), "{out}");
+    assert!(out.contains("product"));
+    let (_, before, _) = cellc(&[
+        "compile",
+        "examples/gru.rnn",
+        "--emit",
+        "dot",
+        "--after",
+        "lower",
+    ]);
+    assert!(
+        before.matches("box3d").count() == 6,
+        "six separate products before fusion:\n{before}"
+    );
+    let (code, out, _) = cellc(&["compile", "examples/gru.rnn", "--emit", "stages"]);
+    assert_eq!(code, 0);
+    for stage in cellc::opt::stage_names() {
+        assert!(out.contains(&format!("; ==== {stage} ====")), "{stage}");
+    }
+    let (code, out, _) = cellc(&[
+        "compile",
+        "examples/gru.rnn",
+        "--emit",
+        "opt",
+        "--after",
+        "concat",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("= product").count(), 4);
+    let (code, _, err) = cellc(&[
+        "compile",
+        "examples/gru.rnn",
+        "--emit",
+        "opt",
+        "--after",
+        "bogus",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such stage"), "{err}");
+    let (code, out, _) = cellc(&["compile", "examples/gru.rnn", "--emit", "remarks"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("multiplied by `r` before it meets them"),
+        "{out}"
+    );
+}
+
+#[test]
+fn help_on_every_subcommand() {
+    for sub in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["compile", "--help"],
+    ] {
+        let (code, out, _) = cellc(sub);
+        assert_eq!(code, 0);
+        assert!(out.contains("Usage"), "{out}");
+    }
+}
