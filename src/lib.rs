@@ -25,20 +25,25 @@
 //! assert_eq!(ir.product_count(), 1);
 //! ```
 
+pub mod codegen;
 pub mod diag;
 pub mod dot;
 pub mod gen;
 pub mod interp;
 pub mod ir;
+pub mod jit;
 pub mod opt;
 pub mod sema;
 pub mod stats;
 pub mod syntax;
+pub mod weights;
 
 use std::fmt;
 use std::path::Path;
 
 pub use diag::{Diagnostic, Source};
+pub use jit::{Kernel, Options, State};
+pub use weights::Weights;
 
 /// Everything that can go wrong on the way from a file to a result.
 #[derive(Debug)]
@@ -282,6 +287,12 @@ impl Cell {
             ir: cell,
             remarks: ctx.remarks,
         })
+    }
+
+    /// JIT-compiles the cell with its weights: optimizes (unless told not to),
+    /// generates native code with Cranelift, and packs the weights.
+    pub fn compile(&self, weights: &Weights, opts: &Options) -> Result<Kernel> {
+        Kernel::compile(self, weights, opts)
     }
 
     /// The remarks rendered against the source, without colour.

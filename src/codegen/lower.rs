@@ -1,0 +1,458 @@
+//! Lowering a [`Plan`]'s tasks to Cranelift functions.
+//!
+//! Every generated function has the signature
+//! `fn(slots: *const *mut f32, b0: i64, b1: i64, t0: i64, t1: i64)`: it runs its
+//! task over batch rows `b0..b1` and tiles `t0..t1`, reading the base pointer of
+//! each slot it touches from `slots`. Sizes, strides and offsets are constants
+//! baked into the code; only the ranges are run-time values.
+//!
+//! A product group's function loops over tiles, then over batch rows; for each
+//! (tile, batch rows) it runs a micro-kernel: `LANES` rows of every block of a
+//! chunk in vector accumulators, for `nb` batch rows at once, swept over each
+//! input segment with a 4-way unrolled `k` loop that broadcasts one input
+//! element per batch row and multiplies it into one weight vector per block
+//! (`fma`). At batch 1 the accumulators are split over `k` (up to 4 ways) so that
+//! independent `fma` chains hide their latency. Then each block is stored where
+//! the plan says, and the fused epilogue runs on the accumulators.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::{
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+use super::plan::{ArgSrc, Loc, Plan, ProductGroup, RegionCode, LANES};
+use super::vecmath;
+use crate::ir::{EwOp, Operand};
+
+/// Loop unrolling of the `k` loop.
+const UNROLL: usize = 4;
+/// Vector accumulators a micro-kernel may keep (of 16 registers on x86-64).
+const MAX_ACCUMULATORS: usize = 10;
+
+/// The signature of every task function.
+pub fn signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..5 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}
+
+fn data_flags() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+fn weight_flags() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly().with_can_move()
+}
+
+/// Shared state while building one function.
+struct Emitter<'a, 'b> {
+    b: FunctionBuilder<'a>,
+    plan: &'b Plan,
+    /// Base pointer of each slot, loaded at entry (`None` if unused).
+    bases: Vec<Option<Value>>,
+    slots_ptr: Value,
+}
+
+impl Emitter<'_, '_> {
+    fn base(&mut self, slot: usize) -> Value {
+        if let Some(v) = self.bases[slot] {
+            return v;
+        }
+        // Loaded in the entry block (see `load_bases`); this path only runs for
+        // slots discovered late, which `load_bases` prevents.
+        let v = self.b.ins().load(
+            I64,
+            data_flags().with_readonly(),
+            self.slots_ptr,
+            (slot * 8) as i32,
+        );
+        self.bases[slot] = Some(v);
+        v
+    }
+
+    /// Loads every slot base pointer the function will need, in the entry block.
+    fn load_bases(&mut self, slots: impl IntoIterator<Item = usize>) {
+        for s in slots {
+            if self.bases[s].is_none() {
+                let v = self.b.ins().load(
+                    I64,
+                    data_flags().with_readonly(),
+                    self.slots_ptr,
+                    (s * 8) as i32,
+                );
+                self.bases[s] = Some(v);
+            }
+        }
+    }
+
+    /// The address of element `lane0` of batch row `row` of `loc`, where
+    /// `lane0` is `LANES * tile`.
+    fn addr(&mut self, loc: Loc, row: Value, tile: Option<Value>) -> Value {
+        let base = self.base(loc.slot);
+        let mut a = base;
+        if loc.stride != 0 {
+            let off = self.b.ins().imul_imm_s(row, (loc.stride * 4) as i64);
+            a = self.b.ins().iadd(a, off);
+        }
+        if let Some(t) = tile {
+            let off = self.b.ins().imul_imm_s(t, (LANES * 4) as i64);
+            a = self.b.ins().iadd(a, off);
+        }
+        if loc.offset != 0 {
+            a = self.b.ins().iadd_imm_s(a, (loc.offset * 4) as i64);
+        }
+        a
+    }
+
+    fn var(&mut self, ty: cranelift_codegen::ir::Type, init: Value) -> Variable {
+        let v = self.b.declare_var(ty);
+        self.b.def_var(v, init);
+        v
+    }
+
+    /// A counted loop `for i in lo..hi` (i64, step 1) around `body`.
+    fn for_range(&mut self, lo: Value, hi: Value, body: impl FnOnce(&mut Self, Value)) {
+        let i = self.var(I64, lo);
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let iv = self.b.use_var(i);
+        let done = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, iv, hi);
+        self.b.ins().brif(done, exit, &[], body_block, &[]);
+        self.b.switch_to_block(body_block);
+        body(self, iv);
+        let iv = self.b.use_var(i);
+        let next = self.b.ins().iadd_imm_s(iv, 1);
+        self.b.def_var(i, next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// Evaluates a region body for one vector of lanes; `arg` gives each argument.
+    fn region_body(&mut self, code: &RegionCode, args: &[Value]) -> Vec<Value> {
+        let mut vals: Vec<Value> = Vec::with_capacity(code.body.len());
+        let get = |vals: &[Value], o: Operand| match o {
+            Operand::Arg(a) => args[a as usize],
+            Operand::Inst(e) => vals[e as usize],
+        };
+        for ri in &code.body {
+            let v = match ri.op {
+                EwOp::Const(c) => vecmath::constant(&mut self.b, c),
+                EwOp::Unary(op) => {
+                    let x = get(&vals, ri.args[0]);
+                    vecmath::unary(&mut self.b, op, x)
+                }
+                EwOp::Binary(op) => {
+                    let x = get(&vals, ri.args[0]);
+                    let y = get(&vals, ri.args[1]);
+                    vecmath::binary(&mut self.b, op, x, y)
+                }
+            };
+            vals.push(v);
+        }
+        vals
+    }
+
+    /// Runs a region on one vector: loads memory arguments, evaluates, stores
+    /// the yields. `blocks` are the fused product's accumulators.
+    fn region_vector(&mut self, code: &RegionCode, row: Value, tile: Value, blocks: &[Value]) {
+        let mut args = Vec::with_capacity(code.args.len());
+        for a in &code.args {
+            args.push(match *a {
+                ArgSrc::Block(i) => blocks[i],
+                ArgSrc::Mem(loc) => {
+                    let addr = self.addr(loc, row, Some(tile));
+                    self.b.ins().load(F32X4, data_flags(), addr, 0)
+                }
+            });
+        }
+        let vals = self.region_body(code, &args);
+        for (y, loc) in &code.yields {
+            let v = match *y {
+                Operand::Arg(a) => args[a as usize],
+                Operand::Inst(e) => vals[e as usize],
+            };
+            let addr = self.addr(*loc, row, Some(tile));
+            self.b.ins().store(data_flags(), v, addr, 0);
+        }
+    }
+}
+
+fn new_function(name: &str, call_conv: CallConv) -> Function {
+    let _ = name;
+    Function::with_name_signature(UserFuncName::user(0, 0), signature(call_conv))
+}
+
+/// The slots a region reads or writes.
+fn region_slots(code: &RegionCode) -> Vec<usize> {
+    let mut s: Vec<usize> = code
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            ArgSrc::Mem(l) => Some(l.slot),
+            ArgSrc::Block(_) => None,
+        })
+        .chain(code.yields.iter().map(|(_, l)| l.slot))
+        .collect();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
+/// Builds the function of a standalone region.
+pub fn region_function(
+    plan: &Plan,
+    code: &RegionCode,
+    call_conv: CallConv,
+    config: TargetFrontendConfig,
+    fctx: &mut FunctionBuilderContext,
+) -> Function {
+    let mut func = new_function("region", call_conv);
+    {
+        let mut b = FunctionBuilder::new(&mut func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let mut e = Emitter {
+            b,
+            plan,
+            bases: vec![None; plan.slots.len()],
+            slots_ptr: p[0],
+        };
+        e.load_bases(region_slots(code));
+        let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
+        e.for_range(b0, b1, |e, row| {
+            e.for_range(t0, t1, |e, tile| {
+                e.region_vector(code, row, tile, &[]);
+            });
+        });
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(config);
+    }
+    func
+}
+
+/// Builds the function of one product group (with its fused epilogue).
+pub fn product_function(
+    plan: &Plan,
+    group: &ProductGroup,
+    call_conv: CallConv,
+    config: TargetFrontendConfig,
+    fctx: &mut FunctionBuilderContext,
+) -> Function {
+    let mut func = new_function("product", call_conv);
+    {
+        let mut b = FunctionBuilder::new(&mut func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let mut e = Emitter {
+            b,
+            plan,
+            bases: vec![None; plan.slots.len()],
+            slots_ptr: p[0],
+        };
+        let mut slots: Vec<usize> = vec![0];
+        for ch in &group.chunks {
+            slots.extend(ch.segments.iter().map(|s| s.input.slot));
+        }
+        slots.extend(group.dest.iter().flatten().map(|l| l.slot));
+        if let Some(ep) = &group.epilogue {
+            slots.extend(region_slots(ep));
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        e.load_bases(slots);
+        let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
+        let widest = group
+            .chunks
+            .iter()
+            .map(|c| c.blocks.len())
+            .max()
+            .unwrap_or(1);
+        let nb = (MAX_ACCUMULATORS / widest).clamp(1, 4);
+        e.for_range(t0, t1, |e, tile| {
+            let wbase = e.base(0);
+            let toff = e.b.ins().imul_imm_s(tile, (group.tile_stride * 4) as i64);
+            let wt = e.b.ins().iadd(wbase, toff);
+            let wt = e.b.ins().iadd_imm_s(wt, (group.weights_offset * 4) as i64);
+            // Batch rows nb at a time, then one at a time.
+            let row = e.var(I64, b0);
+            if nb > 1 {
+                let header = e.b.create_block();
+                let body = e.b.create_block();
+                let exit = e.b.create_block();
+                e.b.ins().jump(header, &[]);
+                e.b.switch_to_block(header);
+                let r = e.b.use_var(row);
+                let end = e.b.ins().iadd_imm_s(r, nb as i64);
+                let done = e.b.ins().icmp(IntCC::SignedGreaterThan, end, b1);
+                e.b.ins().brif(done, exit, &[], body, &[]);
+                e.b.switch_to_block(body);
+                let r = e.b.use_var(row);
+                micro_kernel(e, group, wt, r, tile, nb);
+                let next = e.b.ins().iadd_imm_s(r, nb as i64);
+                e.b.def_var(row, next);
+                e.b.ins().jump(header, &[]);
+                e.b.switch_to_block(exit);
+            }
+            let r = e.b.use_var(row);
+            e.for_range(r, b1, |e, r| {
+                micro_kernel(e, group, wt, r, tile, 1);
+            });
+        });
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(config);
+    }
+    func
+}
+
+/// One tile of `LANES` rows of every block, for batch rows `row..row+nb`.
+fn micro_kernel(
+    e: &mut Emitter<'_, '_>,
+    group: &ProductGroup,
+    wt: Value,
+    row: Value,
+    tile: Value,
+    nb: usize,
+) {
+    let rows: Vec<Value> = (0..nb)
+        .map(|c| {
+            if c == 0 {
+                row
+            } else {
+                e.b.ins().iadd_imm_s(row, c as i64)
+            }
+        })
+        .collect();
+    for (ci, chunk) in group.chunks.iter().enumerate() {
+        let nblk = chunk.blocks.len();
+        // Split k over independent accumulators at batch 1.
+        let ks = if nb == 1 { (8 / nblk).clamp(1, 4) } else { 1 };
+        let ks = if UNROLL % ks == 0 { ks } else { 1 };
+        // acc[s][block][col]
+        let mut acc: Vec<Vec<Vec<Variable>>> = Vec::with_capacity(ks);
+        let zero = vecmath::splat(&mut e.b, 0.0);
+        for s in 0..ks {
+            let mut per_block = Vec::with_capacity(nblk);
+            for blk in 0..nblk {
+                let init = match (s, chunk.bias_offset) {
+                    (0, Some(bo)) => {
+                        e.b.ins()
+                            .load(F32X4, weight_flags(), wt, ((bo + blk * LANES) * 4) as i32)
+                    }
+                    _ => zero,
+                };
+                per_block.push((0..nb).map(|_| e.var(F32X4, init)).collect());
+            }
+            acc.push(per_block);
+        }
+        for seg in &chunk.segments {
+            let xrows: Vec<Value> = rows.iter().map(|&r| e.addr(seg.input, r, None)).collect();
+            let np = seg.blocks.len();
+            let full = seg.k / UNROLL * UNROLL;
+            let step_w = (UNROLL * np * LANES * 4) as i64;
+            let wseg = e.b.ins().iadd_imm_s(wt, (seg.offset * 4) as i64);
+            // The k body for element k at x offset `xo` (bytes) and weight pointer
+            // `wp` + `wo` (bytes).
+            let body =
+                |e: &mut Emitter<'_, '_>, xo: Value, xk: i32, wp: Value, wk: i32, k: usize| {
+                    let xs: Vec<Value> = xrows
+                        .iter()
+                        .map(|&xr| {
+                            let a = e.b.ins().iadd(xr, xo);
+                            let x = e.b.ins().load(F32, data_flags(), a, xk);
+                            e.b.ins().splat(F32X4, x)
+                        })
+                        .collect();
+                    let s = k % ks;
+                    for (pi, &blk) in seg.blocks.iter().enumerate() {
+                        let w =
+                            e.b.ins()
+                                .load(F32X4, weight_flags(), wp, wk + (pi * LANES * 4) as i32);
+                        for (c, &x) in xs.iter().enumerate() {
+                            let a = e.b.use_var(acc[s][blk][c]);
+                            let r = e.b.ins().fma(w, x, a);
+                            e.b.def_var(acc[s][blk][c], r);
+                        }
+                    }
+                };
+            if full > 0 {
+                let z = zero_i64(e);
+                let xo = e.var(I64, z);
+                let wp = e.var(I64, wseg);
+                let header = e.b.create_block();
+                let lbody = e.b.create_block();
+                let exit = e.b.create_block();
+                e.b.ins().jump(header, &[]);
+                e.b.switch_to_block(header);
+                let xov = e.b.use_var(xo);
+                let done =
+                    e.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, xov, (full * 4) as i64);
+                e.b.ins().brif(done, exit, &[], lbody, &[]);
+                e.b.switch_to_block(lbody);
+                let xov = e.b.use_var(xo);
+                let wpv = e.b.use_var(wp);
+                for u in 0..UNROLL {
+                    body(e, xov, (u * 4) as i32, wpv, (u * np * LANES * 4) as i32, u);
+                }
+                let nx = e.b.ins().iadd_imm_s(xov, (UNROLL * 4) as i64);
+                e.b.def_var(xo, nx);
+                let nw = e.b.ins().iadd_imm_s(wpv, step_w);
+                e.b.def_var(wp, nw);
+                e.b.ins().jump(header, &[]);
+                e.b.switch_to_block(exit);
+            }
+            let z = zero_i64(e);
+            for k in full..seg.k {
+                body(e, z, (k * 4) as i32, wseg, (k * np * LANES * 4) as i32, k);
+            }
+        }
+        // Sum the k-splits.
+        let mut totals: Vec<Vec<Value>> = Vec::with_capacity(nblk);
+        for blk in 0..nblk {
+            let mut cols = Vec::with_capacity(nb);
+            for c in 0..nb {
+                let mut v = e.b.use_var(acc[0][blk][c]);
+                for split in acc.iter().skip(1) {
+                    let w = e.b.use_var(split[blk][c]);
+                    v = e.b.ins().fadd(v, w);
+                }
+                cols.push(v);
+            }
+            totals.push(cols);
+        }
+        // Store the blocks that are read elsewhere.
+        for (blk, &gb) in chunk.blocks.iter().enumerate() {
+            if let Some(loc) = group.dest[gb] {
+                for (c, &r) in rows.iter().enumerate() {
+                    let a = e.addr(loc, r, Some(tile));
+                    e.b.ins().store(data_flags(), totals[blk][c], a, 0);
+                }
+            }
+        }
+        // The fused epilogue (the plan fuses only single-chunk groups).
+        if let (Some(ep), 0) = (&group.epilogue, ci) {
+            for (c, &r) in rows.iter().enumerate() {
+                let blocks: Vec<Value> = (0..nblk).map(|blk| totals[blk][c]).collect();
+                e.region_vector(ep, r, tile, &blocks);
+            }
+        }
+    }
+}
+
+fn zero_i64(e: &mut Emitter<'_, '_>) -> Value {
+    e.b.ins().iconst(I64, 0)
+}

@@ -1,0 +1,128 @@
+//! Code generation: from an optimized cell to Cranelift functions.
+//!
+//! *What* is computed is the IR; *how* is the [`plan::Plan`] (memory slots, task
+//! order, the packed weight layout), decided here once per compiled cell;
+//! [`lower`] turns each task into a Cranelift function and [`vecmath`] supplies
+//! the vector activations. [`pack`] fills the packed weights from the cell's
+//! parameters. Nothing here runs generated code: that is `jit`'s job.
+
+pub mod lower;
+pub mod pack;
+pub mod plan;
+pub mod vecmath;
+
+use cranelift_codegen::ir::Function;
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::FunctionBuilderContext;
+
+use plan::{Plan, Task};
+
+/// One generated function and the tiles it runs over.
+pub struct TaskFunction {
+    pub name: String,
+    pub func: Function,
+    pub tiles: usize,
+}
+
+/// The functions of a step, phase by phase: the functions of one phase are
+/// independent of each other (they may run in any order, or in parallel); each
+/// phase needs the previous one finished.
+pub struct Functions {
+    pub phases: Vec<Vec<TaskFunction>>,
+}
+
+pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
+    let call_conv = isa.default_call_conv();
+    let config = isa.frontend_config();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut phases = Vec::new();
+    for (t, task) in plan.tasks.iter().enumerate() {
+        let mut phase = Vec::new();
+        match task {
+            Task::Product(groups) => {
+                for (g, group) in groups.iter().enumerate() {
+                    phase.push(TaskFunction {
+                        name: format!("task{t}_product{g}"),
+                        func: lower::product_function(plan, group, call_conv, config, &mut fctx),
+                        tiles: group.tiles,
+                    });
+                }
+            }
+            Task::Region(code) => phase.push(TaskFunction {
+                name: format!("task{t}_region"),
+                func: lower::region_function(plan, code, call_conv, config, &mut fctx),
+                tiles: code.tiles,
+            }),
+        }
+        phases.push(phase);
+    }
+    Functions { phases }
+}
+
+/// Errors from Cranelift's setup.
+#[derive(Debug)]
+pub struct IsaError(pub String);
+
+impl std::fmt::Display for IsaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The shared flags: optimize for speed, verify in debug builds and tests.
+pub fn flags(pic: bool) -> settings::Flags {
+    let mut b = settings::builder();
+    let set = |b: &mut settings::Builder, k: &str, v: &str| {
+        // These names are Cranelift's own; a failure here is a version mismatch.
+        let _ = b.set(k, v);
+    };
+    set(&mut b, "opt_level", "speed");
+    set(
+        &mut b,
+        "enable_verifier",
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    set(&mut b, "is_pic", if pic { "true" } else { "false" });
+    set(&mut b, "use_colocated_libcalls", "false");
+    settings::Flags::new(b)
+}
+
+/// The host's ISA, with every feature the CPU has (on x86-64 this turns on
+/// `has_fma`, without which `fma` becomes a call per lane).
+pub fn host_isa() -> Result<OwnedTargetIsa, IsaError> {
+    let builder =
+        cranelift_native::builder().map_err(|e| IsaError(format!("unsupported host: {e}")))?;
+    let isa = builder
+        .finish(flags(false))
+        .map_err(|e| IsaError(format!("cannot configure Cranelift: {e}")))?;
+    check_isa(&isa)?;
+    Ok(isa)
+}
+
+/// Refuses ISAs the kernels would run badly or wrongly on.
+pub fn check_isa(isa: &OwnedTargetIsa) -> Result<(), IsaError> {
+    if isa.pointer_bits() != 64 {
+        return Err(IsaError(format!(
+            "cellc generates code for 64-bit targets; {} has {}-bit pointers",
+            isa.triple(),
+            isa.pointer_bits()
+        )));
+    }
+    if isa.triple().architecture == target_lexicon::Architecture::X86_64 {
+        let has_fma = isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
+        if !has_fma {
+            return Err(IsaError(
+                "this x86-64 CPU has no FMA: Cranelift would call `fmaf` for every lane".into(),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Weight packing: fills the packed weights of a [`Plan`] from the cell's
+//! parameters, once per compiled kernel (never per step). The layout is
+//! documented on [`ProductGroup`]: tile after tile, chunk after chunk, folded
+//! biases then one forward sweep per input segment.
+
+use super::plan::{Plan, ProductGroup, LANES};
+use crate::ir::{Cell, Type};
+
+/// Writes the packed weights into `out` (`plan.weights_len` floats, zeroed by the
+/// caller). `params[k]` holds parameter `k` row-major, with the length its type
+/// says (the caller checked).
+pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
+    for task in &plan.tasks {
+        if let super::plan::Task::Product(groups) = task {
+            for g in groups {
+                pack_group(g, cell, params, out);
+            }
+        }
+    }
+    for v in &plan.vectors {
+        let data = &params[v.param];
+        out[v.offset..v.offset + data.len()].copy_from_slice(data);
+    }
+}
+
+fn cols(cell: &Cell, param: usize) -> usize {
+    match cell.params[param].ty {
+        Type::Matrix(_, c) => c,
+        _ => 1,
+    }
+}
+
+fn pack_group(g: &ProductGroup, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
+    for t in 0..g.tiles {
+        let base = g.weights_offset + t * g.tile_stride;
+        let rows = (t * LANES)..((t + 1) * LANES).min(g.len);
+        for ch in &g.chunks {
+            if let Some(bo) = ch.bias_offset {
+                for (c, ps) in ch.bias_params.iter().enumerate() {
+                    for (lane, row) in rows.clone().enumerate() {
+                        // Summed in f64, rounded once.
+                        let sum: f64 = ps.iter().map(|&p| params[p][row] as f64).sum();
+                        out[base + bo + c * LANES + lane] = sum as f32;
+                    }
+                }
+            }
+            for seg in &ch.segments {
+                let np = seg.weights.len();
+                for (pi, &param) in seg.weights.iter().enumerate() {
+                    let w = &params[param];
+                    let ncols = cols(cell, param);
+                    for k in 0..seg.k {
+                        let at = base + seg.offset + (k * np + pi) * LANES;
+                        for (lane, row) in rows.clone().enumerate() {
+                            out[at + lane] = w[row * ncols + k];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The plan: *how* a step of an optimized cell runs, decided once per compiled
+//! cell, before any code is generated.
+//!
+//! The IR says what is computed; the plan says where every value lives in memory,
+//! how the weights are packed, and which loops run in which order:
+//!
+//! - **Slots.** Generated code reads and writes memory through an array of base
+//!   pointers, one per *slot*: slot 0 is the packed weights; then one buffer per
+//!   input, two per state (the value at the start of the step, and the next one;
+//!   they swap after each step), and one scratch buffer per intermediate value
+//!   that must live in memory. A batch buffer holds `batch` rows of `stride`
+//!   floats; `stride` is the vector length rounded up to [`LANES`], so that every
+//!   vector load and store of a row stays inside its row.
+//! - **Tasks**, in order: for each stage, its product (with its fused epilogue,
+//!   when the epilogue reads the product's row blocks and has their length), then
+//!   the regions of that stage that stand alone. A task runs over a range of batch
+//!   rows and a range of *tiles* (groups of [`LANES`] lanes), so that threads can
+//!   split it.
+//! - **Panels** (the packed layout of a product's weights): see [`ProductGroup`].
+
+use crate::ir::{self, Cell, Op, Operand, RegionInst, Type, Value};
+
+/// Floats per vector register (`f32x4`: the width Cranelift lowers on x86-64
+/// and aarch64).
+pub const LANES: usize = 4;
+/// Most row blocks one micro-kernel accumulates at once (per batch row).
+pub const MAX_CHUNK: usize = 6;
+
+pub fn padded(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+/// Where a vector lives: a slot, an offset in floats, and the distance in floats
+/// between batch rows (0 for parameters, which the batch shares).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub slot: usize,
+    pub offset: usize,
+    pub stride: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SlotKind {
+    Weights,
+    Input(usize),
+    StateCur(usize),
+    StateNext(usize),
+    Scratch,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub kind: SlotKind,
+    /// Floats per batch row (0 for the weights).
+    pub stride: usize,
+    /// A name for dumps.
+    pub name: String,
+}
+
+/// One product's row blocks of one length, and how their weights are packed.
+///
+/// The rows of every block are cut into tiles of [`LANES`] rows; tile `t` holds
+/// rows `LANES*t ..` of *every* block of the group, so the micro-kernel that
+/// computes a tile has every gate of the same hidden units in registers, and the
+/// fused epilogue runs on them straight away. In the packed weights, the tiles
+/// of a group follow each other at `tile_stride` floats, and tile `t` is laid out
+/// chunk after chunk ([`Chunk`]): the chunk's folded biases (one vector per
+/// block), then per input segment ([`Segment`]), for `k` in the input's length,
+/// one vector of [`LANES`] rows for each block that reads that input. Reading a
+/// tile is one forward sweep through memory; zero blocks take no space. Rows past
+/// a block's length are zero.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductGroup {
+    /// Rows per block.
+    pub len: usize,
+    pub tiles: usize,
+    /// Row blocks of the IR product in this group.
+    pub blocks: Vec<usize>,
+    pub chunks: Vec<Chunk>,
+    /// Where the group's first tile starts in the packed weights (floats).
+    pub weights_offset: usize,
+    pub tile_stride: usize,
+    /// Per block (in `blocks` order): where its result is stored, if anywhere.
+    pub dest: Vec<Option<Loc>>,
+    /// The element-wise region run on each tile, fused.
+    pub epilogue: Option<RegionCode>,
+}
+
+/// Blocks that one micro-kernel accumulates together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    /// Indices into the group's `blocks`.
+    pub blocks: Vec<usize>,
+    /// Offset of the chunk's bias vectors in a tile (floats); `None` if no block
+    /// of the chunk has a bias.
+    pub bias_offset: Option<usize>,
+    /// Per block of the chunk: the vector parameters summed into its bias.
+    pub bias_params: Vec<Vec<usize>>,
+    pub segments: Vec<Segment>,
+}
+
+/// One input of the product, as one chunk reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    /// Which input of the IR product.
+    pub input_index: usize,
+    pub input: Loc,
+    /// The input's length: the `k` extent.
+    pub k: usize,
+    /// Indices into the chunk's `blocks` that have a weight for this input.
+    pub blocks: Vec<usize>,
+    /// The matrix parameter of each of those blocks.
+    pub weights: Vec<usize>,
+    /// Offset of the segment's panel in a tile (floats).
+    pub offset: usize,
+}
+
+/// Where a region argument comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgSrc {
+    /// A row block of the product this region is fused into (index in the group).
+    Block(usize),
+    Mem(Loc),
+}
+
+/// An element-wise region, ready to generate: its arguments' sources and its
+/// yields' destinations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionCode {
+    pub len: usize,
+    pub tiles: usize,
+    pub args: Vec<ArgSrc>,
+    pub body: Vec<RegionInst>,
+    pub yields: Vec<(Operand, Loc)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    Product(Vec<ProductGroup>),
+    Region(RegionCode),
+}
+
+impl Task {
+    /// Tiles the task runs over (for a product, per group).
+    pub fn tiles(&self) -> Vec<usize> {
+        match self {
+            Task::Product(groups) => groups.iter().map(|g| g.tiles).collect(),
+            Task::Region(r) => vec![r.tiles],
+        }
+    }
+}
+
+/// A parameter vector copied whole into the packed weights (for regions, and
+/// for products that read a parameter as their input), padded with zeros to a
+/// whole number of vectors. Product panels are packed from [`ProductGroup`]s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackVector {
+    pub offset: usize,
+    pub param: usize,
+}
+
+/// What a state's next value is after the tasks ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// A task wrote it into the state's next buffer.
+    Written,
+    /// Copy it from here (before the swap).
+    Copy(Loc),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub slots: Vec<Slot>,
+    pub tasks: Vec<Task>,
+    /// Floats in the packed weights.
+    pub weights_len: usize,
+    pub vectors: Vec<PackVector>,
+    pub input_slots: Vec<usize>,
+    pub state_cur: Vec<usize>,
+    pub state_next: Vec<usize>,
+    pub updates: Vec<Update>,
+    /// Where each output is after the tasks (before the swap).
+    pub outputs: Vec<Loc>,
+    /// Input, state and output lengths.
+    pub input_lens: Vec<usize>,
+    pub state_lens: Vec<usize>,
+    pub output_lens: Vec<usize>,
+}
+
+/// Why a cell cannot be planned: an op the code generator does not handle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanError(pub String);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Rewrites the IR so that codegen sees only products and regions: each loose
+/// `matvec` becomes a one-block product and each loose element-wise instruction
+/// a one-instruction region. Used for the unfused baseline (and as a safety net
+/// after a partial pipeline).
+pub fn legalize(cell: &mut Cell) {
+    use std::collections::HashMap;
+    let mut replaced: HashMap<Value, Value> = HashMap::new();
+    for i in 0..cell.insts.len() {
+        let op = cell.insts[i].op.clone();
+        let old = cell.insts[i].results[0];
+        let ty = cell.ty(old);
+        let new = match op {
+            Op::MatVec { weight, input } => cell.push1(
+                Op::Product(ir::Product {
+                    inputs: vec![input],
+                    rows: vec![ir::RowBlock {
+                        weights: vec![Some(weight)],
+                        biases: Vec::new(),
+                    }],
+                }),
+                ty,
+            ),
+            Op::Unary(u, a) if ty != Type::Scalar => {
+                let (args, body) = region_operands(cell, &[a]);
+                let mut body = body;
+                let n = body.len() as u32;
+                body.push(RegionInst {
+                    op: ir::EwOp::Unary(u),
+                    args: vec![args.1[0]],
+                    name: cell.name(old).map(str::to_string),
+                });
+                let Type::Vector(len) = ty else { continue };
+                cell.push1(
+                    Op::Fused(ir::Region {
+                        len,
+                        args: args.0,
+                        body,
+                        yields: vec![Operand::Inst(n)],
+                    }),
+                    ty,
+                )
+            }
+            Op::Binary(b, x, y) if ty != Type::Scalar => {
+                let (args, body) = region_operands(cell, &[x, y]);
+                let mut body = body;
+                let n = body.len() as u32;
+                body.push(RegionInst {
+                    op: ir::EwOp::Binary(b),
+                    args: args.1.clone(),
+                    name: cell.name(old).map(str::to_string),
+                });
+                let Type::Vector(len) = ty else { continue };
+                cell.push1(
+                    Op::Fused(ir::Region {
+                        len,
+                        args: args.0,
+                        body,
+                        yields: vec![Operand::Inst(n)],
+                    }),
+                    ty,
+                )
+            }
+            _ => continue,
+        };
+        let data = cell.values[old.index()].clone();
+        cell.values[new.index()].name = data.name;
+        cell.values[new.index()].span = data.span;
+        replaced.insert(old, new);
+    }
+    cell.replace_all(&replaced);
+    cell.compact();
+}
+
+/// Region arguments for operands: vectors become arguments, scalar constants
+/// become body constants. Returns ((args, operands), body prefix).
+fn region_operands(cell: &Cell, ops: &[Value]) -> ((Vec<Value>, Vec<Operand>), Vec<RegionInst>) {
+    let mut args = Vec::new();
+    let mut operands = Vec::new();
+    let mut body = Vec::new();
+    for &v in ops {
+        match cell.op_of(v) {
+            Op::Const(c) if cell.ty(v) == Type::Scalar => {
+                operands.push(Operand::Inst(body.len() as u32));
+                body.push(RegionInst {
+                    op: ir::EwOp::Const(*c),
+                    args: vec![],
+                    name: None,
+                });
+            }
+            _ => {
+                operands.push(Operand::Arg(args.len() as u32));
+                args.push(v);
+            }
+        }
+    }
+    ((args, operands), body)
+}
+
+/// Plans a legalized cell (only inputs, states, params, constants, products and
+/// regions). `fuse_epilogues` runs regions inside their product's tile loop.
+pub fn plan(cell: &Cell, fuse_epilogues: bool) -> Result<Plan, PlanError> {
+    let mut p = Planner::new(cell);
+    p.run(fuse_epilogues)?;
+    Ok(p.plan)
+}
+
+struct Planner<'a> {
+    cell: &'a Cell,
+    plan: Plan,
+    /// Where each value lives, once known.
+    loc: Vec<Option<Loc>>,
+    /// Readers of each value, and whether a root reads it.
+    users: Vec<Vec<ir::Inst>>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(cell: &'a Cell) -> Planner<'a> {
+        let mut plan = Plan {
+            slots: vec![Slot {
+                kind: SlotKind::Weights,
+                stride: 0,
+                name: "weights".into(),
+            }],
+            tasks: Vec::new(),
+            weights_len: 0,
+            vectors: Vec::new(),
+            input_slots: Vec::new(),
+            state_cur: Vec::new(),
+            state_next: Vec::new(),
+            updates: Vec::new(),
+            outputs: Vec::new(),
+            input_lens: cell.inputs.iter().map(|p| p.len).collect(),
+            state_lens: cell.states.iter().map(|p| p.len).collect(),
+            output_lens: cell.outputs.iter().map(|p| p.len).collect(),
+        };
+        for (i, p) in cell.inputs.iter().enumerate() {
+            plan.input_slots.push(plan.slots.len());
+            plan.slots.push(Slot {
+                kind: SlotKind::Input(i),
+                stride: padded(p.len),
+                name: p.name.clone(),
+            });
+        }
+        for (i, p) in cell.states.iter().enumerate() {
+            plan.state_cur.push(plan.slots.len());
+            plan.slots.push(Slot {
+                kind: SlotKind::StateCur(i),
+                stride: padded(p.len),
+                name: p.name.clone(),
+            });
+            plan.state_next.push(plan.slots.len());
+            plan.slots.push(Slot {
+                kind: SlotKind::StateNext(i),
+                stride: padded(p.len),
+                name: format!("{}'", p.name),
+            });
+        }
+        Planner {
+            cell,
+            plan,
+            loc: vec![None; cell.values.len()],
+            users: cell.users(),
+        }
+    }
+
+    fn alloc_weights(&mut self, floats: usize) -> usize {
+        let at = self.plan.weights_len;
+        self.plan.weights_len += floats;
+        at
+    }
+
+    fn scratch(&mut self, v: Value) -> Loc {
+        let len = self.cell.ty(v).vector_len().unwrap_or(0);
+        let slot = self.plan.slots.len();
+        self.plan.slots.push(Slot {
+            kind: SlotKind::Scratch,
+            stride: padded(len),
+            name: self.cell.describe(v, None),
+        });
+        Loc {
+            slot,
+            offset: 0,
+            stride: padded(len),
+            len,
+        }
+    }
+
+    /// The state whose update this value is, if any (the first).
+    fn updates_state(&self, v: Value) -> Option<usize> {
+        self.cell.state_updates.iter().position(|&u| u == v)
+    }
+
+    /// Where a computed value is stored: the next buffer of the state it updates,
+    /// else a scratch buffer.
+    fn home(&mut self, v: Value) -> Loc {
+        if let Some(l) = self.loc[v.index()] {
+            return l;
+        }
+        let len = self.cell.ty(v).vector_len().unwrap_or(0);
+        let l = match self.updates_state(v) {
+            Some(s) => Loc {
+                slot: self.plan.state_next[s],
+                offset: 0,
+                stride: padded(len),
+                len,
+            },
+            None => self.scratch(v),
+        };
+        self.loc[v.index()] = Some(l);
+        l
+    }
+
+    /// The location of a value that must already be in memory (or a leaf).
+    fn mem(&mut self, v: Value) -> Result<Loc, PlanError> {
+        if let Some(l) = self.loc[v.index()] {
+            return Ok(l);
+        }
+        let len = self.cell.ty(v).vector_len().unwrap_or(0);
+        let l = match self.cell.op_of(v) {
+            Op::Input(i) => Loc {
+                slot: self.plan.input_slots[*i],
+                offset: 0,
+                stride: padded(len),
+                len,
+            },
+            Op::State(i) => Loc {
+                slot: self.plan.state_cur[*i],
+                offset: 0,
+                stride: padded(len),
+                len,
+            },
+            Op::Param(k) => {
+                if !matches!(self.cell.ty(v), Type::Vector(_)) {
+                    return Err(PlanError(format!(
+                        "parameter `{}` is used as a vector but is not one",
+                        self.cell.params[*k].name
+                    )));
+                }
+                let offset = self.alloc_weights(padded(len));
+                self.plan.vectors.push(PackVector { offset, param: *k });
+                Loc {
+                    slot: 0,
+                    offset,
+                    stride: 0,
+                    len,
+                }
+            }
+            other => {
+                return Err(PlanError(format!(
+                    "internal error: value `{}` ({other:?}) is read before it is stored",
+                    self.cell.describe(v, None)
+                )))
+            }
+        };
+        self.loc[v.index()] = Some(l);
+        Ok(l)
+    }
+
+    fn run(&mut self, fuse_epilogues: bool) -> Result<(), PlanError> {
+        let cell = self.cell;
+        let stage = crate::opt::stages(cell);
+        // Order: by stage; at each stage the product(s) first, then regions, each
+        // in IR order.
+        let mut order: Vec<(usize, u8, usize)> = Vec::new();
+        for (i, inst) in cell.insts.iter().enumerate() {
+            match &inst.op {
+                Op::Product(_) => order.push((stage[inst.results[0].index()], 0, i)),
+                Op::Fused(_) => order.push((stage[inst.results[0].index()], 1, i)),
+                Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
+                other => {
+                    return Err(PlanError(format!(
+                        "internal error: codegen got an unlegalized instruction: {other:?}"
+                    )))
+                }
+            }
+        }
+        order.sort();
+        // Which region each product fuses, decided up front.
+        let mut fused_into: Vec<Option<usize>> = vec![None; cell.insts.len()];
+        if fuse_epilogues {
+            for &(s, kind, i) in &order {
+                if kind != 0 {
+                    continue;
+                }
+                let results = &cell.insts[i].results;
+                for &(s2, kind2, j) in &order {
+                    if kind2 != 1 || s2 != s || fused_into[j].is_some() {
+                        continue;
+                    }
+                    let Op::Fused(r) = &cell.insts[j].op else {
+                        continue;
+                    };
+                    let reads_block = r.args.iter().any(|a| results.contains(a));
+                    let same_len = r
+                        .args
+                        .iter()
+                        .all(|a| !results.contains(a) || cell.ty(*a) == Type::Vector(r.len));
+                    if reads_block && same_len {
+                        fused_into[j] = Some(i);
+                    }
+                }
+            }
+        }
+        for &(_, kind, i) in &order {
+            if kind == 0 {
+                let epilogues: Vec<usize> = (0..cell.insts.len())
+                    .filter(|&j| fused_into[j] == Some(i))
+                    .collect();
+                self.product_task(i, &epilogues)?;
+            } else if fused_into[i].is_none() {
+                let code = self.region_code(i, &[], None)?;
+                self.plan.tasks.push(Task::Region(code));
+            }
+        }
+        // State updates and outputs.
+        for (s, &v) in cell.state_updates.iter().enumerate() {
+            let l = self.mem(v)?;
+            self.plan
+                .updates
+                .push(if l.slot == self.plan.state_next[s] {
+                    Update::Written
+                } else {
+                    Update::Copy(l)
+                });
+        }
+        for &v in &cell.output_values {
+            let l = self.mem(v)?;
+            self.plan.outputs.push(l);
+        }
+        Ok(())
+    }
+
+    /// Whether a value is read by anything but `except` (an instruction), or is a root.
+    fn read_elsewhere(&self, v: Value, except: Option<usize>) -> bool {
+        self.cell.is_root(v)
+            || self.users[v.index()]
+                .iter()
+                .any(|u| Some(u.index()) != except)
+    }
+
+    fn product_task(&mut self, i: usize, epilogues: &[usize]) -> Result<(), PlanError> {
+        let cell = self.cell;
+        let Op::Product(p) = &cell.insts[i].op else {
+            return Err(PlanError("internal error: not a product".into()));
+        };
+        let results = cell.insts[i].results.clone();
+        let inputs: Vec<Loc> = p
+            .inputs
+            .iter()
+            .map(|&x| self.mem(x))
+            .collect::<Result<_, _>>()?;
+        // Group row blocks by length.
+        let mut lens: Vec<usize> = results
+            .iter()
+            .map(|&v| cell.ty(v).vector_len().unwrap_or(0))
+            .collect();
+        lens.sort_unstable();
+        lens.dedup();
+        let mut groups = Vec::new();
+        for len in lens {
+            let blocks: Vec<usize> = (0..results.len())
+                .filter(|&r| cell.ty(results[r]) == Type::Vector(len))
+                .collect();
+            let chunked: Vec<Vec<usize>> = (0..blocks.len())
+                .collect::<Vec<_>>()
+                .chunks(MAX_CHUNK)
+                .map(<[usize]>::to_vec)
+                .collect();
+            // The epilogue region of this length, if one chunk holds every block.
+            let epilogue = epilogues.iter().copied().find(|&j| {
+                matches!(&cell.insts[j].op, Op::Fused(r) if r.len == len) && chunked.len() == 1
+            });
+            // Layout of one tile.
+            let mut offset = 0;
+            let mut chunks = Vec::new();
+            for cb in &chunked {
+                let has_bias = cb.iter().any(|&b| !p.rows[blocks[b]].biases.is_empty());
+                let bias_offset = has_bias.then(|| {
+                    let o = offset;
+                    offset += cb.len() * LANES;
+                    o
+                });
+                let mut segments = Vec::new();
+                for (j, input) in inputs.iter().enumerate() {
+                    let present: Vec<usize> = (0..cb.len())
+                        .filter(|&c| p.rows[blocks[cb[c]]].weights[j].is_some())
+                        .collect();
+                    if present.is_empty() {
+                        continue;
+                    }
+                    let mut weights = Vec::new();
+                    for &c in &present {
+                        match p.rows[blocks[cb[c]]].weights[j].map(|w| cell.op_of(w)) {
+                            Some(Op::Param(k)) => weights.push(*k),
+                            _ => {
+                                return Err(PlanError(
+                                    "internal error: a weight is not a parameter".into(),
+                                ))
+                            }
+                        }
+                    }
+                    segments.push(Segment {
+                        input_index: j,
+                        input: *input,
+                        k: input.len,
+                        blocks: present.clone(),
+                        weights,
+                        offset,
+                    });
+                    offset += input.len * present.len() * LANES;
+                }
+                let bias_params = cb
+                    .iter()
+                    .map(|&b| {
+                        p.rows[blocks[b]]
+                            .biases
+                            .iter()
+                            .filter_map(|v| match cell.op_of(*v) {
+                                Op::Param(k) => Some(*k),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                chunks.push(Chunk {
+                    blocks: cb.clone(),
+                    bias_offset,
+                    bias_params,
+                    segments,
+                });
+            }
+            let tile_stride = offset;
+            let tiles = len.div_ceil(LANES);
+            let weights_offset = self.alloc_weights(tile_stride * tiles);
+            // Destinations of the blocks.
+            let mut dest = Vec::new();
+            for &b in &blocks {
+                let v = results[b];
+                let needed = self.read_elsewhere(v, epilogue);
+                dest.push(if needed { Some(self.home(v)) } else { None });
+            }
+            let epilogue_code = match epilogue {
+                Some(j) => {
+                    let block_values: Vec<Value> = blocks.iter().map(|&b| results[b]).collect();
+                    Some(self.region_code(j, &block_values, Some(i))?)
+                }
+                None => None,
+            };
+            groups.push(ProductGroup {
+                len,
+                tiles,
+                blocks,
+                chunks,
+                weights_offset,
+                tile_stride,
+                dest,
+                epilogue: epilogue_code,
+            });
+        }
+        self.plan.tasks.push(Task::Product(groups));
+        Ok(())
+    }
+
+    /// The code of region instruction `j`; `blocks` are values available in
+    /// registers (the fused product's blocks of this group).
+    fn region_code(
+        &mut self,
+        j: usize,
+        blocks: &[Value],
+        _product: Option<usize>,
+    ) -> Result<RegionCode, PlanError> {
+        let cell = self.cell;
+        let Op::Fused(r) = &cell.insts[j].op else {
+            return Err(PlanError("internal error: not a region".into()));
+        };
+        let mut args = Vec::new();
+        for &a in &r.args {
+            args.push(match blocks.iter().position(|&b| b == a) {
+                Some(k) => ArgSrc::Block(k),
+                None => ArgSrc::Mem(self.mem(a)?),
+            });
+        }
+        let mut yields = Vec::new();
+        for (y, &v) in r.yields.iter().zip(&cell.insts[j].results) {
+            let l = self.home(v);
+            yields.push((*y, l));
+        }
+        Ok(RegionCode {
+            len: r.len,
+            tiles: r.len.div_ceil(LANES),
+            args,
+            body: r.body.clone(),
+            yields,
+        })
+    }
+}

@@ -1,0 +1,400 @@
+//! Weights: named tensors (from a safetensors file, or from slices), and their
+//! binding to a cell's parameters through the slices its `.rnn` file declares.
+//!
+//! A parameter `param W_ii: [H, X] = weight_ih_l0[0..H] | weight_ih[0..H]` takes
+//! the first alternative whose tensor exists, indexes it (`a..b` keeps an axis,
+//! a single position drops it, missing trailing indices keep whole axes), and
+//! must come out with exactly the parameter's shape. Every mismatch is an error
+//! that names the parameter, the tensor, and both shapes.
+//!
+//! Element types: f32 is used as it is; f64, f16 and bf16 are converted to f32
+//! (f64 rounds to nearest; f16 and bf16 convert exactly). Integer and 8-bit
+//! float tensors are refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use crate::ir::{BindIndex, Cell, Type};
+
+/// A dense tensor of f32, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightsError(pub String);
+
+impl fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WeightsError {}
+
+fn err<T>(m: impl Into<String>) -> Result<T, WeightsError> {
+    Err(WeightsError(m.into()))
+}
+
+pub fn shape_str(s: &[usize]) -> String {
+    let parts: Vec<String> = s.iter().map(usize::to_string).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Named tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Weights {
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl Weights {
+    pub fn new() -> Weights {
+        Weights::default()
+    }
+
+    /// Adds a tensor; its data must have as many values as its shape says.
+    pub fn insert(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        data: Vec<f32>,
+    ) -> Result<(), WeightsError> {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(data.len()) {
+            return err(format!(
+                "tensor `{name}`: shape {} needs {} values, {} given",
+                shape_str(shape),
+                n.map_or("too many".to_string(), |n| n.to_string()),
+                data.len()
+            ));
+        }
+        if self.tensors.contains_key(name) {
+            return err(format!("tensor `{name}` is given twice"));
+        }
+        self.tensors.insert(
+            name.to_string(),
+            Tensor {
+                shape: shape.to_vec(),
+                data,
+            },
+        );
+        Ok(())
+    }
+
+    /// `insert`, by value, for chaining.
+    pub fn with(
+        mut self,
+        name: &str,
+        shape: &[usize],
+        data: Vec<f32>,
+    ) -> Result<Weights, WeightsError> {
+        self.insert(name, shape, data)?;
+        Ok(self)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Weights, WeightsError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| WeightsError(format!("cannot read `{}`: {e}", path.display())))?;
+        Weights::from_safetensors_bytes(&bytes)
+            .map_err(|e| WeightsError(format!("`{}`: {}", path.display(), e.0)))
+    }
+
+    /// Reads a safetensors file's bytes. The header is checked for duplicate
+    /// names (which the format's JSON would otherwise silently collapse).
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Weights, WeightsError> {
+        check_header(bytes)?;
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| WeightsError(format!("not a valid safetensors file: {e}")))?;
+        let mut w = Weights::new();
+        let mut tensors = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, view) in tensors {
+            let data = to_f32(&name, view.dtype(), view.data())?;
+            w.insert(&name, view.shape(), data)?;
+        }
+        Ok(w)
+    }
+
+    /// Writes the tensors as a safetensors file (f32).
+    pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, WeightsError> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.shape.clone(),
+                    t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| WeightsError(format!("tensor `{n}`: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        safetensors::serialize(views, &None).map_err(|e| WeightsError(e.to_string()))
+    }
+
+    /// Random weights for a cell, scaled like a trained network's (uniform in
+    /// ±1/sqrt(fan-in) for matrices, ±0.5 for vectors), under the parameters'
+    /// own names. For benchmarks and tests.
+    pub fn random(cell: &Cell, seed: u64) -> Weights {
+        let mut rng = crate::gen::Rng(seed);
+        let mut w = Weights::new();
+        for p in &cell.params {
+            let (shape, scale) = match p.ty {
+                Type::Matrix(r, c) => (vec![r, c], 1.0 / (c as f64).sqrt()),
+                Type::Vector(n) => (vec![n], 0.5),
+                Type::Scalar => (vec![1], 0.5),
+            };
+            let n: usize = shape.iter().product();
+            let data = (0..n).map(|_| (rng.unit() * scale) as f32).collect();
+            let _ = w.insert(&p.name, &shape, data);
+        }
+        w
+    }
+
+    /// The values of every parameter of `cell`, row-major, in parameter order.
+    pub fn resolve(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
+        let mut out = Vec::with_capacity(cell.params.len());
+        for p in &cell.params {
+            let want: Vec<usize> = match p.ty {
+                Type::Matrix(r, c) => vec![r, c],
+                Type::Vector(n) => vec![n],
+                Type::Scalar => vec![1],
+            };
+            // By the parameter's own name first when it has no binding.
+            let own = [crate::ir::Binding {
+                tensor: p.name.clone(),
+                indices: Vec::new(),
+            }];
+            let alternatives: &[crate::ir::Binding] = if p.binding.is_empty() {
+                &own
+            } else {
+                &p.binding
+            };
+            let found = alternatives
+                .iter()
+                .find(|b| self.tensors.contains_key(&b.tensor))
+                .or_else(|| {
+                    // A binding's tensor may also be given under the parameter's name.
+                    self.tensors.contains_key(&p.name).then_some(&own[0])
+                });
+            let Some(b) = found else {
+                let tried: Vec<String> = alternatives
+                    .iter()
+                    .map(|b| format!("`{}`", b.tensor))
+                    .collect();
+                return err(format!(
+                    "missing weight for parameter `{}` {}: no tensor named {}",
+                    p.name,
+                    shape_str(&want),
+                    tried.join(" or ")
+                ));
+            };
+            let t = &self.tensors[&b.tensor];
+            let data = slice(t, &b.indices).map_err(|m| {
+                WeightsError(format!(
+                    "parameter `{}`: tensor `{}` {}: {m}",
+                    p.name,
+                    b.tensor,
+                    shape_str(&t.shape)
+                ))
+            })?;
+            if data.0 != want {
+                return err(format!(
+                    "parameter `{}` is {} but tensor `{}`{} is {}",
+                    p.name,
+                    shape_str(&want),
+                    b.tensor,
+                    fmt_indices(&b.indices),
+                    shape_str(&data.0)
+                ));
+            }
+            out.push(data.1);
+        }
+        Ok(out)
+    }
+}
+
+fn fmt_indices(ix: &[BindIndex]) -> String {
+    if ix.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = ix
+        .iter()
+        .map(|i| match i {
+            BindIndex::At(n) => n.to_string(),
+            BindIndex::Range(a, b) => format!(
+                "{}..{}",
+                a.map_or(String::new(), |v| v.to_string()),
+                b.map_or(String::new(), |v| v.to_string())
+            ),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Applies indices to a tensor: the selected shape and values.
+fn slice(t: &Tensor, indices: &[BindIndex]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    if indices.len() > t.shape.len() {
+        return Err(format!(
+            "{} indices for a tensor of {} dimensions",
+            indices.len(),
+            t.shape.len()
+        ));
+    }
+    // Per axis: (start, len, keep).
+    let mut axes = Vec::with_capacity(t.shape.len());
+    for (a, &dim) in t.shape.iter().enumerate() {
+        let (start, len, keep) = match indices.get(a) {
+            None => (0, dim, true),
+            Some(BindIndex::At(i)) => {
+                let i = usize::try_from(*i).unwrap_or(usize::MAX);
+                if i >= dim {
+                    return Err(format!(
+                        "index {i} is out of range for axis {a} of length {dim}"
+                    ));
+                }
+                (i, 1, false)
+            }
+            Some(BindIndex::Range(s, e)) => {
+                let s = s.map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
+                let e = e.map_or(dim, |v| usize::try_from(v).unwrap_or(usize::MAX));
+                if s > e || e > dim {
+                    return Err(format!(
+                        "range {s}..{e} is out of range for axis {a} of length {dim}"
+                    ));
+                }
+                (s, e - s, true)
+            }
+        };
+        axes.push((start, len, keep));
+    }
+    let shape: Vec<usize> = axes.iter().filter(|a| a.2).map(|a| a.1).collect();
+    let total: usize = axes.iter().map(|a| a.1).product();
+    // Strides of the source.
+    let mut strides = vec![1usize; t.shape.len()];
+    for a in (0..t.shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * t.shape[a + 1];
+    }
+    let mut data = Vec::with_capacity(total);
+    let mut idx = vec![0usize; axes.len()];
+    for _ in 0..total {
+        let off: usize = idx
+            .iter()
+            .zip(&axes)
+            .zip(&strides)
+            .map(|((i, ax), s)| (ax.0 + i) * s)
+            .sum();
+        data.push(t.data[off]);
+        // Advance the multi-index, last axis fastest.
+        for a in (0..axes.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < axes[a].1 {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    Ok((shape, data))
+}
+
+fn to_f32(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32>, WeightsError> {
+    use safetensors::Dtype;
+    let chunks = |n: usize| bytes.chunks_exact(n);
+    Ok(match dtype {
+        Dtype::F32 => chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => chunks(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        Dtype::F16 => chunks(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return err(format!(
+                "tensor `{name}` has element type {other:?}; cellc reads f32, f64, f16 and bf16"
+            ))
+        }
+    })
+}
+
+/// Checks the JSON header for duplicate tensor names before the safetensors
+/// crate reads it (its map would keep only the last).
+fn check_header(bytes: &[u8]) -> Result<(), WeightsError> {
+    if bytes.len() < 8 {
+        return err("not a valid safetensors file: shorter than its 8-byte header length");
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[..8]);
+    let n = u64::from_le_bytes(len);
+    let Some(header) = usize::try_from(n)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return err(format!(
+            "not a valid safetensors file: its header claims {n} bytes, the file has {}",
+            bytes.len() - 8
+        ));
+    };
+    let text = std::str::from_utf8(header).map_err(|_| {
+        WeightsError("not a valid safetensors file: the header is not UTF-8".into())
+    })?;
+    // Top-level keys of the JSON object, found with a small scanner.
+    let mut seen = std::collections::HashSet::new();
+    let b = text.as_bytes();
+    let mut depth = 0i32;
+    let mut i = 0;
+    let mut expect_key = false;
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && b[i] == b'{';
+            }
+            b'}' | b']' => depth -= 1,
+            b',' if depth == 1 => expect_key = true,
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 && expect_key {
+                    let key = text.get(start..i.min(b.len())).unwrap_or("");
+                    if !seen.insert(key.to_string()) {
+                        return err(format!("the file names tensor `{key}` twice"));
+                    }
+                    expect_key = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
