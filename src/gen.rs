@@ -6,7 +6,7 @@
 //! inputs, states or earlier gates (so some products depend on others), biases,
 //! element-wise products with parameter vectors (peepholes), reset-style terms
 //! `g * (W @ v + b)`, subtractions and constants. States are updated from gates
-//! and old states. Everything is generated from a seed, so a failure reproduces.
+//! and old states, through squashing or convex updates that keep them bounded. Everything is generated from a seed, so a failure reproduces.
 
 use std::fmt::Write;
 
@@ -79,11 +79,14 @@ pub fn random_cell(seed: u64) -> String {
     for s in 0..n_states {
         let a = rng.pick(&g.gates).clone();
         let b = rng.pick(&g.gates).clone();
+        // Gates are anything; state updates are squashed or convex, so that a
+        // sequence stays bounded (an unbounded recurrence is chaotic in f32 and
+        // cannot be compared with f64 over many steps).
         let update = match rng.below(4) {
-            0 => format!("{a} * s{s} + (1 - {a}) * {b}"),
-            1 => format!("sigmoid({a}) * s{s} + {b}"),
+            0 => format!("sigmoid({a}) * s{s} + (1 - sigmoid({a})) * tanh({b})"),
+            1 => format!("0.5 * sigmoid({a}) * s{s} + tanh({b})"),
             2 => format!("tanh({a} - 0.5 * s{s})"),
-            _ => a,
+            _ => format!("tanh({a})"),
         };
         let _ = writeln!(body, "s{s}' = {update}");
     }

@@ -35,9 +35,14 @@ enum Command {
         /// Sizes, e.g. `X=64,H=128` (defaults come from the file).
         #[arg(long, value_parser = parse_dims)]
         dims: Option<Dims>,
-        /// What to print.
-        #[arg(long, value_enum, default_value = "ir")]
-        emit: Emit,
+        /// What to print; without it, the cell is compiled to native code and a
+        /// summary is printed.
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
+        /// Compile without the optimizer (every product and element-wise
+        /// operation its own pass): the baseline.
+        #[arg(long)]
+        no_opt: bool,
         /// With `--emit opt` or `dot`: stop after this stage (`lower`, or a pass:
         /// simplify, concat, stack, fuse, dce).
         #[arg(long, value_name = "PASS")]
@@ -64,6 +69,10 @@ enum Emit {
     Dot,
     /// What the optimizer fused and what it did not, with reasons, against the source.
     Remarks,
+    /// The Cranelift IR of every generated function.
+    Clif,
+    /// The machine code of every generated function, disassembled.
+    Asm,
 }
 
 #[derive(Clone, Debug)]
@@ -126,8 +135,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             emit,
             after,
             remarks,
+            no_opt,
         } => {
             let cell = load(&file, &dims)?;
+            let jit_opts = cellc::Options {
+                optimize: !no_opt,
+                keep_text: matches!(emit, Some(Emit::Clif | Emit::Asm)),
+            };
+            let Some(emit) = emit else {
+                return summary(&cell, &jit_opts);
+            };
             if let Some(a) = &after {
                 if !opt::stage_names().contains(&a.as_str()) {
                     return Err(Error::msg(format!(
@@ -172,11 +189,70 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 Emit::Dot => cellc::dot::dot(&optimized.ir),
                 Emit::Remarks => cell.render_remarks(&optimized.remarks),
+                Emit::Clif | Emit::Asm => {
+                    let ir = cell.ir()?;
+                    let weights = cellc::Weights::random(&ir, 0);
+                    let kernel = cell.compile(&weights, &jit_opts)?;
+                    let mut out = String::new();
+                    for (name, clif, asm) in &kernel.code().text {
+                        out.push_str(&format!("; ==== {name} ====\n"));
+                        out.push_str(if matches!(emit, Emit::Clif) {
+                            clif
+                        } else {
+                            asm
+                        });
+                        out.push('\n');
+                    }
+                    out
+                }
             };
             print!("{text}");
             Ok(())
         }
     }
+}
+
+/// `cellc compile FILE`: compiles for real and says what came out.
+fn summary(cell: &Cell, opts: &cellc::Options) -> Result<(), Error> {
+    let before = cell.ir()?;
+    let dims: Vec<String> = before
+        .dims
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    let weights = cellc::Weights::random(&before, 0);
+    let kernel = cell.compile(&weights, opts)?;
+    let after = cellc::stats::stats(kernel.ir());
+    let b = cellc::stats::stats(&before);
+    let code = kernel.code();
+    let functions: usize = code.text.len();
+    println!("cell {} ({})", cell.name(), dims.join(", "));
+    println!(
+        "  products per step: {} -> {}{}",
+        b.products,
+        after.products,
+        if opts.optimize {
+            ""
+        } else {
+            " (optimizer off)"
+        }
+    );
+    println!(
+        "  element-wise passes per step: {} -> {}",
+        b.elementwise_passes, after.elementwise_passes
+    );
+    println!(
+        "  per step at batch 1: {} flops, {} bytes of weights",
+        after.flops_per_step, after.weight_bytes_per_step
+    );
+    println!(
+        "  native code: {} bytes in {} function{}, compiled in {:.1} ms",
+        code.code_bytes,
+        functions,
+        if functions == 1 { "" } else { "s" },
+        code.compile_ms
+    );
+    Ok(())
 }
 
 fn report(e: &Error) {

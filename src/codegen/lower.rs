@@ -45,20 +45,33 @@ fn data_flags() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
+/// Weights are read-only; they are not marked `can_move`, so that Cranelift does
+/// not hoist per-tile loads (biases) out of the batch loop, where they would spill.
 fn weight_flags() -> MemFlagsData {
-    MemFlagsData::trusted().with_readonly().with_can_move()
+    MemFlagsData::trusted().with_readonly()
 }
 
 /// Shared state while building one function.
 struct Emitter<'a, 'b> {
     b: FunctionBuilder<'a>,
     plan: &'b Plan,
+    /// The packed weights' base pointer (loaded at entry).
+    weights: Option<Value>,
     /// Base pointer of each slot, loaded at entry (`None` if unused).
     bases: Vec<Option<Value>>,
     slots_ptr: Value,
 }
 
-impl Emitter<'_, '_> {
+impl<'b> Emitter<'_, 'b> {
+    /// The constant pool; borrows the plan, not the emitter.
+    fn consts(&self) -> vecmath::Consts<'b> {
+        let plan: &'b Plan = self.plan;
+        vecmath::Consts {
+            base: self.weights.unwrap_or(self.slots_ptr),
+            pool: &plan.consts,
+        }
+    }
+
     fn base(&mut self, slot: usize) -> Value {
         if let Some(v) = self.bases[slot] {
             return v;
@@ -144,10 +157,14 @@ impl Emitter<'_, '_> {
         };
         for ri in &code.body {
             let v = match ri.op {
-                EwOp::Const(c) => vecmath::constant(&mut self.b, c),
+                EwOp::Const(c) => {
+                    let k = self.consts();
+                    vecmath::constant(&mut self.b, k, c)
+                }
                 EwOp::Unary(op) => {
                     let x = get(&vals, ri.args[0]);
-                    vecmath::unary(&mut self.b, op, x)
+                    let k = self.consts();
+                    vecmath::unary(&mut self.b, k, op, x)
                 }
                 EwOp::Binary(op) => {
                     let x = get(&vals, ri.args[0]);
@@ -224,10 +241,14 @@ pub fn region_function(
         let mut e = Emitter {
             b,
             plan,
+            weights: None,
             bases: vec![None; plan.slots.len()],
             slots_ptr: p[0],
         };
-        e.load_bases(region_slots(code));
+        let mut slots = region_slots(code);
+        slots.push(0);
+        e.load_bases(slots);
+        e.weights = e.bases[0];
         let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
         e.for_range(b0, b1, |e, row| {
             e.for_range(t0, t1, |e, tile| {
@@ -259,6 +280,7 @@ pub fn product_function(
         let mut e = Emitter {
             b,
             plan,
+            weights: None,
             bases: vec![None; plan.slots.len()],
             slots_ptr: p[0],
         };
@@ -273,6 +295,7 @@ pub fn product_function(
         slots.sort_unstable();
         slots.dedup();
         e.load_bases(slots);
+        e.weights = e.bases[0];
         let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
         let widest = group
             .chunks
@@ -340,10 +363,13 @@ fn micro_kernel(
         let nblk = chunk.blocks.len();
         // Split k over independent accumulators at batch 1.
         let ks = if nb == 1 { (8 / nblk).clamp(1, 4) } else { 1 };
-        let ks = if UNROLL % ks == 0 { ks } else { 1 };
+        let ks = if UNROLL.is_multiple_of(ks) { ks } else { 1 };
         // acc[s][block][col]
         let mut acc: Vec<Vec<Vec<Variable>>> = Vec::with_capacity(ks);
-        let zero = vecmath::splat(&mut e.b, 0.0);
+        let zero = {
+            let k = e.consts();
+            vecmath::splat(&mut e.b, k, 0.0)
+        };
         for s in 0..ks {
             let mut per_block = Vec::with_capacity(nblk);
             for blk in 0..nblk {

@@ -77,7 +77,7 @@ pub fn flags(pic: bool) -> settings::Flags {
         // These names are Cranelift's own; a failure here is a version mismatch.
         let _ = b.set(k, v);
     };
-    set(&mut b, "opt_level", "speed");
+    set(&mut b, "opt_level", "none");
     set(
         &mut b,
         "enable_verifier",
@@ -114,13 +114,19 @@ pub fn check_isa(isa: &OwnedTargetIsa) -> Result<(), IsaError> {
         )));
     }
     if isa.triple().architecture == target_lexicon::Architecture::X86_64 {
-        let has_fma = isa
-            .isa_flags()
-            .iter()
-            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
-        if !has_fma {
+        let has = |name: &str| {
+            isa.isa_flags()
+                .iter()
+                .any(|f| f.name == name && f.as_bool() == Some(true))
+        };
+        if !has("has_fma") {
             return Err(IsaError(
                 "this x86-64 CPU has no FMA: Cranelift would call `fmaf` for every lane".into(),
+            ));
+        }
+        if !has("has_sse41") {
+            return Err(IsaError(
+                "this x86-64 CPU has no SSE4.1: vector rounding would be a call per lane".into(),
             ));
         }
     }

@@ -10,6 +10,9 @@ use crate::ir::{Cell, Type};
 /// caller). `params[k]` holds parameter `k` row-major, with the length its type
 /// says (the caller checked).
 pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
+    for &(bits, off) in &plan.consts {
+        out[off..off + LANES].fill(f32::from_bits(bits));
+    }
     for task in &plan.tasks {
         if let super::plan::Task::Product(groups) = task {
             for g in groups {

@@ -175,6 +175,9 @@ pub struct Plan {
     pub tasks: Vec<Task>,
     /// Floats in the packed weights.
     pub weights_len: usize,
+    /// Vector constants of the generated code: (f32 bits, offset in floats) of
+    /// `LANES` copies each, at the start of the packed weights.
+    pub consts: Vec<(u32, usize)>,
     pub vectors: Vec<PackVector>,
     pub input_slots: Vec<usize>,
     pub state_cur: Vec<usize>,
@@ -323,6 +326,7 @@ impl<'a> Planner<'a> {
             }],
             tasks: Vec::new(),
             weights_len: 0,
+            consts: Vec::new(),
             vectors: Vec::new(),
             input_slots: Vec::new(),
             state_cur: Vec::new(),
@@ -456,7 +460,32 @@ impl<'a> Planner<'a> {
         Ok(l)
     }
 
+    /// Pools every vector constant: those of the vector math, and those of the
+    /// regions' bodies.
+    fn pool_constants(&mut self) {
+        let mut values: Vec<u32> = super::vecmath::constants()
+            .iter()
+            .map(|c| c.to_bits())
+            .collect();
+        for inst in &self.cell.insts {
+            if let Op::Fused(r) = &inst.op {
+                for b in &r.body {
+                    if let ir::EwOp::Const(c) = b.op {
+                        values.push((c as f32).to_bits());
+                    }
+                }
+            }
+        }
+        values.sort_unstable();
+        values.dedup();
+        for bits in values {
+            let off = self.alloc_weights(LANES);
+            self.plan.consts.push((bits, off));
+        }
+    }
+
     fn run(&mut self, fuse_epilogues: bool) -> Result<(), PlanError> {
+        self.pool_constants();
         let cell = self.cell;
         let stage = crate::opt::stages(cell);
         // Order: by stage; at each stage the product(s) first, then regions, each
@@ -495,7 +524,12 @@ impl<'a> Planner<'a> {
                         .args
                         .iter()
                         .all(|a| !results.contains(a) || cell.ty(*a) == Type::Vector(r.len));
-                    if reads_block && same_len {
+                    // The micro-kernel must hold every block of that length at once.
+                    let blocks = results
+                        .iter()
+                        .filter(|v| cell.ty(**v) == Type::Vector(r.len))
+                        .count();
+                    if reads_block && same_len && blocks <= MAX_CHUNK {
                         fused_into[j] = Some(i);
                     }
                 }
@@ -566,10 +600,15 @@ impl<'a> Planner<'a> {
                 .chunks(MAX_CHUNK)
                 .map(<[usize]>::to_vec)
                 .collect();
-            // The epilogue region of this length, if one chunk holds every block.
-            let epilogue = epilogues.iter().copied().find(|&j| {
-                matches!(&cell.insts[j].op, Op::Fused(r) if r.len == len) && chunked.len() == 1
-            });
+            // The epilogue region of this length (`run` fused it only if one chunk
+            // holds every block).
+            let epilogue = epilogues
+                .iter()
+                .copied()
+                .find(|&j| matches!(&cell.insts[j].op, Op::Fused(r) if r.len == len));
+            if epilogue.is_some() && chunked.len() != 1 {
+                return Err(PlanError(format!("internal error: a fused epilogue needs one chunk ({} blocks, product {i}, epilogues {epilogues:?})", blocks.len())));
+            }
             // Layout of one tile.
             let mut offset = 0;
             let mut chunks = Vec::new();
