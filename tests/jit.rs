@@ -28,16 +28,28 @@ struct Run {
 
 /// Runs `steps` steps through the JIT (with `weights`) and the interpreter (with
 /// `reference` parameters, the same weights unless a test perturbs them).
+/// The data of one comparison.
+#[derive(Clone, Copy)]
+struct Case {
+    batch: usize,
+    steps: usize,
+    seed: u64,
+    input_scale: f32,
+}
+
 fn compare_with(
     cell: &Cell,
     opts: &Options,
     weights: &Weights,
     reference: &ParamValues,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-    input_scale: f32,
+    case: Case,
 ) -> Run {
+    let Case {
+        batch,
+        steps,
+        seed,
+        input_scale,
+    } = case;
     let ir = cell.ir().unwrap();
     let kernel = cell
         .compile(weights, opts)
@@ -117,17 +129,13 @@ fn compare(
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, seed);
     let reference = params64(&weights, &ir);
-    compare_with(
-        cell,
-        opts,
-        &weights,
-        &reference,
+    let case = Case {
         batch,
         steps,
         seed,
         input_scale,
-    )
-    .worst
+    };
+    compare_with(cell, opts, &weights, &reference, case).worst
 }
 
 fn with_dims(path: &std::path::Path, x: u64, h: u64) -> Cell {
@@ -204,9 +212,15 @@ fn mistakes_are_caught() {
     tail.0[idx("b_hg")][16] -= 3.0;
     mistakes.push(("tail row changed", tail));
     let opts = Options::default();
-    assert!(compare_with(&cell, &opts, &weights, &good, 3, 4, 3, 1.0).worst < TOLERANCE);
+    let case = Case {
+        batch: 3,
+        steps: 4,
+        seed: 3,
+        input_scale: 1.0,
+    };
+    assert!(compare_with(&cell, &opts, &weights, &good, case).worst < TOLERANCE);
     for (what, reference) in mistakes {
-        let err = compare_with(&cell, &opts, &weights, &reference, 3, 4, 3, 1.0).worst;
+        let err = compare_with(&cell, &opts, &weights, &reference, case).worst;
         assert!(
             err > 10.0 * TOLERANCE,
             "{what}: error {err:e} is too small to notice"
