@@ -671,3 +671,26 @@ impl State {
         Ok(())
     }
 }
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("cell", &self.name)
+            .field("inputs", &self.input_names)
+            .field("states", &self.state_names)
+            .field("outputs", &self.output_names)
+            .field("weights", &self.plan.weights_len)
+            .field("code_bytes", &self.code.code_bytes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("batch", &self.batch)
+            .field("states", &self.names)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
