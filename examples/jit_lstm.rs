@@ -10,7 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let names = [("weight_ih_l0", 512, 64), ("weight_hh_l0", 512, 128)];
     let mut weights = cellc::Weights::new();
     for (name, rows, cols) in names {
-        let data = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 1000.0).collect();
+        let data = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 1000.0)
+            .collect();
         weights.insert(name, &[rows, cols], data)?;
     }
     for name in ["bias_ih_l0", "bias_hh_l0"] {
@@ -22,7 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A batch of 4 sequences of 10 steps, time-major: [T, B, X].
     let (batch, steps) = (4, 10);
-    let xs: Vec<f32> = (0..steps * batch * 64).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect();
+    let xs: Vec<f32> = (0..steps * batch * 64)
+        .map(|i| (i % 7) as f32 / 7.0 - 0.5)
+        .collect();
     let mut ys = vec![0.0f32; steps * batch * 128];
     let mut state = kernel.new_state(batch); // h = c = 0
     kernel.run(&xs, &mut state, &mut ys)?;
@@ -31,6 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     kernel.step(&xs[..batch * 64], &mut state)?;
     let h = state.get("h")?;
     println!("h[0][..4] after 11 steps: {:?}", &h[..4]);
-    println!("y[9][0][..4]: {:?}", &ys[9 * batch * 128..9 * batch * 128 + 4]);
+    println!(
+        "y[9][0][..4]: {:?}",
+        &ys[9 * batch * 128..9 * batch * 128 + 4]
+    );
     Ok(())
 }

@@ -81,7 +81,11 @@ fn kernels_are_send_and_sync() {
 fn one_kernel_many_threads() {
     let (_, kernel) = lstm(16, 24);
     let inputs: Vec<Vec<f32>> = (0..8)
-        .map(|t| (0..2 * 16).map(|i| ((i * 7 + t * 13) % 17) as f32 / 17.0 - 0.5).collect())
+        .map(|t| {
+            (0..2 * 16)
+                .map(|i| ((i * 7 + t * 13) % 17) as f32 / 17.0 - 0.5)
+                .collect()
+        })
         .collect();
     let expected: Vec<Vec<f32>> = inputs
         .iter()
@@ -118,17 +122,26 @@ fn wrong_lengths_are_errors() {
     let (_, kernel) = lstm(8, 12);
     let mut state = kernel.new_state(2);
     let err = kernel.step(&[0.0; 15], &mut state).unwrap_err().to_string();
-    assert!(err.contains("input `x`") && err.contains("16") && err.contains("15"), "{err}");
+    assert!(
+        err.contains("input `x`") && err.contains("16") && err.contains("15"),
+        "{err}"
+    );
     let err = state.set("h", &[0.0; 5]).unwrap_err().to_string();
     assert!(err.contains("state `h`") && err.contains("24"), "{err}");
     let err = state.set("q", &[0.0; 24]).unwrap_err().to_string();
     assert!(err.contains("no state named `q`"), "{err}");
     let mut out = vec![0.0; 10];
-    let err = kernel.run(&[0.0; 3 * 16], &mut state, &mut out).unwrap_err().to_string();
+    let err = kernel
+        .run(&[0.0; 3 * 16], &mut state, &mut out)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("output `y`") && err.contains("72"), "{err}");
     // A sequence whose length is not a whole number of steps.
     let mut out = vec![0.0; 3 * 24];
-    let err = kernel.run(&[0.0; 3 * 16 + 1], &mut state, &mut out).unwrap_err().to_string();
+    let err = kernel
+        .run(&[0.0; 3 * 16 + 1], &mut state, &mut out)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("input `x`"), "{err}");
     // A state from another kernel.
     let (_, other) = lstm(8, 12);
@@ -140,15 +153,20 @@ fn wrong_lengths_are_errors() {
     assert!(kernel.copy_output(&state, "y", &mut short).is_err());
     assert!(state.copy_state("c", &mut short).is_err());
     // Multi-input API on a one-input cell.
-    assert!(kernel.step_inputs(&[&[0.0; 16], &[0.0; 16]], &mut state).is_err());
+    assert!(kernel
+        .step_inputs(&[&[0.0; 16], &[0.0; 16]], &mut state)
+        .is_err());
 }
 
 #[test]
 fn missing_and_misshapen_weights_are_errors() {
-    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rnn_tanh.rnn"))
-        .unwrap()
-        .dims(&[("X", 3), ("H", 4)])
-        .unwrap();
+    let cell = Cell::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/rnn_tanh.rnn"
+    ))
+    .unwrap()
+    .dims(&[("X", 3), ("H", 4)])
+    .unwrap();
     let full = Weights::new()
         .with("weight_ih_l0", &[4, 3], vec![0.1; 12])
         .unwrap()
@@ -163,8 +181,14 @@ fn missing_and_misshapen_weights_are_errors() {
     let missing = Weights::new()
         .with("weight_ih_l0", &[4, 3], vec![0.1; 12])
         .unwrap();
-    let err = cell.compile(&missing, &Options::default()).unwrap_err().to_string();
-    assert!(err.contains("`W_hh`") && err.contains("`weight_hh_l0`") && err.contains("`weight_hh`"), "{err}");
+    let err = cell
+        .compile(&missing, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`W_hh`") && err.contains("`weight_hh_l0`") && err.contains("`weight_hh`"),
+        "{err}"
+    );
     // Wrong shape: names both shapes.
     let wrong = Weights::new()
         .with("weight_ih_l0", &[4, 5], vec![0.1; 20])
@@ -175,8 +199,14 @@ fn missing_and_misshapen_weights_are_errors() {
         .unwrap()
         .with("bias_hh_l0", &[4], vec![0.0; 4])
         .unwrap();
-    let err = cell.compile(&wrong, &Options::default()).unwrap_err().to_string();
-    assert!(err.contains("`W_ih` is [4, 3]") && err.contains("[4, 5]"), "{err}");
+    let err = cell
+        .compile(&wrong, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`W_ih` is [4, 3]") && err.contains("[4, 5]"),
+        "{err}"
+    );
     // Data that does not fill its shape.
     assert!(Weights::new().with("w", &[2, 2], vec![0.0; 3]).is_err());
 }

@@ -43,6 +43,11 @@ enum Command {
         /// operation its own pass): the baseline.
         #[arg(long)]
         no_opt: bool,
+        /// With `--emit clif` or `asm`: generate code for this target triple
+        /// (e.g. `x86_64-unknown-linux-gnu`, `aarch64-unknown-linux-gnu`) instead
+        /// of the host.
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
         /// With `--emit opt` or `dot`: stop after this stage (`lower`, or a pass:
         /// simplify, concat, stack, fuse, dce).
         #[arg(long, value_name = "PASS")]
@@ -136,12 +141,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             after,
             remarks,
             no_opt,
+            target,
         } => {
             let cell = load(&file, &dims)?;
-            let jit_opts = cellc::Options {
-                optimize: !no_opt,
-                keep_text: matches!(emit, Some(Emit::Clif | Emit::Asm)),
-            };
+            let jit_opts = cellc::Options { optimize: !no_opt };
             let Some(emit) = emit else {
                 return summary(&cell, &jit_opts);
             };
@@ -190,11 +193,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 Emit::Dot => cellc::dot::dot(&optimized.ir),
                 Emit::Remarks => cell.render_remarks(&optimized.remarks),
                 Emit::Clif | Emit::Asm => {
-                    let ir = cell.ir()?;
-                    let weights = cellc::Weights::random(&ir, 0);
-                    let kernel = cell.compile(&weights, &jit_opts)?;
+                    let (_, plan) = cellc::jit::plan_cell(&cell, &jit_opts)?;
+                    let isa = match &target {
+                        Some(t) => cellc::codegen::target_isa(t, false),
+                        None => cellc::codegen::host_isa(),
+                    }
+                    .map_err(|e| Error::msg(e.0))?;
+                    let text =
+                        cellc::codegen::compile_text(&plan, &*isa).map_err(|e| Error::msg(e.0))?;
                     let mut out = String::new();
-                    for (name, clif, asm) in &kernel.code().text {
+                    for (name, clif, asm) in &text {
                         out.push_str(&format!("; ==== {name} ====\n"));
                         out.push_str(if matches!(emit, Emit::Clif) {
                             clif
@@ -225,7 +233,7 @@ fn summary(cell: &Cell, opts: &cellc::Options) -> Result<(), Error> {
     let after = cellc::stats::stats(kernel.ir());
     let b = cellc::stats::stats(&before);
     let code = kernel.code();
-    let functions: usize = code.text.len();
+    let functions: usize = code.functions;
     println!("cell {} ({})", cell.name(), dims.join(", "));
     println!(
         "  products per step: {} -> {}{}",

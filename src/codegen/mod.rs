@@ -104,6 +104,79 @@ pub fn host_isa() -> Result<OwnedTargetIsa, IsaError> {
     Ok(isa)
 }
 
+/// The ISA for a target triple, with the CPU features spelled out rather than
+/// detected: on x86-64, AVX2 and FMA (a Haswell-class CPU, as x86-64-v3, but with
+/// `has_avx` set too: the `x86-64-v3` preset leaves it off, and then `fma`
+/// becomes a call per lane); on aarch64, the base NEON set. The same triple
+/// gives the same code on any host, so dumps can be snapshot-tested.
+pub fn target_isa(triple: &str, pic: bool) -> Result<OwnedTargetIsa, IsaError> {
+    use std::str::FromStr;
+    let triple = target_lexicon::Triple::from_str(triple)
+        .map_err(|e| IsaError(format!("`{triple}` is not a target triple: {e}")))?;
+    let mut builder = cranelift_codegen::isa::lookup(triple.clone()).map_err(|e| {
+        IsaError(format!(
+            "Cranelift cannot generate code for `{triple}`: {e}"
+        ))
+    })?;
+    if triple.architecture == target_lexicon::Architecture::X86_64 {
+        for f in [
+            "has_sse3",
+            "has_ssse3",
+            "has_sse41",
+            "has_sse42",
+            "has_popcnt",
+            "has_avx",
+            "has_avx2",
+            "has_fma",
+            "has_bmi1",
+            "has_bmi2",
+        ] {
+            builder
+                .enable(f)
+                .map_err(|e| IsaError(format!("cannot enable {f}: {e}")))?;
+        }
+    }
+    let isa = builder
+        .finish(flags(pic))
+        .map_err(|e| IsaError(format!("cannot configure Cranelift for `{triple}`: {e}")))?;
+    check_isa(&isa)?;
+    Ok(isa)
+}
+
+/// Compiles a plan's functions for `isa` without running them, and returns each
+/// function's name, Cranelift IR and disassembly (`--emit clif`, `--emit asm`).
+pub fn compile_text(
+    plan: &Plan,
+    isa: &dyn TargetIsa,
+) -> Result<Vec<(String, String, String)>, IsaError> {
+    let functions = functions(plan, isa);
+    let cs = isa.to_capstone().ok();
+    let mut out = Vec::new();
+    let mut ctx = cranelift_codegen::Context::new();
+    ctx.set_disasm(true);
+    for tf in functions.phases.into_iter().flatten() {
+        ctx.func = tf.func;
+        let clif = ctx.func.display().to_string();
+        let mut ctrl = cranelift_codegen::control::ControlPlane::default();
+        ctx.compile(isa, &mut ctrl).map_err(|e| {
+            IsaError(format!(
+                "internal error: Cranelift rejected {}: {:?}",
+                tf.name, e.inner
+            ))
+        })?;
+        let asm = match (&cs, ctx.compiled_code()) {
+            (Some(cs), Some(code)) => code
+                .disassemble(Some(&ctx.func.params), cs)
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        out.push((tf.name, clif, asm));
+        ctx.clear();
+        ctx.set_disasm(true);
+    }
+    Ok(out)
+}
+
 /// Refuses ISAs the kernels would run badly or wrongly on.
 pub fn check_isa(isa: &OwnedTargetIsa) -> Result<(), IsaError> {
     if isa.pointer_bits() != 64 {

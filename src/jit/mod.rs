@@ -32,18 +32,26 @@ pub struct Options {
     /// Run the optimizer (concatenation, stacking, fused epilogues). Off, every
     /// product and every element-wise operation is its own pass: the baseline.
     pub optimize: bool,
-    /// Keep the Cranelift IR and the disassembly of every function (for
-    /// `--emit clif` and `--emit asm`).
-    pub keep_text: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            optimize: true,
-            keep_text: false,
-        }
+        Options { optimize: true }
     }
+}
+
+/// The IR a kernel runs (optimized unless told otherwise, then legalized: only
+/// products and regions) and its plan.
+pub fn plan_cell(cell: &Cell, opts: &Options) -> Result<(ir::Cell, Plan)> {
+    let mut ir = if opts.optimize {
+        cell.optimized(&crate::opt::Options::default())?.ir
+    } else {
+        cell.ir()?
+    };
+    plan::legalize(&mut ir);
+    ir::verify::verify(&ir).map_err(|e| Error::msg(format!("internal error: {e}")))?;
+    let plan = plan::plan(&ir, opts.optimize).map_err(|e| Error::msg(e.0))?;
+    Ok((ir, plan))
 }
 
 type TaskFn = unsafe extern "C" fn(*const usize, i64, i64, i64, i64);
@@ -59,8 +67,7 @@ struct Compiled {
 pub struct Code {
     module: Mutex<Option<JITModule>>,
     phases: Vec<Vec<Compiled>>,
-    /// Per function: name, Cranelift IR, disassembly (if kept).
-    pub text: Vec<(String, String, String)>,
+    pub functions: usize,
     pub code_bytes: usize,
     pub compile_ms: f64,
 }
@@ -85,21 +92,15 @@ impl Drop for Code {
 }
 
 /// Compiles a plan's functions for the host.
-pub fn compile_plan(plan: &Plan, keep_text: bool) -> Result<Code> {
+pub fn compile_plan(plan: &Plan) -> Result<Code> {
     let start = Instant::now();
     let isa = codegen::host_isa().map_err(|e| Error::msg(e.0))?;
     let call_conv = isa.default_call_conv();
-    let cs = if keep_text {
-        isa.to_capstone().ok()
-    } else {
-        None
-    };
     let functions = codegen::functions(plan, &*isa);
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut ctx = Context::new();
-    ctx.set_disasm(keep_text);
     let mut ids = Vec::new();
-    let mut text = Vec::new();
+    let mut count = 0;
     let mut code_bytes = 0;
     for phase in functions.phases {
         let mut ids_phase = Vec::new();
@@ -110,26 +111,14 @@ pub fn compile_plan(plan: &Plan, keep_text: bool) -> Result<Code> {
                 .map_err(|e| Error::msg(format!("internal error: {e}")))?;
             ctx.func = tf.func;
             ctx.func.name = cranelift_codegen::ir::UserFuncName::user(0, id.as_u32());
-            let clif = if keep_text {
-                ctx.func.display().to_string()
-            } else {
-                String::new()
-            };
             module.define_function(id, &mut ctx).map_err(|e| {
                 Error::msg(format!(
                     "internal error: Cranelift rejected {}: {e:?}",
                     tf.name
                 ))
             })?;
-            let compiled = ctx.compiled_code();
-            code_bytes += compiled.map_or(0, |c| c.code_buffer().len());
-            let asm = match (&cs, compiled) {
-                (Some(cs), Some(c)) => c
-                    .disassemble(Some(&ctx.func.params), cs)
-                    .unwrap_or_default(),
-                _ => String::new(),
-            };
-            text.push((tf.name.clone(), clif, asm));
+            code_bytes += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+            count += 1;
             module.clear_context(&mut ctx);
             ids_phase.push((id, tf.tiles));
         }
@@ -157,7 +146,7 @@ pub fn compile_plan(plan: &Plan, keep_text: bool) -> Result<Code> {
     Ok(Code {
         module: Mutex::new(Some(module)),
         phases,
-        text,
+        functions: count,
         code_bytes,
         compile_ms: start.elapsed().as_secs_f64() * 1e3,
     })
@@ -238,16 +227,9 @@ pub struct State {
 impl Kernel {
     /// Compiles `cell` with `weights`.
     pub fn compile(cell: &Cell, weights: &Weights, opts: &Options) -> Result<Kernel> {
-        let mut ir = if opts.optimize {
-            cell.optimized(&crate::opt::Options::default())?.ir
-        } else {
-            cell.ir()?
-        };
-        plan::legalize(&mut ir);
-        ir::verify::verify(&ir).map_err(|e| Error::msg(format!("internal error: {e}")))?;
-        let plan = plan::plan(&ir, opts.optimize).map_err(|e| Error::msg(e.0))?;
+        let (ir, plan) = plan_cell(cell, opts)?;
         let params = weights.resolve(&ir).map_err(|e| Error::msg(e.0))?;
-        let code = compile_plan(&plan, opts.keep_text)?;
+        let code = compile_plan(&plan)?;
         let mut packed = AlignedBuf::zeros(plan.weights_len.max(1));
         pack::pack(&plan, &ir, &params, packed.as_mut_slice());
         Ok(Kernel {
