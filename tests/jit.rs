@@ -157,10 +157,7 @@ fn examples_match_the_interpreter() {
                 for optimize in [true, false] {
                     case += 1;
                     let scale = if case % 2 == 0 { 50.0 } else { 1.0 };
-                    let opts = Options {
-                        optimize,
-                        ..Options::default()
-                    };
+                    let opts = Options { optimize };
                     let err = compare(&cell, &opts, batch, 5, case, scale);
                     assert!(
                         err < TOLERANCE * scale as f64,
@@ -249,7 +246,7 @@ mod random {
         ) {
             let text = cellc::gen::random_cell(seed);
             let cell = Cell::from_source("random.rnn", &text).unwrap().dims(&[("X", x), ("H", h)]).unwrap();
-            let opts = Options { optimize, ..Options::default() };
+            let opts = Options { optimize };
             let scale = if saturating { 50.0 } else { 1.0 };
             let err = compare(&cell, &opts, batch, steps, seed, scale);
             prop_assert!(err < TOLERANCE * scale as f64, "error {:e}\n{}", err, text);
