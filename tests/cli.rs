@@ -46,7 +46,14 @@ fn bad_sizes_are_refused() {
     let (code, _, err) = cellc(&["compile", "tests/ui/unbound_size.rnn"]);
     assert_eq!(code, 1);
     assert!(err.contains("size `X` is not bound"), "{err}");
-    let (code, out, _) = cellc(&["compile", "tests/ui/unbound_size.rnn", "--dims", "X=5"]);
+    let (code, out, _) = cellc(&[
+        "compile",
+        "tests/ui/unbound_size.rnn",
+        "--dims",
+        "X=5",
+        "--emit",
+        "ir",
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("input x: [5]"), "{out}");
 }
