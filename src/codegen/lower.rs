@@ -148,57 +148,100 @@ impl<'b> Emitter<'_, 'b> {
         self.b.switch_to_block(exit);
     }
 
-    /// Evaluates a region body for one vector of lanes; `arg` gives each argument.
-    fn region_body(&mut self, code: &RegionCode, args: &[Value]) -> Vec<Value> {
-        let mut vals: Vec<Value> = Vec::with_capacity(code.body.len());
-        let get = |vals: &[Value], o: Operand| match o {
-            Operand::Arg(a) => args[a as usize],
-            Operand::Inst(e) => vals[e as usize],
-        };
-        for ri in &code.body {
-            let v = match ri.op {
-                EwOp::Const(c) => {
-                    let k = self.consts();
-                    vecmath::constant(&mut self.b, k, c)
-                }
-                EwOp::Unary(op) => {
-                    let x = get(&vals, ri.args[0]);
-                    let k = self.consts();
-                    vecmath::unary(&mut self.b, k, op, x)
-                }
-                EwOp::Binary(op) => {
-                    let x = get(&vals, ri.args[0]);
-                    let y = get(&vals, ri.args[1]);
-                    vecmath::binary(&mut self.b, op, x, y)
-                }
-            };
-            vals.push(v);
-        }
-        vals
-    }
-
-    /// Runs a region on one vector: loads memory arguments, evaluates, stores
-    /// the yields. `blocks` are the fused product's accumulators.
+    /// Runs a region on one vector: evaluates the body and stores the yields.
+    /// `blocks` are the fused product's accumulators; memory arguments are
+    /// loaded where first used.
+    ///
+    /// The body is evaluated in depth-first post-order from the yields (each
+    /// value right before its first reader needs it), so a long chain like
+    /// `g0 + g1 + ... + g9999` keeps a couple of vectors live, not ten thousand;
+    /// values no yield reads are not computed.
     fn region_vector(&mut self, code: &RegionCode, row: Value, tile: Value, blocks: &[Value]) {
-        let mut args = Vec::with_capacity(code.args.len());
-        for a in &code.args {
-            args.push(match *a {
-                ArgSrc::Block(i) => blocks[i],
-                ArgSrc::Mem(loc) => {
-                    let addr = self.addr(loc, row, Some(tile));
-                    self.b.ins().load(F32X4, data_flags(), addr, 0)
-                }
-            });
-        }
-        let vals = self.region_body(code, &args);
+        let mut args: Vec<Option<Value>> = vec![None; code.args.len()];
+        let mut vals: Vec<Option<Value>> = vec![None; code.body.len()];
         for (y, loc) in &code.yields {
-            let v = match *y {
-                Operand::Arg(a) => args[a as usize],
-                Operand::Inst(e) => vals[e as usize],
-            };
+            let v = self.operand(code, *y, row, tile, blocks, &mut args, &mut vals);
             let addr = self.addr(*loc, row, Some(tile));
             self.b.ins().store(data_flags(), v, addr, 0);
         }
+    }
+
+    fn arg(
+        &mut self,
+        code: &RegionCode,
+        a: usize,
+        row: Value,
+        tile: Value,
+        blocks: &[Value],
+        args: &mut [Option<Value>],
+    ) -> Value {
+        if let Some(v) = args[a] {
+            return v;
+        }
+        let v = match code.args[a] {
+            ArgSrc::Block(i) => blocks[i],
+            ArgSrc::Mem(loc) => {
+                let addr = self.addr(loc, row, Some(tile));
+                self.b.ins().load(F32X4, data_flags(), addr, 0)
+            }
+        };
+        args[a] = Some(v);
+        v
+    }
+
+    /// The value of an operand, computing what it needs first (iteratively: a
+    /// body may be ten thousand instructions deep).
+    #[allow(clippy::too_many_arguments)]
+    fn operand(
+        &mut self,
+        code: &RegionCode,
+        o: Operand,
+        row: Value,
+        tile: Value,
+        blocks: &[Value],
+        args: &mut [Option<Value>],
+        vals: &mut [Option<Value>],
+    ) -> Value {
+        let root = match o {
+            Operand::Arg(a) => return self.arg(code, a as usize, row, tile, blocks, args),
+            Operand::Inst(e) => e as usize,
+        };
+        let mut stack: Vec<(usize, bool)> = vec![(root, false)];
+        while let Some((e, expanded)) = stack.pop() {
+            if vals[e].is_some() {
+                continue;
+            }
+            let ri = &code.body[e];
+            if !expanded {
+                stack.push((e, true));
+                // Operands pushed last-first, so the first is computed first.
+                for o in ri.args.iter().rev() {
+                    if let Operand::Inst(d) = *o {
+                        if vals[d as usize].is_none() {
+                            stack.push((d as usize, false));
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut ops = Vec::with_capacity(2);
+            for o in &ri.args {
+                ops.push(match *o {
+                    Operand::Arg(a) => self.arg(code, a as usize, row, tile, blocks, args),
+                    Operand::Inst(d) => vals[d as usize].unwrap_or_else(|| {
+                        unreachable!("operands are computed before their readers")
+                    }),
+                });
+            }
+            let k = self.consts();
+            let v = match ri.op {
+                EwOp::Const(c) => vecmath::constant(&mut self.b, k, c),
+                EwOp::Unary(op) => vecmath::unary(&mut self.b, k, op, ops[0]),
+                EwOp::Binary(op) => vecmath::binary(&mut self.b, op, ops[0], ops[1]),
+            };
+            vals[e] = Some(v);
+        }
+        vals[root].unwrap_or_else(|| unreachable!("the root was just computed"))
     }
 }
 

@@ -304,12 +304,58 @@ fn region_operands(cell: &Cell, ops: &[Value]) -> ((Vec<Value>, Vec<Operand>), V
 pub fn plan(cell: &Cell, fuse_epilogues: bool) -> Result<Plan, PlanError> {
     let mut p = Planner::new(cell);
     p.run(fuse_epilogues)?;
+    p.finish();
     Ok(p.plan)
+}
+
+/// Visits every location a plan holds.
+fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
+    let region = |r: &mut RegionCode, f: &mut dyn FnMut(&mut Loc)| {
+        for a in &mut r.args {
+            if let ArgSrc::Mem(l) = a {
+                f(l);
+            }
+        }
+        for (_, l) in &mut r.yields {
+            f(l);
+        }
+    };
+    for task in &mut plan.tasks {
+        match task {
+            Task::Product(groups) => {
+                for g in groups {
+                    for ch in &mut g.chunks {
+                        for seg in &mut ch.segments {
+                            f(&mut seg.input);
+                        }
+                    }
+                    for l in g.dest.iter_mut().flatten() {
+                        f(l);
+                    }
+                    if let Some(e) = &mut g.epilogue {
+                        region(e, &mut f);
+                    }
+                }
+            }
+            Task::Region(r) => region(r, &mut f),
+        }
+    }
+    for u in &mut plan.updates {
+        if let Update::Copy(l) = u {
+            f(l);
+        }
+    }
+    for l in &mut plan.outputs {
+        f(l);
+    }
 }
 
 struct Planner<'a> {
     cell: &'a Cell,
     plan: Plan,
+    /// The scratch arena's slot, once one value needs it, and its row so far.
+    scratch_slot: Option<usize>,
+    scratch_row: usize,
     /// Where each value lives, once known.
     loc: Vec<Option<Loc>>,
     /// Readers of each value, and whether a root reads it.
@@ -362,6 +408,8 @@ impl<'a> Planner<'a> {
         Planner {
             cell,
             plan,
+            scratch_slot: None,
+            scratch_row: 0,
             loc: vec![None; cell.values.len()],
             users: cell.users(),
         }
@@ -373,20 +421,48 @@ impl<'a> Planner<'a> {
         at
     }
 
+    /// A place for `v` in the scratch arena: one slot whose every batch row holds
+    /// every scratch value side by side, so a function needs one base pointer for
+    /// all of them. The row's stride is known only at the end ([`finish`]), which
+    /// patches it into every scratch location.
     fn scratch(&mut self, v: Value) -> Loc {
         let len = self.cell.ty(v).vector_len().unwrap_or(0);
-        let slot = self.plan.slots.len();
-        self.plan.slots.push(Slot {
-            kind: SlotKind::Scratch,
-            stride: padded(len),
-            name: self.cell.describe(v, None),
-        });
+        let slot = match self.scratch_slot {
+            Some(s) => s,
+            None => {
+                let s = self.plan.slots.len();
+                self.plan.slots.push(Slot {
+                    kind: SlotKind::Scratch,
+                    stride: 0,
+                    name: "scratch".into(),
+                });
+                self.scratch_slot = Some(s);
+                s
+            }
+        };
+        let offset = self.scratch_row;
+        self.scratch_row += padded(len);
         Loc {
             slot,
-            offset: 0,
-            stride: padded(len),
+            offset,
+            stride: 0,
             len,
         }
+    }
+
+    /// Sets the scratch arena's row stride everywhere.
+    fn finish(&mut self) {
+        let Some(slot) = self.scratch_slot else {
+            return;
+        };
+        let stride = self.scratch_row;
+        self.plan.slots[slot].stride = stride;
+        let fix = |l: &mut Loc| {
+            if l.slot == slot {
+                l.stride = stride;
+            }
+        };
+        for_each_loc(&mut self.plan, fix);
     }
 
     /// The state whose update this value is, if any (the first).
