@@ -28,6 +28,8 @@
 pub mod codegen;
 pub mod diag;
 pub mod dot;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gen;
 pub mod interp;
 pub mod ir;
