@@ -19,7 +19,10 @@ pub fn parse_check(bytes: &[u8]) {
             }
         }
         Err(crate::Error::Source { diagnostics, .. }) => {
-            assert!(diagnostics.iter().any(|d| d.is_error()), "rejected without an error");
+            assert!(
+                diagnostics.iter().any(|d| d.is_error()),
+                "rejected without an error"
+            );
         }
         Err(_) => {}
     }
@@ -93,12 +96,15 @@ pub fn jit_vs_interp(bytes: &[u8]) {
             })
             .collect();
         let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
-        kernel.step_inputs(&refs, &mut state).unwrap_or_else(|e| panic!("{e}"));
+        kernel
+            .step_inputs(&refs, &mut state)
+            .unwrap_or_else(|e| panic!("{e}"));
         let xs64: Vec<Vec<f64>> = xs
             .iter()
             .map(|v| v.iter().map(|&x| x as f64).collect())
             .collect();
-        let outs = interp::step(&ir, &params, &xs64, &mut reference).unwrap_or_else(|e| panic!("{e}"));
+        let outs =
+            interp::step(&ir, &params, &xs64, &mut reference).unwrap_or_else(|e| panic!("{e}"));
         let mut got = Vec::new();
         let mut want = Vec::new();
         for (o, name) in kernel.output_names().iter().enumerate() {
@@ -138,8 +144,13 @@ pub fn ir_text(bytes: &[u8]) {
         return;
     }
     let printed = ir::print::print(&cell);
-    let again = ir::parse::parse(&printed).unwrap_or_else(|e| panic!("printed IR does not parse: {e}\n{printed}"));
-    assert_eq!(ir::print::print(&again), printed, "print -> parse -> print changed the text");
+    let again = ir::parse::parse(&printed)
+        .unwrap_or_else(|e| panic!("printed IR does not parse: {e}\n{printed}"));
+    assert_eq!(
+        ir::print::print(&again),
+        printed,
+        "print -> parse -> print changed the text"
+    );
     // Keep the data small: the fuzzer may write `[1000000000]`.
     let small = cell.values.iter().all(|v| match v.ty {
         Type::Scalar => true,

@@ -40,16 +40,25 @@ fn ir_text_smoke() {
     }
     // Printed IR of every example, and mutations of it.
     for name in ["lstm", "gru", "lstmp"] {
-        let cell = cellc::Cell::from_file(format!("{}/examples/{name}.rnn", env!("CARGO_MANIFEST_DIR")))
+        let cell = cellc::Cell::from_file(format!(
+            "{}/examples/{name}.rnn",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .dims(&[("X", 3), ("H", 4)])
+        .or_else(|_| {
+            cellc::Cell::from_file(format!(
+                "{}/examples/{name}.rnn",
+                env!("CARGO_MANIFEST_DIR")
+            ))
             .unwrap()
-            .dims(&[("X", 3), ("H", 4)])
-            .or_else(|_| {
-                cellc::Cell::from_file(format!("{}/examples/{name}.rnn", env!("CARGO_MANIFEST_DIR")))
-                    .unwrap()
-                    .dims(&[("X", 3), ("H", 4), ("P", 2)])
-            })
-            .unwrap();
-        for ir in [cell.ir().unwrap(), cell.optimized(&Default::default()).unwrap().ir] {
+            .dims(&[("X", 3), ("H", 4), ("P", 2)])
+        })
+        .unwrap();
+        for ir in [
+            cell.ir().unwrap(),
+            cell.optimized(&Default::default()).unwrap().ir,
+        ] {
             let text = cellc::ir::print::print(&ir).into_bytes();
             fuzzing::ir_text(&text);
             for seed in 0..200u64 {

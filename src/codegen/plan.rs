@@ -302,10 +302,38 @@ fn region_operands(cell: &Cell, ops: &[Value]) -> ((Vec<Value>, Vec<Operand>), V
 /// Plans a legalized cell (only inputs, states, params, constants, products and
 /// regions). `fuse_epilogues` runs regions inside their product's tile loop.
 pub fn plan(cell: &Cell, fuse_epilogues: bool) -> Result<Plan, PlanError> {
+    check_size(cell)?;
     let mut p = Planner::new(cell);
     p.run(fuse_epilogues)?;
     p.finish();
     Ok(p.plan)
+}
+
+/// Most row blocks (matrix products) and element-wise operations one cell may
+/// generate code for: far beyond any real cell, and small enough that Cranelift
+/// compiles the result in seconds rather than minutes.
+pub const MAX_ROW_BLOCKS: usize = 20_000;
+pub const MAX_ELEMENTWISE_OPS: usize = 100_000;
+
+fn check_size(cell: &Cell) -> Result<(), PlanError> {
+    let mut blocks = 0;
+    let mut ops = 0;
+    for inst in &cell.insts {
+        match &inst.op {
+            Op::Product(p) => blocks += p.rows.len(),
+            Op::MatVec { .. } => blocks += 1,
+            Op::Fused(r) => ops += r.body.len(),
+            Op::Unary(..) | Op::Binary(..) => ops += 1,
+            _ => {}
+        }
+    }
+    if blocks > MAX_ROW_BLOCKS || ops > MAX_ELEMENTWISE_OPS {
+        return Err(PlanError(format!(
+            "cell `{}` is too large to compile: {blocks} matrix products and {ops} element-wise operations per step (the limits are {MAX_ROW_BLOCKS} and {MAX_ELEMENTWISE_OPS})",
+            cell.name
+        )));
+    }
+    Ok(())
 }
 
 /// Visits every location a plan holds.

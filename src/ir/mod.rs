@@ -486,16 +486,19 @@ impl Cell {
             if !live[start] || state[start] != 0 {
                 continue;
             }
-            let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+            // Each frame keeps its operand list: recomputing it per visit would
+            // be quadratic in the operands of a large product or region.
+            let mut stack: Vec<(usize, Vec<Value>, usize)> =
+                vec![(start, self.insts[start].op.operands(), 0)];
             state[start] = 1;
-            while let Some(&mut (i, ref mut next)) = stack.last_mut() {
-                let ops = self.insts[i].op.operands();
+            while let Some((i, ops, next)) = stack.last_mut() {
+                let i = *i;
                 if *next < ops.len() {
                     let d = self.values[ops[*next].index()].inst.index();
                     *next += 1;
                     if state[d] == 0 {
                         state[d] = 1;
-                        stack.push((d, 0));
+                        stack.push((d, self.insts[d].op.operands(), 0));
                     }
                 } else {
                     state[i] = 2;
