@@ -35,6 +35,7 @@ pub mod interp;
 pub mod ir;
 pub mod jit;
 pub mod opt;
+pub mod run;
 pub mod sema;
 pub mod stats;
 pub mod syntax;

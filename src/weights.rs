@@ -208,6 +208,7 @@ impl Weights {
                     tried.join(" or ")
                 ));
             };
+            self.check_one_layer(&b.tensor)?;
             let t = &self.tensors[&b.tensor];
             let data = slice(t, &b.indices).map_err(|m| {
                 WeightsError(format!(
@@ -230,6 +231,35 @@ impl Weights {
             out.push(data.1);
         }
         Ok(out)
+    }
+}
+
+impl Weights {
+    /// Refuses a checkpoint of a stacked or bidirectional PyTorch module (cellc
+    /// runs one layer in one direction), rather than silently using layer 0.
+    fn check_one_layer(&self, tensor: &str) -> Result<(), WeightsError> {
+        let Some(base) = tensor.strip_suffix("_l0") else {
+            return Ok(());
+        };
+        let layers = (1..)
+            .take_while(|l| self.tensors.contains_key(&format!("{base}_l{l}")))
+            .count();
+        if layers > 0 {
+            return err(format!(
+                "the weights hold a stacked module of {} layers (`{base}_l0` .. `{base}_l{layers}`): \
+                 cellc runs one layer per cell for now; run each layer's `_l<n>` weights as its own \
+                 cell, feeding one layer's outputs to the next",
+                layers + 1
+            ));
+        }
+        if self.tensors.contains_key(&format!("{tensor}_reverse")) {
+            return err(format!(
+                "the weights hold a bidirectional module (`{tensor}_reverse`): cellc runs one \
+                 direction for now; run the forward weights, and the `_reverse` ones on the \
+                 reversed sequence, as two cells"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -28,6 +28,34 @@ enum Command {
         #[arg(long, value_parser = parse_dims)]
         dims: Option<Dims>,
     },
+    /// Run a cell over a sequence: weights, inputs and outputs in safetensors files.
+    ///
+    /// The inputs hold each input of the cell as [T, B, len] (time-major) and,
+    /// optionally, each state's initial value as [B, len]. The output file holds
+    /// each output as [T, B, len] and each state's final value as [B, len].
+    /// Sizes are read off the tensors.
+    Run {
+        /// The `.rnn` file.
+        file: PathBuf,
+        /// The weights (e.g. a PyTorch state_dict saved with safetensors).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The input sequence and optional initial states.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Where to write the outputs and final states.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Sizes the tensors cannot tell (they must agree with the tensors).
+        #[arg(long, value_parser = parse_dims)]
+        dims: Option<Dims>,
+        /// Threads to run on (default: chosen per problem).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Without the optimizer (the unfused baseline).
+        #[arg(long)]
+        no_opt: bool,
+    },
     /// Compile a cell and print the requested stage.
     Compile {
         /// The `.rnn` file.
@@ -132,6 +160,30 @@ fn run(cli: Cli) -> Result<(), Error> {
             if dims.is_some() {
                 cell.bound_dims()?;
             }
+            Ok(())
+        }
+        Command::Run {
+            file,
+            weights,
+            inputs,
+            output,
+            dims,
+            threads,
+            no_opt,
+        } => {
+            let cell = Cell::from_file(&file)?;
+            print_warnings(&cell);
+            let w = cellc::Weights::from_safetensors(&weights).map_err(|e| Error::msg(e.0))?;
+            let x = cellc::Weights::from_safetensors(&inputs).map_err(|e| Error::msg(e.0))?;
+            let given = dims.map(|d| d.0).unwrap_or_default();
+            let _ = threads;
+            let opts = cellc::Options { optimize: !no_opt };
+            let out = cellc::run::run(&cell, &w, &x, &given, &opts)?;
+            let bytes = out.to_safetensors_bytes().map_err(|e| Error::msg(e.0))?;
+            std::fs::write(&output, bytes).map_err(|e| Error::Io {
+                path: output.display().to_string(),
+                message: e.to_string(),
+            })?;
             Ok(())
         }
         Command::Compile {

@@ -1207,6 +1207,110 @@ impl Dims {
     }
 }
 
+/// A size read off a tensor: `poly` (over the cell's size variables) must equal
+/// `value`; `what` says where it comes from, for messages.
+#[derive(Clone, Debug)]
+pub struct SizeFact {
+    pub what: String,
+    pub poly: Poly,
+    pub value: i128,
+}
+
+/// Infers size variables from facts (`input x` is 64 long, `weight_hh_l0` has
+/// 128 columns), on top of the sizes given. Returns every size it could infer;
+/// an inconsistency is an error naming both sides.
+pub fn infer_dims(
+    checked: &Checked,
+    facts: &[SizeFact],
+    given: &[(String, u64)],
+) -> Result<Vec<(String, u64)>, String> {
+    let names = checked.dim_names();
+    let mut known: Vec<Option<u64>> = vec![None; names.len()];
+    let mut source: Vec<String> = vec![String::new(); names.len()];
+    for (n, v) in given {
+        if let Some(i) = names.iter().position(|m| m == n) {
+            known[i] = Some(*v);
+            source[i] = format!("--dims {n}={v}");
+        }
+    }
+    // Solve until nothing changes; then every fact must hold.
+    loop {
+        let mut changed = false;
+        for f in facts {
+            match f.poly.solve(&known, f.value) {
+                Some(Ok((v, value))) => {
+                    let v = v as usize;
+                    if value < 1 || value > MAX_DIM as i128 {
+                        return Err(format!(
+                            "{} gives {} = {value}, which is not a valid size",
+                            f.what, names[v]
+                        ));
+                    }
+                    known[v] = Some(value as u64);
+                    source[v] = f.what.clone();
+                    changed = true;
+                }
+                Some(Err(())) => {
+                    return Err(format!(
+                        "{} is {}, which no whole size makes equal to {}",
+                        f.what,
+                        f.value,
+                        f.poly.display(&names)
+                    ))
+                }
+                None => {}
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for f in facts {
+        // Check each fact whose variables are all known.
+        let all_known = f
+            .poly
+            .terms()
+            .all(|(m, _)| m.iter().all(|&v| known[v as usize].is_some()));
+        if !all_known {
+            continue;
+        }
+        let vals: Vec<u64> = known.iter().map(|k| k.unwrap_or(0)).collect();
+        let Some(have) = f.poly.eval(&vals) else {
+            continue;
+        };
+        if have != f.value {
+            let mut vars: Vec<usize> = f
+                .poly
+                .terms()
+                .flat_map(|(m, _)| m.iter().map(|&v| v as usize).collect::<Vec<_>>())
+                .collect();
+            vars.sort_unstable();
+            vars.dedup();
+            let why: Vec<String> = vars
+                .iter()
+                .map(|&v| format!("{} = {} from {}", names[v], vals[v], source[v]))
+                .collect();
+            let expr = f.poly.display(&names).to_string();
+            let expected = if vars.len() == 1 && expr == names[vars[0]] {
+                expr.clone()
+            } else {
+                format!("{expr} = {have}")
+            };
+            return Err(format!(
+                "{} should be {expected} ({}), but it is {}",
+                f.what,
+                why.join(", "),
+                f.value
+            ));
+        }
+    }
+    Ok(names
+        .into_iter()
+        .zip(known)
+        .filter_map(|(n, k)| k.map(|k| (n, k)))
+        .collect())
+}
+
 /// Largest size accepted for any one axis.
 pub const MAX_DIM: u64 = 1 << 24;
 /// Largest total of parameter elements accepted (4 bytes each: 8 GiB).

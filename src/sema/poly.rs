@@ -76,6 +76,47 @@ impl Poly {
         out
     }
 
+    /// The monomials (variable indices) and their coefficients.
+    pub fn terms(&self) -> impl Iterator<Item = (&[u32], i64)> {
+        self.terms.iter().map(|(m, c)| (m.as_slice(), *c))
+    }
+
+    /// Solves `self = value` for the one variable it does not know, when the
+    /// polynomial is linear in it (`2*H + X = 96` with X known gives H). Returns
+    /// the variable and its value if that value is a whole number.
+    pub fn solve(&self, known: &[Option<u64>], value: i128) -> Option<Result<(u32, i128), ()>> {
+        let mut rest: i128 = 0;
+        let mut unknown: Option<(u32, i128)> = None;
+        for (m, c) in &self.terms {
+            let mut coeff = *c as i128;
+            let mut free: Vec<u32> = Vec::new();
+            for &v in m {
+                match known.get(v as usize).copied().flatten() {
+                    Some(k) => coeff = coeff.checked_mul(k as i128)?,
+                    None => free.push(v),
+                }
+            }
+            match free.as_slice() {
+                [] => rest = rest.checked_add(coeff)?,
+                [v] => match unknown {
+                    None => unknown = Some((*v, coeff)),
+                    Some((u, c)) if u == *v => unknown = Some((u, c.checked_add(coeff)?)),
+                    Some(_) => return None,
+                },
+                _ => return None,
+            }
+        }
+        let (v, c) = unknown?;
+        if c == 0 {
+            return None;
+        }
+        let num = value.checked_sub(rest)?;
+        if num % c != 0 {
+            return Some(Err(()));
+        }
+        Some(Ok((v, num / c)))
+    }
+
     /// The value for concrete sizes, or `None` on overflow.
     pub fn eval(&self, sizes: &[u64]) -> Option<i128> {
         let mut total: i128 = 0;
