@@ -61,6 +61,7 @@ fn product_counts() {
         ("rnn_tanh", 2, 1, 1),
         ("mgu", 4, 2, 2),
         ("cifg", 6, 1, 1),
+        ("lstm_proj", 9, 2, 1),
     ];
     assert_eq!(
         expected.len(),
