@@ -34,6 +34,7 @@ pub mod gen;
 pub mod interp;
 pub mod ir;
 pub mod jit;
+pub mod onnx;
 pub mod opt;
 pub mod run;
 pub mod sema;

@@ -204,3 +204,90 @@ fn disagreeing_shapes_name_both_tensors() {
         "{err}"
     );
 }
+
+fn onnx_cases() -> Vec<String> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["onnx_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["case"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// ONNX LSTM (with and without peepholes) and GRU (linear_before_reset 0 and 1)
+/// nodes, imported and run, against ONNX Runtime's outputs (same tolerance).
+#[test]
+fn onnx_models_match_onnx_runtime() {
+    let cases = onnx_cases();
+    assert_eq!(cases.len(), 5);
+    for case in cases {
+        let bytes = std::fs::read(dir().join(format!("{case}.onnx"))).unwrap();
+        let imported = cellc::onnx::import(&bytes).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
+        let out = cellc::run::run(
+            &cell,
+            &imported.weights,
+            &load(&case, "inputs"),
+            &[],
+            &Options::default(),
+        )
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let err = compare(&case, &out, &load(&case, "expected"));
+        assert!(err < TOLERANCE, "{case}: relative error {err:e}");
+        // And through the command line.
+        let tmp = std::env::temp_dir().join(format!(
+            "cellc-onnx-{}-{case}.safetensors",
+            std::process::id()
+        ));
+        let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .arg("run")
+            .arg(dir().join(format!("{case}.onnx")))
+            .arg("--inputs")
+            .arg(dir().join(format!("{case}.inputs.safetensors")))
+            .arg("-o")
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{case}");
+        let err = compare(
+            &case,
+            &Weights::from_safetensors(&tmp).unwrap(),
+            &load(&case, "expected"),
+        );
+        let _ = std::fs::remove_file(&tmp);
+        assert!(
+            err < TOLERANCE,
+            "{case} (cellc run): relative error {err:e}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_onnx_models_are_refused_clearly() {
+    for (file, expect) in [
+        ("refused_bidirectional", "bidirectional"),
+        ("refused_clip", "clip"),
+        ("refused_activations", "activations"),
+    ] {
+        let bytes = std::fs::read(dir().join(format!("{file}.onnx"))).unwrap();
+        let err = cellc::onnx::import(&bytes).unwrap_err().to_string();
+        assert!(err.contains(expect), "{file}: {err}");
+    }
+    // Not ONNX at all, truncated ONNX, and random bytes: errors, never a panic.
+    let good = std::fs::read(dir().join("onnx_gru_lbr1_tiny.onnx")).unwrap();
+    for cut in [0, 1, 7, good.len() / 2, good.len() - 1] {
+        assert!(cellc::onnx::import(&good[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut rng = cellc::gen::Rng(9);
+    for len in 0..2000 {
+        let bytes: Vec<u8> = (0..len % 300).map(|_| rng.next_u64() as u8).collect();
+        let _ = cellc::onnx::import(&bytes);
+        let mut m = good.clone();
+        let i = rng.below(m.len());
+        m[i] = rng.next_u64() as u8;
+        let _ = cellc::onnx::import(&m);
+    }
+}

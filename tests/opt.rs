@@ -62,6 +62,8 @@ fn product_counts() {
         ("mgu", 4, 2, 2),
         ("cifg", 6, 1, 1),
         ("lstm_proj", 9, 2, 1),
+        ("onnx_lstm", 8, 1, 1),
+        ("onnx_gru", 6, 1, 1),
     ];
     assert_eq!(
         expected.len(),

@@ -35,11 +35,13 @@ enum Command {
     /// each output as [T, B, len] and each state's final value as [B, len].
     /// Sizes are read off the tensors.
     Run {
-        /// The `.rnn` file.
+        /// The `.rnn` file, or an ONNX model with one LSTM or GRU node (`.onnx`:
+        /// the cell and the weights both come from it).
         file: PathBuf,
-        /// The weights (e.g. a PyTorch state_dict saved with safetensors).
+        /// The weights (e.g. a PyTorch state_dict saved with safetensors); not
+        /// with an ONNX model.
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// The input sequence and optional initial states.
         #[arg(long)]
         inputs: PathBuf,
@@ -171,10 +173,32 @@ fn run(cli: Cli) -> Result<(), Error> {
             threads,
             no_opt,
         } => {
-            let cell = Cell::from_file(&file)?;
-            print_warnings(&cell);
-            let w = cellc::Weights::from_safetensors(&weights).map_err(|e| Error::msg(e.0))?;
-            let x = cellc::Weights::from_safetensors(&inputs).map_err(|e| Error::msg(e.0))?;
+            let mut x = cellc::Weights::from_safetensors(&inputs).map_err(|e| Error::msg(e.0))?;
+            let (cell, w) = if file.extension().is_some_and(|e| e == "onnx") {
+                let bytes = std::fs::read(&file).map_err(|e| Error::Io {
+                    path: file.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let imported = cellc::onnx::import(&bytes)
+                    .map_err(|e| Error::msg(format!("{}: {}", file.display(), e.0)))?;
+                for name in ["h", "c"] {
+                    if let (None, Some(t)) = (x.get(name), imported.initial.get(name)) {
+                        let t = t.clone();
+                        x.insert(name, &t.shape, t.data)
+                            .map_err(|e| Error::msg(e.0))?;
+                    }
+                }
+                let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
+                (cell, imported.weights)
+            } else {
+                let cell = Cell::from_file(&file)?;
+                print_warnings(&cell);
+                let Some(weights) = weights else {
+                    return Err(Error::msg("a `.rnn` cell needs `--weights`"));
+                };
+                let w = cellc::Weights::from_safetensors(&weights).map_err(|e| Error::msg(e.0))?;
+                (cell, w)
+            };
             let given = dims.map(|d| d.0).unwrap_or_default();
             let _ = threads;
             let opts = cellc::Options { optimize: !no_opt };

@@ -116,6 +116,84 @@ with torch.no_grad():
     save("lstm2layers_tiny", "weights", state_dict(torch.nn.LSTM(7, 11, num_layers=2)))
     save("grubidir_tiny", "weights", state_dict(torch.nn.GRU(7, 11, bidirectional=True)))
 
+# ONNX LSTM and GRU nodes, run by ONNX Runtime: for `cellc run model.onnx`.
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(1)
+onnx_cases = []
+
+
+def onnx_case(name, op, attrs, gates, with_p, size):
+    X, H, B, T = size["X"], size["H"], size["B"], size["T"]
+    s = 1 / np.sqrt(H)
+    inits = {
+        "W": rng.uniform(-s, s, (1, gates * H, X)).astype(np.float32),
+        "R": rng.uniform(-s, s, (1, gates * H, H)).astype(np.float32),
+        "B": rng.uniform(-s, s, (1, 2 * gates * H)).astype(np.float32),
+    }
+    if with_p:
+        inits["P"] = rng.uniform(-s, s, (1, 3 * H)).astype(np.float32)
+    inputs = ["X", "W", "R", "B", "", "initial_h"] + (["initial_c", "P" if with_p else ""] if op == "LSTM" else [])
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, inputs, outputs, hidden_size=H, **attrs)
+    graph_inputs = [
+        helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, X]),
+        helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, B, H]),
+    ] + ([helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, B, H])] if op == "LSTM" else [])
+    out_shapes = {"Y": [T, 1, B, H], "Y_h": [1, B, H], "Y_c": [1, B, H]}
+    graph_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, out_shapes[o]) for o in outputs]
+    graph = helper.make_graph([node], name, graph_inputs, graph_outputs,
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, f"{name}.onnx"))
+    x = rng.standard_normal((T, B, X)).astype(np.float32)
+    h0 = (rng.standard_normal((1, B, H)) * 0.5).astype(np.float32)
+    c0 = (rng.standard_normal((1, B, H)) * 0.5).astype(np.float32)
+    feed = {"X": x, "initial_h": h0}
+    if op == "LSTM":
+        feed["initial_c"] = c0
+    sess = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    res = dict(zip(outputs, sess.run(outputs, feed)))
+    ins = {"x": torch.from_numpy(x), "h": torch.from_numpy(h0[0])}
+    exp = {"y": torch.from_numpy(res["Y"][:, 0]), "h": torch.from_numpy(res["Y_h"][0])}
+    if op == "LSTM":
+        ins["c"] = torch.from_numpy(c0[0])
+        exp["c"] = torch.from_numpy(res["Y_c"][0])
+    save(name, "inputs", ins)
+    save(name, "expected", exp)
+    onnx_cases.append({"case": name, "op": op, "attributes": {k: v for k, v in attrs.items()}})
+
+
+# Tiny sizes only (and one medium GRU), to keep the committed cases under 2 MB.
+tiny = SIZES["tiny"]
+onnx_case("onnx_lstm_peephole_tiny", "LSTM", {}, 4, True, tiny)
+onnx_case("onnx_lstm_nopeephole_tiny", "LSTM", {}, 4, False, tiny)
+onnx_case("onnx_gru_lbr1_tiny", "GRU", {"linear_before_reset": 1}, 3, False, tiny)
+onnx_case("onnx_gru_lbr0_tiny", "GRU", {}, 3, False, tiny)
+onnx_case("onnx_gru_lbr1_medium", "GRU", {"linear_before_reset": 1}, 3, False, SIZES["medium"])
+
+# Models cellc refuses, clearly.
+def refused(name, op, attrs, gates, dirs):
+    H, X = 3, 2
+    inits = [numpy_helper.from_array(np.zeros((dirs, gates * H, X), np.float32), "W"),
+             numpy_helper.from_array(np.zeros((dirs, gates * H, H), np.float32), "R")]
+    node = helper.make_node(op, ["X", "W", "R"], ["Y"], hidden_size=H, **attrs)
+    graph = helper.make_graph([node], name,
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 1, X])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, dirs, 1, H])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]),
+              os.path.join(OUT, f"{name}.onnx"))
+
+
+refused("refused_bidirectional", "GRU", {"direction": "bidirectional"}, 3, 2)
+refused("refused_clip", "LSTM", {"clip": 3.0}, 4, 1)
+refused("refused_activations", "GRU", {"activations": ["Relu", "Tanh"]}, 3, 1)
+
 with open(os.path.join(OUT, "manifest.json"), "w") as f:
-    json.dump({"torch": torch.__version__, "cases": manifest}, f, indent=1)
+    json.dump({"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+               "cases": manifest, "onnx_cases": onnx_cases}, f, indent=1)
 print(f"{len(manifest)} cases in {OUT}")
