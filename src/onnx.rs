@@ -233,8 +233,11 @@ fn tensor(buf: &[u8]) -> Result<Tensor, WeightsError> {
     Ok(t)
 }
 
+/// An initializer's shape and values.
+type Values = (Vec<usize>, Vec<f32>);
+
 /// The values of an initializer as f32, with its shape.
-fn values(t: &Tensor) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
+fn values(t: &Tensor) -> Result<Values, WeightsError> {
     if t.external {
         return err(format!(
             "initializer `{}` is stored outside the model file; cellc reads single-file models",
@@ -272,10 +275,12 @@ fn values(t: &Tensor) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        other => return err(format!(
+        other => {
+            return err(format!(
             "initializer `{}` has ONNX element type {other}; cellc reads float, double and float16",
             t.name
-        )),
+        ))
+        }
     };
     if data.len() != n {
         return err(format!(
@@ -321,10 +326,12 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
                 ops.join(", ")
             ));
         }
-        many => return err(format!(
+        many => {
+            return err(format!(
             "the model has {} LSTM/GRU nodes; cellc imports one (stacked models are a later step)",
             many.len()
-        )),
+        ))
+        }
     };
     let attr = |name: &str| {
         n.attributes
@@ -372,7 +379,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         }
     }
     let lbr = matches!(attr("linear_before_reset"), Some(Attr::Int(v)) if v != 0);
-    let init = |i: usize| -> Result<Option<(Vec<usize>, Vec<f32>)>, WeightsError> {
+    let init = |i: usize| -> Result<Option<Values>, WeightsError> {
         let Some(name) = n.inputs.get(i).filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
