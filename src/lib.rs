@@ -25,6 +25,7 @@
 //! assert_eq!(ir.product_count(), 1);
 //! ```
 
+pub mod aot;
 pub mod codegen;
 pub mod diag;
 pub mod dot;

@@ -73,11 +73,15 @@ enum Command {
         /// operation its own pass): the baseline.
         #[arg(long)]
         no_opt: bool,
-        /// With `--emit clif` or `asm`: generate code for this target triple
-        /// (e.g. `x86_64-unknown-linux-gnu`, `aarch64-unknown-linux-gnu`) instead
-        /// of the host.
+        /// With `--emit clif`, `--emit asm` or `-o`: generate code for this target
+        /// triple (e.g. `x86_64-unknown-linux-gnu`, `aarch64-unknown-linux-gnu`)
+        /// instead of the host.
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
+        /// Write a relocatable object with the cell's `NAME_step` and `NAME_run`
+        /// functions, and a C header beside it (`cell.o` -> `cell.h`).
+        #[arg(short = 'o', long = "output", value_name = "OBJECT")]
+        output: Option<PathBuf>,
         /// With `--emit opt` or `dot`: stop after this stage (`lower`, or a pass:
         /// simplify, concat, stack, fuse, dce).
         #[arg(long, value_name = "PASS")]
@@ -218,9 +222,30 @@ fn run(cli: Cli) -> Result<(), Error> {
             remarks,
             no_opt,
             target,
+            output,
         } => {
             let cell = load(&file, &dims)?;
             let jit_opts = cellc::Options { optimize: !no_opt };
+            if let Some(obj) = output {
+                let aot = cellc::aot::compile(&cell, &jit_opts, target.as_deref())?;
+                let header = obj.with_extension("h");
+                let write = |path: &PathBuf, bytes: &[u8]| {
+                    std::fs::write(path, bytes).map_err(|e| Error::Io {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })
+                };
+                write(&obj, &aot.object)?;
+                write(&header, aot.header.as_bytes())?;
+                eprintln!(
+                    "wrote {} ({} bytes: {p}_step, {p}_run) and {}",
+                    obj.display(),
+                    aot.object.len(),
+                    header.display(),
+                    p = aot.prefix
+                );
+                return Ok(());
+            }
             let Some(emit) = emit else {
                 return summary(&cell, &jit_opts);
             };

@@ -95,10 +95,15 @@ pub fn flags(pic: bool) -> settings::Flags {
 /// The host's ISA, with every feature the CPU has (on x86-64 this turns on
 /// `has_fma`, without which `fma` becomes a call per lane).
 pub fn host_isa() -> Result<OwnedTargetIsa, IsaError> {
+    host_isa_with(false)
+}
+
+/// The host's ISA, position-independent or not (objects are).
+pub fn host_isa_with(pic: bool) -> Result<OwnedTargetIsa, IsaError> {
     let builder =
         cranelift_native::builder().map_err(|e| IsaError(format!("unsupported host: {e}")))?;
     let isa = builder
-        .finish(flags(false))
+        .finish(flags(pic))
         .map_err(|e| IsaError(format!("cannot configure Cranelift: {e}")))?;
     check_isa(&isa)?;
     Ok(isa)

@@ -1,0 +1,581 @@
+//! Ahead-of-time compilation: a relocatable object (`cranelift-object`) and a C
+//! header, so that a C or C++ program can link a compiled cell.
+//!
+//! The object holds the plan's task functions (local) and two exported entry
+//! points, for a cell `NAME` (its name made a C identifier):
+//!
+//! ```c
+//! void NAME_step(const float *weights, float *workspace, int64_t batch,
+//!                const float *x, ..., float *y, ...);
+//! void NAME_run(const float *weights, float *workspace, int64_t batch, int64_t steps,
+//!               const float *xs, ..., float *ys, ...);
+//! ```
+//!
+//! `weights` are the packed weights (`NAME_WEIGHTS_LEN` floats, filled once by
+//! the header's `NAME_pack` from the parameters), `workspace` holds the states and
+//! scratch (`NAME_workspace_len(batch)` floats, zeroed: zero initial states); each
+//! input is `[batch, len]` (`[steps, batch, len]` for `run`), each output likewise.
+//! States persist in the workspace between calls; the header's `NAME_set_state_S`
+//! and `NAME_get_state_S` read and write them.
+//!
+//! Workspace layout: slot after slot (inputs, then each state's current and next
+//! value, then the scratch arena), each `batch * stride` floats rounded up to a
+//! multiple of 16 (64 bytes), `stride` being the slot's padded row length. The
+//! entry points copy inputs in, run the tasks, write the outputs, then copy each
+//! state's next value over its current one.
+
+use std::fmt::Write;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+
+use crate::codegen::plan::{Loc, Plan, Task, Update, LANES};
+use crate::codegen::{self, lower};
+use crate::ir::{self, Type};
+use crate::{Cell, Error, Options, Result};
+
+/// An object file and the header that describes it.
+pub struct Aot {
+    pub object: Vec<u8>,
+    pub header: String,
+    /// The C identifier prefix of the exported symbols.
+    pub prefix: String,
+}
+
+/// The cell's name as a C identifier.
+pub fn c_name(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// Compiles a cell (sizes bound) to an object for `triple` (the host if `None`).
+pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot> {
+    let (ir, plan) = crate::jit::plan_cell(cell, opts)?;
+    let isa = match triple {
+        Some(t) => codegen::target_isa(t, true),
+        None => codegen::host_isa_with(true),
+    }
+    .map_err(|e| Error::msg(e.0))?;
+    let triple_name = isa.triple().to_string();
+    let prefix = c_name(&ir.name);
+    let call_conv = isa.default_call_conv();
+    let functions = codegen::functions(&plan, &*isa);
+    let builder = ObjectBuilder::new(isa, prefix.clone(), default_libcall_names())
+        .map_err(|e| Error::msg(format!("cannot build an object: {e}")))?;
+    let mut module = ObjectModule::new(builder);
+    let internal = |e: cranelift_module::ModuleError| Error::msg(format!("internal error: {e:?}"));
+    let mut ctx = cranelift_codegen::Context::new();
+    // The task functions, in phase order.
+    let mut tasks: Vec<(FuncId, usize)> = Vec::new();
+    for tf in functions.phases.into_iter().flatten() {
+        let id = module
+            .declare_function(
+                &format!("{prefix}_{}", tf.name),
+                Linkage::Local,
+                &lower::signature(call_conv),
+            )
+            .map_err(internal)?;
+        ctx.func = tf.func;
+        ctx.func.name = cranelift_codegen::ir::UserFuncName::user(0, id.as_u32());
+        module.define_function(id, &mut ctx).map_err(internal)?;
+        module.clear_context(&mut ctx);
+        tasks.push((id, tf.tiles));
+    }
+    let (n_in, n_out) = (ir.inputs.len(), ir.outputs.len());
+    // step(weights, workspace, batch, inputs..., outputs...)
+    let mut step_sig = Signature::new(call_conv);
+    for _ in 0..3 + n_in + n_out {
+        step_sig.params.push(AbiParam::new(I64));
+    }
+    let step_id = module
+        .declare_function(&format!("{prefix}_step"), Linkage::Export, &step_sig)
+        .map_err(internal)?;
+    let mut fctx = FunctionBuilderContext::new();
+    ctx.func = cranelift_codegen::ir::Function::with_name_signature(
+        cranelift_codegen::ir::UserFuncName::user(0, step_id.as_u32()),
+        step_sig.clone(),
+    );
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let task_refs: Vec<(cranelift_codegen::ir::FuncRef, usize)> = tasks
+            .iter()
+            .map(|(id, tiles)| (module.declare_func_in_func(*id, b.func), *tiles))
+            .collect();
+        build_step(&mut b, &plan, &task_refs, n_in, n_out);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(step_id, &mut ctx)
+        .map_err(internal)?;
+    module.clear_context(&mut ctx);
+    // run(weights, workspace, batch, steps, inputs..., outputs...)
+    let mut run_sig = Signature::new(call_conv);
+    for _ in 0..4 + n_in + n_out {
+        run_sig.params.push(AbiParam::new(I64));
+    }
+    let run_id = module
+        .declare_function(&format!("{prefix}_run"), Linkage::Export, &run_sig)
+        .map_err(internal)?;
+    ctx.func = cranelift_codegen::ir::Function::with_name_signature(
+        cranelift_codegen::ir::UserFuncName::user(0, run_id.as_u32()),
+        run_sig,
+    );
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let step_ref = module.declare_func_in_func(step_id, b.func);
+        build_run(&mut b, &plan, step_ref, n_in, n_out);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module.define_function(run_id, &mut ctx).map_err(internal)?;
+    module.clear_context(&mut ctx);
+    let object = module
+        .finish()
+        .emit()
+        .map_err(|e| Error::msg(format!("cannot write the object: {e}")))?;
+    let header = header(&ir, &plan, &prefix, &triple_name);
+    Ok(Aot {
+        object,
+        header,
+        prefix,
+    })
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// `for i in 0..n { body(i) }` with an i64 counter.
+fn counted(
+    b: &mut FunctionBuilder<'_>,
+    n: Value,
+    body: &mut dyn FnMut(&mut FunctionBuilder<'_>, Value),
+) {
+    let zero = b.ins().iconst(I64, 0);
+    let i = b.declare_var(I64);
+    b.def_var(i, zero);
+    let head = b.create_block();
+    let body_block = b.create_block();
+    let exit = b.create_block();
+    b.ins().jump(head, &[]);
+    b.switch_to_block(head);
+    let iv = b.use_var(i);
+    let done = b.ins().icmp(IntCC::SignedGreaterThanOrEqual, iv, n);
+    b.ins().brif(done, exit, &[], body_block, &[]);
+    b.switch_to_block(body_block);
+    body(b, iv);
+    let iv = b.use_var(i);
+    let next = b.ins().iadd_imm_s(iv, 1);
+    b.def_var(i, next);
+    b.ins().jump(head, &[]);
+    b.switch_to_block(exit);
+}
+
+/// Copies `rows` rows of `len` floats from `src` (rows `src_stride` floats apart;
+/// 0 repeats one row) to `dst` (rows `dst_stride` apart).
+fn copy_rows(
+    b: &mut FunctionBuilder<'_>,
+    src: Value,
+    src_stride: usize,
+    dst: Value,
+    dst_stride: usize,
+    rows: Value,
+    len: usize,
+) {
+    let len_v = b.ins().iconst(I64, len as i64);
+    counted(b, rows, &mut |b, r| {
+        let so = b.ins().imul_imm_s(r, (src_stride * 4) as i64);
+        let s_row = b.ins().iadd(src, so);
+        let d_off = b.ins().imul_imm_s(r, (dst_stride * 4) as i64);
+        let d_row = b.ins().iadd(dst, d_off);
+        counted(b, len_v, &mut |b, i| {
+            let off = b.ins().imul_imm_s(i, 4);
+            let sa = b.ins().iadd(s_row, off);
+            let da = b.ins().iadd(d_row, off);
+            let v = b.ins().load(F32, flags(), sa, 0);
+            b.ins().store(flags(), v, da, 0);
+        });
+    });
+}
+
+/// The slot base pointers for a workspace: slot after slot, each
+/// `align16(batch * stride)` floats.
+fn slot_pointers(
+    b: &mut FunctionBuilder<'_>,
+    plan: &Plan,
+    weights: Value,
+    ws: Value,
+    batch: Value,
+) -> Vec<Value> {
+    let mut ptrs = vec![weights];
+    let mut off = b.ins().iconst(I64, 0);
+    for slot in plan.slots.iter().skip(1) {
+        let bytes = b.ins().imul_imm_s(off, 4);
+        ptrs.push(b.ins().iadd(ws, bytes));
+        let n = b.ins().imul_imm_s(batch, slot.stride as i64);
+        let n = b.ins().iadd_imm_s(n, 15);
+        let n = b.ins().band_imm_s(n, !15i64);
+        off = b.ins().iadd(off, n);
+    }
+    ptrs
+}
+
+fn loc_addr(b: &mut FunctionBuilder<'_>, ptrs: &[Value], loc: Loc) -> Value {
+    b.ins().iadd_imm_s(ptrs[loc.slot], (loc.offset * 4) as i64)
+}
+
+fn build_step(
+    b: &mut FunctionBuilder<'_>,
+    plan: &Plan,
+    tasks: &[(cranelift_codegen::ir::FuncRef, usize)],
+    n_in: usize,
+    n_out: usize,
+) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (weights, ws, batch) = (p[0], p[1], p[2]);
+    let inputs = &p[3..3 + n_in];
+    let outputs = &p[3 + n_in..3 + n_in + n_out];
+    let ptrs = slot_pointers(b, plan, weights, ws, batch);
+    let ss = b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (ptrs.len() * 8) as u32,
+        3,
+    ));
+    let table = b.ins().stack_addr(I64, ss, 0);
+    for (s, &ptr) in ptrs.iter().enumerate() {
+        b.ins().store(flags(), ptr, table, (s * 8) as i32);
+    }
+    for (i, &x) in inputs.iter().enumerate() {
+        let slot = plan.input_slots[i];
+        copy_rows(
+            b,
+            x,
+            plan.input_lens[i],
+            ptrs[slot],
+            plan.slots[slot].stride,
+            batch,
+            plan.input_lens[i],
+        );
+    }
+    let zero = b.ins().iconst(I64, 0);
+    for &(f, tiles) in tasks {
+        let t = b.ins().iconst(I64, tiles as i64);
+        b.ins().call(f, &[table, zero, batch, zero, t]);
+    }
+    for (s, u) in plan.updates.iter().enumerate() {
+        if let Update::Copy(from) = *u {
+            let src = loc_addr(b, &ptrs, from);
+            let next = plan.state_next[s];
+            copy_rows(
+                b,
+                src,
+                from.stride,
+                ptrs[next],
+                plan.slots[next].stride,
+                batch,
+                from.len,
+            );
+        }
+    }
+    // Outputs before the states move: an output may be a state's old value.
+    for (o, &y) in outputs.iter().enumerate() {
+        let loc = plan.outputs[o];
+        let src = loc_addr(b, &ptrs, loc);
+        copy_rows(b, src, loc.stride, y, plan.output_lens[o], batch, loc.len);
+    }
+    for s in 0..plan.state_cur.len() {
+        let (cur, next) = (plan.state_cur[s], plan.state_next[s]);
+        let stride = plan.slots[cur].stride;
+        copy_rows(b, ptrs[next], stride, ptrs[cur], stride, batch, stride);
+    }
+    b.ins().return_(&[]);
+}
+
+fn build_run(
+    b: &mut FunctionBuilder<'_>,
+    plan: &Plan,
+    step: cranelift_codegen::ir::FuncRef,
+    n_in: usize,
+    n_out: usize,
+) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (weights, ws, batch, steps) = (p[0], p[1], p[2], p[3]);
+    let ports: Vec<(Value, usize)> = p[4..4 + n_in]
+        .iter()
+        .zip(&plan.input_lens)
+        .chain(p[4 + n_in..4 + n_in + n_out].iter().zip(&plan.output_lens))
+        .map(|(&v, &len)| (v, len))
+        .collect();
+    counted(b, steps, &mut |b, t| {
+        let mut args = vec![weights, ws, batch];
+        for &(base, len) in &ports {
+            let per = b.ins().imul(t, batch);
+            let off = b.ins().imul_imm_s(per, (len * 4) as i64);
+            args.push(b.ins().iadd(base, off));
+        }
+        b.ins().call(step, &args);
+    });
+    b.ins().return_(&[]);
+}
+
+fn f32_lit(v: f32) -> String {
+    if v.is_nan() {
+        "NAN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "INFINITY" } else { "-INFINITY" }.into()
+    } else {
+        format!("{v:.9e}f")
+    }
+}
+
+/// The C header: sizes, the entry points, the parameters in packing order, the
+/// packed layout, the packing function, the workspace and state helpers.
+pub fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> String {
+    let up = p.to_uppercase();
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "/* Generated by cellc {} for `{}` on {triple}. */",
+        env!("CARGO_PKG_VERSION"),
+        ir.name
+    );
+    let _ = writeln!(h, "#ifndef CELLC_{up}_H\n#define CELLC_{up}_H\n");
+    h.push_str("#include <stdint.h>\n#include <stddef.h>\n#include <math.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
+    for (n, v) in &ir.dims {
+        let _ = writeln!(h, "#define {up}_{} {v}", c_name(n));
+    }
+    for (i, port) in ir.inputs.iter().enumerate() {
+        let _ = writeln!(
+            h,
+            "#define {up}_INPUT_{}_LEN {} /* input {i} */",
+            c_name(&port.name).to_uppercase(),
+            port.len
+        );
+    }
+    for (i, port) in ir.outputs.iter().enumerate() {
+        let _ = writeln!(
+            h,
+            "#define {up}_OUTPUT_{}_LEN {} /* output {i} */",
+            c_name(&port.name).to_uppercase(),
+            port.len
+        );
+    }
+    for port in &ir.states {
+        let _ = writeln!(
+            h,
+            "#define {up}_STATE_{}_LEN {}",
+            c_name(&port.name).to_uppercase(),
+            port.len
+        );
+    }
+    let _ = writeln!(
+        h,
+        "#define {up}_WEIGHTS_LEN {} /* floats in the packed weights */",
+        plan.weights_len.max(1)
+    );
+    let _ = writeln!(h, "#define {up}_PARAM_COUNT {}\n", ir.params.len());
+
+    // Entry points.
+    let ins: Vec<String> = ir
+        .inputs
+        .iter()
+        .map(|x| format!("const float *{}", c_name(&x.name)))
+        .collect();
+    let outs: Vec<String> = ir
+        .outputs
+        .iter()
+        .map(|y| format!("float *{}", c_name(&y.name)))
+        .collect();
+    let ports: Vec<String> = ins.iter().chain(&outs).cloned().collect();
+    let sep = if ports.is_empty() { "" } else { ", " };
+    h.push_str("/* One step: inputs [batch, len] -> outputs [batch, len]; states stay in the workspace. */\n");
+    let _ = writeln!(
+        h,
+        "void {p}_step(const float *weights, float *workspace, int64_t batch{sep}{});",
+        ports.join(", ")
+    );
+    h.push_str("/* A sequence: inputs [steps, batch, len] -> outputs [steps, batch, len]. */\n");
+    let _ = writeln!(h, "void {p}_run(const float *weights, float *workspace, int64_t batch, int64_t steps{sep}{});\n", ports.join(", "));
+
+    // Parameters.
+    h.push_str("/* Parameters, in the order of the array NAME_pack takes (each row-major):\n");
+    for (k, prm) in ir.params.iter().enumerate() {
+        let shape = match prm.ty {
+            Type::Matrix(r, c) => format!("[{r}, {c}]"),
+            Type::Vector(n) => format!("[{n}]"),
+            Type::Scalar => "[1]".into(),
+        };
+        let _ = writeln!(h, " *   {k:3}: {} {shape}", prm.name);
+    }
+    h.push_str(" */\n");
+    let sizes: Vec<String> = ir
+        .params
+        .iter()
+        .map(|prm| match prm.ty {
+            Type::Matrix(r, c) => (r * c).to_string(),
+            Type::Vector(n) => n.to_string(),
+            Type::Scalar => "1".into(),
+        })
+        .collect();
+    let _ = writeln!(
+        h,
+        "static const size_t {up}_PARAM_SIZES[{}] = {{{}}};\n",
+        ir.params.len().max(1),
+        if sizes.is_empty() {
+            "0".into()
+        } else {
+            sizes.join(", ")
+        }
+    );
+
+    // Packing.
+    h.push_str("/* Packs the parameters into the layout the kernels read (once, not per step):\n");
+    h.push_str(
+        " * a pool of vector constants; parameter vectors read element-wise; then for each\n",
+    );
+    h.push_str(
+        " * product, tile after tile of 4 rows of every gate: the tile's folded biases, then\n",
+    );
+    h.push_str(" * for each input k = 0..len, 4 rows of column k of each gate's matrix. */\n");
+    let _ = writeln!(
+        h,
+        "static inline void {p}_pack(const float *const *params, float *packed) {{"
+    );
+    let _ = writeln!(
+        h,
+        "    for (size_t i = 0; i < {up}_WEIGHTS_LEN; i++) packed[i] = 0.0f;"
+    );
+    for &(bits, off) in &plan.consts {
+        let _ = writeln!(
+            h,
+            "    for (int l = 0; l < {LANES}; l++) packed[{off} + l] = {};",
+            f32_lit(f32::from_bits(bits))
+        );
+    }
+    for v in &plan.vectors {
+        let n = match ir.params[v.param].ty {
+            Type::Vector(n) => n,
+            _ => 0,
+        };
+        let _ = writeln!(
+            h,
+            "    for (int i = 0; i < {n}; i++) packed[{} + i] = params[{}][i];",
+            v.offset, v.param
+        );
+    }
+    for task in &plan.tasks {
+        let Task::Product(groups) = task else {
+            continue;
+        };
+        for g in groups {
+            let _ = writeln!(h, "    for (int64_t t = 0; t < {}; t++) {{", g.tiles);
+            let _ = writeln!(
+                h,
+                "        float *tile = packed + {} + t * {};",
+                g.weights_offset, g.tile_stride
+            );
+            let _ = writeln!(h, "        for (int l = 0; l < {LANES}; l++) {{");
+            let _ = writeln!(
+                h,
+                "            int64_t row = t * {LANES} + l;\n            if (row >= {}) break;",
+                g.len
+            );
+            for ch in &g.chunks {
+                if let Some(bo) = ch.bias_offset {
+                    for (c, ps) in ch.bias_params.iter().enumerate() {
+                        if ps.is_empty() {
+                            continue;
+                        }
+                        let sum: Vec<String> = ps
+                            .iter()
+                            .map(|k| format!("(double)params[{k}][row]"))
+                            .collect();
+                        let _ = writeln!(
+                            h,
+                            "            tile[{} + l] = (float)({});",
+                            bo + c * LANES,
+                            sum.join(" + ")
+                        );
+                    }
+                }
+                for seg in &ch.segments {
+                    let np = seg.weights.len();
+                    for (pi, &param) in seg.weights.iter().enumerate() {
+                        let cols = match ir.params[param].ty {
+                            Type::Matrix(_, c) => c,
+                            _ => 1,
+                        };
+                        let _ = writeln!(
+                            h,
+                            "            for (int64_t k = 0; k < {}; k++) tile[{} + (k * {np} + {pi}) * {LANES} + l] = params[{param}][row * {cols} + k];",
+                            seg.k, seg.offset
+                        );
+                    }
+                }
+            }
+            h.push_str("        }\n    }\n");
+        }
+    }
+    h.push_str("}\n\n");
+
+    // Workspace.
+    let strides: Vec<String> = plan
+        .slots
+        .iter()
+        .skip(1)
+        .map(|s| s.stride.to_string())
+        .collect();
+    let _ = writeln!(
+        h,
+        "/* Slot row strides (floats): inputs, each state's current and next value, scratch. */"
+    );
+    let _ = writeln!(
+        h,
+        "static const int64_t {up}_SLOT_STRIDES[{}] = {{{}}};",
+        strides.len().max(1),
+        if strides.is_empty() {
+            "0".into()
+        } else {
+            strides.join(", ")
+        }
+    );
+    let _ = writeln!(
+        h,
+        "/* Floats of workspace for `batch` rows; zero it before the first step. */"
+    );
+    let _ = writeln!(h, "static inline size_t {p}_workspace_len(int64_t batch) {{\n    size_t n = 0;\n    for (int s = 0; s < {}; s++) n += ((size_t)(batch * {up}_SLOT_STRIDES[s]) + 15) & ~(size_t)15;\n    return n;\n}}", strides.len());
+    let _ = writeln!(h, "static inline float *{p}_slot(float *workspace, int64_t batch, int slot) {{\n    size_t n = 0;\n    for (int s = 1; s < slot; s++) n += ((size_t)(batch * {up}_SLOT_STRIDES[s - 1]) + 15) & ~(size_t)15;\n    return workspace + n;\n}}");
+    for (s, port) in ir.states.iter().enumerate() {
+        let cur = plan.state_cur[s];
+        let stride = plan.slots[cur].stride;
+        let sn = c_name(&port.name);
+        let _ = writeln!(
+            h,
+            "/* State `{}`, [batch, {}] (rows {stride} floats apart in the workspace). */",
+            port.name, port.len
+        );
+        let _ = writeln!(h, "static inline void {p}_set_state_{sn}(float *workspace, int64_t batch, const float *v) {{\n    float *d = {p}_slot(workspace, batch, {cur});\n    for (int64_t b = 0; b < batch; b++) for (int i = 0; i < {}; i++) d[b * {stride} + i] = v[b * {} + i];\n}}", port.len, port.len);
+        let _ = writeln!(h, "static inline void {p}_get_state_{sn}(float *workspace, int64_t batch, float *v) {{\n    const float *d = {p}_slot(workspace, batch, {cur});\n    for (int64_t b = 0; b < batch; b++) for (int i = 0; i < {}; i++) v[b * {} + i] = d[b * {stride} + i];\n}}", port.len, port.len);
+    }
+    h.push_str("\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
+    h
+}

@@ -1,0 +1,133 @@
+//! Ahead-of-time objects: the object's architecture and symbols for the host and
+//! for aarch64, and a C program linked against the host object (built with `cc`)
+//! that prints the same numbers as the JIT.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use object::{Object, ObjectSymbol};
+
+use cellc::{Cell, Options, Weights};
+
+fn lstm() -> Cell {
+    Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
+        .unwrap()
+        .dims(&[("X", 8), ("H", 16)])
+        .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cellc-aot-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn exported(bytes: &[u8]) -> (object::Architecture, Vec<String>) {
+    let file = object::File::parse(bytes).unwrap();
+    let names = file
+        .symbols()
+        .filter(|s| s.is_global() && s.is_definition())
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .collect();
+    (file.architecture(), names)
+}
+
+#[test]
+fn objects_for_the_host_and_for_aarch64() {
+    for (triple, arch) in [
+        (
+            Some("aarch64-unknown-linux-gnu"),
+            object::Architecture::Aarch64,
+        ),
+        (
+            Some("x86_64-unknown-linux-gnu"),
+            object::Architecture::X86_64,
+        ),
+    ] {
+        let aot = cellc::aot::compile(&lstm(), &Options::default(), triple).unwrap();
+        let (a, names) = exported(&aot.object);
+        assert_eq!(a, arch, "{triple:?}");
+        assert!(
+            names.contains(&"lstm_step".to_string()) && names.contains(&"lstm_run".to_string()),
+            "{names:?}"
+        );
+        // Only the entry points are exported.
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(aot.header.contains("void lstm_step(const float *weights, float *workspace, int64_t batch, const float *x, float *y);"));
+    }
+    assert!(cellc::aot::compile(&lstm(), &Options::default(), Some("not-a-triple")).is_err());
+}
+
+#[test]
+fn c_program_matches_the_jit() {
+    let dir = tmp("c");
+    let obj = dir.join("cell.o");
+    let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compile", "examples/lstm.rnn", "--dims", "X=8,H=16", "-o"])
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(dir.join("cell.h").exists());
+    let exe = dir.join("lstm");
+    let out = Command::new("cc")
+        .arg("-O2")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg(format!("-I{}", dir.display()))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/lstm_main.c"))
+        .arg(&obj)
+        .arg("-lm")
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("a C compiler (`cc`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().unwrap();
+    assert!(run.status.success());
+    let printed: Vec<f32> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+
+    // The same weights and inputs through the JIT.
+    let cell = lstm();
+    let ir = cell.ir().unwrap();
+    let mut w = Weights::new();
+    for (k, p) in ir.params.iter().enumerate() {
+        let (shape, n) = match p.ty {
+            cellc::ir::Type::Matrix(r, c) => (vec![r, c], r * c),
+            cellc::ir::Type::Vector(n) => (vec![n], n),
+            cellc::ir::Type::Scalar => (vec![1], 1),
+        };
+        let data = (0..n)
+            .map(|i| ((i * 37 + k * 11) % 101) as f32 - 50.0)
+            .map(|v| v / 250.0)
+            .collect();
+        w.insert(&p.name, &shape, data).unwrap();
+    }
+    let kernel = cell.compile(&w, &Options::default()).unwrap();
+    let (batch, steps) = (3, 5);
+    let xs: Vec<f32> = (0..steps)
+        .flat_map(|t| {
+            (0..batch)
+                .flat_map(move |b| (0..8).map(move |i| ((t * 7 + b * 3 + i) % 13) as f32 - 6.0))
+        })
+        .map(|v| v / 6.0)
+        .collect();
+    let mut ys = vec![0.0f32; steps * batch * 16];
+    let mut state = kernel.new_state(batch);
+    kernel.run(&xs, &mut state, &mut ys).unwrap();
+    let mut want = ys;
+    want.extend(state.get("c").unwrap());
+    assert_eq!(printed.len(), want.len());
+    for (i, (a, b)) in printed.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= 1e-6, "value {i}: C {a}, JIT {b}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
