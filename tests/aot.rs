@@ -131,3 +131,76 @@ fn c_program_matches_the_jit() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The aarch64 object, cross-linked with the C program and run under qemu-user,
+/// prints the same numbers as the host object. Needs `aarch64-linux-gnu-gcc` and
+/// `qemu-aarch64` (Debian: gcc-aarch64-linux-gnu, libc6-dev-arm64-cross,
+/// qemu-user; `.ci/run` installs them and sets CELLC_REQUIRE_QEMU=1, which makes
+/// their absence a failure rather than a skip).
+#[test]
+fn aarch64_object_runs_under_qemu() {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(have("aarch64-linux-gnu-gcc") && have("qemu-aarch64")) {
+        assert!(
+            std::env::var("CELLC_REQUIRE_QEMU").is_err(),
+            "CELLC_REQUIRE_QEMU is set but the cross compiler or qemu-aarch64 is missing"
+        );
+        eprintln!("skipped: no aarch64-linux-gnu-gcc or qemu-aarch64");
+        return;
+    }
+    let dir = tmp("arm");
+    let mut outputs = Vec::new();
+    for (triple, cc, runner) in [
+        ("x86_64-unknown-linux-gnu", "cc", None),
+        (
+            "aarch64-unknown-linux-gnu",
+            "aarch64-linux-gnu-gcc",
+            Some("qemu-aarch64"),
+        ),
+    ] {
+        let sub = dir.join(triple);
+        std::fs::create_dir_all(&sub).unwrap();
+        let obj = sub.join("cell.o");
+        let aot = cellc::aot::compile(&lstm(), &Options::default(), Some(triple)).unwrap();
+        std::fs::write(&obj, &aot.object).unwrap();
+        std::fs::write(sub.join("cell.h"), &aot.header).unwrap();
+        let exe = sub.join("lstm");
+        let built = Command::new(cc)
+            .arg("-O2")
+            .arg(format!("-I{}", sub.display()))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/lstm_main.c"))
+            .arg(&obj)
+            .arg("-lm")
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let run = match runner {
+            Some(r) => Command::new(r)
+                .args(["-L", "/usr/aarch64-linux-gnu"])
+                .arg(&exe)
+                .output()
+                .unwrap(),
+            None => Command::new(&exe).output().unwrap(),
+        };
+        assert!(
+            run.status.success(),
+            "{triple}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        outputs.push(String::from_utf8_lossy(&run.stdout).into_owned());
+    }
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1], "aarch64 and x86-64 disagree");
+    let _ = std::fs::remove_dir_all(&dir);
+}
