@@ -29,7 +29,15 @@ fn bench(c: &mut Criterion) {
                 group.warm_up_time(std::time::Duration::from_millis(500));
                 group.measurement_time(std::time::Duration::from_secs(2));
                 for (label, optimize) in [("fused", true), ("unfused", false)] {
-                    let kernel = cell.compile(&weights, &Options { optimize }).unwrap();
+                    let kernel = cell
+                        .compile(
+                            &weights,
+                            &Options {
+                                optimize,
+                                ..Options::default()
+                            },
+                        )
+                        .unwrap();
                     let mut state = kernel.new_state(batch);
                     let x = vec![0.1f32; batch * h as usize];
                     group.bench_function(BenchmarkId::from_parameter(label), |b| {

@@ -67,7 +67,13 @@ pub fn jit_vs_interp(bytes: &[u8]) {
     let ir = cell.ir().unwrap_or_else(|e| panic!("{e}"));
     let weights = Weights::random(&ir, seed);
     let kernel = cell
-        .compile(&weights, &Options { optimize })
+        .compile(
+            &weights,
+            &Options {
+                optimize,
+                ..Options::default()
+            },
+        )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
     let params = ParamValues(
         weights
@@ -176,6 +182,15 @@ pub fn ir_text(bytes: &[u8]) {
     let mut legal = cell.clone();
     crate::codegen::plan::legalize(&mut legal);
     if ir::verify::verify(&legal).is_ok() {
-        let _ = crate::codegen::plan::plan(&legal, true);
+        for hoist_inputs in [false, true] {
+            for gemm_products in [false, true] {
+                let opts = crate::codegen::plan::PlanOptions {
+                    fuse_epilogues: true,
+                    hoist_inputs,
+                    gemm_products,
+                };
+                let _ = crate::codegen::plan::plan(&legal, opts);
+            }
+        }
     }
 }

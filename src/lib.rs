@@ -26,6 +26,7 @@
 //! ```
 
 pub mod aot;
+pub mod bench;
 pub mod codegen;
 pub mod diag;
 pub mod dot;

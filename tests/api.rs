@@ -44,21 +44,52 @@ fn lstm(x: u64, h: u64) -> (Cell, Kernel) {
     (cell, kernel)
 }
 
+/// `step` allocates nothing, on one thread or on the pool, and neither does a
+/// streaming `run` (a hoisted or gemm `run` allocates its plan's buffers once,
+/// and `gemm` its packing space).
 #[test]
 fn step_and_run_allocate_nothing() {
+    for threads in [1, 2] {
+        let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
+            .unwrap()
+            .dims(&[("X", 8), ("H", 12)])
+            .unwrap();
+        let weights = Weights::random(&cell.ir().unwrap(), 1);
+        let opts = Options {
+            threads: Some(threads),
+            plan: Some(cellc::codegen::schedule::Variant::Streaming),
+            ..Options::default()
+        };
+        let kernel = cell.compile(&weights, &opts).unwrap();
+        let mut state = kernel.new_state(3);
+        let x = vec![0.5f32; 3 * 8];
+        let xs = vec![0.25f32; 5 * 3 * 8];
+        let mut out = vec![0.0f32; 5 * 3 * 12];
+        // The first calls start the pool.
+        kernel.step(&x, &mut state).unwrap();
+        kernel.run(&xs, &mut state, &mut out).unwrap();
+        let before = allocations();
+        for _ in 0..10 {
+            kernel.step(&x, &mut state).unwrap();
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "step must not allocate ({threads} threads)"
+        );
+        kernel.run(&xs, &mut state, &mut out).unwrap();
+        assert_eq!(
+            allocations() - before,
+            0,
+            "a streaming run must not allocate ({threads} threads)"
+        );
+    }
     let (_, kernel) = lstm(8, 12);
     let mut state = kernel.new_state(3);
-    let x = vec![0.5f32; 3 * 8];
-    let xs = vec![0.25f32; 5 * 3 * 8];
     let mut out = vec![0.0f32; 5 * 3 * 12];
-    kernel.step(&x, &mut state).unwrap();
-    let before = allocations();
-    for _ in 0..10 {
-        kernel.step(&x, &mut state).unwrap();
-    }
-    assert_eq!(allocations() - before, 0, "step must not allocate");
-    kernel.run(&xs, &mut state, &mut out).unwrap();
-    assert_eq!(allocations() - before, 0, "run must not allocate");
+    kernel
+        .run(&vec![0.25f32; 5 * 3 * 8], &mut state, &mut out)
+        .unwrap();
     let mut h = vec![0.0f32; 3 * 12];
     let before = allocations();
     state.copy_state("h", &mut h).unwrap();

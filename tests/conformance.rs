@@ -101,7 +101,10 @@ fn library_matches_pytorch() {
                 &load(&case, "weights"),
                 &load(&case, "inputs"),
                 &[],
-                &Options { optimize },
+                &Options {
+                    optimize,
+                    ..Options::default()
+                },
             )
             .unwrap_or_else(|e| panic!("{case}: {e}"));
             let err = compare(&case, &out, &load(&case, "expected"));

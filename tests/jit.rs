@@ -157,7 +157,10 @@ fn examples_match_the_interpreter() {
                 for optimize in [true, false] {
                     case += 1;
                     let scale = if case % 2 == 0 { 50.0 } else { 1.0 };
-                    let opts = Options { optimize };
+                    let opts = Options {
+                        optimize,
+                        ..Options::default()
+                    };
                     let err = compare(&cell, &opts, batch, 5, case, scale);
                     assert!(
                         err < TOLERANCE * scale as f64,
@@ -246,10 +249,219 @@ mod random {
         ) {
             let text = cellc::gen::random_cell(seed);
             let cell = Cell::from_source("random.rnn", &text).unwrap().dims(&[("X", x), ("H", h)]).unwrap();
-            let opts = Options { optimize };
+            let opts = Options { optimize, ..Options::default() };
             let scale = if saturating { 50.0 } else { 1.0 };
             let err = compare(&cell, &opts, batch, steps, seed, scale);
             prop_assert!(err < TOLERANCE * scale as f64, "error {:e}\n{}", err, text);
         }
+    }
+}
+
+/// Runs a sequence with `run_with` under `opts` and returns every output of
+/// every step, and the final states.
+fn run_sequence(
+    cell: &Cell,
+    weights: &Weights,
+    opts: &Options,
+    batch: usize,
+    steps: usize,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let kernel = cell
+        .compile(weights, opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = cellc::gen::Rng(seed);
+    let mut state = kernel.new_state(batch);
+    for (s, name) in kernel.state_names().iter().enumerate() {
+        let v: Vec<f32> = (0..batch * kernel.state_len(s))
+            .map(|_| rng.unit() as f32 * 0.5)
+            .collect();
+        state.set(name, &v).unwrap();
+    }
+    let xs: Vec<Vec<f32>> = (0..kernel.input_names().len())
+        .map(|i| {
+            (0..steps * batch * kernel.input_len(i))
+                .map(|_| rng.unit() as f32)
+                .collect()
+        })
+        .collect();
+    let mut ys: Vec<Vec<f32>> = (0..kernel.output_names().len())
+        .map(|o| vec![0.0; steps * batch * kernel.output_len(o)])
+        .collect();
+    {
+        let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+        kernel.run_with(&refs, &mut state, &mut outs).unwrap();
+    }
+    let finals = kernel
+        .state_names()
+        .iter()
+        .map(|n| state.get(n).unwrap())
+        .collect();
+    (ys, finals)
+}
+
+/// The same sequence through the interpreter: outputs of every step, final states.
+fn reference_sequence(
+    cell: &Cell,
+    weights: &Weights,
+    batch: usize,
+    steps: usize,
+    seed: u64,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let ir = cell.ir().unwrap();
+    let params = params64(weights, &ir);
+    let mut rng = cellc::gen::Rng(seed);
+    let mut state = interp::State::zeros(&ir, batch);
+    for (s, p) in ir.states.iter().enumerate() {
+        state.values[s] = (0..batch * p.len)
+            .map(|_| (rng.unit() as f32 * 0.5) as f64)
+            .collect();
+    }
+    let xs: Vec<Vec<f32>> = ir
+        .inputs
+        .iter()
+        .map(|p| {
+            (0..steps * batch * p.len)
+                .map(|_| rng.unit() as f32)
+                .collect()
+        })
+        .collect();
+    let mut ys: Vec<Vec<f64>> = ir.outputs.iter().map(|_| Vec::new()).collect();
+    for t in 0..steps {
+        let x: Vec<Vec<f64>> = ir
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                xs[i][t * batch * p.len..(t + 1) * batch * p.len]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect()
+            })
+            .collect();
+        let outs = interp::step(&ir, &params, &x, &mut state).unwrap();
+        for (o, v) in outs.into_iter().enumerate() {
+            ys[o].extend(v);
+        }
+    }
+    (ys, state.values)
+}
+
+fn norm_error(got: &[f32], want: &[f64]) -> f64 {
+    let norm = want.iter().fold(1.0f64, |m, w| m.max(w.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs() / norm))
+}
+
+/// Every plan (streaming, hoisted input projection, gemm products, both) on 1 to
+/// 3 threads computes what the interpreter computes.
+#[test]
+fn every_plan_and_thread_count_matches_the_interpreter() {
+    use cellc::codegen::schedule::Variant;
+    let mut cases: Vec<(String, Cell)> = Vec::new();
+    for path in common::examples() {
+        cases.push((common::stem(&path), with_dims(&path, 5, 17)));
+    }
+    for seed in [3u64, 17, 99] {
+        let text = cellc::gen::random_cell(seed);
+        let cell = Cell::from_source("random.rnn", &text)
+            .unwrap()
+            .dims(&[("X", 9), ("H", 70)])
+            .unwrap();
+        cases.push((format!("random {seed}"), cell));
+    }
+    for (name, cell) in &cases {
+        let weights = Weights::random(&cell.ir().unwrap(), 5);
+        let (want_y, want_s) = reference_sequence(cell, &weights, 3, 7, 11);
+        for plan in Variant::ALL {
+            for threads in [1, 2, 3] {
+                for optimize in [true, false] {
+                    let opts = Options {
+                        optimize,
+                        threads: Some(threads),
+                        plan: Some(plan),
+                    };
+                    let (ys, finals) = run_sequence(cell, &weights, &opts, 3, 7, 11);
+                    for (g, w) in ys.iter().zip(&want_y).chain(finals.iter().zip(&want_s)) {
+                        let err = norm_error(g, w);
+                        assert!(
+                            err < TOLERANCE,
+                            "{name}: plan {} threads {threads} optimize {optimize}: error {err:e}",
+                            plan.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The thread count changes nothing, bit for bit: each output is computed by one
+/// worker, in a fixed order.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    use cellc::codegen::schedule::Variant;
+    for name in ["lstm", "gru"] {
+        let path = common::examples()
+            .into_iter()
+            .find(|p| common::stem(p) == name)
+            .unwrap();
+        let cell = with_dims(&path, 24, 200);
+        let weights = Weights::random(&cell.ir().unwrap(), 2);
+        for plan in Variant::ALL {
+            let one = run_sequence(
+                &cell,
+                &weights,
+                &Options {
+                    threads: Some(1),
+                    plan: Some(plan),
+                    ..Options::default()
+                },
+                5,
+                4,
+                1,
+            );
+            for threads in [2, 3, 4] {
+                let many = run_sequence(
+                    &cell,
+                    &weights,
+                    &Options {
+                        threads: Some(threads),
+                        plan: Some(plan),
+                        ..Options::default()
+                    },
+                    5,
+                    4,
+                    1,
+                );
+                assert_eq!(
+                    one,
+                    many,
+                    "{name}: plan {} on {threads} threads differs from 1",
+                    plan.name()
+                );
+            }
+        }
+        // And the streaming step on threads.
+        let step = |threads| {
+            let k = cell
+                .compile(
+                    &weights,
+                    &Options {
+                        threads: Some(threads),
+                        ..Options::default()
+                    },
+                )
+                .unwrap();
+            let mut s = k.new_state(2);
+            for t in 0..5 {
+                k.step(&[0.1 * t as f32; 2 * 24], &mut s).unwrap();
+            }
+            s.get("h").unwrap()
+        };
+        assert_eq!(step(1), step(2));
+        assert_eq!(step(1), step(3));
     }
 }

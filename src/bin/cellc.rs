@@ -89,6 +89,47 @@ enum Command {
         /// Also print the optimizer's remarks (what was fused, what was not, and why) to stderr.
         #[arg(long)]
         remarks: bool,
+        /// With `--emit schedule`: the batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// With `--emit schedule`: the sequence length (1: one step per call).
+        #[arg(long, default_value_t = 1)]
+        seq: usize,
+        /// Threads (default: chosen by the cost model).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Measure per-step time with random weights, fused and unfused, in one run.
+    Bench {
+        /// The `.rnn` file.
+        file: PathBuf,
+        /// Sizes, e.g. `X=256,H=256`.
+        #[arg(long, value_parser = parse_dims)]
+        dims: Option<Dims>,
+        /// Batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Sequence length; 1 measures one `step` call at a time (streaming).
+        #[arg(long, default_value_t = 100)]
+        seq: usize,
+        /// Threads (default: chosen by the cost model).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Samples to take (after warm-up); the median is reported.
+        #[arg(long, default_value_t = 21)]
+        samples: usize,
+        /// Skip the unfused baseline.
+        #[arg(long)]
+        no_unfused: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -112,6 +153,9 @@ enum Emit {
     Clif,
     /// The machine code of every generated function, disassembled.
     Asm,
+    /// The plan the cost model picks for `--batch` and `--seq`, with its
+    /// predicted time, the floor, and where the weights live.
+    Schedule,
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +183,14 @@ fn parse_dims(s: &str) -> Result<Dims, String> {
         out.push((name.to_string(), value));
     }
     Ok(Dims(out))
+}
+
+fn parse_plan(s: &str) -> Result<cellc::codegen::schedule::Variant, Error> {
+    cellc::codegen::schedule::Variant::from_name(s).ok_or_else(|| {
+        Error::msg(format!(
+            "`--plan {s}`: the plans are streaming, hoisted, gemm and gemm-hoisted"
+        ))
+    })
 }
 
 fn load(file: &PathBuf, dims: &Option<Dims>) -> Result<Cell, Error> {
@@ -204,14 +256,45 @@ fn run(cli: Cli) -> Result<(), Error> {
                 (cell, w)
             };
             let given = dims.map(|d| d.0).unwrap_or_default();
-            let _ = threads;
-            let opts = cellc::Options { optimize: !no_opt };
+            let opts = cellc::Options {
+                optimize: !no_opt,
+                threads,
+                plan: None,
+            };
             let out = cellc::run::run(&cell, &w, &x, &given, &opts)?;
             let bytes = out.to_safetensors_bytes().map_err(|e| Error::msg(e.0))?;
             std::fs::write(&output, bytes).map_err(|e| Error::Io {
                 path: output.display().to_string(),
                 message: e.to_string(),
             })?;
+            Ok(())
+        }
+        Command::Bench {
+            file,
+            dims,
+            batch,
+            seq,
+            threads,
+            plan,
+            samples,
+            no_unfused,
+            json,
+        } => {
+            let cell = load(&file, &dims)?;
+            let opts = cellc::bench::BenchOptions {
+                batch,
+                seq,
+                threads,
+                plan: plan.as_deref().map(parse_plan).transpose()?,
+                samples,
+                unfused: !no_unfused,
+            };
+            let r = cellc::bench::bench(&cell, &opts)?;
+            if json {
+                println!("{}", r.json());
+            } else {
+                print!("{}", r.text());
+            }
             Ok(())
         }
         Command::Compile {
@@ -223,9 +306,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             no_opt,
             target,
             output,
+            batch,
+            seq,
+            threads,
+            plan,
         } => {
             let cell = load(&file, &dims)?;
-            let jit_opts = cellc::Options { optimize: !no_opt };
+            let jit_opts = cellc::Options {
+                optimize: !no_opt,
+                threads,
+                plan: plan.as_deref().map(parse_plan).transpose()?,
+            };
             if let Some(obj) = output {
                 let aot = cellc::aot::compile(&cell, &jit_opts, target.as_deref())?;
                 let header = obj.with_extension("h");
@@ -293,6 +384,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 Emit::Dot => cellc::dot::dot(&optimized.ir),
                 Emit::Remarks => cell.render_remarks(&optimized.remarks),
+                Emit::Schedule => {
+                    let (ir, _) = cellc::jit::plan_cell(&cell, &jit_opts)?;
+                    cellc::codegen::schedule::describe(
+                        &ir,
+                        batch.max(1),
+                        seq.max(1),
+                        threads,
+                        jit_opts.plan,
+                    )
+                }
                 Emit::Clif | Emit::Asm => {
                     let (_, plan) = cellc::jit::plan_cell(&cell, &jit_opts)?;
                     let isa = match &target {

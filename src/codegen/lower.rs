@@ -330,6 +330,7 @@ pub fn product_function(
         let mut slots: Vec<usize> = vec![0];
         for ch in &group.chunks {
             slots.extend(ch.segments.iter().map(|s| s.input.slot));
+            slots.extend(ch.init_projection.iter().map(|(l, _)| l.slot));
         }
         slots.extend(group.dest.iter().flatten().map(|l| l.slot));
         if let Some(ep) = &group.epilogue {
@@ -416,14 +417,29 @@ fn micro_kernel(
         for s in 0..ks {
             let mut per_block = Vec::with_capacity(nblk);
             for blk in 0..nblk {
-                let init = match (s, chunk.bias_offset) {
-                    (0, Some(bo)) => {
-                        e.b.ins()
-                            .load(F32X4, weight_flags(), wt, ((bo + blk * LANES) * 4) as i32)
-                    }
-                    _ => zero,
-                };
-                per_block.push((0..nb).map(|_| e.var(F32X4, init)).collect());
+                let mut cols = Vec::with_capacity(nb);
+                for &r in rows.iter().take(nb) {
+                    let init = match (s, chunk.bias_offset, &chunk.init_projection) {
+                        // The hoisted projection of this step, which holds the biases.
+                        (0, _, Some((loc, offsets))) => {
+                            let l = Loc {
+                                offset: offsets[blk],
+                                ..*loc
+                            };
+                            let a = e.addr(l, r, Some(tile));
+                            e.b.ins().load(F32X4, data_flags(), a, 0)
+                        }
+                        (0, Some(bo), None) => e.b.ins().load(
+                            F32X4,
+                            weight_flags(),
+                            wt,
+                            ((bo + blk * LANES) * 4) as i32,
+                        ),
+                        _ => zero,
+                    };
+                    cols.push(e.var(F32X4, init));
+                }
+                per_block.push(cols);
             }
             acc.push(per_block);
         }

@@ -9,6 +9,7 @@
 pub mod lower;
 pub mod pack;
 pub mod plan;
+pub mod schedule;
 pub mod vecmath;
 
 use cranelift_codegen::ir::Function;
@@ -25,9 +26,10 @@ pub struct TaskFunction {
     pub tiles: usize,
 }
 
-/// The functions of a step, phase by phase: the functions of one phase are
-/// independent of each other (they may run in any order, or in parallel); each
-/// phase needs the previous one finished.
+/// The functions of a step, phase by phase (one phase per task of the plan, empty
+/// for a `gemm` task): the functions of one phase are independent of each other
+/// (they may run in any order, or in parallel); each phase needs the previous one
+/// finished.
 pub struct Functions {
     pub phases: Vec<Vec<TaskFunction>>,
 }
@@ -54,6 +56,8 @@ pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
                 func: lower::region_function(plan, code, call_conv, config, &mut fctx),
                 tiles: code.tiles,
             }),
+            // Run by the `gemm` crate, not generated.
+            Task::Gemm(_) => {}
         }
         phases.push(phase);
     }

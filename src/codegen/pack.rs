@@ -20,9 +20,15 @@ pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
             }
         }
     }
-    for v in &plan.vectors {
+    for v in plan.vectors.iter().chain(&plan.matrices) {
         let data = &params[v.param];
         out[v.offset..v.offset + data.len()].copy_from_slice(data);
+    }
+    for (offset, ps, len) in &plan.bias_sums {
+        for row in 0..*len {
+            let sum: f64 = ps.iter().map(|&p| params[p][row] as f64).sum();
+            out[offset + row] = sum as f32;
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub enum SlotKind {
     StateCur(usize),
     StateNext(usize),
     Scratch,
+    /// The hoisted input projection of one step (its pointer moves every step).
+    Projection(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +99,10 @@ pub struct Chunk {
     pub bias_offset: Option<usize>,
     /// Per block of the chunk: the vector parameters summed into its bias.
     pub bias_params: Vec<Vec<usize>>,
+    /// With a hoisted input projection: the accumulators start from it (it holds
+    /// the biases) instead of from `bias_offset`. The location of the projection
+    /// row, and the offset of each chunk block's rows in it.
+    pub init_projection: Option<(Loc, Vec<usize>)>,
     pub segments: Vec<Segment>,
 }
 
@@ -139,6 +145,87 @@ pub struct RegionCode {
 pub enum Task {
     Product(Vec<ProductGroup>),
     Region(RegionCode),
+    /// A product computed by the `gemm` crate (large batches).
+    Gemm(Vec<GemmBlock>),
+}
+
+/// Rows per `gemm` call: work is split among threads in units of this many rows of
+/// one block, the same units whatever the thread count, so that every row is
+/// computed by the same calls (bit-for-bit the same result).
+pub const GEMM_ROWS: usize = 64;
+
+/// The units of a `gemm` product: (block, first row, end row).
+pub fn gemm_units(blocks: &[GemmBlock]) -> Vec<(usize, usize, usize)> {
+    let mut units = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let mut r = 0;
+        while r < b.len {
+            let end = (r + GEMM_ROWS).min(b.len);
+            units.push((i, r, end));
+            r = end;
+        }
+    }
+    units
+}
+
+/// One row block of a product computed with `gemm`: `dest[b] = init[b] + sum of
+/// matrix @ input[b]` for every batch row `b`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmBlock {
+    pub len: usize,
+    pub dest: Loc,
+    pub init: GemmInit,
+    pub terms: Vec<GemmTerm>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum GemmInit {
+    Zero,
+    /// The folded bias, `len` floats in the packed weights.
+    Bias(usize),
+    /// The hoisted projection, which holds the biases.
+    Projection(Loc),
+}
+
+/// `matrix` (row-major `[len, k]` at this offset in the packed weights) times `input`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmTerm {
+    pub input: Loc,
+    pub k: usize,
+    pub matrix: usize,
+}
+
+/// The input projection of one product, computed for many steps at once
+/// before the recurrence: for every step `t` and batch row `b`, one row of
+/// `stride` floats holding each block's `bias + sum of W @ x_t[b]` at its
+/// offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hoist {
+    pub slot: usize,
+    pub stride: usize,
+    pub blocks: Vec<HoistBlock>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HoistBlock {
+    pub offset: usize,
+    pub len: usize,
+    /// The folded bias, `len` floats in the packed weights.
+    pub bias: Option<usize>,
+    /// (input index, its length, offset of the row-major `[len, k]` matrix).
+    pub terms: Vec<(usize, usize, usize)>,
+}
+
+/// How the plan's products run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PlanOptions {
+    /// Run element-wise regions inside their product's tile loop.
+    pub fuse_epilogues: bool,
+    /// Take every product term that reads a cell input out of the step, into a
+    /// projection computed for a whole sequence at once (`Plan::hoists`).
+    pub hoist_inputs: bool,
+    /// Compute products with the `gemm` crate rather than generated micro-kernels.
+    pub gemm_products: bool,
 }
 
 impl Task {
@@ -147,6 +234,7 @@ impl Task {
         match self {
             Task::Product(groups) => groups.iter().map(|g| g.tiles).collect(),
             Task::Region(r) => vec![r.tiles],
+            Task::Gemm(blocks) => vec![gemm_units(blocks).len()],
         }
     }
 }
@@ -175,6 +263,12 @@ pub struct Plan {
     pub tasks: Vec<Task>,
     /// Floats in the packed weights.
     pub weights_len: usize,
+    /// Hoisted input projections, computed before the steps they serve.
+    pub hoists: Vec<Hoist>,
+    /// Row-major copies of matrices (offset, parameter), for `gemm`.
+    pub matrices: Vec<PackVector>,
+    /// Summed biases (offset, parameters, length), for `gemm` and projections.
+    pub bias_sums: Vec<(usize, Vec<usize>, usize)>,
     /// Vector constants of the generated code: (f32 bits, offset in floats) of
     /// `LANES` copies each, at the start of the packed weights.
     pub consts: Vec<(u32, usize)>,
@@ -301,10 +395,11 @@ fn region_operands(cell: &Cell, ops: &[Value]) -> ((Vec<Value>, Vec<Operand>), V
 
 /// Plans a legalized cell (only inputs, states, params, constants, products and
 /// regions). `fuse_epilogues` runs regions inside their product's tile loop.
-pub fn plan(cell: &Cell, fuse_epilogues: bool) -> Result<Plan, PlanError> {
+pub fn plan(cell: &Cell, opts: PlanOptions) -> Result<Plan, PlanError> {
     check_size(cell)?;
     let mut p = Planner::new(cell);
-    p.run(fuse_epilogues)?;
+    p.opts = opts;
+    p.run(opts.fuse_epilogues && !opts.gemm_products)?;
     p.finish();
     Ok(p.plan)
 }
@@ -356,6 +451,9 @@ fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
                         for seg in &mut ch.segments {
                             f(&mut seg.input);
                         }
+                        if let Some((l, _)) = &mut ch.init_projection {
+                            f(l);
+                        }
                     }
                     for l in g.dest.iter_mut().flatten() {
                         f(l);
@@ -366,6 +464,17 @@ fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
                 }
             }
             Task::Region(r) => region(r, &mut f),
+            Task::Gemm(blocks) => {
+                for b in blocks {
+                    f(&mut b.dest);
+                    if let GemmInit::Projection(l) = &mut b.init {
+                        f(l);
+                    }
+                    for t in &mut b.terms {
+                        f(&mut t.input);
+                    }
+                }
+            }
         }
     }
     for u in &mut plan.updates {
@@ -384,6 +493,7 @@ struct Planner<'a> {
     /// The scratch arena's slot, once one value needs it, and its row so far.
     scratch_slot: Option<usize>,
     scratch_row: usize,
+    opts: PlanOptions,
     /// Where each value lives, once known.
     loc: Vec<Option<Loc>>,
     /// Readers of each value, and whether a root reads it.
@@ -400,6 +510,9 @@ impl<'a> Planner<'a> {
             }],
             tasks: Vec::new(),
             weights_len: 0,
+            hoists: Vec::new(),
+            matrices: Vec::new(),
+            bias_sums: Vec::new(),
             consts: Vec::new(),
             vectors: Vec::new(),
             input_slots: Vec::new(),
@@ -438,6 +551,7 @@ impl<'a> Planner<'a> {
             plan,
             scratch_slot: None,
             scratch_row: 0,
+            opts: PlanOptions::default(),
             loc: vec![None; cell.values.len()],
             users: cell.users(),
         }
@@ -676,6 +790,36 @@ impl<'a> Planner<'a> {
                 .any(|u| Some(u.index()) != except)
     }
 
+    /// A row-major copy of a matrix parameter in the packed weights (for `gemm`).
+    fn matrix_copy(&mut self, param: usize) -> usize {
+        if let Some(m) = self.plan.matrices.iter().find(|m| m.param == param) {
+            return m.offset;
+        }
+        let n = match self.cell.params[param].ty {
+            Type::Matrix(r, c) => r * c,
+            _ => 0,
+        };
+        let offset = self.alloc_weights(padded(n));
+        self.plan.matrices.push(PackVector { offset, param });
+        offset
+    }
+
+    /// The sum of vector parameters, `len` floats in the packed weights.
+    fn bias_sum(&mut self, params: Vec<usize>, len: usize) -> usize {
+        let offset = self.alloc_weights(padded(len));
+        self.plan.bias_sums.push((offset, params, len));
+        offset
+    }
+
+    fn param_of(&self, v: Value) -> Result<usize, PlanError> {
+        match self.cell.op_of(v) {
+            Op::Param(k) => Ok(*k),
+            _ => Err(PlanError(
+                "internal error: a weight or bias is not a parameter".into(),
+            )),
+        }
+    }
+
     fn product_task(&mut self, i: usize, epilogues: &[usize]) -> Result<(), PlanError> {
         let cell = self.cell;
         let Op::Product(p) = &cell.insts[i].op else {
@@ -687,11 +831,115 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|&x| self.mem(x))
             .collect::<Result<_, _>>()?;
-        // Group row blocks by length.
-        let mut lens: Vec<usize> = results
+        let len_of = |v: Value| cell.ty(v).vector_len().unwrap_or(0);
+        // Terms that read a cell input leave the step when hoisting.
+        let hoisted: Vec<Option<usize>> = p
+            .inputs
             .iter()
-            .map(|&v| cell.ty(v).vector_len().unwrap_or(0))
+            .map(|&x| match cell.op_of(x) {
+                Op::Input(k) if self.opts.hoist_inputs => Some(*k),
+                _ => None,
+            })
             .collect();
+        let any_hoisted = p.rows.iter().any(|r| {
+            r.weights
+                .iter()
+                .zip(&hoisted)
+                .any(|(w, h)| w.is_some() && h.is_some())
+        });
+        let skip = |j: usize| any_hoisted && hoisted[j].is_some();
+        // The projection row: every block at its offset, biases folded in.
+        let mut projection: Vec<Loc> = Vec::new();
+        if any_hoisted {
+            let slot = self.plan.slots.len();
+            let stride: usize = results.iter().map(|&v| padded(len_of(v))).sum();
+            self.plan.slots.push(Slot {
+                kind: SlotKind::Projection(self.plan.hoists.len()),
+                stride,
+                name: "projection".into(),
+            });
+            let mut blocks = Vec::new();
+            let mut offset = 0;
+            for (r, &v) in results.iter().enumerate() {
+                let len = len_of(v);
+                let row = &p.rows[r];
+                let bias = if row.biases.is_empty() {
+                    None
+                } else {
+                    let params = row
+                        .biases
+                        .iter()
+                        .map(|b| self.param_of(*b))
+                        .collect::<Result<_, _>>()?;
+                    Some(self.bias_sum(params, len))
+                };
+                let mut terms = Vec::new();
+                for (j, w) in row.weights.iter().enumerate() {
+                    if let (Some(w), Some(input)) = (w, hoisted[j]) {
+                        let param = self.param_of(*w)?;
+                        terms.push((input, inputs[j].len, self.matrix_copy(param)));
+                    }
+                }
+                blocks.push(HoistBlock {
+                    offset,
+                    len,
+                    bias,
+                    terms,
+                });
+                projection.push(Loc {
+                    slot,
+                    offset,
+                    stride,
+                    len,
+                });
+                offset += padded(len);
+            }
+            self.plan.hoists.push(Hoist {
+                slot,
+                stride,
+                blocks,
+            });
+        }
+        if self.opts.gemm_products {
+            let mut blocks = Vec::new();
+            for (r, &v) in results.iter().enumerate() {
+                let row = &p.rows[r];
+                let init = if any_hoisted {
+                    GemmInit::Projection(projection[r])
+                } else if row.biases.is_empty() {
+                    GemmInit::Zero
+                } else {
+                    let params = row
+                        .biases
+                        .iter()
+                        .map(|b| self.param_of(*b))
+                        .collect::<Result<_, _>>()?;
+                    GemmInit::Bias(self.bias_sum(params, len_of(v)))
+                };
+                let mut terms = Vec::new();
+                for (j, w) in row.weights.iter().enumerate() {
+                    if let (Some(w), false) = (w, skip(j)) {
+                        let param = self.param_of(*w)?;
+                        terms.push(GemmTerm {
+                            input: inputs[j],
+                            k: inputs[j].len,
+                            matrix: self.matrix_copy(param),
+                        });
+                    }
+                }
+                let dest = self.home(v);
+                blocks.push(GemmBlock {
+                    len: len_of(v),
+                    dest,
+                    init,
+                    terms,
+                });
+            }
+            self.plan.tasks.push(Task::Gemm(blocks));
+            return Ok(());
+        }
+        // Group row blocks by length.
+        let mut lens: Vec<usize> = results.iter().map(|&v| len_of(v)).collect();
         lens.sort_unstable();
         lens.dedup();
         let mut groups = Vec::new();
@@ -711,13 +959,17 @@ impl<'a> Planner<'a> {
                 .copied()
                 .find(|&j| matches!(&cell.insts[j].op, Op::Fused(r) if r.len == len));
             if epilogue.is_some() && chunked.len() != 1 {
-                return Err(PlanError(format!("internal error: a fused epilogue needs one chunk ({} blocks, product {i}, epilogues {epilogues:?})", blocks.len())));
+                return Err(PlanError(format!(
+                    "internal error: a fused epilogue needs one chunk ({} blocks)",
+                    blocks.len()
+                )));
             }
             // Layout of one tile.
             let mut offset = 0;
             let mut chunks = Vec::new();
             for cb in &chunked {
-                let has_bias = cb.iter().any(|&b| !p.rows[blocks[b]].biases.is_empty());
+                let has_bias =
+                    !any_hoisted && cb.iter().any(|&b| !p.rows[blocks[b]].biases.is_empty());
                 let bias_offset = has_bias.then(|| {
                     let o = offset;
                     offset += cb.len() * LANES;
@@ -725,6 +977,9 @@ impl<'a> Planner<'a> {
                 });
                 let mut segments = Vec::new();
                 for (j, input) in inputs.iter().enumerate() {
+                    if skip(j) {
+                        continue;
+                    }
                     let present: Vec<usize> = (0..cb.len())
                         .filter(|&c| p.rows[blocks[cb[c]]].weights[j].is_some())
                         .collect();
@@ -765,10 +1020,24 @@ impl<'a> Planner<'a> {
                             .collect()
                     })
                     .collect();
+                let init_projection = any_hoisted.then(|| {
+                    let base = Loc {
+                        offset: 0,
+                        ..projection[blocks[cb[0]]]
+                    };
+                    let offsets = cb.iter().map(|&c| projection[blocks[c]].offset).collect();
+                    (base, offsets)
+                });
+                let bias_params = if any_hoisted {
+                    vec![Vec::new(); cb.len()]
+                } else {
+                    bias_params
+                };
                 chunks.push(Chunk {
                     blocks: cb.clone(),
                     bias_offset,
                     bias_params,
+                    init_projection,
                     segments,
                 });
             }

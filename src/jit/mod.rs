@@ -1,48 +1,78 @@
 //! The JIT: compiles a cell to native code with Cranelift, packs its weights, and
-//! runs it safely.
+//! runs it safely, on one thread or on a pool of workers.
 //!
-//! [`Kernel`] owns the generated code and the packed weights; it is `Send + Sync`,
-//! and any number of threads may step it at once, each with its own [`State`].
+//! [`Kernel`] owns the generated code and the packed weights of each plan
+//! (`codegen::schedule::Variant`: streaming, hoisted, gemm, gemm-hoisted; the
+//! streaming one is compiled at once, the others when a `run` first needs them),
+//! and a persistent worker pool (`pool`). It is `Send + Sync`: any number of
+//! threads may step it at once, each with its own [`State`]; one of them at a
+//! time gets the pool, the others run on their own thread, with the same
+//! results bit for bit (each output is computed by one worker, in a fixed order,
+//! whatever the thread count).
+//!
 //! [`State`] owns every buffer a step touches for one batch size (inputs, the
 //! states' current and next values, scratch), allocated once: `step` allocates
-//! nothing.
+//! nothing. (A `run` with a hoisted or gemm plan allocates that plan's buffers
+//! once, and the `gemm` crate allocates its packing space.)
 //!
-//! All of cellc's `unsafe` is in this module: calling generated code, and viewing
-//! the aligned buffers as float slices. Before any call, every length is checked
-//! against the plan; the generated code then touches only the buffers the plan
-//! sized, at offsets the plan computed.
+//! All of cellc's `unsafe` is in this module and `pool`: calling generated code
+//! and `gemm`, and viewing the aligned buffers as float slices. Before any call,
+//! every length is checked against the plan; the generated code then touches only
+//! the buffers the plan sized, at offsets the plan computed.
+
+pub mod pool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use cranelift_codegen::Context;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-use crate::codegen::plan::{Loc, Plan, SlotKind, Update};
-use crate::codegen::{self, pack, plan};
+use crate::codegen::plan::{
+    self, GemmBlock, GemmInit, Loc, Plan, PlanOptions, SlotKind, Task, Update,
+};
+use crate::codegen::schedule::{self, Variant};
+use crate::codegen::{self, pack};
 use crate::ir;
 use crate::weights::Weights;
 use crate::{Cell, Error, Result};
+use pool::{share, Pool};
 
-/// How to compile a cell.
+/// How to compile and run a cell.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Run the optimizer (concatenation, stacking, fused epilogues). Off, every
     /// product and every element-wise operation is its own pass: the baseline.
     pub optimize: bool,
+    /// Threads to run on (the caller's included). `None`: the cost model picks per
+    /// batch and sequence length, up to the number of cores.
+    pub threads: Option<usize>,
+    /// The plan for `run` (`step` always streams). `None`: the cost model picks.
+    pub plan: Option<Variant>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { optimize: true }
+        Options {
+            optimize: true,
+            threads: None,
+            plan: None,
+        }
     }
 }
 
 /// The IR a kernel runs (optimized unless told otherwise, then legalized: only
-/// products and regions) and its plan.
+/// products and regions) and its streaming plan.
 pub fn plan_cell(cell: &Cell, opts: &Options) -> Result<(ir::Cell, Plan)> {
+    let ir = kernel_ir(cell, opts)?;
+    let plan =
+        plan::plan(&ir, plan_options(opts, Variant::Streaming)).map_err(|e| Error::msg(e.0))?;
+    Ok((ir, plan))
+}
+
+fn kernel_ir(cell: &Cell, opts: &Options) -> Result<ir::Cell> {
     let mut ir = if opts.optimize {
         cell.optimized(&crate::opt::Options::default())?.ir
     } else {
@@ -50,8 +80,15 @@ pub fn plan_cell(cell: &Cell, opts: &Options) -> Result<(ir::Cell, Plan)> {
     };
     plan::legalize(&mut ir);
     ir::verify::verify(&ir).map_err(|e| Error::msg(format!("internal error: {e}")))?;
-    let plan = plan::plan(&ir, opts.optimize).map_err(|e| Error::msg(e.0))?;
-    Ok((ir, plan))
+    Ok(ir)
+}
+
+fn plan_options(opts: &Options, v: Variant) -> PlanOptions {
+    PlanOptions {
+        fuse_epilogues: opts.optimize,
+        hoist_inputs: v.hoists(),
+        gemm_products: v.uses_gemm(),
+    }
 }
 
 type TaskFn = unsafe extern "C" fn(*const usize, i64, i64, i64, i64);
@@ -188,61 +225,234 @@ impl AlignedBuf {
     }
 }
 
+/// `dst[i + j*dst_cs] (+)= sum_k lhs[i*lhs_rs + k] * rhs[k + j*rhs_cs]` for an
+/// `m x n` result, with the `gemm` crate on one thread. Checks every bound.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_cs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_cs: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(dst.len() > last(m, 1, n, dst_cs));
+    if k > 0 {
+        assert!(lhs.len() > last(m, lhs_rs, k, 1));
+        assert!(rhs.len() > last(k, 1, n, rhs_cs));
+    }
+    // SAFETY: the asserts above keep every access of the `m x k` by `k x n`
+    // product and the `m x n` result inside the slices.
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs,
+            lhs.as_ptr(),
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            accumulate,
+        )
+    }
+}
+
+/// # Safety
+/// The `m x n` result at `dst` (columns `dst_cs` floats apart), the `m x k`
+/// matrix at `lhs` (rows `lhs_rs` apart) and the `k x n` matrix at `rhs`
+/// (columns `rhs_cs` apart) must be valid; `dst` must not overlap the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_cs: usize,
+    accumulate: bool,
+) {
+    if k == 0 {
+        return;
+    }
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            1,
+            accumulate,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One unit of a phase.
+#[derive(Clone, Copy)]
+enum Work {
+    /// A generated function over its tiles.
+    Jit(Compiled),
+    /// A `gemm` product (task index in the plan) over its row units.
+    Gemm(usize, usize),
+}
+
+/// A plan, its code, its packed weights.
+struct Build {
+    plan: Plan,
+    code: Code,
+    weights: AlignedBuf,
+    phases: Vec<Vec<Work>>,
+}
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
 /// [`Kernel::run`] with a [`State`] from [`Kernel::new_state`].
 pub struct Kernel {
     id: u64,
     name: String,
-    plan: Plan,
-    code: Code,
-    weights: AlignedBuf,
-    /// The IR that was compiled (optimized, or not).
+    opts: Options,
+    /// The IR that was compiled (optimized, or not; legalized).
     ir: ir::Cell,
+    /// The parameters, for plans compiled later.
+    params: Vec<Vec<f32>>,
+    builds: [OnceLock<std::result::Result<Build, String>>; 4],
+    pool: Mutex<Option<Pool>>,
+    work: schedule::Work,
     input_names: Vec<String>,
     state_names: Vec<String>,
     output_names: Vec<String>,
+    input_lens: Vec<usize>,
+    state_lens: Vec<usize>,
+    output_lens: Vec<usize>,
+}
+
+/// A plan's buffers that a state does not share with the others: its scratch
+/// and its projections.
+struct Side {
+    buf: AlignedBuf,
+    /// Offset of each of the plan's own slots in `buf` (`usize::MAX` for shared ones).
+    offsets: Vec<usize>,
+    /// Steps one projection buffer holds.
+    chunk: usize,
 }
 
 /// Everything one caller's steps read and write, for one batch size.
 pub struct State {
     kernel: u64,
     batch: usize,
+    /// The streaming plan's buffers (inputs, states, scratch).
     buf: AlignedBuf,
-    /// Offset (floats) of each slot's buffer in `buf`; the weights slot is 0.
+    /// Offset (floats) of each streaming slot's buffer in `buf`; the states'
+    /// current and next slots swap after each step.
     offsets: Vec<usize>,
+    strides: Vec<usize>,
+    /// Slots shared by every plan: inputs and states.
+    shared: usize,
+    /// Other plans' buffers, made on first use.
+    side: [Option<Side>; 4],
     /// The slot base pointers handed to generated code, rebuilt before each call.
     ptrs: Vec<usize>,
     state_lens: Vec<usize>,
-    /// The slot of each state's current value.
     cur_slots: Vec<usize>,
-    strides: Vec<usize>,
     names: Vec<String>,
-    /// Where each output of the last step is.
+    /// Where each output of the last step is, and which plan ran it.
     outputs: Vec<Loc>,
+    last: Variant,
+    /// Threads for one streaming step at this batch.
+    step_threads: usize,
+    /// Which step of the current projection chunk runs (hoisted plans).
+    projection_step: usize,
     steps: u64,
 }
 
 impl Kernel {
-    /// Compiles `cell` with `weights`.
+    /// Compiles `cell` with `weights` (the streaming plan now, the others when
+    /// first needed).
     pub fn compile(cell: &Cell, weights: &Weights, opts: &Options) -> Result<Kernel> {
-        let (ir, plan) = plan_cell(cell, opts)?;
+        if opts.threads == Some(0) {
+            return Err(Error::msg("threads must be at least 1"));
+        }
+        let ir = kernel_ir(cell, opts)?;
         let params = weights.resolve(&ir).map_err(|e| Error::msg(e.0))?;
-        let code = compile_plan(&plan)?;
-        let mut packed = AlignedBuf::zeros(plan.weights_len.max(1));
-        pack::pack(&plan, &ir, &params, packed.as_mut_slice());
-        Ok(Kernel {
+        let kernel = Kernel {
             id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
             name: ir.name.clone(),
+            opts: opts.clone(),
             input_names: ir.inputs.iter().map(|p| p.name.clone()).collect(),
             state_names: ir.states.iter().map(|p| p.name.clone()).collect(),
             output_names: ir.outputs.iter().map(|p| p.name.clone()).collect(),
-            plan,
-            code,
-            weights: packed,
+            input_lens: ir.inputs.iter().map(|p| p.len).collect(),
+            state_lens: ir.states.iter().map(|p| p.len).collect(),
+            output_lens: ir.outputs.iter().map(|p| p.len).collect(),
+            work: schedule::work(&ir),
             ir,
-        })
+            params,
+            builds: Default::default(),
+            pool: Mutex::new(None),
+        };
+        kernel.build(Variant::Streaming)?;
+        Ok(kernel)
+    }
+
+    /// The plan `v`, compiled and packed (once).
+    fn build(&self, v: Variant) -> Result<&Build> {
+        self.builds[v.index()]
+            .get_or_init(|| {
+                let plan = plan::plan(&self.ir, plan_options(&self.opts, v)).map_err(|e| e.0)?;
+                let code = compile_plan(&plan).map_err(|e| e.to_string())?;
+                let mut weights = AlignedBuf::zeros(plan.weights_len.max(1));
+                pack::pack(&plan, &self.ir, &self.params, weights.as_mut_slice());
+                let mut jit = code.phases.iter();
+                let phases = plan
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(t, task)| {
+                        let fns = jit.next().cloned().unwrap_or_default();
+                        match task {
+                            Task::Gemm(blocks) => {
+                                vec![Work::Gemm(t, plan::gemm_units(blocks).len())]
+                            }
+                            _ => fns.into_iter().map(Work::Jit).collect(),
+                        }
+                    })
+                    .collect();
+                Ok(Build {
+                    plan,
+                    code,
+                    weights,
+                    phases,
+                })
+            })
+            .as_ref()
+            .map_err(|e| Error::msg(e.clone()))
     }
 
     pub fn name(&self) -> &str {
@@ -254,12 +464,20 @@ impl Kernel {
         &self.ir
     }
 
+    /// The streaming plan.
     pub fn plan(&self) -> &Plan {
-        &self.plan
+        match self.build(Variant::Streaming) {
+            Ok(b) => &b.plan,
+            Err(_) => unreachable!("the streaming plan is built by `compile`"),
+        }
     }
 
+    /// The streaming plan's code.
     pub fn code(&self) -> &Code {
-        &self.code
+        match self.build(Variant::Streaming) {
+            Ok(b) => &b.code,
+            Err(_) => unreachable!("the streaming plan is built by `compile`"),
+        }
     }
 
     pub fn input_names(&self) -> &[String] {
@@ -276,24 +494,56 @@ impl Kernel {
 
     /// Length of each input, state and output vector (per batch row).
     pub fn input_len(&self, i: usize) -> usize {
-        self.plan.input_lens[i]
+        self.input_lens[i]
     }
 
     pub fn state_len(&self, i: usize) -> usize {
-        self.plan.state_lens[i]
+        self.state_lens[i]
     }
 
     pub fn output_len(&self, i: usize) -> usize {
-        self.plan.output_lens[i]
+        self.output_lens[i]
+    }
+
+    /// The plan and threads the cost model (or the options) pick for a batch and
+    /// a sequence length (1: one step per call).
+    pub fn choice(&self, batch: usize, seq: usize) -> schedule::Choice {
+        let variant = if seq == 1 {
+            Some(Variant::Streaming)
+        } else {
+            self.opts.plan
+        };
+        match (self.opts.threads, variant) {
+            // Nothing to choose: skip the host probe.
+            (Some(t), Some(v)) => schedule::Choice {
+                variant: v,
+                threads: t,
+                predicted_us: f64::NAN,
+                floor_us: f64::NAN,
+                bytes_per_step: f64::NAN,
+                flops_per_step: f64::NAN,
+                level: "?",
+            },
+            (t, v) => schedule::choose(&self.work, schedule::host(), batch, seq, t, v),
+        }
+    }
+
+    pub fn threads_for(&self, batch: usize, seq: usize) -> usize {
+        self.choice(batch, seq).threads
+    }
+
+    pub fn schedule_name(&self, batch: usize, seq: usize) -> String {
+        self.choice(batch, seq).variant.name().to_string()
     }
 
     /// A state for `batch` rows, all zeros.
     pub fn new_state(&self, batch: usize) -> State {
         let batch = batch.max(1);
-        let mut offsets = Vec::with_capacity(self.plan.slots.len());
+        let plan = self.plan();
+        let mut offsets = Vec::with_capacity(plan.slots.len());
         let mut total = 0usize;
-        let mut strides = Vec::with_capacity(self.plan.slots.len());
-        for slot in &self.plan.slots {
+        let mut strides = Vec::with_capacity(plan.slots.len());
+        for slot in &plan.slots {
             offsets.push(total);
             strides.push(slot.stride);
             if slot.kind != SlotKind::Weights {
@@ -301,17 +551,23 @@ impl Kernel {
                 total += (batch * slot.stride).div_ceil(16) * 16;
             }
         }
+        let shared = 1 + plan.input_slots.len() + 2 * plan.state_cur.len();
         State {
             kernel: self.id,
             batch,
             buf: AlignedBuf::zeros(total.max(16)),
-            ptrs: vec![0; self.plan.slots.len()],
+            ptrs: vec![0; plan.slots.len()],
             offsets,
-            state_lens: self.plan.state_lens.clone(),
-            cur_slots: self.plan.state_cur.clone(),
             strides,
+            shared,
+            side: Default::default(),
+            state_lens: plan.state_lens.clone(),
+            cur_slots: plan.state_cur.clone(),
             names: self.state_names.clone(),
-            outputs: self.plan.outputs.clone(),
+            outputs: plan.outputs.clone(),
+            last: Variant::Streaming,
+            step_threads: self.threads_for(batch, 1),
+            projection_step: 0,
             steps: 0,
         }
     }
@@ -343,7 +599,9 @@ impl Kernel {
     pub fn step_inputs(&self, inputs: &[&[f32]], state: &mut State) -> Result<()> {
         self.check_state(state)?;
         self.check_inputs(inputs, state.batch, 1)?;
-        self.step_unchecked(inputs, 0, state);
+        let build = self.build(Variant::Streaming)?;
+        let threads = state.step_threads;
+        self.step_with(build, Variant::Streaming, inputs, 0, state, threads);
         Ok(())
     }
 
@@ -358,7 +616,7 @@ impl Kernel {
             )));
         }
         for (i, x) in inputs.iter().enumerate() {
-            let want = steps * batch * self.plan.input_lens[i];
+            let want = steps * batch * self.input_lens[i];
             if x.len() != want {
                 return Err(Error::msg(format!(
                     "input `{}`: expected {} values ([{}{batch}, {}]), got {}",
@@ -369,7 +627,7 @@ impl Kernel {
                     } else {
                         String::new()
                     },
-                    self.plan.input_lens[i],
+                    self.input_lens[i],
                     x.len()
                 )));
             }
@@ -377,13 +635,68 @@ impl Kernel {
         Ok(())
     }
 
-    /// A step whose lengths were checked: copies inputs of time step `t`, runs the
-    /// phases, applies the state updates, swaps.
-    fn step_unchecked(&self, inputs: &[&[f32]], t: usize, state: &mut State) {
+    /// Runs the phases of a plan over all batch rows, on `threads` workers.
+    fn run_phases(&self, build: &Build, ptrs: &[usize], batch: usize, threads: usize) {
+        let job = |w: usize, n: usize, barrier: &dyn Fn()| {
+            for (p, phase) in build.phases.iter().enumerate() {
+                if p > 0 {
+                    barrier();
+                }
+                for work in phase {
+                    match *work {
+                        Work::Jit(f) => {
+                            let (t0, t1) = share(f.tiles, w, n);
+                            if t0 < t1 {
+                                // SAFETY: `ptrs` holds one base pointer per slot of the
+                                // plan this code was generated from (the packed
+                                // weights, and buffers of `batch * stride` floats,
+                                // checked by the caller); the code accesses batch rows
+                                // `0..batch` and tiles `t0..t1 <= tiles`, which stay
+                                // inside those buffers by construction of the plan.
+                                unsafe {
+                                    (f.ptr)(ptrs.as_ptr(), 0, batch as i64, t0 as i64, t1 as i64)
+                                };
+                            }
+                        }
+                        Work::Gemm(t, units) => {
+                            let (u0, u1) = share(units, w, n);
+                            if let Task::Gemm(blocks) = &build.plan.tasks[t] {
+                                gemm_units(blocks, u0, u1, ptrs, batch);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if threads > 1 {
+            if let Ok(mut guard) = self.pool.try_lock() {
+                if guard.as_ref().is_none_or(|p| p.workers() != threads) {
+                    *guard = Pool::new(threads).ok();
+                }
+                if let Some(pool) = guard.as_ref() {
+                    pool.run(&|w, team| job(w, team.workers, &|| team.barrier()));
+                    return;
+                }
+            }
+        }
+        job(0, 1, &|| {});
+    }
+
+    /// One step of a plan: copies inputs of time step `t`, runs the phases, applies
+    /// the state updates, swaps.
+    fn step_with(
+        &self,
+        build: &Build,
+        v: Variant,
+        inputs: &[&[f32]],
+        t: usize,
+        state: &mut State,
+        threads: usize,
+    ) {
         let batch = state.batch;
         for (i, x) in inputs.iter().enumerate() {
-            let slot = self.plan.input_slots[i];
-            let len = self.plan.input_lens[i];
+            let slot = build.plan.input_slots[i];
+            let len = self.input_lens[i];
             let stride = state.strides[slot];
             let off = state.offsets[slot];
             let step_base = t * batch * len;
@@ -393,58 +706,50 @@ impl Kernel {
                 buf[off + b * stride..off + b * stride + len].copy_from_slice(src);
             }
         }
-        state.set_ptrs(self.weights.addr());
-        for phase in &self.code.phases {
-            for f in phase {
-                // SAFETY: `ptrs` holds one base pointer per slot of the plan this code
-                // was generated from: the packed weights (`plan.weights_len` floats)
-                // and this state's buffers, each `batch * stride` floats (checked:
-                // the state was made by this kernel for `batch` rows). The code
-                // accesses batch rows `0..batch` and tiles `0..tiles`, which stay
-                // inside those buffers by construction of the plan (strides are
-                // padded to whole vectors).
-                unsafe { (f.ptr)(state.ptrs.as_ptr(), 0, batch as i64, 0, f.tiles as i64) };
-            }
-        }
+        state.set_ptrs(build, v);
+        self.run_phases(build, &state.ptrs, batch, threads);
         // State updates that no task wrote in place.
-        for (s, u) in self.plan.updates.iter().enumerate() {
+        for (s, u) in build.plan.updates.iter().enumerate() {
             if let Update::Copy(from) = *u {
-                let next = self.plan.state_next[s];
+                let next = build.plan.state_next[s];
                 let (to_off, to_stride) = (state.offsets[next], state.strides[next]);
-                let (src_buf_is_weights, from_off) = if from.slot == 0 {
-                    (true, from.offset)
-                } else {
-                    (false, state.offsets[from.slot] + from.offset)
-                };
-                for b in 0..state.batch {
+                for b in 0..batch {
                     let dst = to_off + b * to_stride;
-                    let src = from_off + b * from.stride;
-                    if src_buf_is_weights {
-                        let w = &self.weights.as_slice()[src..src + from.len];
+                    let src = b * from.stride + from.offset;
+                    if from.slot == 0 {
+                        let w = &build.weights.as_slice()[src..src + from.len];
                         state.buf.as_mut_slice()[dst..dst + from.len].copy_from_slice(w);
-                    } else {
+                    } else if from.slot < state.offsets.len()
+                        && (from.slot < state.shared || v == Variant::Streaming)
+                    {
+                        let src = src + state.offsets[from.slot];
                         state
                             .buf
                             .as_mut_slice()
                             .copy_within(src..src + from.len, dst);
+                    } else if let Some(side) = &state.side[v.index()] {
+                        let src = src + side.offsets[from.slot];
+                        let vals = &side.buf.as_slice()[src..src + from.len];
+                        state.buf.as_mut_slice()[dst..dst + from.len].copy_from_slice(vals);
                     }
                 }
             }
         }
         // Swap current and next.
-        for s in 0..self.plan.state_cur.len() {
+        for s in 0..build.plan.state_cur.len() {
             state
                 .offsets
-                .swap(self.plan.state_cur[s], self.plan.state_next[s]);
+                .swap(build.plan.state_cur[s], build.plan.state_next[s]);
         }
         // Outputs in a next buffer are now in the current one.
-        for (o, loc) in self.plan.outputs.iter().enumerate() {
+        for (o, loc) in build.plan.outputs.iter().enumerate() {
             let mut l = *loc;
-            if let Some(s) = self.plan.state_next.iter().position(|&n| n == l.slot) {
-                l.slot = self.plan.state_cur[s];
+            if let Some(s) = build.plan.state_next.iter().position(|&n| n == l.slot) {
+                l.slot = build.plan.state_cur[s];
             }
             state.outputs[o] = l;
         }
+        state.last = v;
         state.steps += 1;
     }
 
@@ -461,21 +766,22 @@ impl Kernel {
                     self.output_names.join(", ")
                 ))
             })?;
-        let want = state.batch * self.plan.output_lens[o];
+        let want = state.batch * self.output_lens[o];
         if out.len() != want {
             return Err(Error::msg(format!(
                 "output `{name}`: the buffer has {} values, the output {want}",
                 out.len()
             )));
         }
-        state.read_loc(self.weights.as_slice(), state.outputs[o], out);
+        let build = self.build(state.last)?;
+        state.read_loc(build, state.last, state.outputs[o], out);
         Ok(())
     }
 
     /// Output `name` of the last step, `[batch, len]`.
     pub fn output(&self, state: &State, name: &str) -> Result<Vec<f32>> {
         let o = self.output_names.iter().position(|n| n == name);
-        let len = o.map_or(0, |o| state.batch * self.plan.output_lens[o]);
+        let len = o.map_or(0, |o| state.batch * self.output_lens[o]);
         let mut out = vec![0.0; len];
         self.copy_output(state, name, &mut out)?;
         Ok(out)
@@ -497,7 +803,8 @@ impl Kernel {
 
     /// Runs a sequence: `inputs[i]` is `[T, batch, len_i]`; `outputs[o]` receives
     /// `[T, batch, len_o]`. T is inferred from the first input (or the first output
-    /// if the cell has no input).
+    /// if the cell has no input). The plan and thread count come from the options,
+    /// or the cost model.
     pub fn run_with(
         &self,
         inputs: &[&[f32]],
@@ -508,12 +815,10 @@ impl Kernel {
         let batch = state.batch;
         let per_step = |len: usize| batch * len;
         let steps = match (inputs.first(), outputs.first()) {
-            (Some(x), _) if per_step(self.plan.input_lens[0]) > 0 => {
-                x.len() / per_step(self.plan.input_lens[0])
+            (Some(x), _) if per_step(self.input_lens[0]) > 0 => {
+                x.len() / per_step(self.input_lens[0])
             }
-            (_, Some(y)) if !self.plan.output_lens.is_empty() => {
-                y.len() / per_step(self.plan.output_lens[0])
-            }
+            (_, Some(y)) if !self.output_lens.is_empty() => y.len() / per_step(self.output_lens[0]),
             _ => 0,
         };
         self.check_inputs(inputs, batch, steps.max(1))?;
@@ -526,25 +831,180 @@ impl Kernel {
             )));
         }
         for (o, y) in outputs.iter().enumerate() {
-            let want = steps * per_step(self.plan.output_lens[o]);
+            let want = steps * per_step(self.output_lens[o]);
             if y.len() != want {
                 return Err(Error::msg(format!(
                     "output `{}`: expected {want} values ([{steps}, {batch}, {}]), got {}",
                     self.output_names[o],
-                    self.plan.output_lens[o],
+                    self.output_lens[o],
                     y.len()
                 )));
             }
         }
-        for t in 0..steps {
-            self.step_unchecked(inputs, t, state);
-            for (o, y) in outputs.iter_mut().enumerate() {
-                let len = self.plan.output_lens[o];
-                let dst = &mut y[t * batch * len..(t + 1) * batch * len];
-                state.read_loc(self.weights.as_slice(), state.outputs[o], dst);
+        if steps == 0 {
+            return Ok(());
+        }
+        let choice = self.choice(batch, steps);
+        let v = choice.variant;
+        let build = self.build(v)?;
+        state.ensure_side(build, v);
+        let chunk = state.side[v.index()]
+            .as_ref()
+            .map_or(steps, |s| s.chunk.max(1));
+        let mut t0 = 0;
+        while t0 < steps {
+            let t1 = (t0 + chunk).min(steps);
+            if !build.plan.hoists.is_empty() {
+                self.project(build, v, inputs, t0, t1, state, choice.threads);
+            }
+            for t in t0..t1 {
+                state.projection_step = t - t0;
+                self.step_with(build, v, inputs, t, state, choice.threads);
+                for (o, y) in outputs.iter_mut().enumerate() {
+                    let len = self.output_lens[o];
+                    let dst = &mut y[t * batch * len..(t + 1) * batch * len];
+                    state.read_loc(build, v, state.outputs[o], dst);
+                }
+            }
+            t0 = t1;
+        }
+        state.projection_step = 0;
+        Ok(())
+    }
+
+    /// Computes the hoisted input projections of steps `t0..t1` with `gemm`, on
+    /// the pool: for every projection block, `bias + sum of W @ x_t[b]`.
+    #[allow(clippy::too_many_arguments)]
+    fn project(
+        &self,
+        build: &Build,
+        v: Variant,
+        inputs: &[&[f32]],
+        t0: usize,
+        t1: usize,
+        state: &mut State,
+        threads: usize,
+    ) {
+        let batch = state.batch;
+        let cols = (t1 - t0) * batch;
+        let Some(side) = state.side[v.index()].as_mut() else {
+            return;
+        };
+        let base = side.buf.addr();
+        let weights = build.weights.as_slice();
+        // Units: (hoist, block, first row, end row), the same whatever the threads.
+        let mut units = Vec::new();
+        for (h, hoist) in build.plan.hoists.iter().enumerate() {
+            for (bi, blk) in hoist.blocks.iter().enumerate() {
+                let mut r = 0;
+                while r < blk.len {
+                    let end = (r + plan::GEMM_ROWS).min(blk.len);
+                    units.push((h, bi, r, end));
+                    r = end;
+                }
             }
         }
-        Ok(())
+        let offsets = &side.offsets;
+        let job = |w: usize, n: usize| {
+            let (u0, u1) = share(units.len(), w, n);
+            for &(h, bi, r0, r1) in &units[u0..u1] {
+                let hoist = &build.plan.hoists[h];
+                let blk = &hoist.blocks[bi];
+                let m = r1 - r0;
+                // The block's rows, for columns (t, b) `stride` floats apart.
+                let dst = (base + (offsets[hoist.slot] + blk.offset + r0) * 4) as *mut f32;
+                for c in 0..cols {
+                    for r in 0..m {
+                        let value = blk.bias.map_or(0.0, |b| weights[b + r0 + r]);
+                        // SAFETY: the projection buffer holds `chunk >= t1 - t0` steps
+                        // of `batch` rows of `stride >= blk.offset + blk.len` floats
+                        // (`ensure_side`), so column `c < cols` and row `r0 + r <
+                        // blk.len` are inside it. Each unit writes its own rows.
+                        unsafe { *dst.add(c * hoist.stride + r) = value };
+                    }
+                }
+                for &(input, k, matrix) in &blk.terms {
+                    let x = inputs[input];
+                    // SAFETY: `x` is `[T, batch, k]` (checked by `run_with`), so its
+                    // columns `t0*batch .. t1*batch` are `k` floats apart and inside
+                    // it; the matrix is `[len, k]` row-major in the packed weights;
+                    // `dst` is as above. The unit's rows do not overlap another's.
+                    unsafe {
+                        gemm_raw(
+                            m,
+                            cols,
+                            k,
+                            dst,
+                            hoist.stride,
+                            weights[matrix + r0 * k..].as_ptr(),
+                            k,
+                            x[t0 * batch * k..].as_ptr(),
+                            k,
+                            true,
+                        )
+                    };
+                }
+            }
+        };
+        if threads > 1 {
+            if let Ok(mut guard) = self.pool.try_lock() {
+                if guard.as_ref().is_none_or(|p| p.workers() != threads) {
+                    *guard = Pool::new(threads).ok();
+                }
+                if let Some(pool) = guard.as_ref() {
+                    pool.run(&|w, team| job(w, team.workers));
+                    return;
+                }
+            }
+        }
+        job(0, 1);
+    }
+}
+
+/// Runs units `u0..u1` of a `gemm` product for batch rows `0..batch`.
+fn gemm_units(blocks: &[GemmBlock], u0: usize, u1: usize, ptrs: &[usize], batch: usize) {
+    let units = plan::gemm_units(blocks);
+    let weights = ptrs[0] as *const f32;
+    for &(bi, r0, r1) in &units[u0..u1.min(units.len())] {
+        let blk = &blocks[bi];
+        let m = r1 - r0;
+        let dst = (ptrs[blk.dest.slot] as *mut f32).wrapping_add(blk.dest.offset + r0);
+        for b in 0..batch {
+            for r in 0..m {
+                // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
+                // len` floats, and the bias and projection likewise; rows `r0..r1` are
+                // inside `len` and this unit's own.
+                unsafe {
+                    let value = match blk.init {
+                        GemmInit::Zero => 0.0,
+                        GemmInit::Bias(o) => *weights.add(o + r0 + r),
+                        GemmInit::Projection(l) => {
+                            *(ptrs[l.slot] as *const f32).add(l.offset + b * l.stride + r0 + r)
+                        }
+                    };
+                    *dst.add(b * blk.dest.stride + r) = value;
+                }
+            }
+        }
+        for term in &blk.terms {
+            let x = (ptrs[term.input.slot] as *const f32).wrapping_add(term.input.offset);
+            // SAFETY: the matrix is `[len, k]` row-major in the packed weights; the
+            // input holds `batch` rows of `stride >= k` floats; `dst` as above.
+            unsafe {
+                gemm_raw(
+                    m,
+                    batch,
+                    term.k,
+                    dst,
+                    blk.dest.stride,
+                    weights.add(term.matrix + r0 * term.k),
+                    term.k,
+                    x,
+                    term.input.stride,
+                    true,
+                )
+            };
+        }
     }
 }
 
@@ -558,13 +1018,54 @@ impl State {
         self.steps
     }
 
-    fn set_ptrs(&mut self, weights: usize) {
+    /// Makes the buffers plan `v` does not share with the streaming plan.
+    fn ensure_side(&mut self, build: &Build, v: Variant) {
+        if v == Variant::Streaming || self.side[v.index()].is_some() {
+            return;
+        }
+        let plan = &build.plan;
+        // Steps per projection buffer: about 8 MiB of them, 1 to 256.
+        let row: usize = plan.hoists.iter().map(|h| h.stride).sum::<usize>().max(1);
+        let chunk = ((8 << 20) / (4 * self.batch * row)).clamp(1, 256);
+        let mut offsets = vec![usize::MAX; plan.slots.len()];
+        let mut total = 0usize;
+        for (s, slot) in plan.slots.iter().enumerate().skip(self.shared) {
+            offsets[s] = total;
+            let rows = match slot.kind {
+                SlotKind::Projection(_) => chunk * self.batch,
+                _ => self.batch,
+            };
+            total += (rows * slot.stride).div_ceil(16) * 16;
+        }
+        if self.ptrs.len() < plan.slots.len() {
+            self.ptrs.resize(plan.slots.len(), 0);
+        }
+        self.side[v.index()] = Some(Side {
+            buf: AlignedBuf::zeros(total.max(16)),
+            offsets,
+            chunk,
+        });
+    }
+
+    fn set_ptrs(&mut self, build: &Build, v: Variant) {
         let base = self.buf.addr();
-        for (s, p) in self.ptrs.iter_mut().enumerate() {
-            *p = if s == 0 {
-                weights
-            } else {
+        let side = self.side[v.index()].as_ref();
+        for s in 0..build.plan.slots.len() {
+            self.ptrs[s] = if s == 0 {
+                build.weights.addr()
+            } else if s < self.shared || v == Variant::Streaming {
                 base + self.offsets[s] * 4
+            } else {
+                match side {
+                    Some(side) => {
+                        let mut off = side.offsets[s];
+                        if let SlotKind::Projection(_) = build.plan.slots[s].kind {
+                            off += self.projection_step * self.batch * build.plan.slots[s].stride;
+                        }
+                        side.buf.addr() + off * 4
+                    }
+                    None => base,
+                }
             };
         }
     }
@@ -578,18 +1079,17 @@ impl State {
         })
     }
 
-    /// Reads a location into `dst` (`batch * len` values); `weights` is the
-    /// kernel's packed weights, for parameter locations (shared by all rows).
-    fn read_loc(&self, weights: &[f32], loc: Loc, dst: &mut [f32]) {
-        let buf = if loc.slot == 0 {
-            weights
+    /// Reads a location of plan `v` into `dst` (`batch * len` values).
+    fn read_loc(&self, build: &Build, v: Variant, loc: Loc, dst: &mut [f32]) {
+        let (buf, base) = if loc.slot == 0 {
+            (build.weights.as_slice(), 0)
+        } else if loc.slot < self.shared || v == Variant::Streaming {
+            (self.buf.as_slice(), self.offsets[loc.slot])
         } else {
-            self.buf.as_slice()
-        };
-        let base = if loc.slot == 0 {
-            0
-        } else {
-            self.offsets[loc.slot]
+            match &self.side[v.index()] {
+                Some(side) => (side.buf.as_slice(), side.offsets[loc.slot]),
+                None => return,
+            }
         };
         for b in 0..self.batch {
             let src = base + loc.offset + b * loc.stride;
@@ -661,8 +1161,6 @@ impl std::fmt::Debug for Kernel {
             .field("inputs", &self.input_names)
             .field("states", &self.state_names)
             .field("outputs", &self.output_names)
-            .field("weights", &self.plan.weights_len)
-            .field("code_bytes", &self.code.code_bytes)
             .finish()
     }
 }

@@ -1,0 +1,243 @@
+//! `cellc bench`: per-step time of a cell with random weights, fused and unfused
+//! in the same run, with the figures that explain it (GFLOP/s, weight
+//! bandwidth) and their ratio.
+//!
+//! Method: both kernels are compiled; the same random inputs are used. With
+//! `seq > 1` a sample is one `run` over the whole sequence (the whole input is
+//! known: the schedule may hoist the input projection); with `seq == 1` a sample
+//! is a loop of `step` calls (streaming), long enough to last about a
+//! millisecond. After warm-up, `samples` samples are taken, alternating fused
+//! and unfused so that both see the same machine; the median, min and max per-step
+//! times are reported.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::{Cell, Error, Options, Result, Weights};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: Option<usize>,
+    pub plan: Option<crate::codegen::schedule::Variant>,
+    pub samples: usize,
+    /// Also measure the unfused pipeline.
+    pub unfused: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> BenchOptions {
+        BenchOptions {
+            batch: 1,
+            seq: 100,
+            threads: None,
+            plan: None,
+            samples: 21,
+            unfused: true,
+        }
+    }
+}
+
+/// Median, min and max of per-step times, in microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Times {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+fn times(mut v: Vec<f64>) -> Times {
+    v.sort_by(f64::total_cmp);
+    Times {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub cell: String,
+    pub dims: Vec<(String, u64)>,
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: usize,
+    pub flops_per_step: f64,
+    pub weight_bytes_per_step: f64,
+    pub fused: Times,
+    pub unfused: Option<Times>,
+    pub schedule: String,
+}
+
+impl BenchResult {
+    pub fn gflops(&self, t: &Times) -> f64 {
+        self.flops_per_step / t.median / 1e3
+    }
+
+    pub fn weight_gbps(&self, t: &Times) -> f64 {
+        self.weight_bytes_per_step / t.median / 1e3
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let dims: serde_json::Map<String, serde_json::Value> = self
+            .dims
+            .iter()
+            .map(|(n, v)| (n.clone(), json!(v)))
+            .collect();
+        let mut j = json!({
+            "cell": self.cell,
+            "dims": dims,
+            "batch": self.batch,
+            "seq": self.seq,
+            "threads": self.threads,
+            "schedule": self.schedule,
+            "flops_per_step": self.flops_per_step,
+            "weight_bytes_per_step": self.weight_bytes_per_step,
+            "us_per_step_median": self.fused.median,
+            "us_per_step_min": self.fused.min,
+            "us_per_step_max": self.fused.max,
+            "gflops": self.gflops(&self.fused),
+            "weight_gbps": self.weight_gbps(&self.fused),
+        });
+        if let Some(u) = &self.unfused {
+            j["unfused_us_per_step_median"] = json!(u.median);
+            j["unfused_us_per_step_min"] = json!(u.min);
+            j["unfused_us_per_step_max"] = json!(u.max);
+            j["unfused_gflops"] = json!(self.gflops(u));
+            j["unfused_over_fused"] = json!(u.median / self.fused.median);
+        }
+        j
+    }
+
+    pub fn text(&self) -> String {
+        let dims: Vec<String> = self.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let mut s = format!(
+            "{} ({}), batch {}, {} ({}), {} thread{}\n",
+            self.cell,
+            dims.join(", "),
+            self.batch,
+            if self.seq == 1 {
+                "one step per call".to_string()
+            } else {
+                format!("sequences of {}", self.seq)
+            },
+            self.schedule,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        );
+        s.push_str(&format!(
+            "  per step: {:.1} kFLOP, {:.1} KiB of weights\n",
+            self.flops_per_step / 1e3,
+            self.weight_bytes_per_step / 1024.0
+        ));
+        let line = |name: &str, t: &Times| {
+            format!(
+                "  {name:8} {:9.2} µs/step (min {:.2}, max {:.2})  {:6.1} GFLOP/s  {:6.1} GB/s of weights\n",
+                t.median,
+                t.min,
+                t.max,
+                self.gflops(t),
+                self.weight_gbps(t)
+            )
+        };
+        s.push_str(&line("fused", &self.fused));
+        if let Some(u) = &self.unfused {
+            s.push_str(&line("unfused", u));
+            s.push_str(&format!(
+                "  unfused / fused: {:.2}x\n",
+                u.median / self.fused.median
+            ));
+        }
+        s
+    }
+}
+
+/// Benchmarks a cell whose sizes are bound.
+pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
+    if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
+        return Err(Error::msg(
+            "batch, sequence length and samples must be at least 1",
+        ));
+    }
+    let ir = cell.ir()?;
+    let weights = Weights::random(&ir, 1);
+    let stats = crate::stats::stats(&ir);
+    let fused_opts = Options {
+        optimize: true,
+        threads: opts.threads,
+        plan: opts.plan,
+    };
+    let fused = cell.compile(&weights, &fused_opts)?;
+    let unfused = if opts.unfused {
+        Some(cell.compile(
+            &weights,
+            &Options {
+                optimize: false,
+                ..fused_opts.clone()
+            },
+        )?)
+    } else {
+        None
+    };
+    let mut rng = crate::gen::Rng(7);
+    let inputs: Vec<Vec<f32>> = (0..ir.inputs.len())
+        .map(|i| {
+            (0..opts.seq * opts.batch * fused.input_len(i))
+                .map(|_| rng.unit() as f32)
+                .collect()
+        })
+        .collect();
+    let mut outputs: Vec<Vec<f32>> = (0..ir.outputs.len())
+        .map(|o| vec![0.0; opts.seq * opts.batch * fused.output_len(o)])
+        .collect();
+    let sample = |k: &crate::Kernel, outputs: &mut Vec<Vec<f32>>| -> Result<f64> {
+        let mut state = k.new_state(opts.batch);
+        let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        if opts.seq > 1 {
+            let mut ys: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
+            let t = Instant::now();
+            k.run_with(&xs, &mut state, &mut ys)?;
+            Ok(t.elapsed().as_secs_f64() * 1e6 / opts.seq as f64)
+        } else {
+            // Enough calls to last about a millisecond.
+            let t = Instant::now();
+            k.step_inputs(&xs, &mut state)?;
+            let one = t.elapsed().as_secs_f64().max(1e-7);
+            let n = ((1e-3 / one) as usize).clamp(1, 100_000);
+            let t = Instant::now();
+            for _ in 0..n {
+                k.step_inputs(&xs, &mut state)?;
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        }
+    };
+    // Warm-up: caches, page faults, thread start-up.
+    for _ in 0..3 {
+        sample(&fused, &mut outputs)?;
+        if let Some(u) = &unfused {
+            sample(u, &mut outputs)?;
+        }
+    }
+    let mut f = Vec::with_capacity(opts.samples);
+    let mut u = Vec::with_capacity(opts.samples);
+    for _ in 0..opts.samples {
+        f.push(sample(&fused, &mut outputs)?);
+        if let Some(k) = &unfused {
+            u.push(sample(k, &mut outputs)?);
+        }
+    }
+    Ok(BenchResult {
+        cell: ir.name.clone(),
+        dims: ir.dims.clone(),
+        batch: opts.batch,
+        seq: opts.seq,
+        threads: fused.threads_for(opts.batch, opts.seq),
+        flops_per_step: stats.flops_per_step as f64 * opts.batch as f64,
+        weight_bytes_per_step: crate::stats::stats(fused.ir()).weight_bytes_per_step as f64,
+        fused: times(f),
+        unfused: (!u.is_empty()).then(|| times(u)),
+        schedule: fused.schedule_name(opts.batch, opts.seq),
+    })
+}
