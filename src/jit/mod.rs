@@ -315,6 +315,12 @@ unsafe fn gemm_raw(
 
 static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A job for the pool: `job(worker, workers, barrier)`.
+type PoolJob<'a> = dyn Fn(usize, usize, &dyn Fn()) + Sync + 'a;
+
+/// Most slots a plan may have (the slot table lives on each worker's stack).
+const MAX_SLOTS: usize = 256;
+
 /// One unit of a phase.
 #[derive(Clone, Copy)]
 enum Work {
@@ -387,8 +393,6 @@ pub struct State {
     last: Variant,
     /// Threads for one streaming step at this batch.
     step_threads: usize,
-    /// Which step of the current projection chunk runs (hoisted plans).
-    projection_step: usize,
     steps: u64,
 }
 
@@ -426,6 +430,13 @@ impl Kernel {
         self.builds[v.index()]
             .get_or_init(|| {
                 let plan = plan::plan(&self.ir, plan_options(&self.opts, v)).map_err(|e| e.0)?;
+                if plan.slots.len() > MAX_SLOTS || plan.outputs.len() > MAX_SLOTS {
+                    return Err(format!(
+                        "cell `{}` has too many inputs and states: {} buffers (the limit is {MAX_SLOTS})",
+                        self.name,
+                        plan.slots.len()
+                    ));
+                }
                 let code = compile_plan(&plan).map_err(|e| e.to_string())?;
                 let mut weights = AlignedBuf::zeros(plan.weights_len.max(1));
                 pack::pack(&plan, &self.ir, &self.params, weights.as_mut_slice());
@@ -567,7 +578,6 @@ impl Kernel {
             outputs: plan.outputs.clone(),
             last: Variant::Streaming,
             step_threads: self.threads_for(batch, 1),
-            projection_step: 0,
             steps: 0,
         }
     }
@@ -601,7 +611,17 @@ impl Kernel {
         self.check_inputs(inputs, state.batch, 1)?;
         let build = self.build(Variant::Streaming)?;
         let threads = state.step_threads;
-        self.step_with(build, Variant::Streaming, inputs, 0, state, threads);
+        self.execute(
+            build,
+            Variant::Streaming,
+            state,
+            inputs,
+            0,
+            1,
+            0,
+            None,
+            threads,
+        );
         Ok(())
     }
 
@@ -635,39 +655,9 @@ impl Kernel {
         Ok(())
     }
 
-    /// Runs the phases of a plan over all batch rows, on `threads` workers.
-    fn run_phases(&self, build: &Build, ptrs: &[usize], batch: usize, threads: usize) {
-        let job = |w: usize, n: usize, barrier: &dyn Fn()| {
-            for (p, phase) in build.phases.iter().enumerate() {
-                if p > 0 {
-                    barrier();
-                }
-                for work in phase {
-                    match *work {
-                        Work::Jit(f) => {
-                            let (t0, t1) = share(f.tiles, w, n);
-                            if t0 < t1 {
-                                // SAFETY: `ptrs` holds one base pointer per slot of the
-                                // plan this code was generated from (the packed
-                                // weights, and buffers of `batch * stride` floats,
-                                // checked by the caller); the code accesses batch rows
-                                // `0..batch` and tiles `t0..t1 <= tiles`, which stay
-                                // inside those buffers by construction of the plan.
-                                unsafe {
-                                    (f.ptr)(ptrs.as_ptr(), 0, batch as i64, t0 as i64, t1 as i64)
-                                };
-                            }
-                        }
-                        Work::Gemm(t, units) => {
-                            let (u0, u1) = share(units, w, n);
-                            if let Task::Gemm(blocks) = &build.plan.tasks[t] {
-                                gemm_units(blocks, u0, u1, ptrs, batch);
-                            }
-                        }
-                    }
-                }
-            }
-        };
+    /// Runs the pool job `job(worker, workers, barrier)` on `threads` workers,
+    /// or inline when one thread is asked for or the pool is busy.
+    fn on_workers(&self, threads: usize, job: &PoolJob) {
         if threads > 1 {
             if let Ok(mut guard) = self.pool.try_lock() {
                 if guard.as_ref().is_none_or(|p| p.workers() != threads) {
@@ -682,75 +672,201 @@ impl Kernel {
         job(0, 1, &|| {});
     }
 
-    /// One step of a plan: copies inputs of time step `t`, runs the phases, applies
-    /// the state updates, swaps.
-    fn step_with(
+    /// Runs steps `t0..t1` of a sequence (`inputs[i]` holds step `t` at
+    /// `t * batch * len`), writing each step's outputs to `outputs` (same layout)
+    /// if given. One pool job runs all of them: every worker keeps its own slot
+    /// table, the states' current and next buffers alternate with the step's
+    /// parity (no serial swap), inputs are read in place when their rows need no
+    /// padding, and each worker copies its share of the outputs; workers meet
+    /// once per phase of the plan (plus once more where a serial copy needs it).
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
         &self,
         build: &Build,
         v: Variant,
-        inputs: &[&[f32]],
-        t: usize,
         state: &mut State,
+        inputs: &[&[f32]],
+        t0: usize,
+        t1: usize,
+        chunk0: usize,
+        outputs: Option<&mut [&mut [f32]]>,
         threads: usize,
     ) {
+        let plan = &build.plan;
         let batch = state.batch;
-        for (i, x) in inputs.iter().enumerate() {
-            let slot = build.plan.input_slots[i];
-            let len = self.input_lens[i];
-            let stride = state.strides[slot];
-            let off = state.offsets[slot];
-            let step_base = t * batch * len;
-            let buf = state.buf.as_mut_slice();
-            for b in 0..batch {
-                let src = &x[step_base + b * len..step_base + (b + 1) * len];
-                buf[off + b * stride..off + b * stride + len].copy_from_slice(src);
+        // Slot tables for both parities (on the stack: a step allocates nothing).
+        state.set_ptrs(build, v);
+        let nslots = plan.slots.len();
+        let mut tables = [[0usize; MAX_SLOTS]; 2];
+        tables[0][..nslots].copy_from_slice(&state.ptrs[..nslots]);
+        tables[1][..nslots].copy_from_slice(&state.ptrs[..nslots]);
+        for s in 0..plan.state_cur.len() {
+            tables[1].swap(plan.state_cur[s], plan.state_next[s]);
+        }
+        let in_place = plan
+            .input_slots
+            .iter()
+            .enumerate()
+            .all(|(i, &slot)| plan.slots[slot].stride == self.input_lens[i]);
+        let copies = plan.updates.iter().any(|u| matches!(u, Update::Copy(_)));
+        // An output that the next step may overwrite while a worker still copies
+        // it needs one more meeting.
+        let out_barrier = plan.outputs.iter().any(|l| {
+            !plan.state_next.contains(&l.slot) && !plan.state_cur.contains(&l.slot) && l.slot != 0
+        });
+        let mut outs_buf = [(0usize, 0usize); MAX_SLOTS];
+        let mut nouts = 0;
+        if let Some(o) = outputs {
+            for b in o.iter_mut().take(MAX_SLOTS) {
+                outs_buf[nouts] = (b.as_mut_ptr() as usize, b.len());
+                nouts += 1;
             }
         }
-        state.set_ptrs(build, v);
-        self.run_phases(build, &state.ptrs, batch, threads);
-        // State updates that no task wrote in place.
-        for (s, u) in build.plan.updates.iter().enumerate() {
-            if let Update::Copy(from) = *u {
-                let next = build.plan.state_next[s];
-                let (to_off, to_stride) = (state.offsets[next], state.strides[next]);
-                for b in 0..batch {
-                    let dst = to_off + b * to_stride;
-                    let src = b * from.stride + from.offset;
-                    if from.slot == 0 {
-                        let w = &build.weights.as_slice()[src..src + from.len];
-                        state.buf.as_mut_slice()[dst..dst + from.len].copy_from_slice(w);
-                    } else if from.slot < state.offsets.len()
-                        && (from.slot < state.shared || v == Variant::Streaming)
-                    {
-                        let src = src + state.offsets[from.slot];
-                        state
-                            .buf
-                            .as_mut_slice()
-                            .copy_within(src..src + from.len, dst);
-                    } else if let Some(side) = &state.side[v.index()] {
-                        let src = src + side.offsets[from.slot];
-                        let vals = &side.buf.as_slice()[src..src + from.len];
-                        state.buf.as_mut_slice()[dst..dst + from.len].copy_from_slice(vals);
+        let outs = &outs_buf[..nouts];
+        let mut proj_buf = [(0usize, 0usize); MAX_SLOTS];
+        let mut nproj = 0;
+        for (i, s) in plan.slots.iter().enumerate() {
+            if matches!(s.kind, SlotKind::Projection(_)) {
+                proj_buf[nproj] = (i, s.stride);
+                nproj += 1;
+            }
+        }
+        let proj = &proj_buf[..nproj];
+        let weights = build.weights.as_slice();
+        let job = |w: usize, n: usize, barrier: &dyn Fn()| {
+            for t in t0..t1 {
+                let parity = (t - t0) % 2;
+                let mut ptrs = tables[parity];
+                let ptrs = &mut ptrs[..nslots];
+                for &(slot, stride) in proj {
+                    ptrs[slot] += (t - chunk0) * batch * stride * 4;
+                }
+                if in_place {
+                    for (i, &slot) in plan.input_slots.iter().enumerate() {
+                        ptrs[slot] = inputs[i][t * batch * self.input_lens[i]..].as_ptr() as usize;
+                    }
+                } else {
+                    if w == 0 {
+                        for (i, &slot) in plan.input_slots.iter().enumerate() {
+                            let len = self.input_lens[i];
+                            let stride = plan.slots[slot].stride;
+                            for b in 0..batch {
+                                let src =
+                                    &inputs[i][(t * batch + b) * len..(t * batch + b + 1) * len];
+                                // SAFETY: the slot holds `batch` rows of `stride >= len`
+                                // floats; only worker 0 writes it, before the barrier
+                                // that lets the others read it.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        src.as_ptr(),
+                                        (ptrs[slot] as *mut f32).add(b * stride),
+                                        len,
+                                    )
+                                };
+                            }
+                        }
+                    }
+                    barrier();
+                }
+                for (p, phase) in build.phases.iter().enumerate() {
+                    if p > 0 {
+                        barrier();
+                    }
+                    for work in phase {
+                        match *work {
+                            Work::Jit(f) => {
+                                let (a, b) = share(f.tiles, w, n);
+                                if a < b {
+                                    // SAFETY: `ptrs` holds one base pointer per slot of
+                                    // the plan this code was generated from (the packed
+                                    // weights; the state's buffers of `batch * stride`
+                                    // floats; inputs read in place only when their rows
+                                    // are `stride` floats); the code accesses batch rows
+                                    // `0..batch` and tiles `a..b <= tiles`, inside those
+                                    // buffers by construction of the plan. Workers write
+                                    // disjoint tiles.
+                                    unsafe {
+                                        (f.ptr)(ptrs.as_ptr(), 0, batch as i64, a as i64, b as i64)
+                                    };
+                                }
+                            }
+                            Work::Gemm(task, units) => {
+                                let (a, b) = share(units, w, n);
+                                if let Task::Gemm(blocks) = &plan.tasks[task] {
+                                    gemm_units(blocks, a, b, ptrs, batch);
+                                }
+                            }
+                        }
                     }
                 }
+                barrier();
+                if copies {
+                    if w == 0 {
+                        for (s, u) in plan.updates.iter().enumerate() {
+                            let Update::Copy(from) = *u else { continue };
+                            let to = ptrs[plan.state_next[s]] as *mut f32;
+                            let to_stride = plan.slots[plan.state_next[s]].stride;
+                            for b in 0..batch {
+                                let src = if from.slot == 0 {
+                                    weights[from.offset..].as_ptr()
+                                } else {
+                                    (ptrs[from.slot] as *const f32)
+                                        .wrapping_add(from.offset + b * from.stride)
+                                };
+                                // SAFETY: both locations are `from.len` floats inside
+                                // buffers the plan sized; only worker 0 writes, and the
+                                // barrier below orders it before the next step.
+                                unsafe { std::ptr::copy(src, to.add(b * to_stride), from.len) };
+                            }
+                        }
+                    }
+                    barrier();
+                }
+                for (o, &(out, out_len)) in outs.iter().enumerate() {
+                    let loc = plan.outputs[o];
+                    let len = loc.len;
+                    let (a, b_end) = share(len, w, n);
+                    if a >= b_end {
+                        continue;
+                    }
+                    for b in 0..batch {
+                        let src = if loc.slot == 0 {
+                            weights[loc.offset + a..].as_ptr()
+                        } else {
+                            (ptrs[loc.slot] as *const f32)
+                                .wrapping_add(loc.offset + b * loc.stride + a)
+                        };
+                        let at = (t * batch + b) * len + a;
+                        debug_assert!(at + (b_end - a) <= out_len);
+                        // SAFETY: the output buffer is `[T, batch, len]` (checked by
+                        // `run_with`), and each worker writes only its elements
+                        // `a..b_end` of each row; the source is complete (barrier).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(src, (out as *mut f32).add(at), b_end - a)
+                        };
+                    }
+                }
+                if out_barrier && !outs.is_empty() {
+                    barrier();
+                }
+            }
+        };
+        self.on_workers(threads, &job);
+        // The states' buffers: swapped once per step.
+        if (t1 - t0) % 2 == 1 {
+            for s in 0..plan.state_cur.len() {
+                state.offsets.swap(plan.state_cur[s], plan.state_next[s]);
             }
         }
-        // Swap current and next.
-        for s in 0..build.plan.state_cur.len() {
-            state
-                .offsets
-                .swap(build.plan.state_cur[s], build.plan.state_next[s]);
-        }
-        // Outputs in a next buffer are now in the current one.
-        for (o, loc) in build.plan.outputs.iter().enumerate() {
+        for (o, loc) in plan.outputs.iter().enumerate() {
             let mut l = *loc;
-            if let Some(s) = build.plan.state_next.iter().position(|&n| n == l.slot) {
-                l.slot = build.plan.state_cur[s];
+            if let Some(s) = plan.state_next.iter().position(|&n| n == l.slot) {
+                l.slot = plan.state_cur[s];
             }
             state.outputs[o] = l;
         }
         state.last = v;
-        state.steps += 1;
+        state.steps += (t1 - t0) as u64;
     }
 
     /// Copies output `name` of the last step into `out` (`[batch, len]`).
@@ -857,18 +973,19 @@ impl Kernel {
             if !build.plan.hoists.is_empty() {
                 self.project(build, v, inputs, t0, t1, state, choice.threads);
             }
-            for t in t0..t1 {
-                state.projection_step = t - t0;
-                self.step_with(build, v, inputs, t, state, choice.threads);
-                for (o, y) in outputs.iter_mut().enumerate() {
-                    let len = self.output_lens[o];
-                    let dst = &mut y[t * batch * len..(t + 1) * batch * len];
-                    state.read_loc(build, v, state.outputs[o], dst);
-                }
-            }
+            self.execute(
+                build,
+                v,
+                state,
+                inputs,
+                t0,
+                t1,
+                t0,
+                Some(&mut *outputs),
+                choice.threads,
+            );
             t0 = t1;
         }
-        state.projection_step = 0;
         Ok(())
     }
 
@@ -913,15 +1030,20 @@ impl Kernel {
                 let m = r1 - r0;
                 // The block's rows, for columns (t, b) `stride` floats apart.
                 let dst = (base + (offsets[hoist.slot] + blk.offset + r0) * 4) as *mut f32;
+                let zeros = [0.0f32; plan::GEMM_ROWS];
+                let init = match blk.bias {
+                    Some(b) => &weights[b + r0..b + r1],
+                    None => &zeros[..m],
+                };
                 for c in 0..cols {
-                    for r in 0..m {
-                        let value = blk.bias.map_or(0.0, |b| weights[b + r0 + r]);
-                        // SAFETY: the projection buffer holds `chunk >= t1 - t0` steps
-                        // of `batch` rows of `stride >= blk.offset + blk.len` floats
-                        // (`ensure_side`), so column `c < cols` and row `r0 + r <
-                        // blk.len` are inside it. Each unit writes its own rows.
-                        unsafe { *dst.add(c * hoist.stride + r) = value };
-                    }
+                    // SAFETY: the projection buffer holds `chunk >= t1 - t0` steps
+                    // of `batch` rows of `stride >= blk.offset + blk.len` floats
+                    // (`ensure_side`), so column `c < cols`, rows `r0..r1 <=
+                    // blk.len` are inside it, and `init` is `m` floats. Each unit
+                    // writes only its own rows.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(init.as_ptr(), dst.add(c * hoist.stride), m)
+                    };
                 }
                 for &(input, k, matrix) in &blk.terms {
                     let x = inputs[input];
@@ -1057,13 +1179,7 @@ impl State {
                 base + self.offsets[s] * 4
             } else {
                 match side {
-                    Some(side) => {
-                        let mut off = side.offsets[s];
-                        if let SlotKind::Projection(_) = build.plan.slots[s].kind {
-                            off += self.projection_step * self.batch * build.plan.slots[s].stride;
-                        }
-                        side.buf.addr() + off * 4
-                    }
+                    Some(side) => side.buf.addr() + side.offsets[s] * 4,
                     None => base,
                 }
             };
