@@ -23,7 +23,14 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crate::ir::{self, Op, Type};
+use super::vecmath;
+use crate::ir::{self, EwOp, Op, Type};
+
+/// Vector instructions per nanosecond that generated element-wise code
+/// sustains on one core (measured on the LSTM epilogue; the code is a long
+/// chain of dependent 4-lane operations, so this is latency- more than
+/// port-bound).
+const ELEMENTWISE_VOPS_PER_NS: f64 = 3.4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -197,6 +204,9 @@ pub struct Work {
     pub input_flops: f64,
     pub recurrent_flops: f64,
     pub elementwise_flops: f64,
+    /// Element-wise work in lane-instructions: per element, the vector
+    /// instructions its operations generate (a sigmoid is ~40, an add 1).
+    pub elementwise_cost: f64,
     /// Vector values a step writes and reads back (per batch row).
     pub activations: f64,
 }
@@ -231,9 +241,29 @@ pub fn work(ir: &ir::Cell) -> Work {
                     w.recurrent_flops += 2.0 * (m * k) as f64;
                 }
             }
-            Op::Fused(r) => w.elementwise_flops += (r.body.len() * r.len) as f64,
-            Op::Unary(..) | Op::Binary(..) => {
-                w.elementwise_flops += ir.ty(inst.results[0]).vector_len().unwrap_or(0) as f64
+            Op::Fused(r) => {
+                w.elementwise_flops += r.body.len() as f64 * r.len as f64;
+                let cost: f64 = r
+                    .body
+                    .iter()
+                    .map(|i| match i.op {
+                        EwOp::Const(_) => 0.0,
+                        EwOp::Unary(u) => vecmath::unary_cost(u),
+                        EwOp::Binary(o) => vecmath::binary_cost(o),
+                    })
+                    .sum();
+                w.elementwise_cost += cost * r.len as f64;
+            }
+            Op::Unary(u, _) => {
+                let len = ir.ty(inst.results[0]).vector_len().unwrap_or(0) as f64;
+                w.elementwise_flops += len;
+                // Unfused: the value also goes through memory.
+                w.elementwise_cost += (vecmath::unary_cost(*u) + 2.0) * len;
+            }
+            Op::Binary(o, ..) => {
+                let len = ir.ty(inst.results[0]).vector_len().unwrap_or(0) as f64;
+                w.elementwise_flops += len;
+                w.elementwise_cost += (vecmath::binary_cost(*o) + 3.0) * len;
             }
             _ => {}
         }
@@ -293,7 +323,9 @@ pub fn predict(
     };
     // Batch 1 streams weights: FLOPs hide under the loads unless batched.
     let compute_us = step_flops / (rate * n) / 1e3;
-    let elementwise_us = work.elementwise_flops * b / (8.0 * n) / 1e3;
+    // Four lanes per vector instruction, ~3.4 vector instructions per ns
+    // (measured: the LSTM epilogue at batch 64, H = 128, one thread).
+    let elementwise_us = work.elementwise_cost * b / (4.0 * ELEMENTWISE_VOPS_PER_NS * n) / 1e3;
     let mut step_us = mem_us.max(compute_us) + elementwise_us;
     if variant.uses_gemm() {
         // gemm writes its products out and the epilogue reads them back.

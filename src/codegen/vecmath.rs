@@ -223,6 +223,29 @@ pub fn relu(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
     choose(b, neg, zero, x)
 }
 
+/// Vector instructions the functions above emit for `op` (counted from their
+/// bodies, constant loads included): the cost model's unit of element-wise work.
+pub fn unary_cost(op: UnaryOp) -> f64 {
+    match op {
+        UnaryOp::Neg => 1.0,
+        UnaryOp::Relu => 4.0,
+        // 2 clamps (3 each), 24 for the reduction, polynomial and scaling.
+        UnaryOp::Exp => 32.0,
+        // exp + negate, add, divide (a division costs several slots).
+        UnaryOp::Sigmoid => 40.0,
+        // exp + the large branch (7) + the small branch (14) + the select.
+        UnaryOp::Tanh => 58.0,
+    }
+}
+
+/// As [`unary_cost`], for a binary operation (a division costs several slots).
+pub fn binary_cost(op: BinaryOp) -> f64 {
+    match op {
+        BinaryOp::Div => 4.0,
+        _ => 1.0,
+    }
+}
+
 pub fn unary(b: &mut FunctionBuilder<'_>, k: Consts<'_>, op: UnaryOp, x: Value) -> Value {
     match op {
         UnaryOp::Neg => b.ins().fneg(x),
