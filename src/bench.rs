@@ -71,6 +71,11 @@ pub struct BenchResult {
     pub fused: Times,
     pub unfused: Option<Times>,
     pub schedule: String,
+    /// The cost model for this plan and thread count: (predicted, floor)
+    /// µs per step, and where the weights live.
+    pub predicted_us: f64,
+    pub floor_us: f64,
+    pub weights_level: &'static str,
 }
 
 impl BenchResult {
@@ -102,6 +107,10 @@ impl BenchResult {
             "us_per_step_max": self.fused.max,
             "gflops": self.gflops(&self.fused),
             "weight_gbps": self.weight_gbps(&self.fused),
+            "predicted_us_per_step": self.predicted_us,
+            "floor_us_per_step": self.floor_us,
+            "over_floor": self.fused.median / self.floor_us,
+            "weights_level": self.weights_level,
         });
         if let Some(u) = &self.unfused {
             j["unfused_us_per_step_median"] = json!(u.median);
@@ -145,6 +154,13 @@ impl BenchResult {
             )
         };
         s.push_str(&line("fused", &self.fused));
+        s.push_str(&format!(
+            "  floor    {:9.2} µs/step (weights in {}, FLOPs at the gemm rate; `--emit schedule`): fused is {:.2}x the floor; model predicted {:.2}\n",
+            self.floor_us,
+            self.weights_level,
+            self.fused.median / self.floor_us,
+            self.predicted_us
+        ));
         if let Some(u) = &self.unfused {
             s.push_str(&line("unfused", u));
             s.push_str(&format!(
@@ -235,6 +251,7 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
             u.push(sample(k, &mut outputs)?);
         }
     }
+    let model = fused.prediction(opts.batch, opts.seq);
     Ok(BenchResult {
         cell: ir.name.clone(),
         dims: ir.dims.clone(),
@@ -242,9 +259,14 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         seq: opts.seq,
         threads: fused.threads_for(opts.batch, opts.seq),
         flops_per_step: stats.flops_per_step as f64 * opts.batch as f64,
-        weight_bytes_per_step: crate::stats::stats(fused.ir()).weight_bytes_per_step as f64,
+        // What the chosen plan reads per step (a hoisted plan leaves the input
+        // weights to the projection).
+        weight_bytes_per_step: model.bytes_per_step,
         fused: times(f),
         unfused: (!u.is_empty()).then(|| times(u)),
         schedule: fused.schedule_name(opts.batch, opts.seq),
+        predicted_us: model.predicted_us,
+        floor_us: model.floor_us,
+        weights_level: model.level,
     })
 }

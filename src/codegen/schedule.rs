@@ -57,6 +57,16 @@ impl Variant {
         }
     }
 
+    /// The plan that runs `seq` steps when this one is asked for: one step at a
+    /// time has no input projection to hoist.
+    pub fn for_steps(self, seq: usize) -> Variant {
+        match self {
+            Variant::Hoisted if seq == 1 => Variant::Streaming,
+            Variant::GemmHoisted if seq == 1 => Variant::Gemm,
+            v => v,
+        }
+    }
+
     pub fn from_name(s: &str) -> Option<Variant> {
         Variant::ALL.into_iter().find(|v| v.name() == s)
     }
@@ -132,15 +142,7 @@ fn read_bandwidth(bytes: usize, budget_passes: usize) -> f64 {
     let mut sink = 0.0f32;
     for pass in 0..=budget_passes {
         let t = Instant::now();
-        // Sixty-four independent sums (16 vector chains even at 128 bits), so
-        // the loop runs at the memory's pace, not at the adder's latency.
-        let mut acc = [0.0f32; 64];
-        for c in v.chunks_exact(64) {
-            for i in 0..64 {
-                acc[i] += c[i];
-            }
-        }
-        sink += acc.iter().sum::<f32>();
+        sink += crate::jit::sum_floats(&v);
         let dt = t.elapsed().as_secs_f64();
         if pass > 0 {
             best = best.min(dt);
@@ -356,8 +358,8 @@ pub fn predict(
 }
 
 /// The best plan and thread count for a batch and a sequence length (`seq == 1`:
-/// one step per call, so only `streaming` applies). `threads` and `variant`, when
-/// given, are kept.
+/// one step per call, so only the plans that hoist nothing, `streaming` and
+/// `gemm`, apply). `threads` and `variant`, when given, are kept.
 pub fn choose(
     work: &Work,
     host: &Host,
@@ -367,8 +369,8 @@ pub fn choose(
     variant: Option<Variant>,
 ) -> Choice {
     let variants: Vec<Variant> = match variant {
-        Some(v) => vec![v],
-        None if seq == 1 => vec![Variant::Streaming],
+        Some(v) => vec![v.for_steps(seq)],
+        None if seq == 1 => vec![Variant::Streaming, Variant::Gemm],
         None => Variant::ALL.to_vec(),
     };
     let counts: Vec<usize> = match threads {
@@ -433,7 +435,7 @@ pub fn describe(
     ));
     s.push_str("plan          threads  weights/step  level  predicted µs/step  floor µs/step\n");
     for v in Variant::ALL {
-        if seq == 1 && v != Variant::Streaming {
+        if seq == 1 && v.for_steps(1) != v {
             continue;
         }
         for t in 1..=host.cores.max(1) {

@@ -267,6 +267,50 @@ pub fn sgemm(
     }
 }
 
+/// The sum of `v`'s floats (only whole groups of 32 are read): the memory probe's
+/// read loop, eight independent 128-bit sums as the generated kernels load
+/// weights, so that it runs at the memory's pace. (A plain Rust loop reaches
+/// only about two thirds of that: LLVM keeps fewer chains in flight.)
+pub fn sum_floats(v: &[f32]) -> f32 {
+    let n = v.len() / 32 * 32;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128, _mm_add_ps, _mm_loadu_ps, _mm_setzero_ps, _mm_storeu_ps};
+        let mut out = [0.0f32; 4];
+        // SAFETY: SSE is part of x86-64; every load reads floats
+        // `i + 4j .. i + 4j + 4` with `i + 32 <= n <= v.len()`.
+        unsafe {
+            let p = v.as_ptr();
+            let mut acc: [__m128; 8] = [_mm_setzero_ps(); 8];
+            let mut i = 0;
+            while i < n {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm_add_ps(*a, _mm_loadu_ps(p.add(i + 4 * j)));
+                }
+                i += 32;
+            }
+            let mut s = _mm_setzero_ps();
+            for a in acc {
+                s = _mm_add_ps(s, a);
+            }
+            _mm_storeu_ps(out.as_mut_ptr(), s);
+        }
+        out.iter().sum()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut acc = [[0.0f32; 4]; 8];
+        for c in v[..n].chunks_exact(32) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                for (l, x) in a.iter_mut().enumerate() {
+                    *x += c[4 * j + l];
+                }
+            }
+        }
+        acc.iter().flatten().sum()
+    }
+}
+
 /// # Safety
 /// The `m x n` result at `dst` (columns `dst_cs` floats apart), the `m x k`
 /// matrix at `lhs` (rows `lhs_rs` apart) and the `k x n` matrix at `rhs`
@@ -391,7 +435,9 @@ pub struct State {
     /// Where each output of the last step is, and which plan ran it.
     outputs: Vec<Loc>,
     last: Variant,
-    /// Threads for one streaming step at this batch.
+    /// The plan and threads of one `step` at this batch: streaming, or `gemm`
+    /// products for large batches.
+    step_plan: Variant,
     step_threads: usize,
     steps: u64,
 }
@@ -519,11 +565,7 @@ impl Kernel {
     /// The plan and threads the cost model (or the options) pick for a batch and
     /// a sequence length (1: one step per call).
     pub fn choice(&self, batch: usize, seq: usize) -> schedule::Choice {
-        let variant = if seq == 1 {
-            Some(Variant::Streaming)
-        } else {
-            self.opts.plan
-        };
+        let variant = self.opts.plan.map(|v| v.for_steps(seq));
         match (self.opts.threads, variant) {
             // Nothing to choose: skip the host probe.
             (Some(t), Some(v)) => schedule::Choice {
@@ -539,6 +581,20 @@ impl Kernel {
         }
     }
 
+    /// The cost model's prediction and floor for the plan and threads this
+    /// kernel runs `batch` x `seq` with (probing the host if need be).
+    pub fn prediction(&self, batch: usize, seq: usize) -> schedule::Choice {
+        let c = self.choice(batch, seq);
+        schedule::predict(
+            &self.work,
+            schedule::host(),
+            c.variant,
+            c.threads,
+            batch,
+            seq,
+        )
+    }
+
     pub fn threads_for(&self, batch: usize, seq: usize) -> usize {
         self.choice(batch, seq).threads
     }
@@ -550,6 +606,7 @@ impl Kernel {
     /// A state for `batch` rows, all zeros.
     pub fn new_state(&self, batch: usize) -> State {
         let batch = batch.max(1);
+        let step = self.choice(batch, 1);
         let plan = self.plan();
         let mut offsets = Vec::with_capacity(plan.slots.len());
         let mut total = 0usize;
@@ -577,7 +634,8 @@ impl Kernel {
             names: self.state_names.clone(),
             outputs: plan.outputs.clone(),
             last: Variant::Streaming,
-            step_threads: self.threads_for(batch, 1),
+            step_plan: step.variant,
+            step_threads: step.threads,
             steps: 0,
         }
     }
@@ -609,19 +667,11 @@ impl Kernel {
     pub fn step_inputs(&self, inputs: &[&[f32]], state: &mut State) -> Result<()> {
         self.check_state(state)?;
         self.check_inputs(inputs, state.batch, 1)?;
-        let build = self.build(Variant::Streaming)?;
+        let v = state.step_plan;
+        let build = self.build(v)?;
+        state.ensure_side(build, v);
         let threads = state.step_threads;
-        self.execute(
-            build,
-            Variant::Streaming,
-            state,
-            inputs,
-            0,
-            1,
-            0,
-            None,
-            threads,
-        );
+        self.execute(build, v, state, inputs, 0, 1, 0, None, threads);
         Ok(())
     }
 
