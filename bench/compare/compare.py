@@ -75,7 +75,7 @@ def bench_cellc(cell, h, batch, seq, threads):
            "--batch", str(batch), "--seq", str(seq), "--threads", str(threads), "--json", "--no-unfused",
            "--samples", "7" if batch * h >= 64 * 512 else "15"]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    return r["us_per_step_median"], r.get("schedule")
+    return r["us_per_step_median"], r
 
 
 def bench_torch(cell, h, batch, seq, threads):
@@ -150,8 +150,9 @@ def main():
                         for threads in ([1] if system == "tract" else [1, 2]):
                             try:
                                 if system == "cellc":
-                                    us, sched = bench_cellc(cell, h, batch, seq, threads)
-                                    row.setdefault("schedule", {})[threads] = sched
+                                    us, full = bench_cellc(cell, h, batch, seq, threads)
+                                    row.setdefault("schedule", {})[threads] = full.get("schedule")
+                                    row.setdefault("cellc_bench", {})[threads] = full
                                 elif system == "pytorch":
                                     us = bench_torch(cell, h, batch, seq, threads)
                                 elif system == "onnxruntime":

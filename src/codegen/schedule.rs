@@ -345,7 +345,13 @@ pub fn predict(
     } else {
         0.0
     };
-    let floor_us = (mem_us.max(step_flops / (host.gemm_gflops * n) / 1e3)).max(1e-3);
+    // The floor: the step's weights at their level's bandwidth or its FLOPs at
+    // the gemm rate, whichever is slower, plus the hoisted projection's FLOPs
+    // (a phase of its own) at the gemm rate.
+    let hoisted_flops = if hoist { work.input_flops * b } else { 0.0 };
+    let floor_us = (mem_us.max(step_flops / (host.gemm_gflops * n) / 1e3)
+        + hoisted_flops / (host.gemm_gflops * n) / 1e3)
+        .max(1e-3);
     Choice {
         variant,
         threads,
