@@ -62,18 +62,7 @@ fn compare_with(
     let mut rng = cellc::gen::Rng(seed ^ 0x5555);
     let mut state = kernel.new_state(batch);
     let mut ref_state = interp::State::zeros(&ir, batch);
-    let nudged = ParamValues(
-        reference
-            .0
-            .iter()
-            .map(|p| {
-                p.iter()
-                    .enumerate()
-                    .map(|(i, &v)| v * (1.0 + if i % 2 == 0 { 1.0 } else { -1.0 } * 2f64.powi(-24)))
-                    .collect()
-            })
-            .collect(),
-    );
+    let nudged = reference.nudged();
     let mut nudged_state = interp::State::zeros(&ir, batch);
     for (s, name) in kernel.state_names().iter().enumerate() {
         let vals: Vec<f32> = (0..batch * kernel.state_len(s))

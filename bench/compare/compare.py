@@ -11,13 +11,15 @@ runs after warm-up, with:
                  LSTM / GRU `seq` and `step`)
 
 at H in {128, 256, 512, 1024}, batch 1 and 64, T = 1 and 100, on 1 and 2
-threads; each system's best thread count is kept. Prints a markdown table with
+threads, in three passes (every system once per pass, so that load on a shared
+machine hits all of them alike); the median of the passes is kept, and each
+system's best thread count. Prints a markdown table with
 the ratio of the fastest peer to cellc, writes results.json and a plot
 (plot.svg, plot.png) of µs/step against H.
 
     cargo build --release                         # cellc
     (cd bench/peers && cargo build --release)     # tract and candle
-    python bench/compare/compare.py [--quick] [--cells lstm,gru] [--sizes 128,256]
+    python bench/compare/compare.py [--quick] [--cells lstm,gru] [--sizes 128,256] [--passes 3]
 """
 
 import argparse
@@ -127,7 +129,17 @@ def main():
     ap.add_argument("--cells", default="lstm,gru")
     ap.add_argument("--sizes", default="128,256,512,1024")
     ap.add_argument("--systems", default="cellc,pytorch,onnxruntime,tract,candle")
+    ap.add_argument("--passes", type=int, default=3,
+                    help="measure every system this many times, in rotation, and keep the median")
+    ap.add_argument("--replot", action="store_true",
+                    help="measure nothing: print the table and redraw the plot from results.json")
     args = ap.parse_args()
+    if args.replot:
+        with open(os.path.join(OUT, "results.json")) as f:
+            saved = json.load(f)
+        print(table(saved["results"], saved["machine"]))
+        plot(saved["results"])
+        return
     cells = args.cells.split(",")
     sizes = [128, 512] if args.quick else [int(s) for s in args.sizes.split(",")]
     systems = args.systems.split(",")
@@ -144,29 +156,34 @@ def main():
                     model = os.path.join(tmp, f"{cell}_{h}_{batch}_{seq}.onnx")
                     onnx_model(cell, h, batch, seq, model)
                     row = {"cell": cell, "H": h, "batch": batch, "seq": seq, "us": {}, "threads": {}}
-                    for system in systems:
-                        best = None
-                        # tract runs on one thread; the others on 1 and 2.
-                        for threads in ([1] if system == "tract" else [1, 2]):
-                            try:
-                                if system == "cellc":
-                                    us, full = bench_cellc(cell, h, batch, seq, threads)
-                                    row.setdefault("schedule", {})[threads] = full.get("schedule")
-                                    row.setdefault("cellc_bench", {})[threads] = full
-                                elif system == "pytorch":
-                                    us = bench_torch(cell, h, batch, seq, threads)
-                                elif system == "onnxruntime":
-                                    us = bench_ort(cell, h, batch, seq, threads, model)
-                                else:
-                                    us = bench_peer(system, cell, h, batch, seq, threads, model)
-                            except Exception as e:  # a peer that cannot run a case
-                                print(f"  {system} failed on {cell} H={h} B={batch} T={seq}: {e}", file=sys.stderr)
-                                continue
-                            row.setdefault("by_threads", {}).setdefault(system, {})[threads] = us
-                            if best is None or us < best[0]:
-                                best = (us, threads)
-                        if best:
-                            row["us"][system], row["threads"][system] = best
+                    # Every pass measures every system and thread count once, so
+                    # a burst of load on the shared machine hits them alike; the
+                    # median over passes is kept.
+                    samples = {}
+                    for _ in range(args.passes):
+                        for system in systems:
+                            # tract runs on one thread; the others on 1 and 2.
+                            for threads in ([1] if system == "tract" else [1, 2]):
+                                try:
+                                    if system == "cellc":
+                                        us, full = bench_cellc(cell, h, batch, seq, threads)
+                                        row.setdefault("schedule", {})[threads] = full.get("schedule")
+                                        row.setdefault("cellc_bench", {}).setdefault(threads, []).append(full)
+                                    elif system == "pytorch":
+                                        us = bench_torch(cell, h, batch, seq, threads)
+                                    elif system == "onnxruntime":
+                                        us = bench_ort(cell, h, batch, seq, threads, model)
+                                    else:
+                                        us = bench_peer(system, cell, h, batch, seq, threads, model)
+                                except Exception as e:  # a peer that cannot run a case
+                                    print(f"  {system} failed on {cell} H={h} B={batch} T={seq}: {e}", file=sys.stderr)
+                                    continue
+                                samples.setdefault(system, {}).setdefault(threads, []).append(us)
+                    for system, by_threads in samples.items():
+                        med = {t: float(np.median(v)) for t, v in by_threads.items()}
+                        row.setdefault("by_threads", {})[system] = med
+                        t = min(med, key=med.get)
+                        row["us"][system], row["threads"][system] = med[t], t
                     results.append(row)
                     line = "  ".join(f"{s} {row['us'][s]:.1f}" for s in row["us"])
                     print(f"{cell} H={h} B={batch} T={seq}: {line}", file=sys.stderr, flush=True)
@@ -174,6 +191,7 @@ def main():
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+        "passes": args.passes,
     }
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump({"machine": machine, "results": results}, f, indent=1)
@@ -183,7 +201,7 @@ def main():
 
 def table(results, machine):
     peers = ["pytorch", "onnxruntime", "tract", "candle"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores. µs per step (median), each system at its best of 1 or 2 threads.", "",
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores. µs per step (median of {machine.get('passes', 1)} passes), each system at its best of 1 or 2 threads.", "",
              "| cell | H | B | T | cellc | pytorch | onnxruntime | tract | candle | best peer / cellc |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -203,9 +221,11 @@ def plot(results):
     except ImportError:
         print("note: no matplotlib; no plot", file=sys.stderr)
         return
-    panels = sorted({(r["cell"], r["batch"], r["seq"]) for r in results})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
-    for ax, (cell, batch, seq) in zip(axes[0], panels):
+    cells = sorted({r["cell"] for r in results}, key=lambda c: (c != "lstm", c))
+    cases = sorted({(r["batch"], -r["seq"]) for r in results})
+    fig, axes = plt.subplots(len(cells), len(cases), figsize=(3.6 * len(cases), 3.2 * len(cells)), squeeze=False)
+    for ax, (cell, (batch, nseq)) in zip(axes.flat, [(c, k) for c in cells for k in cases]):
+        seq = -nseq
         rows = [r for r in results if (r["cell"], r["batch"], r["seq"]) == (cell, batch, seq)]
         systems = sorted({s for r in rows for s in r["us"]}, key=lambda s: (s != "cellc", s))
         for s in systems:

@@ -26,6 +26,25 @@ impl std::error::Error for InterpError {}
 pub struct ParamValues(pub Vec<Vec<f64>>);
 
 impl ParamValues {
+    /// Every value moved by one f32 rounding (relative 2^-24, alternating up and
+    /// down): running a cell with these and with the originals shows how much
+    /// the cell amplifies the roundings an f32 kernel cannot avoid, which is
+    /// what a comparison of the JIT with the interpreter must allow for.
+    pub fn nudged(&self) -> ParamValues {
+        let ulp = 2f64.powi(-24);
+        ParamValues(
+            self.0
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .enumerate()
+                        .map(|(i, &v)| v * if i % 2 == 0 { 1.0 + ulp } else { 1.0 - ulp })
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
     /// Checks that there is one tensor per parameter, of the right size.
     pub fn check(&self, cell: &Cell) -> Result<(), InterpError> {
         if self.0.len() != cell.params.len() {
