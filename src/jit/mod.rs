@@ -849,7 +849,11 @@ impl Kernel {
                         }
                     }
                 }
-                barrier();
+                // After the last step, with nothing to copy, the pool's own
+                // closing barrier is the next meeting: one fewer per `step` call.
+                if t + 1 < t1 || copies || !outs.is_empty() {
+                    barrier();
+                }
                 if copies {
                     if w == 0 {
                         for (s, u) in plan.updates.iter().enumerate() {
