@@ -136,17 +136,6 @@ fn params64(weights: &Weights, ir: &cellc::ir::Cell) -> ParamValues {
     )
 }
 
-fn compare(
-    cell: &Cell,
-    opts: &Options,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-    input_scale: f32,
-) -> f64 {
-    compare_run(cell, opts, batch, steps, seed, input_scale).worst
-}
-
 fn compare_run(
     cell: &Cell,
     opts: &Options,
@@ -190,7 +179,7 @@ fn examples_match_the_interpreter() {
                         optimize,
                         ..Options::default()
                     };
-                    let err = compare(&cell, &opts, batch, 5, case, scale);
+                    let err = compare_run(&cell, &opts, batch, 5, case, scale).worst;
                     assert!(
                         err < TOLERANCE * scale as f64,
                         "{} x={x} h={h} batch={batch} optimize={optimize} |x|<={scale}: error {err:e}",
@@ -210,7 +199,7 @@ fn large_batches() {
         .unwrap();
     let cell = with_dims(&path, 16, 24);
     for batch in [64, 1000] {
-        let err = compare(&cell, &Options::default(), batch, 2, 9, 1.0);
+        let err = compare_run(&cell, &Options::default(), batch, 2, 9, 1.0).worst;
         assert!(err < TOLERANCE, "batch {batch}: {err:e}");
     }
 }
