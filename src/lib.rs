@@ -47,6 +47,7 @@ pub mod weights;
 use std::fmt;
 use std::path::Path;
 
+pub use codegen::schedule::Variant;
 pub use diag::{Diagnostic, Source};
 pub use jit::{Kernel, Options, State};
 pub use weights::Weights;
