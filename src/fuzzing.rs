@@ -5,7 +5,7 @@
 
 use crate::interp::{self, ParamValues};
 use crate::ir::{self, Type};
-use crate::{Cell, Options, Weights};
+use crate::{Cell, Kernel, Options, Weights};
 
 /// Parse and check arbitrary bytes: always a cell or diagnostics, never a panic.
 pub fn parse_check(bytes: &[u8]) {
@@ -49,9 +49,8 @@ impl Bytes<'_> {
 
 /// Generates a random well-typed cell from the bytes, compiles it at random
 /// sizes, and runs the JIT against the interpreter (tolerance as in
-/// `tests/jit.rs`: 1e-4 norm-wise, times the input magnitude, plus 30 times how
-/// far the interpreter itself moves when every parameter moves by one f32
-/// rounding, which a chaotic random cell amplifies).
+/// `tests/jit.rs`: 1e-4 norm-wise, times the input magnitude, plus 30 times the
+/// cell's [`Differential::sensitivity`]).
 pub fn jit_vs_interp(bytes: &[u8]) {
     let mut b = Bytes(bytes);
     let seed = b.u64();
@@ -77,33 +76,65 @@ pub fn jit_vs_interp(bytes: &[u8]) {
             },
         )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
-    let params = ParamValues(
-        weights
-            .resolve(&ir)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_iter()
-            .map(|v| v.into_iter().map(f64::from).collect())
-            .collect(),
+    let params = weights.param_values(&ir).unwrap_or_else(|e| panic!("{e}"));
+    let d = differential(&kernel, &ir, &params, batch, steps, seed, scale);
+    assert!(
+        d.worst < 1e-4 * scale as f64 + 30.0 * d.sensitivity,
+        "jit against interpreter: error {:e} (sensitivity {:e}), x={x} h={h} batch={batch} steps={steps} optimize={optimize}\n{text}",
+        d.worst,
+        d.sensitivity
     );
-    let mut rng = crate::gen::Rng(seed ^ 0xF00D);
+}
+
+/// How far a kernel's steps are from the interpreter's.
+#[derive(Clone, Copy, Debug)]
+pub struct Differential {
+    /// Largest error of any output or state at any step, relative to
+    /// max(1, |reference|) over that step's values.
+    pub worst: f64,
+    /// How far the interpreter itself moves, measured the same way, when every
+    /// parameter moves by one f32 rounding ([`ParamValues::nudged`]): how much
+    /// the cell amplifies the roundings an f32 kernel cannot avoid. A chaotic
+    /// random cell can turn them into 1e-4 within a dozen steps.
+    pub sensitivity: f64,
+}
+
+/// Runs `steps` steps of `kernel` (one `step_inputs` call each) and of the
+/// interpreter with `reference` parameters (the kernel's weights, unless a test
+/// perturbs them), from the same random states (in [-0.5, 0.5]) and inputs (in
+/// [-1, 1] times `input_scale`) drawn from `seed`. Values beyond f32's range
+/// overflow in the kernel, as they must, and are not compared.
+pub fn differential(
+    kernel: &Kernel,
+    ir: &ir::Cell,
+    reference: &ParamValues,
+    batch: usize,
+    steps: usize,
+    seed: u64,
+    input_scale: f32,
+) -> Differential {
+    let mut rng = crate::gen::Rng(seed ^ 0x5555);
     let mut state = kernel.new_state(batch);
-    let mut reference = interp::State::zeros(&ir, batch);
-    let nudged_params = params.nudged();
-    let mut nudged = interp::State::zeros(&ir, batch);
-    let mut sensitivity = 0.0f64;
+    let nudged = reference.nudged();
+    let mut ref_state = interp::State::zeros(ir, batch);
+    let mut nudged_state = interp::State::zeros(ir, batch);
     for (s, name) in kernel.state_names().iter().enumerate() {
         let v: Vec<f32> = (0..batch * kernel.state_len(s))
             .map(|_| rng.unit() as f32 * 0.5)
             .collect();
-        let _ = state.set(name, &v);
-        reference.values[s] = v.iter().map(|&x| x as f64).collect();
-        nudged.values[s] = reference.values[s].clone();
+        state.set(name, &v).unwrap_or_else(|e| panic!("{e}"));
+        ref_state.values[s] = v.iter().map(|&x| x as f64).collect();
+        nudged_state.values[s] = ref_state.values[s].clone();
     }
-    for step in 0..steps {
+    let mut d = Differential {
+        worst: 0.0,
+        sensitivity: 0.0,
+    };
+    for _ in 0..steps {
         let xs: Vec<Vec<f32>> = (0..ir.inputs.len())
             .map(|i| {
                 (0..batch * kernel.input_len(i))
-                    .map(|_| rng.unit() as f32 * scale)
+                    .map(|_| rng.unit() as f32 * input_scale)
                     .collect()
             })
             .collect();
@@ -116,43 +147,40 @@ pub fn jit_vs_interp(bytes: &[u8]) {
             .map(|v| v.iter().map(|&x| x as f64).collect())
             .collect();
         let outs =
-            interp::step(&ir, &params, &xs64, &mut reference).unwrap_or_else(|e| panic!("{e}"));
+            interp::step(ir, reference, &xs64, &mut ref_state).unwrap_or_else(|e| panic!("{e}"));
         let nudged_outs =
-            interp::step(&ir, &nudged_params, &xs64, &mut nudged).unwrap_or_else(|e| panic!("{e}"));
-        let mut got = Vec::new();
-        let mut want = Vec::new();
-        let mut moved = Vec::new();
+            interp::step(ir, &nudged, &xs64, &mut nudged_state).unwrap_or_else(|e| panic!("{e}"));
+        let (mut got, mut want, mut moved) = (Vec::new(), Vec::new(), Vec::new());
         for (o, name) in kernel.output_names().iter().enumerate() {
-            got.extend(kernel.output(&state, name).unwrap_or_default());
+            got.extend(
+                kernel
+                    .output(&state, name)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
             want.extend(outs[o].iter().copied());
             moved.extend(nudged_outs[o].iter().copied());
         }
         for (s, name) in kernel.state_names().iter().enumerate() {
-            got.extend(state.get(name).unwrap_or_default());
-            want.extend(reference.values[s].iter().copied());
-            moved.extend(nudged.values[s].iter().copied());
+            got.extend(state.get(name).unwrap_or_else(|e| panic!("{e}")));
+            want.extend(ref_state.values[s].iter().copied());
+            moved.extend(nudged_state.values[s].iter().copied());
         }
         let representable = |w: &f64| w.is_finite() && w.abs() <= f32::MAX as f64;
         let norm = want
             .iter()
             .filter(|w| representable(w))
             .fold(1.0f64, |m, w| m.max(w.abs()));
-        for (m, w) in moved.iter().zip(&want) {
-            if representable(w) && m.is_finite() {
-                sensitivity = sensitivity.max((m - w).abs() / norm);
-            }
-        }
-        for (g, w) in got.iter().zip(&want) {
+        for ((g, w), m) in got.iter().zip(&want).zip(&moved) {
             if !representable(w) {
                 continue;
             }
-            let err = (*g as f64 - w).abs() / norm;
-            assert!(
-                err < 1e-4 * scale as f64 + 30.0 * sensitivity,
-                "step {step}: jit {g} vs interpreter {w} (error {err:e}), x={x} h={h} batch={batch} optimize={optimize}\n{text}"
-            );
+            d.worst = d.worst.max((*g as f64 - w).abs() / norm);
+            if m.is_finite() {
+                d.sensitivity = d.sensitivity.max((m - w).abs() / norm);
+            }
         }
     }
+    d
 }
 
 /// The IR text parser and verifier on arbitrary text: never a panic; what

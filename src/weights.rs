@@ -170,6 +170,16 @@ impl Weights {
         w
     }
 
+    /// As [`Weights::resolve`], in f64: the interpreter's parameters.
+    pub fn param_values(&self, cell: &Cell) -> Result<crate::interp::ParamValues, WeightsError> {
+        Ok(crate::interp::ParamValues(
+            self.resolve(cell)?
+                .into_iter()
+                .map(|v| v.into_iter().map(f64::from).collect())
+                .collect(),
+        ))
+    }
+
     /// The values of every parameter of `cell`, row-major, in parameter order.
     pub fn resolve(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
         let mut out = Vec::with_capacity(cell.params.len());

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::Command;
 
-use cellc::interp::{self, ParamValues};
+use cellc::interp;
 use cellc::{Cell, Options, Weights};
 
 fn cellc_on(text: &[u8], extra: &[&str]) -> (i32, String) {
@@ -253,16 +253,6 @@ fn lstm(x: u64, h: u64) -> (Cell, cellc::ir::Cell) {
     (cell, ir)
 }
 
-fn to64(w: &Weights, ir: &cellc::ir::Cell) -> ParamValues {
-    ParamValues(
-        w.resolve(ir)
-            .unwrap()
-            .into_iter()
-            .map(|v| v.into_iter().map(f64::from).collect())
-            .collect(),
-    )
-}
-
 /// NaN and infinities, in inputs and in weights, come out where IEEE arithmetic
 /// puts them in the f64 interpreter: same NaN positions, same infinities, and
 /// finite values that agree.
@@ -284,7 +274,7 @@ fn nan_and_inf_propagate() {
     }
     weights = w;
     let kernel = cell.compile(&weights, &Options::default()).unwrap();
-    let params = to64(&weights, &ir);
+    let params = weights.param_values(&ir).unwrap();
     let batch = 4;
     let mut state = kernel.new_state(batch);
     let mut reference = interp::State::zeros(&ir, batch);
@@ -337,7 +327,7 @@ fn a_hundred_thousand_steps() {
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, 11);
     let kernel = cell.compile(&weights, &Options::default()).unwrap();
-    let params = to64(&weights, &ir);
+    let params = weights.param_values(&ir).unwrap();
     let (batch, steps) = (2, 100_000);
     let mut rng = cellc::gen::Rng(3);
     let xs: Vec<f32> = (0..steps * batch * 4)

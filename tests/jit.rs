@@ -16,23 +16,12 @@
 
 mod common;
 
+use cellc::fuzzing::{differential, Differential};
 use cellc::interp::{self, ParamValues};
 use cellc::{Cell, Options, Weights};
 
 const TOLERANCE: f64 = 1e-4;
 
-struct Run {
-    /// Largest error relative to max(1, |reference|).
-    worst: f64,
-    /// How far the reference itself moves, measured the same way, when every
-    /// parameter moves by one f32 rounding (relative 2^-24, signs alternating):
-    /// how much this cell amplifies the roundings an f32 kernel cannot avoid.
-    /// A chaotic random cell can turn them into 1e-4 after a dozen steps.
-    sensitivity: f64,
-}
-
-/// Runs `steps` steps through the JIT (with `weights`) and the interpreter (with
-/// `reference` parameters, the same weights unless a test perturbs them).
 /// The data of one comparison.
 #[derive(Clone, Copy)]
 struct Case {
@@ -42,97 +31,27 @@ struct Case {
     input_scale: f32,
 }
 
+/// Runs `case.steps` steps through the JIT (with `weights`) and the interpreter
+/// (with `reference` parameters, the same weights unless a test perturbs them).
 fn compare_with(
     cell: &Cell,
     opts: &Options,
     weights: &Weights,
     reference: &ParamValues,
     case: Case,
-) -> Run {
-    let Case {
-        batch,
-        steps,
-        seed,
-        input_scale,
-    } = case;
+) -> Differential {
     let ir = cell.ir().unwrap();
     let kernel = cell
         .compile(weights, opts)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = cellc::gen::Rng(seed ^ 0x5555);
-    let mut state = kernel.new_state(batch);
-    let mut ref_state = interp::State::zeros(&ir, batch);
-    let nudged = reference.nudged();
-    let mut nudged_state = interp::State::zeros(&ir, batch);
-    for (s, name) in kernel.state_names().iter().enumerate() {
-        let vals: Vec<f32> = (0..batch * kernel.state_len(s))
-            .map(|_| rng.unit() as f32 * 0.5)
-            .collect();
-        state.set(name, &vals).unwrap();
-        ref_state.values[s] = vals.iter().map(|&v| v as f64).collect();
-        nudged_state.values[s] = ref_state.values[s].clone();
-    }
-    let mut worst = 0.0f64;
-    let mut sensitivity = 0.0f64;
-    for _ in 0..steps {
-        let xs: Vec<Vec<f32>> = (0..ir.inputs.len())
-            .map(|i| {
-                (0..batch * kernel.input_len(i))
-                    .map(|_| rng.unit() as f32 * input_scale)
-                    .collect()
-            })
-            .collect();
-        let refs: Vec<&[f32]> = xs.iter().map(|v| v.as_slice()).collect();
-        kernel.step_inputs(&refs, &mut state).unwrap();
-        let xs64: Vec<Vec<f64>> = xs
-            .iter()
-            .map(|v| v.iter().map(|&x| x as f64).collect())
-            .collect();
-        let outs = interp::step(&ir, reference, &xs64, &mut ref_state).unwrap();
-        let nudged_outs = interp::step(&ir, &nudged, &xs64, &mut nudged_state).unwrap();
-        let mut got: Vec<f32> = Vec::new();
-        let mut want: Vec<f64> = Vec::new();
-        let mut moved: Vec<f64> = Vec::new();
-        for (o, name) in kernel.output_names().iter().enumerate() {
-            got.extend(kernel.output(&state, name).unwrap());
-            want.extend(&outs[o]);
-            moved.extend(&nudged_outs[o]);
-        }
-        for (s, name) in kernel.state_names().iter().enumerate() {
-            got.extend(state.get(name).unwrap());
-            want.extend(&ref_state.values[s]);
-            moved.extend(&nudged_state.values[s]);
-        }
-        // Values beyond f32's range overflow in the JIT, as they must: not compared.
-        let representable = |w: &f64| w.is_finite() && w.abs() <= f32::MAX as f64;
-        let norm = want
-            .iter()
-            .filter(|w| representable(w))
-            .fold(1.0f64, |m, w| m.max(w.abs()));
-        for (g, w) in got.iter().zip(&want) {
-            let g = *g as f64;
-            if !representable(w) {
-                continue;
-            }
-            worst = worst.max((g - w).abs() / norm);
-        }
-        for (m, w) in moved.iter().zip(&want) {
-            if representable(w) && m.is_finite() {
-                sensitivity = sensitivity.max((m - w).abs() / norm);
-            }
-        }
-    }
-    Run { worst, sensitivity }
-}
-
-fn params64(weights: &Weights, ir: &cellc::ir::Cell) -> ParamValues {
-    ParamValues(
-        weights
-            .resolve(ir)
-            .unwrap()
-            .into_iter()
-            .map(|v| v.into_iter().map(f64::from).collect())
-            .collect(),
+    differential(
+        &kernel,
+        &ir,
+        reference,
+        case.batch,
+        case.steps,
+        case.seed,
+        case.input_scale,
     )
 }
 
@@ -143,10 +62,10 @@ fn compare_run(
     steps: usize,
     seed: u64,
     input_scale: f32,
-) -> Run {
+) -> Differential {
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, seed);
-    let reference = params64(&weights, &ir);
+    let reference = weights.param_values(&ir).unwrap();
     let case = Case {
         batch,
         steps,
@@ -215,7 +134,7 @@ fn mistakes_are_caught() {
     let cell = with_dims(&path, 5, 17);
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, 3);
-    let good = params64(&weights, &ir);
+    let good = weights.param_values(&ir).unwrap();
     let idx = |name: &str| ir.params.iter().position(|p| p.name == name).unwrap();
     let mut mistakes: Vec<(&str, ParamValues)> = Vec::new();
     let mut dropped = good.clone();
@@ -279,22 +198,10 @@ mod random {
     }
 }
 
-/// Runs a sequence with `run_with` under `opts` and returns every output of
-/// every step, and the final states.
+/// Runs a sequence under `opts`, with one `run_with` for the whole of it or one
+/// `step_inputs` call per step, and returns every output of every step and the
+/// final states.
 fn run_sequence(
-    cell: &Cell,
-    weights: &Weights,
-    opts: &Options,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    drive_sequence(cell, weights, opts, batch, steps, seed, false)
-}
-
-/// As `run_sequence`, with one `step_inputs` call per step (or one `run_with`
-/// for the whole sequence).
-fn drive_sequence(
     cell: &Cell,
     weights: &Weights,
     opts: &Options,
@@ -364,7 +271,7 @@ fn reference_sequence(
     seed: u64,
 ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let ir = cell.ir().unwrap();
-    let params = params64(weights, &ir);
+    let params = weights.param_values(&ir).unwrap();
     let mut rng = cellc::gen::Rng(seed);
     let mut state = interp::State::zeros(&ir, batch);
     for (s, p) in ir.states.iter().enumerate() {
@@ -437,7 +344,7 @@ fn every_plan_and_thread_count_matches_the_interpreter() {
                         threads: Some(threads),
                         plan: Some(plan),
                     };
-                    let (ys, finals) = run_sequence(cell, &weights, &opts, 3, 7, 11);
+                    let (ys, finals) = run_sequence(cell, &weights, &opts, 3, 7, 11, false);
                     for (g, w) in ys.iter().zip(&want_y).chain(finals.iter().zip(&want_s)) {
                         let err = norm_error(g, w);
                         assert!(
@@ -471,7 +378,7 @@ fn every_plan_stepped_one_call_at_a_time_matches_the_interpreter() {
                     plan,
                     ..Options::default()
                 };
-                let (ys, finals) = drive_sequence(&cell, &weights, &opts, 5, 4, 13, true);
+                let (ys, finals) = run_sequence(&cell, &weights, &opts, 5, 4, 13, true);
                 for (g, w) in ys.iter().zip(&want_y).chain(finals.iter().zip(&want_s)) {
                     let err = norm_error(g, w);
                     assert!(
@@ -508,6 +415,7 @@ fn results_do_not_depend_on_the_thread_count() {
                 5,
                 4,
                 1,
+                false,
             );
             for threads in [2, 3, 4] {
                 let many = run_sequence(
@@ -521,6 +429,7 @@ fn results_do_not_depend_on_the_thread_count() {
                     5,
                     4,
                     1,
+                    false,
                 );
                 assert_eq!(
                     one,

@@ -811,6 +811,19 @@ impl<'a> Planner<'a> {
         offset
     }
 
+    /// A row block's biases summed into the packed weights (`len` floats), or
+    /// `None` when it has none.
+    fn row_bias(&mut self, biases: &[Value], len: usize) -> Result<Option<usize>, PlanError> {
+        if biases.is_empty() {
+            return Ok(None);
+        }
+        let params = biases
+            .iter()
+            .map(|b| self.param_of(*b))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(self.bias_sum(params, len)))
+    }
+
     fn param_of(&self, v: Value) -> Result<usize, PlanError> {
         match self.cell.op_of(v) {
             Op::Param(k) => Ok(*k),
@@ -863,16 +876,7 @@ impl<'a> Planner<'a> {
             for (r, &v) in results.iter().enumerate() {
                 let len = len_of(v);
                 let row = &p.rows[r];
-                let bias = if row.biases.is_empty() {
-                    None
-                } else {
-                    let params = row
-                        .biases
-                        .iter()
-                        .map(|b| self.param_of(*b))
-                        .collect::<Result<_, _>>()?;
-                    Some(self.bias_sum(params, len))
-                };
+                let bias = self.row_bias(&row.biases, len)?;
                 let mut terms = Vec::new();
                 for (j, w) in row.weights.iter().enumerate() {
                     if let (Some(w), Some(input)) = (w, hoisted[j]) {
@@ -906,15 +910,9 @@ impl<'a> Planner<'a> {
                 let row = &p.rows[r];
                 let init = if any_hoisted {
                     GemmInit::Projection(projection[r])
-                } else if row.biases.is_empty() {
-                    GemmInit::Zero
                 } else {
-                    let params = row
-                        .biases
-                        .iter()
-                        .map(|b| self.param_of(*b))
-                        .collect::<Result<_, _>>()?;
-                    GemmInit::Bias(self.bias_sum(params, len_of(v)))
+                    self.row_bias(&row.biases, len_of(v))?
+                        .map_or(GemmInit::Zero, GemmInit::Bias)
                 };
                 let mut terms = Vec::new();
                 for (j, w) in row.weights.iter().enumerate() {
