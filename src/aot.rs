@@ -95,18 +95,14 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
     }
     let (n_in, n_out) = (ir.inputs.len(), ir.outputs.len());
     // step(weights, workspace, batch, inputs..., outputs...)
-    let mut step_sig = Signature::new(call_conv);
-    for _ in 0..3 + n_in + n_out {
-        step_sig.params.push(AbiParam::new(I64));
-    }
-    let step_id = module
-        .declare_function(&format!("{prefix}_step"), Linkage::Export, &step_sig)
-        .map_err(internal)?;
+    let step_id = begin_export(
+        &mut module,
+        &mut ctx,
+        &format!("{prefix}_step"),
+        3 + n_in + n_out,
+        call_conv,
+    )?;
     let mut fctx = FunctionBuilderContext::new();
-    ctx.func = cranelift_codegen::ir::Function::with_name_signature(
-        cranelift_codegen::ir::UserFuncName::user(0, step_id.as_u32()),
-        step_sig.clone(),
-    );
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let task_refs: Vec<(cranelift_codegen::ir::FuncRef, usize)> = tasks
@@ -122,17 +118,13 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
         .map_err(internal)?;
     module.clear_context(&mut ctx);
     // run(weights, workspace, batch, steps, inputs..., outputs...)
-    let mut run_sig = Signature::new(call_conv);
-    for _ in 0..4 + n_in + n_out {
-        run_sig.params.push(AbiParam::new(I64));
-    }
-    let run_id = module
-        .declare_function(&format!("{prefix}_run"), Linkage::Export, &run_sig)
-        .map_err(internal)?;
-    ctx.func = cranelift_codegen::ir::Function::with_name_signature(
-        cranelift_codegen::ir::UserFuncName::user(0, run_id.as_u32()),
-        run_sig,
-    );
+    let run_id = begin_export(
+        &mut module,
+        &mut ctx,
+        &format!("{prefix}_run"),
+        4 + n_in + n_out,
+        call_conv,
+    )?;
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let step_ref = module.declare_func_in_func(step_id, b.func);
@@ -152,6 +144,27 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
         header,
         prefix,
     })
+}
+
+/// Declares an exported function `name` of `params` 64-bit arguments and makes
+/// it `ctx`'s function, empty, to be built.
+fn begin_export(
+    module: &mut ObjectModule,
+    ctx: &mut cranelift_codegen::Context,
+    name: &str,
+    params: usize,
+    call_conv: cranelift_codegen::isa::CallConv,
+) -> Result<FuncId> {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend((0..params).map(|_| AbiParam::new(I64)));
+    let id = module
+        .declare_function(name, Linkage::Export, &sig)
+        .map_err(|e| Error::msg(format!("internal error: {e:?}")))?;
+    ctx.func = cranelift_codegen::ir::Function::with_name_signature(
+        cranelift_codegen::ir::UserFuncName::user(0, id.as_u32()),
+        sig,
+    );
+    Ok(id)
 }
 
 fn flags() -> MemFlagsData {

@@ -58,6 +58,28 @@ fn objects_for_the_host_and_for_aarch64() {
     assert!(cellc::aot::compile(&lstm(), &Options::default(), Some("not-a-triple")).is_err());
 }
 
+/// Builds `examples/c/lstm_main.c` against `obj` (its `cell.h` in `dir`) with
+/// the C compiler `cc`, warnings as errors; returns the executable.
+fn build_c_program(cc: &str, dir: &Path, obj: &Path) -> std::path::PathBuf {
+    let exe = dir.join("lstm");
+    let out = Command::new(cc)
+        .args(["-O2", "-Wall", "-Werror"])
+        .arg(format!("-I{}", dir.display()))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/lstm_main.c"))
+        .arg(obj)
+        .arg("-lm")
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("a C compiler (`{cc}`): {e}"));
+    assert!(
+        out.status.success(),
+        "{cc}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
 #[test]
 fn c_program_matches_the_jit() {
     let dir = tmp("c");
@@ -70,24 +92,7 @@ fn c_program_matches_the_jit() {
         .unwrap();
     assert!(status.success());
     assert!(dir.join("cell.h").exists());
-    let exe = dir.join("lstm");
-    let out = Command::new("cc")
-        .arg("-O2")
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg(format!("-I{}", dir.display()))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/lstm_main.c"))
-        .arg(&obj)
-        .arg("-lm")
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("a C compiler (`cc`)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exe = build_c_program("cc", &dir, &obj);
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
     let printed: Vec<f32> = String::from_utf8_lossy(&run.stdout)
@@ -169,22 +174,7 @@ fn aarch64_object_runs_under_qemu() {
         let aot = cellc::aot::compile(&lstm(), &Options::default(), Some(triple)).unwrap();
         std::fs::write(&obj, &aot.object).unwrap();
         std::fs::write(sub.join("cell.h"), &aot.header).unwrap();
-        let exe = sub.join("lstm");
-        let built = Command::new(cc)
-            .arg("-O2")
-            .arg(format!("-I{}", sub.display()))
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/lstm_main.c"))
-            .arg(&obj)
-            .arg("-lm")
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        let exe = build_c_program(cc, &sub, &obj);
         let run = match runner {
             Some(r) => Command::new(r)
                 .args(["-L", "/usr/aarch64-linux-gnu"])
