@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
                             },
                         )
                         .unwrap();
-                    let mut state = kernel.new_state(batch);
+                    let mut state = kernel.new_state(batch).unwrap();
                     let x = vec![0.1f32; batch * h as usize];
                     group.bench_function(BenchmarkId::from_parameter(label), |b| {
                         b.iter(|| kernel.step(&x, &mut state).unwrap())

@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| (i % 7) as f32 / 7.0 - 0.5)
         .collect();
     let mut ys = vec![0.0f32; steps * batch * 128];
-    let mut state = kernel.new_state(batch); // h = c = 0
+    let mut state = kernel.new_state(batch)?; // h = c = 0
     kernel.run(&xs, &mut state, &mut ys)?;
 
     // One more step, streaming.

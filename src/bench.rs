@@ -211,7 +211,7 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         .map(|o| vec![0.0; opts.seq * opts.batch * fused.output_len(o)])
         .collect();
     let sample = |k: &crate::Kernel, outputs: &mut Vec<Vec<f32>>| -> Result<f64> {
-        let mut state = k.new_state(opts.batch);
+        let mut state = k.new_state(opts.batch)?;
         let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         if opts.seq > 1 {
             let mut ys: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();

@@ -61,6 +61,8 @@ pub fn jit_vs_interp(bytes: &[u8]) {
     let flags = b.u8();
     let optimize = flags & 1 == 0;
     let scale: f32 = if flags & 2 == 0 { 1.0 } else { 50.0 };
+    let threads = 1 + ((flags >> 2) & 1) as usize;
+    let plan = crate::Variant::ALL[((flags >> 3) & 3) as usize];
     let text = crate::gen::random_cell(seed);
     let cell = Cell::from_source("gen.rnn", &text)
         .and_then(|c| c.dims(&[("X", x), ("H", h)]))
@@ -72,7 +74,8 @@ pub fn jit_vs_interp(bytes: &[u8]) {
             &weights,
             &Options {
                 optimize,
-                ..Options::default()
+                threads: Some(threads),
+                plan: Some(plan),
             },
         )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
@@ -80,7 +83,7 @@ pub fn jit_vs_interp(bytes: &[u8]) {
     let d = differential(&kernel, &ir, &params, batch, steps, seed, scale);
     assert!(
         d.worst < 1e-4 * scale as f64 + 30.0 * d.sensitivity,
-        "jit against interpreter: error {:e} (sensitivity {:e}), x={x} h={h} batch={batch} steps={steps} optimize={optimize}\n{text}",
+        "jit against interpreter: error {:e} (sensitivity {:e}), x={x} h={h} batch={batch} steps={steps} optimize={optimize} plan={plan:?} threads={threads}\n{text}",
         d.worst,
         d.sensitivity
     );
@@ -99,11 +102,40 @@ pub struct Differential {
     pub sensitivity: f64,
 }
 
-/// Runs `steps` steps of `kernel` (one `step_inputs` call each) and of the
-/// interpreter with `reference` parameters (the kernel's weights, unless a test
-/// perturbs them), from the same random states (in [-0.5, 0.5]) and inputs (in
-/// [-1, 1] times `input_scale`) drawn from `seed`. Values beyond f32's range
-/// overflow in the kernel, as they must, and are not compared.
+/// The largest error of `got` against `want`, relative to max(1, |want|) over
+/// the values compared. Values beyond f32's range overflow in the kernel, as
+/// they must, and are not compared.
+fn normwise_error(got: impl IntoIterator<Item = f64>, want: &[f64], skip_non_finite: bool) -> f64 {
+    let representable = |w: &f64| w.is_finite() && w.abs() <= f32::MAX as f64;
+    let norm = want
+        .iter()
+        .filter(|w| representable(w))
+        .fold(1.0f64, |m, w| m.max(w.abs()));
+    let mut worst = 0.0f64;
+    for (g, w) in got.into_iter().zip(want) {
+        if !representable(w) || (skip_non_finite && !g.is_finite()) {
+            continue;
+        }
+        // A NaN or infinity where the reference is a float is as wrong as can be.
+        let e = if g.is_finite() {
+            (g - w).abs() / norm
+        } else {
+            f64::INFINITY
+        };
+        worst = worst.max(e);
+    }
+    worst
+}
+
+/// Runs `steps` steps of `kernel` and of the interpreter with `reference`
+/// parameters (the kernel's weights, unless a test perturbs them), from the same
+/// random states (in [-0.5, 0.5]) and inputs (in [-1, 1] times `input_scale`)
+/// drawn from `seed`, driving the kernel two ways: one `step_inputs` call per
+/// step, reading every output with [`Kernel::output`] and every state after each
+/// step; and one `run_with` call for the whole sequence from the same start,
+/// reading its output buffers, the final states, and `output` after it (`run`
+/// for a cell of one input and one output). The kernel's options choose the plan
+/// and threads of both.
 pub fn differential(
     kernel: &Kernel,
     ir: &ir::Cell,
@@ -114,71 +146,126 @@ pub fn differential(
     input_scale: f32,
 ) -> Differential {
     let mut rng = crate::gen::Rng(seed ^ 0x5555);
-    let mut state = kernel.new_state(batch);
     let nudged = reference.nudged();
-    let mut ref_state = interp::State::zeros(ir, batch);
-    let mut nudged_state = interp::State::zeros(ir, batch);
-    for (s, name) in kernel.state_names().iter().enumerate() {
-        let v: Vec<f32> = (0..batch * kernel.state_len(s))
-            .map(|_| rng.unit() as f32 * 0.5)
-            .collect();
-        state.set(name, &v).unwrap_or_else(|e| panic!("{e}"));
-        ref_state.values[s] = v.iter().map(|&x| x as f64).collect();
-        nudged_state.values[s] = ref_state.values[s].clone();
+    let start: Vec<Vec<f32>> = (0..ir.states.len())
+        .map(|s| {
+            (0..batch * kernel.state_len(s))
+                .map(|_| rng.unit() as f32 * 0.5)
+                .collect()
+        })
+        .collect();
+    // Inputs, `[steps, batch, len]`, drawn step after step.
+    let mut xs: Vec<Vec<f32>> = vec![Vec::new(); ir.inputs.len()];
+    for _ in 0..steps {
+        for (i, x) in xs.iter_mut().enumerate() {
+            x.extend((0..batch * kernel.input_len(i)).map(|_| rng.unit() as f32 * input_scale));
+        }
     }
+    let step_inputs = |t: usize| -> Vec<&[f32]> {
+        xs.iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let n = batch * kernel.input_len(i);
+                &x[t * n..(t + 1) * n]
+            })
+            .collect()
+    };
+    // The interpreter, with the kernel's parameters and with nudged ones: every
+    // step's outputs, then its states, one vector per step.
+    let reference_run = |params: &ParamValues| -> Vec<Vec<f64>> {
+        let mut state = interp::State::zeros(ir, batch);
+        for (s, v) in start.iter().enumerate() {
+            state.values[s] = v.iter().map(|&x| x as f64).collect();
+        }
+        (0..steps)
+            .map(|t| {
+                let x64: Vec<Vec<f64>> = step_inputs(t)
+                    .iter()
+                    .map(|v| v.iter().map(|&x| x as f64).collect())
+                    .collect();
+                let outs =
+                    interp::step(ir, params, &x64, &mut state).unwrap_or_else(|e| panic!("{e}"));
+                outs.into_iter()
+                    .flatten()
+                    .chain(state.values.iter().flatten().copied())
+                    .collect()
+            })
+            .collect()
+    };
+    let want = reference_run(reference);
+    let moved = reference_run(&nudged);
     let mut d = Differential {
         worst: 0.0,
         sensitivity: 0.0,
     };
-    for _ in 0..steps {
-        let xs: Vec<Vec<f32>> = (0..ir.inputs.len())
-            .map(|i| {
-                (0..batch * kernel.input_len(i))
-                    .map(|_| rng.unit() as f32 * input_scale)
-                    .collect()
-            })
-            .collect();
-        let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
-        kernel
-            .step_inputs(&refs, &mut state)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let xs64: Vec<Vec<f64>> = xs
-            .iter()
-            .map(|v| v.iter().map(|&x| x as f64).collect())
-            .collect();
-        let outs =
-            interp::step(ir, reference, &xs64, &mut ref_state).unwrap_or_else(|e| panic!("{e}"));
-        let nudged_outs =
-            interp::step(ir, &nudged, &xs64, &mut nudged_state).unwrap_or_else(|e| panic!("{e}"));
-        let (mut got, mut want, mut moved) = (Vec::new(), Vec::new(), Vec::new());
-        for (o, name) in kernel.output_names().iter().enumerate() {
-            got.extend(
-                kernel
-                    .output(&state, name)
-                    .unwrap_or_else(|e| panic!("{e}")),
-            );
-            want.extend(outs[o].iter().copied());
-            moved.extend(nudged_outs[o].iter().copied());
-        }
+    for (w, m) in want.iter().zip(&moved) {
+        d.sensitivity = d
+            .sensitivity
+            .max(normwise_error(m.iter().copied(), w, true));
+    }
+    let out_len: usize = (0..ir.outputs.len())
+        .map(|o| batch * kernel.output_len(o))
+        .sum();
+    let fresh_state = || {
+        let mut state = kernel.new_state(batch).unwrap_or_else(|e| panic!("{e}"));
         for (s, name) in kernel.state_names().iter().enumerate() {
-            got.extend(state.get(name).unwrap_or_else(|e| panic!("{e}")));
-            want.extend(ref_state.values[s].iter().copied());
-            moved.extend(nudged_state.values[s].iter().copied());
+            state.set(name, &start[s]).unwrap_or_else(|e| panic!("{e}"));
         }
-        let representable = |w: &f64| w.is_finite() && w.abs() <= f32::MAX as f64;
-        let norm = want
-            .iter()
-            .filter(|w| representable(w))
-            .fold(1.0f64, |m, w| m.max(w.abs()));
-        for ((g, w), m) in got.iter().zip(&want).zip(&moved) {
-            if !representable(w) {
-                continue;
-            }
-            d.worst = d.worst.max((*g as f64 - w).abs() / norm);
-            if m.is_finite() {
-                d.sensitivity = d.sensitivity.max((m - w).abs() / norm);
-            }
+        state
+    };
+    let read_outputs = |state: &crate::State, into: &mut Vec<f64>| {
+        for name in kernel.output_names() {
+            let v = kernel.output(state, name).unwrap_or_else(|e| panic!("{e}"));
+            into.extend(v.iter().map(|&x| x as f64));
         }
+    };
+    // One call per step.
+    let mut state = fresh_state();
+    for (t, w) in want.iter().enumerate() {
+        kernel
+            .step_inputs(&step_inputs(t), &mut state)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = Vec::with_capacity(w.len());
+        read_outputs(&state, &mut got);
+        for name in kernel.state_names() {
+            let v = state.get(name).unwrap_or_else(|e| panic!("{e}"));
+            got.extend(v.iter().map(|&x| x as f64));
+        }
+        d.worst = d.worst.max(normwise_error(got, w, false));
+    }
+    // One call for the sequence (which needs an input or an output to say how
+    // long it is).
+    if steps > 0 && (!ir.inputs.is_empty() || out_len > 0) {
+        let mut state = fresh_state();
+        let mut ys: Vec<Vec<f32>> = (0..ir.outputs.len())
+            .map(|o| vec![f32::NAN; steps * batch * kernel.output_len(o)])
+            .collect();
+        if let ([x], [y]) = (&xs[..], &mut ys[..]) {
+            kernel
+                .run(x, &mut state, y)
+                .unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+            kernel
+                .run_with(&refs, &mut state, &mut outs)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for (t, w) in want.iter().enumerate() {
+            let got = (0..ir.outputs.len()).flat_map(|o| {
+                let n = batch * kernel.output_len(o);
+                ys[o][t * n..(t + 1) * n].iter().map(|&x| x as f64)
+            });
+            d.worst = d.worst.max(normwise_error(got, &w[..out_len], false));
+        }
+        let last = &want[steps - 1];
+        let mut got = Vec::with_capacity(last.len());
+        read_outputs(&state, &mut got);
+        for name in kernel.state_names() {
+            let v = state.get(name).unwrap_or_else(|e| panic!("{e}"));
+            got.extend(v.iter().map(|&x| x as f64));
+        }
+        d.worst = d.worst.max(normwise_error(got, last, false));
     }
     d
 }

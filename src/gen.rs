@@ -6,7 +6,11 @@
 //! inputs, states or earlier gates (so some products depend on others), biases,
 //! element-wise products with parameter vectors (peepholes), reset-style terms
 //! `g * (W @ v + b)`, subtractions and constants. States are updated from gates
-//! and old states, through squashing or convex updates that keep them bounded. Everything is generated from a seed, so a failure reproduces.
+//! and old states, through squashing or convex updates that keep them bounded,
+//! or keep their value (`h' = h`, or another state's old value). Besides `y`, a
+//! cell may output values no instruction computes: an input, a state's old or
+//! new value, a parameter. Everything is generated from a seed, so a failure
+//! reproduces.
 
 use std::fmt::Write;
 
@@ -28,9 +32,14 @@ impl Rng {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 
-    /// Uniform in [-1, 1).
+    /// Uniform in [-1, 1): 53 random bits over [0, 2), shifted.
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 * 2.0 - 1.0
+        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    /// `n` values uniform in [-scale, scale).
+    pub fn vec(&mut self, n: usize, scale: f64) -> Vec<f64> {
+        (0..n).map(|_| self.unit() * scale).collect()
     }
 
     pub fn chance(&mut self, percent: usize) -> bool {
@@ -59,7 +68,6 @@ pub fn random_cell(seed: u64) -> String {
         let _ = writeln!(text, "state s{s}: [H]");
         g.h_vectors.push(format!("s{s}"));
     }
-    let _ = writeln!(text, "output y: [H]");
     let mut body = String::new();
     for k in 0..n_gates {
         let terms = 1 + rng.below(4);
@@ -82,10 +90,12 @@ pub fn random_cell(seed: u64) -> String {
         // Gates are anything; state updates are squashed or convex, so that a
         // sequence stays bounded (an unbounded recurrence is chaotic in f32 and
         // cannot be compared with f64 over many steps).
-        let update = match rng.below(4) {
-            0 => format!("sigmoid({a}) * s{s} + (1 - sigmoid({a})) * tanh({b})"),
-            1 => format!("0.5 * sigmoid({a}) * s{s} + tanh({b})"),
-            2 => format!("tanh({a} - 0.5 * s{s})"),
+        let update = match rng.below(9) {
+            0 | 1 => format!("sigmoid({a}) * s{s} + (1 - sigmoid({a})) * tanh({b})"),
+            2 | 3 => format!("0.5 * sigmoid({a}) * s{s} + tanh({b})"),
+            4 | 5 => format!("tanh({a} - 0.5 * s{s})"),
+            // A state that does not change (`h' = h`), or takes another's old value.
+            6 => format!("s{}", rng.below(n_states)),
             _ => format!("tanh({a})"),
         };
         let _ = writeln!(body, "s{s}' = {update}");
@@ -96,7 +106,21 @@ pub fn random_cell(seed: u64) -> String {
     } else {
         "s0'".to_string()
     };
+    let _ = writeln!(text, "output y: [H]");
     let _ = writeln!(body, "y = {out}");
+    // More outputs, some of them not computed by the step at all: an input, a
+    // state's old or new value, a parameter, a gate.
+    for o in 0..rng.below(3) {
+        let (len, value) = match rng.below(5) {
+            0 => ("X", rng.pick(&g.x_vectors).clone()),
+            1 => ("H", format!("s{}", rng.below(n_states))),
+            2 => ("H", format!("s{}'", rng.below(n_states))),
+            3 => ("H", g.param("[H]")),
+            _ => ("H", rng.pick(&g.gates).clone()),
+        };
+        let _ = writeln!(text, "output z{o}: [{len}]");
+        let _ = writeln!(body, "z{o} = {value}");
+    }
     for p in &g.params {
         let _ = writeln!(text, "{p}");
     }
@@ -174,5 +198,66 @@ impl Gen {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_is_uniform_in_minus_one_to_one() {
+        let mut rng = Rng(1);
+        let n = 100_000;
+        let v = rng.vec(n, 1.0);
+        assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
+        // Uniform on [-1, 1): mean 0, variance 1/3; 5 sigma of the estimates.
+        assert!(
+            mean.abs() < 5.0 * (1.0f64 / 3.0 / n as f64).sqrt(),
+            "{mean}"
+        );
+        assert!((var - 1.0 / 3.0).abs() < 0.01, "{var}");
+        let below = v.iter().filter(|&&x| x < -0.5).count() as f64 / n as f64;
+        assert!((below - 0.25).abs() < 0.01, "{below}");
+    }
+
+    /// Over a few hundred seeds the generator makes every kind of cell the
+    /// differential tests rely on, and every one checks.
+    #[test]
+    fn random_cells_cover_the_unusual_outputs_and_updates() {
+        let (mut input_out, mut old_out, mut param_out, mut kept) = (0, 0, 0, 0);
+        for seed in 0..400 {
+            let text = random_cell(seed);
+            crate::Cell::from_source("gen.rnn", &text)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+            for line in text.lines() {
+                let Some((lhs, rhs)) = line.split_once(" = ") else {
+                    continue;
+                };
+                let rhs = rhs.trim();
+                if lhs.starts_with('z') && rhs.starts_with('x') {
+                    input_out += 1;
+                }
+                if lhs.starts_with('z') && rhs.starts_with('s') && !rhs.ends_with('\'') {
+                    old_out += 1;
+                }
+                if lhs.starts_with('z') && rhs.starts_with('p') {
+                    param_out += 1;
+                }
+                if lhs.starts_with('s') && lhs.ends_with('\'') && rhs.starts_with('s') {
+                    kept += 1;
+                }
+            }
+        }
+        for (what, n) in [
+            ("an input output", input_out),
+            ("an old-state output", old_out),
+            ("a parameter output", param_out),
+            ("a state keeping an old value", kept),
+        ] {
+            assert!(n >= 10, "{what}: {n} in 400 cells");
+        }
     }
 }

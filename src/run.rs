@@ -157,7 +157,7 @@ pub fn run(
     let cell = cell.clone().dims(&dims)?;
     let kernel = cell.compile(weights, opts)?;
     let (steps, batch) = (shapes.steps, shapes.batch);
-    let mut state = kernel.new_state(batch);
+    let mut state = kernel.new_state(batch)?;
     for name in kernel.state_names() {
         if let Some(t) = inputs.get(name) {
             state.set(name, &t.data)?;

@@ -126,7 +126,7 @@ fn c_program_matches_the_jit() {
         .map(|v| v / 6.0)
         .collect();
     let mut ys = vec![0.0f32; steps * batch * 16];
-    let mut state = kernel.new_state(batch);
+    let mut state = kernel.new_state(batch).unwrap();
     kernel.run(&xs, &mut state, &mut ys).unwrap();
     let mut want = ys;
     want.extend(state.get("c").unwrap());

@@ -61,7 +61,7 @@ fn step_and_run_allocate_nothing() {
             ..Options::default()
         };
         let kernel = cell.compile(&weights, &opts).unwrap();
-        let mut state = kernel.new_state(3);
+        let mut state = kernel.new_state(3).unwrap();
         let x = vec![0.5f32; 3 * 8];
         let xs = vec![0.25f32; 5 * 3 * 8];
         let mut out = vec![0.0f32; 5 * 3 * 12];
@@ -85,7 +85,7 @@ fn step_and_run_allocate_nothing() {
         );
     }
     let (_, kernel) = lstm(8, 12);
-    let mut state = kernel.new_state(3);
+    let mut state = kernel.new_state(3).unwrap();
     let mut out = vec![0.0f32; 5 * 3 * 12];
     kernel
         .run(&vec![0.25f32; 5 * 3 * 8], &mut state, &mut out)
@@ -121,7 +121,7 @@ fn one_kernel_many_threads() {
     let expected: Vec<Vec<f32>> = inputs
         .iter()
         .map(|x| {
-            let mut s = kernel.new_state(2);
+            let mut s = kernel.new_state(2).unwrap();
             for _ in 0..50 {
                 kernel.step(x, &mut s).unwrap();
             }
@@ -134,7 +134,7 @@ fn one_kernel_many_threads() {
             .map(|x| {
                 let kernel = &kernel;
                 scope.spawn(move || {
-                    let mut s = kernel.new_state(2);
+                    let mut s = kernel.new_state(2).unwrap();
                     for _ in 0..50 {
                         kernel.step(x, &mut s).unwrap();
                     }
@@ -151,7 +151,7 @@ fn one_kernel_many_threads() {
 #[test]
 fn wrong_lengths_are_errors() {
     let (_, kernel) = lstm(8, 12);
-    let mut state = kernel.new_state(2);
+    let mut state = kernel.new_state(2).unwrap();
     let err = kernel.step(&[0.0; 15], &mut state).unwrap_err().to_string();
     assert!(
         err.contains("input `x`") && err.contains("16") && err.contains("15"),
@@ -176,7 +176,7 @@ fn wrong_lengths_are_errors() {
     assert!(err.contains("input `x`"), "{err}");
     // A state from another kernel.
     let (_, other) = lstm(8, 12);
-    let mut foreign = other.new_state(2);
+    let mut foreign = other.new_state(2).unwrap();
     assert!(kernel.step(&[0.0; 16], &mut foreign).is_err());
     // Outputs and states by name.
     assert!(kernel.output(&state, "nope").is_err());
@@ -247,13 +247,13 @@ fn missing_and_misshapen_weights_are_errors() {
 fn any_batch() {
     let (_, kernel) = lstm(4, 8);
     for batch in [1, 7, 64, 1000] {
-        let mut s = kernel.new_state(batch);
+        let mut s = kernel.new_state(batch).unwrap();
         kernel.step(&vec![0.3; batch * 4], &mut s).unwrap();
         let h = s.get("h").unwrap();
         assert_eq!(h.len(), batch * 8);
         // Every batch row saw the same input: every row is the same.
         for b in 1..batch {
-            assert_eq!(h[b * 8..(b + 1) * 8], h[..8]);
+            assert_eq!(h[b * 8..(b + 1) * 8], h[..8], "batch {batch} row {b}");
         }
     }
 }

@@ -276,7 +276,7 @@ fn nan_and_inf_propagate() {
     let kernel = cell.compile(&weights, &Options::default()).unwrap();
     let params = weights.param_values(&ir).unwrap();
     let batch = 4;
-    let mut state = kernel.new_state(batch);
+    let mut state = kernel.new_state(batch).unwrap();
     let mut reference = interp::State::zeros(&ir, batch);
     // Row 0: ordinary; row 1: a NaN input; row 2: +inf input; row 3: x[0] = 0, so
     // inf * 0 = NaN in gate i of unit 0.
@@ -334,7 +334,7 @@ fn a_hundred_thousand_steps() {
         .map(|_| rng.unit() as f32 * 50.0)
         .collect();
     let mut ys = vec![0.0f32; steps * batch * 8];
-    let mut state = kernel.new_state(batch);
+    let mut state = kernel.new_state(batch).unwrap();
     kernel.run(&xs, &mut state, &mut ys).unwrap();
     assert!(ys.iter().all(|v| v.is_finite()));
     let mut reference = interp::State::zeros(&ir, batch);

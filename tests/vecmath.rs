@@ -13,7 +13,7 @@ fn jit_apply(func: &str, xs: &[f32]) -> Vec<f32> {
     let batch = xs.len().div_ceil(n);
     let mut input = xs.to_vec();
     input.resize(batch * n, 0.0);
-    let mut state = kernel.new_state(batch);
+    let mut state = kernel.new_state(batch).unwrap();
     kernel.step(&input, &mut state).unwrap();
     let mut y = kernel.output(&state, "y").unwrap();
     y.truncate(xs.len());

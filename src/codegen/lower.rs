@@ -367,16 +367,38 @@ pub fn product_function(
                 e.b.ins().brif(done, exit, &[], body, &[]);
                 e.b.switch_to_block(body);
                 let r = e.b.use_var(row);
-                micro_kernel(e, group, wt, r, tile, nb);
+                micro_kernel(e, group, wt, r, tile, nb, false);
                 let next = e.b.ins().iadd_imm_s(r, nb as i64);
                 e.b.def_var(row, next);
                 e.b.ins().jump(header, &[]);
                 e.b.switch_to_block(exit);
             }
+            // The rows left over. At batch 1 the `k` sum is split over several
+            // accumulators (latency); in a larger batch it is not, so that every
+            // row of a batch sums in the same order as the rows of the nb-wide
+            // kernel: equal inputs give equal results wherever they sit.
             let r = e.b.use_var(row);
-            e.for_range(r, b1, |e, r| {
-                micro_kernel(e, group, wt, r, tile, 1);
-            });
+            if nb > 1 {
+                let rows = e.b.ins().isub(b1, b0);
+                let single = e.b.ins().icmp_imm_s(IntCC::Equal, rows, 1);
+                let split = e.b.create_block();
+                let plain = e.b.create_block();
+                let done = e.b.create_block();
+                e.b.ins().brif(single, split, &[], plain, &[]);
+                e.b.switch_to_block(split);
+                micro_kernel(e, group, wt, r, tile, 1, true);
+                e.b.ins().jump(done, &[]);
+                e.b.switch_to_block(plain);
+                e.for_range(r, b1, |e, r| {
+                    micro_kernel(e, group, wt, r, tile, 1, false);
+                });
+                e.b.ins().jump(done, &[]);
+                e.b.switch_to_block(done);
+            } else {
+                e.for_range(r, b1, |e, r| {
+                    micro_kernel(e, group, wt, r, tile, 1, true);
+                });
+            }
         });
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();
@@ -385,7 +407,8 @@ pub fn product_function(
     func
 }
 
-/// One tile of `LANES` rows of every block, for batch rows `row..row+nb`.
+/// One tile of `LANES` rows of every block, for batch rows `row..row+nb`;
+/// `split_k` (for one row alone) sums `k` over several accumulators.
 fn micro_kernel(
     e: &mut Emitter<'_, '_>,
     group: &ProductGroup,
@@ -393,6 +416,7 @@ fn micro_kernel(
     row: Value,
     tile: Value,
     nb: usize,
+    split_k: bool,
 ) {
     let rows: Vec<Value> = (0..nb)
         .map(|c| {
@@ -405,8 +429,8 @@ fn micro_kernel(
         .collect();
     for (ci, chunk) in group.chunks.iter().enumerate() {
         let nblk = chunk.blocks.len();
-        // Split k over independent accumulators at batch 1.
-        let ks = if nb == 1 { (8 / nblk).clamp(1, 4) } else { 1 };
+        // Split k over independent accumulators for a row alone.
+        let ks = if split_k { (8 / nblk).clamp(1, 4) } else { 1 };
         let ks = if UNROLL.is_multiple_of(ks) { ks } else { 1 };
         // acc[s][block][col]
         let mut acc: Vec<Vec<Vec<Variable>>> = Vec::with_capacity(ks);

@@ -202,11 +202,18 @@ struct AlignedBuf {
 struct Align64([f32; 16]);
 
 impl AlignedBuf {
-    fn zeros(len: usize) -> AlignedBuf {
-        AlignedBuf {
-            blocks: vec![Align64([0.0; 16]); len.div_ceil(16)],
-            len,
-        }
+    /// `len` zeros, or an error if the memory cannot be had (never an abort).
+    fn zeros(len: usize) -> Result<AlignedBuf> {
+        let blocks = len.div_ceil(16);
+        let mut v = Vec::new();
+        v.try_reserve_exact(blocks).map_err(|_| {
+            Error::msg(format!(
+                "cannot allocate {} for the kernel's buffers",
+                byte_size(len)
+            ))
+        })?;
+        v.resize(blocks, Align64([0.0; 16]));
+        Ok(AlignedBuf { blocks: v, len })
     }
 
     fn as_slice(&self) -> &[f32] {
@@ -357,6 +364,22 @@ unsafe fn gemm_raw(
     }
 }
 
+/// `floats` as a size a person reads.
+fn byte_size(floats: usize) -> String {
+    let bytes = floats as f64 * 4.0;
+    if bytes >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
+    }
+}
+
+fn too_large(batch: usize) -> Error {
+    Error::msg(format!(
+        "a batch of {batch} rows is too large: its buffers do not fit in memory"
+    ))
+}
+
 static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A job for the pool: `job(worker, workers, barrier)`.
@@ -484,7 +507,8 @@ impl Kernel {
                     ));
                 }
                 let code = compile_plan(&plan).map_err(|e| e.to_string())?;
-                let mut weights = AlignedBuf::zeros(plan.weights_len.max(1));
+                let mut weights =
+                    AlignedBuf::zeros(plan.weights_len.max(1)).map_err(|e| e.to_string())?;
                 pack::pack(&plan, &self.ir, &self.params, weights.as_mut_slice());
                 let mut jit = code.phases.iter();
                 let phases = plan
@@ -603,10 +627,12 @@ impl Kernel {
         self.choice(batch, seq).variant.name().to_string()
     }
 
-    /// A state for `batch` rows, all zeros.
-    pub fn new_state(&self, batch: usize) -> State {
-        let batch = batch.max(1);
-        let step = self.choice(batch, 1);
+    /// A state for `batch` rows, all zeros. A batch of 0, or one whose buffers
+    /// do not fit in memory, is an error.
+    pub fn new_state(&self, batch: usize) -> Result<State> {
+        if batch == 0 {
+            return Err(Error::msg("the batch must have at least one row"));
+        }
         let plan = self.plan();
         let mut offsets = Vec::with_capacity(plan.slots.len());
         let mut total = 0usize;
@@ -616,14 +642,20 @@ impl Kernel {
             strides.push(slot.stride);
             if slot.kind != SlotKind::Weights {
                 // Each buffer starts on a cache line.
-                total += (batch * slot.stride).div_ceil(16) * 16;
+                total = batch
+                    .checked_mul(slot.stride)
+                    .and_then(|n| n.checked_next_multiple_of(16))
+                    .and_then(|n| total.checked_add(n))
+                    .ok_or_else(|| too_large(batch))?;
             }
         }
+        let buf = AlignedBuf::zeros(total.max(16))?;
+        let step = self.choice(batch, 1);
         let shared = 1 + plan.input_slots.len() + 2 * plan.state_cur.len();
-        State {
+        Ok(State {
             kernel: self.id,
             batch,
-            buf: AlignedBuf::zeros(total.max(16)),
+            buf,
             ptrs: vec![0; plan.slots.len()],
             offsets,
             strides,
@@ -637,7 +669,7 @@ impl Kernel {
             step_plan: step.variant,
             step_threads: step.threads,
             steps: 0,
-        }
+        })
     }
 
     fn check_state(&self, state: &State) -> Result<()> {
@@ -669,7 +701,7 @@ impl Kernel {
         self.check_inputs(inputs, state.batch, 1)?;
         let v = state.step_plan;
         let build = self.build(v)?;
-        state.ensure_side(build, v);
+        state.ensure_side(build, v)?;
         let threads = state.step_threads;
         self.execute(build, v, state, inputs, 0, 1, 0, None, threads);
         Ok(())
@@ -912,12 +944,36 @@ impl Kernel {
                 state.offsets.swap(plan.state_cur[s], plan.state_next[s]);
             }
         }
+        // After the swap a state's new value is in its current buffer and its
+        // old value (which an output may be: `y = h`) in its next buffer, until
+        // the next step.
         for (o, loc) in plan.outputs.iter().enumerate() {
             let mut l = *loc;
             if let Some(s) = plan.state_next.iter().position(|&n| n == l.slot) {
                 l.slot = plan.state_cur[s];
+            } else if let Some(s) = plan.state_cur.iter().position(|&c| c == l.slot) {
+                l.slot = plan.state_next[s];
             }
             state.outputs[o] = l;
+        }
+        // An output that is an input (`y = x`) read in place from the caller's
+        // buffer: keep the last step's value in the state's own input buffer,
+        // where `output` reads it.
+        if in_place {
+            for (i, &slot) in plan.input_slots.iter().enumerate() {
+                if !plan.outputs.iter().any(|l| l.slot == slot) {
+                    continue;
+                }
+                let len = self.input_lens[i];
+                let stride = state.strides[slot];
+                let off = state.offsets[slot];
+                let buf = state.buf.as_mut_slice();
+                for b in 0..batch {
+                    let src = ((t1 - 1) * batch + b) * len;
+                    buf[off + b * stride..off + b * stride + len]
+                        .copy_from_slice(&inputs[i][src..src + len]);
+                }
+            }
         }
         state.last = v;
         state.steps += (t1 - t0) as u64;
@@ -1017,7 +1073,7 @@ impl Kernel {
         let choice = self.choice(batch, steps);
         let v = choice.variant;
         let build = self.build(v)?;
-        state.ensure_side(build, v);
+        state.ensure_side(build, v)?;
         let chunk = state.side[v.index()]
             .as_ref()
             .map_or(steps, |s| s.chunk.max(1));
@@ -1195,32 +1251,39 @@ impl State {
     }
 
     /// Makes the buffers plan `v` does not share with the streaming plan.
-    fn ensure_side(&mut self, build: &Build, v: Variant) {
+    fn ensure_side(&mut self, build: &Build, v: Variant) -> Result<()> {
         if v == Variant::Streaming || self.side[v.index()].is_some() {
-            return;
+            return Ok(());
         }
         let plan = &build.plan;
         // Steps per projection buffer: about 8 MiB of them, 1 to 256.
         let row: usize = plan.hoists.iter().map(|h| h.stride).sum::<usize>().max(1);
-        let chunk = ((8 << 20) / (4 * self.batch * row)).clamp(1, 256);
+        let chunk =
+            ((8usize << 20) / self.batch.saturating_mul(row).saturating_mul(4)).clamp(1, 256);
         let mut offsets = vec![usize::MAX; plan.slots.len()];
         let mut total = 0usize;
         for (s, slot) in plan.slots.iter().enumerate().skip(self.shared) {
             offsets[s] = total;
             let rows = match slot.kind {
-                SlotKind::Projection(_) => chunk * self.batch,
-                _ => self.batch,
+                SlotKind::Projection(_) => chunk.checked_mul(self.batch),
+                _ => Some(self.batch),
             };
-            total += (rows * slot.stride).div_ceil(16) * 16;
+            total = rows
+                .and_then(|r| r.checked_mul(slot.stride))
+                .and_then(|n| n.checked_next_multiple_of(16))
+                .and_then(|n| total.checked_add(n))
+                .ok_or_else(|| too_large(self.batch))?;
         }
+        let buf = AlignedBuf::zeros(total.max(16))?;
         if self.ptrs.len() < plan.slots.len() {
             self.ptrs.resize(plan.slots.len(), 0);
         }
         self.side[v.index()] = Some(Side {
-            buf: AlignedBuf::zeros(total.max(16)),
+            buf,
             offsets,
             chunk,
         });
+        Ok(())
     }
 
     fn set_ptrs(&mut self, build: &Build, v: Variant) {
