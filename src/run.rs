@@ -70,6 +70,39 @@ pub fn shapes(
         });
     }
     let (steps, batch, first) = seq.unwrap_or((0, 0, String::new()));
+    // A tensor the cell does not read would be silently ignored (an initial
+    // state saved under another name would start from zeros): refuse it.
+    for name in inputs.names() {
+        let known = checked.inputs.iter().any(|p| p.name == name)
+            || checked.states.iter().any(|p| p.name == name);
+        if !known {
+            let reads: Vec<String> = checked
+                .inputs
+                .iter()
+                .map(|p| format!("`{}` (input, [T, B, len])", p.name))
+                .chain(
+                    checked
+                        .states
+                        .iter()
+                        .map(|p| format!("`{}` (initial state, [B, len])", p.name)),
+                )
+                .collect();
+            let hint = sema::suggest(
+                name,
+                checked
+                    .inputs
+                    .iter()
+                    .chain(&checked.states)
+                    .map(|p| p.name.as_str()),
+            )
+            .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
+            return Err(Error::msg(format!(
+                "the inputs have tensor `{name}`, which cell `{}` does not read{hint}; it reads {}",
+                checked.name,
+                reads.join(", ")
+            )));
+        }
+    }
     for port in &checked.states {
         if let Some(t) = inputs.get(&port.name) {
             let [b, len] = t.shape[..] else {

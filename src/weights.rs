@@ -211,12 +211,22 @@ impl Weights {
                     .iter()
                     .map(|b| format!("`{}`", b.tensor))
                     .collect();
-                return err(format!(
+                let mut m = format!(
                     "missing weight for parameter `{}` {}: no tensor named {}",
                     p.name,
                     shape_str(&want),
                     tried.join(" or ")
-                ));
+                );
+                if let Some((prefix, name)) = self.prefixed(alternatives) {
+                    m.push_str(&format!(
+                        "; the weights have `{prefix}{name}`: they were saved from a module \
+                         that holds the cell under `{prefix}` (pass `--prefix {prefix}`, or \
+                         `Weights::strip_prefix(\"{prefix}\")`)"
+                    ));
+                } else {
+                    m.push_str(&format!("; the weights have {}", self.some_names()));
+                }
+                return err(m);
             };
             self.check_one_layer(&b.tensor)?;
             let t = &self.tensors[&b.tensor];
@@ -245,6 +255,66 @@ impl Weights {
 }
 
 impl Weights {
+    /// The tensors whose names start with `prefix`, under the rest of their
+    /// names (`rnn.weight_ih_l0` -> `weight_ih_l0` for `rnn.`). No tensor with
+    /// the prefix is an error that says which prefixes there are.
+    pub fn strip_prefix(&self, prefix: &str) -> Result<Weights, WeightsError> {
+        let tensors: BTreeMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .filter_map(|(n, t)| {
+                let rest = n.strip_prefix(prefix)?;
+                (!rest.is_empty()).then(|| (rest.to_string(), t.clone()))
+            })
+            .collect();
+        if tensors.is_empty() {
+            let mut prefixes: Vec<&str> = self
+                .tensors
+                .keys()
+                .filter_map(|n| n.rfind('.').map(|i| &n[..=i]))
+                .collect();
+            prefixes.sort_unstable();
+            prefixes.dedup();
+            prefixes.truncate(8);
+            return err(format!(
+                "no tensor name starts with `{prefix}`; {}",
+                if prefixes.is_empty() {
+                    format!("the weights have {}", self.some_names())
+                } else {
+                    format!(
+                        "the prefixes are {}",
+                        list(prefixes.iter().map(|p| format!("`{p}`")))
+                    )
+                }
+            ));
+        }
+        Ok(Weights { tensors })
+    }
+
+    /// A tensor named `<prefix>.<one of the bindings' tensors>`, if any: the
+    /// state_dict of a module that holds the cell as a submodule.
+    fn prefixed(&self, bindings: &[crate::ir::Binding]) -> Option<(String, String)> {
+        bindings.iter().find_map(|b| {
+            let suffix = format!(".{}", b.tensor);
+            self.tensors.keys().find_map(|n| {
+                n.strip_suffix(&suffix)
+                    .map(|pre| (format!("{pre}."), b.tensor.clone()))
+            })
+        })
+    }
+
+    /// Up to eight of the tensor names, for messages.
+    pub fn some_names(&self) -> String {
+        if self.tensors.is_empty() {
+            return "no tensors".to_string();
+        }
+        let shown = list(self.tensors.keys().take(8).map(|n| format!("`{n}`")));
+        match self.tensors.len() {
+            n if n > 8 => format!("{shown} and {} more", n - 8),
+            _ => shown,
+        }
+    }
+
     /// Refuses a checkpoint of a stacked or bidirectional PyTorch module (cellc
     /// runs one layer in one direction), rather than silently using layer 0.
     fn check_one_layer(&self, tensor: &str) -> Result<(), WeightsError> {
@@ -271,6 +341,11 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+/// `a, b, c`.
+fn list(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
 }
 
 fn fmt_indices(ix: &[BindIndex]) -> String {

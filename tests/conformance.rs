@@ -294,3 +294,108 @@ fn unsupported_onnx_models_are_refused_clearly() {
         let _ = cellc::onnx::import(&m);
     }
 }
+
+/// A tensor in the inputs that the cell does not read (an initial state saved
+/// as `h0` where the state is `h`) is an error naming what the cell reads, not
+/// a run from zeros.
+#[test]
+fn inputs_the_cell_does_not_read_are_refused() {
+    let gru = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn")).unwrap();
+    let x = load("gru_tiny", "inputs");
+    let xt = x.get("x").unwrap();
+    let mut inputs = Weights::new();
+    inputs.insert("x", &xt.shape, xt.data.clone()).unwrap();
+    inputs.insert("h0", &[3, 11], vec![0.5; 33]).unwrap();
+    let err = cellc::run::run(
+        &gru,
+        &load("gru_tiny", "weights"),
+        &inputs,
+        &[],
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`h0`") && err.contains("`x` (input") && err.contains("`h` (initial state"),
+        "{err}"
+    );
+}
+
+/// The state_dict of a module holding the LSTM as `self.rnn`: the error names
+/// the prefix, and `--prefix` (or `Weights::strip_prefix`) runs it.
+#[test]
+fn prefixed_state_dicts_are_recognised() {
+    let weights = load("lstm_tiny", "weights");
+    let mut prefixed = Weights::new();
+    for name in weights.names() {
+        let t = weights.get(name).unwrap();
+        prefixed
+            .insert(&format!("rnn.{name}"), &t.shape, t.data.clone())
+            .unwrap();
+    }
+    let lstm = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn")).unwrap();
+    let inputs = load("lstm_tiny", "inputs");
+    let err = cellc::run::run(&lstm, &prefixed, &inputs, &[], &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`rnn.weight_ih_l0`") && err.contains("--prefix rnn."),
+        "{err}"
+    );
+    let stripped = prefixed.strip_prefix("rnn.").unwrap();
+    let out = cellc::run::run(&lstm, &stripped, &inputs, &[], &Options::default()).unwrap();
+    assert!(compare("lstm_tiny", &out, &load("lstm_tiny", "expected")) < TOLERANCE);
+    let err = prefixed.strip_prefix("model.").unwrap_err().to_string();
+    assert!(err.contains("`rnn.`"), "{err}");
+    // The command line.
+    let tmp = std::env::temp_dir().join(format!("cellc-prefix-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let w = tmp.join("w.safetensors");
+    std::fs::write(&w, prefixed.to_safetensors_bytes().unwrap()).unwrap();
+    let out = tmp.join("out.safetensors");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .args(["run", "examples/lstm.rnn", "--weights"])
+            .arg(&w)
+            .arg("--inputs")
+            .arg(dir().join("lstm_tiny.inputs.safetensors"))
+            .arg("-o")
+            .arg(&out)
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--prefix rnn."));
+    let ok = run(&["--prefix", "rnn."]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let got = Weights::from_safetensors(&out).unwrap();
+    assert!(compare("lstm_tiny", &got, &load("lstm_tiny", "expected")) < TOLERANCE);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `--weights` with an ONNX model (which carries its own) is an error, not
+/// silently ignored.
+#[test]
+fn weights_beside_an_onnx_model_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .arg("run")
+        .arg(dir().join("onnx_gru_lbr1_tiny.onnx"))
+        .arg("--weights")
+        .arg(dir().join("gru_tiny.weights.safetensors"))
+        .arg("--inputs")
+        .arg(dir().join("onnx_gru_lbr1_tiny.inputs.safetensors"))
+        .arg("-o")
+        .arg(std::env::temp_dir().join("cellc-never-written.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--weights") && err.contains("ONNX"), "{err}");
+}

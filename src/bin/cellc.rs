@@ -51,6 +51,10 @@ enum Command {
         /// Sizes the tensors cannot tell (they must agree with the tensors).
         #[arg(long, value_parser = parse_dims)]
         dims: Option<Dims>,
+        /// Read the weights under this prefix only, without it: `rnn.` for the
+        /// state_dict of a module that holds its LSTM as `self.rnn`.
+        #[arg(long)]
+        prefix: Option<String>,
         /// Threads to run on (default: chosen per problem).
         #[arg(long)]
         threads: Option<usize>,
@@ -226,11 +230,23 @@ fn run(cli: Cli) -> Result<(), Error> {
             inputs,
             output,
             dims,
+            prefix,
             threads,
             no_opt,
         } => {
             let mut x = cellc::Weights::from_safetensors(&inputs).map_err(|e| Error::msg(e.0))?;
             let (cell, w) = if file.extension().is_some_and(|e| e == "onnx") {
+                if let Some(w) = &weights {
+                    return Err(Error::msg(format!(
+                        "`--weights {}`: an ONNX model carries its own weights; drop `--weights`",
+                        w.display()
+                    )));
+                }
+                if let Some(p) = &prefix {
+                    return Err(Error::msg(format!(
+                        "`--prefix {p}`: an ONNX model carries its own weights; drop `--prefix`"
+                    )));
+                }
                 let bytes = std::fs::read(&file).map_err(|e| Error::Io {
                     path: file.display().to_string(),
                     message: e.to_string(),
@@ -252,7 +268,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let Some(weights) = weights else {
                     return Err(Error::msg("a `.rnn` cell needs `--weights`"));
                 };
-                let w = cellc::Weights::from_safetensors(&weights).map_err(|e| Error::msg(e.0))?;
+                let mut w =
+                    cellc::Weights::from_safetensors(&weights).map_err(|e| Error::msg(e.0))?;
+                if let Some(p) = &prefix {
+                    w = w.strip_prefix(p).map_err(|e| Error::msg(e.0))?;
+                }
                 (cell, w)
             };
             let given = dims.map(|d| d.0).unwrap_or_default();
