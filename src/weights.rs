@@ -455,6 +455,10 @@ fn to_f32(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32
     })
 }
 
+/// Most tensors one safetensors file may hold (a whole language model's
+/// checkpoint has a few thousand; a recurrent network's, a few dozen).
+const MAX_TENSORS: usize = 65_536;
+
 /// Checks the JSON header for duplicate tensor names before the safetensors
 /// crate reads it (its map would keep only the last).
 fn check_header(bytes: &[u8]) -> Result<(), WeightsError> {
@@ -501,8 +505,16 @@ fn check_header(bytes: &[u8]) -> Result<(), WeightsError> {
                 }
                 if depth == 1 && expect_key {
                     let key = text.get(start..i.min(b.len())).unwrap_or("");
+                    if seen.len() >= MAX_TENSORS {
+                        return err(format!(
+                            "the file holds more than {MAX_TENSORS} tensors; cellc reads checkpoints far smaller"
+                        ));
+                    }
                     if !seen.insert(key.to_string()) {
-                        return err(format!("the file names tensor `{key}` twice"));
+                        return err(format!(
+                            "the file names tensor `{}` twice",
+                            crate::onnx::proto::short(key)
+                        ));
                     }
                     expect_key = false;
                 }

@@ -399,3 +399,54 @@ fn weights_beside_an_onnx_model_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--weights") && err.contains("ONNX"), "{err}");
 }
+
+fn onnx_graphs() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join("onnx_graphs.json")).unwrap()).unwrap()
+}
+
+/// Models as `torch.onnx.export` writes them (`gen_onnx.py`): with the default
+/// (dynamo) exporter, a Transpose and a Reshape after the LSTM; with the legacy
+/// one, initial states from an Expand of zeros and a Squeeze of Y. Imported and
+/// run, against ONNX Runtime's outputs.
+#[test]
+fn exported_graphs_match_onnx_runtime() {
+    let graphs = onnx_graphs();
+    let accepted = graphs["accepted"].as_array().unwrap();
+    assert_eq!(accepted.len(), 2);
+    for case in accepted {
+        let case = case.as_str().unwrap();
+        let bytes = std::fs::read(dir().join(format!("{case}.onnx"))).unwrap();
+        let imported = cellc::onnx::import(&bytes).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
+        let mut inputs = load(case, "inputs");
+        for name in imported.initial.names() {
+            let t = imported.initial.get(name).unwrap();
+            inputs.insert(name, &t.shape, t.data.clone()).unwrap();
+        }
+        let out = cellc::run::run(&cell, &imported.weights, &inputs, &[], &Options::default())
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let err = compare(case, &out, &load(case, "expected"));
+        assert!(err < TOLERANCE, "{case}: relative error {err:e}");
+    }
+}
+
+/// Everything the importer does not understand is refused, naming the node,
+/// op or attribute: batch-first exports (Transposes around the LSTM), layers
+/// after it, attributes of the wrong ONNX type, initial states of the wrong
+/// type or length.
+#[test]
+fn graphs_the_importer_does_not_understand_are_refused() {
+    let graphs = onnx_graphs();
+    let refused = graphs["refused"].as_object().unwrap();
+    assert!(refused.len() >= 11);
+    for (case, expect) in refused {
+        let expect = expect.as_str().unwrap();
+        let bytes = std::fs::read(dir().join(format!("{case}.onnx"))).unwrap();
+        let err = cellc::onnx::import(&bytes)
+            .err()
+            .unwrap_or_else(|| panic!("{case} was imported"))
+            .to_string();
+        assert!(err.contains(expect), "{case}: {err}");
+        assert!(err.len() < 600, "{case}: a long message: {err}");
+    }
+}

@@ -570,3 +570,38 @@ fn outputs_that_are_inputs_old_states_or_parameters() {
         }
     }
 }
+
+/// On two threads, a worker still copying a step's output must not race the
+/// next step: a state's old value (`y = h`) is the buffer the next step writes.
+/// (Workers copy outputs by element and compute them by tiles of 4: with H = 3
+/// or 13 the two shares differ.) A long run gives the race many chances.
+#[test]
+fn outputs_of_old_states_do_not_race_the_next_step() {
+    let text = "
+        dim X = 8
+        dim H = 3
+        input x: [X]
+        state h: [H]
+        output old: [H]
+        param W: [H, H]
+        param U: [H, X]
+        h' = tanh(W @ h + U @ x)
+        old = h
+    ";
+    for (h, plan) in [3, 13]
+        .into_iter()
+        .flat_map(|h| [(h, cellc::Variant::Streaming), (h, cellc::Variant::Hoisted)])
+    {
+        let cell = Cell::from_source("race.rnn", text)
+            .unwrap()
+            .dims(&[("H", h)])
+            .unwrap();
+        let opts = Options {
+            threads: Some(2),
+            plan: Some(plan),
+            ..Options::default()
+        };
+        let d = compare_run(&cell, &opts, 10, 2000, 5, 1.0);
+        assert!(d.worst < TOLERANCE, "H={h} {plan:?}: error {:e}", d.worst);
+    }
+}

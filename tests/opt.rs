@@ -9,11 +9,7 @@ use cellc::ir::{self, Op, Type, Value};
 use cellc::opt;
 
 fn example(name: &str) -> cellc::Cell {
-    cellc::Cell::from_file(format!(
-        "{}/examples/{name}.rnn",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    cellc::Cell::from_file(common::example_path(name)).unwrap()
 }
 
 fn optimized(cell: &cellc::Cell) -> ir::Cell {

@@ -1,6 +1,8 @@
 //! The front end never panics, whatever it reads: random bytes, token soups, and
 //! inputs built to exhaust the stack or the clock.
 
+mod common;
+
 use proptest::prelude::*;
 
 use cellc::Cell;
@@ -87,7 +89,7 @@ proptest! {
     #[test]
     fn mutated_examples_never_panic(which in 0usize..7, pos in 0usize..4000, tok in 0..TOKENS.len()) {
         let examples = ["lstm", "gru", "gru_reset_before", "lstmp", "rnn_tanh", "mgu", "cifg"];
-        let path = format!("{}/examples/{}.rnn", env!("CARGO_MANIFEST_DIR"), examples[which]);
+        let path = common::example_path(examples[which]);
         let text = std::fs::read_to_string(path).unwrap();
         let mut at = pos % text.len();
         while !text.is_char_boundary(at) { at -= 1; }

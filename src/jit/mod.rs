@@ -792,10 +792,14 @@ impl Kernel {
             .all(|(i, &slot)| plan.slots[slot].stride == self.input_lens[i]);
         let copies = plan.updates.iter().any(|u| matches!(u, Update::Copy(_)));
         // An output that the next step may overwrite while a worker still copies
-        // it needs one more meeting.
-        let out_barrier = plan.outputs.iter().any(|l| {
-            !plan.state_next.contains(&l.slot) && !plan.state_cur.contains(&l.slot) && l.slot != 0
-        });
+        // it needs one more meeting: anything but a state's next value (which
+        // the next step only reads) and a parameter. A state's old value is the
+        // buffer the next step writes its new value into; a scratch value is
+        // rewritten; an input buffer is refilled.
+        let out_barrier = plan
+            .outputs
+            .iter()
+            .any(|l| !plan.state_next.contains(&l.slot) && l.slot != 0);
         let mut outs_buf = [(0usize, 0usize); MAX_SLOTS];
         let mut nouts = 0;
         if let Some(o) = outputs {

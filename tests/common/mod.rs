@@ -3,15 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-/// Every `.rnn` example, sorted by name.
+/// Every `.rnn` cell the project ships, sorted by name: the examples and the
+/// cells the ONNX importer uses (`src/onnx/cells/`).
 pub fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = ["examples", "src/onnx/cells"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "rnn"))
         .collect();
-    files.sort();
+    files.sort_by_key(|p| stem(p));
     files
 }
 
@@ -34,4 +36,12 @@ pub fn random_params(cell: &cellc::ir::Cell, rng: &mut Rng) -> cellc::interp::Pa
             })
             .collect(),
     )
+}
+
+/// The path of a shipped cell by its stem (see [`examples`]).
+pub fn example_path(name: &str) -> PathBuf {
+    examples()
+        .into_iter()
+        .find(|p| stem(p) == name)
+        .unwrap_or_else(|| panic!("no cell named `{name}`"))
 }

@@ -1,0 +1,658 @@
+//! Importing an ONNX model's `LSTM` or `GRU` node: the cell that computes it (in
+//! ONNX's gate order) and its weights under the names that cell binds.
+//!
+//! An ONNX file is a protobuf message; [`proto`] reads the few fields the
+//! importer needs. What is understood:
+//!
+//! - one `LSTM` node (gate order i, o, f, c; optional `B`; optional peepholes
+//!   `P`) or one `GRU` node (gate order z, r, h; `linear_before_reset` 0 or 1),
+//!   with `direction = forward`, default activations, no `clip`,
+//!   `input_forget = 0`, `layout = 0`, every attribute of its ONNX type;
+//! - its sequence `X` a graph input; its weights stored in the model
+//!   (initializers or `Constant` nodes; float, double or float16);
+//! - initial states absent, graph inputs (given with `--inputs`), stored in the
+//!   model, or an `Expand` of stored zeros (as `torch.onnx.export` writes them,
+//!   with the `Shape`/`Gather`/`Unsqueeze`/`Concat` nodes that size them);
+//! - graph outputs `Y`, `Y_h`, `Y_c`, or `Y` through the glue exporters put
+//!   after it that only drops its direction axis: `Squeeze` of axis 1, or
+//!   `Transpose` [0, 2, 1, 3] then `Reshape` to `[T, B, H]` (the values stay in
+//!   the same order).
+//!
+//! Every other node, attribute, type or use is refused with a message that
+//! names it: a model is imported exactly or not at all.
+
+pub mod proto;
+
+use std::collections::HashMap;
+
+use crate::weights::{Weights, WeightsError};
+use proto::{err, short, AttrType, Graph, Node, Tensor};
+
+/// The source of the cells an import may produce.
+pub const ONNX_LSTM: &str = include_str!("cells/onnx_lstm.rnn");
+pub const ONNX_GRU: &str = include_str!("cells/onnx_gru.rnn");
+pub const GRU_RESET_BEFORE: &str = include_str!("cells/gru_reset_before.rnn");
+
+/// A model, imported.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    /// `onnx_lstm.rnn`, `onnx_gru.rnn` or `gru_reset_before.rnn`.
+    pub cell_name: &'static str,
+    pub cell_source: &'static str,
+    /// `W`, `R`, `B` (and `P` for an LSTM), missing ones filled with zeros.
+    pub weights: Weights,
+    pub hidden_size: usize,
+    pub input_size: usize,
+    /// Initial states the model stores as initializers (`initial_h`, `initial_c`),
+    /// as `[B, H]` under the cell's state names.
+    pub initial: Weights,
+}
+
+/// A tensor's shape and values.
+type Values = (Vec<usize>, Vec<f32>);
+
+/// The largest `hidden_size` (that of any size variable, `sema::MAX_DIM`).
+const MAX_HIDDEN: i64 = 1 << 24;
+
+/// What a tensor name is in the graph.
+enum Source<'g, 'a> {
+    Initializer(&'g Tensor<'a>),
+    /// The `value` of a `Constant` node (index).
+    Constant(usize, &'g Tensor<'a>),
+    GraphInput,
+    /// An output of another node (index).
+    Node(usize),
+    Missing,
+}
+
+struct Ctx<'g, 'a> {
+    g: &'g Graph<'a>,
+    producer: HashMap<&'a str, usize>,
+    initializer: HashMap<&'a str, &'g Tensor<'a>>,
+    /// Nodes whose role is understood.
+    accepted: Vec<bool>,
+}
+
+impl<'g, 'a> Ctx<'g, 'a> {
+    fn source(&self, name: &str) -> Source<'g, 'a> {
+        if let Some(t) = self.initializer.get(name) {
+            return Source::Initializer(t);
+        }
+        if let Some(&i) = self.producer.get(name) {
+            let n = &self.g.nodes[i];
+            if n.op_type == "Constant" && n.domain.is_empty() {
+                if let Some(t) = n
+                    .attributes
+                    .iter()
+                    .find(|a| a.name == "value")
+                    .and_then(|a| a.tensor.as_ref())
+                {
+                    return Source::Constant(i, t);
+                }
+            }
+            return Source::Node(i);
+        }
+        if self.g.inputs.contains(&name) {
+            return Source::GraphInput;
+        }
+        Source::Missing
+    }
+
+    fn node(&self, i: usize) -> String {
+        self.g.nodes[i].describe(i)
+    }
+
+    /// A tensor stored in the model (initializer or `Constant` node).
+    fn stored(&mut self, name: &str, what: &str) -> Result<Option<&'g Tensor<'a>>, WeightsError> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        match self.source(name) {
+            Source::Initializer(t) => Ok(Some(t)),
+            Source::Constant(i, t) => {
+                self.accepted[i] = true;
+                Ok(Some(t))
+            }
+            Source::GraphInput => err(format!(
+                "{what} (`{}`) is a graph input; cellc needs it stored in the model \
+                 (export with the parameters: `torch.onnx.export(..., export_params=True)`)",
+                short(name)
+            )),
+            Source::Node(i) => err(format!(
+                "{what} (`{}`) is computed by {} rather than stored in the model; fold it \
+                 into a constant first (`onnxscript.optimizer.optimize(model)`, or \
+                 `python -m onnxsim in.onnx out.onnx`), or export with \
+                 `torch.onnx.export(..., dynamo=False)`",
+                short(name),
+                self.node(i)
+            )),
+            Source::Missing => err(format!(
+                "{what} (`{}`) is not defined anywhere in the graph",
+                short(name)
+            )),
+        }
+    }
+
+    /// An integer constant (a `Constant` node or an initializer), accepting the
+    /// node that holds it.
+    fn int_constant(&mut self, name: &str, what: &str) -> Result<Vec<i64>, WeightsError> {
+        let t = self
+            .stored(name, what)?
+            .ok_or_else(|| WeightsError(format!("{what} is missing")))?;
+        Ok(proto::tensor_ints(t, what)?.1)
+    }
+}
+
+/// The attribute `name` of a node, checked to have ONNX's type for it.
+fn attribute<'n, 'a>(
+    n: &'n Node<'a>,
+    desc: &str,
+    name: &str,
+    want: AttrType,
+) -> Result<Option<&'n proto::Attribute<'a>>, WeightsError> {
+    let Some(a) = n.attributes.iter().find(|a| a.name == name) else {
+        return Ok(None);
+    };
+    match a.checked_type() {
+        Ok(t) if t == want => Ok(Some(a)),
+        Ok(t) => err(format!(
+            "attribute `{name}` of {desc} is {}; ONNX defines it as {}",
+            t.name(),
+            want.name()
+        )),
+        Err(why) => err(format!("attribute `{name}` of {desc} {why}")),
+    }
+}
+
+/// Reads an ONNX model and imports its LSTM or GRU node (see the module doc).
+pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
+    let g = proto::read_model(bytes)?;
+    if g.sparse_initializers > 0 {
+        return err("the model has sparse initializers; cellc reads dense ones");
+    }
+    let mut producer = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            if !o.is_empty() && producer.insert(o, i).is_some() {
+                return err(format!(
+                    "not a valid ONNX model: value `{}` is produced twice",
+                    short(o)
+                ));
+            }
+        }
+    }
+    let initializer = g.initializers.iter().map(|t| (t.name, t)).collect();
+    let mut cx = Ctx {
+        g: &g,
+        producer,
+        initializer,
+        accepted: vec![false; g.nodes.len()],
+    };
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            return err(format!(
+                "{} is in domain `{}`; cellc imports the standard ONNX operators",
+                n.describe(i),
+                short(n.domain)
+            ));
+        }
+    }
+    let rnn: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| matches!(g.nodes[i].op_type, "LSTM" | "GRU" | "RNN"))
+        .collect();
+    let r = match rnn.as_slice() {
+        [r] => *r,
+        [] => {
+            let mut ops: Vec<&str> = g.nodes.iter().map(|n| n.op_type).collect();
+            ops.sort_unstable();
+            ops.dedup();
+            let shown: Vec<String> = ops.iter().take(12).map(|o| short(o)).collect();
+            return err(format!(
+                "the model has no LSTM or GRU node (its ops: {}{})",
+                shown.join(", "),
+                if ops.len() > 12 { ", ..." } else { "" }
+            ));
+        }
+        many => {
+            return err(format!(
+                "the model has {} recurrent nodes; cellc imports one (stacked and \
+                 bidirectional models are a later step)",
+                many.len()
+            ))
+        }
+    };
+    cx.accepted[r] = true;
+    let n = &g.nodes[r];
+    let desc = n.describe(r);
+    if n.op_type == "RNN" {
+        return err(format!(
+            "{desc}: cellc imports LSTM and GRU nodes; for a plain RNN, run \
+             `examples/rnn_tanh.rnn` with the weights"
+        ));
+    }
+    let lstm = n.op_type == "LSTM";
+    // Attributes: each of its ONNX type, nothing unknown.
+    let known: &[&str] = if lstm {
+        &[
+            "hidden_size",
+            "direction",
+            "activations",
+            "activation_alpha",
+            "activation_beta",
+            "clip",
+            "input_forget",
+            "layout",
+        ]
+    } else {
+        &[
+            "hidden_size",
+            "direction",
+            "activations",
+            "activation_alpha",
+            "activation_beta",
+            "clip",
+            "linear_before_reset",
+            "layout",
+        ]
+    };
+    for a in &n.attributes {
+        if !known.contains(&a.name) {
+            return err(format!(
+                "{desc} has attribute `{}`, which cellc does not know",
+                short(a.name)
+            ));
+        }
+    }
+    let hidden = match attribute(n, &desc, "hidden_size", AttrType::Int)? {
+        Some(a) => match a.int {
+            Some(h) if (1..=MAX_HIDDEN).contains(&h) => h as usize,
+            Some(h) => {
+                return err(format!(
+                    "{desc} has hidden_size {h}; it must be between 1 and {MAX_HIDDEN}"
+                ))
+            }
+            None => unreachable_attr()?,
+        },
+        None => return err(format!("{desc} has no hidden_size")),
+    };
+    if let Some(a) = attribute(n, &desc, "direction", AttrType::String)? {
+        let d = String::from_utf8_lossy(a.string.unwrap_or_default());
+        if d != "forward" {
+            return err(format!(
+                "{desc} runs direction `{}`; cellc imports forward nodes (bidirectional \
+                 models are a later step)",
+                short(&d)
+            ));
+        }
+    }
+    if let Some(a) = attribute(n, &desc, "activations", AttrType::Strings)? {
+        let default: &[&str] = if lstm {
+            &["Sigmoid", "Tanh", "Tanh"]
+        } else {
+            &["Sigmoid", "Tanh"]
+        };
+        let given: Vec<String> = a
+            .strings
+            .iter()
+            .map(|s| short(&String::from_utf8_lossy(s)))
+            .collect();
+        if given.iter().map(String::as_str).ne(default.iter().copied()) {
+            return err(format!(
+                "{desc} uses activations {given:?}; cellc imports the default ones {default:?}"
+            ));
+        }
+    }
+    for name in ["activation_alpha", "activation_beta"] {
+        if attribute(n, &desc, name, AttrType::Floats)?.is_some() {
+            return err(format!(
+                "{desc} sets `{name}`, which only parameterised activations read; cellc \
+                 imports the default activations"
+            ));
+        }
+    }
+    if let Some(a) = attribute(n, &desc, "clip", AttrType::Float)? {
+        return err(format!(
+            "{desc} clips its cell at {}; cellc does not import `clip`",
+            a.float.unwrap_or_default()
+        ));
+    }
+    if let Some(a) = attribute(n, &desc, "input_forget", AttrType::Int)? {
+        if a.int != Some(0) {
+            return err(format!(
+                "{desc} couples its input and forget gates (input_forget = {}); see \
+                 examples/cifg.rnn for such a cell",
+                a.int.unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(a) = attribute(n, &desc, "layout", AttrType::Int)? {
+        if a.int != Some(0) {
+            return err(format!(
+                "{desc} uses layout = {} (batch-major); cellc imports layout = 0 (time-major)",
+                a.int.unwrap_or_default()
+            ));
+        }
+    }
+    let lbr = match attribute(n, &desc, "linear_before_reset", AttrType::Int)? {
+        None => false,
+        Some(a) => match a.int {
+            Some(0) => false,
+            Some(1) => true,
+            v => {
+                return err(format!(
+                    "{desc} has linear_before_reset = {}; ONNX allows 0 or 1",
+                    v.unwrap_or_default()
+                ))
+            }
+        },
+    };
+    let gates: usize = if lstm { 4 } else { 3 };
+    let (cell_name, cell_source) = match (lstm, lbr) {
+        (true, _) => ("onnx_lstm.rnn", ONNX_LSTM),
+        (false, true) => ("onnx_gru.rnn", ONNX_GRU),
+        (false, false) => ("gru_reset_before.rnn", GRU_RESET_BEFORE),
+    };
+    let max_inputs = if lstm { 8 } else { 6 };
+    if n.inputs.len() > max_inputs {
+        return err(format!(
+            "{desc} has {} inputs; ONNX defines {max_inputs}",
+            n.inputs.len()
+        ));
+    }
+    let input = |i: usize| n.inputs.get(i).copied().unwrap_or("");
+    // The sequence: a graph input.
+    match cx.source(input(0)) {
+        Source::GraphInput => {}
+        Source::Node(i) => {
+            let p = &g.nodes[i];
+            let perm = p.attributes.iter().find(|a| a.name == "perm");
+            if p.op_type == "Transpose" && perm.is_some_and(|a| a.ints == [1, 0, 2]) {
+                return err(format!(
+                    "{} transposes the graph input before {desc}: the model is batch-first \
+                     (`batch_first=True`); cellc imports time-major models: export the \
+                     module with batch_first=False (the same weights), and give `x` as \
+                     [T, B, X]",
+                    cx.node(i)
+                ));
+            }
+            return err(format!(
+                "the sequence input of {desc} is computed by {}; cellc imports a recurrent \
+                 node whose input `X` is a graph input",
+                cx.node(i)
+            ));
+        }
+        Source::Initializer(_) | Source::Constant(..) => {
+            return err(format!(
+                "the sequence input of {desc} is a constant; cellc imports a recurrent node \
+                 whose input `X` is a graph input"
+            ))
+        }
+        Source::Missing => {
+            return err(format!("{desc} has no sequence input `X`"));
+        }
+    }
+    if !input(4).is_empty() {
+        return err(format!(
+            "{desc} takes sequence_lens; cellc runs whole sequences (variable lengths are a \
+             later step)"
+        ));
+    }
+    let weight = |cx: &mut Ctx, i: usize, what: &str| -> Result<Option<Values>, WeightsError> {
+        match cx.stored(input(i), what)? {
+            Some(t) => proto::tensor_floats(t, what).map(Some),
+            None => Ok(None),
+        }
+    };
+    let gh = gates
+        .checked_mul(hidden)
+        .ok_or_else(|| WeightsError("hidden_size is too large".into()))?;
+    let Some((w_shape, w)) = weight(&mut cx, 1, &format!("W of {desc}"))? else {
+        return err(format!("{desc} has no W"));
+    };
+    let Some((r_shape, r_data)) = weight(&mut cx, 2, &format!("R of {desc}"))? else {
+        return err(format!("{desc} has no R"));
+    };
+    if w_shape.len() != 3 || w_shape[0] != 1 || w_shape[1] != gh || w_shape[2] == 0 {
+        return err(format!(
+            "W of {desc} is {w_shape:?}; expected [1, {gh}, input_size]"
+        ));
+    }
+    if r_shape != [1, gh, hidden] {
+        return err(format!(
+            "R of {desc} is {r_shape:?}; expected [1, {gh}, {hidden}]"
+        ));
+    }
+    let input_size = w_shape[2];
+    let mut weights = Weights::new();
+    weights.insert("W", &w_shape, w)?;
+    weights.insert("R", &r_shape, r_data)?;
+    match weight(&mut cx, 3, &format!("B of {desc}"))? {
+        Some((s, b)) if s == [1, 2 * gh] => weights.insert("B", &s, b)?,
+        Some((s, _)) => return err(format!("B of {desc} is {s:?}; expected [1, {}]", 2 * gh)),
+        None => weights.insert("B", &[1, 2 * gh], vec![0.0; 2 * gh])?,
+    }
+    if lstm {
+        match weight(&mut cx, 7, &format!("P of {desc}"))? {
+            Some((s, p)) if s == [1, 3 * hidden] => weights.insert("P", &s, p)?,
+            Some((s, _)) => {
+                return err(format!(
+                    "P of {desc} is {s:?}; expected [1, {}]",
+                    3 * hidden
+                ))
+            }
+            None => weights.insert("P", &[1, 3 * hidden], vec![0.0; 3 * hidden])?,
+        }
+    }
+    // Initial states.
+    let mut initial = Weights::new();
+    let states: &[(usize, &str, &str)] = if lstm {
+        &[(5, "h", "initial_h"), (6, "c", "initial_c")]
+    } else {
+        &[(5, "h", "initial_h")]
+    };
+    for &(i, state, onnx_name) in states {
+        let name = input(i);
+        if name.is_empty() {
+            continue;
+        }
+        let what = format!("{onnx_name} of {desc}");
+        match cx.source(name) {
+            // Given with the inputs, under the state's name.
+            Source::GraphInput => {}
+            Source::Node(e) if zero_expand(&mut cx, e)? => {}
+            _ => {
+                let Some(t) = cx.stored(name, &what)? else {
+                    continue;
+                };
+                let (shape, data) = proto::tensor_floats(t, &what)?;
+                match shape.as_slice() {
+                    [1, b, h] if *h == hidden && *b > 0 => {
+                        initial.insert(state, &[*b, *h], data)?
+                    }
+                    _ => return err(format!("{what} is {shape:?}; expected [1, B, {hidden}]")),
+                }
+            }
+        }
+    }
+    // Graph outputs: the node's outputs, or Y through direction-dropping glue.
+    let outputs: Vec<&str> = (0..3)
+        .map(|i| n.outputs.get(i).copied().unwrap_or(""))
+        .collect();
+    let y = outputs[0];
+    for &out in &g.outputs {
+        if !out.is_empty() && outputs.contains(&out) {
+            continue;
+        }
+        glue_output(&mut cx, out, y, hidden, &desc)?;
+    }
+    if let Some(i) = cx.accepted.iter().position(|a| !a) {
+        let more = cx.accepted.iter().filter(|a| !**a).count() - 1;
+        return err(format!(
+            "{} is not part of what cellc imports (one {} node and the glue exporters put \
+             around it){}",
+            cx.node(i),
+            n.op_type,
+            if more > 0 {
+                format!(
+                    "; {more} more such node{}",
+                    if more == 1 { "" } else { "s" }
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(Imported {
+        cell_name,
+        cell_source,
+        weights,
+        hidden_size: hidden,
+        input_size,
+        initial,
+    })
+}
+
+fn unreachable_attr<T>() -> Result<T, WeightsError> {
+    err("internal error: an attribute checked to hold a value holds none")
+}
+
+/// Whether node `e` is an `Expand` of stored zeros (whatever the shape it
+/// expands to, the result is zeros); accepts it and the shape computation
+/// feeding it.
+fn zero_expand(cx: &mut Ctx, e: usize) -> Result<bool, WeightsError> {
+    let n = &cx.g.nodes[e];
+    if n.op_type != "Expand" || n.inputs.len() != 2 {
+        return Ok(false);
+    }
+    let zeros = match cx.source(n.inputs[0]) {
+        Source::Initializer(t) | Source::Constant(_, t) => {
+            proto::tensor_floats(t, "the value an initial state expands")
+                .is_ok_and(|(_, v)| v.iter().all(|&x| x == 0.0))
+        }
+        _ => false,
+    };
+    if !zeros {
+        return Ok(false);
+    }
+    if let Source::Constant(c, _) = cx.source(n.inputs[0]) {
+        cx.accepted[c] = true;
+    }
+    cx.accepted[e] = true;
+    // The shape: any computation over shapes and constants.
+    let mut stack = vec![n.inputs[1]];
+    while let Some(name) = stack.pop() {
+        let Some(&p) = cx.producer.get(name) else {
+            continue;
+        };
+        if cx.accepted[p] {
+            continue;
+        }
+        let pn = &cx.g.nodes[p];
+        match pn.op_type {
+            "Shape" => cx.accepted[p] = true,
+            "Constant" | "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Cast" | "Slice" => {
+                cx.accepted[p] = true;
+                stack.extend(pn.inputs.iter().copied());
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Accepts the nodes between the recurrent node's `Y` and graph output `out`
+/// when they only drop the direction axis, or says what is there instead.
+fn glue_output(
+    cx: &mut Ctx,
+    out: &str,
+    y: &str,
+    hidden: usize,
+    desc: &str,
+) -> Result<(), WeightsError> {
+    let refuse = |cx: &Ctx, i: usize| -> Result<(), WeightsError> {
+        let n = &cx.g.nodes[i];
+        let perm = n.attributes.iter().find(|a| a.name == "perm");
+        if n.op_type == "Transpose" && perm.is_some_and(|a| a.ints == [1, 0, 2]) {
+            return err(format!(
+                "{} makes graph output `{}` batch-first (`batch_first=True`); cellc imports \
+                 time-major models: export the module with batch_first=False (the same weights)",
+                cx.node(i),
+                short(out)
+            ));
+        }
+        err(format!(
+            "graph output `{}` is computed by {} from the output of {desc}; cellc runs the \
+             recurrent node alone, not the layers around it",
+            short(out),
+            cx.node(i)
+        ))
+    };
+    let Some(&last) = cx.producer.get(out) else {
+        return err(format!(
+            "graph output `{}` is not an output of {desc}",
+            short(out)
+        ));
+    };
+    let ln = &cx.g.nodes[last];
+    let only = |n: &Node, k: usize| n.inputs.len() == k;
+    match ln.op_type {
+        "Squeeze" if ln.inputs.first() == Some(&y) => {
+            let axes = match (
+                ln.inputs.get(1),
+                ln.attributes.iter().find(|a| a.name == "axes"),
+            ) {
+                (Some(name), None) if only(ln, 2) => {
+                    cx.int_constant(name, "the axes of a Squeeze")?
+                }
+                (None, Some(a)) => a.ints.clone(),
+                _ => return refuse(cx, last),
+            };
+            if axes != [1] {
+                return refuse(cx, last);
+            }
+            cx.accepted[last] = true;
+            Ok(())
+        }
+        "Transpose" if ln.inputs.first() == Some(&y) && drops_direction(ln) => {
+            cx.accepted[last] = true;
+            Ok(())
+        }
+        "Reshape" if only(ln, 2) => {
+            let Some(&t) = cx.producer.get(ln.inputs[0]) else {
+                return refuse(cx, last);
+            };
+            let tn = &cx.g.nodes[t];
+            if !(tn.op_type == "Transpose" && tn.inputs.first() == Some(&y) && drops_direction(tn))
+            {
+                return refuse(cx, last);
+            }
+            if ln
+                .attributes
+                .iter()
+                .any(|a| a.name == "allowzero" && a.int != Some(0))
+            {
+                return refuse(cx, last);
+            }
+            let shape = cx.int_constant(ln.inputs[1], "the shape of a Reshape")?;
+            // [T, B, 1, H] -> three axes ending in H: the values keep their order.
+            let ok = shape.len() == 3
+                && (shape[2] == hidden as i64 || shape[2] == -1)
+                && shape[..2].iter().all(|&d| d >= 0);
+            if !ok {
+                return refuse(cx, last);
+            }
+            cx.accepted[last] = true;
+            cx.accepted[t] = true;
+            Ok(())
+        }
+        _ => refuse(cx, last),
+    }
+}
+
+/// A `Transpose` with perm [0, 2, 1, 3]: `[T, 1, B, H]` to `[T, B, 1, H]`.
+fn drops_direction(n: &Node) -> bool {
+    n.inputs.len() == 1
+        && n.attributes
+            .iter()
+            .any(|a| a.name == "perm" && a.ints == [0, 2, 1, 3])
+}
