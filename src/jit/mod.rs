@@ -20,7 +20,7 @@
 //! every length is checked against the plan; the generated code then touches only
 //! the buffers the plan sized, at offsets the plan computed.
 
-pub mod pool;
+mod pool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -38,7 +38,7 @@ use crate::codegen::{self, pack};
 use crate::ir;
 use crate::weights::Weights;
 use crate::{Cell, Error, Result};
-use pool::{share, Pool};
+use pool::share;
 
 /// How to compile and run a cell.
 #[derive(Clone, Debug)]
@@ -416,7 +416,6 @@ pub struct Kernel {
     /// The parameters, for plans compiled later.
     params: Vec<Vec<f32>>,
     builds: [OnceLock<std::result::Result<Build, String>>; 4],
-    pool: Mutex<Option<Pool>>,
     work: schedule::Work,
     input_names: Vec<String>,
     state_names: Vec<String>,
@@ -488,7 +487,6 @@ impl Kernel {
             ir,
             params,
             builds: Default::default(),
-            pool: Mutex::new(None),
         };
         kernel.build(Variant::Streaming)?;
         Ok(kernel)
@@ -737,16 +735,13 @@ impl Kernel {
         Ok(())
     }
 
-    /// Runs the pool job `job(worker, workers, barrier)` on `threads` workers,
-    /// or inline when one thread is asked for or the pool is busy.
+    /// Runs the pool job `job(worker, workers, barrier)` on `threads` workers
+    /// (the process's shared pool of that size), or alone when one thread is
+    /// asked for or the pool is busy or backing off (`pool`).
     fn on_workers(&self, threads: usize, job: &PoolJob) {
         if threads > 1 {
-            if let Ok(mut guard) = self.pool.try_lock() {
-                if guard.as_ref().is_none_or(|p| p.workers() != threads) {
-                    *guard = Pool::new(threads).ok();
-                }
-                if let Some(pool) = guard.as_ref() {
-                    pool.run(&|w, team| job(w, team.workers, &|| team.barrier()));
+            if let Some(pool) = pool::shared(threads) {
+                if pool.try_run(&|w, team| job(w, team.workers, &|| team.barrier())) {
                     return;
                 }
             }
@@ -1182,18 +1177,7 @@ impl Kernel {
                 }
             }
         };
-        if threads > 1 {
-            if let Ok(mut guard) = self.pool.try_lock() {
-                if guard.as_ref().is_none_or(|p| p.workers() != threads) {
-                    *guard = Pool::new(threads).ok();
-                }
-                if let Some(pool) = guard.as_ref() {
-                    pool.run(&|w, team| job(w, team.workers));
-                    return;
-                }
-            }
-        }
-        job(0, 1);
+        self.on_workers(threads, &|w, n, _barrier| job(w, n));
     }
 }
 
