@@ -200,16 +200,15 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         None
     };
     let mut rng = crate::gen::Rng(7);
-    let inputs: Vec<Vec<f32>> = (0..ir.inputs.len())
-        .map(|i| {
-            (0..opts.seq * opts.batch * fused.input_len(i))
-                .map(|_| rng.unit() as f32)
-                .collect()
-        })
-        .collect();
+    let mut inputs: Vec<Vec<f32>> = Vec::new();
+    for i in 0..ir.inputs.len() {
+        let mut x = sequence_buffer(opts, fused.input_len(i))?;
+        x.iter_mut().for_each(|v| *v = rng.unit() as f32);
+        inputs.push(x);
+    }
     let mut outputs: Vec<Vec<f32>> = (0..ir.outputs.len())
-        .map(|o| vec![0.0; opts.seq * opts.batch * fused.output_len(o)])
-        .collect();
+        .map(|o| sequence_buffer(opts, fused.output_len(o)))
+        .collect::<Result<_>>()?;
     let sample = |k: &crate::Kernel, outputs: &mut Vec<Vec<f32>>| -> Result<f64> {
         let mut state = k.new_state(opts.batch)?;
         let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
@@ -269,4 +268,25 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         floor_us: model.floor_us,
         weights_level: model.level,
     })
+}
+
+/// Zeros for `seq x batch` vectors of `len`, or an error when they do not fit
+/// in memory (never an abort).
+fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
+    let n = opts
+        .seq
+        .checked_mul(opts.batch)
+        .and_then(|n| n.checked_mul(len))
+        .filter(|&n| n <= isize::MAX as usize / 4);
+    let too_large = || {
+        Error::msg(format!(
+            "a sequence of {} steps of {} rows of {len} floats does not fit in memory",
+            opts.seq, opts.batch
+        ))
+    };
+    let n = n.ok_or_else(too_large)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| too_large())?;
+    v.resize(n, 0.0);
+    Ok(v)
 }

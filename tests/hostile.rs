@@ -356,3 +356,67 @@ fn a_hundred_thousand_steps() {
         );
     }
 }
+
+/// Sizes that do not fit: a batch of 2^62 rows, from the API, from a 100-byte
+/// inputs file (`[0, 2^60, 8]`: no data, a huge batch) and from `cellc bench`,
+/// is an error, never an abort or a crash; a batch of 0 is an error.
+#[test]
+fn huge_batches_are_errors() {
+    let (cell, ir) = lstm(8, 4);
+    let kernel = cell
+        .compile(&Weights::random(&ir, 1), &Options::default())
+        .unwrap();
+    for batch in [0usize, 1 << 62, usize::MAX] {
+        let err = kernel.new_state(batch).unwrap_err().to_string();
+        assert!(err.contains("batch"), "{batch}: {err}");
+    }
+    let dir = std::env::temp_dir().join(format!("cellc-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut inputs = Weights::new();
+    inputs.insert("x", &[0, 1 << 60, 8], Vec::new()).unwrap();
+    let x = dir.join("x.safetensors");
+    std::fs::write(&x, inputs.to_safetensors_bytes().unwrap()).unwrap();
+    let w = dir.join("w.safetensors");
+    let mut weights = Weights::new();
+    for (name, shape) in [("weight_ih_l0", [16usize, 8]), ("weight_hh_l0", [16, 4])] {
+        weights
+            .insert(name, &shape, vec![0.1; shape[0] * shape[1]])
+            .unwrap();
+    }
+    for name in ["bias_ih_l0", "bias_hh_l0"] {
+        weights.insert(name, &[16], vec![0.0; 16]).unwrap();
+    }
+    std::fs::write(&w, weights.to_safetensors_bytes().unwrap()).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "examples/lstm.rnn", "--weights"])
+        .arg(&w)
+        .arg("--inputs")
+        .arg(&x)
+        .arg("-o")
+        .arg(dir.join("out.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("batch") && !err.contains("panicked"), "{err}");
+    for batch in ["4611686018427387904", "18446744073709551615"] {
+        let bench = Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "bench",
+                "examples/lstm.rnn",
+                "--dims",
+                "X=8,H=4",
+                "--batch",
+                batch,
+            ])
+            .args(["--samples", "1", "--no-unfused"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&bench.stderr);
+        assert_eq!(bench.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -250,11 +250,26 @@ pub fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
-    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(dst.len() > last(m, 1, n, dst_cs));
+    // The last element each operand reaches, computed without wrapping.
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| {
+        (rows - 1)
+            .checked_mul(rs)
+            .and_then(|a| (cols - 1).checked_mul(cs).and_then(|b| a.checked_add(b)))
+    };
+    let fits = |len: usize, last: Option<usize>| last.is_some_and(|l| l < len);
+    assert!(
+        fits(dst.len(), last(m, 1, n, dst_cs)),
+        "sgemm: dst too short"
+    );
     if k > 0 {
-        assert!(lhs.len() > last(m, lhs_rs, k, 1));
-        assert!(rhs.len() > last(k, 1, n, rhs_cs));
+        assert!(
+            fits(lhs.len(), last(m, lhs_rs, k, 1)),
+            "sgemm: lhs too short"
+        );
+        assert!(
+            fits(rhs.len(), last(k, 1, n, rhs_cs)),
+            "sgemm: rhs too short"
+        );
     }
     // SAFETY: the asserts above keep every access of the `m x k` by `k x n`
     // product and the `m x n` result inside the slices.
@@ -362,6 +377,11 @@ unsafe fn gemm_raw(
             gemm::Parallelism::None,
         )
     }
+}
+
+/// The product of sizes, or `None` if it overflows.
+fn count(sizes: &[usize]) -> Option<usize> {
+    sizes.iter().try_fold(1usize, |a, &b| a.checked_mul(b))
 }
 
 /// `floats` as a size a person reads.
@@ -716,12 +736,12 @@ impl Kernel {
             )));
         }
         for (i, x) in inputs.iter().enumerate() {
-            let want = steps * batch * self.input_lens[i];
-            if x.len() != want {
+            let want = count(&[steps, batch, self.input_lens[i]]);
+            if Some(x.len()) != want {
                 return Err(Error::msg(format!(
                     "input `{}`: expected {} values ([{}{batch}, {}]), got {}",
                     self.input_names[i],
-                    want,
+                    want.map_or("too many".to_string(), |n| n.to_string()),
                     if steps > 1 {
                         format!("{steps}, ")
                     } else {
@@ -1056,11 +1076,12 @@ impl Kernel {
             )));
         }
         for (o, y) in outputs.iter().enumerate() {
-            let want = steps * per_step(self.output_lens[o]);
-            if y.len() != want {
+            let want = count(&[steps, batch, self.output_lens[o]]);
+            if Some(y.len()) != want {
                 return Err(Error::msg(format!(
-                    "output `{}`: expected {want} values ([{steps}, {batch}, {}]), got {}",
+                    "output `{}`: expected {} values ([{steps}, {batch}, {}]), got {}",
                     self.output_names[o],
+                    want.map_or("too many".to_string(), |n| n.to_string()),
                     self.output_lens[o],
                     y.len()
                 )));
