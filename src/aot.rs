@@ -67,15 +67,15 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
         Some(t) => codegen::target_isa(t, true),
         None => codegen::host_isa_with(true),
     }
-    .map_err(|e| Error::msg(e.0))?;
+    .map_err(|e| Error::options(e.0))?;
     let triple_name = isa.triple().to_string();
     let prefix = c_name(&ir.name);
     let call_conv = isa.default_call_conv();
     let functions = codegen::functions(&plan, &*isa);
     let builder = ObjectBuilder::new(isa, prefix.clone(), default_libcall_names())
-        .map_err(|e| Error::msg(format!("cannot build an object: {e}")))?;
+        .map_err(|e| Error::options(format!("cannot build an object: {e}")))?;
     let mut module = ObjectModule::new(builder);
-    let internal = |e: cranelift_module::ModuleError| Error::msg(format!("internal error: {e:?}"));
+    let internal = |e: cranelift_module::ModuleError| Error::internal(format!("{e:?}"));
     let mut ctx = cranelift_codegen::Context::new();
     // The task functions, in phase order.
     let mut tasks: Vec<(FuncId, usize)> = Vec::new();
@@ -137,7 +137,7 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
     let object = module
         .finish()
         .emit()
-        .map_err(|e| Error::msg(format!("cannot write the object: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot write the object: {e}")))?;
     let header = header(&ir, &plan, &prefix, &triple_name);
     Ok(Aot {
         object,
@@ -159,7 +159,7 @@ fn begin_export(
     sig.params.extend((0..params).map(|_| AbiParam::new(I64)));
     let id = module
         .declare_function(name, Linkage::Export, &sig)
-        .map_err(|e| Error::msg(format!("internal error: {e:?}")))?;
+        .map_err(|e| Error::internal(format!("{e:?}")))?;
     ctx.func = cranelift_codegen::ir::Function::with_name_signature(
         cranelift_codegen::ir::UserFuncName::user(0, id.as_u32()),
         sig,

@@ -175,7 +175,7 @@ impl BenchResult {
 /// Benchmarks a cell whose sizes are bound.
 pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
     if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
-        return Err(Error::msg(
+        return Err(Error::options(
             "batch, sequence length and samples must be at least 1",
         ));
     }
@@ -279,7 +279,7 @@ fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
         .and_then(|n| n.checked_mul(len))
         .filter(|&n| n <= isize::MAX as usize / 4);
     let too_large = || {
-        Error::msg(format!(
+        Error::too_large(format!(
             "a sequence of {} steps of {} rows of {len} floats does not fit in memory",
             opts.seq, opts.batch
         ))

@@ -30,6 +30,8 @@ pub mod bench;
 pub mod codegen;
 pub mod diag;
 pub mod dot;
+mod error;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gen;
@@ -44,7 +46,6 @@ pub mod stats;
 pub mod syntax;
 pub mod weights;
 
-use std::fmt;
 use std::path::Path;
 
 pub use codegen::schedule::Variant;
@@ -52,61 +53,7 @@ pub use diag::{Diagnostic, Source};
 pub use jit::{Kernel, Options, State};
 pub use weights::Weights;
 
-/// Everything that can go wrong on the way from a file to a result.
-#[derive(Debug)]
-pub enum Error {
-    /// Mistakes in a source file, with the file to render them against.
-    Source {
-        source: Box<Source>,
-        diagnostics: Vec<Diagnostic>,
-    },
-    /// A file could not be read.
-    Io { path: String, message: String },
-    /// Anything else, said in one sentence.
-    Msg(String),
-}
-
-impl Error {
-    pub fn msg(m: impl Into<String>) -> Error {
-        Error::Msg(m.into())
-    }
-
-    /// The error as the user should see it, without colour.
-    pub fn render(&self) -> String {
-        match self {
-            Error::Source {
-                source,
-                diagnostics,
-            } => {
-                let located: Vec<Diagnostic> = diagnostics
-                    .iter()
-                    .filter(|d| !d.labels.is_empty())
-                    .cloned()
-                    .collect();
-                let unlocated: Vec<Diagnostic> = diagnostics
-                    .iter()
-                    .filter(|d| d.labels.is_empty())
-                    .cloned()
-                    .collect();
-                let mut s = diag::render_plain(source, &located);
-                s.push_str(&diag::render_without_source(&unlocated));
-                s
-            }
-            Error::Io { path, message } => format!("error: cannot read `{path}`: {message}\n"),
-            Error::Msg(m) => format!("error: {m}\n"),
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.render().trim_end())
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Error, ErrorKind, Result};
 
 /// A checked cell: parsed, with names and shapes verified, and (after
 /// [`Cell::dims`]) its sizes bound.
@@ -123,10 +70,7 @@ pub struct Cell {
 /// Reads a source file as text, reporting bytes that are not UTF-8 with a span.
 pub fn read_source(path: &Path) -> Result<Source> {
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| Error::Io {
-        path: name.clone(),
-        message: e.to_string(),
-    })?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::read(&name, e))?;
     if meta.len() > syntax::MAX_SOURCE_BYTES as u64 {
         return Err(Error::Source {
             source: Box::new(Source::new(name, "")),
@@ -141,10 +85,7 @@ pub fn read_source(path: &Path) -> Result<Source> {
             .note("a cell is a few dozen lines; is this the right file?")],
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: name.clone(),
-        message: e.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::read(&name, e))?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Source::new(name, text)),
         Err(e) => {
@@ -257,9 +198,8 @@ impl Cell {
     pub fn ir(&self) -> Result<ir::Cell> {
         let dims = self.bound_dims()?;
         let cell = ir::lower::lower(&self.checked, &dims);
-        ir::verify::verify(&cell).map_err(|e| {
-            Error::msg(format!("internal error: lowering produced invalid IR: {e}"))
-        })?;
+        ir::verify::verify(&cell)
+            .map_err(|e| Error::internal(format!("lowering produced invalid IR: {e}")))?;
         Ok(cell)
     }
 }
@@ -289,7 +229,16 @@ impl Cell {
             source: Some(&self.source.text),
             remarks: Vec::new(),
         };
-        opt::optimize(&mut cell, opts, &mut ctx, dump).map_err(|e| Error::msg(e.to_string()))?;
+        if let Some(stop) = &opts.stop_after {
+            if !opt::stage_names().contains(&stop.as_str()) {
+                return Err(Error::options(format!(
+                    "no stage `{stop}`; the stages are {}",
+                    opt::stage_names().join(", ")
+                )));
+            }
+        }
+        opt::optimize(&mut cell, opts, &mut ctx, dump)
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
         Ok(Optimized {
             ir: cell,
             remarks: ctx.remarks,

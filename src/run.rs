@@ -32,21 +32,21 @@ pub fn shapes(
     let mut facts = Vec::new();
     let mut seq: Option<(usize, usize, String)> = None;
     if checked.inputs.is_empty() {
-        return Err(Error::msg(format!(
+        return Err(Error::shape(format!(
             "cell `{}` has no input, so there is no sequence to run",
             checked.name
         )));
     }
     for port in &checked.inputs {
         let t = inputs.get(&port.name).ok_or_else(|| {
-            Error::msg(format!(
+            Error::shape(format!(
                 "the inputs have no tensor `{}` (the cell's input, [T, B, len]); they have: {}",
                 port.name,
                 inputs.names().collect::<Vec<_>>().join(", ")
             ))
         })?;
         let [steps, batch, len] = t.shape[..] else {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "input `{}` is {}; expected [T, B, len] (time-major)",
                 port.name,
                 shape_str(&t.shape)
@@ -54,7 +54,7 @@ pub fn shapes(
         };
         if let Some((s, b, first)) = &seq {
             if (*s, *b) != (steps, batch) {
-                return Err(Error::msg(format!(
+                return Err(Error::shape(format!(
                     "input `{}` is {} but input `{first}` has T = {s}, B = {b}",
                     port.name,
                     shape_str(&t.shape)
@@ -96,7 +96,7 @@ pub fn shapes(
                     .map(|p| p.name.as_str()),
             )
             .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "the inputs have tensor `{name}`, which cell `{}` does not read{hint}; it reads {}",
                 checked.name,
                 reads.join(", ")
@@ -106,14 +106,14 @@ pub fn shapes(
     for port in &checked.states {
         if let Some(t) = inputs.get(&port.name) {
             let [b, len] = t.shape[..] else {
-                return Err(Error::msg(format!(
+                return Err(Error::shape(format!(
                     "initial state `{}` is {}; expected [B, len]",
                     port.name,
                     shape_str(&t.shape)
                 )));
             };
             if b != batch {
-                return Err(Error::msg(format!(
+                return Err(Error::shape(format!(
                     "initial state `{}` is {} but input `{first}` has B = {batch}",
                     port.name,
                     shape_str(&t.shape)
@@ -172,7 +172,7 @@ pub fn shapes(
             k += 1;
         }
     }
-    let dims = sema::infer_dims(checked, &facts, given).map_err(Error::msg)?;
+    let dims = sema::infer_dims(checked, &facts, given).map_err(Error::shape)?;
     Ok(Shapes { steps, batch, dims })
 }
 
@@ -213,13 +213,13 @@ pub fn run(
         let len = kernel.output_len(o);
         result
             .insert(name, &[steps, batch, len], std::mem::take(&mut outs[o]))
-            .map_err(|e| Error::msg(e.0))?;
+            .map_err(|e| Error::internal(e.0))?;
     }
     for (s, name) in kernel.state_names().iter().enumerate() {
         let len = kernel.state_len(s);
         result
             .insert(name, &[batch, len], state.get(name)?)
-            .map_err(|e| Error::msg(e.0))?;
+            .map_err(|e| Error::internal(e.0))?;
     }
     Ok(result)
 }

@@ -153,3 +153,55 @@ fn help_on_every_subcommand() {
         assert!(out.contains("Usage"), "{out}");
     }
 }
+
+/// A write that fails (here beyond `ulimit -f`, as a full disk would) leaves
+/// the old output whole and nothing else behind; a missing folder is a write
+/// error that says so. Both for `cellc run -o` and `cellc compile -o`.
+#[cfg(unix)]
+#[test]
+fn failed_writes_keep_the_old_output() {
+    let dir = std::env::temp_dir().join(format!("cellc-ulimit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let obj = dir.join("cell.o");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let exe = env!("CARGO_BIN_EXE_cellc");
+    let compile = |limit: &str, dims: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{limit} exec '{exe}' compile '{root}/examples/lstm.rnn' --dims {dims} -o '{}'",
+                obj.display()
+            ))
+            .output()
+            .unwrap()
+    };
+    let good = compile("", "X=4,H=4");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let (old_obj, old_h) = (
+        std::fs::read(&obj).unwrap(),
+        std::fs::read(obj.with_extension("h")).unwrap(),
+    );
+    // 1 block of 512 bytes: far less than an object.
+    let failed = compile("ulimit -f 1;", "X=64,H=64");
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write"), "{err}");
+    assert_eq!(std::fs::read(&obj).unwrap(), old_obj);
+    assert_eq!(std::fs::read(obj.with_extension("h")).unwrap(), old_h);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    let (code, _, err) = cellc(&[
+        "compile",
+        "examples/lstm.rnn",
+        "-o",
+        "no/such/folder/cell.o",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot write"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

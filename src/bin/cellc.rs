@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use cellc::{diag, opt, Cell, Error};
+use cellc::{diag, opt, Cell, Error, ErrorKind};
 
 #[derive(Parser)]
 #[command(
@@ -191,7 +191,7 @@ fn parse_dims(s: &str) -> Result<Dims, String> {
 
 fn parse_plan(s: &str) -> Result<cellc::codegen::schedule::Variant, Error> {
     cellc::codegen::schedule::Variant::from_name(s).ok_or_else(|| {
-        Error::msg(format!(
+        Error::options(format!(
             "`--plan {s}`: the plans are streaming, hoisted, gemm and gemm-hoisted"
         ))
     })
@@ -234,30 +234,27 @@ fn run(cli: Cli) -> Result<(), Error> {
             threads,
             no_opt,
         } => {
-            let mut x = cellc::Weights::from_safetensors(&inputs).map_err(|e| Error::msg(e.0))?;
+            let mut x = cellc::Weights::from_safetensors(&inputs)?;
             let (cell, w) = if file.extension().is_some_and(|e| e == "onnx") {
                 if let Some(w) = &weights {
-                    return Err(Error::msg(format!(
+                    return Err(Error::options(format!(
                         "`--weights {}`: an ONNX model carries its own weights; drop `--weights`",
                         w.display()
                     )));
                 }
                 if let Some(p) = &prefix {
-                    return Err(Error::msg(format!(
+                    return Err(Error::options(format!(
                         "`--prefix {p}`: an ONNX model carries its own weights; drop `--prefix`"
                     )));
                 }
-                let bytes = std::fs::read(&file).map_err(|e| Error::Io {
-                    path: file.display().to_string(),
-                    message: e.to_string(),
+                let bytes = std::fs::read(&file).map_err(|e| Error::read(file.display(), e))?;
+                let imported = cellc::onnx::import(&bytes).map_err(|e| {
+                    Error::new(ErrorKind::Model, format!("{}: {}", file.display(), e.0))
                 })?;
-                let imported = cellc::onnx::import(&bytes)
-                    .map_err(|e| Error::msg(format!("{}: {}", file.display(), e.0)))?;
                 for name in ["h", "c"] {
                     if let (None, Some(t)) = (x.get(name), imported.initial.get(name)) {
                         let t = t.clone();
-                        x.insert(name, &t.shape, t.data)
-                            .map_err(|e| Error::msg(e.0))?;
+                        x.insert(name, &t.shape, t.data)?;
                     }
                 }
                 let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
@@ -266,12 +263,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let cell = Cell::from_file(&file)?;
                 print_warnings(&cell);
                 let Some(weights) = weights else {
-                    return Err(Error::msg("a `.rnn` cell needs `--weights`"));
+                    return Err(Error::options("a `.rnn` cell needs `--weights`"));
                 };
-                let mut w =
-                    cellc::Weights::from_safetensors(&weights).map_err(|e| Error::msg(e.0))?;
+                let mut w = cellc::Weights::from_safetensors(&weights)?;
                 if let Some(p) = &prefix {
-                    w = w.strip_prefix(p).map_err(|e| Error::msg(e.0))?;
+                    w = w.strip_prefix(p)?;
                 }
                 (cell, w)
             };
@@ -282,11 +278,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 plan: None,
             };
             let out = cellc::run::run(&cell, &w, &x, &given, &opts)?;
-            let bytes = out.to_safetensors_bytes().map_err(|e| Error::msg(e.0))?;
-            std::fs::write(&output, bytes).map_err(|e| Error::Io {
-                path: output.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let bytes = out.to_safetensors_bytes()?;
+            cellc::files::write_all(&[(&output, &bytes)])?;
             Ok(())
         }
         Command::Bench {
@@ -340,14 +333,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Some(obj) = output {
                 let aot = cellc::aot::compile(&cell, &jit_opts, target.as_deref())?;
                 let header = obj.with_extension("h");
-                let write = |path: &PathBuf, bytes: &[u8]| {
-                    std::fs::write(path, bytes).map_err(|e| Error::Io {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })
-                };
-                write(&obj, &aot.object)?;
-                write(&header, aot.header.as_bytes())?;
+                cellc::files::write_all(&[(&obj, &aot.object), (&header, aot.header.as_bytes())])?;
                 eprintln!(
                     "wrote {} ({} bytes: {p}_step, {p}_run) and {}",
                     obj.display(),
@@ -362,7 +348,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             if let Some(a) = &after {
                 if !opt::stage_names().contains(&a.as_str()) {
-                    return Err(Error::msg(format!(
+                    return Err(Error::options(format!(
                         "`--after {a}`: no such stage; the stages are {}",
                         opt::stage_names().join(", ")
                     )));
@@ -420,9 +406,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                         Some(t) => cellc::codegen::target_isa(t, false),
                         None => cellc::codegen::host_isa(),
                     }
-                    .map_err(|e| Error::msg(e.0))?;
-                    let text =
-                        cellc::codegen::compile_text(&plan, &*isa).map_err(|e| Error::msg(e.0))?;
+                    .map_err(|e| Error::options(e.0))?;
+                    let text = cellc::codegen::compile_text(&plan, &*isa)
+                        .map_err(|e| Error::internal(e.0))?;
                     let mut out = String::new();
                     for (name, clif, asm) in &text {
                         out.push_str(&format!("; ==== {name} ====\n"));
@@ -511,6 +497,14 @@ fn report(e: &Error) {
 }
 
 fn main() -> ExitCode {
+    // A write beyond the file size limit (`ulimit -f`) then fails with EFBIG,
+    // which is reported, instead of killing the process mid-write.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler;
+    // it is done before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     // A deep stack for the front end's recursion, whatever the input.
     let worker = std::thread::Builder::new()
@@ -519,9 +513,11 @@ fn main() -> ExitCode {
     let result = match worker {
         Ok(handle) => match handle.join() {
             Ok(r) => r,
-            Err(_) => Err(Error::msg("internal error: the compiler panicked")),
+            Err(_) => Err(Error::internal("the compiler panicked")),
         },
-        Err(e) => Err(Error::msg(format!("cannot start the compiler thread: {e}"))),
+        Err(e) => Err(Error::too_large(format!(
+            "cannot start the compiler thread: {e}"
+        ))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,8 +67,8 @@ impl Default for Options {
 /// products and regions) and its streaming plan.
 pub fn plan_cell(cell: &Cell, opts: &Options) -> Result<(ir::Cell, Plan)> {
     let ir = kernel_ir(cell, opts)?;
-    let plan =
-        plan::plan(&ir, plan_options(opts, Variant::Streaming)).map_err(|e| Error::msg(e.0))?;
+    let plan = plan::plan(&ir, plan_options(opts, Variant::Streaming))
+        .map_err(|e| Error::too_large(e.0))?;
     Ok((ir, plan))
 }
 
@@ -79,7 +79,7 @@ fn kernel_ir(cell: &Cell, opts: &Options) -> Result<ir::Cell> {
         cell.ir()?
     };
     plan::legalize(&mut ir);
-    ir::verify::verify(&ir).map_err(|e| Error::msg(format!("internal error: {e}")))?;
+    ir::verify::verify(&ir).map_err(|e| Error::internal(e.to_string()))?;
     Ok(ir)
 }
 
@@ -131,7 +131,7 @@ impl Drop for Code {
 /// Compiles a plan's functions for the host.
 pub fn compile_plan(plan: &Plan) -> Result<Code> {
     let start = Instant::now();
-    let isa = codegen::host_isa().map_err(|e| Error::msg(e.0))?;
+    let isa = codegen::host_isa().map_err(|e| Error::internal(e.0))?;
     let call_conv = isa.default_call_conv();
     let functions = codegen::functions(plan, &*isa);
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
@@ -145,15 +145,12 @@ pub fn compile_plan(plan: &Plan) -> Result<Code> {
             let sig = codegen::lower::signature(call_conv);
             let id = module
                 .declare_function(&tf.name, Linkage::Local, &sig)
-                .map_err(|e| Error::msg(format!("internal error: {e}")))?;
+                .map_err(|e| Error::internal(e.to_string()))?;
             ctx.func = tf.func;
             ctx.func.name = cranelift_codegen::ir::UserFuncName::user(0, id.as_u32());
-            module.define_function(id, &mut ctx).map_err(|e| {
-                Error::msg(format!(
-                    "internal error: Cranelift rejected {}: {e:?}",
-                    tf.name
-                ))
-            })?;
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| Error::internal(format!("Cranelift rejected {}: {e:?}", tf.name)))?;
             code_bytes += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
             count += 1;
             module.clear_context(&mut ctx);
@@ -163,7 +160,7 @@ pub fn compile_plan(plan: &Plan) -> Result<Code> {
     }
     module
         .finalize_definitions()
-        .map_err(|e| Error::msg(format!("internal error: {e}")))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
     let phases = ids
         .into_iter()
         .map(|phase| {
@@ -207,7 +204,7 @@ impl AlignedBuf {
         let blocks = len.div_ceil(16);
         let mut v = Vec::new();
         v.try_reserve_exact(blocks).map_err(|_| {
-            Error::msg(format!(
+            Error::too_large(format!(
                 "cannot allocate {} for the kernel's buffers",
                 byte_size(len)
             ))
@@ -395,7 +392,7 @@ fn byte_size(floats: usize) -> String {
 }
 
 fn too_large(batch: usize) -> Error {
-    Error::msg(format!(
+    Error::too_large(format!(
         "a batch of {batch} rows is too large: its buffers do not fit in memory"
     ))
 }
@@ -489,10 +486,10 @@ impl Kernel {
     /// first needed).
     pub fn compile(cell: &Cell, weights: &Weights, opts: &Options) -> Result<Kernel> {
         if opts.threads == Some(0) {
-            return Err(Error::msg("threads must be at least 1"));
+            return Err(Error::options("threads must be at least 1"));
         }
         let ir = kernel_ir(cell, opts)?;
-        let params = weights.resolve(&ir).map_err(|e| Error::msg(e.0))?;
+        let params = weights.resolve(&ir)?;
         let kernel = Kernel {
             id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
             name: ir.name.clone(),
@@ -551,7 +548,7 @@ impl Kernel {
                 })
             })
             .as_ref()
-            .map_err(|e| Error::msg(e.clone()))
+            .map_err(|e| Error::shape(e.clone()))
     }
 
     pub fn name(&self) -> &str {
@@ -649,7 +646,7 @@ impl Kernel {
     /// do not fit in memory, is an error.
     pub fn new_state(&self, batch: usize) -> Result<State> {
         if batch == 0 {
-            return Err(Error::msg("the batch must have at least one row"));
+            return Err(Error::shape("the batch must have at least one row"));
         }
         let plan = self.plan();
         let mut offsets = Vec::with_capacity(plan.slots.len());
@@ -692,7 +689,7 @@ impl Kernel {
 
     fn check_state(&self, state: &State) -> Result<()> {
         if state.kernel != self.id {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "this state was made by another kernel; use `new_state` of kernel `{}`",
                 self.name
             )));
@@ -703,7 +700,7 @@ impl Kernel {
     /// One step with one input (the common case: `x`).
     pub fn step(&self, x: &[f32], state: &mut State) -> Result<()> {
         if self.input_names.len() != 1 {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "cell `{}` has {} inputs; use `step_inputs`",
                 self.name,
                 self.input_names.len()
@@ -727,7 +724,7 @@ impl Kernel {
 
     fn check_inputs(&self, inputs: &[&[f32]], batch: usize, steps: usize) -> Result<()> {
         if inputs.len() != self.input_names.len() {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "cell `{}` has {} input{}, {} given",
                 self.name,
                 self.input_names.len(),
@@ -738,7 +735,7 @@ impl Kernel {
         for (i, x) in inputs.iter().enumerate() {
             let want = count(&[steps, batch, self.input_lens[i]]);
             if Some(x.len()) != want {
-                return Err(Error::msg(format!(
+                return Err(Error::shape(format!(
                     "input `{}`: expected {} values ([{}{batch}, {}]), got {}",
                     self.input_names[i],
                     want.map_or("too many".to_string(), |n| n.to_string()),
@@ -1006,14 +1003,14 @@ impl Kernel {
             .iter()
             .position(|n| n == name)
             .ok_or_else(|| {
-                Error::msg(format!(
+                Error::shape(format!(
                     "no output named `{name}`; the outputs are {}",
                     self.output_names.join(", ")
                 ))
             })?;
         let want = state.batch * self.output_lens[o];
         if out.len() != want {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "output `{name}`: the buffer has {} values, the output {want}",
                 out.len()
             )));
@@ -1036,7 +1033,7 @@ impl Kernel {
     /// `xs` is `[T, batch, X]`, `out` receives `[T, batch, Y]`.
     pub fn run(&self, xs: &[f32], state: &mut State, out: &mut [f32]) -> Result<()> {
         if self.input_names.len() != 1 || self.output_names.len() != 1 {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "cell `{}` has {} inputs and {} outputs; use `run_with`",
                 self.name,
                 self.input_names.len(),
@@ -1068,7 +1065,7 @@ impl Kernel {
         };
         self.check_inputs(inputs, batch, steps.max(1))?;
         if outputs.len() != self.output_names.len() {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "cell `{}` has {} outputs, {} buffers given",
                 self.name,
                 self.output_names.len(),
@@ -1078,7 +1075,7 @@ impl Kernel {
         for (o, y) in outputs.iter().enumerate() {
             let want = count(&[steps, batch, self.output_lens[o]]);
             if Some(y.len()) != want {
-                return Err(Error::msg(format!(
+                return Err(Error::shape(format!(
                     "output `{}`: expected {} values ([{steps}, {batch}, {}]), got {}",
                     self.output_names[o],
                     want.map_or("too many".to_string(), |n| n.to_string()),
@@ -1314,7 +1311,7 @@ impl State {
 
     fn state_index(&self, name: &str) -> Result<usize> {
         self.names.iter().position(|n| n == name).ok_or_else(|| {
-            Error::msg(format!(
+            Error::shape(format!(
                 "no state named `{name}`; the states are {}",
                 self.names.join(", ")
             ))
@@ -1363,7 +1360,7 @@ impl State {
         let s = self.state_index(name)?;
         let want = self.batch * self.state_lens[s];
         if out.len() != want {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "state `{name}`: the buffer has {} values, the state {want}",
                 out.len()
             )));
@@ -1377,7 +1374,7 @@ impl State {
         let s = self.state_index(name)?;
         let len = self.state_lens[s];
         if values.len() != self.batch * len {
-            return Err(Error::msg(format!(
+            return Err(Error::shape(format!(
                 "state `{name}`: expected {} values ([{}, {len}]), got {}",
                 self.batch * len,
                 self.batch,
