@@ -311,7 +311,7 @@ pub fn ir_text(bytes: &[u8]) {
     let inputs: Vec<Vec<f64>> = cell.inputs.iter().map(|p| vec![0.25; 2 * p.len]).collect();
     let _ = interp::step(&cell, &params, &inputs, &mut state);
     let mut legal = cell.clone();
-    crate::codegen::plan::legalize(&mut legal);
+    crate::opt::legalize(&mut legal);
     if ir::verify::verify(&legal).is_ok() {
         for hoist_inputs in [false, true] {
             for gemm_products in [false, true] {

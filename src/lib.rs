@@ -6,7 +6,7 @@
 //! 1. [`syntax`] parses the text (pest grammar in `grammar/cell.pest`) into an AST;
 //! 2. [`sema`] checks names, shapes and dependencies, reporting every mistake as a
 //!    [`diag::Diagnostic`] with a span;
-//! 3. [`ir::lower`] binds the sizes and builds the IR, a typed SSA dataflow graph
+//! 3. [`sema::lower`] binds the sizes and builds the IR, a typed SSA dataflow graph
 //!    with a text form that parses back ([`ir::print`], [`ir::parse`]) and a
 //!    verifier ([`ir::verify`]);
 //! 4. [`opt`] rewrites the IR: sibling products concatenated, gates stacked,
@@ -197,7 +197,8 @@ impl Cell {
     /// The cell lowered to IR with its bound sizes, before any optimization.
     pub fn ir(&self) -> Result<ir::Cell> {
         let dims = self.bound_dims()?;
-        let cell = ir::lower::lower(&self.checked, &dims);
+        let cell = sema::lower::lower(&self.checked, &dims)
+            .map_err(|e| Error::internal(format!("lowering: {}", e.0)))?;
         ir::verify::verify(&cell)
             .map_err(|e| Error::internal(format!("lowering produced invalid IR: {e}")))?;
         Ok(cell)

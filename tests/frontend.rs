@@ -127,3 +127,36 @@ fn verifier_rejects_bad_ir() {
         assert!(err.contains(expect), "{to}: got {err}");
     }
 }
+
+/// One table of functions (`ir::UnaryOp::FUNCTIONS`): the checker accepts
+/// exactly its names, and each lowers to its own operation (no fallback).
+#[test]
+fn every_function_lowers_to_itself() {
+    use cellc::ir::{Op, UnaryOp};
+    for op in UnaryOp::FUNCTIONS {
+        let text = format!(
+            "dim H = 3\ninput x: [H]\nstate h: [H]\nparam W: [H, H]\nh' = {}(W @ h + x)\n",
+            op.name()
+        );
+        let ir = cellc::Cell::from_source("f.rnn", &text)
+            .unwrap()
+            .ir()
+            .unwrap();
+        let ops: Vec<UnaryOp> = ir
+            .insts
+            .iter()
+            .filter_map(|i| match i.op {
+                Op::Unary(u, _) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ops, vec![op], "{}", op.name());
+    }
+    for name in ["neg", "softmax", "Tanh"] {
+        let text = format!("dim H = 3\ninput x: [H]\nstate h: [H]\nh' = {name}(x)\n");
+        let err = cellc::Cell::from_source("f.rnn", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("E0060"), "{name}: {err}");
+    }
+}

@@ -165,7 +165,7 @@ fn gru_reset_before_has_a_dependent_second_product() {
     let ps = products(&ir);
     assert_eq!(ps.len(), 2);
     assert_each_weight_read_once(&ir);
-    let stage = opt::stages(&ir);
+    let stage = cellc::ir::analysis::stages(&ir);
     let second = ir
         .insts
         .iter()

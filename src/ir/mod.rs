@@ -17,7 +17,7 @@
 //! [`Cell::compact`] afterwards, which restores a schedule, drops dead
 //! instructions and renumbers densely. [`verify::verify`] checks all of this.
 
-pub mod lower;
+pub mod analysis;
 pub mod parse;
 pub mod print;
 pub mod verify;
@@ -114,6 +114,22 @@ impl UnaryOp {
 
     pub fn from_name(s: &str) -> Option<UnaryOp> {
         UnaryOp::ALL.into_iter().find(|o| o.name() == s)
+    }
+
+    /// The functions a cell calls by name: every unary operation but negation
+    /// (written `-`). The one table the checker and the lowering share.
+    pub const FUNCTIONS: [UnaryOp; 4] =
+        [UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Relu, UnaryOp::Exp];
+
+    /// The function called `name`, if the language has one.
+    pub fn function(name: &str) -> Option<UnaryOp> {
+        UnaryOp::FUNCTIONS.into_iter().find(|o| o.name() == name)
+    }
+
+    /// The functions' names, for messages.
+    pub fn function_names() -> String {
+        let names: Vec<&str> = UnaryOp::FUNCTIONS.iter().map(|o| o.name()).collect();
+        names.join(", ")
     }
 
     /// The exact function, in f64: the reference every implementation is held to.

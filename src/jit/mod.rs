@@ -78,7 +78,7 @@ fn kernel_ir(cell: &Cell, opts: &Options) -> Result<ir::Cell> {
     } else {
         cell.ir()?
     };
-    plan::legalize(&mut ir);
+    crate::opt::legalize(&mut ir);
     ir::verify::verify(&ir).map_err(|e| Error::internal(e.to_string()))?;
     Ok(ir)
 }

@@ -7,7 +7,7 @@
 //!
 //! **Legality.** A region runs in a *slot*: after the products of one stage and
 //! before those of the next. An element-wise value may run in any slot between the
-//! stage of its latest operand ([`super::stages`]) and the slot before the first
+//! stage of its latest operand ([`stages`]) and the slot before the first
 //! product that reads it; [`place`] picks, per vector length, the fewest slots that
 //! serve every value, and runs each value as late as it may (so a peephole term
 //! `w_ic * c`, ready before any product, joins its gate's region instead of
@@ -19,7 +19,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{stages, Ctx, RemarkKind};
+use super::{Ctx, RemarkKind};
+use crate::ir::analysis::stages;
 use crate::ir::{Cell, EwOp, Op, Operand, Region, RegionInst, Type, Value};
 
 const PASS: &str = "fuse";

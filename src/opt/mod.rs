@@ -19,8 +19,11 @@
 
 mod concat;
 mod fuse;
+mod legalize;
 mod simplify;
 mod stack;
+
+pub use legalize::legalize;
 
 use std::fmt;
 
@@ -218,31 +221,4 @@ fn dce(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> bool {
     let before = cell.insts.len();
     cell.compact();
     cell.insts.len() != before
-}
-
-/// For every value, the number of products on the longest dependency path that
-/// ends at it: inputs, states and parameters are at stage 0; a product is one
-/// stage after the latest of its inputs; element-wise work is at the stage of its
-/// latest operand. Products of one stage are independent of each other, and so
-/// are the element-wise values of one stage and one length.
-pub fn stages(cell: &Cell) -> Vec<usize> {
-    use crate::ir::Op;
-    let mut stage = vec![0usize; cell.values.len()];
-    for inst in &cell.insts {
-        let s = match &inst.op {
-            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => 0,
-            Op::MatVec { input, .. } => stage[input.index()] + 1,
-            Op::Product(p) => 1 + p.inputs.iter().map(|v| stage[v.index()]).max().unwrap_or(0),
-            op => op
-                .operands()
-                .iter()
-                .map(|v| stage[v.index()])
-                .max()
-                .unwrap_or(0),
-        };
-        for v in &inst.results {
-            stage[v.index()] = s;
-        }
-    }
-    stage
 }

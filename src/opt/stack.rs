@@ -7,7 +7,7 @@
 //! never stored nor read), so no weight row is read twice.
 //!
 //! **Legality.** Two products may merge only if neither depends on the other. The
-//! pass groups products by stage ([`super::stages`]: the number of products on the
+//! pass groups products by stage ([`stages`]: the number of products on the
 //! longest dependency path to them); products of one stage never depend on each
 //! other, since a dependency would put one at a later stage. Merging every stage
 //! into one product gives the fewest products a step can have: one per link of
@@ -16,7 +16,8 @@
 
 use std::collections::HashMap;
 
-use super::{stages, Ctx, RemarkKind};
+use super::{Ctx, RemarkKind};
+use crate::ir::analysis::stages;
 use crate::ir::{Cell, Op, Product, RowBlock, Type, Value};
 
 const PASS: &str = "stack";

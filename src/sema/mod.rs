@@ -7,16 +7,15 @@
 //! equations in dependency order; [`bind_dims`] then turns its size variables into
 //! numbers and refuses sizes that are zero, negative, or too large to allocate.
 
+pub mod lower;
 pub mod poly;
 
 use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, Span};
+use crate::ir::UnaryOp;
 use crate::syntax::ast::{self, AddOp, DimExpr, DimKind, Expr, ExprKind, Ident, Item};
 use poly::Poly;
-
-/// The element-wise functions of the language, each taking one argument.
-pub const FUNCTIONS: &[&str] = &["sigmoid", "tanh", "relu", "exp"];
 
 /// The type of a value, with sizes still symbolic.
 #[derive(Clone, Debug, PartialEq)]
@@ -279,7 +278,7 @@ impl Checker {
     }
 
     fn bind_name(&mut self, name: &Ident, r: Ref) -> bool {
-        if FUNCTIONS.contains(&name.name.as_str()) {
+        if UnaryOp::function(&name.name).is_some() {
             self.diags.push(
                 Diagnostic::error(
                     "E0012",
@@ -288,7 +287,7 @@ impl Checker {
                 .primary(name.span, "this name would hide the function")
                 .note(format!(
                     "the functions are {}; choose another name",
-                    FUNCTIONS.join(", ")
+                    UnaryOp::function_names()
                 )),
             );
             // Bound anyway, so that its uses do not cascade into more errors.
@@ -724,13 +723,14 @@ impl Checker {
             ExprKind::Var { name, primed } => self.type_var(name, *primed, e.span),
             ExprKind::Call { func, args } => {
                 let arg_tys: Vec<Option<SymTy>> = args.iter().map(|a| self.type_expr(a)).collect();
-                if !FUNCTIONS.contains(&func.name.as_str()) {
+                if UnaryOp::function(&func.name).is_none() {
                     let mut d =
                         Diagnostic::error("E0060", format!("unknown function `{}`", func.name))
                             .primary(func.span, "not a function of the language");
-                    d = match suggest(&func.name, FUNCTIONS.iter().copied()) {
+                    let names = UnaryOp::FUNCTIONS.iter().map(|o| o.name());
+                    d = match suggest(&func.name, names) {
                         Some(s) => d.note(format!("did you mean `{s}`?")),
-                        None => d.note(format!("the functions are {}", FUNCTIONS.join(", "))),
+                        None => d.note(format!("the functions are {}", UnaryOp::function_names())),
                     };
                     self.diags.push(d);
                     return None;

@@ -1,22 +1,38 @@
-//! Lowering: a checked cell with bound sizes becomes IR.
+//! Lowering: a checked cell with bound sizes becomes IR. The last step of the
+//! front end: the IR knows nothing of the syntax it came from.
 //!
 //! Each equation becomes the instructions of its expression, in the dependency
 //! order sema computed; sums and products are folded left to right, `W @ U @ v`
 //! from the right. Scalar sub-expressions are folded to constants here (they are
 //! built from literals only). The value an equation defines takes its name
 //! (`i`, `c'`, `y`), and every value keeps the span of its source expression.
+//!
+//! Everything lowering relies on was checked before: a name that does not
+//! resolve, a function the language lacks, a size that does not evaluate is an
+//! internal error here, never a default.
 
-use super::*;
-use crate::sema::{self, Checked, Dims, IndexInfo, Ref, SymTy, Target};
+use super::{poly::Poly, Checked, Dims, IndexInfo, PortInfo, Ref, SymTy, Target};
+use crate::ir::*;
 use crate::syntax::ast::{AddOp, Expr, ExprKind, MulOp};
 
-/// Lowers a checked cell. `dims` must come from [`sema::bind_dims`] on the same
-/// cell, which guarantees that every size evaluates to a positive number.
-pub fn lower(checked: &Checked, dims: &Dims) -> Cell {
-    let size = |p: &sema::poly::Poly| -> usize {
-        dims.eval(p)
-            .and_then(|v| usize::try_from(v).ok())
-            .unwrap_or(0)
+/// What lowering found that the checker should have refused: a bug.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowerError(pub String);
+
+type Lowered<T> = Result<T, LowerError>;
+
+fn bug<T>(m: impl Into<String>) -> Lowered<T> {
+    Err(LowerError(m.into()))
+}
+
+/// Lowers a checked cell. `dims` must come from [`super::bind_dims`] on the
+/// same cell, which guarantees that every size evaluates to a positive number.
+pub fn lower(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
+    let size = |p: &Poly| -> Lowered<usize> {
+        match dims.eval(p).map(usize::try_from) {
+            Some(Ok(v)) if v > 0 => Ok(v),
+            _ => bug("a size does not evaluate to a positive number"),
+        }
     };
     let mut cell = Cell {
         name: checked.name.clone(),
@@ -28,43 +44,49 @@ pub fn lower(checked: &Checked, dims: &Dims) -> Cell {
             .collect(),
         ..Cell::default()
     };
-    let port = |p: &sema::PortInfo| Port {
-        name: p.name.clone(),
-        len: size(&p.len),
-    };
-    cell.inputs = checked.inputs.iter().map(port).collect();
-    cell.states = checked.states.iter().map(port).collect();
-    cell.outputs = checked.outputs.iter().map(port).collect();
-    cell.params = checked
-        .params
-        .iter()
-        .map(|p| Param {
+    let port = |p: &PortInfo| -> Lowered<Port> {
+        Ok(Port {
             name: p.name.clone(),
-            ty: match &p.ty {
-                SymTy::Scalar => Type::Scalar,
-                SymTy::Vector(n) => Type::Vector(size(n)),
-                SymTy::Matrix(r, c) => Type::Matrix(size(r), size(c)),
-            },
-            binding: p
-                .binding
-                .iter()
-                .map(|b| Binding {
-                    tensor: b.tensor.clone(),
-                    indices: b
-                        .indices
-                        .iter()
-                        .map(|ix| match ix {
-                            IndexInfo::At(p) => BindIndex::At(eval_u64(dims, p)),
-                            IndexInfo::Range(a, b) => BindIndex::Range(
-                                a.as_ref().map(|p| eval_u64(dims, p)),
-                                b.as_ref().map(|p| eval_u64(dims, p)),
-                            ),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            len: size(&p.len)?,
         })
-        .collect();
+    };
+    cell.inputs = checked.inputs.iter().map(port).collect::<Lowered<_>>()?;
+    cell.states = checked.states.iter().map(port).collect::<Lowered<_>>()?;
+    cell.outputs = checked.outputs.iter().map(port).collect::<Lowered<_>>()?;
+    let index = |p: &Poly| -> Lowered<u64> {
+        match dims.eval(p).map(u64::try_from) {
+            Some(Ok(v)) => Ok(v),
+            _ => bug("a tensor index does not evaluate to a number of 0 or more"),
+        }
+    };
+    let range = |p: &Option<Poly>| p.as_ref().map(index).transpose();
+    for p in &checked.params {
+        let ty = match &p.ty {
+            SymTy::Scalar => Type::Scalar,
+            SymTy::Vector(n) => Type::Vector(size(n)?),
+            SymTy::Matrix(r, c) => Type::Matrix(size(r)?, size(c)?),
+        };
+        let mut binding = Vec::with_capacity(p.binding.len());
+        for b in &p.binding {
+            let indices = b
+                .indices
+                .iter()
+                .map(|ix| match ix {
+                    IndexInfo::At(p) => Ok(BindIndex::At(index(p)?)),
+                    IndexInfo::Range(a, b) => Ok(BindIndex::Range(range(a)?, range(b)?)),
+                })
+                .collect::<Lowered<_>>()?;
+            binding.push(Binding {
+                tensor: b.tensor.clone(),
+                indices,
+            });
+        }
+        cell.params.push(Param {
+            name: p.name.clone(),
+            ty,
+            binding,
+        });
+    }
 
     let mut lw = Lowerer {
         checked,
@@ -95,7 +117,7 @@ pub fn lower(checked: &Checked, dims: &Dims) -> Cell {
         lw.params.push(v);
     }
     for eq in &checked.equations {
-        let v = lw.expr(&eq.value);
+        let v = lw.expr(&eq.value)?;
         let name = match eq.target {
             Target::Let(l) => {
                 lw.lets[l] = Some(v);
@@ -113,20 +135,20 @@ pub fn lower(checked: &Checked, dims: &Dims) -> Cell {
         lw.name(v, &name, eq.lhs_span);
     }
     let mut cell = lw.cell;
-    // Sema guarantees every state is updated and every output defined.
+    // Sema checked that every state is updated and every output defined.
     cell.state_updates = lw
         .next_states
         .iter()
-        .map(|v| v.unwrap_or(Value(0)))
-        .collect();
-    cell.output_values = lw.outputs.iter().map(|v| v.unwrap_or(Value(0))).collect();
-    cell
-}
-
-fn eval_u64(dims: &Dims, p: &sema::poly::Poly) -> u64 {
-    dims.eval(p)
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(u64::MAX)
+        .zip(&checked.states)
+        .map(|(v, s)| v.ok_or_else(|| LowerError(format!("state `{}` has no next value", s.name))))
+        .collect::<Lowered<_>>()?;
+    cell.output_values = lw
+        .outputs
+        .iter()
+        .zip(&checked.outputs)
+        .map(|(v, o)| v.ok_or_else(|| LowerError(format!("output `{}` is not defined", o.name))))
+        .collect::<Lowered<_>>()?;
+    Ok(cell)
 }
 
 struct Lowerer<'a> {
@@ -185,38 +207,45 @@ impl Lowerer<'_> {
         self.cell.push1(Op::Binary(op, a, b), ty)
     }
 
-    fn expr(&mut self, e: &Expr) -> Value {
+    fn expr(&mut self, e: &Expr) -> Lowered<Value> {
         let v = match &e.kind {
             ExprKind::Number(n) => self.cell.push1(Op::Const(*n), Type::Scalar),
             ExprKind::Var { name, primed } => {
                 let r = self.checked.resolve(&name.name);
-                match (r, primed) {
-                    (Some(Ref::State(s)), true) => self.next_states[s].unwrap_or(self.states[s]),
-                    (Some(Ref::State(s)), false) => self.states[s],
-                    (Some(Ref::Input(i)), _) => self.inputs[i],
-                    (Some(Ref::Param(p)), _) => self.params[p],
-                    (Some(Ref::Let(l)), _) => self.lets[l].unwrap_or(Value(0)),
-                    (Some(Ref::Output(o)), _) => self.outputs[o].unwrap_or(Value(0)),
-                    // Sema rejects everything else.
-                    _ => Value(0),
+                let defined = match (r, primed) {
+                    // `h'` before its equation is ordered: sema orders
+                    // equations by dependency, so it has one by now.
+                    (Some(Ref::State(s)), true) => self.next_states[s],
+                    (Some(Ref::State(s)), false) => Some(self.states[s]),
+                    (Some(Ref::Input(i)), _) => Some(self.inputs[i]),
+                    (Some(Ref::Param(p)), _) => Some(self.params[p]),
+                    (Some(Ref::Let(l)), _) => self.lets[l],
+                    (Some(Ref::Output(o)), _) => self.outputs[o],
+                    _ => None,
+                };
+                match defined {
+                    Some(v) => v,
+                    None => return bug(format!("`{}` is read before it is defined", name.name)),
                 }
             }
             ExprKind::Call { func, args } => {
-                let a = match args.first() {
-                    Some(a) => self.expr(a),
-                    None => Value(0),
+                let Some(op) = UnaryOp::function(&func.name) else {
+                    return bug(format!("no function `{}`", func.name));
                 };
-                let op = UnaryOp::from_name(&func.name).unwrap_or(UnaryOp::Neg);
+                let [a] = args.as_slice() else {
+                    return bug(format!("`{}` takes one argument", func.name));
+                };
+                let a = self.expr(a)?;
                 self.unary(op, a)
             }
             ExprKind::Neg(inner) => {
-                let a = self.expr(inner);
+                let a = self.expr(inner)?;
                 self.unary(UnaryOp::Neg, a)
             }
             ExprKind::Sum(terms) => {
                 let mut acc: Option<Value> = None;
                 for (op, t) in terms {
-                    let v = self.expr(t);
+                    let v = self.expr(t)?;
                     acc = Some(match (acc, op) {
                         (None, AddOp::Add) => v,
                         (None, AddOp::Sub) => self.unary(UnaryOp::Neg, v),
@@ -224,30 +253,29 @@ impl Lowerer<'_> {
                         (Some(a), AddOp::Sub) => self.binary(BinaryOp::Sub, a, v),
                     });
                 }
-                acc.unwrap_or(Value(0))
+                acc.ok_or_else(|| LowerError("an empty sum".into()))?
             }
             ExprKind::Product(factors) => {
                 let mut acc: Option<Value> = None;
                 for (op, f) in factors {
-                    let v = self.expr(f);
+                    let v = self.expr(f)?;
                     acc = Some(match (acc, op) {
                         (None, _) => v,
                         (Some(a), MulOp::Mul) => self.binary(BinaryOp::Mul, a, v),
                         (Some(a), MulOp::Div) => self.binary(BinaryOp::Div, a, v),
                     });
                 }
-                acc.unwrap_or(Value(0))
+                acc.ok_or_else(|| LowerError("an empty product".into()))?
             }
             ExprKind::MatVec { matrices, vector } => {
-                let mut v = self.expr(vector);
+                let mut v = self.expr(vector)?;
                 for m in matrices.iter().rev() {
                     let Some(Ref::Param(p)) = self.checked.resolve(&m.name) else {
-                        continue;
+                        return bug(format!("`{}` in a product is not a parameter", m.name));
                     };
                     let w = self.params[p];
-                    let rows = match self.cell.ty(w) {
-                        Type::Matrix(r, _) => r,
-                        _ => 0,
+                    let Type::Matrix(rows, _) = self.cell.ty(w) else {
+                        return bug(format!("`{}` in a product is not a matrix", m.name));
                     };
                     v = self.cell.push1(
                         Op::MatVec {
@@ -262,6 +290,6 @@ impl Lowerer<'_> {
                 v
             }
         };
-        self.spanned(v, e)
+        Ok(self.spanned(v, e))
     }
 }
