@@ -38,7 +38,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use crate::codegen::plan::{Loc, Plan, Task, Update, LANES};
 use crate::codegen::{self, lower};
 use crate::ir::{self, Type};
-use crate::{Cell, Error, Options, Result};
+use crate::{Error, Result};
 
 /// An object file and the header that describes it.
 pub struct Aot {
@@ -60,9 +60,9 @@ pub fn c_name(name: &str) -> String {
     s
 }
 
-/// Compiles a cell (sizes bound) to an object for `triple` (the host if `None`).
-pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot> {
-    let (ir, plan) = crate::jit::plan_cell(cell, opts)?;
+/// Compiles a legalized cell's streaming plan to an object for `triple` (the
+/// host if `None`), with its header.
+pub fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Result<Aot> {
     let isa = match triple {
         Some(t) => codegen::target_isa(t, true),
         None => codegen::host_isa_with(true),
@@ -71,7 +71,7 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
     let triple_name = isa.triple().to_string();
     let prefix = c_name(&ir.name);
     let call_conv = isa.default_call_conv();
-    let functions = codegen::functions(&plan, &*isa);
+    let functions = codegen::functions(plan, &*isa);
     let builder = ObjectBuilder::new(isa, prefix.clone(), default_libcall_names())
         .map_err(|e| Error::options(format!("cannot build an object: {e}")))?;
     let mut module = ObjectModule::new(builder);
@@ -109,7 +109,7 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
             .iter()
             .map(|(id, tiles)| (module.declare_func_in_func(*id, b.func), *tiles))
             .collect();
-        build_step(&mut b, &plan, &task_refs, n_in, n_out);
+        build_step(&mut b, plan, &task_refs, n_in, n_out);
         b.seal_all_blocks();
         b.finalize(module.target_config());
     }
@@ -128,7 +128,7 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let step_ref = module.declare_func_in_func(step_id, b.func);
-        build_run(&mut b, &plan, step_ref, n_in, n_out);
+        build_run(&mut b, plan, step_ref, n_in, n_out);
         b.seal_all_blocks();
         b.finalize(module.target_config());
     }
@@ -138,7 +138,7 @@ pub fn compile(cell: &Cell, opts: &Options, triple: Option<&str>) -> Result<Aot>
         .finish()
         .emit()
         .map_err(|e| Error::internal(format!("cannot write the object: {e}")))?;
-    let header = header(&ir, &plan, &prefix, &triple_name);
+    let header = header(ir, plan, &prefix, &triple_name);
     Ok(Aot {
         object,
         header,

@@ -250,20 +250,20 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
             u.push(sample(k, &mut outputs)?);
         }
     }
-    let model = fused.prediction(opts.batch, opts.seq);
+    let model = fused.choice(opts.batch, opts.seq);
     Ok(BenchResult {
         cell: ir.name.clone(),
         dims: ir.dims.clone(),
         batch: opts.batch,
         seq: opts.seq,
-        threads: fused.threads_for(opts.batch, opts.seq),
+        threads: model.threads,
         flops_per_step: stats.flops_per_step as f64 * opts.batch as f64,
         // What the chosen plan reads per step (a hoisted plan leaves the input
         // weights to the projection).
         weight_bytes_per_step: model.bytes_per_step,
         fused: times(f),
         unfused: (!u.is_empty()).then(|| times(u)),
-        schedule: fused.schedule_name(opts.batch, opts.seq),
+        schedule: model.variant.name().to_string(),
         predicted_us: model.predicted_us,
         floor_us: model.floor_us,
         weights_level: model.level,

@@ -313,14 +313,9 @@ pub fn ir_text(bytes: &[u8]) {
     let mut legal = cell.clone();
     crate::opt::legalize(&mut legal);
     if ir::verify::verify(&legal).is_ok() {
-        for hoist_inputs in [false, true] {
-            for gemm_products in [false, true] {
-                let opts = crate::codegen::plan::PlanOptions {
-                    fuse_epilogues: true,
-                    hoist_inputs,
-                    gemm_products,
-                };
-                let _ = crate::codegen::plan::plan(&legal, opts);
+        for variant in crate::Variant::ALL {
+            for fuse in [false, true] {
+                let _ = crate::codegen::plan::plan(&legal, variant, fuse);
             }
         }
     }

@@ -48,9 +48,9 @@ pub mod weights;
 
 use std::path::Path;
 
-pub use codegen::schedule::Variant;
+pub use codegen::{Options, Variant};
 pub use diag::{Diagnostic, Source};
-pub use jit::{Kernel, Options, State};
+pub use jit::{Kernel, State};
 pub use weights::Weights;
 
 pub use error::{Error, ErrorKind, Result};
@@ -246,10 +246,55 @@ impl Cell {
         })
     }
 
+    /// The IR the code generator takes: optimized (unless `opts` says not
+    /// to), then legalized (only products and element-wise regions), verified.
+    /// The one pipeline of the JIT and of ahead-of-time objects.
+    pub fn kernel_ir(&self, opts: &Options) -> Result<ir::Cell> {
+        let mut ir = if opts.optimize {
+            self.optimized(&opt::Options::default())?.ir
+        } else {
+            self.ir()?
+        };
+        opt::legalize(&mut ir);
+        ir::verify::verify(&ir).map_err(|e| Error::internal(format!("legalize: {e}")))?;
+        Ok(ir)
+    }
+
+    /// The kernel IR and its streaming plan (what `--emit clif`, `--emit asm`
+    /// and objects are made of).
+    pub fn streaming_plan(&self, opts: &Options) -> Result<(ir::Cell, codegen::plan::Plan)> {
+        let ir = self.kernel_ir(opts)?;
+        let plan = codegen::plan::plan(&ir, Variant::Streaming, opts.optimize)
+            .map_err(|e| Error::too_large(e.0))?;
+        Ok((ir, plan))
+    }
+
     /// JIT-compiles the cell with its weights: optimizes (unless told not to),
     /// generates native code with Cranelift, and packs the weights.
     pub fn compile(&self, weights: &Weights, opts: &Options) -> Result<Kernel> {
-        Kernel::compile(self, weights, opts)
+        let ir = self.kernel_ir(opts)?;
+        let params = weights.resolve(&ir)?;
+        Kernel::new(ir, params, opts)
+    }
+
+    /// Compiles the cell ahead of time into a relocatable object for `triple`
+    /// (the host if `None`) and the C header that describes it. Objects run the
+    /// streaming plan on the caller's thread: a `plan` or `threads` option
+    /// other than that is an error, not ignored.
+    pub fn compile_object(&self, opts: &Options, triple: Option<&str>) -> Result<aot::Aot> {
+        if let Some(v) = opts.plan.filter(|&v| v != Variant::Streaming) {
+            return Err(Error::options(format!(
+                "an object runs the streaming plan; plan `{}` needs cellc's runtime (the JIT)",
+                v.name()
+            )));
+        }
+        if let Some(t) = opts.threads.filter(|&t| t != 1) {
+            return Err(Error::options(format!(
+                "an object runs on the caller's thread; {t} threads need cellc's runtime (the JIT)"
+            )));
+        }
+        let (ir, plan) = self.streaming_plan(opts)?;
+        aot::compile(&ir, &plan, triple)
     }
 
     /// The remarks rendered against the source, without colour.

@@ -44,7 +44,7 @@ fn objects_for_the_host_and_for_aarch64() {
             object::Architecture::X86_64,
         ),
     ] {
-        let aot = cellc::aot::compile(&lstm(), &Options::default(), triple).unwrap();
+        let aot = lstm().compile_object(&Options::default(), triple).unwrap();
         let (a, names) = exported(&aot.object);
         assert_eq!(a, arch, "{triple:?}");
         assert!(
@@ -55,7 +55,9 @@ fn objects_for_the_host_and_for_aarch64() {
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(aot.header.contains("void lstm_step(const float *weights, float *workspace, int64_t batch, const float *x, float *y);"));
     }
-    assert!(cellc::aot::compile(&lstm(), &Options::default(), Some("not-a-triple")).is_err());
+    assert!(lstm()
+        .compile_object(&Options::default(), Some("not-a-triple"))
+        .is_err());
 }
 
 /// Builds `examples/c/lstm_main.c` against `obj` (its `cell.h` in `dir`) with
@@ -171,7 +173,9 @@ fn aarch64_object_runs_under_qemu() {
         let sub = dir.join(triple);
         std::fs::create_dir_all(&sub).unwrap();
         let obj = sub.join("cell.o");
-        let aot = cellc::aot::compile(&lstm(), &Options::default(), Some(triple)).unwrap();
+        let aot = lstm()
+            .compile_object(&Options::default(), Some(triple))
+            .unwrap();
         std::fs::write(&obj, &aot.object).unwrap();
         std::fs::write(sub.join("cell.h"), &aot.header).unwrap();
         let exe = build_c_program(cc, &sub, &obj);

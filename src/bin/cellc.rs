@@ -331,7 +331,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 plan: plan.as_deref().map(parse_plan).transpose()?,
             };
             if let Some(obj) = output {
-                let aot = cellc::aot::compile(&cell, &jit_opts, target.as_deref())?;
+                let aot = cell.compile_object(&jit_opts, target.as_deref())?;
                 let header = obj.with_extension("h");
                 cellc::files::write_all(&[(&obj, &aot.object), (&header, aot.header.as_bytes())])?;
                 eprintln!(
@@ -391,7 +391,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 Emit::Dot => cellc::dot::dot(&optimized.ir),
                 Emit::Remarks => cell.render_remarks(&optimized.remarks),
                 Emit::Schedule => {
-                    let (ir, _) = cellc::jit::plan_cell(&cell, &jit_opts)?;
+                    let ir = cell.kernel_ir(&jit_opts)?;
                     cellc::codegen::schedule::describe(
                         &ir,
                         batch.max(1),
@@ -401,7 +401,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     )
                 }
                 Emit::Clif | Emit::Asm => {
-                    let (_, plan) = cellc::jit::plan_cell(&cell, &jit_opts)?;
+                    let (_, plan) = cell.streaming_plan(&jit_opts)?;
                     let isa = match &target {
                         Some(t) => cellc::codegen::target_isa(t, false),
                         None => cellc::codegen::host_isa(),

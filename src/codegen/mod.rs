@@ -6,7 +6,10 @@
 //! the vector activations. [`pack`] fills the packed weights from the cell's
 //! parameters. Nothing here runs generated code: that is `jit`'s job.
 
+pub mod host;
+pub mod kernels;
 pub mod lower;
+pub mod options;
 pub mod pack;
 pub mod plan;
 pub mod schedule;
@@ -18,6 +21,8 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::FunctionBuilderContext;
 
 use plan::{Plan, Task};
+
+pub use options::{Options, Variant};
 
 /// One generated function and the tiles it runs over.
 pub struct TaskFunction {

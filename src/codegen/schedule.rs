@@ -20,9 +20,8 @@
 //! figures come from `/sys` (cache sizes) and a small probe run once per process
 //! (bandwidths, FLOP rates); `cellc compile --emit schedule` prints all of it.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
+pub use super::host::{host, Host};
+pub use super::options::Variant;
 use super::vecmath;
 use crate::ir::{self, EwOp, Op, Type};
 
@@ -31,171 +30,6 @@ use crate::ir::{self, EwOp, Op, Type};
 /// chain of dependent 4-lane operations, so this is latency- more than
 /// port-bound).
 const ELEMENTWISE_VOPS_PER_NS: f64 = 3.4;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Variant {
-    Streaming,
-    Hoisted,
-    Gemm,
-    GemmHoisted,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 4] = [
-        Variant::Streaming,
-        Variant::Hoisted,
-        Variant::Gemm,
-        Variant::GemmHoisted,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Streaming => "streaming",
-            Variant::Hoisted => "hoisted",
-            Variant::Gemm => "gemm",
-            Variant::GemmHoisted => "gemm-hoisted",
-        }
-    }
-
-    /// The plan that runs `seq` steps when this one is asked for: one step at a
-    /// time has no input projection to hoist.
-    pub fn for_steps(self, seq: usize) -> Variant {
-        match self {
-            Variant::Hoisted if seq == 1 => Variant::Streaming,
-            Variant::GemmHoisted if seq == 1 => Variant::Gemm,
-            v => v,
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s)
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn hoists(self) -> bool {
-        matches!(self, Variant::Hoisted | Variant::GemmHoisted)
-    }
-
-    pub fn uses_gemm(self) -> bool {
-        matches!(self, Variant::Gemm | Variant::GemmHoisted)
-    }
-}
-
-/// What the host can do, measured once per process.
-#[derive(Clone, Debug)]
-pub struct Host {
-    pub cores: usize,
-    /// Data cache sizes in bytes (per core for L1/L2; the shared L3).
-    pub l1: usize,
-    pub l2: usize,
-    pub l3: usize,
-    /// Read bandwidth of one core, GB/s, from data that fits in L2, in L3, and
-    /// from DRAM.
-    pub bw_l2: f64,
-    pub bw_l3: f64,
-    pub bw_dram: f64,
-    /// FLOP rates of one core, GFLOP/s: the `gemm` crate on a large product, and
-    /// the generated kernels (128-bit vectors) on a batched product.
-    pub gemm_gflops: f64,
-    pub jit_gflops: f64,
-    /// Cost of one barrier among the cores, microseconds.
-    pub barrier_us: f64,
-}
-
-fn read_cache_sizes() -> (usize, usize, usize) {
-    let mut l1 = 32 << 10;
-    let mut l2 = 512 << 10;
-    let mut l3 = 8 << 20;
-    for i in 0..8 {
-        let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
-        let read = |f: &str| std::fs::read_to_string(format!("{base}/{f}")).ok();
-        let (Some(level), Some(size), Some(kind)) = (read("level"), read("size"), read("type"))
-        else {
-            continue;
-        };
-        let size = size.trim();
-        let bytes = if let Some(k) = size.strip_suffix('K') {
-            k.parse::<usize>().ok().map(|v| v << 10)
-        } else if let Some(m) = size.strip_suffix('M') {
-            m.parse::<usize>().ok().map(|v| v << 20)
-        } else {
-            size.parse().ok()
-        };
-        let Some(bytes) = bytes else { continue };
-        match (level.trim(), kind.trim()) {
-            ("1", "Data") => l1 = bytes,
-            ("2", _) => l2 = bytes,
-            ("3", _) => l3 = bytes,
-            _ => {}
-        }
-    }
-    (l1, l2, l3)
-}
-
-/// GB/s of summing `bytes` of floats, best of a few passes (after one to warm).
-fn read_bandwidth(bytes: usize, budget_passes: usize) -> f64 {
-    let v = vec![1.0f32; bytes / 4];
-    let mut best = f64::MAX;
-    let mut sink = 0.0f32;
-    for pass in 0..=budget_passes {
-        let t = Instant::now();
-        sink += crate::jit::sum_floats(&v);
-        let dt = t.elapsed().as_secs_f64();
-        if pass > 0 {
-            best = best.min(dt);
-        }
-    }
-    std::hint::black_box(sink);
-    bytes as f64 / best / 1e9
-}
-
-fn gemm_rate() -> f64 {
-    let (m, n, k) = (256, 96, 256);
-    let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; k * n];
-    let mut c = vec![0.0f32; m * n];
-    let mut best = f64::MAX;
-    for _ in 0..4 {
-        let t = Instant::now();
-        crate::jit::sgemm(m, n, k, &mut c, n, &a, k, &b, k, false);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (m * n * k) as f64 / best / 1e9
-}
-
-fn probe() -> Host {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (l1, l2, l3) = read_cache_sizes();
-    // Sizes within each level (capped: a virtual machine's share of a large L3
-    // is smaller than what /sys reports, and a probe must stay quick).
-    let bw_l2 = read_bandwidth((l2 / 2).clamp(64 << 10, 1 << 20), 20);
-    let bw_l3 = read_bandwidth((l3 / 4).clamp(l2 * 2, 8 << 20), 6);
-    let bw_dram = read_bandwidth((l3 * 2).clamp(64 << 20, 96 << 20), 1);
-    let gemm_gflops = gemm_rate();
-    Host {
-        cores,
-        l1,
-        l2,
-        l3,
-        bw_l2,
-        bw_l3,
-        bw_dram,
-        gemm_gflops,
-        // Generated kernels reach about 40% of `gemm` on batched products
-        // (docs/codegen.md: ~30 against ~75 GFLOP/s per core).
-        jit_gflops: gemm_gflops * 0.4,
-        barrier_us: 1.0,
-    }
-}
-
-/// The host's figures (probed on first use, then cached).
-pub fn host() -> &'static Host {
-    static HOST: OnceLock<Host> = OnceLock::new();
-    HOST.get_or_init(probe)
-}
 
 /// Bytes and FLOPs of one step, split into what reads cell inputs (hoistable)
 /// and the rest.
@@ -374,18 +208,23 @@ pub fn choose(
     threads: Option<usize>,
     variant: Option<Variant>,
 ) -> Choice {
-    let variants: Vec<Variant> = match variant {
-        Some(v) => vec![v.for_steps(seq)],
-        None if seq == 1 => vec![Variant::Streaming, Variant::Gemm],
-        None => Variant::ALL.to_vec(),
+    // No allocation: `Kernel::run` asks for every call.
+    let forced;
+    let variants: &[Variant] = match variant {
+        Some(v) => {
+            forced = [v.for_steps(seq)];
+            &forced
+        }
+        None if seq == 1 => &[Variant::Streaming, Variant::Gemm],
+        None => &Variant::ALL,
     };
-    let counts: Vec<usize> = match threads {
-        Some(t) => vec![t.max(1)],
-        None => (1..=host.cores.max(1)).collect(),
+    let counts = match threads {
+        Some(t) => t.max(1)..=t.max(1),
+        None => 1..=host.cores.max(1),
     };
     let mut best: Option<Choice> = None;
-    for &v in &variants {
-        for &t in &counts {
+    for &v in variants {
+        for t in counts.clone() {
             let c = predict(work, host, v, t, batch, seq);
             if best
                 .as_ref()
@@ -421,8 +260,9 @@ pub fn describe(
             format!("sequences of {seq}")
         }
     ));
+    s.push_str(&format!("host: {}\n", host.source.describe()));
     s.push_str(&format!(
-        "host: {} cores; L1d {} KiB, L2 {} KiB, L3 {} MiB; one core reads {:.0} GB/s from L2, {:.0} from L3, {:.0} from DRAM; gemm {:.0} GFLOP/s, generated kernels ~{:.0}\n",
+        "      {} cores; L1d {} KiB, L2 {} KiB, L3 {} MiB; one core reads {:.0} GB/s from L2, {:.0} from L3, {:.0} from DRAM; gemm {:.0} GFLOP/s, generated kernels ~{:.0}\n",
         host.cores,
         host.l1 >> 10,
         host.l2 >> 10,

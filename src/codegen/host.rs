@@ -1,0 +1,285 @@
+//! The host the cost model plans for: its cores and cache sizes (read from
+//! the system), and the rates its caches and kernels sustain.
+//!
+//! The rates come from a calibration (`cellc calibrate`: a second or two of
+//! measurements, saved in a cache file) when there is one for this machine,
+//! and otherwise from fixed defaults, so that the plans a kernel chooses do not
+//! vary from run to run with the noise of a measurement taken inside the first
+//! compile. `CELLC_HOST=PATH` reads the calibration from PATH instead of the
+//! cache; `CELLC_HOST=defaults` ignores any calibration.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// What the host can do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Host {
+    pub cores: usize,
+    /// Data cache sizes in bytes (per core for L1/L2; the shared L3).
+    pub l1: usize,
+    pub l2: usize,
+    pub l3: usize,
+    /// Read bandwidth of one core, GB/s, from data that fits in L2, in L3, and
+    /// from DRAM.
+    pub bw_l2: f64,
+    pub bw_l3: f64,
+    pub bw_dram: f64,
+    /// FLOP rates of one core, GFLOP/s: the `gemm` crate on a large product, and
+    /// the generated kernels (128-bit vectors) on a batched product.
+    pub gemm_gflops: f64,
+    pub jit_gflops: f64,
+    /// Cost of one barrier among the cores, microseconds.
+    pub barrier_us: f64,
+    /// Where the rates come from.
+    pub source: HostSource,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostSource {
+    /// The fixed defaults; the reason a calibration was not used, if any.
+    Defaults(Option<String>),
+    /// A calibration file.
+    Calibrated(PathBuf),
+    /// Measured just now (`calibrate`).
+    Measured,
+}
+
+impl HostSource {
+    /// For `--emit schedule`.
+    pub fn describe(&self) -> String {
+        match self {
+            HostSource::Defaults(None) => {
+                "default rates (run `cellc calibrate` to measure this machine)".into()
+            }
+            HostSource::Defaults(Some(why)) => format!("default rates ({why})"),
+            HostSource::Calibrated(p) => format!("rates calibrated in {}", p.display()),
+            HostSource::Measured => "rates measured just now".into(),
+        }
+    }
+}
+
+fn read_cache_sizes() -> (usize, usize, usize) {
+    let mut l1 = 32 << 10;
+    let mut l2 = 512 << 10;
+    let mut l3 = 8 << 20;
+    for i in 0..8 {
+        let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let read = |f: &str| std::fs::read_to_string(format!("{base}/{f}")).ok();
+        let (Some(level), Some(size), Some(kind)) = (read("level"), read("size"), read("type"))
+        else {
+            continue;
+        };
+        let size = size.trim();
+        let bytes = if let Some(k) = size.strip_suffix('K') {
+            k.parse::<usize>().ok().map(|v| v << 10)
+        } else if let Some(m) = size.strip_suffix('M') {
+            m.parse::<usize>().ok().map(|v| v << 20)
+        } else {
+            size.parse().ok()
+        };
+        let Some(bytes) = bytes else { continue };
+        match (level.trim(), kind.trim()) {
+            ("1", "Data") => l1 = bytes,
+            ("2", _) => l2 = bytes,
+            ("3", _) => l3 = bytes,
+            _ => {}
+        }
+    }
+    (l1, l2, l3)
+}
+
+/// The cores and caches of this machine, with default rates: those of one
+/// core of a recent x86-64 server (a 2-vCPU Xeon of the Sapphire Rapids
+/// generation, measured by `cellc calibrate` and rounded down), a little
+/// conservative for most desktops. Deterministic: the same machine gets the
+/// same plans.
+pub fn defaults(why: Option<String>) -> Host {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (l1, l2, l3) = read_cache_sizes();
+    Host {
+        cores,
+        l1,
+        l2,
+        l3,
+        bw_l2: DEFAULT_BW_L2,
+        bw_l3: DEFAULT_BW_L3,
+        bw_dram: DEFAULT_BW_DRAM,
+        gemm_gflops: DEFAULT_GEMM_GFLOPS,
+        jit_gflops: DEFAULT_GEMM_GFLOPS * 0.4,
+        barrier_us: 1.0,
+        source: HostSource::Defaults(why),
+    }
+}
+
+const DEFAULT_BW_L2: f64 = 60.0;
+const DEFAULT_BW_L3: f64 = 25.0;
+const DEFAULT_BW_DRAM: f64 = 10.0;
+const DEFAULT_GEMM_GFLOPS: f64 = 80.0;
+
+/// GB/s of summing `bytes` of floats, best of a few passes (after one to warm).
+fn read_bandwidth(bytes: usize, budget_passes: usize) -> f64 {
+    let v = vec![1.0f32; bytes / 4];
+    let mut best = f64::MAX;
+    let mut sink = 0.0f32;
+    for pass in 0..=budget_passes {
+        let t = Instant::now();
+        sink += super::kernels::sum_floats(&v);
+        let dt = t.elapsed().as_secs_f64();
+        if pass > 0 {
+            best = best.min(dt);
+        }
+    }
+    std::hint::black_box(sink);
+    bytes as f64 / best / 1e9
+}
+
+fn gemm_rate() -> f64 {
+    let (m, n, k) = (256, 96, 256);
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        super::kernels::sgemm(m, n, k, &mut c, n, &a, k, &b, k, false);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (m * n * k) as f64 / best / 1e9
+}
+
+/// Measures this machine (a second or two): the figures `cellc calibrate`
+/// saves.
+pub fn calibrate() -> Host {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (l1, l2, l3) = read_cache_sizes();
+    // Sizes within each level (capped: a virtual machine's share of a large L3
+    // is smaller than what /sys reports, and a probe must stay quick).
+    let bw_l2 = read_bandwidth((l2 / 2).clamp(64 << 10, 1 << 20), 20);
+    let bw_l3 = read_bandwidth((l3 / 4).clamp(l2 * 2, 8 << 20), 6);
+    let bw_dram = read_bandwidth((l3 * 2).clamp(64 << 20, 96 << 20), 1);
+    let gemm_gflops = gemm_rate();
+    Host {
+        cores,
+        l1,
+        l2,
+        l3,
+        bw_l2,
+        bw_l3,
+        bw_dram,
+        gemm_gflops,
+        // Generated kernels reach about 40% of `gemm` on batched products
+        // (docs/codegen.md: ~30 against ~75 GFLOP/s per core).
+        jit_gflops: gemm_gflops * 0.4,
+        barrier_us: 1.0,
+        source: HostSource::Measured,
+    }
+}
+
+/// The calibration file: `$CELLC_HOST` if set (not `defaults`), else
+/// `$XDG_CACHE_HOME/cellc/host.json` or `~/.cache/cellc/host.json`.
+pub fn calibration_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CELLC_HOST") {
+        return (p != "defaults").then(|| PathBuf::from(p));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("cellc").join("host.json"))
+}
+
+/// The calibration as JSON.
+pub fn to_json(h: &Host) -> String {
+    let v = serde_json::json!({
+        "cellc_host": 1,
+        "cores": h.cores,
+        "l1": h.l1,
+        "l2": h.l2,
+        "l3": h.l3,
+        "bw_l2_gbs": h.bw_l2,
+        "bw_l3_gbs": h.bw_l3,
+        "bw_dram_gbs": h.bw_dram,
+        "gemm_gflops": h.gemm_gflops,
+        "jit_gflops": h.jit_gflops,
+        "barrier_us": h.barrier_us,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+/// Reads a calibration; it must be for this machine (its cores and caches).
+pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a calibration: {e}"))?;
+    if v["cellc_host"].as_u64() != Some(1) {
+        return Err("not a calibration of this version of cellc".into());
+    }
+    let int = |k: &str| {
+        v[k].as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .ok_or_else(|| format!("no `{k}`"))
+    };
+    let rate = |k: &str| match v[k].as_f64() {
+        Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("`{k}` is not a positive number")),
+    };
+    let here = defaults(None);
+    let h = Host {
+        cores: int("cores")?,
+        l1: int("l1")?,
+        l2: int("l2")?,
+        l3: int("l3")?,
+        bw_l2: rate("bw_l2_gbs")?,
+        bw_l3: rate("bw_l3_gbs")?,
+        bw_dram: rate("bw_dram_gbs")?,
+        gemm_gflops: rate("gemm_gflops")?,
+        jit_gflops: rate("jit_gflops")?,
+        barrier_us: rate("barrier_us")?,
+        source: HostSource::Calibrated(path),
+    };
+    if (h.cores, h.l1, h.l2, h.l3) != (here.cores, here.l1, here.l2, here.l3) {
+        return Err("it was made on another machine (other cores or caches)".into());
+    }
+    Ok(h)
+}
+
+/// The host's figures: the calibration if there is a valid one, else the
+/// defaults (read once per process).
+pub fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let Some(path) = calibration_path() else {
+            return defaults(None);
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => from_json(&text, path.clone()).unwrap_or_else(|why| {
+                defaults(Some(format!(
+                    "the calibration in {} is not used: {why}",
+                    path.display()
+                )))
+            }),
+            Err(_) => defaults(None),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_deterministic_and_calibrations_round_trip() {
+        assert_eq!(defaults(None), defaults(None));
+        let mut h = defaults(None);
+        h.bw_l2 = 123.5;
+        let p = PathBuf::from("x.json");
+        let back = from_json(&to_json(&h), p.clone()).unwrap();
+        assert_eq!(back.bw_l2, 123.5);
+        assert_eq!(back.source, HostSource::Calibrated(p.clone()));
+        // Another machine's calibration is refused.
+        h.cores += 1;
+        assert!(from_json(&to_json(&h), p.clone())
+            .unwrap_err()
+            .contains("another machine"));
+        assert!(from_json("{}", p).is_err());
+    }
+}

@@ -1,0 +1,405 @@
+//! The plan: *how* a step of an optimized cell runs, decided once per compiled
+//! cell, before any code is generated.
+//!
+//! The IR says what is computed; the plan says where every value lives in memory,
+//! how the weights are packed, and which loops run in which order:
+//!
+//! - **Slots.** Generated code reads and writes memory through an array of base
+//!   pointers, one per *slot*: slot 0 is the packed weights; then one buffer per
+//!   input, two per state (the value at the start of the step, and the next one;
+//!   they swap after each step), and one scratch buffer per intermediate value
+//!   that must live in memory. A batch buffer holds `batch` rows of `stride`
+//!   floats; `stride` is the vector length rounded up to [`LANES`], so that every
+//!   vector load and store of a row stays inside its row.
+//! - **Tasks**, in order: for each stage, its product (with its fused epilogue,
+//!   when the epilogue reads the product's row blocks and has their length), then
+//!   the regions of that stage that stand alone. A task runs over a range of batch
+//!   rows and a range of *tiles* (groups of [`LANES`] lanes), so that threads can
+//!   split it.
+//! - **Panels** (the packed layout of a product's weights): see [`ProductGroup`].
+
+mod build;
+pub mod verify;
+
+pub use super::options::Variant;
+use crate::ir::{Cell, Op, Operand, RegionInst};
+use build::Planner;
+
+/// Floats per vector register (`f32x4`: the width Cranelift lowers on x86-64
+/// and aarch64).
+pub const LANES: usize = 4;
+/// Most row blocks one micro-kernel accumulates at once (per batch row).
+pub const MAX_CHUNK: usize = 6;
+
+pub fn padded(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+/// Where a vector lives: a slot, an offset in floats, and the distance in floats
+/// between batch rows (0 for parameters, which the batch shares).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub slot: usize,
+    pub offset: usize,
+    pub stride: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SlotKind {
+    Weights,
+    Input(usize),
+    StateCur(usize),
+    StateNext(usize),
+    Scratch,
+    /// The hoisted input projection of one step (its pointer moves every step).
+    Projection(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub kind: SlotKind,
+    /// Floats per batch row (0 for the weights).
+    pub stride: usize,
+    /// A name for dumps.
+    pub name: String,
+}
+
+/// One product's row blocks of one length, and how their weights are packed.
+///
+/// The rows of every block are cut into tiles of [`LANES`] rows; tile `t` holds
+/// rows `LANES*t ..` of *every* block of the group, so the micro-kernel that
+/// computes a tile has every gate of the same hidden units in registers, and the
+/// fused epilogue runs on them straight away. In the packed weights, the tiles
+/// of a group follow each other at `tile_stride` floats, and tile `t` is laid out
+/// chunk after chunk ([`Chunk`]): the chunk's folded biases (one vector per
+/// block), then per input segment ([`Segment`]), for `k` in the input's length,
+/// one vector of [`LANES`] rows for each block that reads that input. Reading a
+/// tile is one forward sweep through memory; zero blocks take no space. Rows past
+/// a block's length are zero.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductGroup {
+    /// Rows per block.
+    pub len: usize,
+    pub tiles: usize,
+    /// Row blocks of the IR product in this group.
+    pub blocks: Vec<usize>,
+    pub chunks: Vec<Chunk>,
+    /// Where the group's first tile starts in the packed weights (floats).
+    pub weights_offset: usize,
+    pub tile_stride: usize,
+    /// Per block (in `blocks` order): where its result is stored, if anywhere.
+    pub dest: Vec<Option<Loc>>,
+    /// The element-wise region run on each tile, fused.
+    pub epilogue: Option<RegionCode>,
+}
+
+/// Blocks that one micro-kernel accumulates together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    /// Indices into the group's `blocks`.
+    pub blocks: Vec<usize>,
+    /// Offset of the chunk's bias vectors in a tile (floats); `None` if no block
+    /// of the chunk has a bias.
+    pub bias_offset: Option<usize>,
+    /// Per block of the chunk: the vector parameters summed into its bias.
+    pub bias_params: Vec<Vec<usize>>,
+    /// With a hoisted input projection: the accumulators start from it (it holds
+    /// the biases) instead of from `bias_offset`. The location of the projection
+    /// row, and the offset of each chunk block's rows in it.
+    pub init_projection: Option<(Loc, Vec<usize>)>,
+    pub segments: Vec<Segment>,
+}
+
+/// One input of the product, as one chunk reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    /// Which input of the IR product.
+    pub input_index: usize,
+    pub input: Loc,
+    /// The input's length: the `k` extent.
+    pub k: usize,
+    /// Indices into the chunk's `blocks` that have a weight for this input.
+    pub blocks: Vec<usize>,
+    /// The matrix parameter of each of those blocks.
+    pub weights: Vec<usize>,
+    /// Offset of the segment's panel in a tile (floats).
+    pub offset: usize,
+}
+
+/// Where a region argument comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgSrc {
+    /// A row block of the product this region is fused into (index in the group).
+    Block(usize),
+    Mem(Loc),
+}
+
+/// An element-wise region, ready to generate: its arguments' sources and its
+/// yields' destinations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionCode {
+    pub len: usize,
+    pub tiles: usize,
+    pub args: Vec<ArgSrc>,
+    pub body: Vec<RegionInst>,
+    pub yields: Vec<(Operand, Loc)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    Product(Vec<ProductGroup>),
+    Region(RegionCode),
+    /// A product computed by the `gemm` crate (large batches).
+    Gemm(Vec<GemmBlock>),
+}
+
+/// Rows per `gemm` call: work is split among threads in units of this many rows of
+/// one block, the same units whatever the thread count, so that every row is
+/// computed by the same calls (bit-for-bit the same result).
+pub const GEMM_ROWS: usize = 64;
+
+/// The units of a `gemm` product: (block, first row, end row).
+pub fn gemm_units(blocks: &[GemmBlock]) -> Vec<(usize, usize, usize)> {
+    let mut units = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let mut r = 0;
+        while r < b.len {
+            let end = (r + GEMM_ROWS).min(b.len);
+            units.push((i, r, end));
+            r = end;
+        }
+    }
+    units
+}
+
+/// One row block of a product computed with `gemm`: `dest[b] = init[b] + sum of
+/// matrix @ input[b]` for every batch row `b`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmBlock {
+    pub len: usize,
+    pub dest: Loc,
+    pub init: GemmInit,
+    pub terms: Vec<GemmTerm>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum GemmInit {
+    Zero,
+    /// The folded bias, `len` floats in the packed weights.
+    Bias(usize),
+    /// The hoisted projection, which holds the biases.
+    Projection(Loc),
+}
+
+/// `matrix` (row-major `[len, k]` at this offset in the packed weights) times `input`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmTerm {
+    pub input: Loc,
+    pub k: usize,
+    pub matrix: usize,
+}
+
+/// The input projection of one product, computed for many steps at once
+/// before the recurrence: for every step `t` and batch row `b`, one row of
+/// `stride` floats holding each block's `bias + sum of W @ x_t[b]` at its
+/// offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hoist {
+    pub slot: usize,
+    pub stride: usize,
+    pub blocks: Vec<HoistBlock>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HoistBlock {
+    pub offset: usize,
+    pub len: usize,
+    /// The folded bias, `len` floats in the packed weights.
+    pub bias: Option<usize>,
+    /// (input index, its length, offset of the row-major `[len, k]` matrix).
+    pub terms: Vec<(usize, usize, usize)>,
+}
+
+/// How the plan's products run, from the plan's [`Variant`] and whether
+/// epilogues are fused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct PlanOptions {
+    /// Run element-wise regions inside their product's tile loop.
+    fuse_epilogues: bool,
+    /// Take every product term that reads a cell input out of the step, into a
+    /// projection computed for a whole sequence at once (`Plan::hoists`).
+    hoist_inputs: bool,
+    /// Compute products with the `gemm` crate rather than generated micro-kernels.
+    gemm_products: bool,
+}
+
+impl Task {
+    /// Tiles the task runs over (for a product, per group).
+    pub fn tiles(&self) -> Vec<usize> {
+        match self {
+            Task::Product(groups) => groups.iter().map(|g| g.tiles).collect(),
+            Task::Region(r) => vec![r.tiles],
+            Task::Gemm(blocks) => vec![gemm_units(blocks).len()],
+        }
+    }
+}
+
+/// A parameter vector copied whole into the packed weights (for regions, and
+/// for products that read a parameter as their input), padded with zeros to a
+/// whole number of vectors. Product panels are packed from [`ProductGroup`]s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackVector {
+    pub offset: usize,
+    pub param: usize,
+}
+
+/// What a state's next value is after the tasks ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// A task wrote it into the state's next buffer.
+    Written,
+    /// Copy it from here (before the swap).
+    Copy(Loc),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub slots: Vec<Slot>,
+    pub tasks: Vec<Task>,
+    /// Floats in the packed weights.
+    pub weights_len: usize,
+    /// Hoisted input projections, computed before the steps they serve.
+    pub hoists: Vec<Hoist>,
+    /// Row-major copies of matrices (offset, parameter), for `gemm`.
+    pub matrices: Vec<PackVector>,
+    /// Summed biases (offset, parameters, length), for `gemm` and projections.
+    pub bias_sums: Vec<(usize, Vec<usize>, usize)>,
+    /// Vector constants of the generated code: (f32 bits, offset in floats) of
+    /// `LANES` copies each, at the start of the packed weights.
+    pub consts: Vec<(u32, usize)>,
+    pub vectors: Vec<PackVector>,
+    pub input_slots: Vec<usize>,
+    pub state_cur: Vec<usize>,
+    pub state_next: Vec<usize>,
+    pub updates: Vec<Update>,
+    /// Where each output is after the tasks (before the swap).
+    pub outputs: Vec<Loc>,
+    /// Input, state and output lengths.
+    pub input_lens: Vec<usize>,
+    pub state_lens: Vec<usize>,
+    pub output_lens: Vec<usize>,
+}
+
+/// Why a cell cannot be planned: an op the code generator does not handle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanError(pub String);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Plans a legalized cell (only inputs, states, params, constants, products and
+/// regions) for `variant`; `fuse_epilogues` runs regions inside their product's
+/// tile loop (the generated micro-kernels only). The result is verified
+/// ([`verify`]): a plan that does not verify is an internal error.
+pub fn plan(cell: &Cell, variant: Variant, fuse_epilogues: bool) -> Result<Plan, PlanError> {
+    check_size(cell)?;
+    let opts = PlanOptions {
+        fuse_epilogues,
+        hoist_inputs: variant.hoists(),
+        gemm_products: variant.uses_gemm(),
+    };
+    let mut p = Planner::new(cell);
+    p.opts = opts;
+    p.run(opts.fuse_epilogues && !opts.gemm_products)?;
+    p.finish();
+    verify::verify(&p.plan, cell)
+        .map_err(|e| PlanError(format!("internal error: the plan does not verify: {e}")))?;
+    Ok(p.plan)
+}
+
+/// Most row blocks (matrix products) and element-wise operations one cell may
+/// generate code for: far beyond any real cell, and small enough that Cranelift
+/// compiles the result in seconds rather than minutes.
+pub const MAX_ROW_BLOCKS: usize = 20_000;
+pub const MAX_ELEMENTWISE_OPS: usize = 100_000;
+
+fn check_size(cell: &Cell) -> Result<(), PlanError> {
+    let mut blocks = 0;
+    let mut ops = 0;
+    for inst in &cell.insts {
+        match &inst.op {
+            Op::Product(p) => blocks += p.rows.len(),
+            Op::MatVec { .. } => blocks += 1,
+            Op::Fused(r) => ops += r.body.len(),
+            Op::Unary(..) | Op::Binary(..) => ops += 1,
+            _ => {}
+        }
+    }
+    if blocks > MAX_ROW_BLOCKS || ops > MAX_ELEMENTWISE_OPS {
+        return Err(PlanError(format!(
+            "cell `{}` is too large to compile: {blocks} matrix products and {ops} element-wise operations per step (the limits are {MAX_ROW_BLOCKS} and {MAX_ELEMENTWISE_OPS})",
+            cell.name
+        )));
+    }
+    Ok(())
+}
+
+/// Visits every location a plan holds.
+pub(crate) fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
+    let region = |r: &mut RegionCode, f: &mut dyn FnMut(&mut Loc)| {
+        for a in &mut r.args {
+            if let ArgSrc::Mem(l) = a {
+                f(l);
+            }
+        }
+        for (_, l) in &mut r.yields {
+            f(l);
+        }
+    };
+    for task in &mut plan.tasks {
+        match task {
+            Task::Product(groups) => {
+                for g in groups {
+                    for ch in &mut g.chunks {
+                        for seg in &mut ch.segments {
+                            f(&mut seg.input);
+                        }
+                        if let Some((l, _)) = &mut ch.init_projection {
+                            f(l);
+                        }
+                    }
+                    for l in g.dest.iter_mut().flatten() {
+                        f(l);
+                    }
+                    if let Some(e) = &mut g.epilogue {
+                        region(e, &mut f);
+                    }
+                }
+            }
+            Task::Region(r) => region(r, &mut f),
+            Task::Gemm(blocks) => {
+                for b in blocks {
+                    f(&mut b.dest);
+                    if let GemmInit::Projection(l) = &mut b.init {
+                        f(l);
+                    }
+                    for t in &mut b.terms {
+                        f(&mut t.input);
+                    }
+                }
+            }
+        }
+    }
+    for u in &mut plan.updates {
+        if let Update::Copy(l) = u {
+            f(l);
+        }
+    }
+    for l in &mut plan.outputs {
+        f(l);
+    }
+}

@@ -1,0 +1,317 @@
+//! The plan verifier: every memory access the generated code and the runtime
+//! make through a plan stays inside the buffer the plan sizes for it.
+//!
+//! Generated code reads and writes whole vectors of [`LANES`] floats: a
+//! location of `len` floats at `offset` is touched at `offset .. offset +
+//! padded(len)` of each batch row. So a location in a batch slot must have the
+//! slot's stride and `offset + padded(len) <= stride` (the runtime sizes each
+//! such slot `batch * stride` floats); a location in the packed weights (slot 0,
+//! stride 0) must end within `weights_len`. Every weight panel, bias, matrix and
+//! constant the plan packs must end within `weights_len` too, and every slot
+//! index must exist. The runtime runs this on every plan before any call into
+//! generated code; a plan that fails it is a compiler bug.
+
+use super::*;
+use crate::ir::Type;
+
+/// Where and why a plan is unsafe to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyError(pub String);
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Checked = Result<(), VerifyError>;
+
+fn fail(m: String) -> Checked {
+    Err(VerifyError(m))
+}
+
+struct Verifier<'a> {
+    plan: &'a Plan,
+}
+
+impl Verifier<'_> {
+    /// A range of the packed weights: `at .. at + len`.
+    fn weights(&self, at: usize, len: usize, what: &str) -> Checked {
+        match at.checked_add(len) {
+            Some(end) if end <= self.plan.weights_len => Ok(()),
+            _ => fail(format!(
+                "{what}: floats {at}..{} outside the packed weights ({} floats)",
+                at.saturating_add(len),
+                self.plan.weights_len
+            )),
+        }
+    }
+
+    /// A location read or written as whole vectors.
+    fn loc(&self, l: &Loc, what: &str) -> Checked {
+        let Some(slot) = self.plan.slots.get(l.slot) else {
+            return fail(format!("{what}: slot {} does not exist", l.slot));
+        };
+        let Some(end) = l.offset.checked_add(padded(l.len)) else {
+            return fail(format!("{what}: offset {} overflows", l.offset));
+        };
+        if slot.kind == SlotKind::Weights {
+            if l.stride != 0 {
+                return fail(format!("{what}: a parameter with a batch stride"));
+            }
+            return self.weights(l.offset, padded(l.len), what);
+        }
+        if l.stride != slot.stride {
+            return fail(format!(
+                "{what}: stride {} in slot `{}` of stride {}",
+                l.stride, slot.name, slot.stride
+            ));
+        }
+        if end > slot.stride {
+            return fail(format!(
+                "{what}: floats {}..{end} of each row of slot `{}` (rows of {})",
+                l.offset, slot.name, slot.stride
+            ));
+        }
+        Ok(())
+    }
+
+    fn region(&self, r: &RegionCode, blocks: usize, what: &str) -> Checked {
+        if r.tiles != r.len.div_ceil(LANES) {
+            return fail(format!("{what}: {} tiles for {} lanes", r.tiles, r.len));
+        }
+        for (i, a) in r.args.iter().enumerate() {
+            match a {
+                ArgSrc::Block(b) if *b >= blocks => {
+                    return fail(format!("{what}: argument {i} is block {b} of {blocks}"))
+                }
+                ArgSrc::Block(_) => {}
+                ArgSrc::Mem(l) => {
+                    if l.len < r.len {
+                        return fail(format!(
+                            "{what}: argument {i} has {} floats, the region {}",
+                            l.len, r.len
+                        ));
+                    }
+                    self.loc(l, &format!("{what}, argument {i}"))?;
+                }
+            }
+        }
+        for (i, (_, l)) in r.yields.iter().enumerate() {
+            if l.len < r.len {
+                return fail(format!("{what}: yield {i} has {} floats", l.len));
+            }
+            self.loc(l, &format!("{what}, yield {i}"))?;
+            if l.slot == 0 {
+                return fail(format!("{what}: yield {i} writes the weights"));
+            }
+        }
+        Ok(())
+    }
+
+    fn group(&self, g: &ProductGroup, what: &str) -> Checked {
+        if g.tiles != g.len.div_ceil(LANES) {
+            return fail(format!("{what}: {} tiles for {} rows", g.tiles, g.len));
+        }
+        let panels = g.tile_stride.saturating_mul(g.tiles);
+        self.weights(g.weights_offset, panels, &format!("{what}, panels"))?;
+        for (c, ch) in g.chunks.iter().enumerate() {
+            let what = format!("{what}, chunk {c}");
+            if ch.blocks.iter().any(|&b| b >= g.blocks.len()) || ch.blocks.len() > MAX_CHUNK {
+                return fail(format!("{what}: blocks {:?}", ch.blocks));
+            }
+            if let Some(bo) = ch.bias_offset {
+                if bo + ch.blocks.len() * LANES > g.tile_stride {
+                    return fail(format!("{what}: biases past the tile"));
+                }
+            }
+            if let Some((l, offsets)) = &ch.init_projection {
+                if offsets.len() != ch.blocks.len() {
+                    return fail(format!("{what}: projection offsets"));
+                }
+                for &o in offsets {
+                    self.loc(
+                        &Loc {
+                            offset: o,
+                            len: g.len,
+                            ..*l
+                        },
+                        &format!("{what}, projection"),
+                    )?;
+                }
+            }
+            for (si, seg) in ch.segments.iter().enumerate() {
+                let what = format!("{what}, segment {si}");
+                if seg.input.len != seg.k || seg.blocks.iter().any(|&b| b >= ch.blocks.len()) {
+                    return fail(format!(
+                        "{what}: k {} for an input of {}",
+                        seg.k, seg.input.len
+                    ));
+                }
+                // The generated code reads the input element by element.
+                self.loc(&seg.input, &what)?;
+                let end = seg
+                    .k
+                    .checked_mul(seg.blocks.len() * LANES)
+                    .and_then(|n| n.checked_add(seg.offset));
+                if end.is_none_or(|e| e > g.tile_stride) {
+                    return fail(format!("{what}: panel past the tile"));
+                }
+            }
+        }
+        if g.dest.len() != g.blocks.len() {
+            return fail(format!("{what}: {} destinations", g.dest.len()));
+        }
+        for (b, d) in g.dest.iter().enumerate() {
+            if let Some(l) = d {
+                if l.len != g.len || l.slot == 0 {
+                    return fail(format!("{what}: destination of block {b}"));
+                }
+                self.loc(l, &format!("{what}, destination {b}"))?;
+            }
+        }
+        if let Some(e) = &g.epilogue {
+            if e.len != g.len {
+                return fail(format!("{what}: epilogue of {} lanes", e.len));
+            }
+            self.region(e, g.blocks.len(), &format!("{what}, epilogue"))?;
+        }
+        Ok(())
+    }
+
+    fn gemm(&self, blocks: &[GemmBlock], what: &str) -> Checked {
+        for (i, b) in blocks.iter().enumerate() {
+            let what = format!("{what}, block {i}");
+            if b.dest.len != b.len || b.dest.slot == 0 {
+                return fail(format!("{what}: destination"));
+            }
+            self.loc(&b.dest, &what)?;
+            match &b.init {
+                GemmInit::Zero => {}
+                GemmInit::Bias(o) => self.weights(*o, b.len, &format!("{what}, bias"))?,
+                GemmInit::Projection(l) => {
+                    if l.len != b.len {
+                        return fail(format!("{what}: projection"));
+                    }
+                    self.loc(l, &format!("{what}, projection"))?;
+                }
+            }
+            for (t, term) in b.terms.iter().enumerate() {
+                if term.input.len != term.k {
+                    return fail(format!("{what}, term {t}: input of {}", term.input.len));
+                }
+                self.loc(&term.input, &format!("{what}, term {t}"))?;
+                let n = b.len.saturating_mul(term.k);
+                self.weights(term.matrix, n, &format!("{what}, term {t} matrix"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks every location and packed range of `plan`, made from `cell`.
+pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
+    let v = Verifier { plan };
+    if plan.slots.first().map(|s| &s.kind) != Some(&SlotKind::Weights) {
+        return fail("slot 0 is not the weights".into());
+    }
+    let kinds_match = |slots: &[usize], kind: fn(usize) -> SlotKind, lens: &[usize]| {
+        slots.len() == lens.len()
+            && slots.iter().enumerate().all(|(i, &s)| {
+                plan.slots
+                    .get(s)
+                    .is_some_and(|sl| sl.kind == kind(i) && sl.stride >= padded(lens[i]))
+            })
+    };
+    if !kinds_match(&plan.input_slots, SlotKind::Input, &plan.input_lens)
+        || !kinds_match(&plan.state_cur, SlotKind::StateCur, &plan.state_lens)
+        || !kinds_match(&plan.state_next, SlotKind::StateNext, &plan.state_lens)
+    {
+        return fail("the input and state slots do not match the cell's inputs and states".into());
+    }
+    let lens = |ports: &[crate::ir::Port]| ports.iter().map(|p| p.len).collect::<Vec<_>>();
+    if plan.input_lens != lens(&cell.inputs)
+        || plan.state_lens != lens(&cell.states)
+        || plan.output_lens != lens(&cell.outputs)
+    {
+        return fail("the plan's lengths are not the cell's".into());
+    }
+    for (i, s) in plan.slots.iter().enumerate().skip(1) {
+        if s.stride == 0 || s.stride % LANES != 0 {
+            return fail(format!("slot `{}` ({i}) has stride {}", s.name, s.stride));
+        }
+    }
+    for &(_, off) in &plan.consts {
+        v.weights(off, LANES, "a vector constant")?;
+    }
+    let param_len = |k: usize| match cell.params.get(k).map(|p| p.ty) {
+        Some(Type::Vector(n)) => Some(n),
+        Some(Type::Matrix(r, c)) => r.checked_mul(c),
+        Some(Type::Scalar) => Some(1),
+        None => None,
+    };
+    for pv in plan.vectors.iter().chain(&plan.matrices) {
+        let Some(n) = param_len(pv.param) else {
+            return fail(format!("parameter {} does not exist", pv.param));
+        };
+        v.weights(pv.offset, padded(n), "a packed parameter")?;
+    }
+    for (off, params, len) in &plan.bias_sums {
+        if params.iter().any(|&k| param_len(k) != Some(*len)) {
+            return fail("a bias sum of parameters of another length".into());
+        }
+        v.weights(*off, *len, "a bias sum")?;
+    }
+    for (t, task) in plan.tasks.iter().enumerate() {
+        let what = format!("task {t}");
+        match task {
+            Task::Product(groups) => {
+                for (gi, g) in groups.iter().enumerate() {
+                    v.group(g, &format!("{what}, group {gi}"))?;
+                }
+            }
+            Task::Region(r) => v.region(r, 0, &what)?,
+            Task::Gemm(blocks) => v.gemm(blocks, &what)?,
+        }
+    }
+    for (h, hoist) in plan.hoists.iter().enumerate() {
+        let what = format!("projection {h}");
+        match plan.slots.get(hoist.slot) {
+            Some(s) if s.kind == SlotKind::Projection(h) && s.stride == hoist.stride => {}
+            _ => return fail(format!("{what}: its slot")),
+        }
+        for (bi, b) in hoist.blocks.iter().enumerate() {
+            let what = format!("{what}, block {bi}");
+            if b.offset + padded(b.len) > hoist.stride {
+                return fail(format!("{what}: past the row"));
+            }
+            if let Some(o) = b.bias {
+                v.weights(o, b.len, &what)?;
+            }
+            for &(input, k, matrix) in &b.terms {
+                if plan.input_lens.get(input) != Some(&k) {
+                    return fail(format!("{what}: input {input} of {k}"));
+                }
+                v.weights(matrix, b.len.saturating_mul(k), &what)?;
+            }
+        }
+    }
+    if plan.updates.len() != plan.state_cur.len() || plan.outputs.len() != plan.output_lens.len() {
+        return fail("updates or outputs do not match the cell".into());
+    }
+    for (s, u) in plan.updates.iter().enumerate() {
+        if let Update::Copy(l) = u {
+            if l.len != plan.state_lens[s] {
+                return fail(format!("the update of state {s} has {} floats", l.len));
+            }
+            v.loc(l, &format!("the update of state {s}"))?;
+        }
+    }
+    for (o, l) in plan.outputs.iter().enumerate() {
+        if l.len != plan.output_lens[o] {
+            return fail(format!("output {o} has {} floats", l.len));
+        }
+        v.loc(l, &format!("output {o}"))?;
+    }
+    Ok(())
+}

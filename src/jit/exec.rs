@@ -1,0 +1,446 @@
+//! Running a plan: the steps of a sequence as one pool job, the hoisted input
+//! projection, and the `gemm` products.
+//!
+//! Generated code reads the base pointer of every slot from a [`SlotTable`];
+//! workers share the table, the caller's inputs and the output buffers
+//! ([`Outputs`]) and write disjoint parts of them (their own tiles, rows or
+//! elements), meeting at the pool's barrier between phases. Every length was
+//! checked against the plan before this module runs, and the plan itself was
+//! verified (`codegen::plan::verify`): the accesses here stay inside the
+//! buffers the plan sized.
+
+use super::code::Compiled;
+use super::pool::{self, share};
+use super::state::State;
+use super::{Build, Kernel, Work, MAX_SLOTS};
+use crate::codegen::kernels::gemm_raw;
+use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
+use crate::codegen::Variant;
+
+/// The base pointer of every slot of a plan, as generated code reads them.
+#[derive(Clone, Copy)]
+pub(super) struct SlotTable {
+    pub(super) ptrs: [*mut f32; MAX_SLOTS],
+    pub(super) len: usize,
+}
+
+// SAFETY: the pointers lead to the kernel's packed weights (only read) and to
+// buffers of the `State` that the caller holds mutably for the whole call; the
+// workers that share the table write disjoint tiles, rows and elements of
+// them, and meet at a barrier before reading what another wrote.
+unsafe impl Send for SlotTable {}
+// SAFETY: as above.
+unsafe impl Sync for SlotTable {}
+
+impl SlotTable {
+    pub(super) fn empty() -> SlotTable {
+        SlotTable {
+            ptrs: [std::ptr::null_mut(); MAX_SLOTS],
+            len: 0,
+        }
+    }
+}
+
+/// The caller's output buffers of a `run`, `[T, batch, len]` each.
+struct Outputs {
+    bufs: [(*mut f32, usize); MAX_SLOTS],
+    len: usize,
+}
+
+// SAFETY: the buffers are the caller's `&mut [f32]`, borrowed for the whole
+// call; each worker writes only its own elements of each row (`share`).
+unsafe impl Sync for Outputs {}
+
+/// A buffer's base pointer, shared by the workers of one job.
+#[derive(Clone, Copy)]
+struct SharedPtr(*mut f32);
+
+// SAFETY: the buffer is the caller's (held mutably for the whole call); each
+// worker writes only its own rows of it.
+unsafe impl Sync for SharedPtr {}
+
+impl SharedPtr {
+    /// The address `i` floats in (dereferenced only where the buffer has them).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// A job for the pool: `job(worker, workers, barrier)`.
+pub(super) type PoolJob<'a> = dyn Fn(usize, usize, &dyn Fn()) + Sync + 'a;
+
+impl Kernel {
+    /// Runs the pool job `job(worker, workers, barrier)` on `threads` workers
+    /// (the process's shared pool of that size), or alone when one thread is
+    /// asked for or the pool is busy or backing off.
+    pub(super) fn on_workers(&self, threads: usize, job: &PoolJob) {
+        if threads > 1 {
+            if let Some(pool) = pool::shared(threads) {
+                if pool.try_run(&|w, team| job(w, team.workers, &|| team.barrier())) {
+                    return;
+                }
+            }
+        }
+        job(0, 1, &|| {});
+    }
+
+    /// Runs steps `t0..t1` of a sequence (`inputs[i]` holds step `t` at
+    /// `t * batch * len`), writing each step's outputs to `outputs` (same
+    /// layout) if given. One pool job runs all of them: every worker keeps its
+    /// own slot table, the states' current and next buffers alternate with the
+    /// step's parity (no serial swap), inputs are read in place when their rows
+    /// need no padding, and each worker copies its share of the outputs;
+    /// workers meet once per phase of the plan (plus once more where a serial
+    /// copy needs it). The caller checked every length.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn execute(
+        &self,
+        build: &Build,
+        v: Variant,
+        state: &mut State,
+        inputs: &[&[f32]],
+        t0: usize,
+        t1: usize,
+        chunk0: usize,
+        outputs: Option<&mut [&mut [f32]]>,
+        threads: usize,
+    ) {
+        let plan = &build.plan;
+        let batch = state.batch;
+        // Slot tables for both parities (on the stack: a step allocates nothing).
+        let even = state.slot_table(build, v);
+        let mut odd = even;
+        for s in 0..plan.state_cur.len() {
+            odd.ptrs.swap(plan.state_cur[s], plan.state_next[s]);
+        }
+        let tables = [even, odd];
+        let in_place = plan
+            .input_slots
+            .iter()
+            .enumerate()
+            .all(|(i, &slot)| plan.slots[slot].stride == self.input_lens[i]);
+        let copies = plan.updates.iter().any(|u| matches!(u, Update::Copy(_)));
+        // An output that the next step may overwrite while a worker still copies
+        // it needs one more meeting: anything but a state's next value (which
+        // the next step only reads) and a parameter. A state's old value is the
+        // buffer the next step writes its new value into; a scratch value is
+        // rewritten; an input buffer is refilled.
+        let out_barrier = plan
+            .outputs
+            .iter()
+            .any(|l| !plan.state_next.contains(&l.slot) && l.slot != 0);
+        let mut outs = Outputs {
+            bufs: [(std::ptr::null_mut(), 0); MAX_SLOTS],
+            len: 0,
+        };
+        if let Some(o) = outputs {
+            for b in o.iter_mut().take(MAX_SLOTS) {
+                outs.bufs[outs.len] = (b.as_mut_ptr(), b.len());
+                outs.len += 1;
+            }
+        }
+        let outs = &outs;
+        let mut proj_buf = [(0usize, 0usize); MAX_SLOTS];
+        let mut nproj = 0;
+        for (i, s) in plan.slots.iter().enumerate() {
+            if matches!(s.kind, SlotKind::Projection(_)) {
+                proj_buf[nproj] = (i, s.stride);
+                nproj += 1;
+            }
+        }
+        let proj = &proj_buf[..nproj];
+        let weights = build.weights.as_slice();
+        let job = |w: usize, n: usize, barrier: &dyn Fn()| {
+            for t in t0..t1 {
+                let mut table = tables[(t - t0) % 2];
+                for &(slot, stride) in proj {
+                    table.ptrs[slot] = table.ptrs[slot].wrapping_add((t - chunk0) * batch * stride);
+                }
+                if in_place {
+                    for (i, &slot) in plan.input_slots.iter().enumerate() {
+                        let at = t * batch * self.input_lens[i];
+                        table.ptrs[slot] = inputs[i][at..].as_ptr().cast_mut();
+                    }
+                } else {
+                    if w == 0 {
+                        for (i, &slot) in plan.input_slots.iter().enumerate() {
+                            let len = self.input_lens[i];
+                            let stride = plan.slots[slot].stride;
+                            for b in 0..batch {
+                                let src =
+                                    &inputs[i][(t * batch + b) * len..(t * batch + b + 1) * len];
+                                // SAFETY: the slot holds `batch` rows of `stride >= len`
+                                // floats; only worker 0 writes it, before the barrier
+                                // that lets the others read it.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        src.as_ptr(),
+                                        table.ptrs[slot].add(b * stride),
+                                        len,
+                                    )
+                                };
+                            }
+                        }
+                    }
+                    barrier();
+                }
+                for (p, phase) in build.phases.iter().enumerate() {
+                    if p > 0 {
+                        barrier();
+                    }
+                    for work in phase {
+                        match *work {
+                            Work::Jit(f) => run_tiles(f, &table, batch, w, n),
+                            Work::Gemm(task, units) => {
+                                let (a, b) = share(units, w, n);
+                                if let Task::Gemm(blocks) = &plan.tasks[task] {
+                                    // SAFETY: the table holds the plan's slots, sized
+                                    // for `batch` rows (verified plan); units `a..b`
+                                    // are this worker's own rows.
+                                    unsafe { gemm_units(blocks, a, b, &table, batch) };
+                                }
+                            }
+                        }
+                    }
+                }
+                // After the last step, with nothing to copy, the end of the pool
+                // job is the next meeting: one fewer per `step` call.
+                if t + 1 < t1 || copies || outs.len > 0 {
+                    barrier();
+                }
+                if copies {
+                    if w == 0 {
+                        for (s, u) in plan.updates.iter().enumerate() {
+                            let Update::Copy(from) = *u else { continue };
+                            let to = table.ptrs[plan.state_next[s]];
+                            let to_stride = plan.slots[plan.state_next[s]].stride;
+                            for b in 0..batch {
+                                let src = if from.slot == 0 {
+                                    weights[from.offset..].as_ptr()
+                                } else {
+                                    table.ptrs[from.slot]
+                                        .wrapping_add(from.offset + b * from.stride)
+                                        .cast_const()
+                                };
+                                // SAFETY: both locations are `from.len` floats inside
+                                // buffers the plan sized; only worker 0 writes, and the
+                                // barrier below orders it before the next step.
+                                unsafe { std::ptr::copy(src, to.add(b * to_stride), from.len) };
+                            }
+                        }
+                    }
+                    barrier();
+                }
+                for (o, &(out, out_len)) in outs.bufs[..outs.len].iter().enumerate() {
+                    let loc = plan.outputs[o];
+                    let len = loc.len;
+                    let (a, b_end) = share(len, w, n);
+                    if a >= b_end {
+                        continue;
+                    }
+                    for b in 0..batch {
+                        let src = if loc.slot == 0 {
+                            weights[loc.offset + a..].as_ptr()
+                        } else {
+                            table.ptrs[loc.slot]
+                                .wrapping_add(loc.offset + b * loc.stride + a)
+                                .cast_const()
+                        };
+                        let at = (t * batch + b) * len + a;
+                        debug_assert!(at + (b_end - a) <= out_len);
+                        // SAFETY: the output buffer is `[T, batch, len]` (checked by
+                        // `run_with`), and each worker writes only its elements
+                        // `a..b_end` of each row; the source is complete (barrier).
+                        unsafe { std::ptr::copy_nonoverlapping(src, out.add(at), b_end - a) };
+                    }
+                }
+                if out_barrier && outs.len > 0 {
+                    barrier();
+                }
+            }
+        };
+        self.on_workers(threads, &job);
+        // The states' buffers: swapped once per step.
+        if (t1 - t0) % 2 == 1 {
+            for s in 0..plan.state_cur.len() {
+                state.offsets.swap(plan.state_cur[s], plan.state_next[s]);
+            }
+        }
+        // After the swap a state's new value is in its current buffer and its
+        // old value (which an output may be: `y = h`) in its next buffer, until
+        // the next step.
+        for (o, loc) in plan.outputs.iter().enumerate() {
+            let mut l = *loc;
+            if let Some(s) = plan.state_next.iter().position(|&n| n == l.slot) {
+                l.slot = plan.state_cur[s];
+            } else if let Some(s) = plan.state_cur.iter().position(|&c| c == l.slot) {
+                l.slot = plan.state_next[s];
+            }
+            state.outputs[o] = l;
+        }
+        // An output that is an input (`y = x`) read in place from the caller's
+        // buffer: keep the last step's value in the state's own input buffer,
+        // where `output` reads it.
+        if in_place {
+            for (i, &slot) in plan.input_slots.iter().enumerate() {
+                if plan.outputs.iter().any(|l| l.slot == slot) {
+                    let n = batch * self.input_lens[i];
+                    state.write_rows(slot, self.input_lens[i], &inputs[i][(t1 - 1) * n..t1 * n]);
+                }
+            }
+        }
+        state.last = v;
+        state.steps += (t1 - t0) as u64;
+    }
+
+    /// Computes the hoisted input projections of steps `t0..t1` with `gemm`, on
+    /// the pool: for every projection block, `bias + sum of W @ x_t[b]`. The
+    /// caller checked the inputs' lengths and made the plan's buffers
+    /// (`State::ensure_side`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn project(
+        &self,
+        build: &Build,
+        v: Variant,
+        inputs: &[&[f32]],
+        t0: usize,
+        t1: usize,
+        state: &mut State,
+        threads: usize,
+    ) {
+        let batch = state.batch;
+        let cols = (t1 - t0) * batch;
+        let Some((base, offsets)) = state.side_buffer(v) else {
+            return;
+        };
+        let base = SharedPtr(base);
+        let weights = build.weights.as_slice();
+        // Units: (hoist, block, first row, end row), the same whatever the threads.
+        let mut units = Vec::new();
+        for (h, hoist) in build.plan.hoists.iter().enumerate() {
+            for (bi, blk) in hoist.blocks.iter().enumerate() {
+                let mut r = 0;
+                while r < blk.len {
+                    let end = (r + plan::GEMM_ROWS).min(blk.len);
+                    units.push((h, bi, r, end));
+                    r = end;
+                }
+            }
+        }
+        let job = |w: usize, n: usize| {
+            let (u0, u1) = share(units.len(), w, n);
+            for &(h, bi, r0, r1) in &units[u0..u1] {
+                let hoist = &build.plan.hoists[h];
+                let blk = &hoist.blocks[bi];
+                let m = r1 - r0;
+                // The block's rows, for columns (t, b) `stride` floats apart.
+                let dst = base.at(offsets[hoist.slot] + blk.offset + r0);
+                let zeros = [0.0f32; plan::GEMM_ROWS];
+                let init = match blk.bias {
+                    Some(b) => &weights[b + r0..b + r1],
+                    None => &zeros[..m],
+                };
+                for c in 0..cols {
+                    // SAFETY: the projection buffer holds `chunk >= t1 - t0` steps
+                    // of `batch` rows of `stride >= blk.offset + blk.len` floats
+                    // (`ensure_side`), so column `c < cols`, rows `r0..r1 <=
+                    // blk.len` are inside it, and `init` is `m` floats. Each unit
+                    // writes only its own rows.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(init.as_ptr(), dst.add(c * hoist.stride), m)
+                    };
+                }
+                for &(input, k, matrix) in &blk.terms {
+                    let x = inputs[input];
+                    // SAFETY: `x` is `[T, batch, k]` (checked by `run_with`), so its
+                    // columns `t0*batch .. t1*batch` are `k` floats apart and inside
+                    // it; the matrix is `[len, k]` row-major in the packed weights;
+                    // `dst` is as above. The unit's rows do not overlap another's.
+                    unsafe {
+                        gemm_raw(
+                            m,
+                            cols,
+                            k,
+                            dst,
+                            hoist.stride,
+                            weights[matrix + r0 * k..].as_ptr(),
+                            k,
+                            x[t0 * batch * k..].as_ptr(),
+                            k,
+                            true,
+                        )
+                    };
+                }
+            }
+        };
+        self.on_workers(threads, &|w, n, _barrier| job(w, n));
+    }
+}
+
+/// Worker `w` of `n` runs its share of a generated function's tiles.
+fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: usize) {
+    let (a, b) = share(f.tiles, w, n);
+    if a < b {
+        // SAFETY: the table holds one base pointer per slot of the plan this
+        // code was generated from (the packed weights; the state's buffers of
+        // `batch * stride` floats; inputs read in place only when their rows
+        // are `stride` floats); the verified plan keeps every access of batch
+        // rows `0..batch` and tiles `a..b <= tiles` inside those buffers.
+        // Workers write disjoint tiles.
+        unsafe { (f.ptr)(table.ptrs.as_ptr(), 0, batch as i64, a as i64, b as i64) };
+    }
+}
+
+/// Runs units `u0..u1` of a `gemm` product for batch rows `0..batch`.
+///
+/// # Safety
+/// `slots` must hold the base pointers of the plan the blocks belong to, each
+/// buffer sized for `batch` rows of its slot's stride (the plan verified), and
+/// no other thread may touch rows `u0..u1`'s destinations meanwhile.
+unsafe fn gemm_units(blocks: &[GemmBlock], u0: usize, u1: usize, slots: &SlotTable, batch: usize) {
+    let units = plan::gemm_units(blocks);
+    let weights = slots.ptrs[0].cast_const();
+    for &(bi, r0, r1) in &units[u0..u1.min(units.len())] {
+        let blk = &blocks[bi];
+        let m = r1 - r0;
+        let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
+        for b in 0..batch {
+            for r in 0..m {
+                // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
+                // len` floats, and the bias and projection likewise; rows `r0..r1` are
+                // inside `len` and this unit's own.
+                unsafe {
+                    let value = match blk.init {
+                        GemmInit::Zero => 0.0,
+                        GemmInit::Bias(o) => *weights.add(o + r0 + r),
+                        GemmInit::Projection(l) => {
+                            *slots.ptrs[l.slot].add(l.offset + b * l.stride + r0 + r)
+                        }
+                    };
+                    *dst.add(b * blk.dest.stride + r) = value;
+                }
+            }
+        }
+        for term in &blk.terms {
+            let x = slots.ptrs[term.input.slot]
+                .wrapping_add(term.input.offset)
+                .cast_const();
+            // SAFETY: the matrix is `[len, k]` row-major in the packed weights; the
+            // input holds `batch` rows of `stride >= k` floats; `dst` as above.
+            unsafe {
+                gemm_raw(
+                    m,
+                    batch,
+                    term.k,
+                    dst,
+                    blk.dest.stride,
+                    weights.add(term.matrix + r0 * term.k),
+                    term.k,
+                    x,
+                    term.input.stride,
+                    true,
+                )
+            };
+        }
+    }
+}
