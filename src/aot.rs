@@ -93,6 +93,31 @@ pub fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Result<Aot> 
         module.clear_context(&mut ctx);
         tasks.push((id, tf.tiles));
     }
+    // The header first: the object exports its hash (`NAME_abi`), so that a C
+    // program can check that the two belong together.
+    let header = header(ir, plan, &prefix, &triple_name)?;
+    let abi = fnv1a(header.as_bytes());
+    let abi_id = begin_export_returning(
+        &mut module,
+        &mut ctx,
+        &format!("{prefix}_abi"),
+        0,
+        1,
+        call_conv,
+    )?;
+    {
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.switch_to_block(entry);
+        let v = b.ins().iconst(I64, abi as i64);
+        b.ins().return_(&[v]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module.define_function(abi_id, &mut ctx).map_err(internal)?;
+    module.clear_context(&mut ctx);
+    let header = with_abi(header, &prefix, abi);
     let (n_in, n_out) = (ir.inputs.len(), ir.outputs.len());
     // step(weights, workspace, batch, inputs..., outputs...)
     let step_id = begin_export(
@@ -138,7 +163,6 @@ pub fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Result<Aot> 
         .finish()
         .emit()
         .map_err(|e| Error::internal(format!("cannot write the object: {e}")))?;
-    let header = header(ir, plan, &prefix, &triple_name);
     Ok(Aot {
         object,
         header,
@@ -155,8 +179,21 @@ fn begin_export(
     params: usize,
     call_conv: cranelift_codegen::isa::CallConv,
 ) -> Result<FuncId> {
+    begin_export_returning(module, ctx, name, params, 0, call_conv)
+}
+
+/// As [`begin_export`], for a function that returns `returns` 64-bit values.
+fn begin_export_returning(
+    module: &mut ObjectModule,
+    ctx: &mut cranelift_codegen::Context,
+    name: &str,
+    params: usize,
+    returns: usize,
+    call_conv: cranelift_codegen::isa::CallConv,
+) -> Result<FuncId> {
     let mut sig = Signature::new(call_conv);
     sig.params.extend((0..params).map(|_| AbiParam::new(I64)));
+    sig.returns.extend((0..returns).map(|_| AbiParam::new(I64)));
     let id = module
         .declare_function(name, Linkage::Export, &sig)
         .map_err(|e| Error::internal(format!("{e:?}")))?;
@@ -362,8 +399,9 @@ fn f32_lit(v: f32) -> String {
 
 /// The C header: sizes, the entry points, the parameters in packing order, the
 /// packed layout, the packing function, the workspace and state helpers.
-pub fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> String {
+fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
     let up = p.to_uppercase();
+    check_names(ir, p, &up)?;
     let mut h = String::new();
     let _ = writeln!(
         h,
@@ -411,12 +449,12 @@ pub fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> String {
     let ins: Vec<String> = ir
         .inputs
         .iter()
-        .map(|x| format!("const float *{}", c_name(&x.name)))
+        .map(|x| format!("const float *in_{}", c_name(&x.name)))
         .collect();
     let outs: Vec<String> = ir
         .outputs
         .iter()
-        .map(|y| format!("float *{}", c_name(&y.name)))
+        .map(|y| format!("float *out_{}", c_name(&y.name)))
         .collect();
     let ports: Vec<String> = ins.iter().chain(&outs).cloned().collect();
     let sep = if ports.is_empty() { "" } else { ", " };
@@ -573,7 +611,7 @@ pub fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> String {
     );
     let _ = writeln!(
         h,
-        "/* Floats of workspace for `batch` rows; zero it before the first step. */"
+        "/* Floats of workspace for `batch` rows; zero it before the first step. A\n * workspace is laid out for the batch it was sized for: pass that batch to\n * every call that uses it (another batch reads and writes the wrong rows). */"
     );
     let _ = writeln!(h, "static inline size_t {p}_workspace_len(int64_t batch) {{\n    size_t n = 0;\n    for (int s = 0; s < {}; s++) n += ((size_t)(batch * {up}_SLOT_STRIDES[s]) + 15) & ~(size_t)15;\n    return n;\n}}", strides.len());
     let _ = writeln!(h, "static inline float *{p}_slot(float *workspace, int64_t batch, int slot) {{\n    size_t n = 0;\n    for (int s = 1; s < slot; s++) n += ((size_t)(batch * {up}_SLOT_STRIDES[s - 1]) + 15) & ~(size_t)15;\n    return workspace + n;\n}}");
@@ -590,5 +628,88 @@ pub fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> String {
         let _ = writeln!(h, "static inline void {p}_get_state_{sn}(float *workspace, int64_t batch, float *v) {{\n    const float *d = {p}_slot(workspace, batch, {cur});\n    for (int64_t b = 0; b < batch; b++) for (int i = 0; i < {}; i++) v[b * {} + i] = d[b * {stride} + i];\n}}", port.len, port.len);
     }
     h.push_str("\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
-    h
+    Ok(h)
+}
+
+/// Every name the header defines, from the cell's names: two that come out
+/// the same (inputs `x` and `X` both make `NAME_INPUT_X_LEN`; a size named
+/// `WEIGHTS_LEN`) would define one thing twice, so they are refused, naming
+/// both.
+fn check_names(ir: &ir::Cell, p: &str, up: &str) -> Result<()> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for fixed in [
+        "WEIGHTS_LEN",
+        "PARAM_COUNT",
+        "PARAM_SIZES",
+        "SLOT_STRIDES",
+        "ABI_HASH",
+    ] {
+        names.push((format!("{up}_{fixed}"), "cellc's own definitions".into()));
+    }
+    for f in [
+        "step",
+        "run",
+        "pack",
+        "workspace_len",
+        "slot",
+        "abi",
+        "check",
+    ] {
+        names.push((format!("{p}_{f}"), "cellc's own functions".into()));
+    }
+    for (n, _) in &ir.dims {
+        names.push((format!("{up}_{}", c_name(n)), format!("size `{n}`")));
+    }
+    let ports = [
+        ("INPUT", "input", &ir.inputs),
+        ("OUTPUT", "output", &ir.outputs),
+        ("STATE", "state", &ir.states),
+    ];
+    for (macro_kind, kind, list) in ports {
+        for port in list {
+            names.push((
+                format!(
+                    "{up}_{macro_kind}_{}_LEN",
+                    c_name(&port.name).to_uppercase()
+                ),
+                format!("{kind} `{}`", port.name),
+            ));
+        }
+    }
+    for port in &ir.states {
+        for f in ["set_state", "get_state"] {
+            names.push((
+                format!("{p}_{f}_{}", c_name(&port.name)),
+                format!("state `{}`", port.name),
+            ));
+        }
+    }
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (name, from) in &names {
+        if let Some(first) = seen.insert(name, from) {
+            return Err(Error::options(format!(
+                "the C header would define `{name}` twice, for {first} and for {from}; \
+                 rename one (C names are made from the cell's names, in upper case for macros)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: the header's fingerprint.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Adds the fingerprint of `header` (computed before this addition) and the
+/// check a program runs at start-up, before the header's last lines.
+fn with_abi(header: String, p: &str, abi: u64) -> String {
+    let up = p.to_uppercase();
+    let tail = "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n";
+    let body = header.strip_suffix(tail).unwrap_or(&header);
+    format!(
+        "{body}\n/* The fingerprint of this header; the object returns it from {p}_abi(). A\n * program calls {p}_check() once: 0 means the object and the header were not\n * made together (link the object made with this header). */\n#define {up}_ABI_HASH 0x{abi:016x}ull\nuint64_t {p}_abi(void);\nstatic inline int {p}_check(void) {{ return {p}_abi() == {up}_ABI_HASH; }}\n{tail}"
+    )
 }

@@ -51,9 +51,10 @@ fn objects_for_the_host_and_for_aarch64() {
             names.contains(&"lstm_step".to_string()) && names.contains(&"lstm_run".to_string()),
             "{names:?}"
         );
-        // Only the entry points are exported.
-        assert_eq!(names.len(), 2, "{names:?}");
-        assert!(aot.header.contains("void lstm_step(const float *weights, float *workspace, int64_t batch, const float *x, float *y);"));
+        // Only the entry points and the fingerprint are exported.
+        assert!(names.contains(&"lstm_abi".to_string()), "{names:?}");
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(aot.header.contains("void lstm_step(const float *weights, float *workspace, int64_t batch, const float *in_x, float *out_y);"));
     }
     assert!(lstm()
         .compile_object(&Options::default(), Some("not-a-triple"))
@@ -197,4 +198,108 @@ fn aarch64_object_runs_under_qemu() {
     assert!(!outputs[0].is_empty());
     assert_eq!(outputs[0], outputs[1], "aarch64 and x86-64 disagree");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Names that would clash in C: inputs `x` and `X` (one macro for both), a
+/// size named like one of the header's own macros: refused, naming both. Names
+/// that are C keywords or the entry points' own parameters (`int`, `batch`,
+/// `weights`) are prefixed in the prototypes, and the header compiles.
+#[test]
+fn header_names_do_not_clash() {
+    let clash = Cell::from_source(
+        "clash.rnn",
+        "dim H = 4\ninput x: [H], X: [H]\nstate h: [H]\nh' = tanh(x + X + h)\n",
+    )
+    .unwrap();
+    let err = clash
+        .compile_object(&Options::default(), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("CLASH_INPUT_X_LEN") && err.contains("input `x`") && err.contains("input `X`"),
+        "{err}"
+    );
+    let clash = Cell::from_source(
+        "sizes.rnn",
+        "dim WEIGHTS_LEN = 4\ninput x: [WEIGHTS_LEN]\nstate h: [WEIGHTS_LEN]\nh' = tanh(x + h)\n",
+    )
+    .unwrap();
+    let err = clash
+        .compile_object(&Options::default(), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("SIZES_WEIGHTS_LEN"), "{err}");
+    let odd = Cell::from_source(
+        "odd.rnn",
+        "dim H = 4\ninput batch: [H], int: [H], weights: [H]\nstate steps: [H]\noutput workspace: [H]\n\
+         steps' = tanh(batch + int + weights + steps)\nworkspace = steps'\n",
+    )
+    .unwrap();
+    let aot = odd.compile_object(&Options::default(), None).unwrap();
+    let dir = tmp("names");
+    std::fs::write(dir.join("odd.h"), &aot.header).unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        "#include \"odd.h\"\nint main(void) { return odd_check() ? 0 : 1; }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("odd.o"), &aot.object).unwrap();
+    let out = Command::new("cc")
+        .args(["-Wall", "-Werror", "-O1"])
+        .arg(dir.join("main.c"))
+        .arg(dir.join("odd.o"))
+        .arg("-lm")
+        .arg("-o")
+        .arg(dir.join("main"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(Command::new(dir.join("main")).status().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A program built with one header and linked with another object (other
+/// sizes) is told so by `NAME_check()`.
+#[test]
+fn an_object_and_a_header_that_do_not_belong_together_are_detected() {
+    let dir = tmp("abi");
+    let small = lstm().compile_object(&Options::default(), None).unwrap();
+    let other = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
+        .unwrap()
+        .dims(&[("X", 8), ("H", 20)])
+        .unwrap()
+        .compile_object(&Options::default(), None)
+        .unwrap();
+    assert_ne!(small.header, other.header);
+    std::fs::write(dir.join("cell.h"), &small.header).unwrap();
+    std::fs::write(dir.join("other.o"), &other.object).unwrap();
+    let exe = build_c_program("cc", &dir, &dir.join("other.o"));
+    let run = Command::new(&exe).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("do not belong together"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Options an object cannot honour are refused, not ignored.
+#[test]
+fn objects_refuse_plans_and_threads_they_cannot_run() {
+    for opts in [
+        Options {
+            plan: Some(cellc::Variant::Hoisted),
+            ..Options::default()
+        },
+        Options {
+            threads: Some(2),
+            ..Options::default()
+        },
+    ] {
+        let err = lstm().compile_object(&opts, None).err().unwrap();
+        assert_eq!(err.kind(), cellc::ErrorKind::Options, "{err}");
+    }
 }

@@ -15,6 +15,11 @@
 #define STEPS 5
 
 int main(void) {
+    /* The object and the header must have been made together. */
+    if (!lstm_check()) {
+        fprintf(stderr, "cell.o and cell.h do not belong together\n");
+        return 2;
+    }
     /* The parameters, in the header's order, each a deterministic pattern. */
     const float *params[LSTM_PARAM_COUNT];
     for (int k = 0; k < LSTM_PARAM_COUNT; k++) {

@@ -106,6 +106,21 @@ enum Command {
         #[arg(long)]
         plan: Option<String>,
     },
+    /// Measure this machine's caches and kernels (a second or two) and save the
+    /// figures the cost model plans with.
+    ///
+    /// Without a calibration, plans use fixed default rates (deterministic on a
+    /// given machine). The file is `$XDG_CACHE_HOME/cellc/host.json` (or
+    /// `~/.cache/cellc/host.json`); `CELLC_HOST=PATH` reads another,
+    /// `CELLC_HOST=defaults` ignores it.
+    Calibrate {
+        /// Where to save (default: the calibration file above).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Print the figures without saving them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Measure per-step time with random weights, fused and unfused, in one run.
     Bench {
         /// The `.rnn` file.
@@ -280,6 +295,25 @@ fn run(cli: Cli) -> Result<(), Error> {
             let out = cellc::run::run(&cell, &w, &x, &given, &opts)?;
             let bytes = out.to_safetensors_bytes()?;
             cellc::files::write_all(&[(&output, &bytes)])?;
+            Ok(())
+        }
+        Command::Calibrate { output, dry_run } => {
+            let host = cellc::codegen::host::calibrate();
+            let json = cellc::codegen::host::to_json(&host);
+            println!("{json}");
+            if dry_run {
+                return Ok(());
+            }
+            let Some(path) = output.or_else(cellc::codegen::host::calibration_path) else {
+                return Err(Error::options(
+                    "no place to save the calibration (no HOME or XDG_CACHE_HOME); use --output",
+                ));
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::write(dir.display(), e))?;
+            }
+            cellc::files::write_all(&[(&path, json.as_bytes())])?;
+            eprintln!("saved to {}", path.display());
             Ok(())
         }
         Command::Bench {

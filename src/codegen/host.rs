@@ -114,7 +114,7 @@ pub fn defaults(why: Option<String>) -> Host {
 
 const DEFAULT_BW_L2: f64 = 60.0;
 const DEFAULT_BW_L3: f64 = 25.0;
-const DEFAULT_BW_DRAM: f64 = 10.0;
+const DEFAULT_BW_DRAM: f64 = 8.0;
 const DEFAULT_GEMM_GFLOPS: f64 = 80.0;
 
 /// GB/s of summing `bytes` of floats, best of a few passes (after one to warm).
