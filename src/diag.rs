@@ -246,3 +246,13 @@ pub fn render_without_source(diags: &[Diagnostic]) -> String {
 pub fn has_errors(diags: &[Diagnostic]) -> bool {
     diags.iter().any(Diagnostic::is_error)
 }
+
+/// A name as it may appear in a message: at most 80 characters.
+pub fn short(name: &str) -> String {
+    if name.chars().count() <= 80 {
+        name.to_string()
+    } else {
+        let head: String = name.chars().take(77).collect();
+        format!("{head}...")
+    }
+}

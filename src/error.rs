@@ -133,10 +133,4 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<crate::weights::WeightsError> for Error {
-    fn from(e: crate::weights::WeightsError) -> Error {
-        Error::new(ErrorKind::Weights, e.0)
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

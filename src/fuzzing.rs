@@ -79,7 +79,7 @@ pub fn jit_vs_interp(bytes: &[u8]) {
             },
         )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
-    let params = weights.param_values(&ir).unwrap_or_else(|e| panic!("{e}"));
+    let params = ParamValues::from_f32(&weights.resolve(&ir).unwrap_or_else(|e| panic!("{e}")));
     let d = differential(&kernel, &ir, &params, batch, steps, seed, scale);
     assert!(
         d.worst < 1e-4 * scale as f64 + 30.0 * d.sensitivity,

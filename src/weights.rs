@@ -35,6 +35,12 @@ impl fmt::Display for WeightsError {
 
 impl std::error::Error for WeightsError {}
 
+impl From<WeightsError> for crate::Error {
+    fn from(e: WeightsError) -> crate::Error {
+        crate::Error::new(crate::ErrorKind::Weights, e.0)
+    }
+}
+
 fn err<T>(m: impl Into<String>) -> Result<T, WeightsError> {
     Err(WeightsError(m.into()))
 }
@@ -168,16 +174,6 @@ impl Weights {
             let _ = w.insert(&p.name, &shape, data);
         }
         w
-    }
-
-    /// As [`Weights::resolve`], in f64: the interpreter's parameters.
-    pub fn param_values(&self, cell: &Cell) -> Result<crate::interp::ParamValues, WeightsError> {
-        Ok(crate::interp::ParamValues(
-            self.resolve(cell)?
-                .into_iter()
-                .map(|v| v.into_iter().map(f64::from).collect())
-                .collect(),
-        ))
     }
 
     /// The values of every parameter of `cell`, row-major, in parameter order.
@@ -513,7 +509,7 @@ fn check_header(bytes: &[u8]) -> Result<(), WeightsError> {
                     if !seen.insert(key.to_string()) {
                         return err(format!(
                             "the file names tensor `{}` twice",
-                            crate::onnx::proto::short(key)
+                            crate::diag::short(key)
                         ));
                     }
                     expect_key = false;

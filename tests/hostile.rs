@@ -274,7 +274,7 @@ fn nan_and_inf_propagate() {
     }
     weights = w;
     let kernel = cell.compile(&weights, &Options::default()).unwrap();
-    let params = weights.param_values(&ir).unwrap();
+    let params = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let batch = 4;
     let mut state = kernel.new_state(batch).unwrap();
     let mut reference = interp::State::zeros(&ir, batch);
@@ -327,7 +327,7 @@ fn a_hundred_thousand_steps() {
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, 11);
     let kernel = cell.compile(&weights, &Options::default()).unwrap();
-    let params = weights.param_values(&ir).unwrap();
+    let params = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let (batch, steps) = (2, 100_000);
     let mut rng = cellc::gen::Rng(3);
     let xs: Vec<f32> = (0..steps * batch * 4)

@@ -65,7 +65,7 @@ fn compare_run(
 ) -> Differential {
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, seed);
-    let reference = weights.param_values(&ir).unwrap();
+    let reference = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let case = Case {
         batch,
         steps,
@@ -134,7 +134,7 @@ fn mistakes_are_caught() {
     let cell = with_dims(&path, 5, 17);
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, 3);
-    let good = weights.param_values(&ir).unwrap();
+    let good = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let idx = |name: &str| ir.params.iter().position(|p| p.name == name).unwrap();
     let mut mistakes: Vec<(&str, ParamValues)> = Vec::new();
     let mut dropped = good.clone();
@@ -274,7 +274,7 @@ fn reference_sequence(
     seed: u64,
 ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let ir = cell.ir().unwrap();
-    let params = weights.param_values(&ir).unwrap();
+    let params = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let mut rng = cellc::gen::Rng(seed);
     let mut state = interp::State::zeros(&ir, batch);
     for (s, p) in ir.states.iter().enumerate() {
@@ -485,7 +485,7 @@ fn a_chaotic_random_cell_is_judged_by_its_sensitivity() {
         let scaled = t.data.iter().map(|v| v * 3.0).collect();
         weights.insert(name, &t.shape, scaled).unwrap();
     }
-    let reference = weights.param_values(&ir).unwrap();
+    let reference = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let case = Case {
         batch: 5,
         steps: 13,

@@ -26,6 +26,16 @@ impl std::error::Error for InterpError {}
 pub struct ParamValues(pub Vec<Vec<f64>>);
 
 impl ParamValues {
+    /// The values of f32 parameters (as `Weights::resolve` gives them).
+    pub fn from_f32(params: &[Vec<f32>]) -> ParamValues {
+        ParamValues(
+            params
+                .iter()
+                .map(|v| v.iter().map(|&x| f64::from(x)).collect())
+                .collect(),
+        )
+    }
+
     /// Every value moved by one f32 rounding (relative 2^-24, alternating up and
     /// down): running a cell with these and with the originals shows how much
     /// the cell amplifies the roundings an f32 kernel cannot avoid, which is

@@ -28,15 +28,7 @@ pub fn err<T>(m: impl Into<String>) -> Result<T, WeightsError> {
     Err(WeightsError(m.into()))
 }
 
-/// A name as it may appear in a message: at most 80 characters.
-pub fn short(name: &str) -> String {
-    if name.chars().count() <= 80 {
-        name.to_string()
-    } else {
-        let head: String = name.chars().take(77).collect();
-        format!("{head}...")
-    }
-}
+pub use crate::diag::short;
 
 /// A cursor over protobuf wire format.
 struct Reader<'a> {
