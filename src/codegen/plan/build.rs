@@ -5,6 +5,18 @@
 use super::*;
 use crate::ir::{self, Type, Value};
 
+/// What the planning of one product shares between its steps.
+struct ProductPlan<'c> {
+    inst: usize,
+    product: &'c ir::Product,
+    results: Vec<Value>,
+    /// Where each input of the product lives.
+    inputs: Vec<Loc>,
+    /// Per input: the cell input it is, when its terms are hoisted out of the
+    /// step (none are unless the plan hoists and some term reads a cell input).
+    hoisted: Vec<Option<usize>>,
+}
+
 pub(super) struct Planner<'a> {
     cell: &'a Cell,
     pub(super) plan: Plan,
@@ -351,18 +363,19 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Plans product instruction `i`: its hoisted input projection (if the
+    /// plan hoists), then either `gemm` blocks or micro-kernel groups with the
+    /// epilogue regions `epilogues` fused into them.
     fn product_task(&mut self, i: usize, epilogues: &[usize]) -> Result<(), PlanError> {
         let cell = self.cell;
         let Op::Product(p) = &cell.insts[i].op else {
             return Err(PlanError("internal error: not a product".into()));
         };
-        let results = cell.insts[i].results.clone();
         let inputs: Vec<Loc> = p
             .inputs
             .iter()
             .map(|&x| self.mem(x))
             .collect::<Result<_, _>>()?;
-        let len_of = |v: Value| cell.ty(v).vector_len().unwrap_or(0);
         // Terms that read a cell input leave the step when hoisting.
         let hoisted: Vec<Option<usize>> = p
             .inputs
@@ -378,84 +391,123 @@ impl<'a> Planner<'a> {
                 .zip(&hoisted)
                 .any(|(w, h)| w.is_some() && h.is_some())
         });
-        let skip = |j: usize| any_hoisted && hoisted[j].is_some();
-        // The projection row: every block at its offset, biases folded in.
-        let mut projection: Vec<Loc> = Vec::new();
-        if any_hoisted {
-            let slot = self.plan.slots.len();
-            let stride: usize = results.iter().map(|&v| padded(len_of(v))).sum();
-            self.plan.slots.push(Slot {
-                kind: SlotKind::Projection(self.plan.hoists.len()),
-                stride,
-                name: "projection".into(),
-            });
-            let mut blocks = Vec::new();
-            let mut offset = 0;
-            for (r, &v) in results.iter().enumerate() {
-                let len = len_of(v);
-                let row = &p.rows[r];
-                let bias = self.row_bias(&row.biases, len)?;
-                let mut terms = Vec::new();
-                for (j, w) in row.weights.iter().enumerate() {
-                    if let (Some(w), Some(input)) = (w, hoisted[j]) {
-                        let param = self.param_of(*w)?;
-                        terms.push((input, inputs[j].len, self.matrix_copy(param)));
-                    }
-                }
-                blocks.push(HoistBlock {
-                    offset,
-                    len,
-                    bias,
-                    terms,
-                });
-                projection.push(Loc {
-                    slot,
-                    offset,
-                    stride,
-                    len,
-                });
-                offset += padded(len);
-            }
-            self.plan.hoists.push(Hoist {
-                slot,
-                stride,
-                blocks,
-            });
-        }
+        let prod = ProductPlan {
+            inst: i,
+            product: p,
+            results: cell.insts[i].results.clone(),
+            inputs,
+            hoisted: if any_hoisted {
+                hoisted
+            } else {
+                vec![None; p.inputs.len()]
+            },
+        };
+        let projection = if any_hoisted {
+            self.hoisted_projection(&prod)?
+        } else {
+            Vec::new()
+        };
         if self.opts.gemm_products {
-            let mut blocks = Vec::new();
-            for (r, &v) in results.iter().enumerate() {
-                let row = &p.rows[r];
-                let init = if any_hoisted {
-                    GemmInit::Projection(projection[r])
-                } else {
-                    self.row_bias(&row.biases, len_of(v))?
-                        .map_or(GemmInit::Zero, GemmInit::Bias)
-                };
-                let mut terms = Vec::new();
-                for (j, w) in row.weights.iter().enumerate() {
-                    if let (Some(w), false) = (w, skip(j)) {
-                        let param = self.param_of(*w)?;
-                        terms.push(GemmTerm {
-                            input: inputs[j],
-                            k: inputs[j].len,
-                            matrix: self.matrix_copy(param),
-                        });
-                    }
-                }
-                let dest = self.home(v);
-                blocks.push(GemmBlock {
-                    len: len_of(v),
-                    dest,
-                    init,
-                    terms,
-                });
-            }
-            self.plan.tasks.push(Task::Gemm(blocks));
-            return Ok(());
+            self.gemm_task(&prod, &projection)
+        } else {
+            self.micro_kernel_task(&prod, &projection, epilogues)
         }
-        // Group row blocks by length.
-        let mut lens: Vec<usize> = results.iter().map(|&v| len_of(v)).collect();
+    }
+
+    /// The projection row of a product whose terms read cell inputs: every
+    /// block at its offset, its biases folded in. Returns each block's place.
+    fn hoisted_projection(&mut self, prod: &ProductPlan) -> Result<Vec<Loc>, PlanError> {
+        let slot = self.plan.slots.len();
+        let stride: usize = prod.results.iter().map(|&v| padded(self.len_of(v))).sum();
+        self.plan.slots.push(Slot {
+            kind: SlotKind::Projection(self.plan.hoists.len()),
+            stride,
+            name: "projection".into(),
+        });
+        let mut blocks = Vec::new();
+        let mut projection = Vec::new();
+        let mut offset = 0;
+        for (r, &v) in prod.results.iter().enumerate() {
+            let len = self.len_of(v);
+            let row = &prod.product.rows[r];
+            let bias = self.row_bias(&row.biases, len)?;
+            let mut terms = Vec::new();
+            for (j, w) in row.weights.iter().enumerate() {
+                if let (Some(w), Some(input)) = (w, prod.hoisted[j]) {
+                    let param = self.param_of(*w)?;
+                    terms.push((input, prod.inputs[j].len, self.matrix_copy(param)));
+                }
+            }
+            blocks.push(HoistBlock {
+                offset,
+                len,
+                bias,
+                terms,
+            });
+            projection.push(Loc {
+                slot,
+                offset,
+                stride,
+                len,
+            });
+            offset += padded(len);
+        }
+        self.plan.hoists.push(Hoist {
+            slot,
+            stride,
+            blocks,
+        });
+        Ok(projection)
+    }
+
+    /// The product as `gemm` blocks, each starting from its bias or its
+    /// hoisted projection.
+    fn gemm_task(&mut self, prod: &ProductPlan, projection: &[Loc]) -> Result<(), PlanError> {
+        let mut blocks = Vec::new();
+        for (r, &v) in prod.results.iter().enumerate() {
+            let row = &prod.product.rows[r];
+            let len = self.len_of(v);
+            let init = match projection.get(r) {
+                Some(&l) => GemmInit::Projection(l),
+                None => self
+                    .row_bias(&row.biases, len)?
+                    .map_or(GemmInit::Zero, GemmInit::Bias),
+            };
+            let mut terms = Vec::new();
+            for (j, w) in row.weights.iter().enumerate() {
+                if let (Some(w), None) = (w, prod.hoisted[j]) {
+                    let param = self.param_of(*w)?;
+                    terms.push(GemmTerm {
+                        input: prod.inputs[j],
+                        k: prod.inputs[j].len,
+                        matrix: self.matrix_copy(param),
+                    });
+                }
+            }
+            let dest = self.home(v);
+            blocks.push(GemmBlock {
+                len,
+                dest,
+                init,
+                terms,
+            });
+        }
+        self.plan.tasks.push(Task::Gemm(blocks));
+        Ok(())
+    }
+
+    /// The product as generated micro-kernels: one group per block length,
+    /// its tiles' panels laid out chunk by chunk, with the epilogue of that
+    /// length fused.
+    fn micro_kernel_task(
+        &mut self,
+        prod: &ProductPlan,
+        projection: &[Loc],
+        epilogues: &[usize],
+    ) -> Result<(), PlanError> {
+        let cell = self.cell;
+        let results = &prod.results;
+        let mut lens: Vec<usize> = results.iter().map(|&v| self.len_of(v)).collect();
         lens.sort_unstable();
         lens.dedup();
         let mut groups = Vec::new();
@@ -463,101 +515,19 @@ impl<'a> Planner<'a> {
             let blocks: Vec<usize> = (0..results.len())
                 .filter(|&r| cell.ty(results[r]) == Type::Vector(len))
                 .collect();
-            let chunked: Vec<Vec<usize>> = (0..blocks.len())
-                .collect::<Vec<_>>()
-                .chunks(MAX_CHUNK)
-                .map(<[usize]>::to_vec)
-                .collect();
             // The epilogue region of this length (`run` fused it only if one chunk
             // holds every block).
             let epilogue = epilogues
                 .iter()
                 .copied()
                 .find(|&j| matches!(&cell.insts[j].op, Op::Fused(r) if r.len == len));
-            if epilogue.is_some() && chunked.len() != 1 {
+            if epilogue.is_some() && blocks.len() > MAX_CHUNK {
                 return Err(PlanError(format!(
                     "internal error: a fused epilogue needs one chunk ({} blocks)",
                     blocks.len()
                 )));
             }
-            // Layout of one tile.
-            let mut offset = 0;
-            let mut chunks = Vec::new();
-            for cb in &chunked {
-                let has_bias =
-                    !any_hoisted && cb.iter().any(|&b| !p.rows[blocks[b]].biases.is_empty());
-                let bias_offset = has_bias.then(|| {
-                    let o = offset;
-                    offset += cb.len() * LANES;
-                    o
-                });
-                let mut segments = Vec::new();
-                for (j, input) in inputs.iter().enumerate() {
-                    if skip(j) {
-                        continue;
-                    }
-                    let present: Vec<usize> = (0..cb.len())
-                        .filter(|&c| p.rows[blocks[cb[c]]].weights[j].is_some())
-                        .collect();
-                    if present.is_empty() {
-                        continue;
-                    }
-                    let mut weights = Vec::new();
-                    for &c in &present {
-                        match p.rows[blocks[cb[c]]].weights[j].map(|w| cell.op_of(w)) {
-                            Some(Op::Param(k)) => weights.push(*k),
-                            _ => {
-                                return Err(PlanError(
-                                    "internal error: a weight is not a parameter".into(),
-                                ))
-                            }
-                        }
-                    }
-                    segments.push(Segment {
-                        input_index: j,
-                        input: *input,
-                        k: input.len,
-                        blocks: present.clone(),
-                        weights,
-                        offset,
-                    });
-                    offset += input.len * present.len() * LANES;
-                }
-                let bias_params = cb
-                    .iter()
-                    .map(|&b| {
-                        p.rows[blocks[b]]
-                            .biases
-                            .iter()
-                            .filter_map(|v| match cell.op_of(*v) {
-                                Op::Param(k) => Some(*k),
-                                _ => None,
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let init_projection = any_hoisted.then(|| {
-                    let base = Loc {
-                        offset: 0,
-                        ..projection[blocks[cb[0]]]
-                    };
-                    let offsets = cb.iter().map(|&c| projection[blocks[c]].offset).collect();
-                    (base, offsets)
-                });
-                let bias_params = if any_hoisted {
-                    vec![Vec::new(); cb.len()]
-                } else {
-                    bias_params
-                };
-                chunks.push(Chunk {
-                    blocks: cb.clone(),
-                    bias_offset,
-                    bias_params,
-                    init_projection,
-                    segments,
-                });
-            }
-            let tile_stride = offset;
+            let (chunks, tile_stride) = self.tile_layout(prod, &blocks, projection)?;
             let tiles = len.div_ceil(LANES);
             let weights_offset = self.alloc_weights(tile_stride * tiles);
             // Destinations of the blocks.
@@ -570,7 +540,7 @@ impl<'a> Planner<'a> {
             let epilogue_code = match epilogue {
                 Some(j) => {
                     let block_values: Vec<Value> = blocks.iter().map(|&b| results[b]).collect();
-                    Some(self.region_code(j, &block_values, Some(i))?)
+                    Some(self.region_code(j, &block_values, Some(prod.inst))?)
                 }
                 None => None,
             };
@@ -587,6 +557,104 @@ impl<'a> Planner<'a> {
         }
         self.plan.tasks.push(Task::Product(groups));
         Ok(())
+    }
+
+    /// The layout of one tile of a group of row blocks (indices into the
+    /// product's rows): its chunks of at most [`MAX_CHUNK`] blocks, each with
+    /// its biases (unless a projection holds them) and one panel per input it
+    /// reads. Returns the chunks and the tile's length in floats.
+    fn tile_layout(
+        &self,
+        prod: &ProductPlan,
+        blocks: &[usize],
+        projection: &[Loc],
+    ) -> Result<(Vec<Chunk>, usize), PlanError> {
+        let cell = self.cell;
+        let rows = &prod.product.rows;
+        let hoisting = !projection.is_empty();
+        let chunked: Vec<Vec<usize>> = (0..blocks.len())
+            .collect::<Vec<_>>()
+            .chunks(MAX_CHUNK)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let mut offset = 0;
+        let mut chunks = Vec::new();
+        for cb in &chunked {
+            let has_bias = !hoisting && cb.iter().any(|&b| !rows[blocks[b]].biases.is_empty());
+            let bias_offset = has_bias.then(|| {
+                let o = offset;
+                offset += cb.len() * LANES;
+                o
+            });
+            let mut segments = Vec::new();
+            for (j, input) in prod.inputs.iter().enumerate() {
+                if prod.hoisted[j].is_some() {
+                    continue;
+                }
+                let present: Vec<usize> = (0..cb.len())
+                    .filter(|&c| rows[blocks[cb[c]]].weights[j].is_some())
+                    .collect();
+                if present.is_empty() {
+                    continue;
+                }
+                let mut weights = Vec::new();
+                for &c in &present {
+                    match rows[blocks[cb[c]]].weights[j].map(|w| cell.op_of(w)) {
+                        Some(Op::Param(k)) => weights.push(*k),
+                        _ => {
+                            return Err(PlanError(
+                                "internal error: a weight is not a parameter".into(),
+                            ))
+                        }
+                    }
+                }
+                segments.push(Segment {
+                    input_index: j,
+                    input: *input,
+                    k: input.len,
+                    blocks: present.clone(),
+                    weights,
+                    offset,
+                });
+                offset += input.len * present.len() * LANES;
+            }
+            let bias_params = if hoisting {
+                vec![Vec::new(); cb.len()]
+            } else {
+                cb.iter()
+                    .map(|&b| {
+                        rows[blocks[b]]
+                            .biases
+                            .iter()
+                            .filter_map(|v| match cell.op_of(*v) {
+                                Op::Param(k) => Some(*k),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            let init_projection = hoisting.then(|| {
+                let base = Loc {
+                    offset: 0,
+                    ..projection[blocks[cb[0]]]
+                };
+                let offsets = cb.iter().map(|&c| projection[blocks[c]].offset).collect();
+                (base, offsets)
+            });
+            chunks.push(Chunk {
+                blocks: cb.clone(),
+                bias_offset,
+                bias_params,
+                init_projection,
+                segments,
+            });
+        }
+        Ok((chunks, offset))
+    }
+
+    fn len_of(&self, v: Value) -> usize {
+        self.cell.ty(v).vector_len().unwrap_or(0)
     }
 
     /// The code of region instruction `j`; `blocks` are values available in
