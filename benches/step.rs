@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
                 let ir = cell.ir().unwrap();
                 let weights = Weights::random(&ir, 1);
-                let flops = cellc::stats::stats(&ir).flops_per_step * batch as u64;
+                let flops = cellc::ir::stats::stats(&ir).flops_per_step * batch as u64;
                 let mut group = c.benchmark_group(format!("{cell_name}/H={h}/B={batch}"));
                 group.throughput(Throughput::Elements(flops));
                 group.sample_size(20);

@@ -1,6 +1,9 @@
 //! The whole path: a cell file, weights, native code, a sequence.
 //! `cargo run --release --example jit_lstm`
 
+// A program: it prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Parse and check the cell, with the sizes we want.
     let cell = cellc::Cell::from_file("examples/lstm.rnn")?.dims(&[("X", 64), ("H", 128)])?;

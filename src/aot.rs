@@ -49,7 +49,7 @@ pub struct Aot {
 }
 
 /// The cell's name as a C identifier.
-pub fn c_name(name: &str) -> String {
+pub(crate) fn c_name(name: &str) -> String {
     let mut s: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -62,7 +62,7 @@ pub fn c_name(name: &str) -> String {
 
 /// Compiles a legalized cell's streaming plan to an object for `triple` (the
 /// host if `None`), with its header.
-pub fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Result<Aot> {
+pub(crate) fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Result<Aot> {
     let isa = match triple {
         Some(t) => codegen::target_isa(t, true),
         None => codegen::host_isa_with(true),

@@ -181,7 +181,7 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
     }
     let ir = cell.ir()?;
     let weights = Weights::random(&ir, 1);
-    let stats = crate::stats::stats(&ir);
+    let stats = crate::ir::stats::stats(&ir);
     let fused_opts = Options {
         optimize: true,
         threads: opts.threads,

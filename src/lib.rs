@@ -1,17 +1,25 @@
 //! cellc: a compiler for recurrent-network cells.
 //!
 //! A `.rnn` file states a cell: its sizes, inputs, state, parameters and the
-//! equations of one time step. The pipeline:
+//! equations of one time step. The pipeline, front to back (each stage a
+//! module; `docs/architecture.md` draws the layers):
 //!
-//! 1. [`syntax`] parses the text (pest grammar in `grammar/cell.pest`) into an AST;
-//! 2. [`sema`] checks names, shapes and dependencies, reporting every mistake as a
-//!    [`diag::Diagnostic`] with a span;
-//! 3. [`sema::lower`] binds the sizes and builds the IR, a typed SSA dataflow graph
-//!    with a text form that parses back ([`ir::print`], [`ir::parse`]) and a
-//!    verifier ([`ir::verify`]);
-//! 4. [`opt`] rewrites the IR: sibling products concatenated, gates stacked,
+//! 1. the front end parses the text (pest grammar in `grammar/cell.pest`),
+//!    checks names, shapes and dependencies, reporting every mistake as a
+//!    [`Diagnostic`] with a span, binds the sizes and lowers the cell to the
+//!    [`ir`], a typed SSA dataflow graph with a text form that parses back
+//!    ([`ir::print`], [`ir::parse`]) and a verifier ([`ir::verify`]);
+//! 2. [`opt`] rewrites the IR: sibling products concatenated, gates stacked,
 //!    element-wise epilogues fused, each rewrite proved legal and explained;
-//! 5. [`interp`] runs any IR in `f64`: the oracle for everything after it.
+//! 3. [`interp`] runs any IR in `f64`: the oracle for everything after it;
+//! 4. the code generator plans memory and packed weights and lowers them to
+//!    Cranelift; the runtime ([`Kernel`], [`State`]) runs the native code on
+//!    one thread or a shared pool; [`Cell::compile_object`] writes an object
+//!    and a C header instead.
+//!
+//! Around them: [`Weights`] (safetensors, bound to parameters by the names the
+//! cell declares), [`onnx`] (an ONNX model's LSTM or GRU node), [`run`]
+//! (`cellc run`), [`bench`] (`cellc bench`).
 //!
 //! ```
 //! let cell = cellc::Cell::from_source("tiny.rnn", "
@@ -27,33 +35,44 @@
 
 pub mod aot;
 pub mod bench;
-pub mod codegen;
+mod codegen;
 pub mod diag;
-pub mod dot;
 mod error;
+/// Writing output files atomically (for the command line).
+#[doc(hidden)]
 pub mod files;
+/// The fuzz targets' bodies (`fuzz/`, `tests/fuzz_smoke.rs`).
 #[doc(hidden)]
 pub mod fuzzing;
+/// Random well-typed cells (for differential tests and fuzzing).
+#[doc(hidden)]
 pub mod gen;
 pub mod interp;
 pub mod ir;
-pub mod jit;
+mod jit;
 pub mod onnx;
 pub mod opt;
 pub mod run;
-pub mod sema;
-pub mod stats;
-pub mod syntax;
-pub mod weights;
+mod sema;
+mod syntax;
+mod weights;
 
 use std::path::Path;
 
+pub use codegen::host::HostSource;
+pub use codegen::schedule::Choice;
 pub use codegen::{Options, Variant};
 pub use diag::{Diagnostic, Source};
-pub use jit::{Kernel, State};
-pub use weights::Weights;
+pub use jit::{Code, Kernel, State};
+pub use syntax::MAX_SOURCE_BYTES;
+pub use weights::{Tensor, Weights, WeightsError};
 
 pub use error::{Error, ErrorKind, Result};
+
+/// The README's Rust example, compiled by `cargo test` so that it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// A checked cell: parsed, with names and shapes verified, and (after
 /// [`Cell::dims`]) its sizes bound.
@@ -170,11 +189,7 @@ impl Cell {
         &self.source
     }
 
-    pub fn ast(&self) -> &syntax::ast::File {
-        &self.ast
-    }
-
-    pub fn checked(&self) -> &sema::Checked {
+    pub(crate) fn checked(&self) -> &sema::Checked {
         &self.checked
     }
 
@@ -184,7 +199,7 @@ impl Cell {
     }
 
     /// The bound sizes: those given to [`Cell::dims`], else the file's defaults.
-    pub fn bound_dims(&self) -> Result<sema::Dims> {
+    pub(crate) fn bound_dims(&self) -> Result<sema::Dims> {
         match &self.bound {
             Some(d) => Ok(d.clone()),
             None => sema::bind_dims(&self.checked, &self.given_dims).map_err(|d| Error::Source {
@@ -260,9 +275,9 @@ impl Cell {
         Ok(ir)
     }
 
-    /// The kernel IR and its streaming plan (what `--emit clif`, `--emit asm`
-    /// and objects are made of).
-    pub fn streaming_plan(&self, opts: &Options) -> Result<(ir::Cell, codegen::plan::Plan)> {
+    /// The kernel IR and its streaming plan (what the generated code and
+    /// objects are made of).
+    pub(crate) fn streaming_plan(&self, opts: &Options) -> Result<(ir::Cell, codegen::plan::Plan)> {
         let ir = self.kernel_ir(opts)?;
         let plan = codegen::plan::plan(&ir, Variant::Streaming, opts.optimize)
             .map_err(|e| Error::too_large(e.0))?;
@@ -297,9 +312,90 @@ impl Cell {
         aot::compile(&ir, &plan, triple)
     }
 
+    /// The size variables' names, in declaration order.
+    pub fn dim_names(&self) -> Vec<String> {
+        self.checked.dim_names()
+    }
+
+    /// The syntax tree, as S-expressions (`--emit ast`).
+    pub fn ast_text(&self) -> String {
+        syntax::print::print(&self.ast)
+    }
+
+    /// Products, FLOPs, weight bytes and element-wise passes per step, before
+    /// and after the optimizer, as JSON (`--emit stats`).
+    pub fn stats_json(&self) -> Result<String> {
+        let before = self.ir()?;
+        let after = self.optimized(&opt::Options::default())?;
+        let json = ir::stats::stats_json(&before, &after.ir);
+        Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ))
+    }
+
+    /// The plans the cost model weighs for `batch` rows and sequences of `seq`
+    /// steps (1: one step per call), with their predicted times and floors, and
+    /// the one chosen (`--emit schedule`).
+    pub fn schedule_text(&self, opts: &Options, batch: usize, seq: usize) -> Result<String> {
+        let ir = self.kernel_ir(opts)?;
+        Ok(codegen::schedule::describe(
+            &ir,
+            batch.max(1),
+            seq.max(1),
+            opts.threads,
+            opts.plan,
+        ))
+    }
+
+    /// The generated functions of the streaming plan for `triple` (the host
+    /// if `None`): name, Cranelift IR, and disassembled machine code.
+    pub fn generated_code(
+        &self,
+        opts: &Options,
+        triple: Option<&str>,
+    ) -> Result<Vec<GeneratedFunction>> {
+        let (_, plan) = self.streaming_plan(opts)?;
+        let isa = match triple {
+            Some(t) => codegen::target_isa(t, false),
+            None => codegen::host_isa(),
+        }
+        .map_err(|e| Error::options(e.0))?;
+        let text = codegen::compile_text(&plan, &*isa).map_err(|e| Error::internal(e.0))?;
+        Ok(text
+            .into_iter()
+            .map(|(name, clif, asm)| GeneratedFunction { name, clif, asm })
+            .collect())
+    }
+
     /// The remarks rendered against the source, without colour.
     pub fn render_remarks(&self, remarks: &[opt::Remark]) -> String {
         let diags: Vec<Diagnostic> = remarks.iter().map(opt::Remark::to_diagnostic).collect();
         diag::render_plain(&self.source, &diags)
     }
+}
+
+/// One generated function, as text.
+#[derive(Clone, Debug)]
+pub struct GeneratedFunction {
+    pub name: String,
+    /// Cranelift IR.
+    pub clif: String,
+    /// Disassembled machine code.
+    pub asm: String,
+}
+
+/// Measures this machine's caches and kernels (a second or two) and returns
+/// the calibration as JSON, to save at [`calibration_path`] (`cellc
+/// calibrate`): the cost model's rates then come from it instead of the fixed
+/// defaults.
+pub fn calibrate() -> String {
+    codegen::host::to_json(&codegen::host::calibrate())
+}
+
+/// Where the cost model looks for a calibration (`$CELLC_HOST`, else the
+/// user's cache folder); `None` when `CELLC_HOST=defaults` or there is no
+/// cache folder.
+pub fn calibration_path() -> Option<std::path::PathBuf> {
+    codegen::host::calibration_path()
 }

@@ -15,14 +15,14 @@ use crate::weights::{shape_str, Weights};
 use crate::{Cell, Error, Options, Result};
 
 /// The sizes a run reads off its tensors.
-pub struct Shapes {
+pub(crate) struct Shapes {
     pub steps: usize,
     pub batch: usize,
     pub dims: Vec<(String, u64)>,
 }
 
 /// Infers the sequence length, the batch, and the cell's sizes from the tensors.
-pub fn shapes(
+pub(crate) fn shapes(
     cell: &Cell,
     weights: &Weights,
     inputs: &Weights,

@@ -2,6 +2,9 @@
 //! for aarch64, and a C program linked against the host object (built with `cc`)
 //! that prints the same numbers as the JIT.
 
+// Tests and programs print what they measure.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

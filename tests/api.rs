@@ -1,6 +1,9 @@
 //! The Rust API: no allocation per step, thread safety, and every wrong length
 //! or shape an error rather than a crash.
 
+// Tests and programs print what they measure.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell as StdCell;
 
@@ -13,16 +16,21 @@ thread_local! {
     static ALLOCATIONS: StdCell<usize> = const { StdCell::new(0) };
 }
 
+// SAFETY: every call forwards to the system allocator with the same
+// arguments; the counting is atomic or thread-local.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract, passed on unchanged.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on unchanged.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract, passed on unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -57,7 +65,7 @@ fn step_and_run_allocate_nothing() {
         let weights = Weights::random(&cell.ir().unwrap(), 1);
         let opts = Options {
             threads: Some(threads),
-            plan: Some(cellc::codegen::schedule::Variant::Streaming),
+            plan: Some(cellc::Variant::Streaming),
             ..Options::default()
         };
         let kernel = cell.compile(&weights, &opts).unwrap();

@@ -5,6 +5,9 @@
 //! One test function: the peak is measured with a global allocator, which
 //! other tests running at the same time would disturb.
 
+// Tests and programs print what they measure.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,19 +16,24 @@ struct Peak;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every call forwards to the system allocator with the same
+// arguments; the counting is atomic or thread-local.
 unsafe impl GlobalAlloc for Peak {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
         PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on unchanged.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on unchanged.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let now = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
         PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on unchanged.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         p

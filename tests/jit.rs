@@ -79,7 +79,7 @@ fn with_dims(path: &std::path::Path, x: u64, h: u64) -> Cell {
     let cell = Cell::from_file(path).unwrap();
     let dims: Vec<(&str, u64)> = [("X", x), ("H", h), ("P", (h / 2).max(1))]
         .into_iter()
-        .filter(|(n, _)| cell.checked().dim_names().iter().any(|d| d == n))
+        .filter(|(n, _)| cell.dim_names().iter().any(|d| d == n))
         .collect();
     cell.dims(&dims).unwrap()
 }
@@ -323,7 +323,7 @@ fn norm_error(got: &[f32], want: &[f64]) -> f64 {
 /// 3 threads computes what the interpreter computes.
 #[test]
 fn every_plan_and_thread_count_matches_the_interpreter() {
-    use cellc::codegen::schedule::Variant;
+    use cellc::Variant;
     let mut cases: Vec<(String, Cell)> = Vec::new();
     for path in common::examples() {
         cases.push((common::stem(&path), with_dims(&path, 5, 17)));
@@ -367,7 +367,7 @@ fn every_plan_and_thread_count_matches_the_interpreter() {
 /// stepping computes what the interpreter computes.
 #[test]
 fn every_plan_stepped_one_call_at_a_time_matches_the_interpreter() {
-    use cellc::codegen::schedule::Variant;
+    use cellc::Variant;
     for path in common::examples() {
         let name = common::stem(&path);
         let cell = with_dims(&path, 6, 21);
@@ -398,7 +398,7 @@ fn every_plan_stepped_one_call_at_a_time_matches_the_interpreter() {
 /// worker, in a fixed order.
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    use cellc::codegen::schedule::Variant;
+    use cellc::Variant;
     for name in ["lstm", "gru"] {
         let path = common::examples()
             .into_iter()

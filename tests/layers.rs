@@ -135,6 +135,10 @@ fn modules_use_only_the_layers_below_them() {
         let mut stmt = String::new();
         for (n, line) in text.lines().enumerate() {
             let code = line.trim_start();
+            // Unit tests may build their inputs with the facade.
+            if code.starts_with("#[cfg(test)]") {
+                break;
+            }
             if code.starts_with("//") {
                 continue;
             }

@@ -68,8 +68,8 @@ fn product_counts() {
     );
     for (name, before, after, passes) in expected {
         let cell = example(name);
-        let b = cellc::stats::stats(&cell.ir().unwrap());
-        let a = cellc::stats::stats(&optimized(&cell));
+        let b = cellc::ir::stats::stats(&cell.ir().unwrap());
+        let a = cellc::ir::stats::stats(&optimized(&cell));
         assert_eq!((b.products, a.products), (before, after), "{name}");
         // One fused element-wise pass where the products leave work to do.
         assert_eq!(a.elementwise_passes, passes, "{name}");

@@ -180,7 +180,7 @@ fn ten_thousand_gates() {
 
 #[test]
 fn oversized_input_is_refused() {
-    let text = "x".repeat(cellc::syntax::MAX_SOURCE_BYTES + 1);
+    let text = "x".repeat(cellc::MAX_SOURCE_BYTES + 1);
     assert!(compile(&text).is_err());
 }
 

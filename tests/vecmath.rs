@@ -2,6 +2,9 @@
 //! [-30, 30], range invariants, monotonicity, and the special values. The bounds
 //! asserted here are the ones documented in `src/codegen/vecmath.rs`.
 
+// Tests and programs print what they measure.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use cellc::{Cell, Options, Weights};
 
 /// Applies `func` to `xs` with JIT-compiled code.

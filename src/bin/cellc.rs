@@ -1,5 +1,8 @@
 //! The `cellc` command line: parses flags, calls the library, renders diagnostics.
 
+// A program: it prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -204,8 +207,8 @@ fn parse_dims(s: &str) -> Result<Dims, String> {
     Ok(Dims(out))
 }
 
-fn parse_plan(s: &str) -> Result<cellc::codegen::schedule::Variant, Error> {
-    cellc::codegen::schedule::Variant::from_name(s).ok_or_else(|| {
+fn parse_plan(s: &str) -> Result<cellc::Variant, Error> {
+    cellc::Variant::from_name(s).ok_or_else(|| {
         Error::options(format!(
             "`--plan {s}`: the plans are streaming, hoisted, gemm and gemm-hoisted"
         ))
@@ -233,10 +236,7 @@ fn print_warnings(cell: &Cell) {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Check { file, dims } => {
-            let cell = load(&file, &dims)?;
-            if dims.is_some() {
-                cell.bound_dims()?;
-            }
+            load(&file, &dims)?;
             Ok(())
         }
         Command::Run {
@@ -298,13 +298,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Calibrate { output, dry_run } => {
-            let host = cellc::codegen::host::calibrate();
-            let json = cellc::codegen::host::to_json(&host);
+            let json = cellc::calibrate();
             println!("{json}");
             if dry_run {
                 return Ok(());
             }
-            let Some(path) = output.or_else(cellc::codegen::host::calibration_path) else {
+            let Some(path) = output.or_else(cellc::calibration_path) else {
                 return Err(Error::options(
                     "no place to save the calibration (no HOME or XDG_CACHE_HOME); use --output",
                 ));
@@ -409,47 +408,22 @@ fn run(cli: Cli) -> Result<(), Error> {
                 diag::emit_stderr(cell.source(), &diags);
             }
             let text = match emit {
-                Emit::Ast => cellc::syntax::print::print(cell.ast()),
+                Emit::Ast => cell.ast_text(),
                 Emit::Ir => cellc::ir::print::print(&cell.ir()?),
                 Emit::Opt => cellc::ir::print::print(&optimized.ir),
                 Emit::Stages => stages,
-                Emit::Stats => {
-                    let before = cell.ir()?;
-                    let full = cell.optimized(&opt::Options::default())?;
-                    let json = cellc::stats::stats_json(&before, &full.ir);
-                    format!(
-                        "{}\n",
-                        serde_json::to_string_pretty(&json).unwrap_or_default()
-                    )
-                }
-                Emit::Dot => cellc::dot::dot(&optimized.ir),
+                Emit::Stats => cell.stats_json()?,
+                Emit::Dot => cellc::ir::dot::dot(&optimized.ir),
                 Emit::Remarks => cell.render_remarks(&optimized.remarks),
-                Emit::Schedule => {
-                    let ir = cell.kernel_ir(&jit_opts)?;
-                    cellc::codegen::schedule::describe(
-                        &ir,
-                        batch.max(1),
-                        seq.max(1),
-                        threads,
-                        jit_opts.plan,
-                    )
-                }
+                Emit::Schedule => cell.schedule_text(&jit_opts, batch, seq)?,
                 Emit::Clif | Emit::Asm => {
-                    let (_, plan) = cell.streaming_plan(&jit_opts)?;
-                    let isa = match &target {
-                        Some(t) => cellc::codegen::target_isa(t, false),
-                        None => cellc::codegen::host_isa(),
-                    }
-                    .map_err(|e| Error::options(e.0))?;
-                    let text = cellc::codegen::compile_text(&plan, &*isa)
-                        .map_err(|e| Error::internal(e.0))?;
                     let mut out = String::new();
-                    for (name, clif, asm) in &text {
-                        out.push_str(&format!("; ==== {name} ====\n"));
+                    for f in cell.generated_code(&jit_opts, target.as_deref())? {
+                        out.push_str(&format!("; ==== {} ====\n", f.name));
                         out.push_str(if matches!(emit, Emit::Clif) {
-                            clif
+                            &f.clif
                         } else {
-                            asm
+                            &f.asm
                         });
                         out.push('\n');
                     }
@@ -472,10 +446,10 @@ fn summary(cell: &Cell, opts: &cellc::Options) -> Result<(), Error> {
         .collect();
     let weights = cellc::Weights::random(&before, 0);
     let kernel = cell.compile(&weights, opts)?;
-    let after = cellc::stats::stats(kernel.ir());
-    let b = cellc::stats::stats(&before);
+    let after = cellc::ir::stats::stats(kernel.ir());
+    let b = cellc::ir::stats::stats(&before);
     let code = kernel.code();
-    let functions: usize = code.functions;
+    let functions: usize = code.functions();
     println!("cell {} ({})", cell.name(), dims.join(", "));
     println!(
         "  products per step: {} -> {}{}",
@@ -497,10 +471,10 @@ fn summary(cell: &Cell, opts: &cellc::Options) -> Result<(), Error> {
     );
     println!(
         "  native code: {} bytes in {} function{}, compiled in {:.1} ms",
-        code.code_bytes,
+        code.code_bytes(),
         functions,
         if functions == 1 { "" } else { "s" },
-        code.compile_ms
+        code.compile_ms()
     );
     Ok(())
 }

@@ -18,8 +18,10 @@
 //! instructions and renumbers densely. [`verify::verify`] checks all of this.
 
 pub mod analysis;
+pub mod dot;
 pub mod parse;
 pub mod print;
+pub mod stats;
 pub mod verify;
 
 use std::fmt;

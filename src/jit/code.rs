@@ -25,10 +25,26 @@ pub(super) struct Compiled {
 pub struct Code {
     module: Mutex<Option<JITModule>>,
     pub(super) phases: Vec<Vec<Compiled>>,
-    /// Functions, bytes of machine code, and the time Cranelift took.
-    pub functions: usize,
-    pub code_bytes: usize,
-    pub compile_ms: f64,
+    functions: usize,
+    code_bytes: usize,
+    compile_ms: f64,
+}
+
+impl Code {
+    /// Generated functions.
+    pub fn functions(&self) -> usize {
+        self.functions
+    }
+
+    /// Bytes of machine code.
+    pub fn code_bytes(&self) -> usize {
+        self.code_bytes
+    }
+
+    /// Milliseconds Cranelift took.
+    pub fn compile_ms(&self) -> f64 {
+        self.compile_ms
+    }
 }
 
 // SAFETY: the generated code is immutable once finalized and reads only through

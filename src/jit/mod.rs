@@ -164,7 +164,8 @@ impl Kernel {
     }
 
     /// The streaming plan.
-    pub fn plan(&self) -> &Plan {
+    #[allow(dead_code)]
+    pub(crate) fn plan(&self) -> &Plan {
         &self.streaming.plan
     }
 

@@ -226,7 +226,6 @@ impl Checker {
         ok.then(|| SourceInfo {
             tensor: s.tensor.clone(),
             indices,
-            span: s.span,
         })
     }
 

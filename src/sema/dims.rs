@@ -13,13 +13,6 @@ pub struct Dims {
 }
 
 impl Dims {
-    pub fn get(&self, name: &str) -> Option<u64> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| self.values[i])
-    }
-
     pub fn eval(&self, p: &Poly) -> Option<i128> {
         p.eval(&self.values)
     }

@@ -14,13 +14,13 @@ mod order;
 pub mod poly;
 mod shapes;
 
-pub use dims::{bind_dims, infer_dims, Dims, SizeFact, MAX_DIM, MAX_PARAM_ELEMENTS};
+pub use dims::{bind_dims, infer_dims, Dims, SizeFact};
 
 use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, Span};
 use crate::ir::UnaryOp;
-use crate::syntax::ast::{self, AddOp, DimExpr, DimKind, Expr, ExprKind, Ident, Item};
+use crate::syntax::ast::{self, DimExpr, DimKind, Expr, ExprKind, Ident, Item};
 use poly::Poly;
 
 /// The type of a value, with sizes still symbolic.
@@ -61,7 +61,6 @@ pub struct ParamInfo {
 pub struct SourceInfo {
     pub tensor: String,
     pub indices: Vec<IndexInfo>,
-    pub span: Span,
 }
 
 #[derive(Clone, Debug)]
@@ -76,8 +75,6 @@ pub enum Ref {
     Input(usize),
     /// The state's value at the start of the step.
     State(usize),
-    /// The state's value at the end of the step (`h'`).
-    NextState(usize),
     Param(usize),
     Let(usize),
     Output(usize),
@@ -258,9 +255,4 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
-}
-
-/// Turns the `AddOp` of a sum term into a sign (true for minus).
-pub fn is_sub(op: AddOp) -> bool {
-    op == AddOp::Sub
 }

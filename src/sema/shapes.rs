@@ -110,7 +110,7 @@ impl Checker {
                 );
                 None
             }
-            Some(Ref::Let(_)) | Some(Ref::NextState(_)) => {
+            Some(Ref::Let(_)) => {
                 let first = self.decl_span.get(&name.name).copied().unwrap_or(name.span);
                 self.diags.push(dup_error(&name.name, name.span, first));
                 None
@@ -343,7 +343,6 @@ impl Checker {
             },
             Some(Ref::Let(l)) => self.let_types[l].clone(),
             Some(Ref::Output(o)) => Some(SymTy::Vector(self.outputs[o].len.clone())),
-            Some(Ref::NextState(_)) => None,
         }
     }
 

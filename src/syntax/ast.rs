@@ -79,15 +79,6 @@ pub enum Index {
     At(DimExpr),
 }
 
-impl Index {
-    pub fn span(&self) -> Span {
-        match self {
-            Index::Range { span, .. } => *span,
-            Index::At(e) => e.span,
-        }
-    }
-}
-
 /// A size expression over size variables.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DimExpr {

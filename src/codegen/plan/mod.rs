@@ -234,17 +234,6 @@ struct PlanOptions {
     gemm_products: bool,
 }
 
-impl Task {
-    /// Tiles the task runs over (for a product, per group).
-    pub fn tiles(&self) -> Vec<usize> {
-        match self {
-            Task::Product(groups) => groups.iter().map(|g| g.tiles).collect(),
-            Task::Region(r) => vec![r.tiles],
-            Task::Gemm(blocks) => vec![gemm_units(blocks).len()],
-        }
-    }
-}
-
 /// A parameter vector copied whole into the packed weights (for regions, and
 /// for products that read a parameter as their input), padded with zeros to a
 /// whole number of vectors. Product panels are packed from [`ProductGroup`]s.

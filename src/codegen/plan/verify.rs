@@ -315,3 +315,87 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cell, Options, Variant};
+    use std::path::{Path, PathBuf};
+
+    fn root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// Every cell the project ships.
+    fn examples() -> Vec<PathBuf> {
+        ["examples", "src/onnx/cells"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root().join(d)).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rnn"))
+            .collect()
+    }
+
+    /// Every plan of every example and of random cells verifies (`plan` runs the
+    /// verifier and fails on a plan that does not), and the verifier catches a
+    /// location past its slot's rows, a packed range past the weights, a stride
+    /// that is not its slot's, and a slot that does not exist.
+    #[test]
+    fn plans_verify_and_the_verifier_catches_bad_locations() {
+        let mut cells: Vec<Cell> = Vec::new();
+        for path in examples() {
+            let cell = Cell::from_file(&path).unwrap();
+            let dims: Vec<(&str, u64)> = [("X", 5), ("H", 17), ("P", 6)]
+                .into_iter()
+                .filter(|(n, _)| cell.dim_names().iter().any(|d| d == n))
+                .collect();
+            cells.push(cell.dims(&dims).unwrap());
+        }
+        for seed in 0..40 {
+            let text = crate::gen::random_cell(seed);
+            let cell = Cell::from_source("random.rnn", &text).unwrap();
+            cells.push(cell.dims(&[("X", 7), ("H", 9)]).unwrap());
+        }
+        for cell in &cells {
+            for optimize in [true, false] {
+                let opts = Options {
+                    optimize,
+                    ..Options::default()
+                };
+                let ir = cell.kernel_ir(&opts).unwrap();
+                for v in Variant::ALL {
+                    let p = super::plan(&ir, v, optimize)
+                        .unwrap_or_else(|e| panic!("{} {v:?}: {e}", cell.name()));
+                    verify(&p, &ir).unwrap();
+                }
+            }
+        }
+        let lstm = Cell::from_file(root().join("examples/lstm.rnn"))
+            .unwrap()
+            .dims(&[("X", 5), ("H", 17)])
+            .unwrap();
+        let ir = lstm.kernel_ir(&Options::default()).unwrap();
+        let good = super::plan(&ir, Variant::Streaming, true).unwrap();
+        let mut bad = Vec::new();
+        let mut p = good.clone();
+        p.outputs[0].offset += 4;
+        bad.push(("an output past its slot's rows", p));
+        let mut p = good.clone();
+        p.outputs[0].stride += 4;
+        bad.push(("a stride that is not its slot's", p));
+        let mut p = good.clone();
+        p.outputs[0].slot = p.slots.len();
+        bad.push(("a slot that does not exist", p));
+        let mut p = good.clone();
+        if let Task::Product(groups) = &mut p.tasks[0] {
+            groups[0].weights_offset = p.weights_len;
+        }
+        bad.push(("panels past the packed weights", p));
+        let mut p = good.clone();
+        p.consts[0].1 = p.weights_len - 1;
+        bad.push(("a constant past the packed weights", p));
+        for (what, p) in bad {
+            assert!(verify(&p, &ir).is_err(), "not caught: {what}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::ir::{Cell, EwOp, Op, Value};
+use super::{Cell, EwOp, Op, Value};
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")

@@ -10,7 +10,7 @@
 
 use serde_json::json;
 
-use crate::ir::{Cell, EwOp, Op, Type};
+use super::{Cell, EwOp, Op, Type};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
@@ -35,7 +35,7 @@ pub struct ProductShape {
     pub inputs: Vec<String>,
 }
 
-fn param_vector_len(cell: &Cell, v: crate::ir::Value) -> u64 {
+fn param_vector_len(cell: &Cell, v: super::Value) -> u64 {
     match (cell.op_of(v), cell.ty(v)) {
         (Op::Param(_), Type::Vector(n)) => n as u64,
         _ => 0,
