@@ -320,3 +320,254 @@ pub fn ir_text(bytes: &[u8]) {
         }
     }
 }
+
+/// The ONNX reader on arbitrary bytes: an import or an error, never a panic,
+/// an error message of bounded length; what imports is a cell that checks,
+/// with weights that bind to it, and runs a short sequence.
+pub fn onnx_import(bytes: &[u8]) {
+    match crate::onnx::import(bytes) {
+        Err(e) => assert!(e.0.len() < 2000, "a {} byte message", e.0.len()),
+        Ok(imported) => {
+            let cell = Cell::from_source(imported.cell_name, imported.cell_source)
+                .unwrap_or_else(|e| panic!("the imported cell does not check: {e}"));
+            // Small models only: the fuzzer may declare a large hidden size.
+            if imported.hidden_size > 64 || imported.input_size > 64 {
+                return;
+            }
+            let mut inputs = Weights::new();
+            let x = vec![0.25; 3 * 2 * imported.input_size];
+            let _ = inputs.insert("x", &[3, 2, imported.input_size], x);
+            let _ = crate::run::run(&cell, &imported.weights, &inputs, &[], &Options::default());
+        }
+    }
+}
+
+/// The safetensors reader on arbitrary bytes: weights or an error, never a
+/// panic; what reads writes back to the same tensors.
+pub fn safetensors(bytes: &[u8]) {
+    let Ok(w) = Weights::from_safetensors_bytes(bytes) else {
+        return;
+    };
+    let again = Weights::from_safetensors_bytes(
+        &w.to_safetensors_bytes()
+            .unwrap_or_else(|e| panic!("weights that read do not write: {e}")),
+    )
+    .unwrap_or_else(|e| panic!("written weights do not read: {e}"));
+    assert_eq!(
+        w.names().collect::<Vec<_>>(),
+        again.names().collect::<Vec<_>>()
+    );
+    for name in w.names() {
+        let (a, b) = (w.get(name), again.get(name));
+        let bits = |t: Option<&crate::weights::Tensor>| {
+            t.map(|t| {
+                (
+                    t.shape.clone(),
+                    t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                )
+            })
+        };
+        assert_eq!(bits(a), bits(b), "tensor `{name}` changed");
+    }
+}
+
+/// `cellc run`'s shape inference on tensors of arbitrary names and shapes
+/// (from the bytes) for an LSTM, a GRU or a random cell: a result whose
+/// shapes follow the inputs', or an error, never a panic.
+pub fn run_shapes(bytes: &[u8]) {
+    let mut b = Bytes(bytes);
+    let which = b.u8() % 3;
+    let text = match which {
+        0 => include_str!("../examples/lstm.rnn").to_string(),
+        1 => include_str!("../examples/gru.rnn").to_string(),
+        _ => crate::gen::random_cell(b.u64()),
+    };
+    let Ok(cell) = Cell::from_source("cell.rnn", &text) else {
+        panic!("a shipped or generated cell does not check");
+    };
+    const NAMES: [&str; 12] = [
+        "x",
+        "h",
+        "c",
+        "y",
+        "x0",
+        "s0",
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "bias_ih_l0",
+        "bias_hh_l0",
+        "p0",
+        "junk",
+    ];
+    let mut weights = Weights::new();
+    let mut inputs = Weights::new();
+    if which == 0 && b.u8() % 2 == 0 {
+        // A consistent LSTM checkpoint and sequence, sometimes with one axis off.
+        let (xd, hd) = (1 + (b.u8() % 6) as usize, 1 + (b.u8() % 6) as usize);
+        let (t, bt) = ((b.u8() % 4) as usize, 1 + (b.u8() % 4) as usize);
+        let off = |b: &mut Bytes| usize::from(b.u8().is_multiple_of(8));
+        let shapes = [
+            ("weight_ih_l0", vec![4 * hd, xd + off(&mut b)]),
+            ("weight_hh_l0", vec![4 * hd + off(&mut b), hd]),
+            ("bias_ih_l0", vec![4 * hd]),
+            ("bias_hh_l0", vec![4 * hd]),
+        ];
+        for (name, shape) in shapes {
+            let n = shape.iter().product();
+            let _ = weights.insert(name, &shape, vec![0.125; n]);
+        }
+        let _ = inputs.insert("x", &[t, bt, xd], vec![0.5; t * bt * xd]);
+        if b.u8() % 2 == 0 {
+            let hh = hd + off(&mut b);
+            let _ = inputs.insert("h", &[bt, hh], vec![0.25; bt * hh]);
+        }
+    }
+    let tensors = b.u8() % 8;
+    for _ in 0..tensors {
+        let name = NAMES[(b.u8() % NAMES.len() as u8) as usize];
+        let rank = b.u8() % 4;
+        let shape: Vec<usize> = (0..rank).map(|_| (b.u8() % 9) as usize).collect();
+        let n: usize = shape.iter().product();
+        let data = vec![0.125f32; n];
+        let target = if b.u8() % 2 == 0 {
+            &mut weights
+        } else {
+            &mut inputs
+        };
+        let _ = target.insert(name, &shape, data);
+    }
+    if let Ok(out) = crate::run::run(&cell, &weights, &inputs, &[], &Options::default()) {
+        // Every output is [T, B, len], like the inputs' leading axes.
+        let Some(x) = cell
+            .ir()
+            .ok()
+            .and_then(|ir| ir.inputs.first().map(|p| p.name.clone()))
+            .and_then(|n| inputs.get(&n).cloned())
+        else {
+            return;
+        };
+        for name in out.names() {
+            let t = out.get(name).map(|t| t.shape.clone()).unwrap_or_default();
+            assert!(
+                t.len() == 2 && t[0] == x.shape[1] || t.len() == 3 && t[..2] == x.shape[..2],
+                "output `{name}` is {t:?} for input {:?}",
+                x.shape
+            );
+        }
+    }
+}
+
+/// Sequences run in pieces with a plan and threads from the bytes: each
+/// piece's outputs and the final states agree with the interpreter, and with
+/// the same pieces on one thread bit for bit.
+pub fn sequences(bytes: &[u8]) {
+    let mut b = Bytes(bytes);
+    let seed = b.u64();
+    let x = 1 + (b.u8() % 24) as u64;
+    let h = 1 + (b.u8() % 40) as u64;
+    let batch = 1 + (b.u8() % 9) as usize;
+    let flags = b.u8();
+    let plan = crate::Variant::ALL[(flags & 3) as usize];
+    let threads = 2 + ((flags >> 2) & 1) as usize;
+    let pieces: Vec<usize> = (0..1 + b.u8() % 3)
+        .map(|_| 1 + (b.u8() % 12) as usize)
+        .collect();
+    let text = crate::gen::random_cell(seed);
+    let cell = Cell::from_source("gen.rnn", &text)
+        .and_then(|c| c.dims(&[("X", x), ("H", h)]))
+        .unwrap_or_else(|e| panic!("the generator made an invalid cell: {e}\n{text}"));
+    let ir = cell.ir().unwrap_or_else(|e| panic!("{e}"));
+    let weights = Weights::random(&ir, seed);
+    let run = |threads: usize| -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let opts = Options {
+            threads: Some(threads),
+            plan: Some(plan),
+            ..Options::default()
+        };
+        let kernel = cell
+            .compile(&weights, &opts)
+            .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
+        let mut state = kernel.new_state(batch).unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = crate::gen::Rng(seed ^ 0x77);
+        let mut outs: Vec<Vec<f32>> = vec![Vec::new(); ir.outputs.len()];
+        for &t in &pieces {
+            let xs: Vec<Vec<f32>> = (0..ir.inputs.len())
+                .map(|i| {
+                    (0..t * batch * kernel.input_len(i))
+                        .map(|_| rng.unit() as f32)
+                        .collect()
+                })
+                .collect();
+            let mut ys: Vec<Vec<f32>> = (0..ir.outputs.len())
+                .map(|o| vec![0.0; t * batch * kernel.output_len(o)])
+                .collect();
+            let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+            let mut views: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+            kernel
+                .run_with(&refs, &mut state, &mut views)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for (o, y) in ys.into_iter().enumerate() {
+                outs[o].extend(y);
+            }
+        }
+        let finals = kernel
+            .state_names()
+            .iter()
+            .map(|n| state.get(n).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        (outs, finals)
+    };
+    let one = run(1);
+    let many = run(threads);
+    assert!(
+        one == many,
+        "{threads} threads differ from 1: plan {plan:?}, batch {batch}, pieces {pieces:?}\n{text}"
+    );
+    // Against the interpreter, step by step, from zero states: with the
+    // kernel's parameters, and with every parameter moved by one rounding (the
+    // cell's own sensitivity, as in `differential`).
+    let params = ParamValues::from_f32(&weights.resolve(&ir).unwrap_or_else(|e| panic!("{e}")));
+    let reference = |params: &ParamValues| -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let mut state = interp::State::zeros(&ir, batch);
+        let mut rng = crate::gen::Rng(seed ^ 0x77);
+        let mut outs: Vec<Vec<f64>> = vec![Vec::new(); ir.outputs.len()];
+        for &t in &pieces {
+            let xs: Vec<Vec<f64>> = ir
+                .inputs
+                .iter()
+                .map(|p| {
+                    (0..t * batch * p.len)
+                        .map(|_| rng.unit() as f32 as f64)
+                        .collect()
+                })
+                .collect();
+            for s in 0..t {
+                let step: Vec<Vec<f64>> = ir
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| xs[i][s * batch * p.len..(s + 1) * batch * p.len].to_vec())
+                    .collect();
+                let want =
+                    interp::step(&ir, params, &step, &mut state).unwrap_or_else(|e| panic!("{e}"));
+                for (o, w) in want.into_iter().enumerate() {
+                    outs[o].extend(w);
+                }
+            }
+        }
+        (outs, state.values)
+    };
+    let (want_y, want_s) = reference(&params);
+    let (moved_y, moved_s) = reference(&params.nudged());
+    let mut worst = 0.0f64;
+    let mut sensitivity = 0.0f64;
+    let pairs = one.0.iter().zip(&want_y).zip(&moved_y);
+    for ((got, want), moved) in pairs.chain(one.1.iter().zip(&want_s).zip(&moved_s)) {
+        worst = worst.max(normwise_error(got.iter().map(|&v| v as f64), want, false));
+        sensitivity = sensitivity.max(normwise_error(moved.iter().copied(), want, true));
+    }
+    assert!(
+        worst < 1e-4 + 30.0 * sensitivity,
+        "error {worst:e} (sensitivity {sensitivity:e}): plan {plan:?}, batch {batch}, pieces {pieces:?}\n{text}"
+    );
+}

@@ -71,3 +71,62 @@ fn ir_text_smoke() {
         }
     }
 }
+
+/// Mutations of every committed file of a kind (ONNX models, safetensors).
+fn mutations(ext: &str, per_file: u64, run: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for (f, path) in files.iter().enumerate() {
+        let good = std::fs::read(path).unwrap();
+        run(&good);
+        for seed in 0..per_file {
+            let mut m = good.clone();
+            let mut rng = cellc::gen::Rng(seed * 1000 + f as u64);
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(m.len());
+                m[i] = rng.next_u64() as u8;
+            }
+            if rng.below(4) == 0 {
+                m.truncate(rng.below(m.len() + 1));
+            }
+            run(&m);
+        }
+    }
+}
+
+#[test]
+fn onnx_import_smoke() {
+    for seed in 0..300 {
+        fuzzing::onnx_import(&bytes(seed, (seed % 400) as usize));
+    }
+    mutations(".onnx", 40, fuzzing::onnx_import);
+}
+
+#[test]
+fn safetensors_smoke() {
+    for seed in 0..300 {
+        fuzzing::safetensors(&bytes(seed, (seed % 300) as usize));
+    }
+    mutations(".safetensors", 10, fuzzing::safetensors);
+}
+
+#[test]
+fn run_shapes_smoke() {
+    for seed in 0..400 {
+        fuzzing::run_shapes(&bytes(seed, 64));
+    }
+}
+
+#[test]
+fn sequences_smoke() {
+    for seed in 0..24 {
+        fuzzing::sequences(&bytes(seed, 24));
+    }
+}
