@@ -190,7 +190,11 @@ impl Kernel {
                     }
                     for work in phase {
                         match *work {
-                            Work::Jit(f) => run_tiles(f, &table, batch, w, n),
+                            // SAFETY: the table holds the plan's slots (the
+                            // state's buffers sized for `batch` rows, inputs
+                            // in place only when their rows are `stride`
+                            // floats); workers own disjoint tiles.
+                            Work::Jit(f) => unsafe { run_tiles(f, &table, batch, w, n) },
                             Work::Gemm(task, units) => {
                                 let (a, b) = share(units, w, n);
                                 if let Task::Gemm(blocks) = &plan.tasks[task] {
@@ -378,15 +382,18 @@ impl Kernel {
 }
 
 /// Worker `w` of `n` runs its share of a generated function's tiles.
-fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: usize) {
+///
+/// # Safety
+/// `table` must hold one base pointer per slot of the (verified) plan `f` was
+/// generated from: the packed weights, and buffers of `batch` rows of each
+/// slot's stride; no other thread may write tiles `share(f.tiles, w, n)`
+/// meanwhile.
+unsafe fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: usize) {
     let (a, b) = share(f.tiles, w, n);
     if a < b {
-        // SAFETY: the table holds one base pointer per slot of the plan this
-        // code was generated from (the packed weights; the state's buffers of
-        // `batch * stride` floats; inputs read in place only when their rows
-        // are `stride` floats); the verified plan keeps every access of batch
-        // rows `0..batch` and tiles `a..b <= tiles` inside those buffers.
-        // Workers write disjoint tiles.
+        // SAFETY: as the caller guarantees; the verified plan keeps every
+        // access of batch rows `0..batch` and tiles `a..b <= tiles` inside
+        // those buffers.
         unsafe { (f.ptr)(table.ptrs.as_ptr(), 0, batch as i64, a as i64, b as i64) };
     }
 }
