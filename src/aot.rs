@@ -37,6 +37,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use crate::codegen::plan::{Loc, Plan, Task, Update, LANES};
 use crate::codegen::{self, lower};
+use crate::ir::EntityRef;
 use crate::ir::{self, Type};
 use crate::{Error, Result};
 
@@ -523,14 +524,15 @@ fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
         );
     }
     for v in &plan.vectors {
-        let n = match ir.params[v.param].ty {
+        let n = match ir.params[v.param.index()].ty {
             Type::Vector(n) => n,
             _ => 0,
         };
         let _ = writeln!(
             h,
             "    for (int i = 0; i < {n}; i++) packed[{} + i] = params[{}][i];",
-            v.offset, v.param
+            v.offset,
+            v.param.index()
         );
     }
     for task in &plan.tasks {
@@ -558,7 +560,7 @@ fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
                         }
                         let sum: Vec<String> = ps
                             .iter()
-                            .map(|k| format!("(double)params[{k}][row]"))
+                            .map(|k| format!("(double)params[{}][row]", k.index()))
                             .collect();
                         let _ = writeln!(
                             h,
@@ -571,14 +573,16 @@ fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
                 for seg in &ch.segments {
                     let np = seg.weights.len();
                     for (pi, &param) in seg.weights.iter().enumerate() {
-                        let cols = match ir.params[param].ty {
+                        let cols = match ir.params[param.index()].ty {
                             Type::Matrix(_, c) => c,
                             _ => 1,
                         };
                         let _ = writeln!(
                             h,
-                            "            for (int64_t k = 0; k < {}; k++) tile[{} + (k * {np} + {pi}) * {LANES} + l] = params[{param}][row * {cols} + k];",
-                            seg.k, seg.offset
+                            "            for (int64_t k = 0; k < {}; k++) tile[{} + (k * {np} + {pi}) * {LANES} + l] = params[{}][row * {cols} + k];",
+                            seg.k,
+                            seg.offset,
+                            param.index()
                         );
                     }
                 }

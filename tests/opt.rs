@@ -5,7 +5,7 @@
 mod common;
 
 use cellc::interp::{self, ParamValues, State};
-use cellc::ir::{self, Op, Type, Value};
+use cellc::ir::{self, EntityRef, Op, Type, Value};
 use cellc::opt;
 
 fn example(name: &str) -> cellc::Cell {
@@ -90,7 +90,7 @@ fn products(ir: &ir::Cell) -> Vec<&ir::Product> {
 
 fn param_name(ir: &ir::Cell, v: Value) -> String {
     match ir.op_of(v) {
-        Op::Param(k) => ir.params[*k].name.clone(),
+        Op::Param(k) => ir.params[k.index()].name.clone(),
         other => panic!("not a parameter: {other:?}"),
     }
 }
@@ -201,7 +201,7 @@ fn lstmp_projection_and_peepholes() {
         let v = ir
             .values
             .iter()
-            .position(|d| matches!(ir.insts[d.inst.index()].op, Op::Param(k) if ir.params[k].name == peep))
+            .position(|d| matches!(ir.insts[d.inst.index()].op, Op::Param(k) if ir.params[k.index()].name == peep))
             .map(|i| Value(i as u32))
             .unwrap();
         let readers: Vec<&Op> = ir

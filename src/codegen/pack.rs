@@ -5,6 +5,7 @@
 
 use super::plan::{Plan, ProductGroup, LANES};
 use crate::ir::{Cell, Type};
+use crate::ir::{EntityRef, ParamId};
 
 /// Writes the packed weights into `out` (`plan.weights_len` floats, zeroed by the
 /// caller). `params[k]` holds parameter `k` row-major, with the length its type
@@ -21,19 +22,19 @@ pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
         }
     }
     for v in plan.vectors.iter().chain(&plan.matrices) {
-        let data = &params[v.param];
+        let data = &params[v.param.index()];
         out[v.offset..v.offset + data.len()].copy_from_slice(data);
     }
     for (offset, ps, len) in &plan.bias_sums {
         for row in 0..*len {
-            let sum: f64 = ps.iter().map(|&p| params[p][row] as f64).sum();
+            let sum: f64 = ps.iter().map(|&p| params[p.index()][row] as f64).sum();
             out[offset + row] = sum as f32;
         }
     }
 }
 
-fn cols(cell: &Cell, param: usize) -> usize {
-    match cell.params[param].ty {
+fn cols(cell: &Cell, param: ParamId) -> usize {
+    match cell.params[param.index()].ty {
         Type::Matrix(_, c) => c,
         _ => 1,
     }
@@ -48,7 +49,7 @@ fn pack_group(g: &ProductGroup, cell: &Cell, params: &[Vec<f32>], out: &mut [f32
                 for (c, ps) in ch.bias_params.iter().enumerate() {
                     for (lane, row) in rows.clone().enumerate() {
                         // Summed in f64, rounded once.
-                        let sum: f64 = ps.iter().map(|&p| params[p][row] as f64).sum();
+                        let sum: f64 = ps.iter().map(|&p| params[p.index()][row] as f64).sum();
                         out[base + bo + c * LANES + lane] = sum as f32;
                     }
                 }
@@ -56,7 +57,7 @@ fn pack_group(g: &ProductGroup, cell: &Cell, params: &[Vec<f32>], out: &mut [f32
             for seg in &ch.segments {
                 let np = seg.weights.len();
                 for (pi, &param) in seg.weights.iter().enumerate() {
-                    let w = &params[param];
+                    let w = &params[param.index()];
                     let ncols = cols(cell, param);
                     for k in 0..seg.k {
                         let at = base + seg.offset + (k * np + pi) * LANES;

@@ -6,6 +6,7 @@
 //! Layouts: a parameter matrix `[r, c]` is row-major; a batch of vectors of length
 //! `n` is `batch * n` values, batch row after batch row.
 
+use crate::ir::EntityRef;
 use std::fmt;
 
 use crate::ir::*;
@@ -152,9 +153,9 @@ pub fn step(
     let mut vals: Vec<Option<Val>> = (0..cell.values.len()).map(|_| None).collect();
     for inst in &cell.insts {
         let results: Vec<Val> = match &inst.op {
-            Op::Input(i) => vec![Val::Data(inputs[*i].clone())],
-            Op::State(i) => vec![Val::Data(state.values[*i].clone())],
-            Op::Param(i) => vec![Val::Data(params.0[*i].clone())],
+            Op::Input(i) => vec![Val::Data(inputs[i.index()].clone())],
+            Op::State(i) => vec![Val::Data(state.values[i.index()].clone())],
+            Op::Param(i) => vec![Val::Data(params.0[i.index()].clone())],
             Op::Const(c) => vec![Val::Scalar(*c)],
             Op::Unary(op, a) => {
                 let ty = cell.ty(*a);

@@ -3,6 +3,7 @@
 //! their label (`[W_ii W_hi; W_if W_hf] @ [x; h]`), so the fusion is visible at a
 //! glance; parameters appear as nodes only where element-wise work reads them.
 
+use crate::ir::EntityRef;
 use std::fmt::Write;
 
 use super::{Cell, EwOp, Op, Value};
@@ -37,9 +38,9 @@ pub fn dot(cell: &Cell) -> String {
             continue;
         }
         let (label, shape) = match &inst.op {
-            Op::Input(k) => (format!("input {}", cell.inputs[*k].name), "ellipse"),
-            Op::State(k) => (format!("state {}", cell.states[*k].name), "ellipse"),
-            Op::Param(k) => (format!("param {}", cell.params[*k].name), "ellipse"),
+            Op::Input(k) => (format!("input {}", cell.inputs[k.index()].name), "ellipse"),
+            Op::State(k) => (format!("state {}", cell.states[k.index()].name), "ellipse"),
+            Op::Param(k) => (format!("param {}", cell.params[k.index()].name), "ellipse"),
             Op::Const(c) => (format!("{c}"), "plaintext"),
             Op::Unary(op, _) => (op.name().to_string(), "box"),
             Op::Binary(op, _, _) => (op.name().to_string(), "box"),

@@ -26,6 +26,8 @@ pub mod verify;
 
 use std::fmt;
 
+pub use cranelift_entity::EntityRef;
+
 use crate::diag::Span;
 
 /// A value: one result of one instruction.
@@ -41,6 +43,21 @@ impl Value {
         self.0 as usize
     }
 }
+
+/// An input of the cell, by its position in [`Cell::inputs`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InputId(u32);
+cranelift_entity::entity_impl!(InputId, "input");
+
+/// A state of the cell, by its position in [`Cell::states`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId(u32);
+cranelift_entity::entity_impl!(StateId, "state");
+
+/// A parameter of the cell, by its position in [`Cell::params`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(u32);
+cranelift_entity::entity_impl!(ParamId, "param");
 
 impl Inst {
     pub fn index(self) -> usize {
@@ -239,10 +256,10 @@ pub struct Region {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// The cell's input with this index, at this step.
-    Input(usize),
+    Input(InputId),
     /// The state's value at the start of the step.
-    State(usize),
-    Param(usize),
+    State(StateId),
+    Param(ParamId),
     Const(f64),
     Unary(UnaryOp, Value),
     Binary(BinaryOp, Value, Value),

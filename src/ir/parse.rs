@@ -377,15 +377,15 @@ impl<'a> Parser<'a> {
                 let (list, make): (Vec<&str>, fn(usize) -> Op) = match opname.as_str() {
                     "input" => (
                         self.cell.inputs.iter().map(|p| p.name.as_str()).collect(),
-                        Op::Input,
+                        |i| Op::Input(InputId::new(i)),
                     ),
                     "state" => (
                         self.cell.states.iter().map(|p| p.name.as_str()).collect(),
-                        Op::State,
+                        |i| Op::State(StateId::new(i)),
                     ),
                     _ => (
                         self.cell.params.iter().map(|p| p.name.as_str()).collect(),
-                        Op::Param,
+                        |i| Op::Param(ParamId::new(i)),
                     ),
                 };
                 let idx = list

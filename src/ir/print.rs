@@ -134,13 +134,13 @@ pub fn print(cell: &Cell) -> String {
         let _ = write!(out, "{} = ", results.join(", "));
         match &inst.op {
             Op::Input(i) => {
-                let _ = write!(out, "input {}", port_name(&cell.inputs, *i));
+                let _ = write!(out, "input {}", port_name(&cell.inputs, i.index()));
             }
             Op::State(i) => {
-                let _ = write!(out, "state {}", port_name(&cell.states, *i));
+                let _ = write!(out, "state {}", port_name(&cell.states, i.index()));
             }
             Op::Param(i) => {
-                let n = cell.params.get(*i).map_or("?", |p| p.name.as_str());
+                let n = cell.params.get(i.index()).map_or("?", |p| p.name.as_str());
                 let _ = write!(out, "param {n}");
             }
             Op::Const(c) => {

@@ -4,6 +4,7 @@
 //! regions refer only to their own arguments and earlier body values, and every
 //! state and output has a value of its declared length.
 
+use crate::ir::EntityRef;
 use std::fmt;
 
 use super::*;
@@ -110,21 +111,21 @@ fn check_inst(cell: &Cell, i: usize, inst: &InstData) -> Result<(), String> {
         Op::Input(k) => {
             let p = cell
                 .inputs
-                .get(*k)
+                .get(k.index())
                 .ok_or(format!("input {k} does not exist"))?;
             one(Type::Vector(p.len))
         }
         Op::State(k) => {
             let p = cell
                 .states
-                .get(*k)
+                .get(k.index())
                 .ok_or(format!("state {k} does not exist"))?;
             one(Type::Vector(p.len))
         }
         Op::Param(k) => {
             let p = cell
                 .params
-                .get(*k)
+                .get(k.index())
                 .ok_or(format!("param {k} does not exist"))?;
             if matches!(p.ty, Type::Scalar) {
                 return Err(format!("param `{}` is a scalar", p.name));

@@ -16,6 +16,7 @@ use super::{Build, Kernel, Work, MAX_SLOTS};
 use crate::codegen::kernels::gemm_raw;
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
+use crate::ir::EntityRef;
 
 /// The base pointer of every slot of a plan, as generated code reads them.
 #[derive(Clone, Copy)]
@@ -355,7 +356,7 @@ impl Kernel {
                     };
                 }
                 for &(input, k, matrix) in &blk.terms {
-                    let x = inputs[input];
+                    let x = inputs[input.index()];
                     // SAFETY: `x` is `[T, batch, k]` (checked by `run_with`), so its
                     // columns `t0*batch .. t1*batch` are `k` floats apart and inside
                     // it; the matrix is `[len, k]` row-major in the packed weights;

@@ -116,9 +116,8 @@ struct Shared {
     sleep_lock: Mutex<()>,
     sleep: Condvar,
     /// The time the caller spent waiting for workers in the current job
-    /// (nanoseconds), and whether a worker had to be woken from sleep for it.
+    /// (nanoseconds).
     caller_waits_ns: AtomicU64,
-    cold: AtomicBool,
     /// Until when (`now_ns`) the pool declines jobs (0: it does not).
     avoid_until: AtomicU64,
 }
@@ -168,11 +167,11 @@ impl Shared {
 
     /// Waits between jobs (a worker for the next one): spins [`SPINS`] times,
     /// then sleeps until woken, waking on its own after 1 ms, then 2, 4, ...
-    /// up to 64 ms, in case. Returns whether it slept.
-    fn wait_idle(&self, ready: impl Fn() -> bool) -> bool {
+    /// up to 64 ms, in case.
+    fn wait_idle(&self, ready: impl Fn() -> bool) {
         for _ in 0..SPINS {
             if ready() {
-                return false;
+                return;
             }
             std::hint::spin_loop();
         }
@@ -188,7 +187,6 @@ impl Shared {
         }
         drop(guard);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        true
     }
 
     /// Meets the other workers; returns the time lost waiting for them.
@@ -278,8 +276,6 @@ impl Pool {
             sleep_lock: Mutex::new(()),
             sleep: Condvar::new(),
             caller_waits_ns: AtomicU64::new(0),
-            // The first job waits for the threads to start.
-            cold: AtomicBool::new(true),
             avoid_until: AtomicU64::new(0),
         });
         let mut pool = Pool {
@@ -332,18 +328,16 @@ impl Pool {
     /// tenths of that, the threads did not pay (workers without cores), and
     /// the pool declines jobs for 50 ms, doubling while the windows after each
     /// pause are as bad (up to 1.6 s). A good window resets the pause.
-    /// Jobs that had to wake a sleeping worker are not judged (they pay for
-    /// the wake-up), nor are the windows of the pool's first 50 ms.
+    /// The windows of the pool's first 50 ms are not judged. (Jobs that wake a
+    /// sleeping worker are: when calls come that far apart, the wake-up costs
+    /// more than the second thread saves.)
     fn account(&self, window: &mut Window, wall_ns: u64) {
         let s = &*self.shared;
         let caller_waits = s.caller_waits_ns.swap(0, Ordering::Relaxed);
-        if s.cold.swap(false, Ordering::Relaxed) {
-            // Not judged: it paid for waking a sleeping worker. The pool's
-            // first job also starts a settling period: threads just started
-            // can share a core until the scheduler spreads them.
-            if window.settled_at == 0 {
-                window.settled_at = now_ns() + SETTLE_NS;
-            }
+        if window.settled_at == 0 {
+            // The pool's first job starts a settling period: threads just
+            // started can share a core until the scheduler spreads them.
+            window.settled_at = now_ns() + SETTLE_NS;
             return;
         }
         window.jobs += 1;
@@ -453,14 +447,9 @@ fn worker(w: usize, team: Team) {
     shared.wake_all();
     let mut seen = 0u64;
     loop {
-        let slept = shared.wait_idle(|| {
+        shared.wait_idle(|| {
             shared.epoch.load(Ordering::SeqCst) != seen || shared.quit.load(Ordering::SeqCst)
         });
-        if slept {
-            // Woken from sleep: this job pays the wake-up, which says nothing
-            // about the machine's cores.
-            shared.cold.store(true, Ordering::Relaxed);
-        }
         if shared.quit.load(Ordering::Acquire) {
             return;
         }

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 
 use super::Ctx;
-use crate::ir::{BinaryOp, Cell, Op, UnaryOp, Value};
+use crate::ir::{BinaryOp, Cell, InputId, Op, ParamId, StateId, UnaryOp, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    Input(usize),
-    State(usize),
-    Param(usize),
+    Input(InputId),
+    State(StateId),
+    Param(ParamId),
     Const(u64),
     Unary(UnaryOp, Value),
     Binary(BinaryOp, Value, Value),

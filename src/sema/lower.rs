@@ -100,19 +100,19 @@ pub fn lower(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
     };
     for i in 0..lw.cell.inputs.len() {
         let ty = Type::Vector(lw.cell.inputs[i].len);
-        let v = lw.cell.push1(Op::Input(i), ty);
+        let v = lw.cell.push1(Op::Input(InputId::new(i)), ty);
         lw.name(v, &checked.inputs[i].name, checked.inputs[i].span);
         lw.inputs.push(v);
     }
     for i in 0..lw.cell.states.len() {
         let ty = Type::Vector(lw.cell.states[i].len);
-        let v = lw.cell.push1(Op::State(i), ty);
+        let v = lw.cell.push1(Op::State(StateId::new(i)), ty);
         lw.name(v, &checked.states[i].name, checked.states[i].span);
         lw.states.push(v);
     }
     for i in 0..lw.cell.params.len() {
         let ty = lw.cell.params[i].ty;
-        let v = lw.cell.push1(Op::Param(i), ty);
+        let v = lw.cell.push1(Op::Param(ParamId::new(i)), ty);
         lw.name(v, &checked.params[i].name, checked.params[i].span);
         lw.params.push(v);
     }

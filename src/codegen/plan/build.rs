@@ -3,6 +3,7 @@
 //! module for what each means).
 
 use super::*;
+use crate::ir::EntityRef;
 use crate::ir::{self, Type, Value};
 
 /// What the planning of one product shares between its steps.
@@ -14,7 +15,7 @@ struct ProductPlan<'c> {
     inputs: Vec<Loc>,
     /// Per input: the cell input it is, when its terms are hoisted out of the
     /// step (none are unless the plan hoists and some term reads a cell input).
-    hoisted: Vec<Option<usize>>,
+    hoisted: Vec<Option<InputId>>,
 }
 
 pub(super) struct Planner<'a> {
@@ -57,7 +58,7 @@ impl<'a> Planner<'a> {
         for (i, p) in cell.inputs.iter().enumerate() {
             plan.input_slots.push(plan.slots.len());
             plan.slots.push(Slot {
-                kind: SlotKind::Input(i),
+                kind: SlotKind::Input(InputId::new(i)),
                 stride: padded(p.len),
                 name: p.name.clone(),
             });
@@ -65,13 +66,13 @@ impl<'a> Planner<'a> {
         for (i, p) in cell.states.iter().enumerate() {
             plan.state_cur.push(plan.slots.len());
             plan.slots.push(Slot {
-                kind: SlotKind::StateCur(i),
+                kind: SlotKind::StateCur(StateId::new(i)),
                 stride: padded(p.len),
                 name: p.name.clone(),
             });
             plan.state_next.push(plan.slots.len());
             plan.slots.push(Slot {
-                kind: SlotKind::StateNext(i),
+                kind: SlotKind::StateNext(StateId::new(i)),
                 stride: padded(p.len),
                 name: format!("{}'", p.name),
             });
@@ -170,13 +171,13 @@ impl<'a> Planner<'a> {
         let len = self.cell.ty(v).vector_len().unwrap_or(0);
         let l = match self.cell.op_of(v) {
             Op::Input(i) => Loc {
-                slot: self.plan.input_slots[*i],
+                slot: self.plan.input_slots[i.index()],
                 offset: 0,
                 stride: padded(len),
                 len,
             },
             Op::State(i) => Loc {
-                slot: self.plan.state_cur[*i],
+                slot: self.plan.state_cur[i.index()],
                 offset: 0,
                 stride: padded(len),
                 len,
@@ -185,7 +186,7 @@ impl<'a> Planner<'a> {
                 if !matches!(self.cell.ty(v), Type::Vector(_)) {
                     return Err(PlanError(format!(
                         "parameter `{}` is used as a vector but is not one",
-                        self.cell.params[*k].name
+                        self.cell.params[k.index()].name
                     )));
                 }
                 let offset = self.alloc_weights(padded(len));
@@ -321,11 +322,11 @@ impl<'a> Planner<'a> {
     }
 
     /// A row-major copy of a matrix parameter in the packed weights (for `gemm`).
-    fn matrix_copy(&mut self, param: usize) -> usize {
+    fn matrix_copy(&mut self, param: ParamId) -> usize {
         if let Some(m) = self.plan.matrices.iter().find(|m| m.param == param) {
             return m.offset;
         }
-        let n = match self.cell.params[param].ty {
+        let n = match self.cell.params[param.index()].ty {
             Type::Matrix(r, c) => r * c,
             _ => 0,
         };
@@ -335,7 +336,7 @@ impl<'a> Planner<'a> {
     }
 
     /// The sum of vector parameters, `len` floats in the packed weights.
-    fn bias_sum(&mut self, params: Vec<usize>, len: usize) -> usize {
+    fn bias_sum(&mut self, params: Vec<ParamId>, len: usize) -> usize {
         let offset = self.alloc_weights(padded(len));
         self.plan.bias_sums.push((offset, params, len));
         offset
@@ -354,7 +355,7 @@ impl<'a> Planner<'a> {
         Ok(Some(self.bias_sum(params, len)))
     }
 
-    fn param_of(&self, v: Value) -> Result<usize, PlanError> {
+    fn param_of(&self, v: Value) -> Result<ParamId, PlanError> {
         match self.cell.op_of(v) {
             Op::Param(k) => Ok(*k),
             _ => Err(PlanError(
@@ -377,7 +378,7 @@ impl<'a> Planner<'a> {
             .map(|&x| self.mem(x))
             .collect::<Result<_, _>>()?;
         // Terms that read a cell input leave the step when hoisting.
-        let hoisted: Vec<Option<usize>> = p
+        let hoisted: Vec<Option<InputId>> = p
             .inputs
             .iter()
             .map(|&x| match cell.op_of(x) {

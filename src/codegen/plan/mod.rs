@@ -22,7 +22,7 @@ mod build;
 pub mod verify;
 
 pub use super::options::Variant;
-use crate::ir::{Cell, Op, Operand, RegionInst};
+use crate::ir::{Cell, InputId, Op, Operand, ParamId, RegionInst, StateId};
 use build::Planner;
 
 /// Floats per vector register (`f32x4`: the width Cranelift lowers on x86-64
@@ -48,9 +48,9 @@ pub struct Loc {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SlotKind {
     Weights,
-    Input(usize),
-    StateCur(usize),
-    StateNext(usize),
+    Input(InputId),
+    StateCur(StateId),
+    StateNext(StateId),
     Scratch,
     /// The hoisted input projection of one step (its pointer moves every step).
     Projection(usize),
@@ -103,7 +103,7 @@ pub struct Chunk {
     /// of the chunk has a bias.
     pub bias_offset: Option<usize>,
     /// Per block of the chunk: the vector parameters summed into its bias.
-    pub bias_params: Vec<Vec<usize>>,
+    pub bias_params: Vec<Vec<ParamId>>,
     /// With a hoisted input projection: the accumulators start from it (it holds
     /// the biases) instead of from `bias_offset`. The location of the projection
     /// row, and the offset of each chunk block's rows in it.
@@ -122,7 +122,7 @@ pub struct Segment {
     /// Indices into the chunk's `blocks` that have a weight for this input.
     pub blocks: Vec<usize>,
     /// The matrix parameter of each of those blocks.
-    pub weights: Vec<usize>,
+    pub weights: Vec<ParamId>,
     /// Offset of the segment's panel in a tile (floats).
     pub offset: usize,
 }
@@ -218,7 +218,7 @@ pub struct HoistBlock {
     /// The folded bias, `len` floats in the packed weights.
     pub bias: Option<usize>,
     /// (input index, its length, offset of the row-major `[len, k]` matrix).
-    pub terms: Vec<(usize, usize, usize)>,
+    pub terms: Vec<(InputId, usize, usize)>,
 }
 
 /// How the plan's products run, from the plan's [`Variant`] and whether
@@ -240,7 +240,7 @@ struct PlanOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackVector {
     pub offset: usize,
-    pub param: usize,
+    pub param: ParamId,
 }
 
 /// What a state's next value is after the tasks ran.
@@ -263,7 +263,7 @@ pub struct Plan {
     /// Row-major copies of matrices (offset, parameter), for `gemm`.
     pub matrices: Vec<PackVector>,
     /// Summed biases (offset, parameters, length), for `gemm` and projections.
-    pub bias_sums: Vec<(usize, Vec<usize>, usize)>,
+    pub bias_sums: Vec<(usize, Vec<ParamId>, usize)>,
     /// Vector constants of the generated code: (f32 bits, offset in floats) of
     /// `LANES` copies each, at the start of the packed weights.
     pub consts: Vec<(u32, usize)>,

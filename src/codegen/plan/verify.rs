@@ -12,7 +12,7 @@
 //! generated code; a plan that fails it is a compiler bug.
 
 use super::*;
-use crate::ir::Type;
+use crate::ir::{EntityRef, Type};
 
 /// Where and why a plan is unsafe to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -215,7 +215,7 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
     if plan.slots.first().map(|s| &s.kind) != Some(&SlotKind::Weights) {
         return fail("slot 0 is not the weights".into());
     }
-    let kinds_match = |slots: &[usize], kind: fn(usize) -> SlotKind, lens: &[usize]| {
+    let kinds_match = |slots: &[usize], kind: &dyn Fn(usize) -> SlotKind, lens: &[usize]| {
         slots.len() == lens.len()
             && slots.iter().enumerate().all(|(i, &s)| {
                 plan.slots
@@ -223,9 +223,12 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
                     .is_some_and(|sl| sl.kind == kind(i) && sl.stride >= padded(lens[i]))
             })
     };
-    if !kinds_match(&plan.input_slots, SlotKind::Input, &plan.input_lens)
-        || !kinds_match(&plan.state_cur, SlotKind::StateCur, &plan.state_lens)
-        || !kinds_match(&plan.state_next, SlotKind::StateNext, &plan.state_lens)
+    let input = |i| SlotKind::Input(InputId::new(i));
+    let cur = |i| SlotKind::StateCur(StateId::new(i));
+    let next = |i| SlotKind::StateNext(StateId::new(i));
+    if !kinds_match(&plan.input_slots, &input, &plan.input_lens)
+        || !kinds_match(&plan.state_cur, &cur, &plan.state_lens)
+        || !kinds_match(&plan.state_next, &next, &plan.state_lens)
     {
         return fail("the input and state slots do not match the cell's inputs and states".into());
     }
@@ -244,7 +247,7 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
     for &(_, off) in &plan.consts {
         v.weights(off, LANES, "a vector constant")?;
     }
-    let param_len = |k: usize| match cell.params.get(k).map(|p| p.ty) {
+    let param_len = |k: ParamId| match cell.params.get(k.index()).map(|p| p.ty) {
         Some(Type::Vector(n)) => Some(n),
         Some(Type::Matrix(r, c)) => r.checked_mul(c),
         Some(Type::Scalar) => Some(1),
@@ -289,7 +292,7 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
                 v.weights(o, b.len, &what)?;
             }
             for &(input, k, matrix) in &b.terms {
-                if plan.input_lens.get(input) != Some(&k) {
+                if plan.input_lens.get(input.index()) != Some(&k) {
                     return fail(format!("{what}: input {input} of {k}"));
                 }
                 v.weights(matrix, b.len.saturating_mul(k), &what)?;
