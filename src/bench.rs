@@ -2,21 +2,27 @@
 //! in the same run, with the figures that explain it (GFLOP/s, weight
 //! bandwidth) and their ratio.
 //!
-//! Method: both kernels are compiled; the same random inputs are used. With
-//! `seq > 1` a sample is one `run` over the whole sequence (the whole input is
-//! known: the schedule may hoist the input projection); with `seq == 1` a sample
-//! is a burst of back-to-back `step` calls (streaming), after a warm-up burst,
-//! long enough to last about a millisecond. (A call after an idle pause pays
-//! for waking the pool's parked workers, tens of microseconds; a stream of
-//! frames does not.) After warm-up, `samples` samples are taken, alternating fused
-//! and unfused so that both see the same machine; the median, min and max per-step
-//! times are reported.
+//! Method: both kernels are compiled; the same random inputs are used. A call
+//! is one `run` over the whole sequence when `seq > 1` (the whole input is
+//! known: the schedule may hoist the input projection), one `step` when
+//! `seq == 1` (streaming). A sample is calls back to back for about 5 ms, as
+//! a stream of sequences or frames arrives (a call after an idle pause pays
+//! for waking the pool's parked workers, tens of microseconds; a stream does
+//! not). After 0.2 s of warm-up (caches, page faults, and the placement of
+//! threads just started, which can share a core for tens of milliseconds),
+//! `samples` samples are taken, alternating fused and unfused so that both
+//! see the same machine; the median, min and max per-step times are
+//! reported.
 
 use std::time::Instant;
 
 use serde_json::json;
 
 use crate::{Cell, Error, Options, Result, Weights};
+
+/// How long a sample's calls last, and the warm-up before the samples.
+const SAMPLE_SECONDS: f64 = 5e-3;
+const WARM_UP_SECONDS: f64 = 0.2;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -209,34 +215,39 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
     let mut outputs: Vec<Vec<f32>> = (0..ir.outputs.len())
         .map(|o| sequence_buffer(opts, fused.output_len(o)))
         .collect::<Result<_>>()?;
+    // One call: a `run` over the whole sequence, or one `step`.
+    let call =
+        |k: &crate::Kernel, state: &mut crate::State, outputs: &mut Vec<Vec<f32>>| -> Result<()> {
+            let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            if opts.seq > 1 {
+                let mut ys: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
+                k.run_with(&xs, state, &mut ys)
+            } else {
+                k.step_inputs(&xs, state)
+            }
+        };
+    // A sample: calls back to back, as a stream of sequences or frames
+    // arrives, for about `SAMPLE_SECONDS` (a few calls estimate a call's
+    // time first); µs per step.
     let sample = |k: &crate::Kernel, outputs: &mut Vec<Vec<f32>>| -> Result<f64> {
         let mut state = k.new_state(opts.batch)?;
-        let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        if opts.seq > 1 {
-            let mut ys: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
-            let t = Instant::now();
-            k.run_with(&xs, &mut state, &mut ys)?;
-            Ok(t.elapsed().as_secs_f64() * 1e6 / opts.seq as f64)
-        } else {
-            // Calls back to back, as a stream of frames arrives: a warm-up burst
-            // (it also wakes the pool's workers) estimates a call's time, then
-            // enough calls to last about a millisecond are timed.
-            let warm = 64;
-            let t = Instant::now();
-            for _ in 0..warm {
-                k.step_inputs(&xs, &mut state)?;
-            }
-            let one = (t.elapsed().as_secs_f64() / warm as f64).max(1e-8);
-            let n = ((1e-3 / one) as usize).clamp(16, 100_000);
-            let t = Instant::now();
-            for _ in 0..n {
-                k.step_inputs(&xs, &mut state)?;
-            }
-            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        let probe = 4;
+        let t = Instant::now();
+        for _ in 0..probe {
+            call(k, &mut state, outputs)?;
         }
+        let one = (t.elapsed().as_secs_f64() / probe as f64).max(1e-8);
+        let n = ((SAMPLE_SECONDS / one) as usize).clamp(1, 1_000_000);
+        let t = Instant::now();
+        for _ in 0..n {
+            call(k, &mut state, outputs)?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / (n * opts.seq) as f64)
     };
-    // Warm-up: caches, page faults, thread start-up.
-    for _ in 0..3 {
+    // Warm-up: caches, page faults, thread start-up and placement (threads
+    // just started can share a core for tens of milliseconds).
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < WARM_UP_SECONDS {
         sample(&fused, &mut outputs)?;
         if let Some(u) = &unfused {
             sample(u, &mut outputs)?;

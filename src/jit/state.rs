@@ -2,7 +2,7 @@
 //! next value, and every plan's scratch, allocated once.
 
 use super::buffer::{count, too_large, AlignedBuf};
-use super::exec::SlotTable;
+use super::exec::{Inline, SlotTable};
 use super::{Build, Kernel, MAX_SLOTS};
 use crate::codegen::plan::{Loc, SlotKind};
 use crate::codegen::Variant;
@@ -139,14 +139,16 @@ impl State {
     /// buffer holds `batch` rows of its slot's stride (projections: `chunk`
     /// steps of them), as the plan verifier assumes.
     pub(super) fn slot_table(&mut self, build: &Build, v: Variant) -> SlotTable {
-        let mut t = SlotTable::empty();
+        let mut t = SlotTable {
+            ptrs: Inline::new(),
+        };
         let n = build.plan.slots.len().min(MAX_SLOTS);
         let weights = build.weights.ptr().cast_mut();
         let base = self.buf.ptr_mut();
         let side = self.side[v.index()].as_mut();
         let side_base = side.map(|s| (s.buf.ptr_mut(), &s.offsets));
         for s in 0..n {
-            t.ptrs[s] = if s == 0 {
+            t.ptrs.push(if s == 0 {
                 weights
             } else if s < self.shared || v == Variant::Streaming {
                 base.wrapping_add(self.offsets[s])
@@ -155,9 +157,8 @@ impl State {
                     Some((b, offsets)) => b.wrapping_add(offsets[s]),
                     None => base,
                 }
-            };
+            });
         }
-        t.len = n;
         t
     }
 
