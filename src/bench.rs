@@ -8,7 +8,7 @@
 //! `seq == 1` (streaming). A sample is calls back to back for about 5 ms, as
 //! a stream of sequences or frames arrives (a call after an idle pause pays
 //! for waking the pool's parked workers, tens of microseconds; a stream does
-//! not). After 0.2 s of warm-up (caches, page faults, and the placement of
+//! not). After 0.5 s of warm-up (caches, page faults, and the placement of
 //! threads just started, which can share a core for tens of milliseconds),
 //! `samples` samples are taken, alternating fused and unfused so that both
 //! see the same machine; the median, min and max per-step times are
@@ -22,7 +22,7 @@ use crate::{Cell, Error, Options, Result, Weights};
 
 /// How long a sample's calls last, and the warm-up before the samples.
 const SAMPLE_SECONDS: f64 = 5e-3;
-const WARM_UP_SECONDS: f64 = 0.2;
+const WARM_UP_SECONDS: f64 = 0.5;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
