@@ -72,12 +72,43 @@ pub fn random_cell(seed: u64) -> String {
     for k in 0..n_gates {
         let terms = 1 + rng.below(4);
         let sum = g.sum(&mut rng, terms);
-        let gate = match rng.below(6) {
+        let gate = match rng.below(13) {
             0 => format!("sigmoid({sum})"),
             1 => format!("tanh({sum})"),
             2 => format!("relu({sum})"),
             3 => format!("exp(tanh({sum}))"),
             4 => format!("tanh({sum}) * sigmoid({})", g.sum(&mut rng, 1)),
+            // Normalised over the units (a layer norm), with a learned scale.
+            5 => {
+                let _ = writeln!(body, "n{k} = {sum}");
+                let scale = g.param("[H]");
+                format!(
+                    "tanh((n{k} - mean(n{k})) * rsqrt(mean((n{k} - mean(n{k})) * (n{k} - mean(n{k}))) + 0.01) * {scale})"
+                )
+            }
+            6 => format!("hard_sigmoid({sum}) * softsign({})", g.sum(&mut rng, 1)),
+            7 => format!(
+                "clip({sum}, -2, 1.5) * min({}, max({}, 0.5))",
+                g.sum(&mut rng, 1),
+                g.sum(&mut rng, 1)
+            ),
+            8 => format!(
+                "log(1 + abs({sum})) - sqrt(abs({})) + softplus({})",
+                g.sum(&mut rng, 1),
+                g.sum(&mut rng, 1)
+            ),
+            // A scalar parameter, and a reduction that broadcasts.
+            9 => {
+                let temperature = g.param("[]");
+                let v = rng.pick(&g.x_vectors).clone();
+                format!("tanh(({sum}) * {temperature} + sum({v}) * 0.1)")
+            }
+            10 => format!(
+                "leaky_relu({sum}, 0.1) + elu({}) + relu6({}) * hard_tanh({})",
+                g.sum(&mut rng, 1),
+                g.sum(&mut rng, 1),
+                g.sum(&mut rng, 1)
+            ),
             _ => sum,
         };
         let _ = writeln!(body, "g{k} = {gate}");

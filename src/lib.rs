@@ -64,6 +64,8 @@ pub use codegen::schedule::Choice;
 pub use codegen::{Options, Variant};
 pub use diag::{Diagnostic, Source};
 pub use jit::{Code, Kernel, State};
+/// The functions a cell may call.
+pub use sema::functions;
 pub use syntax::MAX_SOURCE_BYTES;
 pub use weights::{Tensor, Weights, WeightsError};
 

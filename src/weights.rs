@@ -234,7 +234,10 @@ impl Weights {
                     shape_str(&t.shape)
                 ))
             })?;
-            if data.0 != want {
+            // A number (a 0-d tensor, as PyTorch saves a scalar parameter) is
+            // a vector of one.
+            let scalar_for_one = data.0.is_empty() && want == [1];
+            if data.0 != want && !scalar_for_one {
                 return err(format!(
                     "parameter `{}` is {} but tensor `{}`{} is {}",
                     p.name,

@@ -67,8 +67,14 @@ fn compare(case: &str, got: &Weights, expected: &Weights) -> f64 {
 #[test]
 fn there_are_cases_for_every_module() {
     let cases = cases();
-    assert_eq!(cases.len(), 14);
+    assert_eq!(cases.len(), 26);
     for module in [
+        "layernorm_lstm_",
+        "layernorm_gru_",
+        "peephole_lstm_",
+        "indrnn_",
+        "sru_",
+        "hard_sigmoid_gru_",
         "lstm_",
         "lstm_proj_",
         "gru_",

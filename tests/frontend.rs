@@ -128,29 +128,51 @@ fn verifier_rejects_bad_ir() {
     }
 }
 
-/// One table of functions (`ir::UnaryOp::FUNCTIONS`): the checker accepts
-/// exactly its names, and each lowers to its own operation (no fallback).
+/// One table of functions (`cellc::functions::FUNCTIONS`): the checker
+/// accepts exactly its names with their arities; each IR operation of the table
+/// lowers to itself (no fallback), and the rest to IR operations only.
 #[test]
 fn every_function_lowers_to_itself() {
+    use cellc::functions::{Function, FUNCTIONS};
     use cellc::ir::{Op, UnaryOp};
-    for op in UnaryOp::FUNCTIONS {
+    for f in FUNCTIONS {
+        let args: Vec<&str> = (0..f.params.len())
+            .map(|k| if k == 0 { "W @ h + x" } else { "x" })
+            .collect();
         let text = format!(
-            "dim H = 3\ninput x: [H]\nstate h: [H]\nparam W: [H, H]\nh' = {}(W @ h + x)\n",
-            op.name()
+            "dim H = 3\ninput x: [H]\nstate h: [H]\nparam W: [H, H]\nh' = {}({}) + h\n",
+            f.name,
+            args.join(", ")
         );
         let ir = cellc::Cell::from_source("f.rnn", &text)
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name))
             .ir()
             .unwrap();
-        let ops: Vec<UnaryOp> = ir
-            .insts
-            .iter()
-            .filter_map(|i| match i.op {
-                Op::Unary(u, _) => Some(u),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(ops, vec![op], "{}", op.name());
+        if let Function::Unary(op) = f.function {
+            let ops: Vec<UnaryOp> = ir
+                .insts
+                .iter()
+                .filter_map(|i| match i.op {
+                    Op::Unary(u, _) => Some(u),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(ops, vec![op], "{}", f.name);
+        }
+        // One argument too many is an arity error that shows the signature.
+        let text = format!(
+            "dim H = 3\ninput x: [H]\nstate h: [H]\nh' = {}({}, x)\n",
+            f.name,
+            vec!["x"; f.params.len()].join(", ")
+        );
+        let err = cellc::Cell::from_source("f.rnn", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("E0061") && err.contains(&f.signature()),
+            "{}: {err}",
+            f.name
+        );
     }
     for name in ["neg", "softmax", "Tanh"] {
         let text = format!("dim H = 3\ninput x: [H]\nstate h: [H]\nh' = {name}(x)\n");

@@ -471,7 +471,7 @@ fn results_do_not_depend_on_the_thread_count() {
 /// cells.
 #[test]
 fn a_chaotic_random_cell_is_judged_by_its_sensitivity() {
-    let seed = 171u64;
+    let seed = 160u64;
     let text = cellc::gen::random_cell(seed);
     let cell = Cell::from_source("random.rnn", &text)
         .unwrap()

@@ -157,3 +157,146 @@ fn special_values() {
     // tanh is exact-ish for tiny inputs (the polynomial branch).
     assert_eq!(tanh[13], 1e-30);
 }
+
+/// Logarithm over every binade of f32, subnormals included, relative to the
+/// result where it is away from zero and absolutely near x = 1.
+#[test]
+fn log_error_over_every_binade() {
+    let mut xs: Vec<f32> = Vec::new();
+    // Dense in [0.5, 2], where the result crosses zero.
+    xs.extend((0..=1_500_000).map(|i| 0.5 + i as f32 * 1e-6));
+    // 4,000 points in each binade from the smallest subnormal to f32::MAX.
+    let mut bits = 1u32;
+    while bits < f32::MAX.to_bits() {
+        xs.push(f32::from_bits(bits));
+        bits = bits.saturating_add(2048).min(f32::MAX.to_bits());
+    }
+    xs.push(f32::MAX);
+    let ys = jit_apply("log", &xs);
+    let e = errors(&xs, &ys, f64::ln, 0.0);
+    eprintln!(
+        "log: max abs error {:.3e}, max rel error {:.3e}",
+        e.abs, e.rel
+    );
+    assert!(e.rel <= 1e-7, "max rel error {}", e.rel);
+    let dense = &xs[..1_500_001];
+    assert_monotone(dense, &ys[..dense.len()], "log");
+}
+
+fn softplus64(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+#[test]
+fn softplus_error_and_monotonicity() {
+    // From where the result underflows to where it is x itself.
+    let xs: Vec<f32> = (0..=1_300_000).map(|i| -100.0 + i as f32 * 1e-4).collect();
+    let ys = jit_apply("softplus", &xs);
+    let e = errors(&xs, &ys, softplus64, 1e-37);
+    eprintln!(
+        "softplus: max abs error {:.3e}, max rel error {:.3e}",
+        e.abs, e.rel
+    );
+    assert!(e.rel <= 3e-7, "max rel error {}", e.rel);
+    assert_monotone(&xs, &ys, "softplus");
+}
+
+/// The functions that are single instructions or written with them: exact
+/// to f32 rounding, and what they make of NaN and the infinities.
+#[test]
+fn exact_functions_and_their_special_values() {
+    let xs: Vec<f32> = (0..=200_000).map(|i| -10.0 + i as f32 * 1e-4).collect();
+    let check = |func: &str, f: fn(f64) -> f64| {
+        let ys = jit_apply(func, &xs);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = f(x as f64) as f32;
+            assert!(
+                y == want || (y.is_nan() && want.is_nan()),
+                "{func}({x}) = {y}, want {want}"
+            );
+        }
+    };
+    check("abs", f64::abs);
+    check("sqrt", f64::sqrt);
+    check("relu6", |x| x.clamp(0.0, 6.0));
+    check("hard_tanh", |x| x.clamp(-1.0, 1.0));
+    // Rounded once more than the f64 formula: within one f32 rounding.
+    for (func, f) in [
+        (
+            "hard_sigmoid",
+            (|x| (0.2 * x + 0.5f64).clamp(0.0, 1.0)) as fn(f64) -> f64,
+        ),
+        ("softsign", |x| x / (1.0 + x.abs())),
+        ("elu", |x| if x > 0.0 { x } else { x.exp_m1() }),
+    ] {
+        let ys = jit_apply(func, &xs);
+        let e = errors(&xs, &ys, f, 0.0);
+        eprintln!("{func}: max abs error {:.3e}", e.abs);
+        assert!(e.abs <= 2.5e-7, "{func}: max abs error {}", e.abs);
+    }
+    let positive: Vec<f32> = xs.iter().copied().filter(|&x| x > 0.0).collect();
+    let ys = jit_apply("rsqrt", &positive);
+    let e = errors(&positive, &ys, |x| 1.0 / x.sqrt(), 0.0);
+    eprintln!("rsqrt: max rel error {:.3e}", e.rel);
+    assert!(e.rel <= 1.2e-7, "rsqrt: max rel error {}", e.rel);
+    let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, -1.0];
+    let log = jit_apply("log", &special);
+    assert!(
+        log[0].is_nan() && log[2].is_nan() && log[5].is_nan(),
+        "{log:?}"
+    );
+    assert_eq!(&log[1..2], &[f32::INFINITY]);
+    assert_eq!(&log[3..5], &[f32::NEG_INFINITY, f32::NEG_INFINITY]);
+    let softplus = jit_apply("softplus", &special);
+    assert!(softplus[0].is_nan());
+    assert_eq!(
+        &softplus[1..5],
+        &[
+            f32::INFINITY,
+            0.0,
+            std::f32::consts::LN_2,
+            std::f32::consts::LN_2
+        ]
+    );
+    for func in [
+        "hard_sigmoid",
+        "relu6",
+        "hard_tanh",
+        "softsign",
+        "abs",
+        "sqrt",
+        "elu",
+    ] {
+        assert!(jit_apply(func, &special)[0].is_nan(), "{func}(NaN)");
+    }
+    assert_eq!(jit_apply("hard_sigmoid", &special)[1..3], [1.0, 0.0]);
+    assert_eq!(jit_apply("hard_tanh", &special)[1..3], [1.0, -1.0]);
+    assert_eq!(jit_apply("elu", &special)[1..3], [f32::INFINITY, -1.0]);
+    // As PyTorch: softsign(±inf) = ±inf / inf.
+    assert!(jit_apply("softsign", &special)[1].is_nan());
+}
+
+/// min, max and clip: NaN in either operand gives NaN, as in PyTorch.
+#[test]
+fn min_max_and_clip_propagate_nan() {
+    let src = "dim N = 8\ninput a: [N], b: [N]\noutput lo: [N], hi: [N], c: [N]\nlo = min(a, b)\nhi = max(a, b)\nc = clip(a, -1, b)\n";
+    let cell = Cell::from_source("minmax.rnn", src).unwrap();
+    let kernel = cell.compile(&Weights::new(), &Options::default()).unwrap();
+    let a = [f32::NAN, 1.0, 2.0, -3.0, f32::INFINITY, -5.0, 0.5, 7.0];
+    let b = [0.0, f32::NAN, 3.0, -4.0, 1.0, f32::NEG_INFINITY, 0.25, 8.0];
+    let mut state = kernel.new_state(1).unwrap();
+    kernel.step_inputs(&[&a, &b], &mut state).unwrap();
+    let lo = kernel.output(&state, "lo").unwrap();
+    let hi = kernel.output(&state, "hi").unwrap();
+    let c = kernel.output(&state, "c").unwrap();
+    for i in 0..8 {
+        let (x, y) = (a[i] as f64, b[i] as f64);
+        if x.is_nan() || y.is_nan() {
+            assert!(lo[i].is_nan() && hi[i].is_nan() && c[i].is_nan(), "{i}");
+        } else {
+            assert_eq!(lo[i] as f64, x.min(y), "min {i}");
+            assert_eq!(hi[i] as f64, x.max(y), "max {i}");
+            assert_eq!(c[i] as f64, x.max(-1.0).min(y), "clip {i}");
+        }
+    }
+}

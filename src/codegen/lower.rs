@@ -23,9 +23,9 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-use super::plan::{ArgSrc, Loc, Plan, ProductGroup, RegionCode, LANES};
+use super::plan::{ArgSrc, Loc, Plan, ProductGroup, Reduction, RegionCode, LANES};
 use super::vecmath;
-use crate::ir::{EwOp, Operand};
+use crate::ir::{EwOp, Operand, ReduceOp};
 
 /// Loop unrolling of the `k` loop.
 const UNROLL: usize = 4;
@@ -180,6 +180,12 @@ impl<'b> Emitter<'_, 'b> {
         }
         let v = match code.args[a] {
             ArgSrc::Block(i) => blocks[i],
+            // One float per row (a reduction, a scalar parameter) broadcasts.
+            ArgSrc::Mem(loc) if loc.len == 1 && code.len > 1 => {
+                let addr = self.addr(loc, row, None);
+                let x = self.b.ins().load(F32, data_flags(), addr, 0);
+                self.b.ins().splat(F32X4, x)
+            }
             ArgSrc::Mem(loc) => {
                 let addr = self.addr(loc, row, Some(tile));
                 self.b.ins().load(F32X4, data_flags(), addr, 0)
@@ -297,6 +303,129 @@ pub fn region_function(
             e.for_range(t0, t1, |e, tile| {
                 e.region_vector(code, row, tile, &[]);
             });
+        });
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(config);
+    }
+    func
+}
+
+/// Accumulators of a reduction's vector loop: independent `fadd` chains.
+const REDUCE_ACCUMULATORS: usize = 4;
+
+impl Emitter<'_, '_> {
+    /// One row of a reduction: the full vectors of the source summed in
+    /// [`REDUCE_ACCUMULATORS`] interleaved vector accumulators, combined
+    /// pairwise, then across lanes, then the tail floats one by one; a fixed
+    /// order, the same for every row and thread count.
+    fn reduce_row(&mut self, r: &Reduction, row: Value) {
+        let full = r.src.len / LANES;
+        let src = self.addr(r.src, row, None);
+        let zero = self.b.ins().f32const(0.0);
+        let zero = self.b.ins().splat(F32X4, zero);
+        let accs: Vec<Variable> = (0..REDUCE_ACCUMULATORS)
+            .map(|_| self.var(F32X4, zero))
+            .collect();
+        let rounds = full / REDUCE_ACCUMULATORS;
+        if rounds > 0 {
+            let lo = self.b.ins().iconst(I64, 0);
+            let hi = self.b.ins().iconst(I64, rounds as i64);
+            self.for_range(lo, hi, |e, k| {
+                let off =
+                    e.b.ins()
+                        .imul_imm_s(k, (REDUCE_ACCUMULATORS * LANES * 4) as i64);
+                let at = e.b.ins().iadd(src, off);
+                for (j, acc) in accs.iter().enumerate() {
+                    let x =
+                        e.b.ins()
+                            .load(F32X4, data_flags(), at, (j * LANES * 4) as i32);
+                    let a = e.b.use_var(*acc);
+                    let sum = e.b.ins().fadd(a, x);
+                    e.b.def_var(*acc, sum);
+                }
+            });
+        }
+        for (j, t) in (rounds * REDUCE_ACCUMULATORS..full).enumerate() {
+            let x = self
+                .b
+                .ins()
+                .load(F32X4, data_flags(), src, (t * LANES * 4) as i32);
+            let a = self.b.use_var(accs[j]);
+            let sum = self.b.ins().fadd(a, x);
+            self.b.def_var(accs[j], sum);
+        }
+        let vals: Vec<Value> = accs.iter().map(|a| self.b.use_var(*a)).collect();
+        let v01 = self.b.ins().fadd(vals[0], vals[1]);
+        let v23 = self.b.ins().fadd(vals[2], vals[3]);
+        let v = self.b.ins().fadd(v01, v23);
+        let lanes: Vec<Value> = (0..LANES as u8)
+            .map(|l| self.b.ins().extractlane(v, l))
+            .collect();
+        let s01 = self.b.ins().fadd(lanes[0], lanes[1]);
+        let s23 = self.b.ins().fadd(lanes[2], lanes[3]);
+        let mut sum = self.b.ins().fadd(s01, s23);
+        for t in full * LANES..r.src.len {
+            let x = self.b.ins().load(F32, data_flags(), src, (t * 4) as i32);
+            sum = self.b.ins().fadd(sum, x);
+        }
+        let result = match r.op {
+            ReduceOp::Sum => sum,
+            ReduceOp::Mean => {
+                let n = self.b.ins().f32const(r.src.len as f32);
+                self.b.ins().fdiv(sum, n)
+            }
+        };
+        let dest = self.addr(r.dest, row, None);
+        self.b.ins().store(data_flags(), result, dest, 0);
+    }
+}
+
+/// Builds the function of a reduction task: its tiles are the reductions.
+pub fn reduce_function(
+    plan: &Plan,
+    reductions: &[Reduction],
+    call_conv: CallConv,
+    config: TargetFrontendConfig,
+    fctx: &mut FunctionBuilderContext,
+) -> Function {
+    let mut func = new_function("reduce", call_conv);
+    {
+        let mut b = FunctionBuilder::new(&mut func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let mut e = Emitter {
+            b,
+            plan,
+            weights: None,
+            bases: vec![None; plan.slots.len()],
+            slots_ptr: p[0],
+        };
+        let mut slots: Vec<usize> = reductions
+            .iter()
+            .flat_map(|r| [r.src.slot, r.dest.slot])
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        e.load_bases(slots);
+        let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
+        e.for_range(b0, b1, |e, row| {
+            for (k, r) in reductions.iter().enumerate() {
+                // Reduction `k` runs when `t0 <= k < t1`.
+                let kv = e.b.ins().iconst(I64, k as i64);
+                let from = e.b.ins().icmp(IntCC::SignedLessThanOrEqual, t0, kv);
+                let below = e.b.ins().icmp(IntCC::SignedLessThan, kv, t1);
+                let mine = e.b.ins().band(from, below);
+                let run = e.b.create_block();
+                let next = e.b.create_block();
+                e.b.ins().brif(mine, run, &[], next, &[]);
+                e.b.switch_to_block(run);
+                e.reduce_row(r, row);
+                e.b.ins().jump(next, &[]);
+                e.b.switch_to_block(next);
+            }
         });
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();

@@ -61,6 +61,11 @@ pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
                 func: lower::region_function(plan, code, call_conv, config, &mut fctx),
                 tiles: code.tiles,
             }),
+            Task::Reduce(reductions) => phase.push(TaskFunction {
+                name: format!("task{t}_reduce"),
+                func: lower::reduce_function(plan, reductions, call_conv, config, &mut fctx),
+                tiles: reductions.len(),
+            }),
             // Run by the `gemm` crate, not generated.
             Task::Gemm(_) => {}
         }

@@ -1,5 +1,6 @@
 //! Vectorized element-wise math in the generated code: `exp`, `sigmoid`, `tanh`,
-//! `relu` on `f32x4`, built from adds, multiplies, fused multiply-adds, one
+//! `relu`, `log`, `softplus` on `f32x4` (and `abs`, `sqrt`, `min`, `max`, which
+//! are single instructions), built from adds, multiplies, fused multiply-adds, one
 //! division, compares and bit tricks, with no call into libm.
 //!
 //! Error bounds, measured against f64 over a dense sweep of [-30, 30] (every
@@ -10,6 +11,8 @@
 //! | `exp`     | 8.3e-8 relative (results in the normal range), monotone | 1e-7 relative |
 //! | `sigmoid` | 8.9e-8 absolute; in [0, 1]; monotone | 1e-7 absolute |
 //! | `tanh`    | 7.6e-8 absolute, 7.1e-8 relative for \|x\| < 0.625; in [-1, 1]; monotone | 1e-7 |
+//! | `log`     | 7.8e-8 relative over every binade, subnormals included; monotone | 1e-7 relative |
+//! | `softplus`| 2.1e-7 relative over [-100, 30] (results above 1e-37); monotone | 3e-7 relative |
 //!
 //! (An f32 ulp at 1.0 is 1.2e-7; these are within one rounding of the true value.)
 //! The results are bit-for-bit the same on every target: only IEEE-exact
@@ -40,8 +43,10 @@ pub struct Consts<'a> {
     pub pool: &'a [(u32, usize)],
 }
 
-/// Every constant the functions below use, for the pool.
-pub fn constants() -> Vec<f32> {
+/// Every constant the functions below use, for the pool: those of `log` and
+/// `softplus` only when `with_log` (a cell that uses neither keeps the pool,
+/// and so its code, as it was before they existed).
+pub fn constants(with_log: bool) -> Vec<f32> {
     let mut v = vec![
         0.0,
         -0.0,
@@ -59,8 +64,45 @@ pub fn constants() -> Vec<f32> {
     ];
     v.extend_from_slice(&EXP_POLY);
     v.extend_from_slice(&TANH_POLY);
+    if !with_log {
+        return v;
+    }
+    v.extend_from_slice(&LOG_POLY);
+    v.extend_from_slice(&[
+        -0.5,
+        std::f32::consts::FRAC_1_SQRT_2,
+        LN2_HI,
+        LN2_LO,
+        f32::MIN_POSITIVE,
+        TWO_TO_23,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(MANTISSA_MASK),
+        f32::from_bits(HALF_EXPONENT),
+        f32::from_bits(126),
+        f32::from_bits(126 + 23),
+    ]);
     v
 }
+
+/// Cephes' `logf` polynomial: log(1 + f) = f - f^2/2 + f^3 P(f) for f in
+/// [sqrt(1/2) - 1, sqrt(2) - 1].
+const LOG_POLY: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+const TWO_TO_23: f32 = 8_388_608.0;
+const MANTISSA_MASK: u32 = 0x007f_ffff;
+/// The exponent bits of 0.5: a mantissa or'ed with them is in [0.5, 1).
+const HALF_EXPONENT: u32 = 0x3f00_0000;
 
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -248,6 +290,88 @@ pub fn relu(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
     choose(b, neg, zero, x)
 }
 
+/// The natural logarithm. x = m 2^e with m in [sqrt(1/2), sqrt(2)), then
+/// log(m) from Cephes' polynomial in f = m - 1, and e ln2 added in two parts
+/// (ln2's short high part times e is exact). Subnormal inputs are scaled by
+/// 2^23 first. `log(0) = -inf`, `log(+inf) = +inf`; a negative input or NaN
+/// gives NaN.
+pub fn log(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
+    // Subnormals: scale into the normal range, and take 23 off the exponent.
+    let tiny = splat(b, k, f32::MIN_POSITIVE);
+    let is_tiny = b.ins().fcmp(FloatCC::LessThan, x, tiny);
+    let scale = splat(b, k, TWO_TO_23);
+    let scaled = b.ins().fmul(x, scale);
+    let xs = choose(b, is_tiny, scaled, x);
+    let bias = splat_ty(b, k, 126, I32X4);
+    let bias_tiny = splat_ty(b, k, 126 + 23, I32X4);
+    let mask_tiny = b.ins().bitcast(I32X4, lanes_flags(), is_tiny);
+    let bias = b.ins().bitselect(mask_tiny, bias_tiny, bias);
+    let bits = b.ins().bitcast(I32X4, lanes_flags(), xs);
+    let biased = b.ins().ushr_imm_s(bits, 23);
+    let e = b.ins().isub(biased, bias);
+    let e = b.ins().fcvt_from_sint(F32X4, e);
+    // m in [0.5, 1).
+    let mantissa = splat_ty(b, k, MANTISSA_MASK, I32X4);
+    let half = splat_ty(b, k, HALF_EXPONENT, I32X4);
+    let m = b.ins().band(bits, mantissa);
+    let m = b.ins().bor(m, half);
+    let m = b.ins().bitcast(F32X4, lanes_flags(), m);
+    // Below sqrt(1/2): f = 2m - 1 and e - 1; else f = m - 1.
+    let one = splat(b, k, 1.0);
+    let sqrt_half = splat(b, k, std::f32::consts::FRAC_1_SQRT_2);
+    let low = b.ins().fcmp(FloatCC::LessThan, m, sqrt_half);
+    let m2 = b.ins().fadd(m, m);
+    let m = choose(b, low, m2, m);
+    let f = b.ins().fsub(m, one);
+    let e1 = b.ins().fsub(e, one);
+    let e = choose(b, low, e1, e);
+    // log(1 + f) = f - f^2/2 + f^3 P(f), plus e ln2.
+    let z = b.ins().fmul(f, f);
+    let p = poly(b, k, f, &LOG_POLY);
+    let fz = b.ins().fmul(f, z);
+    let y = b.ins().fmul(p, fz);
+    let lo = splat(b, k, LN2_LO);
+    let y = b.ins().fma(e, lo, y);
+    let neg_half = splat(b, k, -0.5);
+    let y = b.ins().fma(z, neg_half, y);
+    let r = b.ins().fadd(f, y);
+    let hi = splat(b, k, LN2_HI);
+    let r = b.ins().fma(e, hi, r);
+    // The special cases.
+    let inf = splat(b, k, f32::INFINITY);
+    let is_inf = b.ins().fcmp(FloatCC::Equal, x, inf);
+    let r = choose(b, is_inf, inf, r);
+    let zero = splat(b, k, 0.0);
+    let is_zero = b.ins().fcmp(FloatCC::Equal, x, zero);
+    let neg_inf = splat(b, k, f32::NEG_INFINITY);
+    let r = choose(b, is_zero, neg_inf, r);
+    let nan = splat(b, k, f32::NAN);
+    let negative = b.ins().fcmp(FloatCC::LessThan, x, zero);
+    let r = choose(b, negative, nan, r);
+    let unordered = b.ins().fcmp(FloatCC::Unordered, x, x);
+    choose(b, unordered, x, r)
+}
+
+/// log(1 + e^x), as max(x, 0) + log1p(e^-|x|); log1p(u) for u in (0, 1] is
+/// log(w) * u / (w - 1) with w = 1 + u rounded (exact where w = 1: then it is
+/// u), which cancels the rounding of w, so tiny results keep their relative
+/// accuracy.
+pub fn softplus(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
+    let ax = b.ins().fabs(x);
+    let nax = b.ins().fneg(ax);
+    let u = exp(b, k, nax);
+    let one = splat(b, k, 1.0);
+    let w = b.ins().fadd(one, u);
+    let lw = log(b, k, w);
+    let wm1 = b.ins().fsub(w, one);
+    let ratio = b.ins().fdiv(u, wm1);
+    let l = b.ins().fmul(lw, ratio);
+    let exact = b.ins().fcmp(FloatCC::Equal, w, one);
+    let l = choose(b, exact, u, l);
+    let pos = relu(b, k, x);
+    b.ins().fadd(pos, l)
+}
+
 /// Vector instructions the functions above emit for `op` (counted from their
 /// bodies, constant loads included): the cost model's unit of element-wise work.
 pub fn unary_cost(op: UnaryOp) -> f64 {
@@ -260,6 +384,13 @@ pub fn unary_cost(op: UnaryOp) -> f64 {
         UnaryOp::Sigmoid => 34.0,
         // exp_normal + the large branch (7) + the small branch (14) + the select.
         UnaryOp::Tanh => 52.0,
+        UnaryOp::Abs => 1.0,
+        // A square root occupies the divider, like a division.
+        UnaryOp::Sqrt => 4.0,
+        // Scaling (6), decomposition (12), polynomial (12), specials (12).
+        UnaryOp::Log => 44.0,
+        // exp + log + a division and the selects.
+        UnaryOp::Softplus => 86.0,
     }
 }
 
@@ -267,6 +398,8 @@ pub fn unary_cost(op: UnaryOp) -> f64 {
 pub fn binary_cost(op: BinaryOp) -> f64 {
     match op {
         BinaryOp::Div => 4.0,
+        // NaN-propagating min and max take a few instructions on x86-64.
+        BinaryOp::Min | BinaryOp::Max => 4.0,
         _ => 1.0,
     }
 }
@@ -278,6 +411,10 @@ pub fn unary(b: &mut FunctionBuilder<'_>, k: Consts<'_>, op: UnaryOp, x: Value) 
         UnaryOp::Tanh => tanh(b, k, x),
         UnaryOp::Relu => relu(b, k, x),
         UnaryOp::Exp => exp(b, k, x),
+        UnaryOp::Abs => b.ins().fabs(x),
+        UnaryOp::Sqrt => b.ins().sqrt(x),
+        UnaryOp::Log => log(b, k, x),
+        UnaryOp::Softplus => softplus(b, k, x),
     }
 }
 
@@ -287,6 +424,8 @@ pub fn binary(b: &mut FunctionBuilder<'_>, op: BinaryOp, x: Value, y: Value) -> 
         BinaryOp::Sub => b.ins().fsub(x, y),
         BinaryOp::Mul => b.ins().fmul(x, y),
         BinaryOp::Div => b.ins().fdiv(x, y),
+        BinaryOp::Min => b.ins().fmin(x, y),
+        BinaryOp::Max => b.ins().fmax(x, y),
     }
 }
 

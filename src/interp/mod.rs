@@ -169,9 +169,22 @@ pub fn step(
                     ),
                 }]
             }
+            Op::Reduce(op, a) => {
+                let n = cell.ty(*a).vector_len().unwrap_or(0);
+                let Lanes::Data(d) = lanes(cell, &vals, *a, batch)? else {
+                    return Err(InterpError("reduction of a scalar".into()));
+                };
+                if n == 0 || d.len() != batch * n {
+                    return Err(InterpError(
+                        "reduction of a vector of the wrong length".into(),
+                    ));
+                }
+                vec![Val::Data(d.chunks(n).map(|row| op.eval(row)).collect())]
+            }
             Op::Binary(op, a, b) => {
-                let la = lanes(cell, &vals, *a, batch)?;
-                let lb = lanes(cell, &vals, *b, batch)?;
+                let width = cell.ty(inst.results[0]).vector_len().unwrap_or(1);
+                let la = widen(lanes(cell, &vals, *a, batch)?, cell.ty(*a), width);
+                let lb = widen(lanes(cell, &vals, *b, batch)?, cell.ty(*b), width);
                 vec![match (la, lb) {
                     (Lanes::Scalar(x), Lanes::Scalar(y)) => Val::Scalar(op.eval(x, y)),
                     (Lanes::Scalar(x), Lanes::Data(d)) => {
@@ -281,6 +294,19 @@ fn broadcast(cell: &Cell, v: Value, ty: Type, d: &[f64], batch: usize) -> Vec<f6
     d.to_vec()
 }
 
+/// A `[1]` value (one number per batch row) repeated to `width` lanes per
+/// row, when it broadcasts against vectors of that length.
+fn widen(l: Lanes, ty: Type, width: usize) -> Lanes {
+    match l {
+        Lanes::Data(d) if ty == Type::Vector(1) && width > 1 => Lanes::Data(
+            d.iter()
+                .flat_map(|&x| std::iter::repeat_n(x, width))
+                .collect(),
+        ),
+        l => l,
+    }
+}
+
 fn lanes(cell: &Cell, vals: &[Option<Val>], v: Value, batch: usize) -> Result<Lanes, InterpError> {
     match vals.get(v.index()).and_then(Option::as_ref) {
         Some(Val::Scalar(x)) => Ok(Lanes::Scalar(*x)),
@@ -354,10 +380,12 @@ fn fused(
     let args: Vec<Vec<f64>> = r
         .args
         .iter()
-        .map(|&a| match lanes(cell, vals, a, batch)? {
-            Lanes::Data(d) if d.len() == n => Ok(d),
-            _ => Err(InterpError("region argument of the wrong length".into())),
-        })
+        .map(
+            |&a| match widen(lanes(cell, vals, a, batch)?, cell.ty(a), r.len) {
+                Lanes::Data(d) if d.len() == n => Ok(d),
+                _ => Err(InterpError("region argument of the wrong length".into())),
+            },
+        )
         .collect::<Result<_, _>>()?;
     let mut body: Vec<Lanes> = Vec::with_capacity(r.body.len());
     let fetch = |body: &[Lanes], o: Operand| -> Result<Lanes, InterpError> {

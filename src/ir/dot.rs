@@ -44,6 +44,7 @@ pub fn dot(cell: &Cell) -> String {
             Op::Const(c) => (format!("{c}"), "plaintext"),
             Op::Unary(op, _) => (op.name().to_string(), "box"),
             Op::Binary(op, _, _) => (op.name().to_string(), "box"),
+            Op::Reduce(op, _) => (op.name().to_string(), "invtriangle"),
             Op::MatVec { weight, input } => (
                 format!("{} @ {}", label_of(cell, *weight), label_of(cell, *input)),
                 "box3d",

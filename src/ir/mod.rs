@@ -83,6 +83,19 @@ impl Type {
             _ => None,
         }
     }
+
+    /// The type of an element-wise combination of `a` and `b`, if they combine:
+    /// numbers broadcast against anything but a matrix, and so does a vector
+    /// of length 1 (a reduction's result, a scalar parameter) against a
+    /// vector of any length; other vectors must agree.
+    pub fn broadcast(a: Type, b: Type) -> Option<Type> {
+        match (a, b) {
+            (Type::Scalar, t) | (t, Type::Scalar) if !matches!(t, Type::Matrix(..)) => Some(t),
+            (Type::Vector(x), Type::Vector(y)) if x == y || y == 1 => Some(a),
+            (Type::Vector(1), Type::Vector(_)) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Type {
@@ -102,6 +115,11 @@ pub enum UnaryOp {
     Tanh,
     Relu,
     Exp,
+    Abs,
+    Sqrt,
+    Log,
+    /// `log(1 + exp(x))`.
+    Softplus,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,15 +128,56 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// The smaller operand; NaN if either is NaN.
+    Min,
+    /// The larger operand; NaN if either is NaN.
+    Max,
+}
+
+/// A reduction of a vector to one number per batch row (a vector of length 1,
+/// which broadcasts against vectors of any length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    /// The sum divided by the length.
+    Mean,
+}
+
+impl ReduceOp {
+    pub const ALL: [ReduceOp; 2] = [ReduceOp::Sum, ReduceOp::Mean];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Mean => "mean",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<ReduceOp> {
+        ReduceOp::ALL.into_iter().find(|o| o.name() == s)
+    }
+
+    /// The exact reduction, in f64.
+    pub fn eval(self, xs: &[f64]) -> f64 {
+        let sum: f64 = xs.iter().sum();
+        match self {
+            ReduceOp::Sum => sum,
+            ReduceOp::Mean => sum / xs.len() as f64,
+        }
+    }
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 5] = [
+    pub const ALL: [UnaryOp; 9] = [
         UnaryOp::Neg,
         UnaryOp::Sigmoid,
         UnaryOp::Tanh,
         UnaryOp::Relu,
         UnaryOp::Exp,
+        UnaryOp::Abs,
+        UnaryOp::Sqrt,
+        UnaryOp::Log,
+        UnaryOp::Softplus,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,27 +187,15 @@ impl UnaryOp {
             UnaryOp::Tanh => "tanh",
             UnaryOp::Relu => "relu",
             UnaryOp::Exp => "exp",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Log => "log",
+            UnaryOp::Softplus => "softplus",
         }
     }
 
     pub fn from_name(s: &str) -> Option<UnaryOp> {
         UnaryOp::ALL.into_iter().find(|o| o.name() == s)
-    }
-
-    /// The functions a cell calls by name: every unary operation but negation
-    /// (written `-`). The one table the checker and the lowering share.
-    pub const FUNCTIONS: [UnaryOp; 4] =
-        [UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Relu, UnaryOp::Exp];
-
-    /// The function called `name`, if the language has one.
-    pub fn function(name: &str) -> Option<UnaryOp> {
-        UnaryOp::FUNCTIONS.into_iter().find(|o| o.name() == name)
-    }
-
-    /// The functions' names, for messages.
-    pub fn function_names() -> String {
-        let names: Vec<&str> = UnaryOp::FUNCTIONS.iter().map(|o| o.name()).collect();
-        names.join(", ")
     }
 
     /// The exact function, in f64: the reference every implementation is held to.
@@ -174,12 +221,31 @@ impl UnaryOp {
                 }
             }
             UnaryOp::Exp => x.exp(),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Log => x.ln(),
+            // max(x, 0) + log(1 + exp(-|x|)): no overflow, and exact enough
+            // where the result is tiny.
+            UnaryOp::Softplus => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(0.0) + (-x.abs()).exp().ln_1p()
+                }
+            }
         }
     }
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    pub const ALL: [BinaryOp; 6] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Min,
+        BinaryOp::Max,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -187,6 +253,8 @@ impl BinaryOp {
             BinaryOp::Sub => "sub",
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
+            BinaryOp::Min => "min",
+            BinaryOp::Max => "max",
         }
     }
 
@@ -200,6 +268,9 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Min | BinaryOp::Max if a.is_nan() || b.is_nan() => f64::NAN,
+            BinaryOp::Min => a.min(b),
+            BinaryOp::Max => a.max(b),
         }
     }
 }
@@ -268,6 +339,8 @@ pub enum Op {
         weight: Value,
         input: Value,
     },
+    /// A vector reduced to one number per batch row (type `[1]`).
+    Reduce(ReduceOp, Value),
     Product(Product),
     Fused(Region),
 }
@@ -277,7 +350,7 @@ impl Op {
     pub fn operands(&self) -> Vec<Value> {
         match self {
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => Vec::new(),
-            Op::Unary(_, a) => vec![*a],
+            Op::Unary(_, a) | Op::Reduce(_, a) => vec![*a],
             Op::Binary(_, a, b) => vec![*a, *b],
             Op::MatVec { weight, input } => vec![*weight, *input],
             Op::Product(p) => {
@@ -296,7 +369,7 @@ impl Op {
     pub fn map_operands(&mut self, mut f: impl FnMut(Value) -> Value) {
         match self {
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
-            Op::Unary(_, a) => *a = f(*a),
+            Op::Unary(_, a) | Op::Reduce(_, a) => *a = f(*a),
             Op::Binary(_, a, b) => {
                 *a = f(*a);
                 *b = f(*b);

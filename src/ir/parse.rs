@@ -544,6 +544,11 @@ impl<'a> Parser<'a> {
                     let a = self.operand_value(&mut c)?;
                     c.end()?;
                     Op::Unary(u, a)
+                } else if let Some(r) = other.strip_prefix("reduce_").and_then(ReduceOp::from_name)
+                {
+                    let a = self.operand_value(&mut c)?;
+                    c.end()?;
+                    Op::Reduce(r, a)
                 } else if let Some(b) = BinaryOp::from_name(other) {
                     let a = self.operand_value(&mut c)?;
                     c.expect(",")?;

@@ -149,6 +149,9 @@ pub fn print(cell: &Cell) -> String {
             Op::Unary(op, a) => {
                 let _ = write!(out, "{} {}", op.name(), name(*a));
             }
+            Op::Reduce(op, a) => {
+                let _ = write!(out, "reduce_{} {}", op.name(), name(*a));
+            }
             Op::Binary(op, a, b) => {
                 let _ = write!(out, "{} {}, {}", op.name(), name(*a), name(*b));
             }

@@ -58,6 +58,11 @@ pub fn stats(cell: &Cell) -> Stats {
                 s.flops_per_step += cell.ty(*a).vector_len().unwrap_or(0) as u64;
                 s.weight_bytes_per_step += 4 * param_vector_len(cell, *a);
             }
+            Op::Reduce(_, a) => {
+                s.elementwise_passes += 1;
+                s.flops_per_step += cell.ty(*a).vector_len().unwrap_or(0) as u64;
+                s.weight_bytes_per_step += 4 * param_vector_len(cell, *a);
+            }
             Op::Binary(_, a, b) => {
                 s.elementwise_passes += 1;
                 let n = cell.ty(inst.results[0]).vector_len().unwrap_or(0) as u64;

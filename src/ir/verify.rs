@@ -88,13 +88,9 @@ fn is_param(cell: &Cell, v: Value) -> bool {
     matches!(cell.op_of(v), Op::Param(_))
 }
 
-/// The type of an element-wise combination: scalars broadcast, vectors agree.
+/// The type of an element-wise combination ([`Type::broadcast`]).
 fn combine(a: Type, b: Type) -> Result<Type, String> {
-    match (a, b) {
-        (Type::Scalar, t) | (t, Type::Scalar) if !matches!(t, Type::Matrix(..)) => Ok(t),
-        (Type::Vector(x), Type::Vector(y)) if x == y => Ok(a),
-        _ => Err(format!("element-wise operands of types {a} and {b}")),
-    }
+    Type::broadcast(a, b).ok_or_else(|| format!("element-wise operands of types {a} and {b}"))
 }
 
 fn check_inst(cell: &Cell, i: usize, inst: &InstData) -> Result<(), String> {
@@ -141,6 +137,10 @@ fn check_inst(cell: &Cell, i: usize, inst: &InstData) -> Result<(), String> {
             one(t)
         }
         Op::Binary(_, a, b) => one(combine(cell.ty(*a), cell.ty(*b))?),
+        Op::Reduce(_, a) => match cell.ty(*a) {
+            Type::Vector(_) => one(Type::Vector(1)),
+            t => Err(format!("reduction of a {t}")),
+        },
         Op::MatVec { weight, input } => {
             if !is_param(cell, *weight) {
                 return Err("matvec weight is not a parameter".into());
@@ -217,7 +217,8 @@ fn check_product(cell: &Cell, p: &Product, result_tys: &[Type]) -> Result<(), St
 
 fn check_region(cell: &Cell, r: &Region, result_tys: &[Type]) -> Result<(), String> {
     for &a in &r.args {
-        if cell.ty(a) != Type::Vector(r.len) {
+        // A vector of length 1 broadcasts over the region's lanes.
+        if cell.ty(a) != Type::Vector(r.len) && cell.ty(a) != Type::Vector(1) {
             return Err(format!(
                 "region over [{}] takes an argument of type {}",
                 r.len,

@@ -21,19 +21,26 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{Ctx, RemarkKind};
 use crate::ir::analysis::stages;
-use crate::ir::{Cell, EwOp, Op, Operand, Region, RegionInst, Type, Value};
+use crate::ir::{Cell, EwOp, Inst, Op, Operand, Region, RegionInst, Type, Value};
 
 const PASS: &str = "fuse";
 
 pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
     let slot = place(cell);
-    // (slot, length) -> instructions, in schedule order.
+    let users = cell.users();
+    // (slot, length) -> instructions, in schedule order. A `[1]` value that
+    // only longer element-wise values read is not a member of any region: it
+    // is copied into each region that reads it (see `operand`).
+    let copied = copied_everywhere(cell, &users);
     let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
     for (i, inst) in cell.insts.iter().enumerate() {
         if !matches!(inst.op, Op::Unary(..) | Op::Binary(..)) {
             continue;
         }
         let v = inst.results[0];
+        if copied[v.index()] {
+            continue;
+        }
         if let Type::Vector(n) = cell.ty(v) {
             groups.entry((slot[v.index()], n)).or_default().push(i);
         }
@@ -41,7 +48,6 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
     if groups.is_empty() {
         return false;
     }
-    let users = cell.users();
     let mut replaced: HashMap<Value, Value> = HashMap::new();
     for ((s, len), members) in groups {
         let member_of: HashMap<Value, usize> = members
@@ -77,14 +83,16 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
                 name: cell.name(result).map(str::to_string),
             });
         }
-        // Yield what is read outside the region.
+        // Yield what is read outside the region (but not by the longer
+        // regions that copy a `[1]` value's expression).
         let mut yielded = Vec::new();
         for &i in &members {
             let v = cell.insts[i].results[0];
             let outside = cell.is_root(v)
                 || users[v.index()].iter().any(|u| {
                     let r = cell.insts[u.index()].results.first();
-                    !r.is_some_and(|r| member_of.contains_key(r))
+                    let inside = r.is_some_and(|r| member_of.contains_key(r) || copied[r.index()]);
+                    !(inside || len == 1 && copies_broadcast(cell, *u))
                 });
             if outside {
                 region.yields.push(Operand::Inst(body_of[&v]));
@@ -136,9 +144,60 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
             ));
         }
     }
+    // Where a reduction splits the element-wise work.
+    for inst in &cell.insts {
+        let Op::Reduce(op, a) = inst.op else { continue };
+        let v = inst.results[0];
+        let span = cell.values[v.index()].span;
+        ctx.remark(
+            PASS,
+            RemarkKind::Missed,
+            span,
+            format!(
+                "`{}` of `{}`: the element-wise work before it and after it run as separate passes",
+                op.name(),
+                cell.describe(a, ctx.source)
+            ),
+        )
+        .notes
+        .push(format!(
+            "`{}` needs every unit of its vector of a batch row before the work that reads it can start; that work reads its result, one number per row, in its own pass",
+            op.name()
+        ));
+    }
     cell.replace_all(&replaced);
     cell.compact();
     true
+}
+
+/// Whether instruction `u` is element-wise over vectors longer than 1: it
+/// copies the expression of any `[1]` element-wise value it reads.
+fn copies_broadcast(cell: &Cell, u: Inst) -> bool {
+    let inst = &cell.insts[u.index()];
+    matches!(inst.op, Op::Unary(..) | Op::Binary(..))
+        && matches!(cell.ty(inst.results[0]), Type::Vector(n) if n > 1)
+}
+
+/// For each value, whether it is a `[1]` element-wise value that only
+/// element-wise values read, longer ones or such values themselves: it needs
+/// no region of its own, since every longer region that reads it copies its
+/// expression.
+fn copied_everywhere(cell: &Cell, users: &[Vec<Inst>]) -> Vec<bool> {
+    let mut copied = vec![false; cell.values.len()];
+    for inst in cell.insts.iter().rev() {
+        let v = inst.results[0];
+        if cell.ty(v) != Type::Vector(1)
+            || !matches!(inst.op, Op::Unary(..) | Op::Binary(..))
+            || cell.is_root(v)
+        {
+            continue;
+        }
+        copied[v.index()] = users[v.index()].iter().all(|&u| {
+            let r = cell.insts[u.index()].results[0];
+            copies_broadcast(cell, u) || copied[r.index()]
+        });
+    }
+    copied
 }
 
 /// Chooses the slot (the stage after whose product it runs) of every element-wise
@@ -168,7 +227,7 @@ fn place(cell: &Cell) -> Vec<usize> {
             let user = &cell.insts[u.index()];
             let s = asap[user.results[0].index()];
             latest = latest.min(match user.op {
-                Op::Product(_) | Op::MatVec { .. } => s.saturating_sub(1),
+                Op::Product(_) | Op::MatVec { .. } | Op::Reduce(..) => s.saturating_sub(1),
                 _ if elementwise(&user.op) => alap[user.results[0].index()],
                 _ => s,
             });
@@ -233,9 +292,13 @@ fn operand(
     if let Some(&b) = body_of.get(&v) {
         return Operand::Inst(b);
     }
-    if cell.ty(v) == Type::Scalar {
-        // Scalars are constants (lowering and `simplify` fold them); copy the
-        // expression into the region.
+    let broadcast = cell.ty(v) == Type::Vector(1)
+        && region.len > 1
+        && matches!(cell.op_of(v), Op::Unary(..) | Op::Binary(..));
+    if cell.ty(v) == Type::Scalar || broadcast {
+        // Scalars are constants (lowering and `simplify` fold them), and `[1]`
+        // element-wise values are cheap (a lane each); copy the expression
+        // into the region.
         let (op, operands) = match cell.op_of(v) {
             Op::Const(c) => (EwOp::Const(*c), vec![]),
             Op::Unary(o, a) => (EwOp::Unary(*o), vec![*a]),

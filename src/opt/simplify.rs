@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::Ctx;
-use crate::ir::{BinaryOp, Cell, InputId, Op, ParamId, StateId, UnaryOp, Value};
+use crate::ir::{BinaryOp, Cell, InputId, Op, ParamId, ReduceOp, StateId, UnaryOp, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
@@ -20,6 +20,7 @@ enum Key {
     Unary(UnaryOp, Value),
     Binary(BinaryOp, Value, Value),
     MatVec(Value, Value),
+    Reduce(ReduceOp, Value),
 }
 
 fn key(op: &Op) -> Option<Key> {
@@ -37,6 +38,7 @@ fn key(op: &Op) -> Option<Key> {
             Key::Binary(*o, a, b)
         }
         Op::MatVec { weight, input } => Key::MatVec(*weight, *input),
+        Op::Reduce(o, a) => Key::Reduce(*o, *a),
         Op::Product(_) | Op::Fused(_) => return None,
     })
 }

@@ -73,7 +73,7 @@ impl Checker {
     }
 
     pub(super) fn bind_name(&mut self, name: &Ident, r: Ref) -> bool {
-        if UnaryOp::function(&name.name).is_some() {
+        if super::functions::lookup(&name.name).is_some() {
             self.diags.push(
                 Diagnostic::error(
                     "E0012",
@@ -82,7 +82,7 @@ impl Checker {
                 .primary(name.span, "this name would hide the function")
                 .note(format!(
                     "the functions are {}; choose another name",
-                    UnaryOp::function_names()
+                    super::functions::names()
                 )),
             );
             // Bound anyway, so that its uses do not cascade into more errors.
@@ -117,6 +117,8 @@ impl Checker {
     pub(super) fn declare_param(&mut self, p: &ast::ParamDecl) {
         let dims: Vec<Option<Poly>> = p.shape.dims.iter().map(|d| self.dim_poly(d)).collect();
         let ty = match dims.as_slice() {
+            // A scalar parameter (`[]`) is a vector of one, which broadcasts.
+            [] => SymTy::Vector(Poly::constant(1)),
             [Some(n)] => SymTy::Vector(n.clone()),
             [Some(r), Some(c)] => SymTy::Matrix(r.clone(), c.clone()),
             [_] | [_, _] => {
@@ -133,7 +135,7 @@ impl Checker {
                         p.shape.span,
                         format!("this shape has {} dimensions", dims.len()),
                     )
-                    .note("write `[rows, cols]` for a matrix or `[len]` for a vector"),
+                    .note("write `[rows, cols]` for a matrix, `[len]` for a vector or `[]` for a number"),
                 );
                 self.poisoned.insert(p.name.name.clone());
                 return;

@@ -11,6 +11,7 @@
 //! resolve, a function the language lacks, a size that does not evaluate is an
 //! internal error here, never a default.
 
+use super::functions::{self, Function};
 use super::{poly::Poly, Checked, Dims, IndexInfo, PortInfo, Ref, SymTy, Target};
 use crate::ir::*;
 use crate::syntax::ast::{AddOp, Expr, ExprKind, MulOp};
@@ -200,11 +201,114 @@ impl Lowerer<'_> {
         if let (Some(x), Some(y)) = (self.constant(a), self.constant(b)) {
             return self.cell.push1(Op::Const(op.eval(x, y)), Type::Scalar);
         }
-        let ty = match (self.cell.ty(a), self.cell.ty(b)) {
-            (Type::Scalar, t) => t,
-            (t, _) => t,
-        };
+        let (ta, tb) = (self.cell.ty(a), self.cell.ty(b));
+        // Sema checked that the operands combine.
+        let ty = Type::broadcast(ta, tb).unwrap_or(ta);
         self.cell.push1(Op::Binary(op, a, b), ty)
+    }
+
+    fn constant_value(&mut self, c: f64) -> Value {
+        self.cell.push1(Op::Const(c), Type::Scalar)
+    }
+
+    /// A call of a function of the language, its arguments lowered.
+    fn call(&mut self, function: Function, args: &[Value]) -> Lowered<Value> {
+        use BinaryOp::{Add, Max, Min, Mul};
+        let arg = |k: usize| {
+            args.get(k)
+                .copied()
+                .ok_or_else(|| LowerError("a function called with too few arguments".into()))
+        };
+        Ok(match function {
+            Function::Unary(op) => self.unary(op, arg(0)?),
+            Function::Binary(op) => self.binary(op, arg(0)?, arg(1)?),
+            Function::Reduce(op) => {
+                let a = arg(0)?;
+                if !matches!(self.cell.ty(a), Type::Vector(_)) {
+                    return bug("a reduction of something that is not a vector");
+                }
+                self.cell.push1(Op::Reduce(op, a), Type::Vector(1))
+            }
+            Function::Rsqrt => {
+                let one = self.constant_value(1.0);
+                let root = self.unary(UnaryOp::Sqrt, arg(0)?);
+                self.binary(BinaryOp::Div, one, root)
+            }
+            Function::Clip => {
+                let lo = self.binary(Max, arg(0)?, arg(1)?);
+                self.binary(Min, lo, arg(2)?)
+            }
+            Function::HardSigmoid => {
+                let slope = self.constant_value(0.2);
+                let half = self.constant_value(0.5);
+                let scaled = self.binary(Mul, slope, arg(0)?);
+                let shifted = self.binary(Add, scaled, half);
+                self.clip(shifted, 0.0, 1.0)
+            }
+            Function::HardTanh => self.clip(arg(0)?, -1.0, 1.0),
+            Function::Relu6 => self.clip(arg(0)?, 0.0, 6.0),
+            Function::Softsign => {
+                let x = arg(0)?;
+                let one = self.constant_value(1.0);
+                let magnitude = self.unary(UnaryOp::Abs, x);
+                let denominator = self.binary(Add, one, magnitude);
+                self.binary(BinaryOp::Div, x, denominator)
+            }
+            Function::LeakyRelu => {
+                let (x, slope) = (arg(0)?, arg(1)?);
+                let zero = self.constant_value(0.0);
+                let positive = self.binary(Max, x, zero);
+                let zero = self.constant_value(0.0);
+                let negative = self.binary(Min, x, zero);
+                let scaled = self.binary(Mul, slope, negative);
+                self.binary(Add, positive, scaled)
+            }
+            Function::LayerNorm => {
+                let v = arg(0)?;
+                if !matches!(self.cell.ty(v), Type::Vector(_)) {
+                    return bug("layernorm of something that is not a vector");
+                }
+                self.layernorm(v, arg(1)?, arg(2)?, arg(3)?)
+            }
+            Function::Elu => {
+                let x = arg(0)?;
+                let zero = self.constant_value(0.0);
+                let positive = self.binary(Max, x, zero);
+                let zero = self.constant_value(0.0);
+                let negative = self.binary(Min, x, zero);
+                let e = self.unary(UnaryOp::Exp, negative);
+                let one = self.constant_value(1.0);
+                let em1 = self.binary(BinaryOp::Sub, e, one);
+                self.binary(Add, positive, em1)
+            }
+        })
+    }
+
+    /// `(v - mean(v)) * rsqrt(mean((v - mean(v))^2) + eps) * gain + shift`.
+    fn layernorm(&mut self, v: Value, gain: Value, shift: Value, eps: Value) -> Value {
+        let mean = self
+            .cell
+            .push1(Op::Reduce(ReduceOp::Mean, v), Type::Vector(1));
+        let centred = self.binary(BinaryOp::Sub, v, mean);
+        let square = self.binary(BinaryOp::Mul, centred, centred);
+        let variance = self
+            .cell
+            .push1(Op::Reduce(ReduceOp::Mean, square), Type::Vector(1));
+        let shifted = self.binary(BinaryOp::Add, variance, eps);
+        let root = self.unary(UnaryOp::Sqrt, shifted);
+        let one = self.constant_value(1.0);
+        let inverse = self.binary(BinaryOp::Div, one, root);
+        let normal = self.binary(BinaryOp::Mul, centred, inverse);
+        let scaled = self.binary(BinaryOp::Mul, normal, gain);
+        self.binary(BinaryOp::Add, scaled, shift)
+    }
+
+    /// `min(max(x, lo), hi)`.
+    fn clip(&mut self, x: Value, lo: f64, hi: f64) -> Value {
+        let lo = self.constant_value(lo);
+        let above = self.binary(BinaryOp::Max, x, lo);
+        let hi = self.constant_value(hi);
+        self.binary(BinaryOp::Min, above, hi)
     }
 
     fn expr(&mut self, e: &Expr) -> Lowered<Value> {
@@ -229,14 +333,27 @@ impl Lowerer<'_> {
                 }
             }
             ExprKind::Call { func, args } => {
-                let Some(op) = UnaryOp::function(&func.name) else {
+                let Some(info) = functions::lookup(&func.name) else {
                     return bug(format!("no function `{}`", func.name));
                 };
-                let [a] = args.as_slice() else {
-                    return bug(format!("`{}` takes one argument", func.name));
-                };
-                let a = self.expr(a)?;
-                self.unary(op, a)
+                if args.len() != info.params.len() {
+                    return bug(format!(
+                        "`{}` called with {} arguments",
+                        func.name,
+                        args.len()
+                    ));
+                }
+                let args = args
+                    .iter()
+                    .map(|a| self.expr(a))
+                    .collect::<Lowered<Vec<Value>>>()?;
+                // What a library function expands to is the call's work.
+                let first = self.cell.values.len();
+                let v = self.call(info.function, &args)?;
+                for data in &mut self.cell.values[first..] {
+                    data.span.get_or_insert(e.span);
+                }
+                v
             }
             ExprKind::Neg(inner) => {
                 let a = self.expr(inner)?;

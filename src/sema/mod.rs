@@ -9,6 +9,7 @@
 
 mod declare;
 mod dims;
+pub mod functions;
 pub mod lower;
 mod order;
 pub mod poly;
@@ -19,7 +20,6 @@ pub use dims::{bind_dims, infer_dims, Dims, SizeFact};
 use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, Span};
-use crate::ir::UnaryOp;
 use crate::syntax::ast::{self, DimExpr, DimKind, Expr, ExprKind, Ident, Item};
 use poly::Poly;
 

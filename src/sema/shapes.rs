@@ -1,6 +1,7 @@
 //! Shapes: every equation's target and expression typed with symbolic sizes,
 //! every mismatch reported with both sides; every state and output defined.
 
+use super::functions::{self, Function};
 use super::*;
 
 impl Checker {
@@ -173,34 +174,75 @@ impl Checker {
             ExprKind::Var { name, primed } => self.type_var(name, *primed, e.span),
             ExprKind::Call { func, args } => {
                 let arg_tys: Vec<Option<SymTy>> = args.iter().map(|a| self.type_expr(a)).collect();
-                if UnaryOp::function(&func.name).is_none() {
+                let Some(info) = functions::lookup(&func.name) else {
                     let mut d =
                         Diagnostic::error("E0060", format!("unknown function `{}`", func.name))
                             .primary(func.span, "not a function of the language");
-                    let names = UnaryOp::FUNCTIONS.iter().map(|o| o.name());
+                    let names = functions::FUNCTIONS.iter().map(|f| f.name);
                     d = match suggest(&func.name, names) {
                         Some(s) => d.note(format!("did you mean `{s}`?")),
-                        None => d.note(format!("the functions are {}", UnaryOp::function_names())),
+                        None => d.note(format!("the functions are {}", functions::names())),
                     };
                     self.diags.push(d);
                     return None;
-                }
-                if args.len() != 1 {
+                };
+                if args.len() != info.params.len() {
+                    let n = info.params.len();
                     self.diags.push(
                         Diagnostic::error(
                             "E0061",
                             format!(
-                                "`{}` takes 1 argument but {} were given",
+                                "`{}` takes {n} argument{} but {} {} given",
                                 func.name,
-                                args.len()
+                                if n == 1 { "" } else { "s" },
+                                args.len(),
+                                if args.len() == 1 { "was" } else { "were" }
                             ),
                         )
                         .primary(e.span, "wrong number of arguments")
-                        .note(format!("write `{}(v)`", func.name)),
+                        .note(format!("write `{}`", info.signature())),
                     );
                     return None;
                 }
-                arg_tys.into_iter().next().flatten()
+                if info.function.reduces() && arg_tys[0] == Some(SymTy::Scalar) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "E0062",
+                            format!("`{}` reduces a vector, not a number", func.name),
+                        )
+                        .primary(args[0].span, "this is a number")
+                        .note(format!(
+                            "`{}` reads every unit of a vector `v` of each batch row",
+                            info.signature()
+                        )),
+                    );
+                    return None;
+                }
+                match info.function {
+                    Function::Reduce(_) => {
+                        let ty = arg_tys.into_iter().next().flatten()?;
+                        if ty == SymTy::Scalar {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    "E0062",
+                                    format!("`{}` reduces a vector, not a number", func.name),
+                                )
+                                .primary(args[0].span, "this is a number")
+                                .note(format!(
+                                    "`{}(v)` gives one number per batch row from a vector `v`",
+                                    func.name
+                                )),
+                            );
+                            return None;
+                        }
+                        Some(SymTy::Vector(Poly::constant(1)))
+                    }
+                    _ => {
+                        let items: Vec<(Span, Option<SymTy>)> =
+                            args.iter().map(|a| a.span).zip(arg_tys).collect();
+                        self.elementwise(&items, info.name)
+                    }
+                }
             }
             ExprKind::Neg(inner) => self.type_expr(inner),
             ExprKind::Sum(terms) => {
@@ -362,12 +404,20 @@ impl Checker {
         self.diags.push(d);
     }
 
-    /// The type of an element-wise combination: scalars broadcast, vectors must agree.
+    /// The type of an element-wise combination: numbers and vectors of length
+    /// 1 broadcast, other vectors must agree.
     pub(super) fn elementwise(
         &mut self,
         items: &[(Span, Option<SymTy>)],
         op: &str,
     ) -> Option<SymTy> {
+        let one = SymTy::Vector(Poly::constant(1));
+        // The widest operand so far: a number, then `[1]`, then any vector.
+        let rank = |t: &SymTy| match t {
+            SymTy::Scalar => 0,
+            t if *t == one => 1,
+            _ => 2,
+        };
         let mut result: Option<(Span, SymTy)> = None;
         let mut ok = true;
         for (span, ty) in items {
@@ -375,22 +425,25 @@ impl Checker {
                 ok = false;
                 continue;
             };
-            match (&result, ty) {
-                (_, SymTy::Scalar) => {}
-                (None, t) => result = Some((*span, t.clone())),
-                (Some((_, SymTy::Scalar)), t) => result = Some((*span, t.clone())),
-                (Some((first_span, first)), t) => {
-                    if first != t {
+            match &result {
+                None => result = Some((*span, ty.clone())),
+                Some((_, first)) if rank(ty) < 2 || rank(first) < 2 => {
+                    if rank(ty) > rank(first) {
+                        result = Some((*span, ty.clone()));
+                    }
+                }
+                Some((first_span, first)) => {
+                    if first != ty {
                         let names = self.dim_names();
                         self.diags.push(
                             Diagnostic::error(
                                 "E0030",
                                 format!("element-wise `{op}` of vectors of different lengths"),
                             )
-                            .primary(*span, format!("this is {}", show_ty(t, &names)))
+                            .primary(*span, format!("this is {}", show_ty(ty, &names)))
                             .secondary(*first_span, format!("this is {}", show_ty(first, &names)))
                             .note(
-                                "element-wise operations need vectors of one length (or a number)",
+                                "element-wise operations need vectors of one length (or a number, or a `[1]` such as `mean(v)`, which broadcast)",
                             ),
                         );
                         ok = false;

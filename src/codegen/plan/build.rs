@@ -212,7 +212,16 @@ impl<'a> Planner<'a> {
     /// Pools every vector constant: those of the vector math, and those of the
     /// regions' bodies.
     fn pool_constants(&mut self) {
-        let mut values: Vec<u32> = crate::codegen::vecmath::constants()
+        let with_log = self.cell.insts.iter().any(|inst| match &inst.op {
+            Op::Fused(r) => r.body.iter().any(|b| {
+                matches!(
+                    b.op,
+                    ir::EwOp::Unary(ir::UnaryOp::Log | ir::UnaryOp::Softplus)
+                )
+            }),
+            _ => false,
+        });
+        let mut values: Vec<u32> = crate::codegen::vecmath::constants(with_log)
             .iter()
             .map(|c| c.to_bits())
             .collect();
@@ -237,13 +246,17 @@ impl<'a> Planner<'a> {
         self.pool_constants();
         let cell = self.cell;
         let stage = crate::ir::analysis::stages(cell);
-        // Order: by stage; at each stage the product(s) first, then regions, each
-        // in IR order.
+        // Order: by stage; at each stage the product(s) first, then the
+        // reductions, then regions, each in IR order.
+        const PRODUCT: u8 = 0;
+        const REDUCE: u8 = 1;
+        const REGION: u8 = 2;
         let mut order: Vec<(usize, u8, usize)> = Vec::new();
         for (i, inst) in cell.insts.iter().enumerate() {
             match &inst.op {
-                Op::Product(_) => order.push((stage[inst.results[0].index()], 0, i)),
-                Op::Fused(_) => order.push((stage[inst.results[0].index()], 1, i)),
+                Op::Product(_) => order.push((stage[inst.results[0].index()], PRODUCT, i)),
+                Op::Reduce(..) => order.push((stage[inst.results[0].index()], REDUCE, i)),
+                Op::Fused(_) => order.push((stage[inst.results[0].index()], REGION, i)),
                 Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
                 other => {
                     return Err(PlanError(format!(
@@ -257,17 +270,26 @@ impl<'a> Planner<'a> {
         let mut fused_into: Vec<Option<usize>> = vec![None; cell.insts.len()];
         if fuse_epilogues {
             for &(s, kind, i) in &order {
-                if kind != 0 {
+                if kind != PRODUCT {
                     continue;
                 }
                 let results = &cell.insts[i].results;
                 for &(s2, kind2, j) in &order {
-                    if kind2 != 1 || s2 != s || fused_into[j].is_some() {
+                    if kind2 != REGION || s2 != s || fused_into[j].is_some() {
                         continue;
                     }
                     let Op::Fused(r) = &cell.insts[j].op else {
                         continue;
                     };
+                    // The stage's reductions run after its product: a region
+                    // that reads one cannot run inside the product.
+                    let reads_reduction = r
+                        .args
+                        .iter()
+                        .any(|a| matches!(cell.op_of(*a), Op::Reduce(..)) && stage[a.index()] == s);
+                    if reads_reduction {
+                        continue;
+                    }
                     let reads_block = r.args.iter().any(|a| results.contains(a));
                     let same_len = r
                         .args
@@ -284,8 +306,21 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        for &(_, kind, i) in &order {
-            if kind == 0 {
+        let mut k = 0;
+        while k < order.len() {
+            let (s, kind, i) = order[k];
+            if kind == REDUCE {
+                // Every reduction of the stage, in one task.
+                let mut reductions = Vec::new();
+                while k < order.len() && order[k].0 == s && order[k].1 == REDUCE {
+                    reductions.push(self.reduction(order[k].2)?);
+                    k += 1;
+                }
+                self.plan.tasks.push(Task::Reduce(reductions));
+                continue;
+            }
+            k += 1;
+            if kind == PRODUCT {
                 let epilogues: Vec<usize> = (0..cell.insts.len())
                     .filter(|&j| fused_into[j] == Some(i))
                     .collect();
@@ -311,6 +346,16 @@ impl<'a> Planner<'a> {
             self.plan.outputs.push(l);
         }
         Ok(())
+    }
+
+    /// Plans reduction instruction `i`: its operand is in memory by now.
+    fn reduction(&mut self, i: usize) -> Result<Reduction, PlanError> {
+        let Op::Reduce(op, a) = self.cell.insts[i].op else {
+            return Err(PlanError("internal error: not a reduction".into()));
+        };
+        let src = self.mem(a)?;
+        let dest = self.home(self.cell.insts[i].results[0]);
+        Ok(Reduction { op, src, dest })
     }
 
     /// Whether a value is read by anything but `except` (an instruction), or is a root.

@@ -22,7 +22,7 @@ mod build;
 pub mod verify;
 
 pub use super::options::Variant;
-use crate::ir::{Cell, InputId, Op, Operand, ParamId, RegionInst, StateId};
+use crate::ir::{Cell, InputId, Op, Operand, ParamId, ReduceOp, RegionInst, StateId};
 use build::Planner;
 
 /// Floats per vector register (`f32x4`: the width Cranelift lowers on x86-64
@@ -146,10 +146,22 @@ pub struct RegionCode {
     pub yields: Vec<(Operand, Loc)>,
 }
 
+/// A vector reduced to one float per batch row: `dest[b][0] = op(src[b])`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reduction {
+    pub op: ReduceOp,
+    pub src: Loc,
+    pub dest: Loc,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Task {
     Product(Vec<ProductGroup>),
     Region(RegionCode),
+    /// The reductions of one stage, independent of each other: the task's
+    /// tiles are the reductions (a thread computes whole rows of one, so the
+    /// order of its additions does not depend on the thread count).
+    Reduce(Vec<Reduction>),
     /// A product computed by the `gemm` crate (large batches).
     Gemm(Vec<GemmBlock>),
 }
@@ -370,6 +382,12 @@ pub(crate) fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
                 }
             }
             Task::Region(r) => region(r, &mut f),
+            Task::Reduce(rs) => {
+                for r in rs {
+                    f(&mut r.src);
+                    f(&mut r.dest);
+                }
+            }
             Task::Gemm(blocks) => {
                 for b in blocks {
                     f(&mut b.dest);

@@ -87,7 +87,8 @@ impl Verifier<'_> {
                 }
                 ArgSrc::Block(_) => {}
                 ArgSrc::Mem(l) => {
-                    if l.len < r.len {
+                    // A single float broadcasts over the region's lanes.
+                    if l.len < r.len && l.len != 1 {
                         return fail(format!(
                             "{what}: argument {i} has {} floats, the region {}",
                             l.len, r.len
@@ -274,6 +275,22 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
                 }
             }
             Task::Region(r) => v.region(r, 0, &what)?,
+            Task::Reduce(rs) => {
+                for (k, r) in rs.iter().enumerate() {
+                    let what = format!("{what}, reduction {k}");
+                    if r.src.len == 0 || r.dest.len != 1 {
+                        return fail(format!(
+                            "{what}: {} floats reduced into {}",
+                            r.src.len, r.dest.len
+                        ));
+                    }
+                    v.loc(&r.src, &format!("{what}, source"))?;
+                    v.loc(&r.dest, &format!("{what}, destination"))?;
+                    if r.dest.slot == 0 {
+                        return fail(format!("{what}: writes the weights"));
+                    }
+                }
+            }
             Task::Gemm(blocks) => v.gemm(blocks, &what)?,
         }
     }
