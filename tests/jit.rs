@@ -399,7 +399,8 @@ fn every_plan_stepped_one_call_at_a_time_matches_the_interpreter() {
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     use cellc::Variant;
-    for name in ["lstm", "gru"] {
+    // layernorm_lstm: reductions, which threads split by whole reductions.
+    for name in ["lstm", "gru", "layernorm_lstm"] {
         let path = common::examples()
             .into_iter()
             .find(|p| common::stem(p) == name)
@@ -604,4 +605,36 @@ fn outputs_of_old_states_do_not_race_the_next_step() {
         let d = compare_run(&cell, &opts, 10, 2000, 5, 1.0);
         assert!(d.worst < TOLERANCE, "H={h} {plan:?}: error {:e}", d.worst);
     }
+}
+
+/// A scalar parameter (`[]`) loads from a 0-d tensor (as PyTorch saves one)
+/// or a `[1]`, broadcasts, and a tensor of another shape is an error.
+#[test]
+fn scalar_parameters_load_and_broadcast() {
+    let src = "dim H = 5\ninput x: [H]\nstate h: [H]\nparam t: []\nparam u: [1]\nh' = tanh(x * t + h * u + mean(x))\n";
+    let cell = Cell::from_source("scalar.rnn", src).unwrap();
+    let x = [0.5f32, -1.0, 2.0, 0.25, -0.75];
+    let mean = x.iter().sum::<f32>() / 5.0;
+    for t_shape in [vec![], vec![1]] {
+        let mut w = Weights::new();
+        w.insert("t", &t_shape, vec![2.0]).unwrap();
+        w.insert("u", &[], vec![-0.5]).unwrap();
+        let kernel = cell.compile(&w, &Options::default()).unwrap();
+        let mut state = kernel.new_state(1).unwrap();
+        state.set("h", &[1.0; 5]).unwrap();
+        kernel.step(&x, &mut state).unwrap();
+        let h = state.get("h").unwrap();
+        for (k, &xk) in x.iter().enumerate() {
+            let want = (xk as f64 * 2.0 - 0.5 + mean as f64).tanh();
+            assert!((h[k] as f64 - want).abs() < 1e-6, "{k}: {} vs {want}", h[k]);
+        }
+    }
+    let mut w = Weights::new();
+    w.insert("t", &[2], vec![2.0, 3.0]).unwrap();
+    w.insert("u", &[1], vec![1.0]).unwrap();
+    let err = cell
+        .compile(&w, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`t`") && err.contains("[2]"), "{err}");
 }

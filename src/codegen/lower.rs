@@ -23,7 +23,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-use super::plan::{ArgSrc, Loc, Plan, ProductGroup, Reduction, RegionCode, LANES};
+use super::plan::{ArgSrc, Loc, Plan, ProductGroup, Reduction, RegionCode, RowStep, LANES};
 use super::vecmath;
 use crate::ir::{EwOp, Operand, ReduceOp};
 
@@ -381,15 +381,17 @@ impl Emitter<'_, '_> {
     }
 }
 
-/// Builds the function of a reduction task: its tiles are the reductions.
-pub fn reduce_function(
+/// Builds the function of a [`Task::Rows`](super::plan::Task::Rows): for each
+/// batch row in `b0..b1`, every step over the whole row, in order (the tile
+/// range is not used: a row is never split).
+pub fn rows_function(
     plan: &Plan,
-    reductions: &[Reduction],
+    steps: &[RowStep],
     call_conv: CallConv,
     config: TargetFrontendConfig,
     fctx: &mut FunctionBuilderContext,
 ) -> Function {
-    let mut func = new_function("reduce", call_conv);
+    let mut func = new_function("rows", call_conv);
     {
         let mut b = FunctionBuilder::new(&mut func, fctx);
         let entry = b.create_block();
@@ -403,28 +405,34 @@ pub fn reduce_function(
             bases: vec![None; plan.slots.len()],
             slots_ptr: p[0],
         };
-        let mut slots: Vec<usize> = reductions
-            .iter()
-            .flat_map(|r| [r.src.slot, r.dest.slot])
-            .collect();
+        let mut slots: Vec<usize> = vec![0];
+        for step in steps {
+            match step {
+                RowStep::Region(code) => slots.extend(region_slots(code)),
+                RowStep::Reduce(rs) => {
+                    slots.extend(rs.iter().flat_map(|r| [r.src.slot, r.dest.slot]))
+                }
+            }
+        }
         slots.sort_unstable();
         slots.dedup();
         e.load_bases(slots);
-        let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
+        e.weights = e.bases[0];
+        let (b0, b1) = (p[1], p[2]);
         e.for_range(b0, b1, |e, row| {
-            for (k, r) in reductions.iter().enumerate() {
-                // Reduction `k` runs when `t0 <= k < t1`.
-                let kv = e.b.ins().iconst(I64, k as i64);
-                let from = e.b.ins().icmp(IntCC::SignedLessThanOrEqual, t0, kv);
-                let below = e.b.ins().icmp(IntCC::SignedLessThan, kv, t1);
-                let mine = e.b.ins().band(from, below);
-                let run = e.b.create_block();
-                let next = e.b.create_block();
-                e.b.ins().brif(mine, run, &[], next, &[]);
-                e.b.switch_to_block(run);
-                e.reduce_row(r, row);
-                e.b.ins().jump(next, &[]);
-                e.b.switch_to_block(next);
+            for step in steps {
+                match step {
+                    RowStep::Region(code) => {
+                        let lo = e.b.ins().iconst(I64, 0);
+                        let hi = e.b.ins().iconst(I64, code.tiles as i64);
+                        e.for_range(lo, hi, |e, tile| e.region_vector(code, row, tile, &[]));
+                    }
+                    RowStep::Reduce(rs) => {
+                        for r in rs {
+                            e.reduce_row(r, row);
+                        }
+                    }
+                }
             }
         });
         e.b.ins().return_(&[]);

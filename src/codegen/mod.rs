@@ -29,6 +29,8 @@ pub struct TaskFunction {
     pub name: String,
     pub func: Function,
     pub tiles: usize,
+    /// Threads split its batch rows (its tiles are not a unit of work).
+    pub by_rows: bool,
 }
 
 /// The functions of a step, phase by phase (one phase per task of the plan, empty
@@ -53,6 +55,7 @@ pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
                         name: format!("task{t}_product{g}"),
                         func: lower::product_function(plan, group, call_conv, config, &mut fctx),
                         tiles: group.tiles,
+                        by_rows: false,
                     });
                 }
             }
@@ -60,11 +63,13 @@ pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
                 name: format!("task{t}_region"),
                 func: lower::region_function(plan, code, call_conv, config, &mut fctx),
                 tiles: code.tiles,
+                by_rows: false,
             }),
-            Task::Reduce(reductions) => phase.push(TaskFunction {
-                name: format!("task{t}_reduce"),
-                func: lower::reduce_function(plan, reductions, call_conv, config, &mut fctx),
-                tiles: reductions.len(),
+            Task::Rows(steps) => phase.push(TaskFunction {
+                name: format!("task{t}_rows"),
+                func: lower::rows_function(plan, steps, call_conv, config, &mut fctx),
+                tiles: 1,
+                by_rows: true,
             }),
             // Run by the `gemm` crate, not generated.
             Task::Gemm(_) => {}

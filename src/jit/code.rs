@@ -19,6 +19,8 @@ pub(super) type TaskFn = unsafe extern "C" fn(*const *mut f32, i64, i64, i64, i6
 pub(super) struct Compiled {
     pub(super) ptr: TaskFn,
     pub(super) tiles: usize,
+    /// Threads split the batch rows rather than the tiles.
+    pub(super) by_rows: bool,
 }
 
 /// The code of a compiled plan.
@@ -92,7 +94,7 @@ pub(super) fn compile_plan(plan: &Plan) -> Result<Code> {
             code_bytes += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
             count += 1;
             module.clear_context(&mut ctx);
-            ids_phase.push((id, tf.tiles));
+            ids_phase.push((id, tf.tiles, tf.by_rows));
         }
         ids.push(ids_phase);
     }
@@ -104,13 +106,17 @@ pub(super) fn compile_plan(plan: &Plan) -> Result<Code> {
         .map(|phase| {
             phase
                 .into_iter()
-                .map(|(id, tiles)| {
+                .map(|(id, tiles, by_rows)| {
                     let raw = module.get_finalized_function(id);
                     // SAFETY: `raw` is the finalized code of a function declared with
                     // `lower::signature`: five 64-bit arguments (a pointer and four
                     // integers), no return, the platform's C calling convention.
                     let ptr = unsafe { std::mem::transmute::<*const u8, TaskFn>(raw) };
-                    Compiled { ptr, tiles }
+                    Compiled {
+                        ptr,
+                        tiles,
+                        by_rows,
+                    }
                 })
                 .collect()
         })

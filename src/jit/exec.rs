@@ -423,7 +423,8 @@ impl Kernel {
     }
 }
 
-/// Worker `w` of `n` runs its share of a generated function's tiles.
+/// Worker `w` of `n` runs its share of a generated function's tiles (or
+/// of the batch rows, for a function split by rows).
 ///
 /// # Safety
 /// `table` must hold one base pointer per slot of the (verified) plan `f` was
@@ -431,6 +432,16 @@ impl Kernel {
 /// slot's stride; no other thread may write tiles `share(f.tiles, w, n)`
 /// meanwhile.
 unsafe fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: usize) {
+    if f.by_rows {
+        let (a, b) = share(batch, w, n);
+        if a < b {
+            // SAFETY: as the caller guarantees; the function touches only
+            // batch rows `a..b < batch` of each buffer, which no other worker
+            // writes during this phase.
+            unsafe { (f.ptr)(table.ptrs.as_ptr(), a as i64, b as i64, 0, f.tiles as i64) };
+        }
+        return;
+    }
     let (a, b) = share(f.tiles, w, n);
     if a < b {
         // SAFETY: as the caller guarantees; the verified plan keeps every

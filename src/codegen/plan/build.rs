@@ -316,7 +316,9 @@ impl<'a> Planner<'a> {
                     reductions.push(self.reduction(order[k].2)?);
                     k += 1;
                 }
-                self.plan.tasks.push(Task::Reduce(reductions));
+                self.plan
+                    .tasks
+                    .push(Task::Rows(vec![RowStep::Reduce(reductions)]));
                 continue;
             }
             k += 1;
@@ -330,6 +332,7 @@ impl<'a> Planner<'a> {
                 self.plan.tasks.push(Task::Region(code));
             }
         }
+        self.merge_row_tasks();
         // State updates and outputs.
         for (s, &v) in cell.state_updates.iter().enumerate() {
             let l = self.mem(v)?;
@@ -346,6 +349,40 @@ impl<'a> Planner<'a> {
             self.plan.outputs.push(l);
         }
         Ok(())
+    }
+
+    /// Merges each run of consecutive standalone regions and reductions that
+    /// holds a reduction into one [`Task::Rows`]: every step of it reads and
+    /// writes only its own batch row, so the steps can run row by row, in
+    /// order, with no meeting of the threads between them.
+    fn merge_row_tasks(&mut self) {
+        let tasks = std::mem::take(&mut self.plan.tasks);
+        let mut run: Vec<Task> = Vec::new();
+        let flush = |run: &mut Vec<Task>, out: &mut Vec<Task>| {
+            if run.iter().any(|t| matches!(t, Task::Rows(_))) {
+                let mut steps = Vec::new();
+                for t in run.drain(..) {
+                    match t {
+                        Task::Region(r) => steps.push(RowStep::Region(r)),
+                        Task::Rows(s) => steps.extend(s),
+                        other => out.push(other),
+                    }
+                }
+                out.push(Task::Rows(steps));
+            } else {
+                out.append(run);
+            }
+        };
+        for task in tasks {
+            match task {
+                Task::Region(_) | Task::Rows(_) => run.push(task),
+                other => {
+                    flush(&mut run, &mut self.plan.tasks);
+                    self.plan.tasks.push(other);
+                }
+            }
+        }
+        flush(&mut run, &mut self.plan.tasks);
     }
 
     /// Plans reduction instruction `i`: its operand is in memory by now.

@@ -146,6 +146,14 @@ pub struct RegionCode {
     pub yields: Vec<(Operand, Loc)>,
 }
 
+/// One step of a [`Task::Rows`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowStep {
+    Region(RegionCode),
+    /// Reductions independent of each other.
+    Reduce(Vec<Reduction>),
+}
+
 /// A vector reduced to one float per batch row: `dest[b][0] = op(src[b])`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Reduction {
@@ -158,10 +166,13 @@ pub struct Reduction {
 pub enum Task {
     Product(Vec<ProductGroup>),
     Region(RegionCode),
-    /// The reductions of one stage, independent of each other: the task's
-    /// tiles are the reductions (a thread computes whole rows of one, so the
-    /// order of its additions does not depend on the thread count).
-    Reduce(Vec<Reduction>),
+    /// Work that stays inside each batch row (regions and reductions, in
+    /// order), run row after row: threads split the rows, not the lanes, so
+    /// a row's reductions see the whole row with no meeting between the
+    /// steps, and the row's values stay in cache from one step to the next.
+    /// A thread computes a reduction of a row alone, in a fixed order: the
+    /// result does not depend on the thread count.
+    Rows(Vec<RowStep>),
     /// A product computed by the `gemm` crate (large batches).
     Gemm(Vec<GemmBlock>),
 }
@@ -382,10 +393,17 @@ pub(crate) fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
                 }
             }
             Task::Region(r) => region(r, &mut f),
-            Task::Reduce(rs) => {
-                for r in rs {
-                    f(&mut r.src);
-                    f(&mut r.dest);
+            Task::Rows(steps) => {
+                for step in steps {
+                    match step {
+                        RowStep::Region(r) => region(r, &mut f),
+                        RowStep::Reduce(rs) => {
+                            for r in rs {
+                                f(&mut r.src);
+                                f(&mut r.dest);
+                            }
+                        }
+                    }
                 }
             }
             Task::Gemm(blocks) => {

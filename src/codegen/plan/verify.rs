@@ -110,6 +110,24 @@ impl Verifier<'_> {
         Ok(())
     }
 
+    fn reductions(&self, rs: &[Reduction], what: &str) -> Checked {
+        for (k, r) in rs.iter().enumerate() {
+            let what = format!("{what}, reduction {k}");
+            if r.src.len == 0 || r.dest.len != 1 {
+                return fail(format!(
+                    "{what}: {} floats reduced into {}",
+                    r.src.len, r.dest.len
+                ));
+            }
+            self.loc(&r.src, &format!("{what}, source"))?;
+            self.loc(&r.dest, &format!("{what}, destination"))?;
+            if r.dest.slot == 0 {
+                return fail(format!("{what}: writes the weights"));
+            }
+        }
+        Ok(())
+    }
+
     fn group(&self, g: &ProductGroup, what: &str) -> Checked {
         if g.tiles != g.len.div_ceil(LANES) {
             return fail(format!("{what}: {} tiles for {} rows", g.tiles, g.len));
@@ -275,19 +293,12 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
                 }
             }
             Task::Region(r) => v.region(r, 0, &what)?,
-            Task::Reduce(rs) => {
-                for (k, r) in rs.iter().enumerate() {
-                    let what = format!("{what}, reduction {k}");
-                    if r.src.len == 0 || r.dest.len != 1 {
-                        return fail(format!(
-                            "{what}: {} floats reduced into {}",
-                            r.src.len, r.dest.len
-                        ));
-                    }
-                    v.loc(&r.src, &format!("{what}, source"))?;
-                    v.loc(&r.dest, &format!("{what}, destination"))?;
-                    if r.dest.slot == 0 {
-                        return fail(format!("{what}: writes the weights"));
+            Task::Rows(steps) => {
+                for (k, step) in steps.iter().enumerate() {
+                    let what = format!("{what}, step {k}");
+                    match step {
+                        RowStep::Region(r) => v.region(r, 0, &what)?,
+                        RowStep::Reduce(rs) => v.reductions(rs, &what)?,
                     }
                 }
             }
