@@ -19,6 +19,31 @@ fn lstm() -> Cell {
         .unwrap()
 }
 
+/// A cell named `lstm` (so that `examples/c/lstm_main.c` runs it) that calls
+/// every function of the language, reductions and a scalar parameter
+/// included.
+const FUNCTIONS_CELL: &str = "cell lstm
+dim X = 8, H = 16
+input x: [X]
+state h: [H], c: [H]
+output y: [H]
+param W: [H, X]
+param U: [H, H]
+param g: [H]
+param t: []
+a = W @ x + U @ h
+n = layernorm(a, g, g * 0.5, 1e-5)
+c' = softplus(n) * 0.5 - log(1 + abs(c)) + sqrt(abs(a)) * 0.1 + clip(c, -1, 1) * t + exp(-abs(c)) * 0.1 + relu(n) * sigmoid(a) * 0.1
+h' = hard_sigmoid(n) * tanh(c') + softsign(a) * 0.1 + leaky_relu(a, 0.1) * 0.05 + elu(c) * 0.01 + relu6(a) * 0.01 + hard_tanh(h) * min(a, max(h, 0.5)) * 0.1 + sum(x) * 0.01 + rsqrt(1 + mean(a * a)) * 0.1
+y = h'
+";
+
+/// The cells the C program runs: the LSTM, and the one of every function.
+fn cells() -> Vec<(&'static str, Cell)> {
+    let functions = Cell::from_source("functions.rnn", FUNCTIONS_CELL).unwrap();
+    vec![("lstm", lstm()), ("functions", functions)]
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cellc-aot-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -88,26 +113,35 @@ fn build_c_program(cc: &str, dir: &Path, obj: &Path) -> std::path::PathBuf {
 
 #[test]
 fn c_program_matches_the_jit() {
-    let dir = tmp("c");
+    for (name, cell) in cells() {
+        c_program_matches_the_jit_for(name, &cell);
+    }
+}
+
+fn c_program_matches_the_jit_for(name: &str, cell: &Cell) {
+    let dir = tmp(&format!("c-{name}"));
     let obj = dir.join("cell.o");
+    let source = dir.join(format!("{name}.rnn"));
+    std::fs::write(&source, cell.source().text.as_bytes()).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["compile", "examples/lstm.rnn", "--dims", "X=8,H=16", "-o"])
+        .arg("compile")
+        .arg(&source)
+        .args(["--dims", "X=8,H=16", "-o"])
         .arg(&obj)
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "{name}");
     assert!(dir.join("cell.h").exists());
     let exe = build_c_program("cc", &dir, &obj);
     let run = Command::new(&exe).output().unwrap();
-    assert!(run.status.success());
+    assert!(run.status.success(), "{name}");
     let printed: Vec<f32> = String::from_utf8_lossy(&run.stdout)
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
 
     // The same weights and inputs through the JIT.
-    let cell = lstm();
     let ir = cell.ir().unwrap();
     let mut w = Weights::new();
     for (k, p) in ir.params.iter().enumerate() {
@@ -138,7 +172,7 @@ fn c_program_matches_the_jit() {
     want.extend(state.get("c").unwrap());
     assert_eq!(printed.len(), want.len());
     for (i, (a, b)) in printed.iter().zip(&want).enumerate() {
-        assert!((a - b).abs() <= 1e-6, "value {i}: C {a}, JIT {b}");
+        assert!((a - b).abs() <= 1e-6, "{name}: value {i}: C {a}, JIT {b}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -164,7 +198,13 @@ fn aarch64_object_runs_under_qemu() {
         eprintln!("skipped: no aarch64-linux-gnu-gcc or qemu-aarch64");
         return;
     }
-    let dir = tmp("arm");
+    for (name, cell) in cells() {
+        aarch64_agrees(name, &cell);
+    }
+}
+
+fn aarch64_agrees(name: &str, cell: &Cell) {
+    let dir = tmp(&format!("arm-{name}"));
     let mut outputs = Vec::new();
     for (triple, cc, runner) in [
         ("x86_64-unknown-linux-gnu", "cc", None),
@@ -177,7 +217,7 @@ fn aarch64_object_runs_under_qemu() {
         let sub = dir.join(triple);
         std::fs::create_dir_all(&sub).unwrap();
         let obj = sub.join("cell.o");
-        let aot = lstm()
+        let aot = cell
             .compile_object(&Options::default(), Some(triple))
             .unwrap();
         std::fs::write(&obj, &aot.object).unwrap();
@@ -199,7 +239,10 @@ fn aarch64_object_runs_under_qemu() {
         outputs.push(String::from_utf8_lossy(&run.stdout).into_owned());
     }
     assert!(!outputs[0].is_empty());
-    assert_eq!(outputs[0], outputs[1], "aarch64 and x86-64 disagree");
+    assert_eq!(
+        outputs[0], outputs[1],
+        "{name}: aarch64 and x86-64 disagree"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
