@@ -638,3 +638,43 @@ fn scalar_parameters_load_and_broadcast() {
         .to_string();
     assert!(err.contains("`t`") && err.contains("[2]"), "{err}");
 }
+
+/// Reductions where they are unusual: of a reduction, of a parameter, of an
+/// input read in place, as a product's input, as an output and as a state of
+/// length 1; on every plan, 1 and 2 threads, against the interpreter.
+#[test]
+fn reductions_in_unusual_places_match_the_interpreter() {
+    let src = "dim X = 5, H = 7
+input x: [X]
+state h: [H], s: [1]
+output m: [1], y: [H]
+param W: [H, 1]
+param p: [H]
+param t: []
+h' = tanh(W @ mean(h) + h * t + sum(p) * 0.1 - mean(mean(x)))
+s' = s * 0.5 + mean(x * x)
+m = sum(x)
+y = h' * s'
+";
+    let cell = Cell::from_source("edges.rnn", src).unwrap();
+    for plan in cellc::Variant::ALL {
+        for threads in [1, 2] {
+            for optimize in [true, false] {
+                let opts = Options {
+                    optimize,
+                    threads: Some(threads),
+                    plan: Some(plan),
+                };
+                for batch in [1, 5] {
+                    let run = compare_run(&cell, &opts, batch, 6, 3, 1.0);
+                    assert!(
+                        run.worst < TOLERANCE,
+                        "{} threads={threads} optimize={optimize} batch={batch}: {:e}",
+                        plan.name(),
+                        run.worst
+                    );
+                }
+            }
+        }
+    }
+}

@@ -186,15 +186,30 @@ impl Kernel {
         &self.output_names
     }
 
-    /// Length of input `i`'s vector (per batch row).
+    /// Length of input `i`'s vector (per batch row), `i` in the order of
+    /// [`Kernel::input_names`].
+    ///
+    /// # Panics
+    /// If `i` is not below the number of inputs, like indexing a slice
+    /// (the lengths by name never panic: [`Kernel::output`], [`State::get`]).
     pub fn input_len(&self, i: usize) -> usize {
         self.input_lens[i]
     }
 
+    /// Length of state `i`'s vector (per batch row), in the order of
+    /// [`Kernel::state_names`].
+    ///
+    /// # Panics
+    /// If `i` is not below the number of states.
     pub fn state_len(&self, i: usize) -> usize {
         self.state_lens[i]
     }
 
+    /// Length of output `i`'s vector (per batch row), in the order of
+    /// [`Kernel::output_names`].
+    ///
+    /// # Panics
+    /// If `i` is not below the number of outputs.
     pub fn output_len(&self, i: usize) -> usize {
         self.output_lens[i]
     }
