@@ -289,11 +289,18 @@ pub fn ir_text(bytes: &[u8]) {
         "print -> parse -> print changed the text"
     );
     // Keep the data small: the fuzzer may write `[1000000000]`.
-    let small = cell.values.iter().all(|v| match v.ty {
+    let small_type = |t: Type| match t {
         Type::Scalar => true,
         Type::Vector(n) => n <= 256,
         Type::Matrix(r, c) => r <= 256 && c <= 256,
-    });
+    };
+    // Parameters and ports too: one may be declared and never read.
+    let small = cell.values.iter().all(|v| small_type(v.ty))
+        && cell.params.iter().all(|p| small_type(p.ty))
+        && (cell.inputs.iter())
+            .chain(&cell.states)
+            .chain(&cell.outputs)
+            .all(|p| p.len <= 256);
     if !small {
         return;
     }

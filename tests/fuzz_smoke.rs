@@ -38,8 +38,21 @@ fn ir_text_smoke() {
     for seed in 0..500 {
         fuzzing::ir_text(&bytes(seed, (seed % 200) as usize));
     }
-    // Printed IR of every example, and mutations of it.
-    for name in ["lstm", "gru", "lstmp"] {
+    // Found by the fuzzer: a parameter declared twice, the second never read
+    // and of 6.7e18 floats (the harness allocated it; the verifier now
+    // refuses the duplicate name).
+    let twice = "cell b\nparam v0:[2]=c\nparam v0:[6666666666666666662]\n";
+    fuzzing::ir_text(twice.as_bytes());
+    let err = cellc::ir::parse::parse(twice)
+        .map_err(|e| e.to_string())
+        .and_then(|c| cellc::ir::verify::verify(&c).map_err(|e| e.to_string()));
+    assert!(
+        err.as_ref()
+            .is_err_and(|e| e.contains("two parameters are named `v0`")),
+        "{err:?}"
+    );
+    // Printed IR of every example, and mutations of it (with reductions).
+    for name in ["lstm", "gru", "lstmp", "layernorm_lstm"] {
         let cell = cellc::Cell::from_file(format!(
             "{}/examples/{name}.rnn",
             env!("CARGO_MANIFEST_DIR")

@@ -43,6 +43,28 @@ pub fn verify(cell: &Cell) -> Result<(), VerifyError> {
 
 fn check_tables(cell: &Cell) -> Result<(), VerifyError> {
     let err = |inst: Option<usize>, message: String| Err(VerifyError { inst, message });
+    // Weights, inputs and outputs are found by name: one name, one thing.
+    for (what, names) in [
+        (
+            "parameter",
+            cell.params.iter().map(|p| &p.name).collect::<Vec<_>>(),
+        ),
+        (
+            "port",
+            cell.inputs
+                .iter()
+                .chain(&cell.states)
+                .chain(&cell.outputs)
+                .map(|p| &p.name)
+                .collect(),
+        ),
+    ] {
+        let mut sorted = names.clone();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return err(None, format!("two {what}s are named `{}`", w[0]));
+        }
+    }
     let mut seen = vec![false; cell.values.len()];
     for (i, inst) in cell.insts.iter().enumerate() {
         for (r, v) in inst.results.iter().enumerate() {
