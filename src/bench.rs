@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub seq: usize,
     pub threads: Option<usize>,
     pub plan: Option<crate::codegen::schedule::Variant>,
+    /// The kernels of the batched products (default: the widest).
+    pub isa: Option<crate::Isa>,
     pub samples: usize,
     /// Also measure the unfused pipeline.
     pub unfused: bool,
@@ -42,6 +44,7 @@ impl Default for BenchOptions {
             seq: 100,
             threads: None,
             plan: None,
+            isa: None,
             samples: 21,
             unfused: true,
         }
@@ -192,6 +195,7 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         optimize: true,
         threads: opts.threads,
         plan: opts.plan,
+        isa: opts.isa,
     };
     let fused = cell.compile(&weights, &fused_opts)?;
     let unfused = if opts.unfused {

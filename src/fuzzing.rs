@@ -76,6 +76,7 @@ pub fn jit_vs_interp(bytes: &[u8]) {
                 optimize,
                 threads: Some(threads),
                 plan: Some(plan),
+                isa: None,
             },
         )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));

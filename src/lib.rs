@@ -61,7 +61,7 @@ use std::path::Path;
 
 pub use codegen::host::HostSource;
 pub use codegen::schedule::Choice;
-pub use codegen::{Options, Variant};
+pub use codegen::{Isa, Options, Variant};
 pub use diag::{Diagnostic, Source};
 pub use jit::{Code, Kernel, State};
 /// The functions a cell may call.

@@ -189,7 +189,7 @@ mod random {
         ) {
             let text = cellc::gen::random_cell(seed);
             let cell = Cell::from_source("random.rnn", &text).unwrap().dims(&[("X", x), ("H", h)]).unwrap();
-            let opts = Options { optimize, threads: Some(threads), plan: Some(plan) };
+            let opts = Options { optimize, threads: Some(threads), plan: Some(plan), isa: None };
             let scale = if saturating { 50.0 } else { 1.0 };
             let run = compare_run(&cell, &opts, batch, steps, seed, scale);
             // Beyond the fixed tolerance, what the cell itself makes of f32
@@ -346,6 +346,7 @@ fn every_plan_and_thread_count_matches_the_interpreter() {
                         optimize,
                         threads: Some(threads),
                         plan: Some(plan),
+                        isa: None,
                     };
                     let (ys, finals) = run_sequence(cell, &weights, &opts, 3, 7, 11, false);
                     for (g, w) in ys.iter().zip(&want_y).chain(finals.iter().zip(&want_s)) {
@@ -559,6 +560,7 @@ fn outputs_that_are_inputs_old_states_or_parameters() {
                         optimize,
                         threads: Some(threads),
                         plan: Some(plan),
+                        isa: None,
                     };
                     let d = compare_run(&cell, &opts, 3, 4, 7, 1.0);
                     assert!(
@@ -664,6 +666,7 @@ y = h' * s'
                     optimize,
                     threads: Some(threads),
                     plan: Some(plan),
+                    isa: None,
                 };
                 for batch in [1, 5] {
                     let run = compare_run(&cell, &opts, batch, 6, 3, 1.0);
@@ -677,4 +680,64 @@ y = h' * s'
             }
         }
     }
+}
+
+/// The batched products' kernels (`Options::isa`): every one this host has
+/// gives the same bits as the portable one on the `gemm` plans, on 1 and 2
+/// threads; one it lacks is an error that names what it has.
+#[test]
+#[allow(clippy::print_stderr)] // says which kernels the host let it test
+fn every_product_kernel_gives_the_same_bits() {
+    use cellc::{Isa, Variant};
+    let path = common::examples()
+        .into_iter()
+        .find(|p| common::stem(p) == "lstm")
+        .unwrap();
+    // Rows not a multiple of the 16-row panels; batch around the 6-row tile.
+    let cell = with_dims(&path, 19, 37);
+    let weights = Weights::random(&cell.ir().unwrap(), 4);
+    let mut covered = Vec::new();
+    for plan in [Variant::Gemm, Variant::GemmHoisted] {
+        for threads in [1, 2] {
+            let run = |isa| {
+                let opts = Options {
+                    threads: Some(threads),
+                    plan: Some(plan),
+                    isa: Some(isa),
+                    ..Options::default()
+                };
+                run_sequence(&cell, &weights, &opts, 4, 13, 2, false)
+            };
+            let portable = run(Isa::Scalar);
+            for isa in Isa::ALL {
+                if !isa.available() {
+                    let opts = Options {
+                        isa: Some(isa),
+                        ..Options::default()
+                    };
+                    let err = cell.compile(&weights, &opts).unwrap_err().to_string();
+                    assert!(err.contains(isa.name()) && err.contains("scalar"), "{err}");
+                    continue;
+                }
+                assert_eq!(
+                    run(isa),
+                    portable,
+                    "{} {} threads={threads}",
+                    isa.name(),
+                    plan.name()
+                );
+                covered.push(isa.name());
+            }
+        }
+    }
+    covered.sort_unstable();
+    covered.dedup();
+    eprintln!(
+        "product kernels covered: {covered:?}; this host lacks: {:?}",
+        Isa::ALL
+            .into_iter()
+            .filter(|i| !i.available())
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+    );
 }

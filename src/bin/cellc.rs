@@ -61,6 +61,10 @@ enum Command {
         /// Threads to run on (default: chosen per problem).
         #[arg(long)]
         threads: Option<usize>,
+        /// The kernels of the batched products: avx512, avx2 or scalar
+        /// (default: the widest this CPU has; one it lacks is an error).
+        #[arg(long)]
+        isa: Option<String>,
         /// Without the optimizer (the unfused baseline).
         #[arg(long)]
         no_opt: bool,
@@ -143,6 +147,10 @@ enum Command {
         /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
         #[arg(long)]
         plan: Option<String>,
+        /// The kernels of the batched products: avx512, avx2 or scalar
+        /// (default: the widest this CPU has; one it lacks is an error).
+        #[arg(long)]
+        isa: Option<String>,
         /// Samples to take (after warm-up); the median is reported.
         #[arg(long, default_value_t = 21)]
         samples: usize,
@@ -207,6 +215,14 @@ fn parse_dims(s: &str) -> Result<Dims, String> {
     Ok(Dims(out))
 }
 
+fn parse_isa(s: &str) -> Result<cellc::Isa, Error> {
+    cellc::Isa::from_name(s).ok_or_else(|| {
+        Error::options(format!(
+            "`--isa {s}`: the kernels are avx512, avx2 and scalar"
+        ))
+    })
+}
+
 fn parse_plan(s: &str) -> Result<cellc::Variant, Error> {
     cellc::Variant::from_name(s).ok_or_else(|| {
         Error::options(format!(
@@ -247,6 +263,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             dims,
             prefix,
             threads,
+            isa,
             no_opt,
         } => {
             let mut x = cellc::Weights::from_safetensors(&inputs)?;
@@ -291,6 +308,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 optimize: !no_opt,
                 threads,
                 plan: None,
+                isa: isa.as_deref().map(parse_isa).transpose()?,
             };
             let out = cellc::run::run(&cell, &w, &x, &given, &opts)?;
             let bytes = out.to_safetensors_bytes()?;
@@ -322,6 +340,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             seq,
             threads,
             plan,
+            isa,
             samples,
             no_unfused,
             json,
@@ -332,6 +351,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 seq,
                 threads,
                 plan: plan.as_deref().map(parse_plan).transpose()?,
+                isa: isa.as_deref().map(parse_isa).transpose()?,
                 samples,
                 unfused: !no_unfused,
             };
@@ -362,6 +382,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 optimize: !no_opt,
                 threads,
                 plan: plan.as_deref().map(parse_plan).transpose()?,
+                isa: None,
             };
             if let Some(obj) = output {
                 let aot = cell.compile_object(&jit_opts, target.as_deref())?;

@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod lower;
 pub mod options;
 pub mod pack;
+pub mod panel;
 pub mod plan;
 pub mod schedule;
 pub mod vecmath;
@@ -22,7 +23,7 @@ use cranelift_frontend::FunctionBuilderContext;
 
 use plan::{Plan, Task};
 
-pub use options::{Options, Variant};
+pub use options::{Isa, Options, Variant};
 
 /// One generated function and the tiles it runs over.
 pub struct TaskFunction {

@@ -66,7 +66,13 @@ pub struct Options {
     pub threads: Option<usize>,
     /// The plan for `run` (`step` always streams). `None`: the cost model picks.
     pub plan: Option<Variant>,
+    /// The kernels of the batched products (the `gemm` plans). `None`: the
+    /// widest the host has ([`Isa::detect`]); one the host lacks is an error
+    /// when the cell is compiled.
+    pub isa: Option<Isa>,
 }
+
+pub use super::panel::Isa;
 
 impl Default for Options {
     fn default() -> Options {
@@ -74,6 +80,7 @@ impl Default for Options {
             optimize: true,
             threads: None,
             plan: None,
+            isa: None,
         }
     }
 }

@@ -25,6 +25,17 @@ pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
         let data = &params[v.param.index()];
         out[v.offset..v.offset + data.len()].copy_from_slice(data);
     }
+    for v in &plan.panels {
+        if let Type::Matrix(m, k) = cell.params[v.param.index()].ty {
+            let n = super::panel::panels_len(m, k).unwrap_or(0);
+            super::panel::pack(
+                &params[v.param.index()],
+                m,
+                k,
+                &mut out[v.offset..v.offset + n],
+            );
+        }
+    }
     for (offset, ps, len) in &plan.bias_sums {
         for row in 0..*len {
             let sum: f64 = ps.iter().map(|&p| params[p.index()][row] as f64).sum();

@@ -16,6 +16,7 @@ use super::pool::{self, share};
 use super::state::State;
 use super::{Build, Kernel, Work, MAX_SLOTS};
 use crate::codegen::kernels::gemm_raw;
+use crate::codegen::panel::{self, Isa};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
 use crate::ir::EntityRef;
@@ -243,7 +244,7 @@ impl Kernel {
                                     // SAFETY: the table holds the plan's slots, sized
                                     // for `batch` rows (verified plan); units `a..b`
                                     // are this worker's own rows.
-                                    unsafe { gemm_units(blocks, a, b, &table, batch) };
+                                    unsafe { gemm_units(build.isa, blocks, a, b, &table, batch) };
                                 }
                             }
                         }
@@ -456,8 +457,16 @@ unsafe fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: u
 /// # Safety
 /// `slots` must hold the base pointers of the plan the blocks belong to, each
 /// buffer sized for `batch` rows of its slot's stride (the plan verified), and
-/// no other thread may touch rows `u0..u1`'s destinations meanwhile.
-unsafe fn gemm_units(blocks: &[GemmBlock], u0: usize, u1: usize, slots: &SlotTable, batch: usize) {
+/// no other thread may touch rows `u0..u1`'s destinations meanwhile; the host
+/// must have `isa`.
+unsafe fn gemm_units(
+    isa: Isa,
+    blocks: &[GemmBlock],
+    u0: usize,
+    u1: usize,
+    slots: &SlotTable,
+    batch: usize,
+) {
     let units = plan::gemm_units(blocks);
     let weights = slots.ptrs[0].cast_const();
     for &(bi, r0, r1) in &units[u0..u1.min(units.len())] {
@@ -485,20 +494,22 @@ unsafe fn gemm_units(blocks: &[GemmBlock], u0: usize, u1: usize, slots: &SlotTab
             let x = slots.ptrs[term.input.slot]
                 .wrapping_add(term.input.offset)
                 .cast_const();
-            // SAFETY: the matrix is `[len, k]` row-major in the packed weights; the
-            // input holds `batch` rows of `stride >= k` floats; `dst` as above.
+            // SAFETY: the matrix is `[len, k]` in panels in the packed weights
+            // (`panels_len(len, k)` floats, verified); rows `r0..r1` start at
+            // panel `r0 / 16` (`r0` is a multiple of the unit, itself of the
+            // panel), `r0 * k` floats in; the input holds `batch` rows of
+            // `stride >= k` floats; `dst` as above; the build checked `isa`.
             unsafe {
-                gemm_raw(
+                panel::product_raw(
+                    isa,
+                    weights.add(term.panels + r0 * term.k),
                     m,
-                    batch,
-                    term.k,
-                    dst,
-                    blk.dest.stride,
-                    weights.add(term.matrix + r0 * term.k),
                     term.k,
                     x,
                     term.input.stride,
-                    true,
+                    batch,
+                    dst,
+                    blk.dest.stride,
                 )
             };
         }

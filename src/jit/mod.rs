@@ -63,6 +63,8 @@ struct Build {
     code: Code,
     weights: AlignedBuf,
     phases: Vec<Vec<Work>>,
+    /// The kernels of its batched products.
+    isa: crate::codegen::panel::Isa,
 }
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
@@ -460,6 +462,22 @@ fn build(
             ));
         }
     }
+    let isa = opts.isa.unwrap_or_else(crate::codegen::panel::Isa::detect);
+    if !isa.available() {
+        let have: Vec<&str> = crate::codegen::panel::Isa::ALL
+            .into_iter()
+            .filter(|i| i.available())
+            .map(|i| i.name())
+            .collect();
+        return Err((
+            ErrorKind::Options,
+            format!(
+                "this CPU cannot run the {} kernels; it can run: {}",
+                isa.name(),
+                have.join(", ")
+            ),
+        ));
+    }
     let code = compile_plan(&plan).map_err(|e| (e.kind(), e.to_string()))?;
     let mut weights =
         AlignedBuf::zeros(plan.weights_len.max(1)).map_err(|e| (e.kind(), e.to_string()))?;
@@ -483,6 +501,7 @@ fn build(
         code,
         weights,
         phases,
+        isa,
     })
 }
 

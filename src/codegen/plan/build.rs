@@ -43,6 +43,7 @@ impl<'a> Planner<'a> {
             weights_len: 0,
             hoists: Vec::new(),
             matrices: Vec::new(),
+            panels: Vec::new(),
             bias_sums: Vec::new(),
             consts: Vec::new(),
             vectors: Vec::new(),
@@ -417,6 +418,23 @@ impl<'a> Planner<'a> {
         offset
     }
 
+    /// A copy of a matrix parameter packed in panels (for the batched
+    /// products), at a 64-byte boundary of the packed weights.
+    fn panel_copy(&mut self, param: ParamId) -> usize {
+        if let Some(m) = self.plan.panels.iter().find(|m| m.param == param) {
+            return m.offset;
+        }
+        let n = match self.cell.params[param.index()].ty {
+            Type::Matrix(r, c) => crate::codegen::panel::panels_len(r, c).unwrap_or(0),
+            _ => 0,
+        };
+        let pad = self.plan.weights_len.next_multiple_of(16) - self.plan.weights_len;
+        self.alloc_weights(pad);
+        let offset = self.alloc_weights(n);
+        self.plan.panels.push(PackVector { offset, param });
+        offset
+    }
+
     /// The sum of vector parameters, `len` floats in the packed weights.
     fn bias_sum(&mut self, params: Vec<ParamId>, len: usize) -> usize {
         let offset = self.alloc_weights(padded(len));
@@ -563,7 +581,7 @@ impl<'a> Planner<'a> {
                     terms.push(GemmTerm {
                         input: prod.inputs[j],
                         k: prod.inputs[j].len,
-                        matrix: self.matrix_copy(param),
+                        panels: self.panel_copy(param),
                     });
                 }
             }

@@ -181,6 +181,7 @@ pub enum Task {
 /// one block, the same units whatever the thread count, so that every row is
 /// computed by the same calls (bit-for-bit the same result).
 pub const GEMM_ROWS: usize = 64;
+const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::codegen::panel::PANEL));
 
 /// The units of a `gemm` product: (block, first row, end row).
 pub fn gemm_units(blocks: &[GemmBlock]) -> Vec<(usize, usize, usize)> {
@@ -215,12 +216,13 @@ pub enum GemmInit {
     Projection(Loc),
 }
 
-/// `matrix` (row-major `[len, k]` at this offset in the packed weights) times `input`.
+/// A `[len, k]` matrix times `input`; the matrix is packed in panels
+/// ([`crate::codegen::panel`]) at offset `panels` of the packed weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GemmTerm {
     pub input: Loc,
     pub k: usize,
-    pub matrix: usize,
+    pub panels: usize,
 }
 
 /// The input projection of one product, computed for many steps at once
@@ -285,6 +287,9 @@ pub struct Plan {
     pub hoists: Vec<Hoist>,
     /// Row-major copies of matrices (offset, parameter), for `gemm`.
     pub matrices: Vec<PackVector>,
+    /// Matrices packed in panels (offset, parameter), for the batched
+    /// products of a step.
+    pub panels: Vec<PackVector>,
     /// Summed biases (offset, parameters, length), for `gemm` and projections.
     pub bias_sums: Vec<(usize, Vec<ParamId>, usize)>,
     /// Vector constants of the generated code: (f32 bits, offset in floats) of

@@ -220,8 +220,8 @@ impl Verifier<'_> {
                     return fail(format!("{what}, term {t}: input of {}", term.input.len));
                 }
                 self.loc(&term.input, &format!("{what}, term {t}"))?;
-                let n = b.len.saturating_mul(term.k);
-                self.weights(term.matrix, n, &format!("{what}, term {t} matrix"))?;
+                let n = crate::codegen::panel::panels_len(b.len, term.k).unwrap_or(usize::MAX);
+                self.weights(term.panels, n, &format!("{what}, term {t} panels"))?;
             }
         }
         Ok(())
@@ -277,6 +277,16 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
             return fail(format!("parameter {} does not exist", pv.param));
         };
         v.weights(pv.offset, padded(n), "a packed parameter")?;
+    }
+    for pv in &plan.panels {
+        let panels = match cell.params.get(pv.param.index()).map(|p| p.ty) {
+            Some(Type::Matrix(r, c)) => crate::codegen::panel::panels_len(r, c),
+            _ => None,
+        };
+        let Some(n) = panels else {
+            return fail(format!("panels of {}, which is not a matrix", pv.param));
+        };
+        v.weights(pv.offset, n, "a matrix in panels")?;
     }
     for (off, params, len) in &plan.bias_sums {
         if params.iter().any(|&k| param_len(k) != Some(*len)) {
