@@ -85,6 +85,12 @@ pub struct BenchResult {
     pub predicted_us: f64,
     pub floor_us: f64,
     pub weights_level: &'static str,
+    /// The kernels of the batched products, and the FMA peak of the threads'
+    /// cores at their width (GFLOP/s, measured in this run).
+    pub isa: crate::Isa,
+    pub fma_peak_gflops: f64,
+    /// The width the peak was measured at: the widest the host has.
+    pub peak_isa: crate::Isa,
 }
 
 impl BenchResult {
@@ -120,6 +126,10 @@ impl BenchResult {
             "floor_us_per_step": self.floor_us,
             "over_floor": self.fused.median / self.floor_us,
             "weights_level": self.weights_level,
+            "isa": self.isa.name(),
+            "fma_peak_gflops": self.fma_peak_gflops,
+            "fma_peak_isa": self.peak_isa.name(),
+            "of_fma_peak": self.gflops(&self.fused) / self.fma_peak_gflops,
         });
         if let Some(u) = &self.unfused {
             j["unfused_us_per_step_median"] = json!(u.median);
@@ -163,6 +173,19 @@ impl BenchResult {
             )
         };
         s.push_str(&line("fused", &self.fused));
+        s.push_str(&format!(
+            "  peak     {:9.1} GFLOP/s: the FMA peak of {} core{} at {} width (measured now); fused reaches {:.0} %{}\n",
+            self.fma_peak_gflops,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            self.peak_isa.name(),
+            100.0 * self.gflops(&self.fused) / self.fma_peak_gflops,
+            if self.schedule.starts_with("gemm") {
+                format!(" (batched products on the {} panel kernels)", self.isa.name())
+            } else {
+                " (products on the generated 128-bit kernels)".to_string()
+            }
+        ));
         s.push_str(&format!(
             "  floor    {:9.2} µs/step (weights in {}, FLOPs at the gemm rate; `--emit schedule`): fused is {:.2}x the floor; model predicted {:.2}\n",
             self.floor_us,
@@ -266,6 +289,9 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         }
     }
     let model = fused.choice(opts.batch, opts.seq);
+    let widest = crate::Isa::detect();
+    let fma_peak_gflops =
+        crate::codegen::panel::fma_peak_gflops(widest, 0.05) * model.threads as f64;
     Ok(BenchResult {
         cell: ir.name.clone(),
         dims: ir.dims.clone(),
@@ -282,6 +308,9 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         predicted_us: model.predicted_us,
         floor_us: model.floor_us,
         weights_level: model.level,
+        isa: opts.isa.unwrap_or(widest),
+        fma_peak_gflops,
+        peak_isa: widest,
     })
 }
 

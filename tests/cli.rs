@@ -205,3 +205,42 @@ fn failed_writes_keep_the_old_output() {
     assert!(err.contains("cannot write"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--isa` names the kernels of the batched products: an unknown name is an
+/// error that lists them; a known one runs and `bench --json` says which ran
+/// and against what peak.
+#[test]
+fn isa_is_chosen_or_refused() {
+    let (code, _, err) = cellc(&[
+        "bench",
+        "examples/lstm.rnn",
+        "--dims",
+        "X=4,H=4",
+        "--isa",
+        "sse9",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("avx512, avx2 and scalar"), "{err}");
+    let (code, out, err) = cellc(&[
+        "bench",
+        "examples/lstm.rnn",
+        "--dims",
+        "X=4,H=4",
+        "--batch",
+        "8",
+        "--seq",
+        "2",
+        "--plan",
+        "gemm",
+        "--isa",
+        "scalar",
+        "--samples",
+        "1",
+        "--no-unfused",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["isa"], "scalar");
+    assert!(j["fma_peak_gflops"].as_f64().unwrap() > 0.0, "{j}");
+}

@@ -71,6 +71,57 @@ impl Isa {
     }
 }
 
+/// The fused multiply-add peak of one core at `isa`'s width, in GFLOP/s:
+/// twelve independent chains of vector FMAs for about `seconds` (the
+/// ceiling `cellc bench` compares the products with).
+pub fn fma_peak_gflops(isa: Isa, seconds: f64) -> f64 {
+    assert!(
+        isa.available(),
+        "fma_peak_gflops: {} is not available",
+        isa.name()
+    );
+    let start = std::time::Instant::now();
+    let mut rounds = 0u64;
+    let mut sink = 0.0f32;
+    let per_call = 100_000usize;
+    while start.elapsed().as_secs_f64() < seconds {
+        // SAFETY: `isa` is available. (`black_box`: the call is pure, and
+        // would be made once for the whole loop.)
+        sink += unsafe { fma_chains(isa, std::hint::black_box(per_call)) };
+        rounds += 1;
+    }
+    std::hint::black_box(sink);
+    let lanes = match isa {
+        Isa::Avx512 => 16.0,
+        Isa::Avx2 => 8.0,
+        Isa::Scalar => 1.0,
+    };
+    let flops = rounds as f64 * per_call as f64 * 12.0 * lanes * 2.0;
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// # Safety
+/// The host has `isa`.
+unsafe fn fma_chains(isa: Isa, n: usize) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller guarantees.
+        Isa::Avx512 => unsafe { x86::chains_avx512(n) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller guarantees.
+        Isa::Avx2 => unsafe { x86::chains_avx2(n) },
+        _ => {
+            let mut acc = [0.0f32; 12];
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = std::hint::black_box(1.000_000_1f32).mul_add(*a, 0.999_999_9);
+                }
+            }
+            acc.iter().sum()
+        }
+    }
+}
+
 /// Floats the panels of an `[m, k]` matrix take.
 pub fn panels_len(m: usize, k: usize) -> Option<usize> {
     m.div_ceil(PANEL).checked_mul(PANEL)?.checked_mul(k)
@@ -319,6 +370,51 @@ mod x86 {
                 _mm512_storeu_ps(tile[i].as_mut_ptr().add(PANEL), a1[i]);
             }
         }
+    }
+
+    /// Twelve chains of `n` dependent FMAs each, 16 lanes wide.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn chains_avx512(n: usize) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 12];
+        let a = _mm512_set1_ps(1.000_000_1);
+        let b = _mm512_set1_ps(0.999_999_9);
+        for _ in 0..n {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for x in acc {
+            s = _mm512_add_ps(s, x);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
+    /// Twelve chains of `n` dependent FMAs each, 8 lanes wide.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn chains_avx2(n: usize) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 12];
+        let a = _mm256_set1_ps(1.000_000_1);
+        let b = _mm256_set1_ps(0.999_999_9);
+        for _ in 0..n {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for x in acc {
+            s = _mm256_add_ps(s, x);
+        }
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out.iter().sum()
     }
 
     /// # Safety

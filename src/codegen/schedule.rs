@@ -279,6 +279,10 @@ pub fn describe(
         w.recurrent_bytes / 1024.0,
         (w.input_flops + w.recurrent_flops + w.elementwise_flops) * batch as f64 / 1e3
     ));
+    s.push_str(&format!(
+        "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once ({} on this host: `--isa` to choose)\n",
+        super::panel::Isa::detect().name()
+    ));
     s.push_str("plan          threads  weights/step  level  predicted µs/step  floor µs/step\n");
     for v in Variant::ALL {
         if seq == 1 && v.for_steps(1) != v {
