@@ -272,15 +272,19 @@ fn region_slots(code: &RegionCode) -> Vec<usize> {
     s
 }
 
-/// Builds the function of a standalone region.
-pub fn region_function(
+/// A task function whose body reads the slots `slots` (their base pointers
+/// loaded at entry, in that order; slot 0 is the weights): `body` gets the
+/// emitter and the function's parameters (slot table, `b0`, `b1`, `t0`, `t1`).
+fn task_function(
     plan: &Plan,
-    code: &RegionCode,
+    name: &str,
+    slots: Vec<usize>,
     call_conv: CallConv,
     config: TargetFrontendConfig,
     fctx: &mut FunctionBuilderContext,
+    body: impl FnOnce(&mut Emitter<'_, '_>, &[Value]),
 ) -> Function {
-    let mut func = new_function("region", call_conv);
+    let mut func = new_function(name, call_conv);
     {
         let mut b = FunctionBuilder::new(&mut func, fctx);
         let entry = b.create_block();
@@ -294,21 +298,34 @@ pub fn region_function(
             bases: vec![None; plan.slots.len()],
             slots_ptr: p[0],
         };
-        let mut slots = region_slots(code);
-        slots.push(0);
         e.load_bases(slots);
         e.weights = e.bases[0];
+        body(&mut e, &p);
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(config);
+    }
+    func
+}
+
+/// Builds the function of a standalone region.
+pub fn region_function(
+    plan: &Plan,
+    code: &RegionCode,
+    call_conv: CallConv,
+    config: TargetFrontendConfig,
+    fctx: &mut FunctionBuilderContext,
+) -> Function {
+    let mut slots = region_slots(code);
+    slots.push(0);
+    task_function(plan, "region", slots, call_conv, config, fctx, |e, p| {
         let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
         e.for_range(b0, b1, |e, row| {
             e.for_range(t0, t1, |e, tile| {
                 e.region_vector(code, row, tile, &[]);
             });
         });
-        e.b.ins().return_(&[]);
-        e.b.seal_all_blocks();
-        e.b.finalize(config);
-    }
-    func
+    })
 }
 
 /// Accumulators of a reduction's vector loop: independent `fadd` chains.
@@ -391,33 +408,16 @@ pub fn rows_function(
     config: TargetFrontendConfig,
     fctx: &mut FunctionBuilderContext,
 ) -> Function {
-    let mut func = new_function("rows", call_conv);
-    {
-        let mut b = FunctionBuilder::new(&mut func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let mut e = Emitter {
-            b,
-            plan,
-            weights: None,
-            bases: vec![None; plan.slots.len()],
-            slots_ptr: p[0],
-        };
-        let mut slots: Vec<usize> = vec![0];
-        for step in steps {
-            match step {
-                RowStep::Region(code) => slots.extend(region_slots(code)),
-                RowStep::Reduce(rs) => {
-                    slots.extend(rs.iter().flat_map(|r| [r.src.slot, r.dest.slot]))
-                }
-            }
+    let mut slots: Vec<usize> = vec![0];
+    for step in steps {
+        match step {
+            RowStep::Region(code) => slots.extend(region_slots(code)),
+            RowStep::Reduce(rs) => slots.extend(rs.iter().flat_map(|r| [r.src.slot, r.dest.slot])),
         }
-        slots.sort_unstable();
-        slots.dedup();
-        e.load_bases(slots);
-        e.weights = e.bases[0];
+    }
+    slots.sort_unstable();
+    slots.dedup();
+    task_function(plan, "rows", slots, call_conv, config, fctx, |e, p| {
         let (b0, b1) = (p[1], p[2]);
         e.for_range(b0, b1, |e, row| {
             for step in steps {
@@ -435,11 +435,7 @@ pub fn rows_function(
                 }
             }
         });
-        e.b.ins().return_(&[]);
-        e.b.seal_all_blocks();
-        e.b.finalize(config);
-    }
-    func
+    })
 }
 
 /// Builds the function of one product group (with its fused epilogue).

@@ -219,22 +219,9 @@ impl Checker {
                     return None;
                 }
                 match info.function {
+                    // A number was refused above.
                     Function::Reduce(_) => {
-                        let ty = arg_tys.into_iter().next().flatten()?;
-                        if ty == SymTy::Scalar {
-                            self.diags.push(
-                                Diagnostic::error(
-                                    "E0062",
-                                    format!("`{}` reduces a vector, not a number", func.name),
-                                )
-                                .primary(args[0].span, "this is a number")
-                                .note(format!(
-                                    "`{}(v)` gives one number per batch row from a vector `v`",
-                                    func.name
-                                )),
-                            );
-                            return None;
-                        }
+                        arg_tys.into_iter().next().flatten()?;
                         Some(SymTy::Vector(Poly::constant(1)))
                     }
                     _ => {
