@@ -352,7 +352,7 @@ fn check_size(cell: &Cell) -> Result<(), PlanError> {
             Op::Product(p) => blocks += p.rows.len(),
             Op::MatVec { .. } => blocks += 1,
             Op::Fused(r) => ops += r.body.len(),
-            Op::Unary(..) | Op::Binary(..) => ops += 1,
+            Op::Unary(..) | Op::Binary(..) | Op::Reduce(..) => ops += 1,
             _ => {}
         }
     }
