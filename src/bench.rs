@@ -187,7 +187,7 @@ impl BenchResult {
             }
         ));
         s.push_str(&format!(
-            "  floor    {:9.2} µs/step (weights in {}, FLOPs at the gemm rate; `--emit schedule`): fused is {:.2}x the floor; model predicted {:.2}\n",
+            "  floor    {:9.2} µs/step (weights in {}, FLOPs at the best product rate; `--emit schedule`): fused is {:.2}x the floor; model predicted {:.2}\n",
             self.floor_us,
             self.weights_level,
             self.fused.median / self.floor_us,

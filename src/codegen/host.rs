@@ -29,6 +29,9 @@ pub struct Host {
     /// the generated kernels (128-bit vectors) on a batched product.
     pub gemm_gflops: f64,
     pub jit_gflops: f64,
+    /// The panel kernels of the `gemm` plans' per-step products, at the
+    /// widest width this host has ([`super::panel`]), on a batched product.
+    pub panel_gflops: f64,
     /// Cost of one barrier among the cores, microseconds.
     pub barrier_us: f64,
     /// Where the rates come from.
@@ -107,6 +110,7 @@ pub fn defaults(why: Option<String>) -> Host {
         bw_dram: DEFAULT_BW_DRAM,
         gemm_gflops: DEFAULT_GEMM_GFLOPS,
         jit_gflops: DEFAULT_GEMM_GFLOPS * 0.4,
+        panel_gflops: default_panel_gflops(super::panel::Isa::detect()),
         barrier_us: 1.0,
         source: HostSource::Defaults(why),
     }
@@ -116,6 +120,17 @@ const DEFAULT_BW_L2: f64 = 60.0;
 const DEFAULT_BW_L3: f64 = 25.0;
 const DEFAULT_BW_DRAM: f64 = 8.0;
 const DEFAULT_GEMM_GFLOPS: f64 = 80.0;
+
+/// The panel kernels' rate per core when nothing was measured, by width:
+/// 110 GFLOP/s measured with AVX-512 on the 2-vCPU Xeon of
+/// docs/performance.md (about 65 % of its FMA peak), half that with AVX2.
+fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
+    match isa {
+        super::panel::Isa::Avx512 => 110.0,
+        super::panel::Isa::Avx2 => 55.0,
+        super::panel::Isa::Scalar => 4.0,
+    }
+}
 
 /// GB/s of summing `bytes` of floats, best of a few passes (after one to warm).
 fn read_bandwidth(bytes: usize, budget_passes: usize) -> f64 {
@@ -148,6 +163,27 @@ fn gemm_rate() -> f64 {
     2.0 * (m * n * k) as f64 / best / 1e9
 }
 
+/// The panel kernels on a batched product (as `gemm_rate`), at the widest
+/// width this host has, best of four.
+fn panel_rate() -> f64 {
+    use super::panel;
+    let (m, batch, k) = (256, 96, 256);
+    let w = vec![0.5f32; m * k];
+    let mut panels = vec![0.0f32; panel::panels_len(m, k).unwrap_or(0)];
+    panel::pack(&w, m, k, &mut panels);
+    let x = vec![0.25f32; batch * k];
+    let mut dst = vec![0.0f32; batch * m];
+    let isa = panel::Isa::detect();
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        panel::product(isa, &panels, m, k, &x, k, batch, &mut dst, m);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * (m * batch * k) as f64 / best / 1e9
+}
+
 /// Measures this machine (a second or two): the figures `cellc calibrate`
 /// saves.
 pub fn calibrate() -> Host {
@@ -171,6 +207,7 @@ pub fn calibrate() -> Host {
         // Generated kernels reach about 40% of `gemm` on batched products
         // (docs/codegen.md: ~30 against ~75 GFLOP/s per core).
         jit_gflops: gemm_gflops * 0.4,
+        panel_gflops: panel_rate(),
         barrier_us: 1.0,
         source: HostSource::Measured,
     }
@@ -191,7 +228,7 @@ pub fn calibration_path() -> Option<PathBuf> {
 /// The calibration as JSON.
 pub fn to_json(h: &Host) -> String {
     let v = serde_json::json!({
-        "cellc_host": 1,
+        "cellc_host": 2,
         "cores": h.cores,
         "l1": h.l1,
         "l2": h.l2,
@@ -201,6 +238,7 @@ pub fn to_json(h: &Host) -> String {
         "bw_dram_gbs": h.bw_dram,
         "gemm_gflops": h.gemm_gflops,
         "jit_gflops": h.jit_gflops,
+        "panel_gflops": h.panel_gflops,
         "barrier_us": h.barrier_us,
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
@@ -210,8 +248,10 @@ pub fn to_json(h: &Host) -> String {
 pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not a calibration: {e}"))?;
-    if v["cellc_host"].as_u64() != Some(1) {
-        return Err("not a calibration of this version of cellc".into());
+    if v["cellc_host"].as_u64() != Some(2) {
+        return Err(
+            "not a calibration of this version of cellc (run `cellc calibrate` again)".into(),
+        );
     }
     let int = |k: &str| {
         v[k].as_u64()
@@ -233,6 +273,7 @@ pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
         bw_dram: rate("bw_dram_gbs")?,
         gemm_gflops: rate("gemm_gflops")?,
         jit_gflops: rate("jit_gflops")?,
+        panel_gflops: rate("panel_gflops")?,
         barrier_us: rate("barrier_us")?,
         source: HostSource::Calibrated(path),
     };

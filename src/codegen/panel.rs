@@ -149,7 +149,6 @@ pub fn pack(w: &[f32], m: usize, k: usize, out: &mut [f32]) {
 /// rows `r < m` and batch rows `b < batch`, `W` packed by [`pack`]. Checks
 /// every bound, and that `isa` is available.
 #[allow(clippy::too_many_arguments)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub fn product(
     isa: Isa,
     panels: &[f32],

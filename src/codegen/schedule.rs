@@ -114,8 +114,9 @@ pub struct Choice {
     pub threads: usize,
     /// Predicted microseconds per step.
     pub predicted_us: f64,
-    /// The floor: the weights at their level's bandwidth, the FLOPs at `gemm`'s
-    /// rate, on these threads, nothing else.
+    /// The floor: the weights at their level's bandwidth, the FLOPs at the
+    /// best product rate (`gemm` or the panel kernels), on these threads,
+    /// nothing else.
     pub floor_us: f64,
     pub bytes_per_step: f64,
     pub flops_per_step: f64,
@@ -153,7 +154,7 @@ pub fn predict(
         share / bw / 1e3
     };
     let rate = if variant.uses_gemm() {
-        host.gemm_gflops
+        host.panel_gflops
     } else {
         host.jit_gflops
     };
@@ -180,10 +181,11 @@ pub fn predict(
         0.0
     };
     // The floor: the step's weights at their level's bandwidth or its FLOPs at
-    // the gemm rate, whichever is slower, plus the hoisted projection's FLOPs
-    // (a phase of its own) at the gemm rate.
+    // the best product rate, whichever is slower, plus the hoisted
+    // projection's FLOPs (a phase of its own) at the same rate.
     let hoisted_flops = if hoist { work.input_flops * b } else { 0.0 };
-    let floor_us = (mem_us.max(step_flops / (host.gemm_gflops * n) / 1e3)
+    let best_rate = host.gemm_gflops.max(host.panel_gflops);
+    let floor_us = (mem_us.max(step_flops / (best_rate * n) / 1e3)
         + hoisted_flops / (host.gemm_gflops * n) / 1e3)
         .max(1e-3);
     Choice {
@@ -262,7 +264,7 @@ pub fn describe(
     ));
     s.push_str(&format!("host: {}\n", host.source.describe()));
     s.push_str(&format!(
-        "      {} cores; L1d {} KiB, L2 {} KiB, L3 {} MiB; one core reads {:.0} GB/s from L2, {:.0} from L3, {:.0} from DRAM; gemm {:.0} GFLOP/s, generated kernels ~{:.0}\n",
+        "      {} cores; L1d {} KiB, L2 {} KiB, L3 {} MiB; one core reads {:.0} GB/s from L2, {:.0} from L3, {:.0} from DRAM; gemm {:.0} GFLOP/s, panel kernels {:.0}, generated kernels ~{:.0}\n",
         host.cores,
         host.l1 >> 10,
         host.l2 >> 10,
@@ -271,6 +273,7 @@ pub fn describe(
         host.bw_l3,
         host.bw_dram,
         host.gemm_gflops,
+        host.panel_gflops,
         host.jit_gflops
     ));
     s.push_str(&format!(
