@@ -222,6 +222,9 @@ pub unsafe fn product_raw(
     dst: *mut f32,
     dst_stride: usize,
 ) {
+    // One accumulator tile per group of batch rows, kept across the blocks
+    // of `k`.
+    let mut tiles = vec![[[0.0f32; 2 * PANEL]; MR]; batch.div_ceil(MR)];
     let mut p = 0;
     while p * PANEL < m {
         // Two panels at once where the kernel takes them.
@@ -229,85 +232,113 @@ pub unsafe fn product_raw(
         let width = if two { 2 * PANEL } else { PANEL };
         let rows = (m - p * PANEL).min(width);
         let w = panels.wrapping_add(p * PANEL * k);
-        let mut b = 0;
-        while b < batch {
-            let nb = (batch - b).min(MR);
-            let xb = x.wrapping_add(b * x_stride);
-            let mut tile = [[0.0f32; 2 * PANEL]; MR];
-            // SAFETY: as the caller guarantees: the panels `p..p + width /
-            // PANEL` exist (`width` rows from row `16p`, padded), rows
-            // `b..b + nb` of `x` exist; the tile is local.
-            unsafe { tile_kernel(isa, w, k, two, xb, x_stride, nb, &mut tile) };
-            for (i, t) in tile.iter().enumerate().take(nb) {
+        tiles.iter_mut().for_each(|t| *t = [[0.0; 2 * PANEL]; MR]);
+        // `k` in blocks whose weights stay in L1 while every group of batch
+        // rows sweeps them; each tile's chains continue from one block to
+        // the next, so the sums are the same as in one sweep.
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = (k - k0).min(KC);
+            for (t, tile) in tiles.iter_mut().enumerate() {
+                let b = t * MR;
+                let nb = (batch - b).min(MR);
+                let xb = x.wrapping_add(b * x_stride + k0);
+                // SAFETY: as the caller guarantees: the panels `p..p + width
+                // / PANEL` exist (`width` rows from row `16p`, padded), with
+                // columns `k0..k0 + kc < k` from `k0 * PANEL` floats in; rows
+                // `b..b + nb` of `x` exist, columns `k0..k0 + kc`; the tile is
+                // local.
+                unsafe {
+                    tile_kernel(
+                        isa,
+                        w.wrapping_add(k0 * PANEL),
+                        k,
+                        kc,
+                        two,
+                        xb,
+                        x_stride,
+                        nb,
+                        tile,
+                    )
+                };
+            }
+            k0 += kc;
+        }
+        for (t, tile) in tiles.iter().enumerate() {
+            let b = t * MR;
+            for (i, row) in tile.iter().enumerate().take((batch - b).min(MR)) {
                 let d = dst.wrapping_add((b + i) * dst_stride + p * PANEL);
-                for (r, v) in t.iter().enumerate().take(rows) {
+                for (r, v) in row.iter().enumerate().take(rows) {
                     // SAFETY: row `b + i < batch`, column `16p + r < m`.
                     unsafe { *d.add(r) += *v };
                 }
             }
-            b += nb;
         }
         p += width / PANEL;
     }
 }
 
+/// Columns of `k` per block: 32 weight rows of 256 columns are 32 KiB, which
+/// an L1 data cache of 48 KiB holds beside the batch rows' 6 KiB.
+const KC: usize = 256;
+
 /// Batch rows per tile.
 const MR: usize = 6;
 
-/// One tile: `tile[i][r] = sum_c w[c][r] x[i][c]` for `i < nb`, `r` below 16
-/// (or 32 when `two`).
+/// One tile: `tile[i][r] += sum_{c < kc} w[c][r] x[i][c]` for `i < nb`, `r`
+/// below 16 (or 32 when `two`), each sum one chain of fused multiply-adds
+/// continuing from the tile's value, in `c` order.
 ///
 /// # Safety
-/// `w` holds `k` columns of 16 (or 32 when `two`: two panels, the second at
-/// `16 k` floats) weights; `x` holds `nb <= MR` rows of `x_stride` floats of
-/// which `k` are read; the host has `isa`.
+/// `w` holds `kc` columns of 16 weights (and, when `two`, the next panel's
+/// `kc` columns at `16 k` floats further); `x` holds `nb <= MR` rows of
+/// `x_stride` floats of which `kc` are read; the host has `isa`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_kernel(
     isa: Isa,
     w: *const f32,
     k: usize,
+    kc: usize,
     two: bool,
     x: *const f32,
     x_stride: usize,
     nb: usize,
     tile: &mut [[f32; 2 * PANEL]; MR],
 ) {
+    let w1 = w.wrapping_add(PANEL * k);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX-512F is available).
-        Isa::Avx512 => unsafe { x86::tile_avx512(w, k, two, x, x_stride, nb, tile) },
+        Isa::Avx512 => unsafe { x86::tile_avx512(w, w1, kc, two, x, x_stride, nb, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
-        Isa::Avx2 => unsafe { x86::tile_avx2(w, k, x, x_stride, nb, tile) },
+        Isa::Avx2 => unsafe { x86::tile_avx2(w, kc, x, x_stride, nb, tile) },
         // SAFETY: as the caller guarantees.
-        _ => unsafe { tile_scalar(w, k, if two { 2 } else { 1 }, x, x_stride, nb, tile) },
+        _ => unsafe {
+            let panels: &[*const f32] = if two { &[w, w1] } else { &[w] };
+            tile_scalar(panels, kc, x, x_stride, nb, tile)
+        },
     }
 }
 
 /// # Safety
-/// As [`tile_kernel`], with `panels` panels of weights.
+/// As [`tile_kernel`], the panels' first columns at `panels`.
 unsafe fn tile_scalar(
-    w: *const f32,
-    k: usize,
-    panels: usize,
+    panels: &[*const f32],
+    kc: usize,
     x: *const f32,
     x_stride: usize,
     nb: usize,
     tile: &mut [[f32; 2 * PANEL]; MR],
 ) {
     for (i, t) in tile.iter_mut().enumerate().take(nb) {
-        for q in 0..panels {
+        for (q, &w) in panels.iter().enumerate() {
             for lane in 0..PANEL {
-                let mut acc = 0.0f32;
-                for c in 0..k {
-                    // SAFETY: panel `q` column `c`, row `i` of `x`, in bounds
-                    // as the caller guarantees.
-                    let (wv, xv) = unsafe {
-                        (
-                            *w.add(q * PANEL * k + c * PANEL + lane),
-                            *x.add(i * x_stride + c),
-                        )
-                    };
+                let mut acc = t[q * PANEL + lane];
+                for c in 0..kc {
+                    // SAFETY: column `c < kc` of the panel, row `i` of `x`, in
+                    // bounds as the caller guarantees.
+                    let (wv, xv) = unsafe { (*w.add(c * PANEL + lane), *x.add(i * x_stride + c)) };
                     acc = wv.mul_add(xv, acc);
                 }
                 t[q * PANEL + lane] = acc;
@@ -324,8 +355,10 @@ mod x86 {
     /// # Safety
     /// As `tile_kernel`; AVX-512F available.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile_avx512(
         w: *const f32,
+        w1: *const f32,
         k: usize,
         two: bool,
         x: *const f32,
@@ -338,7 +371,10 @@ mod x86 {
         unsafe {
             let mut a0 = [_mm512_setzero_ps(); MR];
             let mut a1 = [_mm512_setzero_ps(); MR];
-            let w1 = w.add(PANEL * k);
+            for i in 0..nb {
+                a0[i] = _mm512_loadu_ps(tile[i].as_ptr());
+                a1[i] = _mm512_loadu_ps(tile[i].as_ptr().add(PANEL));
+            }
             if two && nb == MR {
                 for c in 0..k {
                     let v0 = _mm512_loadu_ps(w.add(c * PANEL));
@@ -431,6 +467,10 @@ mod x86 {
         unsafe {
             let mut a0 = [_mm256_setzero_ps(); MR];
             let mut a1 = [_mm256_setzero_ps(); MR];
+            for i in 0..nb {
+                a0[i] = _mm256_loadu_ps(tile[i].as_ptr());
+                a1[i] = _mm256_loadu_ps(tile[i].as_ptr().add(8));
+            }
             if nb == MR {
                 for c in 0..k {
                     let v0 = _mm256_loadu_ps(w.add(c * PANEL));
