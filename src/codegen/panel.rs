@@ -9,7 +9,9 @@
 //! padded with zero rows. A micro-kernel keeps a tile of `dst` (some batch
 //! rows by one or two panels of weight rows) in vector registers, sweeps `k`
 //! once, broadcasting `x[b][k]` and multiplying it into the panel's vectors
-//! with fused multiply-adds, and adds the tile to `dst`.
+//! with fused multiply-adds, and adds the tile to `dst`. `k` runs in blocks
+//! of [`KC`] columns, each swept by every group of batch rows while its
+//! weights are in L1; a tile's chains continue from block to block.
 //!
 //! Kernels: AVX-512F (6 batch rows by 32 weight rows: 12 accumulators),
 //! AVX2 + FMA (6 by 16), and portable scalar code; [`Isa::detect`] picks the
