@@ -387,18 +387,23 @@ mod x86 {
                         a1[i] = _mm512_fmadd_ps(v1, xb, a1[i]);
                     }
                 }
-            } else {
+            } else if two {
                 for c in 0..k {
                     let v0 = _mm512_loadu_ps(w.add(c * PANEL));
-                    let v1 = if two {
-                        _mm512_loadu_ps(w1.add(c * PANEL))
-                    } else {
-                        _mm512_setzero_ps()
-                    };
+                    let v1 = _mm512_loadu_ps(w1.add(c * PANEL));
                     for i in 0..nb {
                         let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
                         a0[i] = _mm512_fmadd_ps(v0, xb, a0[i]);
                         a1[i] = _mm512_fmadd_ps(v1, xb, a1[i]);
+                    }
+                }
+            } else {
+                // One panel: the second half of the tile is not read.
+                for c in 0..k {
+                    let v0 = _mm512_loadu_ps(w.add(c * PANEL));
+                    for (i, a) in a0.iter_mut().enumerate().take(nb) {
+                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
+                        *a = _mm512_fmadd_ps(v0, xb, *a);
                     }
                 }
             }

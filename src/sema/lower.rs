@@ -197,14 +197,17 @@ impl Lowerer<'_> {
         self.cell.push1(Op::Unary(op, a), ty)
     }
 
-    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Value {
+    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Lowered<Value> {
         if let (Some(x), Some(y)) = (self.constant(a), self.constant(b)) {
-            return self.cell.push1(Op::Const(op.eval(x, y)), Type::Scalar);
+            return Ok(self.cell.push1(Op::Const(op.eval(x, y)), Type::Scalar));
         }
         let (ta, tb) = (self.cell.ty(a), self.cell.ty(b));
-        // Sema checked that the operands combine.
-        let ty = Type::broadcast(ta, tb).unwrap_or(ta);
-        self.cell.push1(Op::Binary(op, a, b), ty)
+        // Sema checked that the operands combine: anything else is a bug,
+        // never a guessed type.
+        let Some(ty) = Type::broadcast(ta, tb) else {
+            return bug(format!("`{}` of {ta} and {tb}", op.name()));
+        };
+        Ok(self.cell.push1(Op::Binary(op, a, b), ty))
     }
 
     fn constant_value(&mut self, c: f64) -> Value {
@@ -221,7 +224,7 @@ impl Lowerer<'_> {
         };
         Ok(match function {
             Function::Unary(op) => self.unary(op, arg(0)?),
-            Function::Binary(op) => self.binary(op, arg(0)?, arg(1)?),
+            Function::Binary(op) => self.binary(op, arg(0)?, arg(1)?)?,
             Function::Reduce(op) => {
                 let a = arg(0)?;
                 if !matches!(self.cell.ty(a), Type::Vector(_)) {
@@ -232,81 +235,81 @@ impl Lowerer<'_> {
             Function::Rsqrt => {
                 let one = self.constant_value(1.0);
                 let root = self.unary(UnaryOp::Sqrt, arg(0)?);
-                self.binary(BinaryOp::Div, one, root)
+                self.binary(BinaryOp::Div, one, root)?
             }
             Function::Clip => {
-                let lo = self.binary(Max, arg(0)?, arg(1)?);
-                self.binary(Min, lo, arg(2)?)
+                let lo = self.binary(Max, arg(0)?, arg(1)?)?;
+                self.binary(Min, lo, arg(2)?)?
             }
             Function::HardSigmoid => {
                 let slope = self.constant_value(0.2);
                 let half = self.constant_value(0.5);
-                let scaled = self.binary(Mul, slope, arg(0)?);
-                let shifted = self.binary(Add, scaled, half);
-                self.clip(shifted, 0.0, 1.0)
+                let scaled = self.binary(Mul, slope, arg(0)?)?;
+                let shifted = self.binary(Add, scaled, half)?;
+                self.clip(shifted, 0.0, 1.0)?
             }
-            Function::HardTanh => self.clip(arg(0)?, -1.0, 1.0),
-            Function::Relu6 => self.clip(arg(0)?, 0.0, 6.0),
+            Function::HardTanh => self.clip(arg(0)?, -1.0, 1.0)?,
+            Function::Relu6 => self.clip(arg(0)?, 0.0, 6.0)?,
             Function::Softsign => {
                 let x = arg(0)?;
                 let one = self.constant_value(1.0);
                 let magnitude = self.unary(UnaryOp::Abs, x);
-                let denominator = self.binary(Add, one, magnitude);
-                self.binary(BinaryOp::Div, x, denominator)
+                let denominator = self.binary(Add, one, magnitude)?;
+                self.binary(BinaryOp::Div, x, denominator)?
             }
             Function::LeakyRelu => {
                 let (x, slope) = (arg(0)?, arg(1)?);
                 let zero = self.constant_value(0.0);
-                let positive = self.binary(Max, x, zero);
+                let positive = self.binary(Max, x, zero)?;
                 let zero = self.constant_value(0.0);
-                let negative = self.binary(Min, x, zero);
-                let scaled = self.binary(Mul, slope, negative);
-                self.binary(Add, positive, scaled)
+                let negative = self.binary(Min, x, zero)?;
+                let scaled = self.binary(Mul, slope, negative)?;
+                self.binary(Add, positive, scaled)?
             }
             Function::LayerNorm => {
                 let v = arg(0)?;
                 if !matches!(self.cell.ty(v), Type::Vector(_)) {
                     return bug("layernorm of something that is not a vector");
                 }
-                self.layernorm(v, arg(1)?, arg(2)?, arg(3)?)
+                self.layernorm(v, arg(1)?, arg(2)?, arg(3)?)?
             }
             Function::Elu => {
                 let x = arg(0)?;
                 let zero = self.constant_value(0.0);
-                let positive = self.binary(Max, x, zero);
+                let positive = self.binary(Max, x, zero)?;
                 let zero = self.constant_value(0.0);
-                let negative = self.binary(Min, x, zero);
+                let negative = self.binary(Min, x, zero)?;
                 let e = self.unary(UnaryOp::Exp, negative);
                 let one = self.constant_value(1.0);
-                let em1 = self.binary(BinaryOp::Sub, e, one);
-                self.binary(Add, positive, em1)
+                let em1 = self.binary(BinaryOp::Sub, e, one)?;
+                self.binary(Add, positive, em1)?
             }
         })
     }
 
     /// `(v - mean(v)) * rsqrt(mean((v - mean(v))^2) + eps) * gain + shift`.
-    fn layernorm(&mut self, v: Value, gain: Value, shift: Value, eps: Value) -> Value {
+    fn layernorm(&mut self, v: Value, gain: Value, shift: Value, eps: Value) -> Lowered<Value> {
         let mean = self
             .cell
             .push1(Op::Reduce(ReduceOp::Mean, v), Type::Vector(1));
-        let centred = self.binary(BinaryOp::Sub, v, mean);
-        let square = self.binary(BinaryOp::Mul, centred, centred);
+        let centred = self.binary(BinaryOp::Sub, v, mean)?;
+        let square = self.binary(BinaryOp::Mul, centred, centred)?;
         let variance = self
             .cell
             .push1(Op::Reduce(ReduceOp::Mean, square), Type::Vector(1));
-        let shifted = self.binary(BinaryOp::Add, variance, eps);
+        let shifted = self.binary(BinaryOp::Add, variance, eps)?;
         let root = self.unary(UnaryOp::Sqrt, shifted);
         let one = self.constant_value(1.0);
-        let inverse = self.binary(BinaryOp::Div, one, root);
-        let normal = self.binary(BinaryOp::Mul, centred, inverse);
-        let scaled = self.binary(BinaryOp::Mul, normal, gain);
+        let inverse = self.binary(BinaryOp::Div, one, root)?;
+        let normal = self.binary(BinaryOp::Mul, centred, inverse)?;
+        let scaled = self.binary(BinaryOp::Mul, normal, gain)?;
         self.binary(BinaryOp::Add, scaled, shift)
     }
 
     /// `min(max(x, lo), hi)`.
-    fn clip(&mut self, x: Value, lo: f64, hi: f64) -> Value {
+    fn clip(&mut self, x: Value, lo: f64, hi: f64) -> Lowered<Value> {
         let lo = self.constant_value(lo);
-        let above = self.binary(BinaryOp::Max, x, lo);
+        let above = self.binary(BinaryOp::Max, x, lo)?;
         let hi = self.constant_value(hi);
         self.binary(BinaryOp::Min, above, hi)
     }
@@ -366,8 +369,8 @@ impl Lowerer<'_> {
                     acc = Some(match (acc, op) {
                         (None, AddOp::Add) => v,
                         (None, AddOp::Sub) => self.unary(UnaryOp::Neg, v),
-                        (Some(a), AddOp::Add) => self.binary(BinaryOp::Add, a, v),
-                        (Some(a), AddOp::Sub) => self.binary(BinaryOp::Sub, a, v),
+                        (Some(a), AddOp::Add) => self.binary(BinaryOp::Add, a, v)?,
+                        (Some(a), AddOp::Sub) => self.binary(BinaryOp::Sub, a, v)?,
                     });
                 }
                 acc.ok_or_else(|| LowerError("an empty sum".into()))?
@@ -378,8 +381,8 @@ impl Lowerer<'_> {
                     let v = self.expr(f)?;
                     acc = Some(match (acc, op) {
                         (None, _) => v,
-                        (Some(a), MulOp::Mul) => self.binary(BinaryOp::Mul, a, v),
-                        (Some(a), MulOp::Div) => self.binary(BinaryOp::Div, a, v),
+                        (Some(a), MulOp::Mul) => self.binary(BinaryOp::Mul, a, v)?,
+                        (Some(a), MulOp::Div) => self.binary(BinaryOp::Div, a, v)?,
                     });
                 }
                 acc.ok_or_else(|| LowerError("an empty product".into()))?
