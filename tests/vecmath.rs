@@ -5,14 +5,41 @@
 // Tests and programs print what they measure.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use cellc::{Cell, Options, Weights};
+use cellc::{Cell, Isa, Options, Weights};
 
-/// Applies `func` to `xs` with JIT-compiled code.
+/// Applies `func` to `xs` with JIT-compiled code, at every width this host
+/// has (`Options::isa`: the generated 128-bit code with `scalar`, the wide
+/// region kernels with `avx2` and `avx512`), which must agree bit for bit
+/// (NaN payloads included): every bound below holds at every width.
 fn jit_apply(func: &str, xs: &[f32]) -> Vec<f32> {
+    let mut results = Isa::ALL
+        .into_iter()
+        .filter(|i| i.available())
+        .map(|isa| (isa, jit_apply_with(func, xs, isa)));
+    let (_, first) = results.next().unwrap();
+    for (isa, other) in results {
+        for (i, (a, b)) in first.iter().zip(&other).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{func}({}) is {a} at the generated width and {b} on {}",
+                xs[i],
+                isa.name()
+            );
+        }
+    }
+    first
+}
+
+fn jit_apply_with(func: &str, xs: &[f32], isa: Isa) -> Vec<f32> {
     let n = 1000;
     let src = format!("dim N = {n}\ninput x: [N]\noutput y: [N]\ny = {func}(x)\n");
     let cell = Cell::from_source("act.rnn", &src).unwrap();
-    let kernel = cell.compile(&Weights::new(), &Options::default()).unwrap();
+    let opts = Options {
+        isa: Some(isa),
+        ..Options::default()
+    };
+    let kernel = cell.compile(&Weights::new(), &opts).unwrap();
     let batch = xs.len().div_ceil(n);
     let mut input = xs.to_vec();
     input.resize(batch * n, 0.0);
@@ -279,17 +306,68 @@ fn exact_functions_and_their_special_values() {
 /// min, max and clip: NaN in either operand gives NaN, as in PyTorch.
 #[test]
 fn min_max_and_clip_propagate_nan() {
-    let src = "dim N = 8\ninput a: [N], b: [N]\noutput lo: [N], hi: [N], c: [N]\nlo = min(a, b)\nhi = max(a, b)\nc = clip(a, -1, b)\n";
+    let src = "dim N = 10\ninput a: [N], b: [N]\noutput lo: [N], hi: [N], c: [N]\nlo = min(a, b)\nhi = max(a, b)\nc = clip(a, -1, b)\n";
     let cell = Cell::from_source("minmax.rnn", src).unwrap();
-    let kernel = cell.compile(&Weights::new(), &Options::default()).unwrap();
-    let a = [f32::NAN, 1.0, 2.0, -3.0, f32::INFINITY, -5.0, 0.5, 7.0];
-    let b = [0.0, f32::NAN, 3.0, -4.0, 1.0, f32::NEG_INFINITY, 0.25, 8.0];
-    let mut state = kernel.new_state(1).unwrap();
-    kernel.step_inputs(&[&a, &b], &mut state).unwrap();
-    let lo = kernel.output(&state, "lo").unwrap();
-    let hi = kernel.output(&state, "hi").unwrap();
-    let c = kernel.output(&state, "c").unwrap();
-    for i in 0..8 {
+    let a = [
+        f32::NAN,
+        1.0,
+        2.0,
+        -3.0,
+        f32::INFINITY,
+        -5.0,
+        0.5,
+        7.0,
+        0.0,
+        -0.0,
+    ];
+    let b = [
+        0.0,
+        f32::NAN,
+        3.0,
+        -4.0,
+        1.0,
+        f32::NEG_INFINITY,
+        0.25,
+        8.0,
+        -0.0,
+        0.0,
+    ];
+    let mut widths: Vec<(Isa, Vec<Vec<u32>>)> = Vec::new();
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let opts = Options {
+            isa: Some(isa),
+            ..Options::default()
+        };
+        let kernel = cell.compile(&Weights::new(), &opts).unwrap();
+        let mut state = kernel.new_state(1).unwrap();
+        kernel.step_inputs(&[&a, &b], &mut state).unwrap();
+        let bits = ["lo", "hi", "c"]
+            .map(|o| {
+                kernel
+                    .output(&state, o)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .to_vec();
+        widths.push((isa, bits));
+    }
+    for (isa, bits) in &widths[1..] {
+        assert_eq!(
+            bits,
+            &widths[0].1,
+            "{} against the generated code",
+            isa.name()
+        );
+    }
+    let out =
+        |o: usize| -> Vec<f32> { widths[0].1[o].iter().map(|&b| f32::from_bits(b)).collect() };
+    let (lo, hi, c) = (out(0), out(1), out(2));
+    // Signed zeros: min(0, -0) = -0, max(0, -0) = 0, either way round.
+    assert!(lo[8].is_sign_negative() && lo[9].is_sign_negative());
+    assert!(hi[8].is_sign_positive() && hi[9].is_sign_positive());
+    for i in 0..10 {
         let (x, y) = (a[i] as f64, b[i] as f64);
         if x.is_nan() || y.is_nan() {
             assert!(lo[i].is_nan() && hi[i].is_nan() && c[i].is_nan(), "{i}");

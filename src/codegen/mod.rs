@@ -15,6 +15,7 @@ pub mod panel;
 pub mod plan;
 pub mod schedule;
 pub mod vecmath;
+pub mod wide;
 
 use cranelift_codegen::ir::Function;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};

@@ -9,15 +9,16 @@
 //! padded with zero rows. A micro-kernel keeps a tile of `dst` (some batch
 //! rows by one or two panels of weight rows) in vector registers, sweeps `k`
 //! once, broadcasting `x[b][k]` and multiplying it into the panel's vectors
-//! with fused multiply-adds, and adds the tile to `dst`. `k` runs in blocks
+//! with fused multiply-adds, starting from `dst`'s values (the bias, or the
+//! terms summed before), and stores the tile back. `k` runs in blocks
 //! of [`KC`] columns, each swept by every group of batch rows while its
 //! weights are in L1; a tile's chains continue from block to block.
 //!
 //! Kernels: AVX-512F (6 batch rows by 32 weight rows: 12 accumulators),
 //! AVX2 + FMA (6 by 16), and portable scalar code; [`Isa::detect`] picks the
 //! widest the host has. Every kernel computes each result with one chain of
-//! fused multiply-adds in `k` order, starting from zero, then adds it to
-//! `dst`: the same operations whatever the tile shape, so the result of an
+//! fused multiply-adds in `k` order, starting from `dst`'s value: the same
+//! operations whatever the tile shape, so the result of an
 //! element does not depend on which batch rows or threads share its tile (but
 //! does depend on the kernel: the scalar one rounds like the vector ones only
 //! where the target has a fused multiply-add, which `f32::mul_add` gives).
@@ -61,6 +62,22 @@ impl Isa {
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => false,
+        }
+    }
+
+    /// Whether it has kernels for element-wise regions (`codegen::wide`);
+    /// with [`Isa::Scalar`], regions run the generated 128-bit code.
+    pub fn is_wide(self) -> bool {
+        self != Isa::Scalar
+    }
+
+    /// Floats per vector of its kernels (the generated code's 4 for
+    /// [`Isa::Scalar`], whose regions it runs).
+    pub fn lanes(self) -> usize {
+        match self {
+            Isa::Scalar => 4,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
         }
     }
 
@@ -147,7 +164,8 @@ pub fn pack(w: &[f32], m: usize, k: usize, out: &mut [f32]) {
     }
 }
 
-/// `dst[b * dst_stride + r] += sum_c W[r][c] * x[b * x_stride + c]` for weight
+/// `dst[b * dst_stride + r] += sum_c W[r][c] * x[b * x_stride + c]` (one
+/// chain of fused multiply-adds from `dst`'s value, in `c` order) for weight
 /// rows `r < m` and batch rows `b < batch`, `W` packed by [`pack`]. Checks
 /// every bound, and that `isa` is available.
 #[allow(clippy::too_many_arguments)]
@@ -224,9 +242,6 @@ pub unsafe fn product_raw(
     dst: *mut f32,
     dst_stride: usize,
 ) {
-    // One accumulator tile per group of batch rows, kept across the blocks
-    // of `k`.
-    let mut tiles = vec![[[0.0f32; 2 * PANEL]; MR]; batch.div_ceil(MR)];
     let mut p = 0;
     while p * PANEL < m {
         // Two panels at once where the kernel takes them.
@@ -234,22 +249,26 @@ pub unsafe fn product_raw(
         let width = if two { 2 * PANEL } else { PANEL };
         let rows = (m - p * PANEL).min(width);
         let w = panels.wrapping_add(p * PANEL * k);
-        tiles.iter_mut().for_each(|t| *t = [[0.0; 2 * PANEL]; MR]);
         // `k` in blocks whose weights stay in L1 while every group of batch
-        // rows sweeps them; each tile's chains continue from one block to
-        // the next, so the sums are the same as in one sweep.
+        // rows sweeps them. A tile's accumulators start from `dst` (the
+        // bias, or the terms before) and go back to it after each block, so
+        // the chains continue from block to block as in one sweep.
         let mut k0 = 0;
         while k0 < k {
             let kc = (k - k0).min(KC);
-            for (t, tile) in tiles.iter_mut().enumerate() {
-                let b = t * MR;
+            let mut b = 0;
+            while b < batch {
                 let nb = (batch - b).min(MR);
-                let xb = x.wrapping_add(b * x_stride + k0);
+                let tile = Tile {
+                    ptr: dst.wrapping_add(b * dst_stride + p * PANEL),
+                    stride: dst_stride,
+                    rows,
+                };
                 // SAFETY: as the caller guarantees: the panels `p..p + width
                 // / PANEL` exist (`width` rows from row `16p`, padded), with
                 // columns `k0..k0 + kc < k` from `k0 * PANEL` floats in; rows
-                // `b..b + nb` of `x` exist, columns `k0..k0 + kc`; the tile is
-                // local.
+                // `b..b + nb` of `x` exist, columns `k0..k0 + kc`; the tile's
+                // rows `b..b + nb` of `dst`, columns `16p..16p + rows <= m`.
                 unsafe {
                     tile_kernel(
                         isa,
@@ -257,27 +276,28 @@ pub unsafe fn product_raw(
                         k,
                         kc,
                         two,
-                        xb,
+                        x.wrapping_add(b * x_stride + k0),
                         x_stride,
                         nb,
                         tile,
                     )
                 };
+                b += nb;
             }
             k0 += kc;
         }
-        for (t, tile) in tiles.iter().enumerate() {
-            let b = t * MR;
-            for (i, row) in tile.iter().enumerate().take((batch - b).min(MR)) {
-                let d = dst.wrapping_add((b + i) * dst_stride + p * PANEL);
-                for (r, v) in row.iter().enumerate().take(rows) {
-                    // SAFETY: row `b + i < batch`, column `16p + r < m`.
-                    unsafe { *d.add(r) += *v };
-                }
-            }
-        }
         p += width / PANEL;
     }
+}
+
+/// The part of `dst` one micro-kernel accumulates into: batch rows
+/// `stride` floats apart, of which the first `rows` floats (at most the
+/// kernel's one or two panels) are read and written.
+#[derive(Clone, Copy)]
+struct Tile {
+    ptr: *mut f32,
+    stride: usize,
+    rows: usize,
 }
 
 /// Columns of `k` per block: 32 weight rows of 256 columns are 32 KiB, which
@@ -288,13 +308,15 @@ const KC: usize = 256;
 const MR: usize = 6;
 
 /// One tile: `tile[i][r] += sum_{c < kc} w[c][r] x[i][c]` for `i < nb`, `r`
-/// below 16 (or 32 when `two`), each sum one chain of fused multiply-adds
-/// continuing from the tile's value, in `c` order.
+/// below `tile.rows` (at most 16, or 32 when `two`), each sum one chain of
+/// fused multiply-adds continuing from the tile's value, in `c` order.
 ///
 /// # Safety
 /// `w` holds `kc` columns of 16 weights (and, when `two`, the next panel's
 /// `kc` columns at `16 k` floats further); `x` holds `nb <= MR` rows of
-/// `x_stride` floats of which `kc` are read; the host has `isa`.
+/// `x_stride` floats of which `kc` are read; the tile holds `nb` rows of
+/// which the first `tile.rows` floats are read and written, and nothing else
+/// touches them meanwhile; the host has `isa`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_kernel(
     isa: Isa,
@@ -305,7 +327,7 @@ unsafe fn tile_kernel(
     x: *const f32,
     x_stride: usize,
     nb: usize,
-    tile: &mut [[f32; 2 * PANEL]; MR],
+    tile: Tile,
 ) {
     let w1 = w.wrapping_add(PANEL * k);
     match isa {
@@ -331,19 +353,23 @@ unsafe fn tile_scalar(
     x: *const f32,
     x_stride: usize,
     nb: usize,
-    tile: &mut [[f32; 2 * PANEL]; MR],
+    tile: Tile,
 ) {
-    for (i, t) in tile.iter_mut().enumerate().take(nb) {
+    for i in 0..nb {
         for (q, &w) in panels.iter().enumerate() {
-            for lane in 0..PANEL {
-                let mut acc = t[q * PANEL + lane];
+            for lane in 0..PANEL.min(tile.rows.saturating_sub(q * PANEL)) {
+                let d = tile.ptr.wrapping_add(i * tile.stride + q * PANEL + lane);
+                // SAFETY: row `i < nb`, column `q * 16 + lane < rows` of the
+                // tile, as the caller guarantees.
+                let mut acc = unsafe { *d };
                 for c in 0..kc {
                     // SAFETY: column `c < kc` of the panel, row `i` of `x`, in
                     // bounds as the caller guarantees.
                     let (wv, xv) = unsafe { (*w.add(c * PANEL + lane), *x.add(i * x_stride + c)) };
                     acc = wv.mul_add(xv, acc);
                 }
-                t[q * PANEL + lane] = acc;
+                // SAFETY: as above.
+                unsafe { *d = acc };
             }
         }
     }
@@ -351,8 +377,32 @@ unsafe fn tile_scalar(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{MR, PANEL};
+    use super::{Tile, MR, PANEL};
     use std::arch::x86_64::*;
+
+    /// The first `n` of 16 lanes (all of them from 16 on).
+    #[inline(always)]
+    fn lanes16(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// All-ones words then zeros: a window of 8 is the mask of 0..=8 lanes.
+    static WINDOW: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// The first `n` of 8 lanes (all of them from 8 on), for `maskload`.
+    ///
+    /// # Safety
+    /// AVX available.
+    #[inline(always)]
+    unsafe fn lanes8(n: usize) -> __m256i {
+        // SAFETY: `8 - min(n, 8)` is in 0..=8: the 8 words read are inside
+        // the table; AVX as the caller guarantees.
+        unsafe { _mm256_loadu_si256(WINDOW.as_ptr().add(8 - n.min(8)).cast()) }
+    }
 
     /// # Safety
     /// As `tile_kernel`; AVX-512F available.
@@ -366,16 +416,20 @@ mod x86 {
         x: *const f32,
         x_stride: usize,
         nb: usize,
-        tile: &mut [[f32; 2 * PANEL]; MR],
+        tile: Tile,
     ) {
         // SAFETY: loads of `w` stay within the panels, of `x` within rows
-        // `< nb`, as the caller guarantees; stores go to `tile`.
+        // `< nb`, as the caller guarantees; the tile's loads and stores are
+        // masked to its `rows` columns.
         unsafe {
+            let m0 = lanes16(tile.rows);
+            let m1 = lanes16(tile.rows.saturating_sub(PANEL));
             let mut a0 = [_mm512_setzero_ps(); MR];
             let mut a1 = [_mm512_setzero_ps(); MR];
             for i in 0..nb {
-                a0[i] = _mm512_loadu_ps(tile[i].as_ptr());
-                a1[i] = _mm512_loadu_ps(tile[i].as_ptr().add(PANEL));
+                let d = tile.ptr.add(i * tile.stride);
+                a0[i] = _mm512_maskz_loadu_ps(m0, d);
+                a1[i] = _mm512_maskz_loadu_ps(m1, d.add(PANEL));
             }
             if two && nb == MR {
                 for c in 0..k {
@@ -408,8 +462,9 @@ mod x86 {
                 }
             }
             for i in 0..nb {
-                _mm512_storeu_ps(tile[i].as_mut_ptr(), a0[i]);
-                _mm512_storeu_ps(tile[i].as_mut_ptr().add(PANEL), a1[i]);
+                let d = tile.ptr.add(i * tile.stride);
+                _mm512_mask_storeu_ps(d, m0, a0[i]);
+                _mm512_mask_storeu_ps(d.add(PANEL), m1, a1[i]);
             }
         }
     }
@@ -468,15 +523,18 @@ mod x86 {
         x: *const f32,
         x_stride: usize,
         nb: usize,
-        tile: &mut [[f32; 2 * PANEL]; MR],
+        tile: Tile,
     ) {
         // SAFETY: as in `tile_avx512`.
         unsafe {
+            let m0 = lanes8(tile.rows);
+            let m1 = lanes8(tile.rows.saturating_sub(8));
             let mut a0 = [_mm256_setzero_ps(); MR];
             let mut a1 = [_mm256_setzero_ps(); MR];
             for i in 0..nb {
-                a0[i] = _mm256_loadu_ps(tile[i].as_ptr());
-                a1[i] = _mm256_loadu_ps(tile[i].as_ptr().add(8));
+                let d = tile.ptr.add(i * tile.stride);
+                a0[i] = _mm256_maskload_ps(d, m0);
+                a1[i] = _mm256_maskload_ps(d.add(8), m1);
             }
             if nb == MR {
                 for c in 0..k {
@@ -500,8 +558,9 @@ mod x86 {
                 }
             }
             for i in 0..nb {
-                _mm256_storeu_ps(tile[i].as_mut_ptr(), a0[i]);
-                _mm256_storeu_ps(tile[i].as_mut_ptr().add(8), a1[i]);
+                let d = tile.ptr.add(i * tile.stride);
+                _mm256_maskstore_ps(d, m0, a0[i]);
+                _mm256_maskstore_ps(d.add(8), m1, a1[i]);
             }
         }
     }
@@ -524,7 +583,8 @@ mod tests {
     }
 
     /// Every available kernel against f64 on edge shapes (rows not a
-    /// multiple of 16 or 32, batches around the tile's 6, k of 0 and 1), and
+    /// multiple of 16 or 32, batches around the tile's 6 and past the 96
+    /// rows kept on the stack, k of 0 and 1), and
     /// every kernel agrees with the scalar one to the bit.
     #[test]
     #[allow(clippy::print_stderr)] // says which kernels the host let it test
@@ -533,7 +593,7 @@ mod tests {
         let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
         for m in [1, 15, 16, 17, 31, 32, 33, 64, 100] {
             for k in [0, 1, 3, 16, 37] {
-                for batch in [1, 3, 5, 6, 7, 13, 65] {
+                for batch in [1, 3, 5, 6, 7, 13, 65, 100] {
                     let w: Vec<f32> = rng.vec(m * k, 1.0).iter().map(|&v| v as f32).collect();
                     let xs = k + 3;
                     let x: Vec<f32> = rng.vec(batch * xs, 1.0).iter().map(|&v| v as f32).collect();

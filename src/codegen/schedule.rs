@@ -161,8 +161,15 @@ pub fn predict(
     // Batch 1 streams weights: FLOPs hide under the loads unless batched.
     let compute_us = step_flops / (rate * n) / 1e3;
     // Four lanes per vector instruction, ~3.4 vector instructions per ns
-    // (measured: the LSTM epilogue at batch 64, H = 128, one thread).
-    let elementwise_us = work.elementwise_cost * b / (4.0 * ELEMENTWISE_VOPS_PER_NS * n) / 1e3;
+    // (measured: the LSTM epilogue at batch 64, H = 128, one thread); the
+    // gemm plans' standalone regions run at the host's full width
+    // (`codegen::wide`: 4.5x faster than 4 lanes at 16, same measurement).
+    let lanes = if variant.uses_gemm() {
+        super::panel::Isa::detect().lanes() as f64
+    } else {
+        4.0
+    };
+    let elementwise_us = work.elementwise_cost * b / (lanes * ELEMENTWISE_VOPS_PER_NS * n) / 1e3;
     let mut step_us = mem_us.max(compute_us) + elementwise_us;
     if variant.uses_gemm() {
         // gemm writes its products out and the epilogue reads them back.
@@ -283,7 +290,8 @@ pub fn describe(
         (w.input_flops + w.recurrent_flops + w.elementwise_flops) * batch as f64 / 1e3
     ));
     s.push_str(&format!(
-        "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once ({} on this host: `--isa` to choose)\n",
+        "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once and element-wise regions {} lanes wide ({} on this host: `--isa` to choose)\n",
+        super::panel::Isa::detect().lanes(),
         super::panel::Isa::detect().name()
     ));
     s.push_str("plan          threads  weights/step  level  predicted µs/step  floor µs/step\n");

@@ -238,6 +238,17 @@ impl Kernel {
                             // in place only when their rows are `stride`
                             // floats); workers own disjoint tiles.
                             Work::Jit(f) => unsafe { run_tiles(f, &table, batch, w, n) },
+                            Work::Wide(i) => {
+                                let program = &build.wide[i];
+                                let (a, b) = share(program.tiles(), w, n);
+                                if a < b {
+                                    // SAFETY: as for `Work::Jit`; the build checked
+                                    // that the host has `isa`, a wide one.
+                                    unsafe {
+                                        program.run(build.isa, table.ptrs.as_ptr(), 0, batch, a, b)
+                                    };
+                                }
+                            }
                             Work::Gemm(task, units) => {
                                 let (a, b) = share(units, w, n);
                                 if let Task::Gemm(blocks) = &plan.tasks[task] {

@@ -35,7 +35,7 @@ use std::sync::OnceLock;
 
 use crate::codegen::plan::{self, Plan, Task};
 use crate::codegen::schedule::{self, Choice};
-use crate::codegen::{pack, Options, Variant};
+use crate::codegen::{pack, wide, Options, Variant};
 use crate::ir;
 use crate::{Error, ErrorKind, Result};
 use buffer::{count, AlignedBuf};
@@ -55,6 +55,8 @@ enum Work {
     Jit(Compiled),
     /// A `gemm` product (task index in the plan) over its row units.
     Gemm(usize, usize),
+    /// A standalone region at the host's full width (index in `Build::wide`).
+    Wide(usize),
 }
 
 /// A plan, its code, its packed weights.
@@ -63,8 +65,10 @@ struct Build {
     code: Code,
     weights: AlignedBuf,
     phases: Vec<Vec<Work>>,
-    /// The kernels of its batched products.
+    /// The kernels of its batched products and wide regions.
     isa: crate::codegen::panel::Isa,
+    /// Its standalone regions, compiled for the wide kernels.
+    wide: Vec<wide::Program>,
 }
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
@@ -483,6 +487,7 @@ fn build(
         AlignedBuf::zeros(plan.weights_len.max(1)).map_err(|e| (e.kind(), e.to_string()))?;
     pack::pack(&plan, ir, params, weights.as_mut_slice());
     let mut jit = code.phases.iter();
+    let mut wide = Vec::new();
     let phases = plan
         .tasks
         .iter()
@@ -491,6 +496,13 @@ fn build(
             let fns = jit.next().cloned().unwrap_or_default();
             match task {
                 Task::Gemm(blocks) => vec![Work::Gemm(t, plan::gemm_units(blocks).len())],
+                Task::Region(code) if isa.is_wide() => match wide::Program::new(code) {
+                    Some(p) => {
+                        wide.push(p);
+                        vec![Work::Wide(wide.len() - 1)]
+                    }
+                    None => fns.into_iter().map(Work::Jit).collect(),
+                },
                 _ => fns.into_iter().map(Work::Jit).collect(),
             }
         })
@@ -502,6 +514,7 @@ fn build(
         weights,
         phases,
         isa,
+        wide,
     })
 }
 
