@@ -334,3 +334,72 @@ fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
     v.resize(n, 0.0);
     Ok(v)
 }
+
+/// One batched product on the panel kernels, alone: `dst[b] += W @ x[b]`
+/// for a `[rows, k]` matrix packed once and `batch` rows of `x` (the
+/// per-step product of the `gemm` plans without the step around it), for
+/// measuring the kernels against the FMA peak (`benches/panel.rs`).
+pub struct ProductBench {
+    isa: crate::Isa,
+    panels: Vec<f32>,
+    x: Vec<f32>,
+    dst: Vec<f32>,
+    rows: usize,
+    k: usize,
+    batch: usize,
+}
+
+impl ProductBench {
+    /// Random weights and inputs; an error if the host lacks `isa` or the
+    /// sizes overflow.
+    pub fn new(
+        isa: crate::Isa,
+        batch: usize,
+        rows: usize,
+        k: usize,
+    ) -> std::result::Result<Self, String> {
+        use crate::codegen::panel;
+        if !isa.available() {
+            return Err(format!("this CPU cannot run the {} kernels", isa.name()));
+        }
+        let len = panel::panels_len(rows, k).ok_or("the matrix is too large")?;
+        let mut rng = crate::gen::Rng(1);
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
+        let mut panels = vec![0.0; len];
+        panel::pack(&w, rows, k, &mut panels);
+        let x = (0..batch * k).map(|_| rng.unit() as f32).collect();
+        Ok(ProductBench {
+            isa,
+            panels,
+            x,
+            dst: vec![0.0; batch * rows],
+            rows,
+            k,
+            batch,
+        })
+    }
+
+    /// One product.
+    pub fn run(&mut self) {
+        crate::codegen::panel::product(
+            self.isa,
+            &self.panels,
+            self.rows,
+            self.k,
+            &self.x,
+            self.k,
+            self.batch,
+            &mut self.dst,
+            self.rows,
+        );
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.rows * self.k) as f64
+    }
+
+    /// The FMA peak of one core at the kernel's width, GFLOP/s, measured now.
+    pub fn peak_gflops(&self) -> f64 {
+        crate::codegen::panel::fma_peak_gflops(self.isa, 0.2)
+    }
+}
