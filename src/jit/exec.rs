@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use super::code::Compiled;
 use super::pool::{self, share};
 use super::state::State;
-use super::{Build, Kernel, Work, MAX_SLOTS};
+use super::{Build, Epilogue, Kernel, Work, MAX_SLOTS};
 use crate::codegen::kernels::gemm_raw;
 use crate::codegen::panel::{self, Isa};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
@@ -249,6 +249,49 @@ impl Kernel {
                                     };
                                 }
                             }
+                            Work::GemmThen(task, epilogue) => {
+                                let Task::Gemm(blocks) = &plan.tasks[task] else {
+                                    continue;
+                                };
+                                let units = plan::row_units(blocks[0].len);
+                                let (a, b) = share(units.len(), w, n);
+                                for &(r0, r1) in &units[a..b] {
+                                    for blk in blocks {
+                                        // SAFETY: as for `Work::Gemm`; rows `r0..r1`
+                                        // of every block are this worker's own.
+                                        unsafe { gemm_rows(build.isa, blk, r0, r1, &table, batch) };
+                                    }
+                                    // The region's lanes `r0..r1` read only those rows
+                                    // (`plan::epilogue_by_rows`); `r0` is a multiple of
+                                    // the tile.
+                                    let (t0, t1) = (r0 / plan::LANES, r1.div_ceil(plan::LANES));
+                                    match epilogue {
+                                        // SAFETY: as for `Work::Wide`; tiles `t0..t1`
+                                        // are this worker's own.
+                                        Epilogue::Wide(i) => unsafe {
+                                            build.wide[i].run(
+                                                build.isa,
+                                                table.ptrs.as_ptr(),
+                                                0,
+                                                batch,
+                                                t0,
+                                                t1,
+                                            )
+                                        },
+                                        // SAFETY: as for `Work::Jit`; tiles `t0..t1`
+                                        // are this worker's own.
+                                        Epilogue::Jit(f) => unsafe {
+                                            (f.ptr)(
+                                                table.ptrs.as_ptr(),
+                                                0,
+                                                batch as i64,
+                                                t0 as i64,
+                                                t1 as i64,
+                                            )
+                                        },
+                                    }
+                                }
+                            }
                             Work::Gemm(task, units) => {
                                 let (a, b) = share(units, w, n);
                                 if let Task::Gemm(blocks) = &plan.tasks[task] {
@@ -479,51 +522,68 @@ unsafe fn gemm_units(
     batch: usize,
 ) {
     let units = plan::gemm_units(blocks);
-    let weights = slots.ptrs[0].cast_const();
     for &(bi, r0, r1) in &units[u0..u1.min(units.len())] {
-        let blk = &blocks[bi];
-        let m = r1 - r0;
-        let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
-        for b in 0..batch {
-            for r in 0..m {
-                // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
-                // len` floats, and the bias and projection likewise; rows `r0..r1` are
-                // inside `len` and this unit's own.
-                unsafe {
-                    let value = match blk.init {
-                        GemmInit::Zero => 0.0,
-                        GemmInit::Bias(o) => *weights.add(o + r0 + r),
-                        GemmInit::Projection(l) => {
-                            *slots.ptrs[l.slot].add(l.offset + b * l.stride + r0 + r)
-                        }
-                    };
-                    *dst.add(b * blk.dest.stride + r) = value;
-                }
+        // SAFETY: as the caller guarantees, for this unit's rows.
+        unsafe { gemm_rows(isa, &blocks[bi], r0, r1, slots, batch) };
+    }
+}
+
+/// Rows `r0..r1` of one block of a `gemm` product, for batch rows `0..batch`:
+/// the initial values, then each term's product.
+///
+/// # Safety
+/// As [`gemm_units`], for rows `r0..r1 <= blk.len`, `r0` a multiple of the
+/// panel.
+unsafe fn gemm_rows(
+    isa: Isa,
+    blk: &GemmBlock,
+    r0: usize,
+    r1: usize,
+    slots: &SlotTable,
+    batch: usize,
+) {
+    let weights = slots.ptrs[0].cast_const();
+    let m = r1 - r0;
+    let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
+    for b in 0..batch {
+        for r in 0..m {
+            // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
+            // len` floats, and the bias and projection likewise; rows `r0..r1` are
+            // inside `len` and this unit's own.
+            unsafe {
+                let value = match blk.init {
+                    GemmInit::Zero => 0.0,
+                    GemmInit::Bias(o) => *weights.add(o + r0 + r),
+                    GemmInit::Projection(l) => {
+                        *slots.ptrs[l.slot].add(l.offset + b * l.stride + r0 + r)
+                    }
+                };
+                *dst.add(b * blk.dest.stride + r) = value;
             }
         }
-        for term in &blk.terms {
-            let x = slots.ptrs[term.input.slot]
-                .wrapping_add(term.input.offset)
-                .cast_const();
-            // SAFETY: the matrix is `[len, k]` in panels in the packed weights
-            // (`panels_len(len, k)` floats, verified); rows `r0..r1` start at
-            // panel `r0 / 16` (`r0` is a multiple of the unit, itself of the
-            // panel), `r0 * k` floats in; the input holds `batch` rows of
-            // `stride >= k` floats; `dst` as above; the build checked `isa`.
-            unsafe {
-                panel::product_raw(
-                    isa,
-                    weights.add(term.panels + r0 * term.k),
-                    m,
-                    term.k,
-                    x,
-                    term.input.stride,
-                    batch,
-                    dst,
-                    blk.dest.stride,
-                )
-            };
-        }
+    }
+    for term in &blk.terms {
+        let x = slots.ptrs[term.input.slot]
+            .wrapping_add(term.input.offset)
+            .cast_const();
+        // SAFETY: the matrix is `[len, k]` in panels in the packed weights
+        // (`panels_len(len, k)` floats, verified); rows `r0..r1` start at
+        // panel `r0 / 16` (`r0` is a multiple of the panel), `r0 * k` floats
+        // in; the input holds `batch` rows of `stride >= k` floats; `dst` as
+        // above; the build checked `isa`.
+        unsafe {
+            panel::product_raw(
+                isa,
+                weights.add(term.panels + r0 * term.k),
+                m,
+                term.k,
+                x,
+                term.input.stride,
+                batch,
+                dst,
+                blk.dest.stride,
+            )
+        };
     }
 }
 

@@ -57,6 +57,18 @@ enum Work {
     Gemm(usize, usize),
     /// A standalone region at the host's full width (index in `Build::wide`).
     Wide(usize),
+    /// A `gemm` product (task index) and the region after it, run unit of
+    /// rows by unit of rows ([`plan::epilogue_by_rows`]): each unit's
+    /// epilogue right after its products, while they are in cache, with no
+    /// meeting between.
+    GemmThen(usize, Epilogue),
+}
+
+/// The region a [`Work::GemmThen`] runs.
+#[derive(Clone, Copy)]
+enum Epilogue {
+    Jit(code::Compiled),
+    Wide(usize),
 }
 
 /// A plan, its code, its packed weights.
@@ -486,27 +498,51 @@ fn build(
     let mut weights =
         AlignedBuf::zeros(plan.weights_len.max(1)).map_err(|e| (e.kind(), e.to_string()))?;
     pack::pack(&plan, ir, params, weights.as_mut_slice());
-    let mut jit = code.phases.iter();
     let mut wide = Vec::new();
-    let phases = plan
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(t, task)| {
-            let fns = jit.next().cloned().unwrap_or_default();
-            match task {
-                Task::Gemm(blocks) => vec![Work::Gemm(t, plan::gemm_units(blocks).len())],
-                Task::Region(code) if isa.is_wide() => match wide::Program::new(code) {
-                    Some(p) => {
-                        wide.push(p);
-                        vec![Work::Wide(wide.len() - 1)]
-                    }
-                    None => fns.into_iter().map(Work::Jit).collect(),
-                },
-                _ => fns.into_iter().map(Work::Jit).collect(),
+    let mut phases: Vec<Vec<Work>> = Vec::new();
+    let mut t = 0;
+    while t < plan.tasks.len() {
+        let fns = code.phases.get(t).cloned().unwrap_or_default();
+        // A standalone region, at full width where the host has it.
+        let mut region = |t: usize, fns: &[code::Compiled]| -> Option<Epilogue> {
+            let Task::Region(rc) = &plan.tasks[t] else {
+                return None;
+            };
+            if isa.is_wide() {
+                if let Some(p) = wide::Program::new(rc) {
+                    wide.push(p);
+                    return Some(Epilogue::Wide(wide.len() - 1));
+                }
             }
-        })
-        .collect();
+            match fns {
+                [f] if !f.by_rows => Some(Epilogue::Jit(*f)),
+                _ => None,
+            }
+        };
+        match &plan.tasks[t] {
+            Task::Gemm(blocks) => {
+                let next = match plan.tasks.get(t + 1) {
+                    Some(Task::Region(rc)) if plan::epilogue_by_rows(blocks, rc) => {
+                        let next_fns = code.phases.get(t + 1).cloned().unwrap_or_default();
+                        region(t + 1, &next_fns)
+                    }
+                    _ => None,
+                };
+                if let Some(e) = next {
+                    phases.push(vec![Work::GemmThen(t, e)]);
+                    t += 2;
+                    continue;
+                }
+                phases.push(vec![Work::Gemm(t, plan::gemm_units(blocks).len())]);
+            }
+            Task::Region(_) => match region(t, &fns) {
+                Some(Epilogue::Wide(i)) => phases.push(vec![Work::Wide(i)]),
+                _ => phases.push(fns.into_iter().map(Work::Jit).collect()),
+            },
+            _ => phases.push(fns.into_iter().map(Work::Jit).collect()),
+        }
+        t += 1;
+    }
     let _ = weights.len();
     Ok(Build {
         plan,

@@ -197,6 +197,54 @@ pub fn gemm_units(blocks: &[GemmBlock]) -> Vec<(usize, usize, usize)> {
     units
 }
 
+/// Whether `region`, the task right after the `gemm` product `blocks`, can
+/// run on each unit of rows ([`row_units`] of the region's length) as soon as
+/// that unit's rows of every block are computed, in the same phase: every
+/// block has the region's length; each argument is a block's result exactly
+/// (lane `r` of the region reads row `r`) or memory no block writes; and no
+/// yield touches memory a block reads or writes. Then a thread's units need
+/// nothing another thread computes in that phase.
+pub fn epilogue_by_rows(blocks: &[GemmBlock], region: &RegionCode) -> bool {
+    if blocks.is_empty() || blocks.iter().any(|b| b.len != region.len) {
+        return false;
+    }
+    let overlaps = |a: &Loc, b: &Loc| {
+        a.slot == b.slot && a.slot != 0 && {
+            let (a0, a1) = (a.offset, a.offset + a.len.max(1));
+            let (b0, b1) = (b.offset, b.offset + b.len.max(1));
+            a.stride != b.stride || (a0 < b1 && b0 < a1)
+        }
+    };
+    for a in &region.args {
+        let ArgSrc::Mem(l) = a else { return false };
+        let own = blocks.iter().any(|b| b.dest == *l && l.len == b.len);
+        if !own && blocks.iter().any(|b| overlaps(&b.dest, l)) {
+            return false;
+        }
+    }
+    region.yields.iter().all(|(_, y)| {
+        blocks.iter().all(|b| {
+            !overlaps(&b.dest, y)
+                && !matches!(&b.init, GemmInit::Projection(l) if overlaps(l, y))
+                && b.terms.iter().all(|t| !overlaps(&t.input, y))
+        })
+    })
+}
+
+/// Rows per unit of a product with its epilogue ([`epilogue_by_rows`]):
+/// two panels, the widest kernel's tile. Smaller than [`GEMM_ROWS`], since
+/// one unit now covers every block: H = 192 makes 6 units, which two threads
+/// share evenly.
+pub const EPILOGUE_ROWS: usize = 2 * crate::codegen::panel::PANEL;
+
+/// Rows `0..len` in units of [`EPILOGUE_ROWS`]: (first row, end row), the
+/// same whatever the thread count.
+pub fn row_units(len: usize) -> Vec<(usize, usize)> {
+    (0..len.div_ceil(EPILOGUE_ROWS))
+        .map(|u| (u * EPILOGUE_ROWS, ((u + 1) * EPILOGUE_ROWS).min(len)))
+        .collect()
+}
+
 /// One row block of a product computed with `gemm`: `dest[b] = init[b] + sum of
 /// matrix @ input[b]` for every batch row `b`.
 #[derive(Clone, Debug, PartialEq)]
