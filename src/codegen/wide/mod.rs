@@ -64,8 +64,7 @@ enum Fill {
 /// A standalone region compiled for the wide kernels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
-    /// Lanes per batch row (whole tiles of [`LANES`]).
-    lanes: usize,
+    /// Tiles of [`LANES`] lanes per batch row.
     tiles: usize,
     /// Vector arguments.
     args: Vec<Loc>,
@@ -121,7 +120,6 @@ impl Program {
         }
         let broadcast = |l: &Loc| l.len == 1 && code.len > 1;
         let mut p = Program {
-            lanes: code.tiles * LANES,
             tiles: code.tiles,
             args: Vec::new(),
             fills: Vec::new(),
@@ -480,7 +478,7 @@ mod run {
         t1: usize,
     ) {
         // SAFETY: module contract: every location is inside its slot's
-        // buffer for rows below `b1` and lanes below `p.lanes`; a block's
+        // buffer for rows below `b1` and lanes below `LANES * p.tiles`; a block's
         // `k` register rows of `row_lanes(m)` floats stay inside `BLOCK`.
         unsafe {
             let reg = |r: u32| scratch.add(r as usize * BLOCK);
