@@ -45,6 +45,19 @@ pub struct Loc {
     pub len: usize,
 }
 
+impl Loc {
+    /// Whether writing one may change what the other holds: the same buffer
+    /// (not the read-only weights) and overlapping floats of a row, or rows
+    /// laid out differently (then assumed to meet).
+    pub fn may_overlap(&self, other: &Loc) -> bool {
+        self.slot == other.slot && self.slot != 0 && {
+            let (a0, a1) = (self.offset, self.offset + self.len.max(1));
+            let (b0, b1) = (other.offset, other.offset + other.len.max(1));
+            self.stride != other.stride || (a0 < b1 && b0 < a1)
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum SlotKind {
     Weights,
@@ -208,13 +221,7 @@ pub fn epilogue_by_rows(blocks: &[GemmBlock], region: &RegionCode) -> bool {
     if blocks.is_empty() || blocks.iter().any(|b| b.len != region.len) {
         return false;
     }
-    let overlaps = |a: &Loc, b: &Loc| {
-        a.slot == b.slot && a.slot != 0 && {
-            let (a0, a1) = (a.offset, a.offset + a.len.max(1));
-            let (b0, b1) = (b.offset, b.offset + b.len.max(1));
-            a.stride != b.stride || (a0 < b1 && b0 < a1)
-        }
-    };
+    let overlaps = Loc::may_overlap;
     for a in &region.args {
         let ArgSrc::Mem(l) = a else { return false };
         let own = blocks.iter().any(|b| b.dest == *l && l.len == b.len);

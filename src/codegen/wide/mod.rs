@@ -88,17 +88,10 @@ impl Program {
             .collect::<Option<_>>()?;
         // A yield into memory an argument reads would be seen by the
         // argument's later blocks: keep such (unplanned) regions generated.
-        let overlaps = |a: &Loc, b: &Loc| {
-            a.slot == b.slot && a.slot != 0 && {
-                let (a0, a1) = (a.offset, a.offset + a.len.max(1));
-                let (b0, b1) = (b.offset, b.offset + b.len.max(1));
-                a.stride != b.stride || (a0 < b1 && b0 < a1)
-            }
-        };
         if code
             .yields
             .iter()
-            .any(|(_, y)| mems.iter().any(|m| overlaps(m, y)))
+            .any(|(_, y)| mems.iter().any(|m| m.may_overlap(y)))
         {
             return None;
         }
