@@ -386,6 +386,11 @@ unsafe fn tile_scalar(
     }
 }
 
+/// The first `n` of 8 lanes, as AVX's `maskload`/`maskstore` take them (also
+/// the wide regions' tails).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::lanes8;
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Tile, MR, PANEL};
@@ -409,7 +414,7 @@ mod x86 {
     /// # Safety
     /// AVX available.
     #[inline(always)]
-    unsafe fn lanes8(n: usize) -> __m256i {
+    pub(crate) unsafe fn lanes8(n: usize) -> __m256i {
         // SAFETY: `8 - min(n, 8)` is in 0..=8: the 8 words read are inside
         // the table; AVX as the caller guarantees.
         unsafe { _mm256_loadu_si256(WINDOW.as_ptr().add(8 - n.min(8)).cast()) }

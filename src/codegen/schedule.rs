@@ -178,7 +178,7 @@ pub fn predict(
     // Four lanes per vector instruction, ~3.4 vector instructions per ns
     // (measured: the LSTM epilogue at batch 64, H = 128, one thread); the
     // gemm plans' standalone regions run at the host's full width
-    // (`codegen::wide`: 4.5x faster than 4 lanes at 16, same measurement).
+    // (`codegen::wide`: 4.4x fewer cycles than 4 lanes at 16, same measurement).
     let lanes = if variant.uses_gemm() {
         super::panel::Isa::detect().lanes() as f64
     } else {

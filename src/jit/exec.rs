@@ -251,7 +251,7 @@ impl Kernel {
                             }
                             Work::GemmThen(task, epilogue) => {
                                 let Task::Gemm(blocks) = &plan.tasks[task] else {
-                                    continue;
+                                    unreachable!("GemmThen names task {task}, not a product")
                                 };
                                 let units = plan::row_units(blocks[0].len);
                                 let (a, b) = share(units.len(), w, n);

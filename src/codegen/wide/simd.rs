@@ -261,10 +261,6 @@ mod x86 {
         }
     }
 
-    /// Lane masks for AVX2's masked loads and stores: a window of 8 from 8
-    /// all-ones words followed by 8 zeros.
-    static TAIL_MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
-
     // SAFETY (every block below): the intrinsic needs AVX2 and FMA (or less),
     // which the caller's function enables (trait contract); pointer arguments
     // are valid for the lanes accessed, as the caller guarantees.
@@ -277,9 +273,8 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn tail(n: usize) -> __m256i {
-            // SAFETY: see the impl; `8 - n` is in 1..=8, so the 8 words read
-            // are inside the table.
-            unsafe { _mm256_loadu_si256(TAIL_MASKS.as_ptr().add(8 - n).cast()) }
+            // SAFETY: see the impl (AVX enabled).
+            unsafe { crate::codegen::panel::lanes8(n) }
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
