@@ -403,3 +403,156 @@ impl ProductBench {
         crate::codegen::panel::fma_peak_gflops(self.isa, 0.2)
     }
 }
+
+/// What `cellc bench --layers` measures: a whole network, with its schedule
+/// and, for a bidirectional one on two or more threads, layer-by-layer beside
+/// it (samples alternating), µs per time step (every layer and direction).
+#[derive(Clone, Debug)]
+pub struct NetworkBenchResult {
+    pub cell: String,
+    pub dims: Vec<(String, u64)>,
+    pub layout: crate::network::Layout,
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: usize,
+    pub schedule: &'static str,
+    pub chosen: Times,
+    /// Layer by layer, each kernel on every thread, when that is not the
+    /// chosen schedule.
+    pub layer_by_layer: Option<Times>,
+}
+
+impl NetworkBenchResult {
+    pub fn text(&self) -> String {
+        let dims: Vec<String> = self.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let mut s = format!(
+            "{} ({}) x {}: batch {}, sequences of {}, {} thread{}\n",
+            self.cell,
+            dims.join(", "),
+            self.layout,
+            self.batch,
+            self.seq,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        );
+        let line = |name: &str, t: &Times| {
+            format!(
+                "  {name:24} {:9.2} µs/step (min {:.2}, max {:.2})\n",
+                t.median, t.min, t.max
+            )
+        };
+        s.push_str(&line(self.schedule, &self.chosen));
+        if let Some(l) = &self.layer_by_layer {
+            s.push_str(&line("layer-by-layer", l));
+            s.push_str(&format!(
+                "  layer-by-layer / {}: {:.2}x\n",
+                self.schedule,
+                l.median / self.chosen.median
+            ));
+        }
+        s
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let dims: serde_json::Map<String, serde_json::Value> = self
+            .dims
+            .iter()
+            .map(|(n, v)| (n.clone(), json!(v)))
+            .collect();
+        let mut j = json!({
+            "cell": self.cell,
+            "dims": dims,
+            "layers": self.layout.layers,
+            "bidirectional": self.layout.bidirectional,
+            "batch": self.batch,
+            "seq": self.seq,
+            "threads": self.threads,
+            "schedule": self.schedule,
+            "us_per_step_median": self.chosen.median,
+            "us_per_step_min": self.chosen.min,
+            "us_per_step_max": self.chosen.max,
+        });
+        if let Some(l) = &self.layer_by_layer {
+            j["layer_by_layer_us_per_step_median"] = json!(l.median);
+            j["layer_by_layer_over_chosen"] = json!(l.median / self.chosen.median);
+        }
+        j
+    }
+}
+
+/// Benchmarks a network with random weights: one call is one run over a
+/// batch of full-length sequences.
+pub fn bench_network(
+    net: &crate::network::Network,
+    opts: &BenchOptions,
+) -> Result<NetworkBenchResult> {
+    use crate::network::Schedule;
+    if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
+        return Err(Error::options(
+            "batch, sequence length and samples must be at least 1",
+        ));
+    }
+    let kernel_opts = Options {
+        optimize: true,
+        threads: opts.threads,
+        plan: opts.plan,
+        isa: opts.isa,
+    };
+    let chosen = net.compile_random(1, &kernel_opts)?;
+    let other = if chosen.schedule() == Schedule::LayerByLayer {
+        None
+    } else {
+        Some(net.compile_random_as(1, &kernel_opts, Some(Schedule::LayerByLayer))?)
+    };
+    let mut rng = crate::gen::Rng(7);
+    let inputs: Vec<Vec<f32>> = chosen
+        .input_lens()
+        .iter()
+        .map(|&len| {
+            let mut x = sequence_buffer(opts, len)?;
+            x.iter_mut().for_each(|v| *v = rng.unit() as f32);
+            Ok(x)
+        })
+        .collect::<Result<_>>()?;
+    let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    let sample = |n: &crate::network::CompiledNetwork| -> Result<f64> {
+        let t = Instant::now();
+        n.run(&xs, opts.batch, None, &[])?;
+        let one = t.elapsed().as_secs_f64().max(1e-8);
+        let calls = ((SAMPLE_SECONDS / one) as usize).clamp(1, 1_000_000);
+        let t = Instant::now();
+        for _ in 0..calls {
+            n.run(&xs, opts.batch, None, &[])?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / (calls * opts.seq) as f64)
+    };
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < WARM_UP_SECONDS {
+        sample(&chosen)?;
+        if let Some(o) = &other {
+            sample(o)?;
+        }
+    }
+    let mut c = Vec::with_capacity(opts.samples);
+    let mut l = Vec::with_capacity(opts.samples);
+    for _ in 0..opts.samples {
+        c.push(sample(&chosen)?);
+        if let Some(o) = &other {
+            l.push(sample(o)?);
+        }
+    }
+    let ir = net.cell().ir()?;
+    Ok(NetworkBenchResult {
+        cell: ir.name.clone(),
+        dims: ir.dims.clone(),
+        layout: net.layout(),
+        batch: opts.batch,
+        seq: opts.seq,
+        threads: opts
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        schedule: chosen.schedule().name(),
+        chosen: times(c),
+        layer_by_layer: (!l.is_empty()).then(|| times(l)),
+    })
+}

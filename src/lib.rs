@@ -50,6 +50,7 @@ pub mod gen;
 pub mod interp;
 pub mod ir;
 mod jit;
+pub mod network;
 pub mod onnx;
 pub mod opt;
 pub mod run;

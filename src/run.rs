@@ -10,119 +10,36 @@
 //! names both tensors. The result holds each output as `[T, B, len]` under its
 //! name, and each state's final value as `[B, len]` under its name.
 
+use crate::network::{Layout, Network};
 use crate::sema::{self, poly::Poly, IndexInfo, SizeFact, SymTy};
 use crate::weights::{shape_str, Weights};
 use crate::{Cell, Error, Options, Result};
 
-/// The sizes a run reads off its tensors.
-pub(crate) struct Shapes {
-    pub steps: usize,
-    pub batch: usize,
-    pub dims: Vec<(String, u64)>,
+/// A port's length as a run reads it off a tensor, for size inference.
+pub(crate) struct PortLen {
+    pub name: String,
+    pub len: usize,
+    /// Where the length comes from, for messages (`input `x` [20, 4, 64]`).
+    pub what: String,
 }
 
-/// Infers the sequence length, the batch, and the cell's sizes from the tensors.
-pub(crate) fn shapes(
+/// Infers the cell's sizes from the lengths of its inputs and states (ports
+/// the cell does not have are skipped: the caller checks names) and from the
+/// weights' tensors, on top of the `given` sizes.
+pub(crate) fn infer_sizes(
     cell: &Cell,
     weights: &Weights,
-    inputs: &Weights,
+    ports: &[PortLen],
     given: &[(String, u64)],
-) -> Result<Shapes> {
+) -> Result<Vec<(String, u64)>> {
     let checked = cell.checked();
     let mut facts = Vec::new();
-    let mut seq: Option<(usize, usize, String)> = None;
-    if checked.inputs.is_empty() {
-        return Err(Error::shape(format!(
-            "cell `{}` has no input, so there is no sequence to run",
-            checked.name
-        )));
-    }
-    for port in &checked.inputs {
-        let t = inputs.get(&port.name).ok_or_else(|| {
-            Error::shape(format!(
-                "the inputs have no tensor `{}` (the cell's input, [T, B, len]); they have: {}",
-                port.name,
-                inputs.names().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let [steps, batch, len] = t.shape[..] else {
-            return Err(Error::shape(format!(
-                "input `{}` is {}; expected [T, B, len] (time-major)",
-                port.name,
-                shape_str(&t.shape)
-            )));
-        };
-        if let Some((s, b, first)) = &seq {
-            if (*s, *b) != (steps, batch) {
-                return Err(Error::shape(format!(
-                    "input `{}` is {} but input `{first}` has T = {s}, B = {b}",
-                    port.name,
-                    shape_str(&t.shape)
-                )));
-            }
-        } else {
-            seq = Some((steps, batch, port.name.clone()));
-        }
-        facts.push(SizeFact {
-            what: format!("input `{}` {}", port.name, shape_str(&t.shape)),
-            poly: port.len.clone(),
-            value: len as i128,
-        });
-    }
-    let (steps, batch, first) = seq.unwrap_or((0, 0, String::new()));
-    // A tensor the cell does not read would be silently ignored (an initial
-    // state saved under another name would start from zeros): refuse it.
-    for name in inputs.names() {
-        let known = checked.inputs.iter().any(|p| p.name == name)
-            || checked.states.iter().any(|p| p.name == name);
-        if !known {
-            let reads: Vec<String> = checked
-                .inputs
-                .iter()
-                .map(|p| format!("`{}` (input, [T, B, len])", p.name))
-                .chain(
-                    checked
-                        .states
-                        .iter()
-                        .map(|p| format!("`{}` (initial state, [B, len])", p.name)),
-                )
-                .collect();
-            let hint = sema::suggest(
-                name,
-                checked
-                    .inputs
-                    .iter()
-                    .chain(&checked.states)
-                    .map(|p| p.name.as_str()),
-            )
-            .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
-            return Err(Error::shape(format!(
-                "the inputs have tensor `{name}`, which cell `{}` does not read{hint}; it reads {}",
-                checked.name,
-                reads.join(", ")
-            )));
-        }
-    }
-    for port in &checked.states {
-        if let Some(t) = inputs.get(&port.name) {
-            let [b, len] = t.shape[..] else {
-                return Err(Error::shape(format!(
-                    "initial state `{}` is {}; expected [B, len]",
-                    port.name,
-                    shape_str(&t.shape)
-                )));
-            };
-            if b != batch {
-                return Err(Error::shape(format!(
-                    "initial state `{}` is {} but input `{first}` has B = {batch}",
-                    port.name,
-                    shape_str(&t.shape)
-                )));
-            }
+    for port in checked.inputs.iter().chain(&checked.states) {
+        for p in ports.iter().filter(|p| p.name == port.name) {
             facts.push(SizeFact {
-                what: format!("initial state `{}` {}", port.name, shape_str(&t.shape)),
+                what: p.what.clone(),
                 poly: port.len.clone(),
-                value: len as i128,
+                value: p.len as i128,
             });
         }
     }
@@ -172,12 +89,12 @@ pub(crate) fn shapes(
             k += 1;
         }
     }
-    let dims = sema::infer_dims(checked, &facts, given).map_err(Error::shape)?;
-    Ok(Shapes { steps, batch, dims })
+    sema::infer_dims(checked, &facts, given).map_err(Error::shape)
 }
 
-/// Runs a cell over a sequence. `given` sizes override nothing: they must agree
-/// with the tensors.
+/// Runs a cell, or the network a layered checkpoint describes
+/// ([`Network::for_checkpoint`]), over the sequences in `inputs`. `given` sizes
+/// override nothing: they must agree with the tensors.
 pub fn run(
     cell: &Cell,
     weights: &Weights,
@@ -185,41 +102,268 @@ pub fn run(
     given: &[(String, u64)],
     opts: &Options,
 ) -> Result<Weights> {
-    let shapes = shapes(cell, weights, inputs, given)?;
-    let dims: Vec<(&str, u64)> = shapes.dims.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-    let cell = cell.clone().dims(&dims)?;
-    let kernel = cell.compile(weights, opts)?;
-    let (steps, batch) = (shapes.steps, shapes.batch);
-    let mut state = kernel.new_state(batch)?;
-    for name in kernel.state_names() {
-        if let Some(t) = inputs.get(name) {
-            state.set(name, &t.data)?;
+    run_network(cell, weights, inputs, given, opts, None, false)
+}
+
+/// [`run`], with the layout of the network given (it must be the weights'),
+/// and the inputs and outputs batch-first (`[B, T, len]`) if `batch_first`.
+pub fn run_network(
+    cell: &Cell,
+    weights: &Weights,
+    inputs: &Weights,
+    given: &[(String, u64)],
+    opts: &Options,
+    layout: Option<Layout>,
+    batch_first: bool,
+) -> Result<Weights> {
+    let net = match layout {
+        Some(layout) => Network::new(cell.clone(), layout)?,
+        None => Network::for_checkpoint(cell.clone(), weights)?,
+    };
+    let layout = net.layout();
+    let slots = layout.directions() * layout.layers;
+    let checked = cell.checked();
+    if checked.inputs.is_empty() {
+        return Err(Error::shape(format!(
+            "cell `{}` has no input, so there is no sequence to run",
+            checked.name
+        )));
+    }
+    // A tensor the cell does not read would be silently ignored (an initial
+    // state saved under another name would start from zeros): refuse it.
+    let seq_axes = if batch_first {
+        "[B, T, len]"
+    } else {
+        "[T, B, len]"
+    };
+    let state_axes = if slots == 1 {
+        "[B, len]".to_string()
+    } else {
+        format!("[{slots}, B, len]")
+    };
+    for name in inputs.names().chain(inputs.integer_names()) {
+        let known = name == LENGTHS
+            || checked.inputs.iter().any(|p| p.name == name)
+            || checked.states.iter().any(|p| p.name == name);
+        if !known {
+            let reads: Vec<String> = checked
+                .inputs
+                .iter()
+                .map(|p| format!("`{}` (input, {seq_axes})", p.name))
+                .chain(
+                    checked
+                        .states
+                        .iter()
+                        .map(|p| format!("`{}` (initial state, {state_axes})", p.name)),
+                )
+                .chain([format!("`{LENGTHS}` (each row's length, [B], integers)")])
+                .collect();
+            let hint = sema::suggest(
+                name,
+                checked
+                    .inputs
+                    .iter()
+                    .chain(&checked.states)
+                    .map(|p| p.name.as_str())
+                    .chain([LENGTHS]),
+            )
+            .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
+            return Err(Error::shape(format!(
+                "the inputs have tensor `{name}`, which cell `{}` does not read{hint}; it reads {}",
+                checked.name,
+                reads.join(", ")
+            )));
         }
     }
-    let xs: Vec<&[f32]> = kernel
+    let mut ports = Vec::new();
+    let mut seq: Option<(usize, usize, String)> = None;
+    for port in &checked.inputs {
+        if inputs.integers(&port.name).is_some() {
+            return Err(Error::shape(format!(
+                "input `{}` holds integers; inputs are floating-point",
+                port.name
+            )));
+        }
+        let t = inputs.get(&port.name).ok_or_else(|| {
+            Error::shape(format!(
+                "the inputs have no tensor `{}` (the cell's input, {seq_axes}); they have: {}",
+                port.name,
+                inputs.names().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let [a, b, len] = t.shape[..] else {
+            return Err(Error::shape(format!(
+                "input `{}` is {}; expected {seq_axes} ({})",
+                port.name,
+                shape_str(&t.shape),
+                if batch_first {
+                    "batch-first"
+                } else {
+                    "time-major"
+                }
+            )));
+        };
+        let (steps, batch) = if batch_first { (b, a) } else { (a, b) };
+        if let Some((s, b, first)) = &seq {
+            if (*s, *b) != (steps, batch) {
+                return Err(Error::shape(format!(
+                    "input `{}` is {} but input `{first}` has T = {s}, B = {b}",
+                    port.name,
+                    shape_str(&t.shape)
+                )));
+            }
+        } else {
+            seq = Some((steps, batch, port.name.clone()));
+        }
+        ports.push(PortLen {
+            name: port.name.clone(),
+            len,
+            what: format!("input `{}` {}", port.name, shape_str(&t.shape)),
+        });
+    }
+    let (steps, batch, first) = seq.unwrap_or_default();
+    if batch == 0 {
+        return Err(Error::shape(format!(
+            "input `{first}` has a batch of 0 rows"
+        )));
+    }
+    let lengths = match (inputs.integers(LENGTHS), inputs.get(LENGTHS)) {
+        (_, Some(_)) => {
+            return Err(Error::shape(format!(
+            "`{LENGTHS}` holds floating-point values; sequence lengths are integers (i64 or i32)"
+        )))
+        }
+        (Some((shape, values)), None) => {
+            if shape != [batch] {
+                return Err(Error::shape(format!(
+                    "`{LENGTHS}` is {}; expected [{batch}] (one length per row of input `{first}`)",
+                    shape_str(shape)
+                )));
+            }
+            let lens = values
+                .iter()
+                .enumerate()
+                .map(|(b, &n)| {
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|&n| n <= steps)
+                        .ok_or_else(|| {
+                            Error::shape(format!(
+                                "`{LENGTHS}` gives row {b} length {n}; lengths are 0 to T = {steps}"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            Some(lens)
+        }
+        (None, None) => None,
+    };
+    let mut initial: Vec<(String, Vec<f32>)> = Vec::new();
+    for port in &checked.states {
+        if inputs.integers(&port.name).is_some() {
+            return Err(Error::shape(format!(
+                "initial state `{}` holds integers; states are floating-point",
+                port.name
+            )));
+        }
+        let Some(t) = inputs.get(&port.name) else {
+            continue;
+        };
+        let (b, len) = match t.shape[..] {
+            [n, b, len] if n == slots => (b, len),
+            [b, len] if slots == 1 => (b, len),
+            _ => {
+                return Err(Error::shape(format!(
+                    "initial state `{}` is {}; expected {state_axes} for {layout}",
+                    port.name,
+                    shape_str(&t.shape)
+                )))
+            }
+        };
+        if b != batch {
+            return Err(Error::shape(format!(
+                "initial state `{}` is {} but input `{first}` has B = {batch}",
+                port.name,
+                shape_str(&t.shape)
+            )));
+        }
+        ports.push(PortLen {
+            name: port.name.clone(),
+            len,
+            what: format!("initial state `{}` {}", port.name, shape_str(&t.shape)),
+        });
+        initial.push((port.name.clone(), t.data.clone()));
+    }
+    let compiled = net.compile_with(weights, &ports, given, opts)?;
+    let state_lens = compiled.state_lens();
+    for (s, name) in compiled.state_names().iter().enumerate() {
+        if state_lens.iter().any(|l| l[s] != state_lens[0][s]) {
+            return Err(Error::shape(format!(
+                "state `{name}` has length {} in layer 0 but {} in another layer; \
+                 [D * L, B, len] needs one length",
+                state_lens[0][s],
+                state_lens.iter().map(|l| l[s]).max().unwrap_or(0)
+            )));
+        }
+    }
+    let xs: Vec<Vec<f32>> = compiled
         .input_names()
         .iter()
-        .map(|n| inputs.get(n).map_or(&[][..], |t| t.data.as_slice()))
+        .map(|n| {
+            let t = inputs.get(n).map_or(&[][..], |t| t.data.as_slice());
+            if batch_first {
+                swap_leading(t, batch, steps)
+            } else {
+                t.to_vec()
+            }
+        })
         .collect();
-    let mut outs: Vec<Vec<f32>> = (0..kernel.output_names().len())
-        .map(|o| vec![0.0; steps * batch * kernel.output_len(o)])
+    let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    let initial: Vec<(&str, &[f32])> = initial
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
-    {
-        let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-        kernel.run_with(&xs, &mut state, &mut views)?;
-    }
+    let out = compiled.run(&xs, batch, lengths.as_deref(), &initial)?;
     let mut result = Weights::new();
-    for (o, name) in kernel.output_names().iter().enumerate() {
-        let len = kernel.output_len(o);
+    for (o, name) in compiled.output_names().iter().enumerate() {
+        let len = compiled.output_lens()[o];
+        let (shape, data) = if batch_first {
+            (
+                vec![batch, steps, len],
+                swap_leading(&out.outputs[o], steps, batch),
+            )
+        } else {
+            (vec![steps, batch, len], out.outputs[o].clone())
+        };
         result
-            .insert(name, &[steps, batch, len], std::mem::take(&mut outs[o]))
+            .insert(name, &shape, data)
             .map_err(|e| Error::internal(e.0))?;
     }
-    for (s, name) in kernel.state_names().iter().enumerate() {
-        let len = kernel.state_len(s);
+    for (s, name) in compiled.state_names().iter().enumerate() {
+        let len = state_lens[0][s];
+        let shape = if slots == 1 {
+            vec![batch, len]
+        } else {
+            vec![slots, batch, len]
+        };
         result
-            .insert(name, &[batch, len], state.get(name)?)
+            .insert(name, &shape, out.states[s].clone())
             .map_err(|e| Error::internal(e.0))?;
     }
     Ok(result)
+}
+
+/// The name of the per-row sequence lengths among a run's inputs.
+pub const LENGTHS: &str = "lengths";
+
+/// `[a, b, len]` -> `[b, a, len]`.
+fn swap_leading(v: &[f32], a: usize, b: usize) -> Vec<f32> {
+    let len = v.len().checked_div(a * b).unwrap_or(0);
+    let mut out = vec![0.0; v.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * len..][..len].copy_from_slice(&v[(i * b + j) * len..][..len]);
+        }
+    }
+    out
 }

@@ -9,7 +9,9 @@
 //!
 //! Element types: f32 is used as it is; f64, f16 and bf16 are converted to f32
 //! (f64 rounds to nearest; f16 and bf16 convert exactly). Integer and 8-bit
-//! float tensors are refused.
+//! float tensors are refused as weights. Integer tensors (i64, i32) are kept
+//! apart, for what is a count rather than a value: the `lengths` of a batch of
+//! sequences ([`Weights::integers`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,6 +56,8 @@ pub fn shape_str(s: &[usize]) -> String {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
+    /// Integer tensors (i64 or i32 in the file), never bound to a parameter.
+    integers: BTreeMap<String, (Vec<usize>, Vec<i64>)>,
 }
 
 impl Weights {
@@ -77,7 +81,7 @@ impl Weights {
                 data.len()
             ));
         }
-        if self.tensors.contains_key(name) {
+        if self.tensors.contains_key(name) || self.integers.contains_key(name) {
             return err(format!("tensor `{name}` is given twice"));
         }
         self.tensors.insert(
@@ -105,6 +109,48 @@ impl Weights {
         self.tensors.get(name)
     }
 
+    /// An integer tensor: its shape and values.
+    pub fn integers(&self, name: &str) -> Option<(&[usize], &[i64])> {
+        self.integers
+            .get(name)
+            .map(|(s, v)| (s.as_slice(), v.as_slice()))
+    }
+
+    /// Adds an integer tensor (`lengths`); its values must fill its shape.
+    pub fn insert_integers(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        data: Vec<i64>,
+    ) -> Result<(), WeightsError> {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(data.len()) {
+            return err(format!(
+                "tensor `{name}`: shape {} needs {} values, {} given",
+                shape_str(shape),
+                n.map_or("too many".to_string(), |n| n.to_string()),
+                data.len()
+            ));
+        }
+        if self.tensors.contains_key(name) || self.integers.contains_key(name) {
+            return err(format!("tensor `{name}` is given twice"));
+        }
+        self.integers
+            .insert(name.to_string(), (shape.to_vec(), data));
+        Ok(())
+    }
+
+    /// The names of the integer tensors.
+    pub fn integer_names(&self) -> impl Iterator<Item = &str> {
+        self.integers.keys().map(String::as_str)
+    }
+
+    /// Removes a tensor (float or integer), if there is one.
+    pub fn remove(&mut self, name: &str) {
+        self.tensors.remove(name);
+        self.integers.remove(name);
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
@@ -127,29 +173,40 @@ impl Weights {
         let mut tensors = st.tensors();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, view) in tensors {
+            if let Some(ints) = to_i64(view.dtype(), view.data()) {
+                w.insert_integers(&name, view.shape(), ints)?;
+                continue;
+            }
             let data = to_f32(&name, view.dtype(), view.data())?;
             w.insert(&name, view.shape(), data)?;
         }
         Ok(w)
     }
 
-    /// Writes the tensors as a safetensors file (f32).
+    /// Writes the tensors as a safetensors file (f32; integer tensors as i64).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, WeightsError> {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(n, t)| {
-                (
-                    n.clone(),
-                    t.shape.clone(),
-                    t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
+        use safetensors::Dtype;
+        let floats = self.tensors.iter().map(|(n, t)| {
+            (
+                n.clone(),
+                Dtype::F32,
+                t.shape.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        });
+        let integers = self.integers.iter().map(|(n, (shape, data))| {
+            (
+                n.clone(),
+                Dtype::I64,
+                shape.clone(),
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        });
+        let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = floats.chain(integers).collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
             .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map(|(n, dtype, s, b)| {
+                safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
                     .map(|v| (n.clone(), v))
                     .map_err(|e| WeightsError(format!("tensor `{n}`: {e}")))
             })
@@ -174,6 +231,26 @@ impl Weights {
             let _ = w.insert(&p.name, &shape, data);
         }
         w
+    }
+
+    /// The tensors the parameters of `cell` read (the first alternative of
+    /// each binding that the weights have, else the parameter's own name).
+    pub fn read_by(&self, cell: &Cell) -> std::collections::BTreeSet<String> {
+        cell.params
+            .iter()
+            .filter_map(|p| {
+                p.binding
+                    .iter()
+                    .map(|b| b.tensor.as_str())
+                    .find(|t| self.tensors.contains_key(*t))
+                    .or_else(|| {
+                        self.tensors
+                            .contains_key(&p.name)
+                            .then_some(p.name.as_str())
+                    })
+                    .map(str::to_string)
+            })
+            .collect()
     }
 
     /// The values of every parameter of `cell`, row-major, in parameter order.
@@ -203,6 +280,16 @@ impl Weights {
                     self.tensors.contains_key(&p.name).then_some(&own[0])
                 });
             let Some(b) = found else {
+                if let Some(b) = alternatives
+                    .iter()
+                    .find(|b| self.integers.contains_key(&b.tensor))
+                {
+                    return err(format!(
+                        "parameter `{}`: tensor `{}` holds integers; a parameter needs \
+                         floating-point values (f32, f64, f16 or bf16)",
+                        p.name, b.tensor
+                    ));
+                }
                 let tried: Vec<String> = alternatives
                     .iter()
                     .map(|b| format!("`{}`", b.tensor))
@@ -287,7 +374,15 @@ impl Weights {
                 }
             ));
         }
-        Ok(Weights { tensors })
+        let integers = self
+            .integers
+            .iter()
+            .filter_map(|(n, t)| {
+                let rest = n.strip_prefix(prefix)?;
+                (!rest.is_empty()).then(|| (rest.to_string(), t.clone()))
+            })
+            .collect();
+        Ok(Weights { tensors, integers })
     }
 
     /// A tensor named `<prefix>.<one of the bindings' tensors>`, if any: the
@@ -430,6 +525,26 @@ fn slice(t: &Tensor, indices: &[BindIndex]) -> Result<(Vec<usize>, Vec<f32>), St
     Ok((shape, data))
 }
 
+/// The values of an i64 or i32 tensor; `None` for any other element type.
+fn to_i64(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::I64 => Some(
+            bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect(),
+        ),
+        Dtype::I32 => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 fn to_f32(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32>, WeightsError> {
     use safetensors::Dtype;
     let chunks = |n: usize| bytes.chunks_exact(n);
@@ -448,7 +563,7 @@ fn to_f32(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32
             .collect(),
         other => {
             return err(format!(
-                "tensor `{name}` has element type {other:?}; cellc reads f32, f64, f16 and bf16"
+                "tensor `{name}` has element type {other:?}; cellc reads f32, f64, f16 and bf16 (and i64 or i32 for sequence lengths)"
             ))
         }
     })

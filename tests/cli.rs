@@ -244,3 +244,73 @@ fn isa_is_chosen_or_refused() {
     assert_eq!(j["isa"], "scalar");
     assert!(j["fma_peak_gflops"].as_f64().unwrap() > 0.0, "{j}");
 }
+
+/// `--layers` and `--bidirectional`: every layer in the dumps (layer 1 reading
+/// both directions of layer 0), a network check, a network bench, and what a
+/// network cannot be (an object, a stack of a two-output cell) refused.
+#[test]
+fn networks_on_the_command_line() {
+    let (code, out, err) = cellc(&[
+        "compile",
+        "examples/lstm.rnn",
+        "--dims",
+        "X=24,H=40",
+        "--layers",
+        "3",
+        "--bidirectional",
+        "--emit",
+        "ir",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("; network: 3 layers, bidirectional of cell lstm"),
+        "{out}"
+    );
+    for l in 0..3 {
+        assert!(
+            out.contains(&format!("; ==== layer {l} (each direction")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("input x: [24]") && out.matches("input x: [80]").count() == 2,
+        "{out}"
+    );
+    let (code, out, err) = cellc(&["check", "examples/gru.rnn", "--layers", "2"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (code, out, err) = cellc(&[
+        "bench",
+        "examples/gru.rnn",
+        "--dims",
+        "X=16,H=16",
+        "--layers",
+        "2",
+        "--bidirectional",
+        "--threads",
+        "2",
+        "--seq",
+        "5",
+        "--samples",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("2 layers, bidirectional") && out.contains("directions-in-parallel"),
+        "{out}"
+    );
+    let obj = std::env::temp_dir().join(format!("cellc-net-{}.o", std::process::id()));
+    let (code, _, err) = cellc(&[
+        "compile",
+        "examples/lstm.rnn",
+        "--layers",
+        "2",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("an object holds one cell"), "{err}");
+    assert!(!obj.exists());
+    let (code, _, err) = cellc(&["check", "examples/lstm.rnn", "--layers", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("1 to 64 layers"), "{err}");
+}

@@ -150,30 +150,197 @@ fn cellc_run_matches_pytorch() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// The network cases of `tests/conformance/gen_networks.py`: (case, cell file,
+/// batch first).
+fn network_cases() -> Vec<(String, String, bool)> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("networks.json")).unwrap())
+            .unwrap();
+    manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["case"].as_str().unwrap().to_string(),
+                c["cell"].as_str().unwrap().to_string(),
+                c["batch_first"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Stacked, bidirectional, projected, bias-free, batch-first PyTorch modules,
+/// with ragged lengths through `pack_padded_sequence`: the library on one and
+/// on two threads (the same bits) and `cellc run` agree with PyTorch.
 #[test]
-fn stacked_and_bidirectional_modules_are_refused_clearly() {
+fn networks_match_pytorch() {
+    let cases = network_cases();
+    assert_eq!(cases.len(), 12);
+    let tmp = std::env::temp_dir().join(format!("cellc-net-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for (case, cell_file, batch_first) in cases {
+        let cell = Cell::from_file(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(&cell_file),
+        )
+        .unwrap();
+        let weights = load(&case, "weights");
+        let inputs = load(&case, "inputs");
+        let expected = load(&case, "expected");
+        let mut outs = Vec::new();
+        for threads in [1, 2] {
+            let opts = Options {
+                threads: Some(threads),
+                ..Options::default()
+            };
+            let out =
+                cellc::run::run_network(&cell, &weights, &inputs, &[], &opts, None, batch_first)
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let err = compare(&case, &out, &expected);
+            assert!(
+                err < TOLERANCE,
+                "{case} ({threads} threads): relative error {err:e}"
+            );
+            outs.push(out);
+        }
+        assert_eq!(outs[0], outs[1], "{case}: 1 and 2 threads differ");
+        let out_path = tmp.join(format!("{case}.out.safetensors"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellc"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["run", &format!("examples/{cell_file}")])
+            .arg("--weights")
+            .arg(dir().join(format!("{case}.weights.safetensors")))
+            .arg("--inputs")
+            .arg(dir().join(format!("{case}.inputs.safetensors")))
+            .arg("-o")
+            .arg(&out_path);
+        if batch_first {
+            cmd.arg("--batch-first");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "{case}");
+        let got = Weights::from_safetensors(&out_path).unwrap();
+        let err = compare(&case, &got, &expected);
+        assert!(
+            err < TOLERANCE,
+            "{case} (cellc run): relative error {err:e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+fn run_err(cell: &str, weights: &Weights, inputs: &Weights) -> String {
+    let cell = Cell::from_file(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(cell),
+    )
+    .unwrap();
+    cellc::run::run(&cell, weights, inputs, &[], &Options::default())
+        .unwrap_err()
+        .to_string()
+}
+
+/// What a network run cannot take is an error that names it.
+#[test]
+fn network_refusals_name_the_problem() {
+    let weights = load("net_lstm_l2_bi_ragged", "weights");
+    let inputs = load("net_lstm_l2_bi_ragged", "inputs");
+    // Initial states of one layer for a network of two bidirectional layers.
+    let mut two_d = Weights::new();
+    for name in ["x", "h", "c"] {
+        let t = inputs.get(name).unwrap();
+        let shape = if name == "x" {
+            t.shape.clone()
+        } else {
+            t.shape[1..].to_vec()
+        };
+        let n: usize = shape.iter().product();
+        two_d.insert(name, &shape, t.data[..n].to_vec()).unwrap();
+    }
+    let err = run_err("lstm.rnn", &weights, &two_d);
+    assert!(
+        err.contains("initial state `h`") && err.contains("[4, B, len]"),
+        "{err}"
+    );
+    // A layer without one of the tensors the others have.
+    let mut missing = Weights::new();
+    for name in weights.names().filter(|n| *n != "bias_hh_l1_reverse") {
+        let t = weights.get(name).unwrap();
+        missing.insert(name, &t.shape, t.data.clone()).unwrap();
+    }
+    let err = run_err("lstm.rnn", &missing, &inputs);
+    assert!(err.contains("no `bias_hh_l1_reverse`"), "{err}");
+    // A tensor of the checkpoint that the cell does not read.
+    let mut extra = weights.clone();
+    extra
+        .insert("weight_hr_l0", &[11, 11], vec![0.0; 121])
+        .unwrap();
+    extra
+        .insert("weight_hr_l1", &[11, 11], vec![0.0; 121])
+        .unwrap();
+    extra
+        .insert("weight_hr_l0_reverse", &[11, 11], vec![0.0; 121])
+        .unwrap();
+    extra
+        .insert("weight_hr_l1_reverse", &[11, 11], vec![0.0; 121])
+        .unwrap();
+    let err = run_err("lstm.rnn", &extra, &inputs);
+    assert!(
+        err.contains("`weight_hr_l0`")
+            && err.contains("read by no parameter")
+            && err.contains("lstm_proj.rnn"),
+        "{err}"
+    );
+    // Lengths: too long, negative, floating-point, of the wrong shape, misnamed.
+    let with_lengths = |f: &dyn Fn(&mut Weights)| {
+        let mut w = Weights::new();
+        for name in ["x", "h", "c"] {
+            let t = inputs.get(name).unwrap();
+            w.insert(name, &t.shape, t.data.clone()).unwrap();
+        }
+        f(&mut w);
+        run_err("lstm.rnn", &weights, &w)
+    };
+    let err = with_lengths(&|w| {
+        w.insert_integers("lengths", &[4], vec![6, 7, 1, 2])
+            .unwrap()
+    });
+    assert!(
+        err.contains("row 1 length 7") && err.contains("T = 6"),
+        "{err}"
+    );
+    let err = with_lengths(&|w| {
+        w.insert_integers("lengths", &[4], vec![6, -1, 1, 2])
+            .unwrap()
+    });
+    assert!(err.contains("row 1 length -1"), "{err}");
+    let err = with_lengths(&|w| w.insert("lengths", &[4], vec![6.0, 1.0, 1.0, 2.0]).unwrap());
+    assert!(err.contains("sequence lengths are integers"), "{err}");
+    let err = with_lengths(&|w| w.insert_integers("lengths", &[3], vec![6, 1, 1]).unwrap());
+    assert!(err.contains("expected [4]"), "{err}");
+    let err = with_lengths(&|w| w.insert_integers("length", &[4], vec![6, 1, 1, 2]).unwrap());
+    assert!(err.contains("did you mean `lengths`"), "{err}");
+    // Weights of another depth than the network asked for.
     let lstm = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn")).unwrap();
-    let err = cellc::run::run(
-        &lstm,
-        &load("lstm2layers_tiny", "weights"),
-        &load("lstm_tiny", "inputs"),
-        &[],
-        &Options::default(),
+    let net = cellc::network::Network::new(
+        lstm,
+        cellc::network::Layout {
+            layers: 3,
+            bidirectional: true,
+        },
     )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("stacked module of 2 layers"), "{err}");
-    let gru = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn")).unwrap();
-    let err = cellc::run::run(
-        &gru,
-        &load("grubidir_tiny", "weights"),
-        &load("gru_tiny", "inputs"),
-        &[],
-        &Options::default(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("bidirectional"), "{err}");
+    .unwrap();
+    let err = net
+        .compile(&weights, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("3 layers, bidirectional") && err.contains("2 layers, bidirectional"),
+        "{err}"
+    );
 }
 
 #[test]

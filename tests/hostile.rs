@@ -199,9 +199,9 @@ fn hostile_safetensors() {
             "not",
         ),
         (
-            "an integer tensor",
+            "an i16 tensor",
             safetensors(
-                r#"{"w":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#,
+                r#"{"w":{"dtype":"I16","shape":[4],"data_offsets":[0,8]}}"#,
                 &[0; 8],
             ),
             "element type",

@@ -30,13 +30,20 @@ enum Command {
         /// Sizes, e.g. `X=64,H=128` (defaults come from the file); also checks them.
         #[arg(long, value_parser = parse_dims)]
         dims: Option<Dims>,
+        #[command(flatten)]
+        net: NetArgs,
     },
-    /// Run a cell over a sequence: weights, inputs and outputs in safetensors files.
+    /// Run a cell, or a network of its layers, over a batch of sequences:
+    /// weights, inputs and outputs in safetensors files.
     ///
     /// The inputs hold each input of the cell as [T, B, len] (time-major) and,
-    /// optionally, each state's initial value as [B, len]. The output file holds
-    /// each output as [T, B, len] and each state's final value as [B, len].
-    /// Sizes are read off the tensors.
+    /// optionally, each state's initial value as [B, len] and each row's length
+    /// as `lengths` [B] (integers). The output file holds each output as [T, B,
+    /// len] and each state's final value as [B, len]. Sizes are read off the
+    /// tensors. Weights of a stacked or bidirectional PyTorch module
+    /// (`weight_ih_l1`, `weight_ih_l0_reverse`, ...) run the whole network:
+    /// states are then [D*L, B, len] and outputs [T, B, D*len], as PyTorch has
+    /// them.
     Run {
         /// The `.rnn` file, or an ONNX model with one LSTM or GRU node (`.onnx`:
         /// the cell and the weights both come from it).
@@ -68,6 +75,11 @@ enum Command {
         /// Without the optimizer (the unfused baseline).
         #[arg(long)]
         no_opt: bool,
+        /// The inputs and outputs are [B, T, len] (PyTorch's `batch_first=True`).
+        #[arg(long)]
+        batch_first: bool,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Compile a cell and print the requested stage.
     Compile {
@@ -112,6 +124,8 @@ enum Command {
         /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
         #[arg(long)]
         plan: Option<String>,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Measure this machine's caches and kernels (a second or two) and save the
     /// figures the cost model plans with.
@@ -160,7 +174,39 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: NetArgs,
     },
+}
+
+/// A network of the cell's layers (`docs/language.md`, "Networks").
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+struct NetArgs {
+    /// Layers of the cell, each reading the output of the one below (default
+    /// 1; `run` reads it off the weights' names, and checks it if given).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Both directions: each layer runs the sequence forward and in reverse,
+    /// its output the two side by side (`run` reads it off the weights).
+    #[arg(long)]
+    bidirectional: bool,
+}
+
+impl NetArgs {
+    /// The layout asked for, if any.
+    fn layout(self) -> Option<cellc::network::Layout> {
+        (self.layers.is_some() || self.bidirectional).then(|| cellc::network::Layout {
+            layers: self.layers.unwrap_or(1),
+            bidirectional: self.bidirectional,
+        })
+    }
+
+    fn network(self, cell: &Cell) -> Result<cellc::network::Network, Error> {
+        cellc::network::Network::new(
+            cell.clone(),
+            self.layout().unwrap_or(cellc::network::Layout::SINGLE),
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -251,8 +297,9 @@ fn print_warnings(cell: &Cell) {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Check { file, dims } => {
-            load(&file, &dims)?;
+        Command::Check { file, dims, net } => {
+            let cell = load(&file, &dims)?;
+            net.network(&cell)?.layer_cells()?;
             Ok(())
         }
         Command::Run {
@@ -265,6 +312,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             threads,
             isa,
             no_opt,
+            batch_first,
+            net,
         } => {
             let mut x = cellc::Weights::from_safetensors(&inputs)?;
             let (cell, w) = if file.extension().is_some_and(|e| e == "onnx") {
@@ -310,7 +359,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 plan: None,
                 isa: isa.as_deref().map(parse_isa).transpose()?,
             };
-            let out = cellc::run::run(&cell, &w, &x, &given, &opts)?;
+            let out =
+                cellc::run::run_network(&cell, &w, &x, &given, &opts, net.layout(), batch_first)?;
             let bytes = out.to_safetensors_bytes()?;
             cellc::files::write_all(&[(&output, &bytes)])?;
             Ok(())
@@ -344,8 +394,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             samples,
             no_unfused,
             json,
+            net,
         } => {
             let cell = load(&file, &dims)?;
+            let network = net.network(&cell)?;
             let opts = cellc::bench::BenchOptions {
                 batch,
                 seq,
@@ -355,6 +407,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 samples,
                 unfused: !no_unfused,
             };
+            if !network.layout().is_single() {
+                let r = cellc::bench::bench_network(&network, &opts)?;
+                if json {
+                    println!("{}", r.json());
+                } else {
+                    print!("{}", r.text());
+                }
+                return Ok(());
+            }
             let r = cellc::bench::bench(&cell, &opts)?;
             if json {
                 println!("{}", r.json());
@@ -376,14 +437,67 @@ fn run(cli: Cli) -> Result<(), Error> {
             seq,
             threads,
             plan,
+            net,
         } => {
             let cell = load(&file, &dims)?;
+            let network = net.network(&cell)?;
             let jit_opts = cellc::Options {
                 optimize: !no_opt,
                 threads,
                 plan: plan.as_deref().map(parse_plan).transpose()?,
                 isa: None,
             };
+            if !network.layout().is_single() {
+                if output.is_some() {
+                    return Err(Error::options(format!(
+                        "`-o`: an object holds one cell, not a network ({}); write the cell's \
+                         object and run its layers from C, or run the network with `cellc run`",
+                        network.layout()
+                    )));
+                }
+                let (schedule, kernel_opts) = network.schedule(&jit_opts);
+                println!(
+                    "; network: {} of cell {}; schedule: {} ({})",
+                    network.layout(),
+                    cell.name(),
+                    schedule.name(),
+                    match schedule {
+                        cellc::network::Schedule::DirectionsInParallel => format!(
+                            "the two directions of each layer at once, each on {} thread{}",
+                            kernel_opts.threads.unwrap_or(1),
+                            if kernel_opts.threads == Some(1) {
+                                ""
+                            } else {
+                                "s"
+                            }
+                        ),
+                        cellc::network::Schedule::LayerByLayer =>
+                            "one layer and direction after the other, each on every thread"
+                                .to_string(),
+                    }
+                );
+                for (l, layer) in network.layer_cells()?.iter().enumerate() {
+                    println!(
+                        "; ==== layer {l}{} ====",
+                        if network.layout().bidirectional {
+                            " (each direction: the same cell, its own weights)"
+                        } else {
+                            ""
+                        }
+                    );
+                    compile_cell(
+                        layer,
+                        emit,
+                        after.clone(),
+                        remarks,
+                        target.as_deref(),
+                        &kernel_opts,
+                        batch,
+                        seq,
+                    )?;
+                }
+                return Ok(());
+            }
             if let Some(obj) = output {
                 let aot = cell.compile_object(&jit_opts, target.as_deref())?;
                 let header = obj.with_extension("h");
@@ -397,64 +511,89 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
                 return Ok(());
             }
-            let Some(emit) = emit else {
-                return summary(&cell, &jit_opts);
-            };
-            if let Some(a) = &after {
-                if !opt::stage_names().contains(&a.as_str()) {
-                    return Err(Error::options(format!(
-                        "`--after {a}`: no such stage; the stages are {}",
-                        opt::stage_names().join(", ")
-                    )));
-                }
-            }
-            let opts = opt::Options {
-                stop_after: after,
-                ..opt::Options::default()
-            };
-            let mut stages = String::new();
-            let optimized = cell.optimized_with_dumps(&opts, &mut |name, ir| {
-                if matches!(emit, Emit::Stages) {
-                    stages.push_str(&format!("; ==== {name} ====\n"));
-                    stages.push_str(&cellc::ir::print::print(ir));
-                    stages.push('\n');
-                }
-            })?;
-            if remarks {
-                let diags: Vec<diag::Diagnostic> = optimized
-                    .remarks
-                    .iter()
-                    .map(opt::Remark::to_diagnostic)
-                    .collect();
-                diag::emit_stderr(cell.source(), &diags);
-            }
-            let text = match emit {
-                Emit::Ast => cell.ast_text(),
-                Emit::Ir => cellc::ir::print::print(&cell.ir()?),
-                Emit::Opt => cellc::ir::print::print(&optimized.ir),
-                Emit::Stages => stages,
-                Emit::Stats => cell.stats_json()?,
-                Emit::Dot => cellc::ir::dot::dot(&optimized.ir),
-                Emit::Remarks => cell.render_remarks(&optimized.remarks),
-                Emit::Schedule => cell.schedule_text(&jit_opts, batch, seq)?,
-                Emit::Clif | Emit::Asm => {
-                    let mut out = String::new();
-                    for f in cell.generated_code(&jit_opts, target.as_deref())? {
-                        out.push_str(&format!("; ==== {} ====\n", f.name));
-                        out.push_str(if matches!(emit, Emit::Clif) {
-                            &f.clif
-                        } else {
-                            &f.asm
-                        });
-                        out.push('\n');
-                    }
-                    out
-                }
-            };
-            print!("{text}");
-            Ok(())
+            compile_cell(
+                &cell,
+                emit,
+                after,
+                remarks,
+                target.as_deref(),
+                &jit_opts,
+                batch,
+                seq,
+            )
         }
     }
+}
+
+/// `cellc compile` of one cell (or one layer of a network): the stage asked
+/// for, or the summary.
+#[allow(clippy::too_many_arguments)]
+fn compile_cell(
+    cell: &Cell,
+    emit: Option<Emit>,
+    after: Option<String>,
+    remarks: bool,
+    target: Option<&str>,
+    jit_opts: &cellc::Options,
+    batch: usize,
+    seq: usize,
+) -> Result<(), Error> {
+    let Some(emit) = emit else {
+        return summary(cell, jit_opts);
+    };
+    if let Some(a) = &after {
+        if !opt::stage_names().contains(&a.as_str()) {
+            return Err(Error::options(format!(
+                "`--after {a}`: no such stage; the stages are {}",
+                opt::stage_names().join(", ")
+            )));
+        }
+    }
+    let opts = opt::Options {
+        stop_after: after,
+        ..opt::Options::default()
+    };
+    let mut stages = String::new();
+    let optimized = cell.optimized_with_dumps(&opts, &mut |name, ir| {
+        if matches!(emit, Emit::Stages) {
+            stages.push_str(&format!("; ==== {name} ====\n"));
+            stages.push_str(&cellc::ir::print::print(ir));
+            stages.push('\n');
+        }
+    })?;
+    if remarks {
+        let diags: Vec<diag::Diagnostic> = optimized
+            .remarks
+            .iter()
+            .map(opt::Remark::to_diagnostic)
+            .collect();
+        diag::emit_stderr(cell.source(), &diags);
+    }
+    let text = match emit {
+        Emit::Ast => cell.ast_text(),
+        Emit::Ir => cellc::ir::print::print(&cell.ir()?),
+        Emit::Opt => cellc::ir::print::print(&optimized.ir),
+        Emit::Stages => stages,
+        Emit::Stats => cell.stats_json()?,
+        Emit::Dot => cellc::ir::dot::dot(&optimized.ir),
+        Emit::Remarks => cell.render_remarks(&optimized.remarks),
+        Emit::Schedule => cell.schedule_text(jit_opts, batch, seq)?,
+        Emit::Clif | Emit::Asm => {
+            let mut out = String::new();
+            for f in cell.generated_code(jit_opts, target)? {
+                out.push_str(&format!("; ==== {} ====\n", f.name));
+                out.push_str(if matches!(emit, Emit::Clif) {
+                    &f.clif
+                } else {
+                    &f.asm
+                });
+                out.push('\n');
+            }
+            out
+        }
+    };
+    print!("{text}");
+    Ok(())
 }
 
 /// `cellc compile FILE`: compiles for real and says what came out.

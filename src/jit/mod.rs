@@ -378,6 +378,50 @@ impl Kernel {
         state: &mut State,
         outputs: &mut [&mut [f32]],
     ) -> Result<()> {
+        self.run_choosing(inputs, state, outputs, |batch, steps| {
+            self.choice(batch, steps)
+        })
+    }
+
+    /// The plan the cost model picks for one thread (or the one the options
+    /// force), run on as many threads as the model then picks for it: a choice
+    /// whose results do not depend on the thread count (plans differ in the
+    /// order of their sums; thread counts do not).
+    pub(crate) fn choice_for_any_threads(&self, batch: usize, seq: usize) -> Choice {
+        let host = schedule::host();
+        let variant = match self.opts.plan {
+            Some(v) => v.for_steps(seq),
+            None => schedule::choose(&self.work, host, batch, seq, Some(1), None).variant,
+        };
+        schedule::choose(
+            &self.work,
+            host,
+            batch,
+            seq,
+            self.opts.threads,
+            Some(variant),
+        )
+    }
+
+    /// [`Kernel::run_with`] with the plan of [`Kernel::choice_for_any_threads`].
+    pub(crate) fn run_with_any_threads(
+        &self,
+        inputs: &[&[f32]],
+        state: &mut State,
+        outputs: &mut [&mut [f32]],
+    ) -> Result<()> {
+        self.run_choosing(inputs, state, outputs, |batch, steps| {
+            self.choice_for_any_threads(batch, steps)
+        })
+    }
+
+    fn run_choosing(
+        &self,
+        inputs: &[&[f32]],
+        state: &mut State,
+        outputs: &mut [&mut [f32]],
+        choose: impl Fn(usize, usize) -> Choice,
+    ) -> Result<()> {
         self.check_state(state)?;
         let batch = state.batch;
         let per_step = |len: usize| batch * len;
@@ -410,7 +454,7 @@ impl Kernel {
         if steps == 0 {
             return Ok(());
         }
-        let choice = self.choice(batch, steps);
+        let choice = choose(batch, steps);
         let v = choice.variant;
         let build = self.build(v)?;
         state.ensure_side(build, v)?;

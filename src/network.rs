@@ -1,0 +1,995 @@
+//! Whole recurrent networks: `L` layers of one cell, in one direction or in
+//! both, each layer reading the one below (both directions' outputs side by
+//! side), over batches of sequences of different lengths.
+//!
+//! A network is a [`Network`]: a cell and a [`Layout`] (layers, directions).
+//! The sizes of layer 0 come from its weights and inputs as for one cell; the
+//! input of layer `l >= 1` is `D * len(y)` of layer `l - 1` (`D` = 2 for both
+//! directions), and the rest of its sizes come from its own weights. PyTorch's
+//! `nn.LSTM`/`nn.GRU`/`nn.RNN` checkpoints name each layer's tensors with a
+//! suffix (`weight_ih_l1`, `weight_ih_l1_reverse`): [`Layout::of_checkpoint`]
+//! reads the layout off those names, and [`layer_weights`] gives each layer and
+//! direction its tensors under the names of layer 0, which is what a cell's
+//! bindings (`weight_ih_l0[0..H]`) read.
+//!
+//! Running follows PyTorch's packed sequences: a row of length `n` takes `n`
+//! steps; its state stops changing after its last step; its outputs past the end
+//! are zero; the reverse direction starts at the row's own last step. Rows are
+//! ordered longest first, so that at every step the live rows are a prefix of
+//! the batch: the steps between two consecutive lengths run as one sequence on
+//! that prefix, and rows that have ended cost nothing.
+//!
+//! Schedule: the two directions of a layer are independent, and with two or
+//! more threads they run at once, each on its own thread (each kernel then runs
+//! single-threaded); otherwise the layers and directions run one after another,
+//! each kernel on every thread. A kernel's results do not depend on its thread
+//! count, so neither do the network's.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::run::PortLen;
+use crate::weights::shape_str;
+use crate::{Cell, Error, Kernel, Options, Result, Weights};
+
+/// How many layers, and which directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub layers: usize,
+    pub bidirectional: bool,
+}
+
+/// Most layers a network may have.
+pub const MAX_LAYERS: usize = 64;
+
+impl Layout {
+    /// One layer, forward: a cell on its own.
+    pub const SINGLE: Layout = Layout {
+        layers: 1,
+        bidirectional: false,
+    };
+
+    /// 1 or 2.
+    pub fn directions(self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// One layer in one direction.
+    pub fn is_single(self) -> bool {
+        self == Layout::SINGLE
+    }
+
+    /// The layout of a PyTorch checkpoint, read off its tensor names (`_l<n>`
+    /// for layer `n`, `_reverse` for the reverse direction); `None` when no
+    /// name has a layer suffix (an `nn.LSTMCell`, a cell's own names). Every
+    /// layer and direction must have the same tensors: a missing one is an
+    /// error that names it.
+    pub fn of_checkpoint(weights: &Weights) -> Result<Option<Layout>> {
+        let groups = layer_groups(weights);
+        let Some(&(last, _)) = groups.keys().max_by_key(|(l, _)| *l) else {
+            return Ok(None);
+        };
+        let layers = last + 1;
+        if layers > MAX_LAYERS {
+            return Err(Error::shape(format!(
+                "the weights name layer {last} (`_l{last}`); cellc runs at most {MAX_LAYERS} layers"
+            )));
+        }
+        let bidirectional = groups.keys().any(|(_, reverse)| *reverse);
+        let layout = Layout {
+            layers,
+            bidirectional,
+        };
+        // Every layer and direction has the tensors of the forward layer 0.
+        let all: BTreeSet<&str> = groups.values().flatten().copied().collect();
+        for l in 0..layers {
+            for reverse in [false, true].into_iter().take(layout.directions()) {
+                let have = groups.get(&(l, reverse));
+                for base in &all {
+                    if !have.is_some_and(|h| h.contains(base)) {
+                        let other = groups
+                            .iter()
+                            .find(|(_, h)| h.contains(base))
+                            .map(|(&(ol, orev), _)| suffixed(base, ol, orev))
+                            .unwrap_or_default();
+                        return Err(Error::new(
+                            crate::ErrorKind::Weights,
+                            format!(
+                                "the weights have `{other}` but no `{}`: every layer and direction \
+                                 of a stacked{} module has the same tensors",
+                                suffixed(base, l, reverse),
+                                if bidirectional { " bidirectional" } else { "" }
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Some(layout))
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} layer{}, {}",
+            self.layers,
+            if self.layers == 1 { "" } else { "s" },
+            if self.bidirectional {
+                "bidirectional"
+            } else {
+                "forward"
+            }
+        )
+    }
+}
+
+/// `weight_ih_l1_reverse` -> (`weight_ih`, 1, true).
+fn split_layer_name(name: &str) -> Option<(&str, usize, bool)> {
+    let (rest, reverse) = match name.strip_suffix("_reverse") {
+        Some(r) => (r, true),
+        None => (name, false),
+    };
+    let at = rest.rfind("_l")?;
+    let digits = &rest[at + 2..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 4 {
+        return None;
+    }
+    let base = &rest[..at];
+    if base.is_empty() {
+        return None;
+    }
+    Some((base, digits.parse().ok()?, reverse))
+}
+
+fn suffixed(base: &str, layer: usize, reverse: bool) -> String {
+    format!("{base}_l{layer}{}", if reverse { "_reverse" } else { "" })
+}
+
+/// The layered tensors' base names, by (layer, reverse).
+fn layer_groups(weights: &Weights) -> BTreeMap<(usize, bool), BTreeSet<&str>> {
+    let mut groups: BTreeMap<(usize, bool), BTreeSet<&str>> = BTreeMap::new();
+    for name in weights.names() {
+        if let Some((base, l, rev)) = split_layer_name(name) {
+            groups.entry((l, rev)).or_default().insert(base);
+        }
+    }
+    groups
+}
+
+/// The tensors of one layer and direction of a layered checkpoint, under the
+/// names of the forward layer 0 (`weight_ih_l1_reverse` -> `weight_ih_l0`).
+/// A checkpoint of a module made with `bias=False` (PyTorch then saves no
+/// `bias_*` tensors) gets zero `bias_ih_l0` and `bias_hh_l0`, as long as
+/// `weight_ih_l0`/`weight_hh_l0`, whose rows they match. Also returns the names
+/// the layer's tensors had, for the check that the cell reads every one.
+pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> (Weights, Vec<String>) {
+    let mut view = Weights::new();
+    let mut names = Vec::new();
+    for name in weights.names() {
+        if let Some((base, l, rev)) = split_layer_name(name) {
+            if (l, rev) == (layer, reverse) {
+                if let Some(t) = weights.get(name) {
+                    // Names are unique in `weights`, so are their renamings.
+                    let _ = view.insert(&format!("{base}_l0"), &t.shape, t.data.clone());
+                    names.push(name.to_string());
+                }
+            }
+        }
+    }
+    let has_bias = view.names().any(|n| n.starts_with("bias_"));
+    if !has_bias {
+        for (w, b) in [
+            ("weight_ih_l0", "bias_ih_l0"),
+            ("weight_hh_l0", "bias_hh_l0"),
+        ] {
+            if let Some(rows) = view.get(w).and_then(|t| t.shape.first().copied()) {
+                let _ = view.insert(b, &[rows], vec![0.0; rows]);
+            }
+        }
+    }
+    (view, names)
+}
+
+/// A cell stacked into layers, in one direction or both.
+#[derive(Clone, Debug)]
+pub struct Network {
+    cell: Cell,
+    layout: Layout,
+}
+
+impl Network {
+    /// A network of `layout.layers` layers of `cell`. More than one layer needs
+    /// a cell with one input and one output (each layer reads the output of the
+    /// one below).
+    pub fn new(cell: Cell, layout: Layout) -> Result<Network> {
+        if layout.layers == 0 || layout.layers > MAX_LAYERS {
+            return Err(Error::options(format!(
+                "a network has 1 to {MAX_LAYERS} layers, not {}",
+                layout.layers
+            )));
+        }
+        let checked = cell.checked();
+        if layout.layers > 1 && (checked.inputs.len() != 1 || checked.outputs.len() != 1) {
+            return Err(Error::shape(format!(
+                "cell `{}` has {} input{} and {} output{}; stacking layers needs one of each \
+                 (each layer reads the output of the layer below)",
+                checked.name,
+                checked.inputs.len(),
+                if checked.inputs.len() == 1 { "" } else { "s" },
+                checked.outputs.len(),
+                if checked.outputs.len() == 1 { "" } else { "s" },
+            )));
+        }
+        if !layout.is_single() && checked.inputs.is_empty() {
+            return Err(Error::shape(format!(
+                "cell `{}` has no input: there is no sequence to run in reverse or to stack on",
+                checked.name
+            )));
+        }
+        Ok(Network { cell, layout })
+    }
+
+    /// The network a checkpoint describes: its layers and directions read off
+    /// the tensor names ([`Layout::of_checkpoint`]), one layer forward if the
+    /// names have no layer suffix.
+    pub fn for_checkpoint(cell: Cell, weights: &Weights) -> Result<Network> {
+        let layout = Layout::of_checkpoint(weights)?.unwrap_or(Layout::SINGLE);
+        Network::new(cell, layout)
+    }
+
+    pub fn cell(&self) -> &Cell {
+        &self.cell
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Each layer's cell with its sizes bound, without weights: layer 0 with
+    /// the cell's sizes (the file's, or those given to [`Cell::dims`]), each
+    /// layer above with its input `D * len(y)` of the layer below and its
+    /// other sizes as layer 0's. For dumps (`cellc compile --layers`).
+    pub fn layer_cells(&self) -> Result<Vec<Cell>> {
+        let mut cells = vec![self.cell.clone()];
+        let checked = self.cell.checked();
+        let Some(input) = checked.inputs.first() else {
+            return Ok(cells);
+        };
+        // The size variables the input's length is written in are free.
+        let free: BTreeSet<u32> = input
+            .len
+            .terms()
+            .flat_map(|(vars, _)| vars.iter().copied())
+            .collect();
+        let names = checked.dim_names();
+        for l in 1..self.layout.layers {
+            let below = cells[l - 1].ir()?;
+            let given: Vec<(String, u64)> = below
+                .dims
+                .iter()
+                .filter(|(n, _)| {
+                    names
+                        .iter()
+                        .position(|m| m == n)
+                        .is_none_or(|i| !free.contains(&(i as u32)))
+                })
+                .cloned()
+                .collect();
+            let len = self.layout.directions() * below.outputs[0].len;
+            let port = PortLen {
+                name: input.name.clone(),
+                len,
+                what: format!(
+                    "input `{}` of layer {l} ({} x output `{}` of layer {})",
+                    input.name,
+                    self.layout.directions(),
+                    below.outputs[0].name,
+                    l - 1
+                ),
+            };
+            let dims = crate::run::infer_sizes(&self.cell, &Weights::new(), &[port], &given)?;
+            cells.push(self.cell.clone().dims(&as_refs(&dims))?);
+        }
+        Ok(cells)
+    }
+
+    /// How the layers and directions will share the threads `opts` allow
+    /// (all the cores if it does not say), and the options each layer's
+    /// kernels are compiled with.
+    pub fn schedule(&self, opts: &Options) -> (Schedule, Options) {
+        let threads = opts
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if self.layout.bidirectional && threads >= 2 {
+            let kernel_opts = Options {
+                threads: Some(threads / 2),
+                ..opts.clone()
+            };
+            (Schedule::DirectionsInParallel, kernel_opts)
+        } else {
+            (Schedule::LayerByLayer, opts.clone())
+        }
+    }
+
+    /// Compiles every layer and direction with random weights (as
+    /// [`Weights::random`]), at the sizes of [`Network::layer_cells`]: for
+    /// benchmarks.
+    pub fn compile_random(&self, seed: u64, opts: &Options) -> Result<CompiledNetwork> {
+        self.compile_random_as(seed, opts, None)
+    }
+
+    /// [`Network::compile_random`] with the schedule forced (to measure one
+    /// against the other).
+    pub fn compile_random_as(
+        &self,
+        seed: u64,
+        opts: &Options,
+        forced: Option<Schedule>,
+    ) -> Result<CompiledNetwork> {
+        if opts.threads == Some(0) {
+            return Err(Error::options("threads must be at least 1"));
+        }
+        let (schedule, kernel_opts) = match forced {
+            Some(Schedule::LayerByLayer) => (Schedule::LayerByLayer, opts.clone()),
+            Some(Schedule::DirectionsInParallel) if !self.layout.bidirectional => {
+                return Err(Error::options(
+                    "directions-in-parallel needs a bidirectional network",
+                ))
+            }
+            _ => self.schedule(opts),
+        };
+        let mut layers = Vec::with_capacity(self.layout.layers);
+        for (l, cell) in self.layer_cells()?.iter().enumerate() {
+            let lowered = cell.ir()?;
+            let mut dirs = Vec::with_capacity(2);
+            for d in 0..self.layout.directions() {
+                let ir = cell.kernel_ir(&kernel_opts)?;
+                let seed = seed.wrapping_add((l * 2 + d) as u64);
+                let params = Weights::random(&lowered, seed).resolve(&ir)?;
+                dirs.push(Kernel::new(ir, params, &kernel_opts)?);
+            }
+            layers.push(dirs);
+        }
+        Ok(CompiledNetwork {
+            layout: self.layout,
+            layers,
+            schedule,
+        })
+    }
+
+    /// Compiles every layer and direction with the weights of a layered
+    /// checkpoint (or, for one layer forward, any weights the cell binds).
+    /// Sizes come from the weights; `ports` adds what the inputs and initial
+    /// states say (layer 0's input, each state's length) and `given` sizes
+    /// for layer 0 (they must agree with the tensors).
+    pub fn compile(&self, weights: &Weights, opts: &Options) -> Result<CompiledNetwork> {
+        self.compile_with(weights, &[], &[], opts)
+    }
+
+    pub(crate) fn compile_with(
+        &self,
+        weights: &Weights,
+        ports: &[PortLen],
+        given: &[(String, u64)],
+        opts: &Options,
+    ) -> Result<CompiledNetwork> {
+        if opts.threads == Some(0) {
+            return Err(Error::options("threads must be at least 1"));
+        }
+        let layered = Layout::of_checkpoint(weights)?;
+        match layered {
+            Some(found) if found != self.layout => {
+                return Err(Error::shape(format!(
+                    "the network is {} but the weights hold {found}",
+                    self.layout
+                )))
+            }
+            None if !self.layout.is_single() => {
+                return Err(Error::shape(format!(
+                    "the network is {} but no weight names a layer (`weight_ih_l0`, \
+                     `weight_ih_l0_reverse`, ...): cellc reads each layer's and direction's \
+                     weights under PyTorch's names; the weights have {}",
+                    self.layout,
+                    weights.some_names()
+                )))
+            }
+            _ => {}
+        }
+        let (schedule, kernel_opts) = self.schedule(opts);
+        let checked = self.cell.checked();
+        let mut layers: Vec<Vec<Kernel>> = Vec::with_capacity(self.layout.layers);
+        let mut below_out: Option<(usize, String)> = None;
+        for l in 0..self.layout.layers {
+            let mut dirs = Vec::with_capacity(2);
+            for reverse in [false, true].into_iter().take(self.layout.directions()) {
+                let (view, names) = match layered {
+                    Some(_) => layer_weights(weights, l, reverse),
+                    None => (weights.clone(), Vec::new()),
+                };
+                let mut lens: Vec<PortLen> = Vec::new();
+                if l == 0 {
+                    lens.extend(
+                        ports
+                            .iter()
+                            .filter(|p| checked.inputs.iter().any(|i| i.name == p.name))
+                            .map(|p| PortLen {
+                                name: p.name.clone(),
+                                len: p.len,
+                                what: p.what.clone(),
+                            }),
+                    );
+                } else if let (Some((len, what)), Some(input)) =
+                    (&below_out, checked.inputs.first())
+                {
+                    lens.push(PortLen {
+                        name: input.name.clone(),
+                        len: *len,
+                        what: what.clone(),
+                    });
+                }
+                lens.extend(
+                    ports
+                        .iter()
+                        .filter(|p| checked.states.iter().any(|s| s.name == p.name))
+                        .map(|p| PortLen {
+                            name: p.name.clone(),
+                            len: p.len,
+                            what: p.what.clone(),
+                        }),
+                );
+                let here = if l == 0 { given } else { &[][..] };
+                let dims = crate::run::infer_sizes(&self.cell, &view, &lens, here)
+                    .map_err(|e| in_layer(e, self.layout, l, reverse))?;
+                let cell = self.cell.clone().dims(&as_refs(&dims))?;
+                let ir = cell.kernel_ir(&kernel_opts)?;
+                let params = view
+                    .resolve(&ir)
+                    .map_err(|e| in_layer(e.into(), self.layout, l, reverse))?;
+                check_all_read(&view, &ir, &names, l, reverse)?;
+                let kernel = Kernel::new(ir, params, &kernel_opts)?;
+                dirs.push(kernel);
+            }
+            let k = &dirs[0];
+            if k.output_names().len() == 1 {
+                below_out = Some((
+                    self.layout.directions() * k.output_len(0),
+                    format!(
+                        "input `{}` of layer {} ({} x output `{}` of layer {l})",
+                        k.input_names().first().map_or("", String::as_str),
+                        l + 1,
+                        self.layout.directions(),
+                        k.output_names()[0]
+                    ),
+                ));
+            }
+            layers.push(dirs);
+        }
+        Ok(CompiledNetwork {
+            layout: self.layout,
+            layers,
+            schedule,
+        })
+    }
+}
+
+fn as_refs(dims: &[(String, u64)]) -> Vec<(&str, u64)> {
+    dims.iter().map(|(n, v)| (n.as_str(), *v)).collect()
+}
+
+/// Says which layer an error came from, when there is more than one.
+fn in_layer(e: Error, layout: Layout, layer: usize, reverse: bool) -> Error {
+    if layout.is_single() {
+        return e;
+    }
+    let kind = e.kind();
+    let dir = if reverse { ", reverse" } else { "" };
+    match e {
+        Error::Other { message, .. } => Error::new(kind, format!("layer {layer}{dir}: {message}")),
+        other => other,
+    }
+}
+
+/// A layered checkpoint's tensors that the cell does not read would be
+/// silently ignored (a projection of an LSTM saved with `proj_size`, run by a
+/// cell without one, gives wrong numbers): each one is an error.
+fn check_all_read(
+    view: &Weights,
+    ir: &crate::ir::Cell,
+    original: &[String],
+    layer: usize,
+    reverse: bool,
+) -> Result<()> {
+    let read = view.read_by(ir);
+    for name in original {
+        let Some((base, _, _)) = split_layer_name(name) else {
+            continue;
+        };
+        if !read.contains(&format!("{base}_l0")) {
+            let shape = view
+                .get(&format!("{base}_l0"))
+                .map(|t| shape_str(&t.shape))
+                .unwrap_or_default();
+            return Err(Error::new(
+                crate::ErrorKind::Weights,
+                format!(
+                    "tensor `{}` {shape} (layer {layer}{}) is read by no parameter of cell `{}`: \
+                     the weights are of another module than the cell describes{}",
+                    name,
+                    if reverse { ", reverse" } else { "" },
+                    ir.name,
+                    if base == "weight_hr" {
+                        " (an LSTM with proj_size: run examples/lstm_proj.rnn)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How a network's layers and directions share the threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Each layer and direction after the other, each kernel on every thread.
+    LayerByLayer,
+    /// The two directions of a layer at once, each on half the threads.
+    DirectionsInParallel,
+}
+
+impl Schedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::LayerByLayer => "layer-by-layer",
+            Schedule::DirectionsInParallel => "directions-in-parallel",
+        }
+    }
+}
+
+/// A network's kernels: one per layer and direction.
+pub struct CompiledNetwork {
+    layout: Layout,
+    /// `layers[l][d]`: layer `l`, direction `d` (0 forward, 1 reverse).
+    layers: Vec<Vec<Kernel>>,
+    schedule: Schedule,
+}
+
+/// What a network run gives: each output of the last layer `[T, B, D * len]`
+/// (both directions side by side, forward first) and each state's final value
+/// `[D * L, B, len]` (layer `l`, direction `d` at `l * D + d`, as PyTorch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkRun {
+    pub outputs: Vec<Vec<f32>>,
+    pub states: Vec<Vec<f32>>,
+}
+
+impl std::fmt::Debug for CompiledNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledNetwork")
+            .field("layout", &self.layout)
+            .field("schedule", &self.schedule)
+            .field("layers", &self.layers)
+            .finish()
+    }
+}
+
+impl CompiledNetwork {
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// The kernel of layer `l`, direction `d`.
+    pub fn kernel(&self, layer: usize, direction: usize) -> Option<&Kernel> {
+        self.layers.get(layer)?.get(direction)
+    }
+
+    fn first(&self) -> &Kernel {
+        &self.layers[0][0]
+    }
+
+    fn last(&self) -> &Kernel {
+        &self.layers[self.layers.len() - 1][0]
+    }
+
+    pub fn input_names(&self) -> &[String] {
+        self.first().input_names()
+    }
+
+    /// The length of each input of layer 0.
+    pub fn input_lens(&self) -> Vec<usize> {
+        (0..self.first().input_names().len())
+            .map(|i| self.first().input_len(i))
+            .collect()
+    }
+
+    pub fn output_names(&self) -> &[String] {
+        self.last().output_names()
+    }
+
+    /// The length of each output, both directions together (`D * len`).
+    pub fn output_lens(&self) -> Vec<usize> {
+        let k = self.last();
+        (0..k.output_names().len())
+            .map(|o| self.layout.directions() * k.output_len(o))
+            .collect()
+    }
+
+    pub fn state_names(&self) -> &[String] {
+        self.first().state_names()
+    }
+
+    /// The length of each state in each layer, `[layer][state]`.
+    pub fn state_lens(&self) -> Vec<Vec<usize>> {
+        self.layers
+            .iter()
+            .map(|dirs| {
+                (0..dirs[0].state_names().len())
+                    .map(|s| dirs[0].state_len(s))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs the network over a batch of sequences. `inputs[i]` is input `i` of
+    /// layer 0, `[T, batch, len]`; `lengths`, if given, is each row's length
+    /// (at most `T`; rows past their length are not read); `initial` gives
+    /// some states' initial values by name, each `[D * L, batch, len]` (or
+    /// `[batch, len]` for one layer in one direction); the others start at
+    /// zero.
+    pub fn run(
+        &self,
+        inputs: &[&[f32]],
+        batch: usize,
+        lengths: Option<&[usize]>,
+        initial: &[(&str, &[f32])],
+    ) -> Result<NetworkRun> {
+        let first = self.first();
+        if batch == 0 {
+            return Err(Error::shape("the batch has no rows"));
+        }
+        // The kernels' own check that a batch fits in memory, before any
+        // buffer of this function is sized by it.
+        for dirs in &self.layers {
+            dirs[0].new_state(batch)?;
+        }
+        if inputs.len() != first.input_names().len() {
+            return Err(Error::shape(format!(
+                "the network has {} input{}, {} given",
+                first.input_names().len(),
+                if first.input_names().len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                inputs.len()
+            )));
+        }
+        let steps = match inputs.first() {
+            Some(x) => {
+                let per = batch * first.input_len(0);
+                if per == 0 || x.len() % per != 0 {
+                    return Err(Error::shape(format!(
+                        "input `{}` has {} values, not a whole number of steps of [{batch}, {}]",
+                        first.input_names()[0],
+                        x.len(),
+                        first.input_len(0)
+                    )));
+                }
+                x.len() / per
+            }
+            None => {
+                return Err(Error::shape(format!(
+                    "cell `{}` has no input, so there is no sequence to run",
+                    first.name()
+                )))
+            }
+        };
+        for (i, x) in inputs.iter().enumerate() {
+            let want = steps * batch * first.input_len(i);
+            if x.len() != want {
+                return Err(Error::shape(format!(
+                    "input `{}`: expected {want} values ([{steps}, {batch}, {}]), got {}",
+                    first.input_names()[i],
+                    first.input_len(i),
+                    x.len()
+                )));
+            }
+        }
+        if let Some(lens) = lengths {
+            if lens.len() != batch {
+                return Err(Error::shape(format!(
+                    "`lengths` has {} values for a batch of {batch}",
+                    lens.len()
+                )));
+            }
+            if let Some((b, n)) = lens.iter().enumerate().find(|(_, &n)| n > steps) {
+                return Err(Error::shape(format!(
+                    "`lengths` gives row {b} {n} steps, but the sequence has {steps}"
+                )));
+            }
+        }
+        let d_count = self.layout.directions();
+        let slots = d_count * self.layout.layers;
+        let state_lens = self.state_lens();
+        let mut inits: Vec<Option<&[f32]>> = vec![None; first.state_names().len()];
+        for (name, values) in initial {
+            let Some(s) = first.state_names().iter().position(|n| n == name) else {
+                return Err(Error::shape(format!(
+                    "no state named `{name}`; the states are {}",
+                    first.state_names().join(", ")
+                )));
+            };
+            if inits[s].is_some() {
+                return Err(Error::shape(format!("state `{name}` is given twice")));
+            }
+            let want: usize = state_lens.iter().map(|l| l[s]).sum::<usize>() * d_count * batch;
+            if values.len() != want {
+                let shape = if state_lens.iter().all(|l| l[s] == state_lens[0][s]) {
+                    shape_str(&[slots, batch, state_lens[0][s]])
+                } else {
+                    "each layer's [D, B, len] in turn".to_string()
+                };
+                return Err(Error::shape(format!(
+                    "initial state `{name}`: expected {want} values ({shape}), got {}",
+                    values.len()
+                )));
+            }
+            inits[s] = Some(values);
+        }
+        // Final states, [D * L, B, len] for each state (layers may differ in len).
+        let mut finals: Vec<Vec<f32>> = (0..first.state_names().len())
+            .map(|s| vec![0.0; state_lens.iter().map(|l| l[s]).sum::<usize>() * d_count * batch])
+            .collect();
+        let state_offset = |s: usize, l: usize, d: usize| -> usize {
+            let below: usize = state_lens[..l].iter().map(|x| x[s]).sum::<usize>() * d_count;
+            (below + d * state_lens[l][s]) * batch
+        };
+        let mut layer_in: Vec<Cow<'_, [f32]>> = inputs.iter().map(|x| Cow::Borrowed(*x)).collect();
+        let mut outputs = Vec::new();
+        for (l, dirs) in self.layers.iter().enumerate() {
+            let ins: Vec<&[f32]> = layer_in.iter().map(|c| c.as_ref()).collect();
+            let init_of = |d: usize| -> Vec<Cow<'_, [f32]>> {
+                (0..dirs[d].state_names().len())
+                    .map(|s| {
+                        let n = batch * state_lens[l][s];
+                        match inits[s] {
+                            Some(v) => {
+                                let at = state_offset(s, l, d);
+                                Cow::Borrowed(&v[at..at + n])
+                            }
+                            None => Cow::Owned(vec![0.0; n]),
+                        }
+                    })
+                    .collect()
+            };
+            let job = |d: usize| {
+                let init = init_of(d);
+                let init: Vec<&[f32]> = init.iter().map(|c| c.as_ref()).collect();
+                run_direction(&dirs[d], d == 1, &ins, steps, batch, lengths, &init)
+            };
+            let results: Vec<Directed> = match self.schedule {
+                Schedule::DirectionsInParallel if dirs.len() == 2 => {
+                    let (fwd, rev) = std::thread::scope(|scope| {
+                        let rev = scope.spawn(|| job(1));
+                        let fwd = job(0);
+                        (fwd, rev.join())
+                    });
+                    let rev = rev
+                        .map_err(|_| Error::internal("the reverse direction's thread panicked"))?;
+                    vec![fwd?, rev?]
+                }
+                _ => (0..dirs.len()).map(job).collect::<Result<_>>()?,
+            };
+            for (d, r) in results.iter().enumerate() {
+                for (s, values) in r.states.iter().enumerate() {
+                    let at = state_offset(s, l, d);
+                    finals[s][at..at + values.len()].copy_from_slice(values);
+                }
+            }
+            let k = &dirs[0];
+            let rows = steps * batch;
+            let concat: Vec<Vec<f32>> = (0..k.output_names().len())
+                .map(|o| {
+                    let parts: Vec<&[f32]> =
+                        results.iter().map(|r| r.outputs[o].as_slice()).collect();
+                    side_by_side(&parts, rows, k.output_len(o))
+                })
+                .collect();
+            if l + 1 < self.layers.len() {
+                layer_in = concat.into_iter().map(Cow::Owned).collect();
+            } else {
+                outputs = concat;
+            }
+        }
+        Ok(NetworkRun {
+            outputs,
+            states: finals,
+        })
+    }
+}
+
+/// Rows of equal-length parts, side by side: `[rows, parts * len]`.
+fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Vec<f32> {
+    if let [one] = parts {
+        return one.to_vec();
+    }
+    let mut out = Vec::with_capacity(rows * len * parts.len());
+    for r in 0..rows {
+        for p in parts {
+            out.extend_from_slice(&p[r * len..(r + 1) * len]);
+        }
+    }
+    out
+}
+
+/// One direction of one layer: each output `[T, B, len]`, each state's final
+/// value `[B, len]`.
+struct Directed {
+    outputs: Vec<Vec<f32>>,
+    states: Vec<Vec<f32>>,
+}
+
+/// Runs one direction of one layer over a batch of sequences of `lengths`
+/// (all `steps` if `None`), from the initial states `init` (`[B, len]` each).
+fn run_direction(
+    kernel: &Kernel,
+    reverse: bool,
+    xs: &[&[f32]],
+    steps: usize,
+    batch: usize,
+    lengths: Option<&[usize]>,
+    init: &[&[f32]],
+) -> Result<Directed> {
+    let out_lens: Vec<usize> = (0..kernel.output_names().len())
+        .map(|o| kernel.output_len(o))
+        .collect();
+    let in_lens: Vec<usize> = (0..xs.len()).map(|i| kernel.input_len(i)).collect();
+    let state_lens: Vec<usize> = (0..kernel.state_names().len())
+        .map(|s| kernel.state_len(s))
+        .collect();
+    let full = vec![steps; batch];
+    let lens = lengths.unwrap_or(&full);
+    // Longest first (stable), so that the live rows are a prefix.
+    let mut order: Vec<usize> = (0..batch).collect();
+    order.sort_by_key(|&b| std::cmp::Reverse(lens[b]));
+    let in_place = !reverse && lens.iter().all(|&n| n == steps);
+    // Each input with its rows in `order`, each row's steps in the order they
+    // run (reversed for the reverse direction).
+    let arrange = |x: &[f32], len: usize| -> Vec<f32> {
+        let mut v = vec![0.0; steps * batch * len];
+        for (r, &b) in order.iter().enumerate() {
+            let n = lens[b];
+            for s in 0..n {
+                let src = if reverse { n - 1 - s } else { s };
+                v[(s * batch + r) * len..][..len]
+                    .copy_from_slice(&x[(src * batch + b) * len..][..len]);
+            }
+        }
+        v
+    };
+    let xp: Vec<Cow<'_, [f32]>> = xs
+        .iter()
+        .zip(&in_lens)
+        .map(|(x, &len)| {
+            if in_place {
+                Cow::Borrowed(*x)
+            } else {
+                Cow::Owned(arrange(x, len))
+            }
+        })
+        .collect();
+    let mut outp: Vec<Vec<f32>> = out_lens
+        .iter()
+        .map(|&len| vec![0.0; steps * batch * len])
+        .collect();
+    // The states of the live rows, in `order`.
+    let mut cur: Vec<Vec<f32>> = init
+        .iter()
+        .zip(&state_lens)
+        .map(|(v, &len)| {
+            let mut c = Vec::with_capacity(batch * len);
+            for &b in &order {
+                c.extend_from_slice(&v[b * len..(b + 1) * len]);
+            }
+            c
+        })
+        .collect();
+    let mut finals: Vec<Vec<f32>> = init.iter().map(|v| v.to_vec()).collect();
+    let mut s0 = 0;
+    let mut live = order.iter().take_while(|&&b| lens[b] > 0).count();
+    while live > 0 {
+        let s1 = lens[order[live - 1]];
+        let k = s1 - s0;
+        let mut state = kernel.new_state(live)?;
+        for (s, name) in kernel.state_names().iter().enumerate() {
+            state.set(name, &cur[s][..live * state_lens[s]])?;
+        }
+        let seg_in: Vec<Cow<'_, [f32]>> = xp
+            .iter()
+            .zip(&in_lens)
+            .map(|(x, &len)| {
+                if live == batch {
+                    Cow::Borrowed(&x[s0 * batch * len..s1 * batch * len])
+                } else {
+                    let mut v = Vec::with_capacity(k * live * len);
+                    for s in s0..s1 {
+                        v.extend_from_slice(&x[s * batch * len..][..live * len]);
+                    }
+                    Cow::Owned(v)
+                }
+            })
+            .collect();
+        let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
+        if live == batch {
+            let mut views: Vec<&mut [f32]> = outp
+                .iter_mut()
+                .zip(&out_lens)
+                .map(|(o, &len)| &mut o[s0 * batch * len..s1 * batch * len])
+                .collect();
+            kernel.run_with_any_threads(&seg_in, &mut state, &mut views)?;
+        } else {
+            let mut seg_out: Vec<Vec<f32>> = out_lens
+                .iter()
+                .map(|&len| vec![0.0; k * live * len])
+                .collect();
+            {
+                let mut views: Vec<&mut [f32]> =
+                    seg_out.iter_mut().map(Vec::as_mut_slice).collect();
+                kernel.run_with_any_threads(&seg_in, &mut state, &mut views)?;
+            }
+            for ((o, so), &len) in outp.iter_mut().zip(&seg_out).zip(&out_lens) {
+                for (j, s) in (s0..s1).enumerate() {
+                    o[s * batch * len..][..live * len]
+                        .copy_from_slice(&so[j * live * len..][..live * len]);
+                }
+            }
+        }
+        for (s, name) in kernel.state_names().iter().enumerate() {
+            let v = state.get(name)?;
+            cur[s][..v.len()].copy_from_slice(&v);
+        }
+        let next = order[..live].iter().take_while(|&&b| lens[b] > s1).count();
+        for (r, &b) in order.iter().enumerate().take(live).skip(next) {
+            for (s, &len) in state_lens.iter().enumerate() {
+                finals[s][b * len..(b + 1) * len].copy_from_slice(&cur[s][r * len..(r + 1) * len]);
+            }
+        }
+        s0 = s1;
+        live = next;
+    }
+    let outputs = if in_place {
+        outp
+    } else {
+        // Back to the caller's rows and steps.
+        outp.iter()
+            .zip(&out_lens)
+            .map(|(o, &len)| {
+                let mut v = vec![0.0; steps * batch * len];
+                for (r, &b) in order.iter().enumerate() {
+                    let n = lens[b];
+                    for s in 0..n {
+                        let dst = if reverse { n - 1 - s } else { s };
+                        v[(dst * batch + b) * len..][..len]
+                            .copy_from_slice(&o[(s * batch + r) * len..][..len]);
+                    }
+                }
+                v
+            })
+            .collect()
+    };
+    Ok(Directed {
+        outputs,
+        states: finals,
+    })
+}
