@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub samples: usize,
     /// Also measure the unfused pipeline.
     pub unfused: bool,
+    /// A network's schedule (default: chosen per run).
+    pub schedule: Option<crate::network::Schedule>,
 }
 
 impl Default for BenchOptions {
@@ -47,6 +49,7 @@ impl Default for BenchOptions {
             isa: None,
             samples: 21,
             unfused: true,
+            schedule: None,
         }
     }
 }
@@ -498,11 +501,15 @@ pub fn bench_network(
         plan: opts.plan,
         isa: opts.isa,
     };
-    let chosen = net.compile_random(1, &kernel_opts)?;
-    let other = if chosen.schedule() == Schedule::LayerByLayer {
+    let mut chosen = net.compile_random(1, &kernel_opts)?;
+    chosen.force_schedule(opts.schedule)?;
+    let schedule = chosen.schedule(opts.seq, false);
+    let other = if schedule == Schedule::LayerByLayer {
         None
     } else {
-        Some(net.compile_random_as(1, &kernel_opts, Some(Schedule::LayerByLayer))?)
+        let mut other = net.compile_random(1, &kernel_opts)?;
+        other.force_schedule(Some(Schedule::LayerByLayer))?;
+        Some(other)
     };
     let mut rng = crate::gen::Rng(7);
     let inputs: Vec<Vec<f32>> = chosen
@@ -551,7 +558,7 @@ pub fn bench_network(
         threads: opts
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        schedule: chosen.schedule().name(),
+        schedule: schedule.name(),
         chosen: times(c),
         layer_by_layer: (!l.is_empty()).then(|| times(l)),
     })

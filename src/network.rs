@@ -299,51 +299,33 @@ impl Network {
         Ok(cells)
     }
 
-    /// How the layers and directions will share the threads `opts` allow
-    /// (all the cores if it does not say), and the options each layer's
-    /// kernels are compiled with.
-    pub fn schedule(&self, opts: &Options) -> (Schedule, Options) {
-        let threads = opts
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if self.layout.bidirectional && threads >= 2 {
-            let kernel_opts = Options {
-                threads: Some(threads / 2),
-                ..opts.clone()
-            };
-            (Schedule::DirectionsInParallel, kernel_opts)
-        } else {
-            (Schedule::LayerByLayer, opts.clone())
-        }
+    /// The schedule a run of `steps` full-length steps will have with
+    /// `opts` (and `forced`, if the network can run it), and the threads each
+    /// kernel then runs on (`None`: the cost model's choice).
+    pub fn schedule(
+        &self,
+        opts: &Options,
+        steps: usize,
+        forced: Option<Schedule>,
+    ) -> (Schedule, Option<usize>) {
+        let s = choose_schedule(
+            self.layout,
+            thread_budget(opts.threads),
+            steps,
+            false,
+            forced,
+        );
+        (s, kernel_threads(s, opts.threads))
     }
 
     /// Compiles every layer and direction with random weights (as
     /// [`Weights::random`]), at the sizes of [`Network::layer_cells`]: for
     /// benchmarks.
     pub fn compile_random(&self, seed: u64, opts: &Options) -> Result<CompiledNetwork> {
-        self.compile_random_as(seed, opts, None)
-    }
-
-    /// [`Network::compile_random`] with the schedule forced (to measure one
-    /// against the other).
-    pub fn compile_random_as(
-        &self,
-        seed: u64,
-        opts: &Options,
-        forced: Option<Schedule>,
-    ) -> Result<CompiledNetwork> {
         if opts.threads == Some(0) {
             return Err(Error::options("threads must be at least 1"));
         }
-        let (schedule, kernel_opts) = match forced {
-            Some(Schedule::LayerByLayer) => (Schedule::LayerByLayer, opts.clone()),
-            Some(Schedule::DirectionsInParallel) if !self.layout.bidirectional => {
-                return Err(Error::options(
-                    "directions-in-parallel needs a bidirectional network",
-                ))
-            }
-            _ => self.schedule(opts),
-        };
+        let kernel_opts = opts.clone();
         let mut layers = Vec::with_capacity(self.layout.layers);
         for (l, cell) in self.layer_cells()?.iter().enumerate() {
             let lowered = cell.ir()?;
@@ -356,11 +338,7 @@ impl Network {
             }
             layers.push(dirs);
         }
-        Ok(CompiledNetwork {
-            layout: self.layout,
-            layers,
-            schedule,
-        })
+        Ok(CompiledNetwork::new(self.layout, layers, opts))
     }
 
     /// Compiles every layer and direction with the weights of a layered
@@ -401,7 +379,7 @@ impl Network {
             }
             _ => {}
         }
-        let (schedule, kernel_opts) = self.schedule(opts);
+        let kernel_opts = opts.clone();
         let checked = self.cell.checked();
         let mut layers: Vec<Vec<Kernel>> = Vec::with_capacity(self.layout.layers);
         let mut below_out: Option<(usize, String)> = None;
@@ -470,11 +448,7 @@ impl Network {
             }
             layers.push(dirs);
         }
-        Ok(CompiledNetwork {
-            layout: self.layout,
-            layers,
-            schedule,
-        })
+        Ok(CompiledNetwork::new(self.layout, layers, opts))
     }
 }
 
@@ -542,15 +516,92 @@ pub enum Schedule {
     LayerByLayer,
     /// The two directions of a layer at once, each on half the threads.
     DirectionsInParallel,
+    /// Layers as a pipeline over chunks of steps: layer `l + 1` runs chunk `k`
+    /// while layer `l` runs chunk `k + 1`, each kernel on one thread.
+    Wavefront,
 }
 
 impl Schedule {
+    pub const ALL: [Schedule; 3] = [
+        Schedule::LayerByLayer,
+        Schedule::DirectionsInParallel,
+        Schedule::Wavefront,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Schedule::LayerByLayer => "layer-by-layer",
             Schedule::DirectionsInParallel => "directions-in-parallel",
+            Schedule::Wavefront => "wavefront",
         }
     }
+
+    /// The schedule named `name`.
+    pub fn from_name(name: &str) -> Option<Schedule> {
+        Schedule::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether a network of `layout` can run this way over this batch.
+    fn fits(self, layout: Layout, ragged: bool) -> bool {
+        match self {
+            Schedule::LayerByLayer => true,
+            Schedule::DirectionsInParallel => layout.bidirectional,
+            Schedule::Wavefront => !layout.bidirectional && layout.layers > 1 && !ragged,
+        }
+    }
+}
+
+/// The threads a run may use: those the options give, or every core.
+fn thread_budget(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The schedule of a run over `steps` steps (`ragged`: rows of different
+/// lengths) on `threads` threads: the one forced if it can run, else the
+/// directions of a layer at once when there are two, else the layers as a
+/// wavefront when there are several and every row runs every step, else
+/// layer by layer.
+fn choose_schedule(
+    layout: Layout,
+    threads: usize,
+    steps: usize,
+    ragged: bool,
+    forced: Option<Schedule>,
+) -> Schedule {
+    if let Some(s) = forced.filter(|s| s.fits(layout, ragged)) {
+        return s;
+    }
+    if threads >= 2 && layout.bidirectional {
+        Schedule::DirectionsInParallel
+    } else if threads >= 2 && Schedule::Wavefront.fits(layout, ragged) && steps >= 4 {
+        Schedule::Wavefront
+    } else {
+        Schedule::LayerByLayer
+    }
+}
+
+/// The threads each kernel runs on under `schedule` (`None`: the cost
+/// model's choice, within the options' `threads`).
+fn kernel_threads(schedule: Schedule, threads: Option<usize>) -> Option<usize> {
+    match schedule {
+        Schedule::LayerByLayer => threads,
+        Schedule::DirectionsInParallel => Some((thread_budget(threads) / 2).max(1)),
+        Schedule::Wavefront => Some(1),
+    }
+}
+
+/// How many chunks of steps a wavefront runs: about four per layer, so that
+/// filling and draining the pipeline (one chunk each) costs little beside the
+/// rest, each of at least 2 steps (a plan that hoists the input projection
+/// runs one step without it, in another order of sums: the results would
+/// differ from layer by layer's).
+fn wave_chunks(steps: usize, layers: usize) -> usize {
+    (steps / 2).clamp(1, 4 * layers)
+}
+
+/// The steps of chunk `c` of `chunks`: as equal as they can be.
+fn wave_bounds(c: usize, chunks: usize, steps: usize) -> (usize, usize) {
+    (c * steps / chunks, (c + 1) * steps / chunks)
 }
 
 /// A network's kernels: one per layer and direction.
@@ -558,7 +609,10 @@ pub struct CompiledNetwork {
     layout: Layout,
     /// `layers[l][d]`: layer `l`, direction `d` (0 forward, 1 reverse).
     layers: Vec<Vec<Kernel>>,
-    schedule: Schedule,
+    /// The threads the options allow (`None`: the cost model's choice, up
+    /// to every core).
+    threads: Option<usize>,
+    forced: Option<Schedule>,
 }
 
 /// What a network run gives: each output of the last layer `[T, B, D * len]`
@@ -574,7 +628,7 @@ impl std::fmt::Debug for CompiledNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledNetwork")
             .field("layout", &self.layout)
-            .field("schedule", &self.schedule)
+            .field("forced", &self.forced)
             .field("layers", &self.layers)
             .finish()
     }
@@ -585,8 +639,53 @@ impl CompiledNetwork {
         self.layout
     }
 
-    pub fn schedule(&self) -> Schedule {
-        self.schedule
+    fn new(layout: Layout, layers: Vec<Vec<Kernel>>, opts: &Options) -> CompiledNetwork {
+        CompiledNetwork {
+            layout,
+            layers,
+            threads: opts.threads,
+            forced: None,
+        }
+    }
+
+    /// Runs every batch this way (`None`: as [`CompiledNetwork::schedule`]
+    /// chooses). A schedule the network cannot run is an error.
+    pub fn force_schedule(&mut self, schedule: Option<Schedule>) -> Result<()> {
+        if let Some(s) = schedule {
+            if !s.fits(self.layout, false) {
+                return Err(Error::options(format!(
+                    "a network of {} cannot run {}",
+                    self.layout,
+                    s.name()
+                )));
+            }
+        }
+        self.forced = schedule;
+        Ok(())
+    }
+
+    /// The threads a run may use: the options', or every core.
+    fn thread_budget(&self) -> usize {
+        thread_budget(self.threads)
+    }
+
+    /// How a run over `steps` steps of `batch` rows (`ragged`: of different
+    /// lengths) shares the threads: the directions of a layer at once when
+    /// there are two, else the layers as a wavefront when there are several
+    /// and the rows all run every step, else layer by layer.
+    pub fn schedule(&self, steps: usize, ragged: bool) -> Schedule {
+        choose_schedule(
+            self.layout,
+            self.thread_budget(),
+            steps,
+            ragged,
+            self.forced,
+        )
+    }
+
+    /// The threads each kernel runs on under `schedule`.
+    fn kernel_threads(&self, schedule: Schedule) -> Option<usize> {
+        kernel_threads(schedule, self.threads)
     }
 
     /// The kernel of layer `l`, direction `d`.
@@ -755,30 +854,53 @@ impl CompiledNetwork {
             let below: usize = state_lens[..l].iter().map(|x| x[s]).sum::<usize>() * d_count;
             (below + d * state_lens[l][s]) * batch
         };
+        let init_of = |l: usize, d: usize| -> Vec<Cow<'_, [f32]>> {
+            (0..self.layers[l][d].state_names().len())
+                .map(|s| {
+                    let n = batch * state_lens[l][s];
+                    match inits[s] {
+                        Some(v) => {
+                            let at = state_offset(s, l, d);
+                            Cow::Borrowed(&v[at..at + n])
+                        }
+                        None => Cow::Owned(vec![0.0; n]),
+                    }
+                })
+                .collect()
+        };
+        let ragged = lengths.is_some_and(|lens| lens.iter().any(|&n| n != steps));
+        let schedule = self.schedule(steps, ragged);
+        let threads = self.kernel_threads(schedule);
+        if schedule == Schedule::Wavefront {
+            let init: Vec<Vec<Cow<'_, [f32]>>> =
+                (0..self.layers.len()).map(|l| init_of(l, 0)).collect();
+            let (output, states) = self.run_wavefront(inputs[0], steps, batch, &init)?;
+            for (l, layer) in states.iter().enumerate() {
+                for (s, values) in layer.iter().enumerate() {
+                    let at = state_offset(s, l, 0);
+                    finals[s][at..at + values.len()].copy_from_slice(values);
+                }
+            }
+            return Ok(NetworkRun {
+                outputs: vec![output],
+                states: finals,
+            });
+        }
         let mut layer_in: Vec<Cow<'_, [f32]>> = inputs.iter().map(|x| Cow::Borrowed(*x)).collect();
         let mut outputs = Vec::new();
         for (l, dirs) in self.layers.iter().enumerate() {
             let ins: Vec<&[f32]> = layer_in.iter().map(|c| c.as_ref()).collect();
-            let init_of = |d: usize| -> Vec<Cow<'_, [f32]>> {
-                (0..dirs[d].state_names().len())
-                    .map(|s| {
-                        let n = batch * state_lens[l][s];
-                        match inits[s] {
-                            Some(v) => {
-                                let at = state_offset(s, l, d);
-                                Cow::Borrowed(&v[at..at + n])
-                            }
-                            None => Cow::Owned(vec![0.0; n]),
-                        }
-                    })
-                    .collect()
-            };
             let job = |d: usize| {
-                let init = init_of(d);
+                let init = init_of(l, d);
                 let init: Vec<&[f32]> = init.iter().map(|c| c.as_ref()).collect();
-                run_direction(&dirs[d], d == 1, &ins, steps, batch, lengths, &init)
+                let dir = Direction {
+                    kernel: &dirs[d],
+                    reverse: d == 1,
+                    threads,
+                };
+                dir.run(&ins, steps, batch, lengths, &init)
             };
-            let results: Vec<Directed> = match self.schedule {
+            let results: Vec<Directed> = match schedule {
                 Schedule::DirectionsInParallel if dirs.len() == 2 => {
                     let (fwd, rev) = std::thread::scope(|scope| {
                         let rev = scope.spawn(|| job(1));
@@ -819,6 +941,138 @@ impl CompiledNetwork {
     }
 }
 
+impl CompiledNetwork {
+    /// The layers of a one-direction network as a pipeline over chunks of
+    /// steps ([`Schedule::Wavefront`]): a task is one layer over one chunk, on
+    /// one thread; it can start when the layer below has finished that chunk
+    /// and its own layer the chunk before. Each worker takes the deepest task
+    /// that can start (draining the pipeline first). Each layer's plan is the
+    /// one it would run over the whole sequence, so the results are those of
+    /// layer by layer, bit for bit. Returns the last layer's output and each
+    /// layer's final states.
+    fn run_wavefront(
+        &self,
+        x: &[f32],
+        steps: usize,
+        batch: usize,
+        init: &[Vec<Cow<'_, [f32]>>],
+    ) -> Result<(Vec<f32>, Vec<Vec<Vec<f32>>>)> {
+        use std::sync::{Condvar, Mutex, OnceLock};
+        let layers: Vec<&Kernel> = self.layers.iter().map(|d| &d[0]).collect();
+        let n = layers.len();
+        let chunks = wave_chunks(steps, n);
+        let mut states = Vec::with_capacity(n);
+        let mut variants = Vec::with_capacity(n);
+        for (k, init) in layers.iter().zip(init) {
+            let mut state = k.new_state(batch)?;
+            for (s, name) in k.state_names().iter().enumerate() {
+                state.set(name, &init[s])?;
+            }
+            states.push(Mutex::new(state));
+            variants.push(k.variant_for_any_threads(batch, steps));
+        }
+        let outs: Vec<Vec<OnceLock<Vec<f32>>>> = (0..n)
+            .map(|_| (0..chunks).map(|_| OnceLock::new()).collect())
+            .collect();
+        struct Progress {
+            next: Vec<usize>,
+            done: Vec<usize>,
+            busy: Vec<bool>,
+            failed: Option<Error>,
+        }
+        let progress = Mutex::new(Progress {
+            next: vec![0; n],
+            done: vec![0; n],
+            busy: vec![false; n],
+            failed: None,
+        });
+        let wake = Condvar::new();
+        let in_len = layers[0].input_len(0);
+        // One task: layer `l` over chunk `c`.
+        let task = |l: usize, c: usize| -> Result<()> {
+            let (t0, t1) = wave_bounds(c, chunks, steps);
+            let input: &[f32] = match l {
+                0 => &x[t0 * batch * in_len..t1 * batch * in_len],
+                _ => outs[l - 1][c]
+                    .get()
+                    .ok_or_else(|| Error::internal("wavefront: a chunk ran before its input"))?,
+            };
+            let k = layers[l];
+            let mut out = vec![0.0; (t1 - t0) * batch * k.output_len(0)];
+            let mut state = states[l]
+                .lock()
+                .map_err(|_| Error::internal("wavefront: a layer's state was poisoned"))?;
+            k.run_planned(&[input], &mut state, &mut [&mut out], variants[l], Some(1))?;
+            outs[l][c]
+                .set(out)
+                .map_err(|_| Error::internal("wavefront: a chunk ran twice"))
+        };
+        let worker = || loop {
+            let (l, c) = {
+                let Ok(mut p) = progress.lock() else { return };
+                loop {
+                    if p.failed.is_some() || p.done.iter().all(|&d| d == chunks) {
+                        return;
+                    }
+                    let ready = (0..n).rev().find(|&l| {
+                        !p.busy[l] && p.next[l] < chunks && (l == 0 || p.done[l - 1] > p.next[l])
+                    });
+                    if let Some(l) = ready {
+                        p.busy[l] = true;
+                        p.next[l] += 1;
+                        break (l, p.next[l] - 1);
+                    }
+                    let Ok(q) = wake.wait(p) else { return };
+                    p = q;
+                }
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(l, c)))
+                .unwrap_or_else(|_| Err(Error::internal("wavefront: a task panicked")));
+            if let Ok(mut p) = progress.lock() {
+                p.busy[l] = false;
+                p.done[l] += 1;
+                if let Err(e) = result {
+                    p.failed.get_or_insert(e);
+                }
+            }
+            wake.notify_all();
+        };
+        let workers = self.thread_budget().min(n);
+        std::thread::scope(|scope| {
+            for _ in 1..workers {
+                scope.spawn(worker);
+            }
+            worker();
+        });
+        let p = progress
+            .into_inner()
+            .map_err(|_| Error::internal("wavefront: the progress was poisoned"))?;
+        if let Some(e) = p.failed {
+            return Err(e);
+        }
+        let mut output = Vec::with_capacity(steps * batch * layers[n - 1].output_len(0));
+        for c in outs.into_iter().last().unwrap_or_default() {
+            output.extend_from_slice(
+                &c.into_inner()
+                    .ok_or_else(|| Error::internal("wavefront: a chunk did not run"))?,
+            );
+        }
+        let mut finals = Vec::with_capacity(n);
+        for (k, state) in layers.iter().zip(states) {
+            let state = state
+                .into_inner()
+                .map_err(|_| Error::internal("wavefront: a layer's state was poisoned"))?;
+            finals.push(
+                k.state_names()
+                    .iter()
+                    .map(|name| state.get(name))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        Ok((output, finals))
+    }
+}
+
 /// Rows of equal-length parts, side by side: `[rows, parts * len]`.
 fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Vec<f32> {
     if let [one] = parts {
@@ -840,156 +1094,168 @@ struct Directed {
     states: Vec<Vec<f32>>,
 }
 
-/// Runs one direction of one layer over a batch of sequences of `lengths`
-/// (all `steps` if `None`), from the initial states `init` (`[B, len]` each).
-fn run_direction(
-    kernel: &Kernel,
+/// One direction of one layer, and the threads its kernel runs on.
+struct Direction<'a> {
+    kernel: &'a Kernel,
     reverse: bool,
-    xs: &[&[f32]],
-    steps: usize,
-    batch: usize,
-    lengths: Option<&[usize]>,
-    init: &[&[f32]],
-) -> Result<Directed> {
-    let out_lens: Vec<usize> = (0..kernel.output_names().len())
-        .map(|o| kernel.output_len(o))
-        .collect();
-    let in_lens: Vec<usize> = (0..xs.len()).map(|i| kernel.input_len(i)).collect();
-    let state_lens: Vec<usize> = (0..kernel.state_names().len())
-        .map(|s| kernel.state_len(s))
-        .collect();
-    let full = vec![steps; batch];
-    let lens = lengths.unwrap_or(&full);
-    // Longest first (stable), so that the live rows are a prefix.
-    let mut order: Vec<usize> = (0..batch).collect();
-    order.sort_by_key(|&b| std::cmp::Reverse(lens[b]));
-    let in_place = !reverse && lens.iter().all(|&n| n == steps);
-    // Each input with its rows in `order`, each row's steps in the order they
-    // run (reversed for the reverse direction).
-    let arrange = |x: &[f32], len: usize| -> Vec<f32> {
-        let mut v = vec![0.0; steps * batch * len];
-        for (r, &b) in order.iter().enumerate() {
-            let n = lens[b];
-            for s in 0..n {
-                let src = if reverse { n - 1 - s } else { s };
-                v[(s * batch + r) * len..][..len]
-                    .copy_from_slice(&x[(src * batch + b) * len..][..len]);
+    threads: Option<usize>,
+}
+
+impl Direction<'_> {
+    /// Runs over a batch of sequences of `lengths` (all `steps` if `None`), from
+    /// the initial states `init` (`[B, len]` each).
+    fn run(
+        &self,
+        xs: &[&[f32]],
+        steps: usize,
+        batch: usize,
+        lengths: Option<&[usize]>,
+        init: &[&[f32]],
+    ) -> Result<Directed> {
+        let (kernel, reverse) = (self.kernel, self.reverse);
+        let out_lens: Vec<usize> = (0..kernel.output_names().len())
+            .map(|o| kernel.output_len(o))
+            .collect();
+        let in_lens: Vec<usize> = (0..xs.len()).map(|i| kernel.input_len(i)).collect();
+        let state_lens: Vec<usize> = (0..kernel.state_names().len())
+            .map(|s| kernel.state_len(s))
+            .collect();
+        let full = vec![steps; batch];
+        let lens = lengths.unwrap_or(&full);
+        // Longest first (stable), so that the live rows are a prefix.
+        let mut order: Vec<usize> = (0..batch).collect();
+        order.sort_by_key(|&b| std::cmp::Reverse(lens[b]));
+        let in_place = !reverse && lens.iter().all(|&n| n == steps);
+        // Each input with its rows in `order`, each row's steps in the order they
+        // run (reversed for the reverse direction).
+        let arrange = |x: &[f32], len: usize| -> Vec<f32> {
+            let mut v = vec![0.0; steps * batch * len];
+            for (r, &b) in order.iter().enumerate() {
+                let n = lens[b];
+                for s in 0..n {
+                    let src = if reverse { n - 1 - s } else { s };
+                    v[(s * batch + r) * len..][..len]
+                        .copy_from_slice(&x[(src * batch + b) * len..][..len]);
+                }
             }
-        }
-        v
-    };
-    let xp: Vec<Cow<'_, [f32]>> = xs
-        .iter()
-        .zip(&in_lens)
-        .map(|(x, &len)| {
-            if in_place {
-                Cow::Borrowed(*x)
-            } else {
-                Cow::Owned(arrange(x, len))
-            }
-        })
-        .collect();
-    let mut outp: Vec<Vec<f32>> = out_lens
-        .iter()
-        .map(|&len| vec![0.0; steps * batch * len])
-        .collect();
-    // The states of the live rows, in `order`.
-    let mut cur: Vec<Vec<f32>> = init
-        .iter()
-        .zip(&state_lens)
-        .map(|(v, &len)| {
-            let mut c = Vec::with_capacity(batch * len);
-            for &b in &order {
-                c.extend_from_slice(&v[b * len..(b + 1) * len]);
-            }
-            c
-        })
-        .collect();
-    let mut finals: Vec<Vec<f32>> = init.iter().map(|v| v.to_vec()).collect();
-    let mut s0 = 0;
-    let mut live = order.iter().take_while(|&&b| lens[b] > 0).count();
-    while live > 0 {
-        let s1 = lens[order[live - 1]];
-        let k = s1 - s0;
-        let mut state = kernel.new_state(live)?;
-        for (s, name) in kernel.state_names().iter().enumerate() {
-            state.set(name, &cur[s][..live * state_lens[s]])?;
-        }
-        let seg_in: Vec<Cow<'_, [f32]>> = xp
+            v
+        };
+        let xp: Vec<Cow<'_, [f32]>> = xs
             .iter()
             .zip(&in_lens)
             .map(|(x, &len)| {
-                if live == batch {
-                    Cow::Borrowed(&x[s0 * batch * len..s1 * batch * len])
+                if in_place {
+                    Cow::Borrowed(*x)
                 } else {
-                    let mut v = Vec::with_capacity(k * live * len);
-                    for s in s0..s1 {
-                        v.extend_from_slice(&x[s * batch * len..][..live * len]);
-                    }
-                    Cow::Owned(v)
+                    Cow::Owned(arrange(x, len))
                 }
             })
             .collect();
-        let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
-        if live == batch {
-            let mut views: Vec<&mut [f32]> = outp
-                .iter_mut()
-                .zip(&out_lens)
-                .map(|(o, &len)| &mut o[s0 * batch * len..s1 * batch * len])
-                .collect();
-            kernel.run_with_any_threads(&seg_in, &mut state, &mut views)?;
-        } else {
-            let mut seg_out: Vec<Vec<f32>> = out_lens
-                .iter()
-                .map(|&len| vec![0.0; k * live * len])
-                .collect();
-            {
-                let mut views: Vec<&mut [f32]> =
-                    seg_out.iter_mut().map(Vec::as_mut_slice).collect();
-                kernel.run_with_any_threads(&seg_in, &mut state, &mut views)?;
-            }
-            for ((o, so), &len) in outp.iter_mut().zip(&seg_out).zip(&out_lens) {
-                for (j, s) in (s0..s1).enumerate() {
-                    o[s * batch * len..][..live * len]
-                        .copy_from_slice(&so[j * live * len..][..live * len]);
+        let mut outp: Vec<Vec<f32>> = out_lens
+            .iter()
+            .map(|&len| vec![0.0; steps * batch * len])
+            .collect();
+        // The states of the live rows, in `order`.
+        let mut cur: Vec<Vec<f32>> = init
+            .iter()
+            .zip(&state_lens)
+            .map(|(v, &len)| {
+                let mut c = Vec::with_capacity(batch * len);
+                for &b in &order {
+                    c.extend_from_slice(&v[b * len..(b + 1) * len]);
                 }
+                c
+            })
+            .collect();
+        let mut finals: Vec<Vec<f32>> = init.iter().map(|v| v.to_vec()).collect();
+        let mut s0 = 0;
+        let mut live = order.iter().take_while(|&&b| lens[b] > 0).count();
+        while live > 0 {
+            let s1 = lens[order[live - 1]];
+            let k = s1 - s0;
+            let mut state = kernel.new_state(live)?;
+            for (s, name) in kernel.state_names().iter().enumerate() {
+                state.set(name, &cur[s][..live * state_lens[s]])?;
             }
-        }
-        for (s, name) in kernel.state_names().iter().enumerate() {
-            let v = state.get(name)?;
-            cur[s][..v.len()].copy_from_slice(&v);
-        }
-        let next = order[..live].iter().take_while(|&&b| lens[b] > s1).count();
-        for (r, &b) in order.iter().enumerate().take(live).skip(next) {
-            for (s, &len) in state_lens.iter().enumerate() {
-                finals[s][b * len..(b + 1) * len].copy_from_slice(&cur[s][r * len..(r + 1) * len]);
-            }
-        }
-        s0 = s1;
-        live = next;
-    }
-    let outputs = if in_place {
-        outp
-    } else {
-        // Back to the caller's rows and steps.
-        outp.iter()
-            .zip(&out_lens)
-            .map(|(o, &len)| {
-                let mut v = vec![0.0; steps * batch * len];
-                for (r, &b) in order.iter().enumerate() {
-                    let n = lens[b];
-                    for s in 0..n {
-                        let dst = if reverse { n - 1 - s } else { s };
-                        v[(dst * batch + b) * len..][..len]
-                            .copy_from_slice(&o[(s * batch + r) * len..][..len]);
+            let seg_in: Vec<Cow<'_, [f32]>> = xp
+                .iter()
+                .zip(&in_lens)
+                .map(|(x, &len)| {
+                    if live == batch {
+                        Cow::Borrowed(&x[s0 * batch * len..s1 * batch * len])
+                    } else {
+                        let mut v = Vec::with_capacity(k * live * len);
+                        for s in s0..s1 {
+                            v.extend_from_slice(&x[s * batch * len..][..live * len]);
+                        }
+                        Cow::Owned(v)
+                    }
+                })
+                .collect();
+            let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
+            if live == batch {
+                let mut views: Vec<&mut [f32]> = outp
+                    .iter_mut()
+                    .zip(&out_lens)
+                    .map(|(o, &len)| &mut o[s0 * batch * len..s1 * batch * len])
+                    .collect();
+                let variant = kernel.variant_for_any_threads(live, k);
+                kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
+            } else {
+                let mut seg_out: Vec<Vec<f32>> = out_lens
+                    .iter()
+                    .map(|&len| vec![0.0; k * live * len])
+                    .collect();
+                {
+                    let mut views: Vec<&mut [f32]> =
+                        seg_out.iter_mut().map(Vec::as_mut_slice).collect();
+                    let variant = kernel.variant_for_any_threads(live, k);
+                    kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
+                }
+                for ((o, so), &len) in outp.iter_mut().zip(&seg_out).zip(&out_lens) {
+                    for (j, s) in (s0..s1).enumerate() {
+                        o[s * batch * len..][..live * len]
+                            .copy_from_slice(&so[j * live * len..][..live * len]);
                     }
                 }
-                v
-            })
-            .collect()
-    };
-    Ok(Directed {
-        outputs,
-        states: finals,
-    })
+            }
+            for (s, name) in kernel.state_names().iter().enumerate() {
+                let v = state.get(name)?;
+                cur[s][..v.len()].copy_from_slice(&v);
+            }
+            let next = order[..live].iter().take_while(|&&b| lens[b] > s1).count();
+            for (r, &b) in order.iter().enumerate().take(live).skip(next) {
+                for (s, &len) in state_lens.iter().enumerate() {
+                    finals[s][b * len..(b + 1) * len]
+                        .copy_from_slice(&cur[s][r * len..(r + 1) * len]);
+                }
+            }
+            s0 = s1;
+            live = next;
+        }
+        let outputs = if in_place {
+            outp
+        } else {
+            // Back to the caller's rows and steps.
+            outp.iter()
+                .zip(&out_lens)
+                .map(|(o, &len)| {
+                    let mut v = vec![0.0; steps * batch * len];
+                    for (r, &b) in order.iter().enumerate() {
+                        let n = lens[b];
+                        for s in 0..n {
+                            let dst = if reverse { n - 1 - s } else { s };
+                            v[(dst * batch + b) * len..][..len]
+                                .copy_from_slice(&o[(s * batch + r) * len..][..len]);
+                        }
+                    }
+                    v
+                })
+                .collect()
+        };
+        Ok(Directed {
+            outputs,
+            states: finals,
+        })
+    }
 }

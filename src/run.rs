@@ -10,7 +10,7 @@
 //! names both tensors. The result holds each output as `[T, B, len]` under its
 //! name, and each state's final value as `[B, len]` under its name.
 
-use crate::network::{Layout, Network};
+use crate::network::{Layout, Network, Schedule};
 use crate::sema::{self, poly::Poly, IndexInfo, SizeFact, SymTy};
 use crate::weights::{shape_str, Weights};
 use crate::{Cell, Error, Options, Result};
@@ -102,20 +102,43 @@ pub fn run(
     given: &[(String, u64)],
     opts: &Options,
 ) -> Result<Weights> {
-    run_network(cell, weights, inputs, given, opts, None, false)
+    run_network(
+        cell,
+        weights,
+        inputs,
+        given,
+        opts,
+        &NetworkOptions::default(),
+    )
 }
 
-/// [`run`], with the layout of the network given (it must be the weights'),
-/// and the inputs and outputs batch-first (`[B, T, len]`) if `batch_first`.
+/// How [`run_network`] runs beyond the kernels' [`Options`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetworkOptions {
+    /// The network's layout (the weights must hold it); by default read off
+    /// the weights' names.
+    pub layout: Option<Layout>,
+    /// Inputs and outputs are `[B, T, len]` (PyTorch's `batch_first=True`).
+    pub batch_first: bool,
+    /// The schedule (default: chosen per run; one the run cannot take is
+    /// an error).
+    pub schedule: Option<Schedule>,
+}
+
+/// [`run`], with the network's options.
 pub fn run_network(
     cell: &Cell,
     weights: &Weights,
     inputs: &Weights,
     given: &[(String, u64)],
     opts: &Options,
-    layout: Option<Layout>,
-    batch_first: bool,
+    net_opts: &NetworkOptions,
 ) -> Result<Weights> {
+    let NetworkOptions {
+        layout,
+        batch_first,
+        schedule,
+    } = *net_opts;
     let net = match layout {
         Some(layout) => Network::new(cell.clone(), layout)?,
         None => Network::for_checkpoint(cell.clone(), weights)?,
@@ -294,7 +317,19 @@ pub fn run_network(
         });
         initial.push((port.name.clone(), t.data.clone()));
     }
-    let compiled = net.compile_with(weights, &ports, given, opts)?;
+    let mut compiled = net.compile_with(weights, &ports, given, opts)?;
+    compiled.force_schedule(schedule)?;
+    if let Some(s) = schedule {
+        let ragged = lengths
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|&n| n != steps));
+        if compiled.schedule(steps, ragged) != s {
+            return Err(Error::options(format!(
+                "`{}` cannot run this batch (its rows have different lengths)",
+                s.name()
+            )));
+        }
+    }
     let state_lens = compiled.state_lens();
     for (s, name) in compiled.state_names().iter().enumerate() {
         if state_lens.iter().any(|l| l[s] != state_lens[0][s]) {

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cellc::network::Schedule;
 use cellc::{Cell, Options, Weights};
 
 const TOLERANCE: f64 = 1e-5;
@@ -189,23 +190,91 @@ fn networks_match_pytorch() {
         let weights = load(&case, "weights");
         let inputs = load(&case, "inputs");
         let expected = load(&case, "expected");
+        // The schedules this network can run this batch with.
+        let bidirectional = weights.names().any(|n| n.ends_with("_reverse"));
+        let layers = weights
+            .names()
+            .filter(|n| n.starts_with("weight_ih_l") && !n.ends_with("_reverse"))
+            .count();
+        let steps = inputs.get("x").unwrap().shape[usize::from(batch_first)];
+        let ragged = inputs
+            .integers("lengths")
+            .is_some_and(|(_, l)| l.iter().any(|&n| n as usize != steps));
+        let mut schedules = vec![None, Some(Schedule::LayerByLayer)];
+        if bidirectional {
+            schedules.push(Some(Schedule::DirectionsInParallel));
+        }
+        if !bidirectional && layers > 1 && !ragged {
+            schedules.push(Some(Schedule::Wavefront));
+        }
         let mut outs = Vec::new();
         for threads in [1, 2] {
-            let opts = Options {
-                threads: Some(threads),
-                ..Options::default()
-            };
-            let out =
-                cellc::run::run_network(&cell, &weights, &inputs, &[], &opts, None, batch_first)
-                    .unwrap_or_else(|e| panic!("{case}: {e}"));
-            let err = compare(&case, &out, &expected);
-            assert!(
-                err < TOLERANCE,
-                "{case} ({threads} threads): relative error {err:e}"
-            );
-            outs.push(out);
+            for &schedule in &schedules {
+                let opts = Options {
+                    threads: Some(threads),
+                    ..Options::default()
+                };
+                let net_opts = cellc::run::NetworkOptions {
+                    batch_first,
+                    schedule,
+                    ..Default::default()
+                };
+                let out = cellc::run::run_network(&cell, &weights, &inputs, &[], &opts, &net_opts)
+                    .unwrap_or_else(|e| panic!("{case} {schedule:?}: {e}"));
+                let err = compare(&case, &out, &expected);
+                assert!(
+                    err < TOLERANCE,
+                    "{case} ({threads} threads, {schedule:?}): relative error {err:e}"
+                );
+                outs.push((threads, schedule, out));
+            }
         }
-        assert_eq!(outs[0], outs[1], "{case}: 1 and 2 threads differ");
+        for (threads, schedule, out) in &outs[1..] {
+            assert!(
+                *out == outs[0].2,
+                "{case}: {threads} threads, {schedule:?} differ from 1 thread, the default schedule"
+            );
+        }
+        // A schedule this batch cannot take is refused, not ignored.
+        if ragged && !bidirectional && layers > 1 {
+            let net_opts = cellc::run::NetworkOptions {
+                batch_first,
+                schedule: Some(Schedule::Wavefront),
+                ..Default::default()
+            };
+            let err = cellc::run::run_network(
+                &cell,
+                &weights,
+                &inputs,
+                &[],
+                &Options::default(),
+                &net_opts,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("different lengths"), "{case}: {err}");
+        }
+        if !bidirectional {
+            let net_opts = cellc::run::NetworkOptions {
+                batch_first,
+                schedule: Some(Schedule::DirectionsInParallel),
+                ..Default::default()
+            };
+            let err = cellc::run::run_network(
+                &cell,
+                &weights,
+                &inputs,
+                &[],
+                &Options::default(),
+                &net_opts,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("cannot run directions-in-parallel"),
+                "{case}: {err}"
+            );
+        }
         let out_path = tmp.join(format!("{case}.out.safetensors"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellc"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))

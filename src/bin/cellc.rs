@@ -180,7 +180,7 @@ enum Command {
 }
 
 /// A network of the cell's layers (`docs/language.md`, "Networks").
-#[derive(clap::Args, Clone, Copy, Debug, Default)]
+#[derive(clap::Args, Clone, Debug, Default)]
 struct NetArgs {
     /// Layers of the cell, each reading the output of the one below (default
     /// 1; `run` reads it off the weights' names, and checks it if given).
@@ -190,18 +190,36 @@ struct NetArgs {
     /// its output the two side by side (`run` reads it off the weights).
     #[arg(long)]
     bidirectional: bool,
+    /// How a network's layers share the threads: layer-by-layer,
+    /// directions-in-parallel or wavefront (default: chosen per run).
+    #[arg(long)]
+    schedule: Option<String>,
 }
 
 impl NetArgs {
     /// The layout asked for, if any.
-    fn layout(self) -> Option<cellc::network::Layout> {
+    fn layout(&self) -> Option<cellc::network::Layout> {
         (self.layers.is_some() || self.bidirectional).then(|| cellc::network::Layout {
             layers: self.layers.unwrap_or(1),
             bidirectional: self.bidirectional,
         })
     }
 
-    fn network(self, cell: &Cell) -> Result<cellc::network::Network, Error> {
+    fn schedule(&self) -> Result<Option<cellc::network::Schedule>, Error> {
+        self.schedule
+            .as_deref()
+            .map(|s| {
+                cellc::network::Schedule::from_name(s).ok_or_else(|| {
+                    Error::options(format!(
+                        "`--schedule {s}`: the schedules are layer-by-layer, \
+                         directions-in-parallel and wavefront"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    fn network(&self, cell: &Cell) -> Result<cellc::network::Network, Error> {
         cellc::network::Network::new(
             cell.clone(),
             self.layout().unwrap_or(cellc::network::Layout::SINGLE),
@@ -359,8 +377,18 @@ fn run(cli: Cli) -> Result<(), Error> {
                 plan: None,
                 isa: isa.as_deref().map(parse_isa).transpose()?,
             };
-            let out =
-                cellc::run::run_network(&cell, &w, &x, &given, &opts, net.layout(), batch_first)?;
+            let out = cellc::run::run_network(
+                &cell,
+                &w,
+                &x,
+                &given,
+                &opts,
+                &cellc::run::NetworkOptions {
+                    layout: net.layout(),
+                    batch_first,
+                    schedule: net.schedule()?,
+                },
+            )?;
             let bytes = out.to_safetensors_bytes()?;
             cellc::files::write_all(&[(&output, &bytes)])?;
             Ok(())
@@ -406,6 +434,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 isa: isa.as_deref().map(parse_isa).transpose()?,
                 samples,
                 unfused: !no_unfused,
+                schedule: net.schedule()?,
             };
             if !network.layout().is_single() {
                 let r = cellc::bench::bench_network(&network, &opts)?;
@@ -455,25 +484,28 @@ fn run(cli: Cli) -> Result<(), Error> {
                         network.layout()
                     )));
                 }
-                let (schedule, kernel_opts) = network.schedule(&jit_opts);
+                let (schedule, kernel_threads) = network.schedule(&jit_opts, seq, net.schedule()?);
+                let kernel_opts = cellc::Options {
+                    threads: kernel_threads,
+                    ..jit_opts.clone()
+                };
+                let each = match kernel_threads {
+                    Some(1) => "1 thread".to_string(),
+                    Some(n) => format!("{n} threads"),
+                    None => "the threads the cost model picks".to_string(),
+                };
                 println!(
-                    "; network: {} of cell {}; schedule: {} ({})",
+                    "; network: {} of cell {}; schedule for sequences of {seq}: {} ({}, each kernel on {each})",
                     network.layout(),
                     cell.name(),
                     schedule.name(),
                     match schedule {
-                        cellc::network::Schedule::DirectionsInParallel => format!(
-                            "the two directions of each layer at once, each on {} thread{}",
-                            kernel_opts.threads.unwrap_or(1),
-                            if kernel_opts.threads == Some(1) {
-                                ""
-                            } else {
-                                "s"
-                            }
-                        ),
+                        cellc::network::Schedule::DirectionsInParallel =>
+                            "the two directions of each layer at once",
                         cellc::network::Schedule::LayerByLayer =>
-                            "one layer and direction after the other, each on every thread"
-                                .to_string(),
+                            "one layer and direction after the other",
+                        cellc::network::Schedule::Wavefront =>
+                            "the layers as a pipeline over chunks of steps",
                     }
                 );
                 for (l, layer) in network.layer_cells()?.iter().enumerate() {

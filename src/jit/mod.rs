@@ -384,34 +384,38 @@ impl Kernel {
     }
 
     /// The plan the cost model picks for one thread (or the one the options
-    /// force), run on as many threads as the model then picks for it: a choice
-    /// whose results do not depend on the thread count (plans differ in the
-    /// order of their sums; thread counts do not).
-    pub(crate) fn choice_for_any_threads(&self, batch: usize, seq: usize) -> Choice {
-        let host = schedule::host();
-        let variant = match self.opts.plan {
+    /// force): a choice that does not depend on the thread count, for runs
+    /// whose results must not either (plans differ in the order of their
+    /// sums; thread counts do not).
+    pub(crate) fn variant_for_any_threads(&self, batch: usize, seq: usize) -> Variant {
+        match self.opts.plan {
             Some(v) => v.for_steps(seq),
-            None => schedule::choose(&self.work, host, batch, seq, Some(1), None).variant,
-        };
-        schedule::choose(
-            &self.work,
-            host,
-            batch,
-            seq,
-            self.opts.threads,
-            Some(variant),
-        )
+            None => {
+                schedule::choose(&self.work, schedule::host(), batch, seq, Some(1), None).variant
+            }
+        }
     }
 
-    /// [`Kernel::run_with`] with the plan of [`Kernel::choice_for_any_threads`].
-    pub(crate) fn run_with_any_threads(
+    /// [`Kernel::run_with`] on plan `variant`, on `threads` threads (the
+    /// options' or the cost model's count if `None`).
+    pub(crate) fn run_planned(
         &self,
         inputs: &[&[f32]],
         state: &mut State,
         outputs: &mut [&mut [f32]],
+        variant: Variant,
+        threads: Option<usize>,
     ) -> Result<()> {
+        let threads = threads.or(self.opts.threads);
         self.run_choosing(inputs, state, outputs, |batch, steps| {
-            self.choice_for_any_threads(batch, steps)
+            schedule::choose(
+                &self.work,
+                schedule::host(),
+                batch,
+                steps,
+                threads,
+                Some(variant),
+            )
         })
     }
 
