@@ -509,6 +509,9 @@ fn check_all_read(
     Ok(())
 }
 
+/// Each state's final value of one layer, `[B, len]` each.
+type LayerStates = Vec<Vec<f32>>;
+
 /// How a network's layers and directions share the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
@@ -956,7 +959,7 @@ impl CompiledNetwork {
         steps: usize,
         batch: usize,
         init: &[Vec<Cow<'_, [f32]>>],
-    ) -> Result<(Vec<f32>, Vec<Vec<Vec<f32>>>)> {
+    ) -> Result<(Vec<f32>, Vec<LayerStates>)> {
         use std::sync::{Condvar, Mutex, OnceLock};
         let layers: Vec<&Kernel> = self.layers.iter().map(|d| &d[0]).collect();
         let n = layers.len();
