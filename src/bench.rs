@@ -37,6 +37,9 @@ pub struct BenchOptions {
     pub unfused: bool,
     /// A network's schedule (default: chosen per run).
     pub schedule: Option<crate::network::Schedule>,
+    /// A network's rows of lengths drawn uniformly from `min..=max` (seeded),
+    /// instead of all `seq` long.
+    pub lengths: Option<(usize, usize)>,
 }
 
 impl Default for BenchOptions {
@@ -50,6 +53,7 @@ impl Default for BenchOptions {
             samples: 21,
             unfused: true,
             schedule: None,
+            lengths: None,
         }
     }
 }
@@ -419,6 +423,8 @@ pub struct NetworkBenchResult {
     pub seq: usize,
     pub threads: usize,
     pub schedule: &'static str,
+    /// Row-steps that run: `batch * seq`, or the sum of the rows' lengths.
+    pub real_steps: usize,
     pub chosen: Times,
     /// Layer by layer, each kernel on every thread, when that is not the
     /// chosen schedule.
@@ -445,6 +451,14 @@ impl NetworkBenchResult {
             )
         };
         s.push_str(&line(self.schedule, &self.chosen));
+        if self.real_steps != self.batch * self.seq {
+            s.push_str(&format!(
+                "  rows of different lengths: {} of {} row-steps run; {:.2} µs per real row-step\n",
+                self.real_steps,
+                self.batch * self.seq,
+                self.chosen.median * self.seq as f64 / self.real_steps as f64
+            ));
+        }
         if let Some(l) = &self.layer_by_layer {
             s.push_str(&line("layer-by-layer", l));
             s.push_str(&format!(
@@ -474,6 +488,9 @@ impl NetworkBenchResult {
             "us_per_step_median": self.chosen.median,
             "us_per_step_min": self.chosen.min,
             "us_per_step_max": self.chosen.max,
+            "real_row_steps": self.real_steps,
+            "us_per_run_median": self.chosen.median * self.seq as f64,
+            "us_per_real_row_step_median": self.chosen.median * self.seq as f64 / self.real_steps as f64,
         });
         if let Some(l) = &self.layer_by_layer {
             j["layer_by_layer_us_per_step_median"] = json!(l.median);
@@ -501,9 +518,31 @@ pub fn bench_network(
         plan: opts.plan,
         isa: opts.isa,
     };
+    let lengths: Option<Vec<usize>> = match opts.lengths {
+        Some((lo, hi)) if lo > hi || hi > opts.seq => {
+            return Err(Error::options(format!(
+                "lengths {lo}..{hi}: they must run from at most the top to at most --seq {}",
+                opts.seq
+            )))
+        }
+        Some((lo, hi)) => {
+            let mut rng = crate::gen::Rng(3);
+            Some(
+                (0..opts.batch)
+                    .map(|_| {
+                        lo + (rng.unit().abs() * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
+                    })
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    let ragged = lengths
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|&n| n != opts.seq));
     let mut chosen = net.compile_random(1, &kernel_opts)?;
     chosen.force_schedule(opts.schedule)?;
-    let schedule = chosen.schedule(opts.seq, false);
+    let schedule = chosen.schedule(opts.seq, ragged);
     let other = if schedule == Schedule::LayerByLayer {
         None
     } else {
@@ -522,14 +561,15 @@ pub fn bench_network(
         })
         .collect::<Result<_>>()?;
     let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    let lens = lengths.as_deref();
     let sample = |n: &crate::network::CompiledNetwork| -> Result<f64> {
         let t = Instant::now();
-        n.run(&xs, opts.batch, None, &[])?;
+        n.run(&xs, opts.batch, lens, &[])?;
         let one = t.elapsed().as_secs_f64().max(1e-8);
         let calls = ((SAMPLE_SECONDS / one) as usize).clamp(1, 1_000_000);
         let t = Instant::now();
         for _ in 0..calls {
-            n.run(&xs, opts.batch, None, &[])?;
+            n.run(&xs, opts.batch, lens, &[])?;
         }
         Ok(t.elapsed().as_secs_f64() * 1e6 / (calls * opts.seq) as f64)
     };
@@ -559,6 +599,7 @@ pub fn bench_network(
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         schedule: schedule.name(),
+        real_steps: lengths.map_or(opts.batch * opts.seq, |l| l.iter().sum()),
         chosen: times(c),
         layer_by_layer: (!l.is_empty()).then(|| times(l)),
     })

@@ -15,7 +15,7 @@
 //! onnx      <- weights
 //! aot       <- codegen, ir         (objects and headers)
 //! stats, dot <- ir                 (dumps)
-//! lib.rs, run, bench, fuzzing      (the facade and what stands on it: anything)
+//! lib.rs, network, run, bench, fuzzing (the facade and what stands on it: anything)
 //! ```
 
 use std::collections::HashMap;

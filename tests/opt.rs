@@ -55,6 +55,7 @@ fn product_counts() {
         ("gru_reset_before", 6, 2, 2),
         ("lstmp", 9, 2, 1),
         ("rnn_tanh", 2, 1, 1),
+        ("rnn_relu", 2, 1, 1),
         ("mgu", 4, 2, 2),
         ("cifg", 6, 1, 1),
         ("lstm_proj", 9, 2, 1),

@@ -174,6 +174,10 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// A network's rows of random lengths, drawn uniformly from MIN..MAX
+        /// (at most --seq).
+        #[arg(long, value_name = "MIN..MAX", value_parser = parse_range)]
+        lengths: Option<(usize, usize)>,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -293,6 +297,12 @@ fn parse_plan(s: &str) -> Result<cellc::Variant, Error> {
             "`--plan {s}`: the plans are streaming, hoisted, gemm and gemm-hoisted"
         ))
     })
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}`: expected MIN..MAX, e.g. 10..100");
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
 }
 
 fn load(file: &PathBuf, dims: &Option<Dims>) -> Result<Cell, Error> {
@@ -422,6 +432,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             samples,
             no_unfused,
             json,
+            lengths,
             net,
         } => {
             let cell = load(&file, &dims)?;
@@ -435,8 +446,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 samples,
                 unfused: !no_unfused,
                 schedule: net.schedule()?,
+                lengths,
             };
-            if !network.layout().is_single() {
+            if !network.layout().is_single() || opts.lengths.is_some() || opts.schedule.is_some() {
                 let r = cellc::bench::bench_network(&network, &opts)?;
                 if json {
                     println!("{}", r.json());
