@@ -542,7 +542,7 @@ pub fn bench_network(
         .is_some_and(|l| l.iter().any(|&n| n != opts.seq));
     let mut chosen = net.compile_random(1, &kernel_opts)?;
     chosen.force_schedule(opts.schedule)?;
-    let schedule = chosen.schedule(opts.seq, ragged);
+    let schedule = chosen.schedule(opts.batch, opts.seq, ragged);
     let other = if schedule == Schedule::LayerByLayer {
         None
     } else {

@@ -299,25 +299,6 @@ impl Network {
         Ok(cells)
     }
 
-    /// The schedule a run of `steps` full-length steps will have with
-    /// `opts` (and `forced`, if the network can run it), and the threads each
-    /// kernel then runs on (`None`: the cost model's choice).
-    pub fn schedule(
-        &self,
-        opts: &Options,
-        steps: usize,
-        forced: Option<Schedule>,
-    ) -> (Schedule, Option<usize>) {
-        let s = choose_schedule(
-            self.layout,
-            thread_budget(opts.threads),
-            steps,
-            false,
-            forced,
-        );
-        (s, kernel_threads(s, opts.threads))
-    }
-
     /// Compiles every layer and direction with random weights (as
     /// [`Weights::random`]), at the sizes of [`Network::layer_cells`]: for
     /// benchmarks.
@@ -559,25 +540,41 @@ fn thread_budget(threads: Option<usize>) -> usize {
     threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// The schedule of a run over `steps` steps (`ragged`: rows of different
-/// lengths) on `threads` threads: the one forced if it can run, else the
-/// directions of a layer at once when there are two, else the layers as a
-/// wavefront when there are several and every row runs every step, else
-/// layer by layer.
+/// The part of a core's L2 that a kernel's per-step weights may take and
+/// mostly stay there from step to step: all of it (measured: a 2-core split
+/// of a 4 MiB kernel, 2 MiB a core in 2 MiB L2s, ran 1.16x faster than each
+/// core reading a whole 4 MiB kernel from L3).
+const L2_SHARE: f64 = 1.0;
+
+/// The schedule of a run (`ragged`: rows of different lengths) on `threads`
+/// threads, given whether every layer's per-step
+/// weights fit in one core's L2 (`whole_fits`) and whether a `threads`-way
+/// share of them does (`share_fits`):
+/// - the one forced, if it can run;
+/// - both directions at once on a bidirectional network, unless a layer's
+///   weights fit in L2 only when its kernel is split among the cores (then
+///   layer by layer, each core keeping its share of every kernel in its L2:
+///   measured 1.16-1.35x faster than directions at once for a 2-layer LSTM with
+///   H = 512 on 2 cores of 2 MiB L2, where directions at once read 4 MiB per
+///   step from L3);
+/// - else layer by layer. The wavefront is never chosen by itself: measured on
+///   2 cores (4-layer LSTM, batch 1, T = 100), layer by layer was as fast at H
+///   = 64 and 128 and 1.4-1.5x faster at H = 256 and 512, where each layer's
+///   kernel split among the cores keeps its share in L2 and a wavefront worker
+///   holding whole layers does not (`docs/performance.md`, "Networks").
 fn choose_schedule(
     layout: Layout,
     threads: usize,
-    steps: usize,
     ragged: bool,
     forced: Option<Schedule>,
+    whole_fits: bool,
+    share_fits: bool,
 ) -> Schedule {
     if let Some(s) = forced.filter(|s| s.fits(layout, ragged)) {
         return s;
     }
-    if threads >= 2 && layout.bidirectional {
+    if threads >= 2 && layout.bidirectional && (whole_fits || !share_fits) {
         Schedule::DirectionsInParallel
-    } else if threads >= 2 && Schedule::Wavefront.fits(layout, ragged) && steps >= 4 {
-        Schedule::Wavefront
     } else {
         Schedule::LayerByLayer
     }
@@ -676,18 +673,29 @@ impl CompiledNetwork {
     /// lengths) shares the threads: the directions of a layer at once when
     /// there are two, else the layers as a wavefront when there are several
     /// and the rows all run every step, else layer by layer.
-    pub fn schedule(&self, steps: usize, ragged: bool) -> Schedule {
+    pub fn schedule(&self, batch: usize, steps: usize, ragged: bool) -> Schedule {
+        let threads = self.thread_budget();
+        let fit = |share: usize| {
+            let l2 = crate::codegen::schedule::host().l2 as f64;
+            self.layers.iter().all(|dirs| {
+                let k = &dirs[0];
+                let v = k.variant_for_any_threads(batch, steps);
+                k.step_bytes(batch, steps, v) / share as f64 <= L2_SHARE * l2
+            })
+        };
         choose_schedule(
             self.layout,
-            self.thread_budget(),
-            steps,
+            threads,
             ragged,
             self.forced,
+            fit(1),
+            fit(threads),
         )
     }
 
-    /// The threads each kernel runs on under `schedule`.
-    fn kernel_threads(&self, schedule: Schedule) -> Option<usize> {
+    /// The threads each kernel runs on under `schedule` (`None`: the cost
+    /// model's choice, within the options').
+    pub fn kernel_threads(&self, schedule: Schedule) -> Option<usize> {
         kernel_threads(schedule, self.threads)
     }
 
@@ -872,7 +880,7 @@ impl CompiledNetwork {
                 .collect()
         };
         let ragged = lengths.is_some_and(|lens| lens.iter().any(|&n| n != steps));
-        let schedule = self.schedule(steps, ragged);
+        let schedule = self.schedule(batch, steps, ragged);
         let threads = self.kernel_threads(schedule);
         if schedule == Schedule::Wavefront {
             let init: Vec<Vec<Cow<'_, [f32]>>> =
@@ -948,8 +956,9 @@ impl CompiledNetwork {
     /// The layers of a one-direction network as a pipeline over chunks of
     /// steps ([`Schedule::Wavefront`]): a task is one layer over one chunk, on
     /// one thread; it can start when the layer below has finished that chunk
-    /// and its own layer the chunk before. Each worker takes the deepest task
-    /// that can start (draining the pipeline first). Each layer's plan is the
+    /// and its own layer the chunk before. Each worker owns a contiguous run
+    /// of layers (their weights stay in its caches) and takes the deepest of
+    /// its tasks that can start (draining the pipeline first). Each layer's plan is the
     /// one it would run over the whole sequence, so the results are those of
     /// layer by layer, bit for bit. Returns the last layer's output and each
     /// layer's final states.
@@ -1010,7 +1019,11 @@ impl CompiledNetwork {
                 .set(out)
                 .map_err(|_| Error::internal("wavefront: a chunk ran twice"))
         };
-        let worker = || loop {
+        let workers = self.thread_budget().min(n);
+        // Layer `l` runs on worker `l * workers / n`: each worker keeps its
+        // layers' weights in its own caches.
+        let owner = |l: usize| l * workers / n;
+        let worker = |w: usize| loop {
             let (l, c) = {
                 let Ok(mut p) = progress.lock() else { return };
                 loop {
@@ -1018,7 +1031,10 @@ impl CompiledNetwork {
                         return;
                     }
                     let ready = (0..n).rev().find(|&l| {
-                        !p.busy[l] && p.next[l] < chunks && (l == 0 || p.done[l - 1] > p.next[l])
+                        owner(l) == w
+                            && !p.busy[l]
+                            && p.next[l] < chunks
+                            && (l == 0 || p.done[l - 1] > p.next[l])
                     });
                     if let Some(l) = ready {
                         p.busy[l] = true;
@@ -1040,12 +1056,11 @@ impl CompiledNetwork {
             }
             wake.notify_all();
         };
-        let workers = self.thread_budget().min(n);
         std::thread::scope(|scope| {
-            for _ in 1..workers {
-                scope.spawn(worker);
+            for w in 1..workers {
+                scope.spawn(move || worker(w));
             }
-            worker();
+            worker(0);
         });
         let p = progress
             .into_inner()

@@ -323,7 +323,7 @@ pub fn run_network(
         let ragged = lengths
             .as_ref()
             .is_some_and(|l| l.iter().any(|&n| n != steps));
-        if compiled.schedule(steps, ragged) != s {
+        if compiled.schedule(batch, steps, ragged) != s {
             return Err(Error::options(format!(
                 "`{}` cannot run this batch (its rows have different lengths)",
                 s.name()

@@ -496,7 +496,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                         network.layout()
                     )));
                 }
-                let (schedule, kernel_threads) = network.schedule(&jit_opts, seq, net.schedule()?);
+                // The schedule as a run of `batch` rows of `seq` steps would
+                // choose it (random weights: it depends only on the sizes).
+                let mut compiled = network.compile_random(0, &jit_opts)?;
+                compiled.force_schedule(net.schedule()?)?;
+                let schedule = compiled.schedule(batch, seq, false);
+                let kernel_threads = compiled.kernel_threads(schedule);
                 let kernel_opts = cellc::Options {
                     threads: kernel_threads,
                     ..jit_opts.clone()
@@ -507,7 +512,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     None => "the threads the cost model picks".to_string(),
                 };
                 println!(
-                    "; network: {} of cell {}; schedule for sequences of {seq}: {} ({}, each kernel on {each})",
+                    "; network: {} of cell {}; schedule for batch {batch}, sequences of {seq}: {} ({}, each kernel on {each})",
                     network.layout(),
                     cell.name(),
                     schedule.name(),

@@ -120,6 +120,33 @@ pub unsafe fn gemm_raw(
     rhs_cs: usize,
     accumulate: bool,
 ) {
+    // SAFETY: as the caller guarantees (columns of `lhs` one float apart).
+    unsafe {
+        gemm_strided(
+            m, n, k, dst, dst_cs, lhs, 1, lhs_rs, rhs, rhs_cs, accumulate,
+        )
+    }
+}
+
+/// [`gemm_raw`] with the `m x k` matrix's columns `lhs_cs` floats apart
+/// (`lhs_cs = m`, `lhs_rs = 1`: column-major).
+///
+/// # Safety
+/// As for [`gemm_raw`], with `lhs` element `(i, j)` at `i * lhs_rs + j * lhs_cs`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: usize,
+    lhs: *const f32,
+    lhs_cs: usize,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_cs: usize,
+    accumulate: bool,
+) {
     if k == 0 {
         return;
     }
@@ -134,7 +161,7 @@ pub unsafe fn gemm_raw(
             1,
             accumulate,
             lhs,
-            1,
+            lhs_cs as isize,
             lhs_rs as isize,
             rhs,
             rhs_cs as isize,

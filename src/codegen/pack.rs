@@ -21,9 +21,21 @@ pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
             }
         }
     }
-    for v in plan.vectors.iter().chain(&plan.matrices) {
+    for v in &plan.vectors {
         let data = &params[v.param.index()];
         out[v.offset..v.offset + data.len()].copy_from_slice(data);
+    }
+    for v in &plan.matrices {
+        let data = &params[v.param.index()];
+        let (rows, cols) = match cell.params[v.param.index()].ty {
+            Type::Matrix(r, c) => (r, c),
+            _ => (data.len(), 1),
+        };
+        for r in 0..rows {
+            for c in 0..cols {
+                out[v.offset + super::plan::unit_major(r, c, rows, cols)] = data[r * cols + c];
+            }
+        }
     }
     for v in &plan.panels {
         if let Type::Matrix(m, k) = cell.params[v.param.index()].ty {

@@ -15,7 +15,7 @@ use super::code::Compiled;
 use super::pool::{self, share};
 use super::state::State;
 use super::{Build, Epilogue, Kernel, Work, MAX_SLOTS};
-use crate::codegen::kernels::gemm_raw;
+use crate::codegen::kernels::gemm_strided;
 use crate::codegen::panel::{self, Isa};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
@@ -455,17 +455,20 @@ impl Kernel {
                     let x = inputs[input.index()];
                     // SAFETY: `x` is `[T, batch, k]` (checked by `run_with`), so its
                     // columns `t0*batch .. t1*batch` are `k` floats apart and inside
-                    // it; the matrix is `[len, k]` row-major in the packed weights;
-                    // `dst` is as above. The unit's rows do not overlap another's.
+                    // it; the matrix is `[len, k]` in the packed weights, laid out
+                    // by `plan::unit_major`: this unit's `m x k` rows column-major
+                    // at `r0 * k`; `dst` is as above. The unit's rows do not
+                    // overlap another's.
                     unsafe {
-                        gemm_raw(
+                        gemm_strided(
                             m,
                             cols,
                             k,
                             dst,
                             hoist.stride,
                             weights[matrix + r0 * k..].as_ptr(),
-                            k,
+                            m,
+                            1,
                             x[t0 * batch * k..].as_ptr(),
                             k,
                             true,

@@ -396,6 +396,20 @@ impl Kernel {
         }
     }
 
+    /// The bytes of weights plan `variant` reads per step (its per-step
+    /// products' weights), by the cost model.
+    pub(crate) fn step_bytes(&self, batch: usize, seq: usize, variant: Variant) -> f64 {
+        schedule::choose(
+            &self.work,
+            schedule::host(),
+            batch,
+            seq,
+            Some(1),
+            Some(variant),
+        )
+        .bytes_per_step
+    }
+
     /// [`Kernel::run_with`] on plan `variant`, on `threads` threads (the
     /// options' or the cost model's count if `None`).
     pub(crate) fn run_planned(

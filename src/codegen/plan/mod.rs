@@ -196,6 +196,19 @@ pub enum Task {
 pub const GEMM_ROWS: usize = 64;
 const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::codegen::panel::PANEL));
 
+/// Where element `(row, col)` of a `rows x cols` matrix lives in its
+/// unit-major copy: the rows in units of [`GEMM_ROWS`] (the units the
+/// projection's `gemm` calls take), each unit column-major at `r0 * cols`,
+/// so that `gemm` reads a whole unit (of a multiple of the vector width rows)
+/// as it is, without copying it into a buffer it allocates on every call
+/// (measured: those allocations, unmapped after each call, cost two threads
+/// running at once half their speed).
+pub fn unit_major(row: usize, col: usize, rows: usize, cols: usize) -> usize {
+    let r0 = row / GEMM_ROWS * GEMM_ROWS;
+    let m = GEMM_ROWS.min(rows - r0);
+    r0 * cols + col * m + (row - r0)
+}
+
 /// The units of a `gemm` product: (block, first row, end row).
 pub fn gemm_units(blocks: &[GemmBlock]) -> Vec<(usize, usize, usize)> {
     let mut units = Vec::new();
@@ -340,7 +353,8 @@ pub struct Plan {
     pub weights_len: usize,
     /// Hoisted input projections, computed before the steps they serve.
     pub hoists: Vec<Hoist>,
-    /// Row-major copies of matrices (offset, parameter), for `gemm`.
+    /// Copies of matrices for the hoisted projections' `gemm` calls
+    /// (offset, parameter), laid out by [`unit_major`].
     pub matrices: Vec<PackVector>,
     /// Matrices packed in panels (offset, parameter), for the batched
     /// products of a step.
