@@ -513,7 +513,6 @@ fn onnx_models_match_onnx_runtime() {
 #[test]
 fn unsupported_onnx_models_are_refused_clearly() {
     for (file, expect) in [
-        ("refused_bidirectional", "bidirectional"),
         ("refused_clip", "clip"),
         ("refused_activations", "activations"),
     ] {
@@ -690,5 +689,66 @@ fn graphs_the_importer_does_not_understand_are_refused() {
             .to_string();
         assert!(err.contains(expect), "{case}: {err}");
         assert!(err.len() < 600, "{case}: a long message: {err}");
+    }
+}
+
+/// ONNX networks (`gen_onnx_networks.py`): bidirectional nodes with
+/// sequence_lens and initial states, and stacks of layers as torch.onnx.export
+/// writes them, through the library (with the imported initial states) and
+/// `cellc run`, against ONNX Runtime; and what the importer refuses.
+#[test]
+fn onnx_networks_match_onnx_runtime() {
+    let graphs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("onnx_networks.json")).unwrap())
+            .unwrap();
+    let accepted = graphs["accepted"].as_array().unwrap();
+    assert_eq!(accepted.len(), 4);
+    for case in accepted {
+        let case = case.as_str().unwrap();
+        let path = dir().join(format!("{case}.onnx"));
+        let imported = cellc::onnx::import(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
+        let mut inputs = load(case, "inputs");
+        for name in imported.initial.names() {
+            let t = imported.initial.get(name).unwrap();
+            inputs.insert(name, &t.shape, t.data.clone()).unwrap();
+        }
+        let out = cellc::run::run(&cell, &imported.weights, &inputs, &[], &Options::default())
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let err = compare(case, &out, &load(case, "expected"));
+        assert!(err < TOLERANCE, "{case}: relative error {err:e}");
+        let tmp = std::env::temp_dir().join(format!(
+            "cellc-onnxnet-{}-{case}.safetensors",
+            std::process::id()
+        ));
+        let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .arg("run")
+            .arg(&path)
+            .arg("--inputs")
+            .arg(dir().join(format!("{case}.inputs.safetensors")))
+            .arg("-o")
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{case}");
+        let err = compare(
+            case,
+            &Weights::from_safetensors(&tmp).unwrap(),
+            &load(case, "expected"),
+        );
+        let _ = std::fs::remove_file(&tmp);
+        assert!(
+            err < TOLERANCE,
+            "{case} (cellc run): relative error {err:e}"
+        );
+    }
+    for (case, expect) in graphs["refused"].as_object().unwrap() {
+        let bytes = std::fs::read(dir().join(format!("{case}.onnx"))).unwrap();
+        let err = cellc::onnx::import(&bytes)
+            .err()
+            .unwrap_or_else(|| panic!("{case} was imported"))
+            .to_string();
+        assert!(err.contains(expect.as_str().unwrap()), "{case}: {err}");
     }
 }

@@ -366,6 +366,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                         x.insert(name, &t.shape, t.data)?;
                     }
                 }
+                // The lengths under the graph input's name (`sequence_lens`).
+                if let Some(input) = &imported.lengths_input {
+                    if input != cellc::run::LENGTHS && x.integers(cellc::run::LENGTHS).is_none() {
+                        if let Some((shape, values)) = x.integers(input) {
+                            let (shape, values) = (shape.to_vec(), values.to_vec());
+                            x.remove(input);
+                            x.insert_integers(cellc::run::LENGTHS, &shape, values)?;
+                        }
+                    }
+                }
                 let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
                 (cell, imported.weights)
             } else {

@@ -26,6 +26,9 @@ pub mod proto;
 use std::collections::HashMap;
 
 use crate::weights::{Weights, WeightsError};
+
+/// Most recurrent nodes (layers) a model may stack.
+const MAX_LAYERS: usize = 64;
 use proto::{err, short, AttrType, Graph, Node, Tensor};
 
 /// The source of the cells an import may produce.
@@ -39,13 +42,21 @@ pub struct Imported {
     /// `onnx_lstm.rnn`, `onnx_gru.rnn` or `gru_reset_before.rnn`.
     pub cell_name: &'static str,
     pub cell_source: &'static str,
-    /// `W`, `R`, `B` (and `P` for an LSTM), missing ones filled with zeros.
+    /// Each layer's and direction's `W`, `R`, `B` (and `P` for an LSTM),
+    /// `[1, ...]`, under PyTorch-style layer names (`W_l0`, `W_l1_reverse`),
+    /// missing ones filled with zeros.
     pub weights: Weights,
     pub hidden_size: usize,
     pub input_size: usize,
-    /// Initial states the model stores as initializers (`initial_h`, `initial_c`),
-    /// as `[B, H]` under the cell's state names.
+    /// Initial states the model stores (`initial_h`, `initial_c` of each
+    /// layer, not all zeros), as `[D*L, B, H]` under the cell's state names.
     pub initial: Weights,
+    /// The stack: one layer per recurrent node, one direction or both.
+    pub layers: usize,
+    pub bidirectional: bool,
+    /// The graph input that holds each row's length (`sequence_lens`), if any:
+    /// give it as `lengths` with the inputs.
+    pub lengths_input: Option<String>,
 }
 
 /// A tensor's shape and values.
@@ -200,30 +211,309 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
     let rnn: Vec<usize> = (0..g.nodes.len())
         .filter(|&i| matches!(g.nodes[i].op_type, "LSTM" | "GRU" | "RNN"))
         .collect();
-    let r = match rnn.as_slice() {
-        [r] => *r,
-        [] => {
-            let mut ops: Vec<&str> = g.nodes.iter().map(|n| n.op_type).collect();
-            ops.sort_unstable();
-            ops.dedup();
-            let shown: Vec<String> = ops.iter().take(12).map(|o| short(o)).collect();
+    if rnn.is_empty() {
+        let mut ops: Vec<&str> = g.nodes.iter().map(|n| n.op_type).collect();
+        ops.sort_unstable();
+        ops.dedup();
+        let shown: Vec<String> = ops.iter().take(12).map(|o| short(o)).collect();
+        return err(format!(
+            "the model has no LSTM or GRU node (its ops: {}{})",
+            shown.join(", "),
+            if ops.len() > 12 { ", ..." } else { "" }
+        ));
+    }
+    if rnn.len() > MAX_LAYERS {
+        return err(format!(
+            "the model has {} recurrent nodes; cellc imports at most {MAX_LAYERS} layers",
+            rnn.len()
+        ));
+    }
+    // Every node on its own: attributes, then the chain they make.
+    let mut configs = Vec::with_capacity(rnn.len());
+    for &r in &rnn {
+        cx.accepted[r] = true;
+        configs.push(node_config(&g.nodes[r], &r)?);
+    }
+    let first = configs[0];
+    for (k, c) in configs.iter().enumerate().skip(1) {
+        let (a, b) = (
+            g.nodes[rnn[0]].describe(rnn[0]),
+            g.nodes[rnn[k]].describe(rnn[k]),
+        );
+        if (c.lstm, c.lbr, c.directions, c.hidden)
+            != (first.lstm, first.lbr, first.directions, first.hidden)
+        {
             return err(format!(
-                "the model has no LSTM or GRU node (its ops: {}{})",
-                shown.join(", "),
-                if ops.len() > 12 { ", ..." } else { "" }
+                "{a} and {b} differ (op, hidden_size, direction or linear_before_reset); \
+                 cellc imports a stack of layers of one cell"
             ));
         }
-        many => {
-            return err(format!(
-                "the model has {} recurrent nodes; cellc imports one (stacked and \
-                 bidirectional models are a later step)",
-                many.len()
-            ))
-        }
+    }
+    let chain = order_chain(&mut cx, &rnn, first.directions * first.hidden)?;
+    let Config {
+        lstm,
+        lbr,
+        hidden,
+        directions,
+    } = first;
+    let gates: usize = if lstm { 4 } else { 3 };
+    let (cell_name, cell_source) = match (lstm, lbr) {
+        (true, _) => ("onnx_lstm.rnn", ONNX_LSTM),
+        (false, true) => ("onnx_gru.rnn", ONNX_GRU),
+        (false, false) => ("gru_reset_before.rnn", GRU_RESET_BEFORE),
     };
-    cx.accepted[r] = true;
-    let n = &g.nodes[r];
-    let desc = n.describe(r);
+    let gh = gates
+        .checked_mul(hidden)
+        .ok_or_else(|| WeightsError("hidden_size is too large".into()))?;
+    let suffixes: &[&str] = if directions == 2 {
+        &["", "_reverse"]
+    } else {
+        &[""]
+    };
+    let mut weights = Weights::new();
+    let mut input_size = 0;
+    // Initial states of each layer: (state, ONNX input index, ONNX name).
+    let states: &[(&str, usize, &str)] = if lstm {
+        &[("h", 5, "initial_h"), ("c", 6, "initial_c")]
+    } else {
+        &[("h", 5, "initial_h")]
+    };
+    let mut stored_initial: Vec<Vec<Option<Values>>> = vec![Vec::new(); states.len()];
+    let mut lengths_input: Option<&str> = None;
+    for (layer, &r) in chain.iter().enumerate() {
+        let n = &g.nodes[r];
+        let desc = n.describe(r);
+        let max_inputs = if lstm { 8 } else { 6 };
+        if n.inputs.len() > max_inputs {
+            return err(format!(
+                "{desc} has {} inputs; ONNX defines {max_inputs}",
+                n.inputs.len()
+            ));
+        }
+        let input = |i: usize| n.inputs.get(i).copied().unwrap_or("");
+        let weight = |cx: &mut Ctx, i: usize, what: &str| -> Result<Option<Values>, WeightsError> {
+            match cx.stored(input(i), what)? {
+                Some(t) => proto::tensor_floats(t, what).map(Some),
+                None => Ok(None),
+            }
+        };
+        let Some((w_shape, w)) = weight(&mut cx, 1, &format!("W of {desc}"))? else {
+            return err(format!("{desc} has no W"));
+        };
+        let Some((r_shape, r_data)) = weight(&mut cx, 2, &format!("R of {desc}"))? else {
+            return err(format!("{desc} has no R"));
+        };
+        if w_shape.len() != 3 || w_shape[0] != directions || w_shape[1] != gh || w_shape[2] == 0 {
+            return err(format!(
+                "W of {desc} is {w_shape:?}; expected [{directions}, {gh}, input_size]"
+            ));
+        }
+        if r_shape != [directions, gh, hidden] {
+            return err(format!(
+                "R of {desc} is {r_shape:?}; expected [{directions}, {gh}, {hidden}]"
+            ));
+        }
+        if layer == 0 {
+            input_size = w_shape[2];
+        } else if w_shape[2] != directions * hidden {
+            return err(format!(
+                "W of {desc} is {w_shape:?}: its input is {} wide, but the layer below gives {}",
+                w_shape[2],
+                directions * hidden
+            ));
+        }
+        let b = match weight(&mut cx, 3, &format!("B of {desc}"))? {
+            Some((s, b)) if s == [directions, 2 * gh] => b,
+            Some((s, _)) => {
+                return err(format!(
+                    "B of {desc} is {s:?}; expected [{directions}, {}]",
+                    2 * gh
+                ))
+            }
+            None => vec![0.0; directions * 2 * gh],
+        };
+        let p = if lstm {
+            Some(match weight(&mut cx, 7, &format!("P of {desc}"))? {
+                Some((s, p)) if s == [directions, 3 * hidden] => p,
+                Some((s, _)) => {
+                    return err(format!(
+                        "P of {desc} is {s:?}; expected [{directions}, {}]",
+                        3 * hidden
+                    ))
+                }
+                None => vec![0.0; directions * 3 * hidden],
+            })
+        } else {
+            None
+        };
+        // Each direction's slice under its layer's name (`W_l1_reverse`).
+        for (d, suffix) in suffixes.iter().enumerate() {
+            let name = |base: &str| format!("{base}_l{layer}{suffix}");
+            let part = |v: &[f32], len: usize| v[d * len..(d + 1) * len].to_vec();
+            let wl = gh * w_shape[2];
+            weights.insert(&name("W"), &[1, gh, w_shape[2]], part(&w, wl))?;
+            weights.insert(&name("R"), &[1, gh, hidden], part(&r_data, gh * hidden))?;
+            weights.insert(&name("B"), &[1, 2 * gh], part(&b, 2 * gh))?;
+            if let Some(p) = &p {
+                weights.insert(&name("P"), &[1, 3 * hidden], part(p, 3 * hidden))?;
+            }
+        }
+        // Sequence lengths: the same graph input for every layer.
+        let lens = input(4);
+        let here = match cx.source(lens) {
+            Source::Missing if lens.is_empty() => None,
+            Source::GraphInput => Some(lens),
+            _ => {
+                return err(format!(
+                    "sequence_lens of {desc} (`{}`) is not a graph input; cellc takes each \
+                     row's length as `lengths` with the inputs",
+                    short(lens)
+                ))
+            }
+        };
+        if layer == 0 {
+            lengths_input = here;
+        } else if here != lengths_input {
+            return err(format!(
+                "{desc} takes other sequence lengths than the layer below; cellc runs every \
+                 layer on the same lengths"
+            ));
+        }
+        // Initial states.
+        for (si, &(_, i, onnx_name)) in states.iter().enumerate() {
+            let name = input(i);
+            let what = format!("{onnx_name} of {desc}");
+            let value = if name.is_empty() {
+                None
+            } else {
+                match cx.source(name) {
+                    Source::GraphInput if chain.len() == 1 => None,
+                    Source::GraphInput => {
+                        return err(format!(
+                            "{what} is graph input `{}`: cellc takes the initial states of a \
+                             stack of layers as one [D*L, B, H] tensor under the state's name \
+                             with the inputs, not one graph input per layer",
+                            short(name)
+                        ))
+                    }
+                    Source::Node(e) if zero_expand(&mut cx, e)? => None,
+                    _ => match cx.stored(name, &what)? {
+                        None => None,
+                        Some(t) => {
+                            let (shape, data) = proto::tensor_floats(t, &what)?;
+                            match shape.as_slice() {
+                                [dd, b, h] if *h == hidden && *b > 0 && *dd == directions => {
+                                    // Zeros are what a missing state is, at any batch.
+                                    (!data.iter().all(|&v| v == 0.0)).then_some((shape, data))
+                                }
+                                _ => {
+                                    return err(format!(
+                                        "{what} is {shape:?}; expected [{directions}, B, {hidden}]"
+                                    ))
+                                }
+                            }
+                        }
+                    },
+                }
+            };
+            stored_initial[si].push(value);
+        }
+    }
+    // Stored initial states, as [D*L, B, H] (zeros for the layers without).
+    let mut initial = Weights::new();
+    for (si, &(state, _, _)) in states.iter().enumerate() {
+        let layers = &stored_initial[si];
+        let Some(batch) = layers.iter().flatten().map(|(s, _)| s[1]).next() else {
+            continue;
+        };
+        let mut data = Vec::with_capacity(chain.len() * directions * batch * hidden);
+        for (layer, v) in layers.iter().enumerate() {
+            match v {
+                Some((s, d)) if s[1] == batch => data.extend_from_slice(d),
+                Some((s, _)) => {
+                    return err(format!(
+                        "the initial `{state}` of layer {layer} is {s:?}, but another layer's has B = {batch}"
+                    ))
+                }
+                None => data.extend(std::iter::repeat_n(0.0, directions * batch * hidden)),
+            }
+        }
+        let shape = [chain.len() * directions, batch, hidden];
+        initial.insert(state, &shape, data)?;
+    }
+    // Graph outputs: the last layer's Y through glue that puts its directions
+    // side by side, and the layers' final states (one layer's, or all of
+    // them concatenated in layer order).
+    let node_out = |r: usize, i: usize| g.nodes[r].outputs.get(i).copied().unwrap_or("");
+    let last = chain[chain.len() - 1];
+    let y = node_out(last, 0);
+    let desc = g.nodes[last].describe(last);
+    for &out in &g.outputs {
+        if out.is_empty() {
+            continue;
+        }
+        // Y itself: cellc's `y` holds it with the directions side by side,
+        // [T, B, D*H] (for one direction, the same values as [T, 1, B, H]).
+        if out == y {
+            continue;
+        }
+        if chain.len() == 1 && (out == node_out(last, 1) || out == node_out(last, 2)) {
+            continue;
+        }
+        let states_of = |i: usize| -> Vec<&str> { chain.iter().map(|&r| node_out(r, i)).collect() };
+        if chain.len() > 1
+            && (concat_of(&mut cx, out, &states_of(1)) || concat_of(&mut cx, out, &states_of(2)))
+        {
+            continue;
+        }
+        glue_output(&mut cx, out, y, directions * hidden, &desc)?;
+    }
+    if let Some(i) = cx.accepted.iter().position(|a| !a) {
+        let more = cx.accepted.iter().filter(|a| !**a).count() - 1;
+        return err(format!(
+            "{} is not part of what cellc imports ({} node{} and the glue exporters put \
+             around and between them){}",
+            cx.node(i),
+            g.nodes[last].op_type,
+            if chain.len() == 1 { "" } else { "s" },
+            if more > 0 {
+                format!(
+                    "; {more} more such node{}",
+                    if more == 1 { "" } else { "s" }
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(Imported {
+        cell_name,
+        cell_source,
+        weights,
+        hidden_size: hidden,
+        input_size,
+        initial,
+        layers: chain.len(),
+        bidirectional: directions == 2,
+        lengths_input: lengths_input.map(str::to_string),
+    })
+}
+
+/// What one recurrent node computes.
+#[derive(Clone, Copy)]
+struct Config {
+    lstm: bool,
+    /// GRU's `linear_before_reset`.
+    lbr: bool,
+    hidden: usize,
+    /// 1 (forward) or 2 (bidirectional).
+    directions: usize,
+}
+
+/// Checks a recurrent node's op and attributes (each of its ONNX type,
+/// nothing unknown, nothing cellc does not compute).
+fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsError> {
+    let desc = n.describe(*index);
     if n.op_type == "RNN" {
         return err(format!(
             "{desc}: cellc imports LSTM and GRU nodes; for a plain RNN, run \
@@ -231,7 +521,6 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         ));
     }
     let lstm = n.op_type == "LSTM";
-    // Attributes: each of its ONNX type, nothing unknown.
     let known: &[&str] = if lstm {
         &[
             "hidden_size",
@@ -275,16 +564,22 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         },
         None => return err(format!("{desc} has no hidden_size")),
     };
+    let mut directions = 1;
     if let Some(a) = attribute(n, &desc, "direction", AttrType::String)? {
         let d = String::from_utf8_lossy(a.string.unwrap_or_default());
-        if d != "forward" {
-            return err(format!(
-                "{desc} runs direction `{}`; cellc imports forward nodes (bidirectional \
-                 models are a later step)",
-                short(&d)
-            ));
+        match d.as_ref() {
+            "forward" => {}
+            "bidirectional" => directions = 2,
+            _ => {
+                return err(format!(
+                    "{desc} runs direction `{}`; cellc imports forward and bidirectional \
+                     nodes (for `reverse`, reverse the sequence and run it forward)",
+                    short(&d)
+                ))
+            }
         }
     }
+    let activations: usize = if lstm { 3 } else { 2 };
     if let Some(a) = attribute(n, &desc, "activations", AttrType::Strings)? {
         let default: &[&str] = if lstm {
             &["Sigmoid", "Tanh", "Tanh"]
@@ -296,7 +591,13 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             .iter()
             .map(|s| short(&String::from_utf8_lossy(s)))
             .collect();
-        if given.iter().map(String::as_str).ne(default.iter().copied()) {
+        // One list per direction.
+        let expected = default
+            .iter()
+            .copied()
+            .cycle()
+            .take(activations * directions);
+        if given.iter().map(String::as_str).ne(expected) {
             return err(format!(
                 "{desc} uses activations {given:?}; cellc imports the default ones {default:?}"
             ));
@@ -346,170 +647,175 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             }
         },
     };
-    let gates: usize = if lstm { 4 } else { 3 };
-    let (cell_name, cell_source) = match (lstm, lbr) {
-        (true, _) => ("onnx_lstm.rnn", ONNX_LSTM),
-        (false, true) => ("onnx_gru.rnn", ONNX_GRU),
-        (false, false) => ("gru_reset_before.rnn", GRU_RESET_BEFORE),
-    };
-    let max_inputs = if lstm { 8 } else { 6 };
-    if n.inputs.len() > max_inputs {
-        return err(format!(
-            "{desc} has {} inputs; ONNX defines {max_inputs}",
-            n.inputs.len()
-        ));
-    }
-    let input = |i: usize| n.inputs.get(i).copied().unwrap_or("");
-    // The sequence: a graph input.
-    match cx.source(input(0)) {
-        Source::GraphInput => {}
-        Source::Node(i) => {
-            let p = &g.nodes[i];
-            let perm = p.attributes.iter().find(|a| a.name == "perm");
-            if p.op_type == "Transpose" && perm.is_some_and(|a| a.ints == [1, 0, 2]) {
+    Ok(Config {
+        lstm,
+        lbr,
+        hidden,
+        directions,
+    })
+}
+
+/// The recurrent nodes in layer order: the first reads a graph input, each
+/// next one the output of the one before through glue that puts its
+/// directions side by side (`width` = directions x hidden). Accepts the glue.
+fn order_chain(cx: &mut Ctx, rnn: &[usize], width: usize) -> Result<Vec<usize>, WeightsError> {
+    let g = cx.g;
+    let x_of = |r: usize| g.nodes[r].inputs.first().copied().unwrap_or("");
+    let mut firsts = Vec::new();
+    for &r in rnn {
+        match cx.source(x_of(r)) {
+            Source::GraphInput => firsts.push(r),
+            Source::Node(_) => {}
+            Source::Initializer(_) | Source::Constant(..) => {
                 return err(format!(
-                    "{} transposes the graph input before {desc}: the model is batch-first \
-                     (`batch_first=True`); cellc imports time-major models: export the \
-                     module with batch_first=False (the same weights), and give `x` as \
-                     [T, B, X]",
+                    "the sequence input of {} is a constant; cellc imports recurrent nodes \
+                     whose input `X` is a graph input",
+                    cx.node(r)
+                ))
+            }
+            Source::Missing => return err(format!("{} has no sequence input `X`", cx.node(r))),
+        }
+    }
+    let [first] = firsts[..] else {
+        if firsts.is_empty() {
+            // No layer reads a graph input: say what the first one reads.
+            let r = rnn[0];
+            if let Source::Node(i) = cx.source(x_of(r)) {
+                let p = &g.nodes[i];
+                let perm = p.attributes.iter().find(|a| a.name == "perm");
+                if p.op_type == "Transpose" && perm.is_some_and(|a| a.ints == [1, 0, 2]) {
+                    return err(format!(
+                        "{} transposes the graph input before {}: the model is batch-first \
+                         (`batch_first=True`); cellc imports time-major models: export the \
+                         module with batch_first=False (the same weights), and give `x` as \
+                         [T, B, X] (or run it with `--batch-first`)",
+                        cx.node(i),
+                        cx.node(r)
+                    ));
+                }
+                return err(format!(
+                    "the sequence input of {} is computed by {}; cellc imports recurrent \
+                     nodes whose input `X` is a graph input or the layer below's output",
+                    cx.node(r),
                     cx.node(i)
                 ));
             }
+        }
+        return err(format!(
+            "{} recurrent nodes read graph inputs; cellc imports one stack of layers",
+            firsts.len()
+        ));
+    };
+    let mut chain = vec![first];
+    while chain.len() < rnn.len() {
+        let y = g.nodes[chain[chain.len() - 1]]
+            .outputs
+            .first()
+            .copied()
+            .unwrap_or("");
+        let next = rnn
+            .iter()
+            .copied()
+            .find(|&r| !chain.contains(&r) && matches!(cx.source(x_of(r)), Source::Node(_)));
+        let Some(next) = next.filter(|&r| glue_between(cx, y, x_of(r), width)) else {
+            let r = rnn
+                .iter()
+                .copied()
+                .find(|r| !chain.contains(r))
+                .unwrap_or(first);
             return err(format!(
-                "the sequence input of {desc} is computed by {}; cellc imports a recurrent \
-                 node whose input `X` is a graph input",
-                cx.node(i)
+                "the sequence input of {} is not the output of {} with its directions side \
+                 by side (a Transpose [0, 2, 1, 3] and a Reshape to [T, B, {width}], or a \
+                 Squeeze of axis 1); cellc imports a stack of layers",
+                cx.node(r),
+                cx.node(chain[chain.len() - 1])
             ));
-        }
-        Source::Initializer(_) | Source::Constant(..) => {
-            return err(format!(
-                "the sequence input of {desc} is a constant; cellc imports a recurrent node \
-                 whose input `X` is a graph input"
-            ))
-        }
-        Source::Missing => {
-            return err(format!("{desc} has no sequence input `X`"));
-        }
+        };
+        chain.push(next);
     }
-    if !input(4).is_empty() {
-        return err(format!(
-            "{desc} takes sequence_lens; cellc runs whole sequences (variable lengths are a \
-             later step)"
-        ));
-    }
-    let weight = |cx: &mut Ctx, i: usize, what: &str| -> Result<Option<Values>, WeightsError> {
-        match cx.stored(input(i), what)? {
-            Some(t) => proto::tensor_floats(t, what).map(Some),
-            None => Ok(None),
-        }
+    Ok(chain)
+}
+
+/// Whether `x` is `y` ([T, D, B, H]) with its directions side by side
+/// ([T, B, D*H] = `width`): a Transpose [0, 2, 1, 3] then a Reshape to
+/// three axes ending in `width` (or -1), or (one direction) a Squeeze of axis
+/// 1. Accepts those nodes.
+fn glue_between(cx: &mut Ctx, y: &str, x: &str, width: usize) -> bool {
+    let Some(&last) = cx.producer.get(x) else {
+        return false;
     };
-    let gh = gates
-        .checked_mul(hidden)
-        .ok_or_else(|| WeightsError("hidden_size is too large".into()))?;
-    let Some((w_shape, w)) = weight(&mut cx, 1, &format!("W of {desc}"))? else {
-        return err(format!("{desc} has no W"));
-    };
-    let Some((r_shape, r_data)) = weight(&mut cx, 2, &format!("R of {desc}"))? else {
-        return err(format!("{desc} has no R"));
-    };
-    if w_shape.len() != 3 || w_shape[0] != 1 || w_shape[1] != gh || w_shape[2] == 0 {
-        return err(format!(
-            "W of {desc} is {w_shape:?}; expected [1, {gh}, input_size]"
-        ));
-    }
-    if r_shape != [1, gh, hidden] {
-        return err(format!(
-            "R of {desc} is {r_shape:?}; expected [1, {gh}, {hidden}]"
-        ));
-    }
-    let input_size = w_shape[2];
-    let mut weights = Weights::new();
-    weights.insert("W", &w_shape, w)?;
-    weights.insert("R", &r_shape, r_data)?;
-    match weight(&mut cx, 3, &format!("B of {desc}"))? {
-        Some((s, b)) if s == [1, 2 * gh] => weights.insert("B", &s, b)?,
-        Some((s, _)) => return err(format!("B of {desc} is {s:?}; expected [1, {}]", 2 * gh)),
-        None => weights.insert("B", &[1, 2 * gh], vec![0.0; 2 * gh])?,
-    }
-    if lstm {
-        match weight(&mut cx, 7, &format!("P of {desc}"))? {
-            Some((s, p)) if s == [1, 3 * hidden] => weights.insert("P", &s, p)?,
-            Some((s, _)) => {
-                return err(format!(
-                    "P of {desc} is {s:?}; expected [1, {}]",
-                    3 * hidden
-                ))
+    let ln = &cx.g.nodes[last];
+    match ln.op_type {
+        "Reshape" if ln.inputs.len() == 2 => {
+            let Some(&t) = cx.producer.get(ln.inputs[0]) else {
+                return false;
+            };
+            let tn = &cx.g.nodes[t];
+            if !(tn.op_type == "Transpose" && tn.inputs.first() == Some(&y) && drops_direction(tn))
+                || ln
+                    .attributes
+                    .iter()
+                    .any(|a| a.name == "allowzero" && a.int != Some(0))
+            {
+                return false;
             }
-            None => weights.insert("P", &[1, 3 * hidden], vec![0.0; 3 * hidden])?,
-        }
-    }
-    // Initial states.
-    let mut initial = Weights::new();
-    let states: &[(usize, &str, &str)] = if lstm {
-        &[(5, "h", "initial_h"), (6, "c", "initial_c")]
-    } else {
-        &[(5, "h", "initial_h")]
-    };
-    for &(i, state, onnx_name) in states {
-        let name = input(i);
-        if name.is_empty() {
-            continue;
-        }
-        let what = format!("{onnx_name} of {desc}");
-        match cx.source(name) {
-            // Given with the inputs, under the state's name.
-            Source::GraphInput => {}
-            Source::Node(e) if zero_expand(&mut cx, e)? => {}
-            _ => {
-                let Some(t) = cx.stored(name, &what)? else {
-                    continue;
-                };
-                let (shape, data) = proto::tensor_floats(t, &what)?;
-                match shape.as_slice() {
-                    [1, b, h] if *h == hidden && *b > 0 => {
-                        initial.insert(state, &[*b, *h], data)?
-                    }
-                    _ => return err(format!("{what} is {shape:?}; expected [1, B, {hidden}]")),
-                }
+            let Ok(shape) = cx.int_constant(ln.inputs[1], "the shape of a Reshape") else {
+                return false;
+            };
+            let ok = shape.len() == 3
+                && (shape[2] == width as i64 || shape[2] == -1)
+                && shape[..2].iter().all(|&d| d >= 0);
+            if ok {
+                cx.accepted[last] = true;
+                cx.accepted[t] = true;
             }
+            ok
         }
-    }
-    // Graph outputs: the node's outputs, or Y through direction-dropping glue.
-    let outputs: Vec<&str> = (0..3)
-        .map(|i| n.outputs.get(i).copied().unwrap_or(""))
-        .collect();
-    let y = outputs[0];
-    for &out in &g.outputs {
-        if !out.is_empty() && outputs.contains(&out) {
-            continue;
-        }
-        glue_output(&mut cx, out, y, hidden, &desc)?;
-    }
-    if let Some(i) = cx.accepted.iter().position(|a| !a) {
-        let more = cx.accepted.iter().filter(|a| !**a).count() - 1;
-        return err(format!(
-            "{} is not part of what cellc imports (one {} node and the glue exporters put \
-             around it){}",
-            cx.node(i),
-            n.op_type,
-            if more > 0 {
-                format!(
-                    "; {more} more such node{}",
-                    if more == 1 { "" } else { "s" }
-                )
+        "Squeeze" if ln.inputs.first() == Some(&y) => {
+            let axes = match (
+                ln.inputs.get(1),
+                ln.attributes.iter().find(|a| a.name == "axes"),
+            ) {
+                (Some(name), None) if ln.inputs.len() == 2 => cx
+                    .int_constant(name, "the axes of a Squeeze")
+                    .unwrap_or_default(),
+                (None, Some(a)) => a.ints.clone(),
+                _ => return false,
+            };
+            // Only one direction can be squeezed away.
+            let d = cx.g.nodes.iter().find(|n| n.outputs.first() == Some(&y));
+            let one = d.is_some_and(|n| {
+                n.attributes
+                    .iter()
+                    .all(|a| a.name != "direction" || a.string.unwrap_or_default() == b"forward")
+            });
+            if axes == [1] && one {
+                cx.accepted[last] = true;
+                true
             } else {
-                String::new()
+                false
             }
-        ));
+        }
+        _ => false,
     }
-    Ok(Imported {
-        cell_name,
-        cell_source,
-        weights,
-        hidden_size: hidden,
-        input_size,
-        initial,
-    })
+}
+
+/// Whether graph output `out` is a Concat along axis 0 of exactly `parts`
+/// (the layers' final states, in layer order). Accepts it.
+fn concat_of(cx: &mut Ctx, out: &str, parts: &[&str]) -> bool {
+    let Some(&c) = cx.producer.get(out) else {
+        return false;
+    };
+    let n = &cx.g.nodes[c];
+    let axis0 = n
+        .attributes
+        .iter()
+        .any(|a| a.name == "axis" && a.int == Some(0));
+    if n.op_type == "Concat" && axis0 && n.inputs == parts && parts.iter().all(|p| !p.is_empty()) {
+        cx.accepted[c] = true;
+        return true;
+    }
+    false
 }
 
 fn unreachable_attr<T>() -> Result<T, WeightsError> {
