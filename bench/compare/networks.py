@@ -164,6 +164,9 @@ def main():
     for (case, h, system, t), v in sorted(med.items()):
         rows.append({"case": case, "H": h, "system": system, "threads": t, "us": v})
     print(json.dumps(rows, indent=1))
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "networks.json"), "w") as f:
+        json.dump({"passes": args.passes, "rows": rows}, f, indent=1)
+        f.write("\n")
     print()
     print("| case | H | cellc | PyTorch | ONNX Runtime | fastest peer / cellc |")
     print("|---|---|---|---|---|---|")
