@@ -151,15 +151,27 @@ fn suffixed(base: &str, layer: usize, reverse: bool) -> String {
     format!("{base}_l{layer}{}", if reverse { "_reverse" } else { "" })
 }
 
-/// The layered tensors' base names, by (layer, reverse).
+/// The layered tensors' base names, by (layer, reverse). A base counts as
+/// layered only if the forward layer 0 has it (`weight_ih_l0`): a cell's own
+/// tensor that happens to end in `_l2` is not a third layer.
 fn layer_groups(weights: &Weights) -> BTreeMap<(usize, bool), BTreeSet<&str>> {
     let mut groups: BTreeMap<(usize, bool), BTreeSet<&str>> = BTreeMap::new();
     for name in weights.names() {
         if let Some((base, l, rev)) = split_layer_name(name) {
-            groups.entry((l, rev)).or_default().insert(base);
+            if weights.get(&format!("{base}_l0")).is_some() {
+                groups.entry((l, rev)).or_default().insert(base);
+            }
         }
     }
     groups
+}
+
+/// Whether `name` is a layered tensor (see [`layer_groups`]).
+fn layered(weights: &Weights, name: &str) -> Option<(String, usize, bool)> {
+    let (base, l, rev) = split_layer_name(name)?;
+    weights
+        .get(&format!("{base}_l0"))
+        .map(|_| (base.to_string(), l, rev))
 }
 
 /// The tensors of one layer and direction of a layered checkpoint, under the
@@ -172,7 +184,7 @@ pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> (Weights
     let mut view = Weights::new();
     let mut names = Vec::new();
     for name in weights.names() {
-        if let Some((base, l, rev)) = split_layer_name(name) {
+        if let Some((base, l, rev)) = layered(weights, name) {
             if (l, rev) == (layer, reverse) {
                 if let Some(t) = weights.get(name) {
                     // Names are unique in `weights`, so are their renamings.
@@ -697,6 +709,15 @@ impl CompiledNetwork {
     /// model's choice, within the options').
     pub fn kernel_threads(&self, schedule: Schedule) -> Option<usize> {
         kernel_threads(schedule, self.threads)
+    }
+
+    /// The plan layer `layer` runs a batch of `batch` rows of `steps` steps
+    /// with, under every schedule: the one the cost model picks for one
+    /// thread (or the options'), so that the schedule does not change the
+    /// results.
+    pub fn layer_plan(&self, layer: usize, batch: usize, steps: usize) -> Option<crate::Variant> {
+        let k = self.kernel(layer, 0)?;
+        Some(k.variant_for_any_threads(batch, steps))
     }
 
     /// The kernel of layer `l`, direction `d`.

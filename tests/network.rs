@@ -252,3 +252,33 @@ fn networks_the_cell_cannot_make_are_refused() {
         .to_string();
     assert!(err.contains("no state named `q`"), "{err}");
 }
+
+/// A cell's own tensor whose name ends like a layer's (`gate_l2`) is not a
+/// third layer: only names whose layer 0 exists make a network.
+#[test]
+fn a_layer_suffix_without_layer_0_is_a_plain_name() {
+    let cell = Cell::from_source(
+        "gated.rnn",
+        "dim H = 3\ninput x: [H]\nstate h: [H]\noutput y: [H]\nparam g: [H] = gate_l2\nh' = tanh(g * h + x)\ny = h'\n",
+    )
+    .unwrap();
+    let mut weights = cellc::Weights::new();
+    weights
+        .insert("gate_l2", &[3], vec![0.5, -0.5, 0.25])
+        .unwrap();
+    let mut inputs = cellc::Weights::new();
+    inputs
+        .insert("x", &[2, 1, 3], vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        .unwrap();
+    let out = cellc::run::run(&cell, &weights, &inputs, &[], &Options::default()).unwrap();
+    // Step 1 from h = 0: tanh(x); step 2: tanh(g * h + x).
+    let h1: Vec<f32> = [0.1f32, 0.2, 0.3].iter().map(|v| v.tanh()).collect();
+    let h2: Vec<f32> = [0.5f32, -0.5, 0.25]
+        .iter()
+        .zip(&h1)
+        .zip([0.4f32, 0.5, 0.6])
+        .map(|((g, h), x)| (g * h + x).tanh())
+        .collect();
+    close("y", &out.get("y").unwrap().data[3..], &h2);
+    assert_eq!(out.get("h").unwrap().shape, vec![1, 3]);
+}

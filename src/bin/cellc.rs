@@ -536,6 +536,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                     }
                 );
                 for (l, layer) in network.layer_cells()?.iter().enumerate() {
+                    // The plan the network runs the layer with, whatever the threads.
+                    let kernel_opts = cellc::Options {
+                        plan: compiled.layer_plan(l, batch, seq).or(kernel_opts.plan),
+                        ..kernel_opts.clone()
+                    };
                     println!(
                         "; ==== layer {l}{} ====",
                         if network.layout().bidirectional {
@@ -731,6 +736,15 @@ fn main() -> ExitCode {
     // it is done before any other thread starts.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    // A reader that stops reading (`cellc compile --emit asm | head`) ends
+    // cellc quietly, as it ends `cat`, rather than a write to a closed pipe
+    // failing in the middle of a dump (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition installs no handler;
+    // it is done before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
     // A deep stack for the front end's recursion, whatever the input.
