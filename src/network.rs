@@ -37,6 +37,9 @@ use crate::{Cell, Error, Kernel, Options, Result, Weights};
 pub struct Layout {
     pub layers: usize,
     pub bidirectional: bool,
+    /// One direction, run from each row's last step to its first (an ONNX
+    /// node with `direction = reverse`); not with `bidirectional`.
+    pub reverse: bool,
 }
 
 /// Most layers a network may have.
@@ -47,6 +50,7 @@ impl Layout {
     pub const SINGLE: Layout = Layout {
         layers: 1,
         bidirectional: false,
+        reverse: false,
     };
 
     /// 1 or 2.
@@ -58,9 +62,18 @@ impl Layout {
         }
     }
 
-    /// One layer in one direction.
+    /// One layer in one direction, forward.
     pub fn is_single(self) -> bool {
         self == Layout::SINGLE
+    }
+
+    /// Whether each direction runs in reverse, in order.
+    pub fn runs(self) -> &'static [bool] {
+        match (self.bidirectional, self.reverse) {
+            (true, _) => &[false, true],
+            (false, true) => &[true],
+            (false, false) => &[false],
+        }
     }
 
     /// The layout of a PyTorch checkpoint, read off its tensor names (`_l<n>`
@@ -79,15 +92,18 @@ impl Layout {
                 "the weights name layer {last} (`_l{last}`); cellc runs at most {MAX_LAYERS} layers"
             )));
         }
-        let bidirectional = groups.keys().any(|(_, reverse)| *reverse);
+        let forward = groups.keys().any(|(_, reverse)| !*reverse);
+        let backward = groups.keys().any(|(_, reverse)| *reverse);
+        let bidirectional = forward && backward;
         let layout = Layout {
             layers,
             bidirectional,
+            reverse: !forward,
         };
         // Every layer and direction has the tensors of the forward layer 0.
         let all: BTreeSet<&str> = groups.values().flatten().copied().collect();
         for l in 0..layers {
-            for reverse in [false, true].into_iter().take(layout.directions()) {
+            for &reverse in layout.runs() {
                 let have = groups.get(&(l, reverse));
                 for base in &all {
                     if !have.is_some_and(|h| h.contains(base)) {
@@ -120,10 +136,10 @@ impl std::fmt::Display for Layout {
             "{} layer{}, {}",
             self.layers,
             if self.layers == 1 { "" } else { "s" },
-            if self.bidirectional {
-                "bidirectional"
-            } else {
-                "forward"
+            match (self.bidirectional, self.reverse) {
+                (true, _) => "bidirectional",
+                (false, true) => "reverse",
+                (false, false) => "forward",
             }
         )
     }
@@ -152,13 +168,13 @@ fn suffixed(base: &str, layer: usize, reverse: bool) -> String {
 }
 
 /// The layered tensors' base names, by (layer, reverse). A base counts as
-/// layered only if the forward layer 0 has it (`weight_ih_l0`): a cell's own
+/// layered only if layer 0 has it (`weight_ih_l0`, or `..._l0_reverse`): a cell's own
 /// tensor that happens to end in `_l2` is not a third layer.
 fn layer_groups(weights: &Weights) -> BTreeMap<(usize, bool), BTreeSet<&str>> {
     let mut groups: BTreeMap<(usize, bool), BTreeSet<&str>> = BTreeMap::new();
     for name in weights.names() {
         if let Some((base, l, rev)) = split_layer_name(name) {
-            if weights.get(&format!("{base}_l0")).is_some() {
+            if has_layer_0(weights, base) {
                 groups.entry((l, rev)).or_default().insert(base);
             }
         }
@@ -169,9 +185,13 @@ fn layer_groups(weights: &Weights) -> BTreeMap<(usize, bool), BTreeSet<&str>> {
 /// Whether `name` is a layered tensor (see [`layer_groups`]).
 fn layered(weights: &Weights, name: &str) -> Option<(String, usize, bool)> {
     let (base, l, rev) = split_layer_name(name)?;
-    weights
-        .get(&format!("{base}_l0"))
-        .map(|_| (base.to_string(), l, rev))
+    has_layer_0(weights, base).then(|| (base.to_string(), l, rev))
+}
+
+/// Whether layer 0 has tensor `base` in some direction.
+fn has_layer_0(weights: &Weights, base: &str) -> bool {
+    weights.get(&format!("{base}_l0")).is_some()
+        || weights.get(&format!("{base}_l0_reverse")).is_some()
 }
 
 /// The tensors of one layer and direction of a layered checkpoint, under the
@@ -225,6 +245,11 @@ impl Network {
                 "a network has 1 to {MAX_LAYERS} layers, not {}",
                 layout.layers
             )));
+        }
+        if layout.bidirectional && layout.reverse {
+            return Err(Error::options(
+                "a layout is bidirectional or reverse (one direction, backwards), not both",
+            ));
         }
         let checked = cell.checked();
         if layout.layers > 1 && (checked.inputs.len() != 1 || checked.outputs.len() != 1) {
@@ -378,7 +403,7 @@ impl Network {
         let mut below_out: Option<(usize, String)> = None;
         for l in 0..self.layout.layers {
             let mut dirs = Vec::with_capacity(2);
-            for reverse in [false, true].into_iter().take(self.layout.directions()) {
+            for reverse in self.layout.runs().iter().copied() {
                 let (view, names) = match layered {
                     Some(_) => layer_weights(weights, l, reverse),
                     None => (weights.clone(), Vec::new()),
@@ -542,7 +567,7 @@ impl Schedule {
         match self {
             Schedule::LayerByLayer => true,
             Schedule::DirectionsInParallel => layout.bidirectional,
-            Schedule::Wavefront => !layout.bidirectional && layout.layers > 1 && !ragged,
+            Schedule::Wavefront => layout.runs() == [false] && layout.layers > 1 && !ragged,
         }
     }
 }
@@ -927,7 +952,7 @@ impl CompiledNetwork {
                 let init: Vec<&[f32]> = init.iter().map(|c| c.as_ref()).collect();
                 let dir = Direction {
                     kernel: &dirs[d],
-                    reverse: d == 1,
+                    reverse: self.layout.runs()[d],
                     threads,
                 };
                 dir.run(&ins, steps, batch, lengths, &init)

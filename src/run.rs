@@ -376,7 +376,9 @@ pub fn run_network(
     }
     for (s, name) in compiled.state_names().iter().enumerate() {
         let len = state_lens[0][s];
-        let shape = if slots == 1 {
+        // One layer forward: `[B, len]` as a cell's state; any other network,
+        // PyTorch's and ONNX's `[D*L, B, len]`.
+        let shape = if layout.is_single() {
             vec![batch, len]
         } else {
             vec![slots, batch, len]

@@ -399,6 +399,7 @@ fn network_refusals_name_the_problem() {
         cellc::network::Layout {
             layers: 3,
             bidirectional: true,
+            reverse: false,
         },
     )
     .unwrap();
@@ -702,7 +703,7 @@ fn onnx_networks_match_onnx_runtime() {
         serde_json::from_str(&std::fs::read_to_string(dir().join("onnx_networks.json")).unwrap())
             .unwrap();
     let accepted = graphs["accepted"].as_array().unwrap();
-    assert_eq!(accepted.len(), 4);
+    assert_eq!(accepted.len(), 5);
     for case in accepted {
         let case = case.as_str().unwrap();
         let path = dir().join(format!("{case}.onnx"));

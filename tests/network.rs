@@ -64,7 +64,7 @@ fn oracle(
                 }
                 let n = lengths[b];
                 for i in 0..n {
-                    let t = if d == 1 { n - 1 - i } else { i };
+                    let t = if layout.runs()[d] { n - 1 - i } else { i };
                     let xt = &layer_in[(t * batch + b) * input_len..][..input_len];
                     k.step_inputs(&[xt], &mut state).unwrap();
                     let y = k.output(&state, &k.output_names()[0]).unwrap();
@@ -105,13 +105,20 @@ fn every_schedule_gives_the_oracles_numbers_and_the_same_bits() {
         ("gru.rnn", vec![("X", 13), ("H", 21)]),
         ("lstm_proj.rnn", vec![("X", 13), ("H", 21), ("P", 9)]),
     ];
-    let layouts = [(1, true), (2, false), (3, true), (3, false)];
+    let layouts = [
+        (1, true, false),
+        (2, false, false),
+        (3, true, false),
+        (3, false, false),
+        (2, false, true),
+    ];
     for (file, dims) in &cells {
         let cell = example(file, dims);
-        for &(layers, bidirectional) in &layouts {
+        for &(layers, bidirectional, reverse) in &layouts {
             let layout = Layout {
                 layers,
                 bidirectional,
+                reverse,
             };
             let net = Network::new(cell.clone(), layout).unwrap();
             for (batch, steps, ragged) in
@@ -193,6 +200,7 @@ fn networks_the_cell_cannot_make_are_refused() {
     let layout = Layout {
         layers: 2,
         bidirectional: false,
+        reverse: false,
     };
     let err = Network::new(two_outputs.clone(), layout)
         .unwrap_err()
@@ -205,6 +213,7 @@ fn networks_the_cell_cannot_make_are_refused() {
     let both = Layout {
         layers: 1,
         bidirectional: true,
+        reverse: false,
     };
     let net = Network::new(two_outputs, both).unwrap();
     let compiled = net.compile_random(1, &Options::default()).unwrap();
@@ -216,6 +225,7 @@ fn networks_the_cell_cannot_make_are_refused() {
             Layout {
                 layers,
                 bidirectional: false,
+                reverse: false,
             },
         )
         .unwrap_err()

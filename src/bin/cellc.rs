@@ -206,6 +206,7 @@ impl NetArgs {
         (self.layers.is_some() || self.bidirectional).then(|| cellc::network::Layout {
             layers: self.layers.unwrap_or(1),
             bidirectional: self.bidirectional,
+            reverse: false,
         })
     }
 

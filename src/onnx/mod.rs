@@ -240,8 +240,14 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             g.nodes[rnn[0]].describe(rnn[0]),
             g.nodes[rnn[k]].describe(rnn[k]),
         );
-        if (c.lstm, c.lbr, c.directions, c.hidden)
-            != (first.lstm, first.lbr, first.directions, first.hidden)
+        if (c.lstm, c.lbr, c.directions, c.reverse, c.hidden)
+            != (
+                first.lstm,
+                first.lbr,
+                first.directions,
+                first.reverse,
+                first.hidden,
+            )
         {
             return err(format!(
                 "{a} and {b} differ (op, hidden_size, direction or linear_before_reset); \
@@ -255,6 +261,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         lbr,
         hidden,
         directions,
+        reverse,
     } = first;
     let gates: usize = if lstm { 4 } else { 3 };
     let (cell_name, cell_source) = match (lstm, lbr) {
@@ -265,10 +272,10 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
     let gh = gates
         .checked_mul(hidden)
         .ok_or_else(|| WeightsError("hidden_size is too large".into()))?;
-    let suffixes: &[&str] = if directions == 2 {
-        &["", "_reverse"]
-    } else {
-        &[""]
+    let suffixes: &[&str] = match (directions, reverse) {
+        (2, _) => &["", "_reverse"],
+        (_, true) => &["_reverse"],
+        _ => &[""],
     };
     let mut weights = Weights::new();
     let mut input_size = 0;
@@ -506,8 +513,10 @@ struct Config {
     /// GRU's `linear_before_reset`.
     lbr: bool,
     hidden: usize,
-    /// 1 (forward) or 2 (bidirectional).
+    /// 1 (forward or reverse) or 2 (bidirectional).
     directions: usize,
+    /// One direction, backwards.
+    reverse: bool,
 }
 
 /// Checks a recurrent node's op and attributes (each of its ONNX type,
@@ -565,15 +574,17 @@ fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsError> {
         None => return err(format!("{desc} has no hidden_size")),
     };
     let mut directions = 1;
+    let mut reverse = false;
     if let Some(a) = attribute(n, &desc, "direction", AttrType::String)? {
         let d = String::from_utf8_lossy(a.string.unwrap_or_default());
         match d.as_ref() {
             "forward" => {}
+            "reverse" => reverse = true,
             "bidirectional" => directions = 2,
             _ => {
                 return err(format!(
-                    "{desc} runs direction `{}`; cellc imports forward and bidirectional \
-                     nodes (for `reverse`, reverse the sequence and run it forward)",
+                    "{desc} runs direction `{}`; ONNX's directions are forward, reverse and \
+                     bidirectional",
                     short(&d)
                 ))
             }
@@ -652,6 +663,7 @@ fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsError> {
         lbr,
         hidden,
         directions,
+        reverse,
     })
 }
 
@@ -785,9 +797,9 @@ fn glue_between(cx: &mut Ctx, y: &str, x: &str, width: usize) -> bool {
             // Only one direction can be squeezed away.
             let d = cx.g.nodes.iter().find(|n| n.outputs.first() == Some(&y));
             let one = d.is_some_and(|n| {
-                n.attributes
-                    .iter()
-                    .all(|a| a.name != "direction" || a.string.unwrap_or_default() == b"forward")
+                n.attributes.iter().all(|a| {
+                    a.name != "direction" || a.string.unwrap_or_default() != b"bidirectional"
+                })
             });
             if axes == [1] && one {
                 cx.accepted[last] = true;

@@ -14,9 +14,11 @@ side; final states [D*L, B, H]):
                              bidirectional=True), default (dynamo) exporter
   onnxnet_export_gru_l3      torch.onnx.export of nn.GRU(num_layers=3), dynamo=False
 
+  onnxnet_gru_rev_lens       one GRU node with direction `reverse`, sequence_lens and
+                             initial_h
+
 Refused (the message must name it):
 
-  onnxnet_refused_reverse    an LSTM node with direction `reverse`
   onnxnet_refused_mixed      two stacked nodes of different hidden sizes
 
 Run from this directory: `python gen_onnx_networks.py` (requirements.txt pins the
@@ -139,9 +141,17 @@ exported("onnxnet_export_lstm_l2_bi", torch.nn.LSTM(X, H, num_layers=2, bidirect
          ["y", "h", "c"])
 exported("onnxnet_export_gru_l3", torch.nn.GRU(X, H, num_layers=3), False, ["y", "h"])
 
+# One reverse GRU node (linear_before_reset 1) with lengths and an initial state.
+path, d = node_model("onnxnet_gru_rev_lens", "GRU", "reverse", True, True)
+h0 = f32(d, B, H)
+lens = np.array([3, T, 1], dtype=np.int32)
+y, yh = ort(path, {"X": x, "seq_lens": lens, "h0": h0})
+save_file({"x": x, "h": h0, "lengths": lens.astype(np.int64)},
+          os.path.join(OUT, "onnxnet_gru_rev_lens.inputs.safetensors"))
+save_file({"y": side_by_side(y), "h": yh}, os.path.join(OUT, "onnxnet_gru_rev_lens.expected.safetensors"))
+accepted.append("onnxnet_gru_rev_lens")
+
 refused = {}
-node_model("onnxnet_refused_reverse", "LSTM", "reverse", False, False)
-refused["onnxnet_refused_reverse"] = "direction `reverse`"
 
 # Two LSTM nodes of different hidden sizes, the second reading the first.
 d = 1
