@@ -65,6 +65,23 @@ impl Weights {
         Weights::default()
     }
 
+    /// Checks that a tensor `name` of `shape` with `len` values can be added:
+    /// the shape holds exactly `len` values, and no tensor has the name.
+    fn check_new(&self, name: &str, shape: &[usize], len: usize) -> Result<(), WeightsError> {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(len) {
+            return err(format!(
+                "tensor `{name}`: shape {} needs {} values, {len} given",
+                shape_str(shape),
+                n.map_or("too many".to_string(), |n| n.to_string()),
+            ));
+        }
+        if self.tensors.contains_key(name) || self.integers.contains_key(name) {
+            return err(format!("tensor `{name}` is given twice"));
+        }
+        Ok(())
+    }
+
     /// Adds a tensor; its data must have as many values as its shape says.
     pub fn insert(
         &mut self,
@@ -72,18 +89,7 @@ impl Weights {
         shape: &[usize],
         data: Vec<f32>,
     ) -> Result<(), WeightsError> {
-        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if n != Some(data.len()) {
-            return err(format!(
-                "tensor `{name}`: shape {} needs {} values, {} given",
-                shape_str(shape),
-                n.map_or("too many".to_string(), |n| n.to_string()),
-                data.len()
-            ));
-        }
-        if self.tensors.contains_key(name) || self.integers.contains_key(name) {
-            return err(format!("tensor `{name}` is given twice"));
-        }
+        self.check_new(name, shape, data.len())?;
         self.tensors.insert(
             name.to_string(),
             Tensor {
@@ -123,18 +129,7 @@ impl Weights {
         shape: &[usize],
         data: Vec<i64>,
     ) -> Result<(), WeightsError> {
-        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if n != Some(data.len()) {
-            return err(format!(
-                "tensor `{name}`: shape {} needs {} values, {} given",
-                shape_str(shape),
-                n.map_or("too many".to_string(), |n| n.to_string()),
-                data.len()
-            ));
-        }
-        if self.tensors.contains_key(name) || self.integers.contains_key(name) {
-            return err(format!("tensor `{name}` is given twice"));
-        }
+        self.check_new(name, shape, data.len())?;
         self.integers
             .insert(name.to_string(), (shape.to_vec(), data));
         Ok(())
