@@ -66,6 +66,11 @@ pub struct Times {
     pub max: f64,
 }
 
+/// A cell's sizes as a JSON object.
+fn dims_json(dims: &[(String, u64)]) -> serde_json::Map<String, serde_json::Value> {
+    dims.iter().map(|(n, v)| (n.clone(), json!(v))).collect()
+}
+
 fn times(mut v: Vec<f64>) -> Times {
     v.sort_by(f64::total_cmp);
     Times {
@@ -110,11 +115,7 @@ impl BenchResult {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        let dims: serde_json::Map<String, serde_json::Value> = self
-            .dims
-            .iter()
-            .map(|(n, v)| (n.clone(), json!(v)))
-            .collect();
+        let dims = dims_json(&self.dims);
         let mut j = json!({
             "cell": self.cell,
             "dims": dims,
@@ -471,11 +472,7 @@ impl NetworkBenchResult {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        let dims: serde_json::Map<String, serde_json::Value> = self
-            .dims
-            .iter()
-            .map(|(n, v)| (n.clone(), json!(v)))
-            .collect();
+        let dims = dims_json(&self.dims);
         let mut j = json!({
             "cell": self.cell,
             "dims": dims,

@@ -19,11 +19,15 @@
 //! the batch: the steps between two consecutive lengths run as one sequence on
 //! that prefix, and rows that have ended cost nothing.
 //!
-//! Schedule: the two directions of a layer are independent, and with two or
-//! more threads they run at once, each on its own thread (each kernel then runs
-//! single-threaded); otherwise the layers and directions run one after another,
-//! each kernel on every thread. A kernel's results do not depend on its thread
-//! count, so neither do the network's.
+//! Schedules ([`Schedule`]): layer by layer (each kernel on every thread), the
+//! two directions of a layer at once (each on half the threads), or the layers
+//! of a one-direction stack as a wavefront over chunks of steps. The cost model
+//! picks between the first two by where a layer's step weights fit (one core's
+//! L2, or only a share of them); the wavefront runs only when asked for. Each
+//! layer runs the plan the model picks for one thread over the whole sequence
+//! under every schedule, and a kernel's results do not depend on its thread
+//! count: the network's results are the same bits under every schedule and
+//! thread count.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -153,7 +157,10 @@ fn split_layer_name(name: &str) -> Option<(&str, usize, bool)> {
     };
     let at = rest.rfind("_l")?;
     let digits = &rest[at + 2..];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 4 {
+    // PyTorch writes `_l0`, `_l12`: no sign, no leading zero (`_l01` would
+    // be a second name for layer 1).
+    let canonical = digits == "0" || (!digits.starts_with('0') && digits.len() <= 4);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !canonical {
         return None;
     }
     let base = &rest[..at];
@@ -347,12 +354,13 @@ impl Network {
         let mut layers = Vec::with_capacity(self.layout.layers);
         for (l, cell) in self.layer_cells()?.iter().enumerate() {
             let lowered = cell.ir()?;
+            // Both directions are the same cell at the same sizes.
+            let ir = cell.kernel_ir(&kernel_opts)?;
             let mut dirs = Vec::with_capacity(2);
             for d in 0..self.layout.directions() {
-                let ir = cell.kernel_ir(&kernel_opts)?;
                 let seed = seed.wrapping_add((l * 2 + d) as u64);
                 let params = Weights::random(&lowered, seed).resolve(&ir)?;
-                dirs.push(Kernel::new(ir, params, &kernel_opts)?);
+                dirs.push(Kernel::new(ir.clone(), params, &kernel_opts)?);
             }
             layers.push(dirs);
         }
@@ -403,22 +411,25 @@ impl Network {
         let mut below_out: Option<(usize, String)> = None;
         for l in 0..self.layout.layers {
             let mut dirs = Vec::with_capacity(2);
+            // The IR of the last sizes compiled: both directions usually share it.
+            let mut last_ir: Option<(Vec<(String, u64)>, crate::ir::Cell)> = None;
             for reverse in self.layout.runs().iter().copied() {
                 let (view, names) = match layered {
-                    Some(_) => layer_weights(weights, l, reverse),
-                    None => (weights.clone(), Vec::new()),
+                    Some(_) => {
+                        let (v, n) = layer_weights(weights, l, reverse);
+                        (Cow::Owned(v), n)
+                    }
+                    None => (Cow::Borrowed(weights), Vec::new()),
                 };
+                // Layer 0's input lengths from the caller, a layer above's from
+                // the layer below; every layer's state lengths from the caller.
                 let mut lens: Vec<PortLen> = Vec::new();
                 if l == 0 {
                     lens.extend(
                         ports
                             .iter()
                             .filter(|p| checked.inputs.iter().any(|i| i.name == p.name))
-                            .map(|p| PortLen {
-                                name: p.name.clone(),
-                                len: p.len,
-                                what: p.what.clone(),
-                            }),
+                            .cloned(),
                     );
                 } else if let (Some((len, what)), Some(input)) =
                     (&below_out, checked.inputs.first())
@@ -433,17 +444,20 @@ impl Network {
                     ports
                         .iter()
                         .filter(|p| checked.states.iter().any(|s| s.name == p.name))
-                        .map(|p| PortLen {
-                            name: p.name.clone(),
-                            len: p.len,
-                            what: p.what.clone(),
-                        }),
+                        .cloned(),
                 );
                 let here = if l == 0 { given } else { &[][..] };
                 let dims = crate::run::infer_sizes(&self.cell, &view, &lens, here)
                     .map_err(|e| in_layer(e, self.layout, l, reverse))?;
-                let cell = self.cell.clone().dims(&as_refs(&dims))?;
-                let ir = cell.kernel_ir(&kernel_opts)?;
+                let ir = match last_ir.take() {
+                    Some((d, ir)) if d == dims => ir,
+                    _ => self
+                        .cell
+                        .clone()
+                        .dims(&as_refs(&dims))?
+                        .kernel_ir(&kernel_opts)?,
+                };
+                last_ir = Some((dims, ir.clone()));
                 let params = view
                     .resolve(&ir)
                     .map_err(|e| in_layer(e.into(), self.layout, l, reverse))?;
@@ -596,7 +610,7 @@ const L2_SHARE: f64 = 1.0;
 ///   step from L3);
 /// - else layer by layer. The wavefront is never chosen by itself: measured on
 ///   2 cores (4-layer LSTM, batch 1, T = 100), layer by layer was as fast at H
-///   = 64 and 128 and 1.4-1.5x faster at H = 256 and 512, where each layer's
+///   = 64 and 128 and 1.36-1.58x faster at H = 256 and 512, where each layer's
 ///   kernel split among the cores keeps its share in L2 and a wavefront worker
 ///   holding whole layers does not (`docs/performance.md`, "Networks").
 fn choose_schedule(
@@ -685,8 +699,10 @@ impl CompiledNetwork {
         }
     }
 
-    /// Runs every batch this way (`None`: as [`CompiledNetwork::schedule`]
-    /// chooses). A schedule the network cannot run is an error.
+    /// Runs every batch it can this way (`None`: as
+    /// [`CompiledNetwork::schedule`] chooses); a ragged batch, which cannot run
+    /// as a wavefront, runs layer by layer (the same bits). A schedule the
+    /// network cannot run at all is an error.
     pub fn force_schedule(&mut self, schedule: Option<Schedule>) -> Result<()> {
         if let Some(s) = schedule {
             if !s.fits(self.layout, false) {
@@ -707,9 +723,8 @@ impl CompiledNetwork {
     }
 
     /// How a run over `steps` steps of `batch` rows (`ragged`: of different
-    /// lengths) shares the threads: the directions of a layer at once when
-    /// there are two, else the layers as a wavefront when there are several
-    /// and the rows all run every step, else layer by layer.
+    /// lengths) shares the threads: the forced schedule if it can run, else
+    /// as [`choose_schedule`] decides from where each layer's step weights fit.
     pub fn schedule(&self, batch: usize, steps: usize, ragged: bool) -> Schedule {
         let threads = self.thread_budget();
         let fit = |share: usize| {
@@ -978,13 +993,17 @@ impl CompiledNetwork {
             }
             let k = &dirs[0];
             let rows = steps * batch;
-            let concat: Vec<Vec<f32>> = (0..k.output_names().len())
-                .map(|o| {
-                    let parts: Vec<&[f32]> =
-                        results.iter().map(|r| r.outputs[o].as_slice()).collect();
-                    side_by_side(&parts, rows, k.output_len(o))
-                })
-                .collect();
+            let concat: Vec<Vec<f32>> = match <[Directed; 1]>::try_from(results) {
+                // One direction: its outputs as they are.
+                Ok([one]) => one.outputs,
+                Err(both) => (0..k.output_names().len())
+                    .map(|o| {
+                        let parts: Vec<&[f32]> =
+                            both.iter().map(|r| r.outputs[o].as_slice()).collect();
+                        side_by_side(&parts, rows, k.output_len(o))
+                    })
+                    .collect(),
+            };
             if l + 1 < self.layers.len() {
                 layer_in = concat.into_iter().map(Cow::Owned).collect();
             } else {
@@ -1139,9 +1158,6 @@ impl CompiledNetwork {
 
 /// Rows of equal-length parts, side by side: `[rows, parts * len]`.
 fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Vec<f32> {
-    if let [one] = parts {
-        return one.to_vec();
-    }
     let mut out = Vec::with_capacity(rows * len * parts.len());
     for r in 0..rows {
         for p in parts {
@@ -1257,13 +1273,13 @@ impl Direction<'_> {
                 })
                 .collect();
             let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
+            let variant = kernel.variant_for_any_threads(live, k);
             if live == batch {
                 let mut views: Vec<&mut [f32]> = outp
                     .iter_mut()
                     .zip(&out_lens)
                     .map(|(o, &len)| &mut o[s0 * batch * len..s1 * batch * len])
                     .collect();
-                let variant = kernel.variant_for_any_threads(live, k);
                 kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
             } else {
                 let mut seg_out: Vec<Vec<f32>> = out_lens
@@ -1273,7 +1289,6 @@ impl Direction<'_> {
                 {
                     let mut views: Vec<&mut [f32]> =
                         seg_out.iter_mut().map(Vec::as_mut_slice).collect();
-                    let variant = kernel.variant_for_any_threads(live, k);
                     kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
                 }
                 for ((o, so), &len) in outp.iter_mut().zip(&seg_out).zip(&out_lens) {

@@ -16,6 +16,7 @@ use crate::weights::{shape_str, Weights};
 use crate::{Cell, Error, Options, Result};
 
 /// A port's length as a run reads it off a tensor, for size inference.
+#[derive(Clone)]
 pub(crate) struct PortLen {
     pub name: String,
     pub len: usize,

@@ -741,4 +741,32 @@ fn onnx_networks_match_onnx_runtime() {
             .to_string();
         assert!(err.contains(expect.as_str().unwrap()), "{case}: {err}");
     }
+    // A model that takes sequence_lens, run without lengths: an error, not
+    // every row taken as full length.
+    let full = load("onnxnet_lstm_bi_lens", "inputs");
+    let mut no_lengths = Weights::new();
+    for name in full.names() {
+        let t = full.get(name).unwrap();
+        no_lengths.insert(name, &t.shape, t.data.clone()).unwrap();
+    }
+    let tmp = std::env::temp_dir().join(format!("cellc-nolens-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let inputs = tmp.join("in.safetensors");
+    std::fs::write(&inputs, no_lengths.to_safetensors_bytes().unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .arg("run")
+        .arg(dir().join("onnxnet_lstm_bi_lens.onnx"))
+        .arg("--inputs")
+        .arg(&inputs)
+        .arg("-o")
+        .arg(tmp.join("out.safetensors"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sequence_lens") && err.contains("`lengths`"),
+        "{err}"
+    );
 }

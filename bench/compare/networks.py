@@ -27,20 +27,10 @@ import time
 
 import numpy as np
 
+from compare import median_time  # the same measurement as the single-cell table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CELLC = os.path.join(ROOT, "target", "release", "cellc")
-
-
-def median_time(f, budget=1.5, min_samples=5, max_samples=21):
-    for _ in range(2):
-        f()
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < max_samples and (len(samples) < min_samples or time.perf_counter() - start < budget):
-        t = time.perf_counter()
-        f()
-        samples.append((time.perf_counter() - t) * 1e6)
-    return float(np.median(samples))
 
 
 def lengths_for(batch, lo, hi):
@@ -70,14 +60,14 @@ def torch_run_us(h, layers, bidir, batch, seq, threads, lengths=None):
     x = torch.randn(seq, batch, h)
     with torch.inference_mode():
         if lengths is None:
-            return median_time(lambda: m(x))
+            return median_time(lambda: m(x), 1)
         lens = torch.tensor(lengths)
 
         def run():
             p = torch.nn.utils.rnn.pack_padded_sequence(x, lens, enforce_sorted=False)
             y, _ = m(p)
             torch.nn.utils.rnn.pad_packed_sequence(y, total_length=seq)
-        return median_time(run)
+        return median_time(run, 1)
 
 
 def onnx_network(h, layers, bidir, batch, seq, path, with_lengths):
@@ -126,7 +116,7 @@ def ort_run_us(h, layers, bidir, batch, seq, threads, lengths=None):
     feed = {"X": x}
     if lengths is not None:
         feed["seq_lens"] = np.asarray(lengths, dtype=np.int32)
-    return median_time(lambda: sess.run(None, feed))
+    return median_time(lambda: sess.run(None, feed), 1)
 
 
 def main():

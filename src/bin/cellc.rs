@@ -368,6 +368,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                     }
                 }
                 // The lengths under the graph input's name (`sequence_lens`).
+                // The model takes them as an input: running without them
+                // would be a guess, so it is an error.
                 if let Some(input) = &imported.lengths_input {
                     if input != cellc::run::LENGTHS && x.integers(cellc::run::LENGTHS).is_none() {
                         if let Some((shape, values)) = x.integers(input) {
@@ -375,6 +377,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                             x.remove(input);
                             x.insert_integers(cellc::run::LENGTHS, &shape, values)?;
                         }
+                    }
+                    if x.integers(cellc::run::LENGTHS).is_none() {
+                        return Err(Error::shape(format!(
+                            "the model takes each row's length (graph input `{input}`, \
+                             sequence_lens); give them with the inputs as `{}` [B] (int64 or int32)",
+                            cellc::run::LENGTHS
+                        )));
                     }
                 }
                 let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
