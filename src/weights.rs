@@ -233,19 +233,27 @@ impl Weights {
     pub fn read_by(&self, cell: &Cell) -> std::collections::BTreeSet<String> {
         cell.params
             .iter()
-            .filter_map(|p| {
-                p.binding
-                    .iter()
-                    .map(|b| b.tensor.as_str())
-                    .find(|t| self.tensors.contains_key(*t))
-                    .or_else(|| {
-                        self.tensors
-                            .contains_key(&p.name)
-                            .then_some(p.name.as_str())
-                    })
-                    .map(str::to_string)
-            })
+            .filter_map(|p| self.chosen(p).map(|(tensor, _)| tensor.to_string()))
             .collect()
+    }
+
+    /// The tensor parameter `p` reads, and the indices it applies: the first
+    /// alternative of its binding that the weights have, else a tensor under
+    /// the parameter's own name (taken whole). The one rule of [`resolve`]
+    /// and [`read_by`].
+    ///
+    /// [`resolve`]: Weights::resolve
+    /// [`read_by`]: Weights::read_by
+    fn chosen<'p>(&self, p: &'p crate::ir::Param) -> Option<(&'p str, &'p [BindIndex])> {
+        p.binding
+            .iter()
+            .find(|b| self.tensors.contains_key(&b.tensor))
+            .map(|b| (b.tensor.as_str(), b.indices.as_slice()))
+            .or_else(|| {
+                self.tensors
+                    .contains_key(&p.name)
+                    .then_some((p.name.as_str(), &[][..]))
+            })
     }
 
     /// The values of every parameter of `cell`, row-major, in parameter order.
@@ -267,14 +275,8 @@ impl Weights {
             } else {
                 &p.binding
             };
-            let found = alternatives
-                .iter()
-                .find(|b| self.tensors.contains_key(&b.tensor))
-                .or_else(|| {
-                    // A binding's tensor may also be given under the parameter's name.
-                    self.tensors.contains_key(&p.name).then_some(&own[0])
-                });
-            let Some(b) = found else {
+            // A binding's tensor may also be given under the parameter's name.
+            let Some((tensor, indices)) = self.chosen(p) else {
                 if let Some(b) = alternatives
                     .iter()
                     .find(|b| self.integers.contains_key(&b.tensor))
@@ -306,13 +308,13 @@ impl Weights {
                 }
                 return err(m);
             };
-            self.check_one_layer(&b.tensor)?;
-            let t = &self.tensors[&b.tensor];
-            let data = slice(t, &b.indices).map_err(|m| {
+            self.check_one_layer(tensor)?;
+            let t = &self.tensors[tensor];
+            let data = slice(t, indices).map_err(|m| {
                 WeightsError(format!(
                     "parameter `{}`: tensor `{}` {}: {m}",
                     p.name,
-                    b.tensor,
+                    tensor,
                     shape_str(&t.shape)
                 ))
             })?;
@@ -324,8 +326,8 @@ impl Weights {
                     "parameter `{}` is {} but tensor `{}`{} is {}",
                     p.name,
                     shape_str(&want),
-                    b.tensor,
-                    fmt_indices(&b.indices),
+                    tensor,
+                    fmt_indices(indices),
                     shape_str(&data.0)
                 ));
             }
@@ -404,8 +406,10 @@ impl Weights {
         }
     }
 
-    /// Refuses a checkpoint of a stacked or bidirectional PyTorch module (cellc
-    /// runs one layer in one direction), rather than silently using layer 0.
+    /// Refuses a checkpoint of a stacked or bidirectional PyTorch module for
+    /// one cell, rather than silently using layer 0: such a checkpoint is a
+    /// network ([`crate::network::Network`], which gives each layer its own
+    /// tensors under layer 0's names; `cellc run` does that by itself).
     fn check_one_layer(&self, tensor: &str) -> Result<(), WeightsError> {
         let Some(base) = tensor.strip_suffix("_l0") else {
             return Ok(());
@@ -413,19 +417,15 @@ impl Weights {
         let layers = (1..)
             .take_while(|l| self.tensors.contains_key(&format!("{base}_l{l}")))
             .count();
-        if layers > 0 {
+        let reverse = self.tensors.contains_key(&format!("{tensor}_reverse"));
+        if layers > 0 || reverse {
             return err(format!(
-                "the weights hold a stacked module of {} layers (`{base}_l0` .. `{base}_l{layers}`): \
-                 cellc runs one layer per cell for now; run each layer's `_l<n>` weights as its own \
-                 cell, feeding one layer's outputs to the next",
-                layers + 1
-            ));
-        }
-        if self.tensors.contains_key(&format!("{tensor}_reverse")) {
-            return err(format!(
-                "the weights hold a bidirectional module (`{tensor}_reverse`): cellc runs one \
-                 direction for now; run the forward weights, and the `_reverse` ones on the \
-                 reversed sequence, as two cells"
+                "the weights hold a network ({} layer{}{}: `{base}_l0` .. ), not one cell: run \
+                 them as a network (`cellc::network::Network::for_checkpoint`, or `cellc run`, \
+                 which reads the layers off the names)",
+                layers + 1,
+                if layers == 0 { "" } else { "s" },
+                if reverse { ", bidirectional" } else { "" }
             ));
         }
         Ok(())

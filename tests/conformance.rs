@@ -381,6 +381,19 @@ fn network_refusals_name_the_problem() {
     assert!(err.contains("expected [4]"), "{err}");
     let err = with_lengths(&|w| w.insert_integers("length", &[4], vec![6, 1, 1, 2]).unwrap());
     assert!(err.contains("did you mean `lengths`"), "{err}");
+    // A network's checkpoint compiled as one cell: refused, not layer 0 alone.
+    let one = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
+        .unwrap()
+        .dims(&[("X", 7), ("H", 11)])
+        .unwrap();
+    let err = one
+        .compile(&weights, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hold a network (2 layers, bidirectional") && err.contains("for_checkpoint"),
+        "{err}"
+    );
     // Weights of another depth than the network asked for.
     let lstm = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn")).unwrap();
     let net = cellc::network::Network::new(
