@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub plan: Option<crate::codegen::schedule::Variant>,
     /// The kernels of the batched products (default: the widest).
     pub isa: Option<crate::Isa>,
+    /// How every product's weights are stored (default: as the source says).
+    pub precision: Option<crate::ir::Precision>,
     pub samples: usize,
     /// Also measure the unfused pipeline.
     pub unfused: bool,
@@ -50,6 +52,7 @@ impl Default for BenchOptions {
             threads: None,
             plan: None,
             isa: None,
+            precision: None,
             samples: 21,
             unfused: true,
             schedule: None,
@@ -227,6 +230,7 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         threads: opts.threads,
         plan: opts.plan,
         isa: opts.isa,
+        precision: opts.precision,
     };
     let fused = cell.compile(&weights, &fused_opts)?;
     let unfused = if opts.unfused {
@@ -514,6 +518,7 @@ pub fn bench_network(
         threads: opts.threads,
         plan: opts.plan,
         isa: opts.isa,
+        precision: opts.precision,
     };
     let lengths: Option<Vec<usize>> = match opts.lengths {
         Some((lo, hi)) if lo > hi || hi > opts.seq => {

@@ -77,6 +77,7 @@ pub fn jit_vs_interp(bytes: &[u8]) {
                 threads: Some(threads),
                 plan: Some(plan),
                 isa: None,
+                precision: None,
             },
         )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));

@@ -53,6 +53,7 @@ mod jit;
 pub mod network;
 pub mod onnx;
 pub mod opt;
+pub mod quant;
 pub mod run;
 mod sema;
 mod syntax;
@@ -275,6 +276,13 @@ impl Cell {
         };
         opt::legalize(&mut ir);
         ir::verify::verify(&ir).map_err(|e| Error::internal(format!("legalize: {e}")))?;
+        if let Some(precision) = opts.precision {
+            for p in &mut ir.params {
+                if matches!(p.ty, ir::Type::Matrix(..)) {
+                    p.precision = precision;
+                }
+            }
+        }
         Ok(ir)
     }
 

@@ -189,7 +189,7 @@ mod random {
         ) {
             let text = cellc::gen::random_cell(seed);
             let cell = Cell::from_source("random.rnn", &text).unwrap().dims(&[("X", x), ("H", h)]).unwrap();
-            let opts = Options { optimize, threads: Some(threads), plan: Some(plan), isa: None };
+            let opts = Options { optimize, threads: Some(threads), plan: Some(plan), isa: None, precision: None };
             let scale = if saturating { 50.0 } else { 1.0 };
             let run = compare_run(&cell, &opts, batch, steps, seed, scale);
             // Beyond the fixed tolerance, what the cell itself makes of f32
@@ -347,6 +347,7 @@ fn every_plan_and_thread_count_matches_the_interpreter() {
                         threads: Some(threads),
                         plan: Some(plan),
                         isa: None,
+                        precision: None,
                     };
                     let (ys, finals) = run_sequence(cell, &weights, &opts, 3, 7, 11, false);
                     for (g, w) in ys.iter().zip(&want_y).chain(finals.iter().zip(&want_s)) {
@@ -561,6 +562,7 @@ fn outputs_that_are_inputs_old_states_or_parameters() {
                         threads: Some(threads),
                         plan: Some(plan),
                         isa: None,
+                        precision: None,
                     };
                     let d = compare_run(&cell, &opts, 3, 4, 7, 1.0);
                     assert!(
@@ -667,6 +669,7 @@ y = h' * s'
                     threads: Some(threads),
                     plan: Some(plan),
                     isa: None,
+                    precision: None,
                 };
                 for batch in [1, 5] {
                     let run = compare_run(&cell, &opts, batch, 6, 3, 1.0);
@@ -735,6 +738,7 @@ fn every_product_kernel_gives_the_same_bits() {
                         threads: Some(threads),
                         plan: Some(plan),
                         isa: Some(isa),
+                        precision: None,
                         ..Options::default()
                     };
                     run_sequence(cell, &weights, &opts, batch, steps, 2, false)
@@ -753,6 +757,7 @@ fn every_product_kernel_gives_the_same_bits() {
                     if !isa.available() {
                         let opts = Options {
                             isa: Some(isa),
+                            precision: None,
                             ..Options::default()
                         };
                         let err = cell.compile(&weights, &opts).unwrap_err().to_string();
@@ -862,6 +867,7 @@ fn wide_regions_give_the_generated_bits() {
                 threads: Some(threads),
                 plan: Some(plan),
                 isa: Some(isa),
+                precision: None,
             };
             let generated = run(&cell, &weights, &opts(Isa::Scalar), batch, seed);
             for &isa in &wide {

@@ -72,6 +72,11 @@ enum Command {
         /// (default: the widest this CPU has; one it lacks is an error).
         #[arg(long)]
         isa: Option<String>,
+        /// How every product's weights are stored: f32, bf16 or int8 (int8: one
+        /// scale per row). Default: as the file says (`param W: bf16[H, X]`), f32
+        /// where it says nothing.
+        #[arg(long)]
+        precision: Option<String>,
         /// Without the optimizer (the unfused baseline).
         #[arg(long)]
         no_opt: bool,
@@ -124,6 +129,11 @@ enum Command {
         /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
         #[arg(long)]
         plan: Option<String>,
+        /// How every product's weights are stored: f32, bf16 or int8 (int8: one
+        /// scale per row). Default: as the file says (`param W: bf16[H, X]`), f32
+        /// where it says nothing.
+        #[arg(long)]
+        precision: Option<String>,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -165,6 +175,11 @@ enum Command {
         /// (default: the widest this CPU has; one it lacks is an error).
         #[arg(long)]
         isa: Option<String>,
+        /// How every product's weights are stored: f32, bf16 or int8 (int8: one
+        /// scale per row). Default: as the file says (`param W: bf16[H, X]`), f32
+        /// where it says nothing.
+        #[arg(long)]
+        precision: Option<String>,
         /// Samples to take (after warm-up); the median is reported.
         #[arg(long, default_value_t = 21)]
         samples: usize,
@@ -292,6 +307,14 @@ fn parse_isa(s: &str) -> Result<cellc::Isa, Error> {
     })
 }
 
+fn parse_precision(s: &str) -> Result<cellc::ir::Precision, Error> {
+    cellc::ir::Precision::from_name(s).ok_or_else(|| {
+        Error::options(format!(
+            "`--precision {s}`: the precisions are f32, bf16 and int8"
+        ))
+    })
+}
+
 fn parse_plan(s: &str) -> Result<cellc::Variant, Error> {
     cellc::Variant::from_name(s).ok_or_else(|| {
         Error::options(format!(
@@ -342,6 +365,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             isa,
             no_opt,
             batch_first,
+            precision,
             net,
         } => {
             let mut x = cellc::Weights::from_safetensors(&inputs)?;
@@ -406,6 +430,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 threads,
                 plan: None,
                 isa: isa.as_deref().map(parse_isa).transpose()?,
+                precision: precision.as_deref().map(parse_precision).transpose()?,
             };
             let out = cellc::run::run_network(
                 &cell,
@@ -453,6 +478,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             no_unfused,
             json,
             lengths,
+            precision,
             net,
         } => {
             let cell = load(&file, &dims)?;
@@ -463,6 +489,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 threads,
                 plan: plan.as_deref().map(parse_plan).transpose()?,
                 isa: isa.as_deref().map(parse_isa).transpose()?,
+                precision: precision.as_deref().map(parse_precision).transpose()?,
                 samples,
                 unfused: !no_unfused,
                 schedule: net.schedule()?,
@@ -498,6 +525,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             seq,
             threads,
             plan,
+            precision,
             net,
         } => {
             let cell = load(&file, &dims)?;
@@ -507,6 +535,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 threads,
                 plan: plan.as_deref().map(parse_plan).transpose()?,
                 isa: None,
+                precision: precision.as_deref().map(parse_precision).transpose()?,
             };
             if !network.layout().is_single() {
                 if output.is_some() {

@@ -32,6 +32,13 @@ pub struct Host {
     /// The panel kernels of the `gemm` plans' per-step products, at the
     /// widest width this host has ([`super::panel`]), on a batched product.
     pub panel_gflops: f64,
+    /// Weights per nanosecond (G/s) one core's panel kernels widen and
+    /// multiply at batch 1 from cache, stored in bf16 and in int8: the
+    /// ceiling of narrow weights once the bytes stop being the limit
+    /// (widening costs instructions: on AVX2 fewer weights a second than
+    /// f32 reads from L2).
+    pub bf16_gws: f64,
+    pub int8_gws: f64,
     /// Cost of one barrier among the cores, microseconds.
     pub barrier_us: f64,
     /// Where the rates come from.
@@ -111,6 +118,8 @@ pub fn defaults(why: Option<String>) -> Host {
         gemm_gflops: DEFAULT_GEMM_GFLOPS,
         jit_gflops: DEFAULT_GEMM_GFLOPS * 0.4,
         panel_gflops: default_panel_gflops(super::panel::Isa::detect()),
+        bf16_gws: default_narrow_gws(super::panel::Isa::detect()).0,
+        int8_gws: default_narrow_gws(super::panel::Isa::detect()).1,
         barrier_us: 1.0,
         source: HostSource::Defaults(why),
     }
@@ -130,6 +139,39 @@ fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
         super::panel::Isa::Avx2 => 55.0,
         super::panel::Isa::Scalar => 4.0,
     }
+}
+
+/// Narrow weights a core widens and multiplies per nanosecond at batch 1
+/// (bf16, int8) when nothing was measured, by width: AVX2 as measured on a
+/// 2-vCPU AMD EPYC (9.2 and 6.5, rounded down); AVX-512 estimated at twice
+/// that (not measured: no such host was at hand).
+fn default_narrow_gws(isa: super::panel::Isa) -> (f64, f64) {
+    match isa {
+        super::panel::Isa::Avx512 => (18.0, 12.0),
+        super::panel::Isa::Avx2 => (9.0, 6.0),
+        super::panel::Isa::Scalar => (1.0, 1.0),
+    }
+}
+
+/// The narrow panel kernels at batch 1 over a matrix that L2 holds: G
+/// weights/s, best of a few.
+fn narrow_rate(precision: crate::ir::Precision) -> f64 {
+    use super::panel;
+    let (m, k) = (256, 256);
+    let w: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    let mut stored = vec![0.0f32; panel::stored_len(m, k, precision).unwrap_or(0)];
+    panel::pack_at(&w, m, k, precision, &mut stored);
+    let x = vec![0.25f32; k];
+    let mut dst = vec![0.0f32; m];
+    let isa = panel::Isa::detect();
+    let mut best = f64::MAX;
+    for _ in 0..20 {
+        let t = Instant::now();
+        panel::product_at(isa, precision, &stored, m, k, &x, k, 1, &mut dst, m);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    (m * k) as f64 / best / 1e9
 }
 
 /// GB/s of summing `bytes` of floats, best of a few passes (after one to warm).
@@ -208,6 +250,8 @@ pub fn calibrate() -> Host {
         // (docs/codegen.md: ~30 against ~75 GFLOP/s per core).
         jit_gflops: gemm_gflops * 0.4,
         panel_gflops: panel_rate(),
+        bf16_gws: narrow_rate(crate::ir::Precision::Bf16),
+        int8_gws: narrow_rate(crate::ir::Precision::Int8),
         barrier_us: 1.0,
         source: HostSource::Measured,
     }
@@ -228,7 +272,7 @@ pub fn calibration_path() -> Option<PathBuf> {
 /// The calibration as JSON.
 pub fn to_json(h: &Host) -> String {
     let v = serde_json::json!({
-        "cellc_host": 2,
+        "cellc_host": 3,
         "cores": h.cores,
         "l1": h.l1,
         "l2": h.l2,
@@ -239,6 +283,8 @@ pub fn to_json(h: &Host) -> String {
         "gemm_gflops": h.gemm_gflops,
         "jit_gflops": h.jit_gflops,
         "panel_gflops": h.panel_gflops,
+        "bf16_gws": h.bf16_gws,
+        "int8_gws": h.int8_gws,
         "barrier_us": h.barrier_us,
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
@@ -248,7 +294,7 @@ pub fn to_json(h: &Host) -> String {
 pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not a calibration: {e}"))?;
-    if v["cellc_host"].as_u64() != Some(2) {
+    if v["cellc_host"].as_u64() != Some(3) {
         return Err(
             "not a calibration of this version of cellc (run `cellc calibrate` again)".into(),
         );
@@ -274,6 +320,8 @@ pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
         gemm_gflops: rate("gemm_gflops")?,
         jit_gflops: rate("jit_gflops")?,
         panel_gflops: rate("panel_gflops")?,
+        bf16_gws: rate("bf16_gws")?,
+        int8_gws: rate("int8_gws")?,
         barrier_us: rate("barrier_us")?,
         source: HostSource::Calibrated(path),
     };

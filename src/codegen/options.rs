@@ -70,6 +70,10 @@ pub struct Options {
     /// widest the host has ([`Isa::detect`]); one the host lacks is an error
     /// when the cell is compiled.
     pub isa: Option<Isa>,
+    /// How every product's weights (the matrix parameters) are stored,
+    /// overriding what the source says; `None`: as the source says (`f32`
+    /// where it says nothing). Vector parameters keep their own.
+    pub precision: Option<crate::ir::Precision>,
 }
 
 pub use super::panel::Isa;
@@ -81,6 +85,7 @@ impl Default for Options {
             threads: None,
             plan: None,
             isa: None,
+            precision: None,
         }
     }
 }

@@ -10,7 +10,15 @@ use crate::ir::{EntityRef, ParamId};
 /// Writes the packed weights into `out` (`plan.weights_len` floats, zeroed by the
 /// caller). `params[k]` holds parameter `k` row-major, with the length its type
 /// says (the caller checked).
-pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
+///
+/// Parameters stored narrow ([`crate::ir::Precision`]) are packed as the
+/// kernels read them: the matrices the panel kernels take in their narrow
+/// form, every other copy as the `f32` values the narrow form stands for
+/// ([`crate::quant::effective`]), so that every plan computes with the same
+/// weights.
+pub fn pack(plan: &Plan, cell: &Cell, raw: &[Vec<f32>], out: &mut [f32]) {
+    let effective = crate::quant::effective_params(cell, raw);
+    let params = effective.as_slice();
     for &(bits, off) in &plan.consts {
         out[off..off + LANES].fill(f32::from_bits(bits));
     }
@@ -38,12 +46,14 @@ pub fn pack(plan: &Plan, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
         }
     }
     for v in &plan.panels {
-        if let Type::Matrix(m, k) = cell.params[v.param.index()].ty {
-            let n = super::panel::panels_len(m, k).unwrap_or(0);
-            super::panel::pack(
-                &params[v.param.index()],
+        let p = &cell.params[v.param.index()];
+        if let Type::Matrix(m, k) = p.ty {
+            let n = super::panel::stored_len(m, k, p.precision).unwrap_or(0);
+            super::panel::pack_at(
+                &raw[v.param.index()],
                 m,
                 k,
+                p.precision,
                 &mut out[v.offset..v.offset + n],
             );
         }
@@ -63,7 +73,12 @@ fn cols(cell: &Cell, param: ParamId) -> usize {
     }
 }
 
-fn pack_group(g: &ProductGroup, cell: &Cell, params: &[Vec<f32>], out: &mut [f32]) {
+fn pack_group(
+    g: &ProductGroup,
+    cell: &Cell,
+    params: &[std::borrow::Cow<'_, [f32]>],
+    out: &mut [f32],
+) {
     for t in 0..g.tiles {
         let base = g.weights_offset + t * g.tile_stride;
         let rows = (t * LANES)..((t + 1) * LANES).min(g.len);

@@ -23,6 +23,8 @@
 //! does depend on the kernel: the scalar one rounds like the vector ones only
 //! where the target has a fused multiply-add, which `f32::mul_add` gives).
 
+use crate::ir::Precision;
+
 /// Weight rows per panel.
 pub const PANEL: usize = 16;
 
@@ -144,6 +146,382 @@ unsafe fn fma_chains(isa: Isa, n: usize) -> f32 {
 /// Floats the panels of an `[m, k]` matrix take.
 pub fn panels_len(m: usize, k: usize) -> Option<usize> {
     m.div_ceil(PANEL).checked_mul(PANEL)?.checked_mul(k)
+}
+
+/// Weight rows per *group*, the unit of the narrow (bf16, int8) layout: two
+/// panels side by side, so that a tile of two panels reads one stream of
+/// memory (measured: two streams 16 KiB apart read at half the speed from
+/// L3 on Zen 3). The `gemm` units of rows are whole groups.
+pub const GROUP: usize = 2 * PANEL;
+const _: () = assert!(super::plan::EPILOGUE_ROWS.is_multiple_of(GROUP));
+const _: () = assert!(super::plan::GEMM_ROWS.is_multiple_of(GROUP));
+
+/// Floats of packed weights an `[m, k]` matrix takes when its values are
+/// stored at `precision`: f32 in panels ([`panels_len`]); narrow, in groups
+/// ([`group_bytes`], the whole rounded up to 64 bytes), then, for int8, one
+/// scale per row ([`scales_at`]), padded to whole groups.
+pub fn stored_len(m: usize, k: usize, precision: Precision) -> Option<usize> {
+    match precision {
+        Precision::F32 => panels_len(m, k),
+        Precision::Bf16 => scales_at(m, k),
+        Precision::Int8 => scales_at(m, k)?.checked_add(m.div_ceil(GROUP) * GROUP),
+    }
+}
+
+/// Bytes of one group (32 rows, `k` columns) at a narrow `precision`,
+/// column after column. An int8 column is its 32 rows' bytes. bf16 columns
+/// go in pairs: for each pair `(c, c + 1)` (`c` even), 32 words, word `r`
+/// holding row `r`'s value of column `c` in its low half and of column
+/// `c + 1` in its high half (zero past `k`), so that one load gives both
+/// columns, widened by a shift and a mask, with no shuffle.
+pub fn group_bytes(k: usize, precision: Precision) -> Option<usize> {
+    let columns = match precision {
+        Precision::Bf16 => k.checked_next_multiple_of(2)?,
+        _ => k,
+    };
+    GROUP.checked_mul(columns)?.checked_mul(precision.bytes())
+}
+
+/// Where a narrow matrix's row scales (int8) start, in floats from its
+/// values: the groups' bytes rounded up to 64.
+pub fn scales_at(m: usize, k: usize) -> Option<usize> {
+    let bytes = m
+        .div_ceil(GROUP)
+        .checked_mul(group_bytes(k, Precision::Bf16)?.max(group_bytes(k, Precision::Int8)?))?;
+    // (bf16's size bounds int8's: one size for both keeps this simple.)
+    Some(bytes.div_ceil(64) * 16)
+}
+
+/// Packs the row-major `[m, k]` matrix `w` at `precision` ([`crate::quant`]
+/// says how it is rounded) into `out` ([`stored_len`] floats): panels as
+/// [`pack`] lays them out, each value in its precision's bytes (native byte
+/// order), then int8's row scales.
+pub fn pack_at(w: &[f32], m: usize, k: usize, precision: Precision, out: &mut [f32]) {
+    assert_eq!(
+        Some(out.len()),
+        stored_len(m, k, precision),
+        "panel::pack_at: output of the wrong size"
+    );
+    if precision == Precision::F32 {
+        return pack(w, m, k, out);
+    }
+    assert_eq!(w.len(), m * k, "panel::pack_at: matrix of the wrong size");
+    let group = group_bytes(k, precision).unwrap_or(0);
+    let mut bytes = vec![0u8; m.div_ceil(GROUP) * group];
+    let at = |r: usize, c: usize| r / GROUP * group + c * GROUP + r % GROUP;
+    match precision {
+        Precision::Bf16 => {
+            for r in 0..m {
+                for c in 0..k {
+                    let b = crate::quant::bf16_bits(w[r * k + c]).to_ne_bytes();
+                    let word = r / GROUP * group + (c / 2 * GROUP + r % GROUP) * 4;
+                    let at = word
+                        + if cfg!(target_endian = "little") {
+                            2 * (c % 2)
+                        } else {
+                            2 - 2 * (c % 2)
+                        };
+                    bytes[at..at + 2].copy_from_slice(&b);
+                }
+            }
+        }
+        _ => {
+            let (q, scales) = crate::quant::int8_rows(w, k);
+            for r in 0..m {
+                for c in 0..k {
+                    bytes[at(r, c)] = q[r * k + c] as u8;
+                }
+            }
+            let s0 = scales_at(m, k).unwrap_or(0);
+            // (No rows of values when `k` is 0: their scales stay 0.)
+            out[s0..s0 + scales.len()].copy_from_slice(&scales);
+        }
+    }
+    for (f, b) in out.iter_mut().zip(bytes.chunks(4)) {
+        let mut word = [0u8; 4];
+        word[..b.len()].copy_from_slice(b);
+        *f = f32::from_ne_bytes(word);
+    }
+}
+
+/// Panels of weight rows stored at some precision: the first panel's first
+/// value, and for int8 the first row's scale.
+#[derive(Clone, Copy, Debug)]
+pub struct Panels {
+    pub values: *const u8,
+    pub precision: Precision,
+    /// Int8 only (then `m` floats, one per row).
+    pub scales: *const f32,
+}
+
+/// As [`product`], the matrix stored at `precision` by [`pack_at`]
+/// (`stored` holds [`stored_len`] floats). Each result is one chain of fused
+/// multiply-adds per block of [`KC`] columns: for bf16 continuing from
+/// `dst` as f32 does; for int8 from zero, the block's sum times the row's
+/// scale then added to `dst` with one fused multiply-add. Checks every
+/// bound.
+#[allow(clippy::too_many_arguments)]
+pub fn product_at(
+    isa: Isa,
+    precision: Precision,
+    stored: &[f32],
+    m: usize,
+    k: usize,
+    x: &[f32],
+    x_stride: usize,
+    batch: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    assert!(
+        stored_len(m, k, precision).is_some_and(|n| n <= stored.len()),
+        "panel::product_at: panels too short"
+    );
+    if precision == Precision::F32 {
+        return product(isa, stored, m, k, x, x_stride, batch, dst, dst_stride);
+    }
+    assert!(
+        isa.available(),
+        "panel::product_at: {} is not available",
+        isa.name()
+    );
+    if m == 0 || batch == 0 {
+        return;
+    }
+    let last = |rows: usize, stride: usize, len: usize| {
+        (rows - 1)
+            .checked_mul(stride)
+            .and_then(|a| a.checked_add(len))
+    };
+    assert!(
+        k == 0 || last(batch, x_stride, k).is_some_and(|n| n <= x.len()),
+        "panel::product_at: x too short"
+    );
+    assert!(
+        last(batch, dst_stride, m).is_some_and(|n| n <= dst.len()),
+        "panel::product_at: dst too short"
+    );
+    let panels = Panels {
+        values: stored.as_ptr().cast(),
+        precision,
+        scales: stored.as_ptr().wrapping_add(scales_at(m, k).unwrap_or(0)),
+    };
+    // SAFETY: the asserts above bound every access, as `product` does; the
+    // scales follow the values as `pack_at` put them.
+    unsafe {
+        product_narrow(
+            isa,
+            panels,
+            m,
+            k,
+            x.as_ptr(),
+            x_stride,
+            batch,
+            dst.as_mut_ptr(),
+            dst_stride,
+        )
+    }
+}
+
+/// Most groups a narrow tile holds.
+const NARROW_GROUPS: usize = 2;
+
+/// What a narrow tile reads where its matrix has no group: zeros, enough for
+/// a block of [`KC`] columns of any narrow precision.
+static ZEROS: [u32; KC * GROUP / 2] = [0; KC * GROUP / 2];
+
+/// As [`product_raw`], the matrix in narrow groups (bf16 or int8).
+///
+/// # Safety
+/// As [`product_raw`]: `panels.values` holds the groups of `m` rows and `k`
+/// columns at `panels.precision` (`m.div_ceil(GROUP)` of [`group_bytes`]),
+/// and for int8 `panels.scales` holds `m` floats.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product_narrow(
+    isa: Isa,
+    panels: Panels,
+    m: usize,
+    k: usize,
+    x: *const f32,
+    x_stride: usize,
+    batch: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    // Groups per tile and batch rows per tile: at batch 1 a tile's vectors
+    // of rows are its independent chains of fused multiply-adds, which must
+    // be enough to hide their latency behind the widening.
+    let (ng, mr) = match isa {
+        Isa::Avx512 => (2, 6),
+        Isa::Avx2 => (1, 2),
+        Isa::Scalar => (1, 1),
+    };
+    let bytes = panels.precision.bytes();
+    let group = group_bytes(k, panels.precision).unwrap_or(0);
+    let total = m.div_ceil(GROUP);
+    let mut p = 0;
+    while p < total {
+        let width = ng.min(total - p);
+        let rows = (m - p * GROUP).min(width * GROUP);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = (k - k0).min(KC);
+            let mut w = [ZEROS.as_ptr().cast::<u8>(); NARROW_GROUPS];
+            for (q, w) in w.iter_mut().enumerate().take(width) {
+                // (`k0` is a multiple of `KC`, even: a whole bf16 pair.)
+                *w = panels
+                    .values
+                    .wrapping_add((p + q) * group + k0 * GROUP * bytes);
+            }
+            let mut b = 0;
+            while b < batch {
+                let nb = (batch - b).min(mr);
+                let tile = Tile {
+                    ptr: dst.wrapping_add(b * dst_stride + p * GROUP),
+                    stride: dst_stride,
+                    rows,
+                };
+                // SAFETY: groups `p..p + width` exist with columns `k0..k0 +
+                // kc`; the others read `ZEROS` (`KC` columns); rows `b..b +
+                // nb` of `x` and of the tile, as the caller guarantees.
+                unsafe {
+                    narrow_tile(
+                        isa,
+                        panels.precision,
+                        w,
+                        panels.scales.wrapping_add(p * GROUP),
+                        kc,
+                        x.wrapping_add(b * x_stride + k0),
+                        x_stride,
+                        nb,
+                        tile,
+                    )
+                };
+                b += nb;
+            }
+            k0 += kc;
+        }
+        p += width;
+    }
+}
+
+/// One narrow tile: for each group `q` of `w` (32 rows, `kc` columns), rows
+/// `i < nb` of `x`: bf16 `tile[i][32q + r] += sum_c w_q[c][r] x[i][c]`
+/// (one chain from the tile's value); int8 the sum from zero, then
+/// `tile = sum * scale + tile`.
+///
+/// # Safety
+/// Each `w[q]` holds `kc` columns of a group at `precision`; for int8
+/// `scales` holds `tile.rows` floats; `x` holds `nb` rows (at most the ISA's
+/// tile rows) of `kc` floats at `x_stride`; the tile `nb` rows of which the
+/// first `tile.rows` floats are read and written; the host has `isa`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn narrow_tile(
+    isa: Isa,
+    precision: Precision,
+    w: [*const u8; NARROW_GROUPS],
+    scales: *const f32,
+    kc: usize,
+    x: *const f32,
+    x_stride: usize,
+    nb: usize,
+    tile: Tile,
+) {
+    let int8 = precision == Precision::Int8;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller guarantees (AVX-512F is available).
+        Isa::Avx512 => unsafe {
+            macro_rules! rows {
+                ($($n:literal)*) => {
+                    match (nb, int8) {
+                        $(($n, false) => x86::narrow_avx512::<$n, false>(w, scales, kc, x, x_stride, tile),
+                          ($n, true) => x86::narrow_avx512::<$n, true>(w, scales, kc, x, x_stride, tile),)*
+                        _ => unreachable!("narrow_tile: {nb} rows"),
+                    }
+                };
+            }
+            rows!(1 2 3 4 5 6)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller guarantees (AVX2 and FMA are available).
+        Isa::Avx2 => unsafe {
+            match (nb, int8) {
+                (1, false) => x86::narrow_avx2::<1, false>(w, scales, kc, x, x_stride, tile),
+                (1, true) => x86::narrow_avx2::<1, true>(w, scales, kc, x, x_stride, tile),
+                (2, false) => x86::narrow_avx2::<2, false>(w, scales, kc, x, x_stride, tile),
+                (2, true) => x86::narrow_avx2::<2, true>(w, scales, kc, x, x_stride, tile),
+                _ => unreachable!("narrow_tile: {nb} rows"),
+            }
+        },
+        // SAFETY: as the caller guarantees.
+        _ => unsafe { narrow_scalar(precision, w[0], scales, kc, x, x_stride, nb, tile) },
+    }
+}
+
+/// The widened value of row `lane` and column `c` of a narrow group at `w`
+/// (the layout of [`group_bytes`]).
+///
+/// # Safety
+/// `w` holds the group's column `c` at `precision`.
+#[inline(always)]
+unsafe fn widen(w: *const u8, c: usize, lane: usize, precision: Precision) -> f32 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        match precision {
+            Precision::Bf16 => {
+                // The pair's word, low or high half.
+                let word = w
+                    .add((c / 2 * GROUP + lane) * 4)
+                    .cast::<u32>()
+                    .read_unaligned();
+                let half = if c.is_multiple_of(2) {
+                    word << 16
+                } else {
+                    word & 0xffff_0000
+                };
+                f32::from_bits(half)
+            }
+            Precision::Int8 => *w.add(c * GROUP + lane).cast::<i8>() as f32,
+            Precision::F32 => w.add(4 * (c * GROUP + lane)).cast::<f32>().read_unaligned(),
+        }
+    }
+}
+
+/// # Safety
+/// As [`narrow_tile`], one group (`tile.rows <= 32`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn narrow_scalar(
+    precision: Precision,
+    w: *const u8,
+    scales: *const f32,
+    kc: usize,
+    x: *const f32,
+    x_stride: usize,
+    nb: usize,
+    tile: Tile,
+) {
+    for i in 0..nb {
+        for lane in 0..GROUP.min(tile.rows) {
+            let d = tile.ptr.wrapping_add(i * tile.stride + lane);
+            // SAFETY: row `i < nb`, column `lane < rows` of the tile; column
+            // `c < kc` of the panel and row `i` of `x`, as the caller
+            // guarantees.
+            unsafe {
+                let int8 = precision == Precision::Int8;
+                let mut acc = if int8 { 0.0 } else { *d };
+                for c in 0..kc {
+                    let wv = widen(w, c, lane, precision);
+                    acc = wv.mul_add(*x.add(i * x_stride + c), acc);
+                }
+                *d = if int8 {
+                    acc.mul_add(*scales.add(lane), *d)
+                } else {
+                    acc
+                };
+            }
+        }
+    }
 }
 
 /// Packs the row-major `[m, k]` matrix `w` into panels (`out` holds
@@ -393,8 +771,187 @@ pub(crate) use x86::lanes8;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Tile, MR, PANEL};
+    use super::{Tile, GROUP, MR, NARROW_GROUPS, PANEL};
+
+    /// Vectors of 16 rows in a tile of `NARROW_GROUPS` groups.
+    const NARROW_VECTORS: usize = 2 * NARROW_GROUPS;
     use std::arch::x86_64::*;
+
+    /// # Safety
+    /// As `narrow_tile`, `R` rows; AVX-512F available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn narrow_avx512<const R: usize, const INT8: bool>(
+        w: [*const u8; NARROW_GROUPS],
+        scales: *const f32,
+        kc: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
+        // SAFETY: as the caller guarantees; the tile's loads and stores, and
+        // the scales', are masked to its `rows` columns.
+        unsafe {
+            let mut mask = [0 as __mmask16; NARROW_VECTORS];
+            for (q, m) in mask.iter_mut().enumerate() {
+                *m = lanes16(tile.rows.saturating_sub(q * PANEL));
+            }
+            let mut acc = [[_mm512_setzero_ps(); NARROW_VECTORS]; R];
+            if !INT8 {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let d = tile.ptr.add(i * tile.stride);
+                    for q in 0..NARROW_VECTORS {
+                        a[q] = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
+                    }
+                }
+            }
+            if INT8 {
+                for c in 0..kc {
+                    let mut v = [_mm512_setzero_ps(); NARROW_VECTORS];
+                    for q in 0..NARROW_VECTORS {
+                        v[q] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                            w[q / 2].add(c * GROUP + (q % 2) * PANEL).cast(),
+                        )));
+                    }
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
+                        for q in 0..NARROW_VECTORS {
+                            a[q] = _mm512_fmadd_ps(v[q], xb, a[q]);
+                        }
+                    }
+                }
+            } else {
+                // Column pairs: one load, two columns (the last one alone
+                // when `kc` is odd; its high halves are zero and not used).
+                let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+                let mut c = 0;
+                while c < kc {
+                    let both = c + 1 < kc;
+                    let mut lo = [_mm512_setzero_ps(); NARROW_VECTORS];
+                    let mut hi = [_mm512_setzero_ps(); NARROW_VECTORS];
+                    for q in 0..NARROW_VECTORS {
+                        let v =
+                            _mm512_loadu_si512(w[q / 2].add(c * GROUP * 2 + (q % 2) * 64).cast());
+                        lo[q] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+                        hi[q] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+                    }
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
+                        for q in 0..NARROW_VECTORS {
+                            a[q] = _mm512_fmadd_ps(lo[q], xb, a[q]);
+                        }
+                        if both {
+                            let xb = _mm512_set1_ps(*x.add(i * x_stride + c + 1));
+                            for q in 0..NARROW_VECTORS {
+                                a[q] = _mm512_fmadd_ps(hi[q], xb, a[q]);
+                            }
+                        }
+                    }
+                    c += 2;
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let d = tile.ptr.add(i * tile.stride);
+                for q in 0..NARROW_VECTORS {
+                    let out = if INT8 {
+                        let s = _mm512_maskz_loadu_ps(mask[q], scales.add(q * PANEL));
+                        let old = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
+                        _mm512_fmadd_ps(a[q], s, old)
+                    } else {
+                        a[q]
+                    };
+                    _mm512_mask_storeu_ps(d.add(q * PANEL), mask[q], out);
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `narrow_tile`, `R` rows, the first two panels of `w`; AVX2 and FMA
+    /// available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn narrow_avx2<const R: usize, const INT8: bool>(
+        w: [*const u8; NARROW_GROUPS],
+        scales: *const f32,
+        kc: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
+        const V: usize = 4; // one group: four vectors of 8 rows
+                            // SAFETY: as in `narrow_avx512`.
+        unsafe {
+            let mut mask = [_mm256_setzero_si256(); V];
+            for (h, m) in mask.iter_mut().enumerate() {
+                *m = lanes8(tile.rows.saturating_sub(h * 8));
+            }
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            if !INT8 {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let d = tile.ptr.add(i * tile.stride);
+                    for h in 0..V {
+                        a[h] = _mm256_maskload_ps(d.add(h * 8), mask[h]);
+                    }
+                }
+            }
+            if INT8 {
+                for c in 0..kc {
+                    let mut v = [_mm256_setzero_ps(); V];
+                    for (h, v) in v.iter_mut().enumerate() {
+                        *v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            w[0].add(c * GROUP + h * 8).cast(),
+                        )));
+                    }
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
+                        for h in 0..V {
+                            a[h] = _mm256_fmadd_ps(v[h], xb, a[h]);
+                        }
+                    }
+                }
+            } else {
+                // Column pairs, as in `narrow_avx512`.
+                let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+                let mut c = 0;
+                while c < kc {
+                    let both = c + 1 < kc;
+                    let mut lo = [_mm256_setzero_ps(); V];
+                    let mut hi = [_mm256_setzero_ps(); V];
+                    for h in 0..V {
+                        // The pair's 32 words, 8 per vector.
+                        let v = _mm256_loadu_si256(w[0].add(c * GROUP * 2 + h * 32).cast());
+                        lo[h] = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
+                        hi[h] = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+                    }
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
+                        for h in 0..V {
+                            a[h] = _mm256_fmadd_ps(lo[h], xb, a[h]);
+                        }
+                        if both {
+                            let xb = _mm256_set1_ps(*x.add(i * x_stride + c + 1));
+                            for h in 0..V {
+                                a[h] = _mm256_fmadd_ps(hi[h], xb, a[h]);
+                            }
+                        }
+                    }
+                    c += 2;
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let d = tile.ptr.add(i * tile.stride);
+                for h in 0..V {
+                    let out = if INT8 {
+                        let s = _mm256_maskload_ps(scales.add(h * 8), mask[h]);
+                        let old = _mm256_maskload_ps(d.add(h * 8), mask[h]);
+                        _mm256_fmadd_ps(a[h], s, old)
+                    } else {
+                        a[h]
+                    };
+                    _mm256_maskstore_ps(d.add(h * 8), mask[h], out);
+                }
+            }
+        }
+    }
 
     /// The first `n` of 16 lanes (all of them from 16 on).
     #[inline(always)]
@@ -643,6 +1200,67 @@ mod tests {
         }
         eprintln!(
             "panel kernels tested: {isas:?}; not available here: {:?}",
+            Isa::ALL
+                .into_iter()
+                .filter(|i| !i.available())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// The narrow kernels (bf16, int8) of every available ISA against f64
+    /// over the rounded weights ([`crate::quant::effective`]), on edge shapes
+    /// (rows around the 16-row panels and the 4-panel tiles, `k` across a
+    /// block of [`KC`], batches around the 2- and 6-row tiles), and to the
+    /// bit against the scalar kernel.
+    #[test]
+    #[allow(clippy::print_stderr)] // says which kernels the host let it test
+    fn narrow_kernels_match_the_reference_and_each_other() {
+        let mut rng = crate::gen::Rng(11);
+        let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
+        for precision in [Precision::Bf16, Precision::Int8] {
+            for m in [1, 15, 17, 48, 64, 65, 100] {
+                for k in [0, 1, 5, 37, 300] {
+                    for batch in [1, 2, 3, 6, 7, 13] {
+                        let w: Vec<f32> = rng.vec(m * k, 1.0).iter().map(|&v| v as f32).collect();
+                        let eff =
+                            crate::quant::effective(&w, crate::ir::Type::Matrix(m, k), precision);
+                        let xs = k + 2;
+                        let x: Vec<f32> =
+                            rng.vec(batch * xs, 1.0).iter().map(|&v| v as f32).collect();
+                        let mut stored = vec![0.0; stored_len(m, k, precision).unwrap()];
+                        pack_at(&w, m, k, precision, &mut stored);
+                        let want = reference(&eff, m, k, &x, xs, batch);
+                        let ds = m + 3;
+                        let mut results = Vec::new();
+                        for &isa in &isas {
+                            let mut dst = vec![0.5f32; batch * ds];
+                            product_at(isa, precision, &stored, m, k, &x, xs, batch, &mut dst, ds);
+                            for b in 0..batch {
+                                for r in 0..m {
+                                    let got = dst[b * ds + r] as f64 - 0.5;
+                                    let e = (got - want[b * m + r]).abs();
+                                    assert!(
+                                        e < 1e-5 * (k as f64 + 1.0),
+                                        "{isa:?} {precision} m={m} k={k} b={batch}: {e}"
+                                    );
+                                }
+                                assert!(dst[b * ds + m..(b + 1) * ds].iter().all(|&v| v == 0.5));
+                            }
+                            results.push(dst);
+                        }
+                        for (i, r) in results.iter().enumerate().skip(1) {
+                            assert_eq!(
+                                r, &results[0],
+                                "{:?} {precision} differs from scalar",
+                                isas[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "narrow panel kernels tested: {isas:?}; not available here: {:?}",
             Isa::ALL
                 .into_iter()
                 .filter(|i| !i.available())

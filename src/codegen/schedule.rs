@@ -39,8 +39,17 @@ const WIDE_L2_READS: f64 = 1.3;
 /// and the rest.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Work {
+    /// Bytes of `f32` weights (what the generated kernels read).
     pub input_bytes: f64,
     pub recurrent_bytes: f64,
+    /// Bytes as the weights are stored (what the panel kernels read: bf16
+    /// and int8 matrices in 2 and 1 bytes a value, plus int8's row scales).
+    pub input_bytes_stored: f64,
+    pub recurrent_bytes_stored: f64,
+    /// Weights stored in bf16 and in int8 (counts, not bytes), split as the
+    /// bytes are: the panel kernels widen each one per tile of batch rows.
+    pub input_narrow: [f64; 2],
+    pub recurrent_narrow: [f64; 2],
     pub input_flops: f64,
     pub recurrent_flops: f64,
     pub elementwise_flops: f64,
@@ -65,12 +74,22 @@ pub fn work(ir: &ir::Cell) -> Work {
                             continue;
                         };
                         let (bytes, flops) = (4.0 * (m * k) as f64, 2.0 * (m * k) as f64);
+                        let stored = stored_bytes(ir, *wt, m, k);
+                        let narrow = narrow_index(ir, *wt);
                         if matches!(ir.op_of(p.inputs[j]), Op::Input(_)) {
                             w.input_bytes += bytes;
+                            w.input_bytes_stored += stored;
                             w.input_flops += flops;
+                            if let Some(i) = narrow {
+                                w.input_narrow[i] += (m * k) as f64;
+                            }
                         } else {
                             w.recurrent_bytes += bytes;
+                            w.recurrent_bytes_stored += stored;
                             w.recurrent_flops += flops;
+                            if let Some(i) = narrow {
+                                w.recurrent_narrow[i] += (m * k) as f64;
+                            }
                         }
                     }
                 }
@@ -78,6 +97,7 @@ pub fn work(ir: &ir::Cell) -> Work {
             Op::MatVec { weight, .. } => {
                 if let Type::Matrix(m, k) = ir.ty(*weight) {
                     w.recurrent_bytes += 4.0 * (m * k) as f64;
+                    w.recurrent_bytes_stored += stored_bytes(ir, *weight, m, k);
                     w.recurrent_flops += 2.0 * (m * k) as f64;
                 }
             }
@@ -111,6 +131,35 @@ pub fn work(ir: &ir::Cell) -> Work {
     w
 }
 
+fn precision_of(ir: &ir::Cell, weight: ir::Value) -> ir::Precision {
+    match ir.op_of(weight) {
+        Op::Param(p) => ir.params[ir::EntityRef::index(*p)].precision,
+        _ => ir::Precision::F32,
+    }
+}
+
+/// 0 for bf16, 1 for int8, `None` for f32 (the index in `Work`'s narrow
+/// counts).
+fn narrow_index(ir: &ir::Cell, weight: ir::Value) -> Option<usize> {
+    match precision_of(ir, weight) {
+        ir::Precision::F32 => None,
+        ir::Precision::Bf16 => Some(0),
+        ir::Precision::Int8 => Some(1),
+    }
+}
+
+/// Bytes of an `[m, k]` weight as its parameter is stored (f32 for a weight
+/// that is not a parameter).
+fn stored_bytes(ir: &ir::Cell, weight: ir::Value, m: usize, k: usize) -> f64 {
+    let precision = precision_of(ir, weight);
+    let scales = if precision == ir::Precision::Int8 {
+        4 * m
+    } else {
+        0
+    };
+    (precision.bytes() * m * k + scales) as f64
+}
+
 /// A prediction for one plan on some threads.
 #[derive(Clone, Debug)]
 pub struct Choice {
@@ -140,7 +189,13 @@ pub fn predict(
     let n = threads.max(1) as f64;
     let b = batch as f64;
     let hoist = variant.hoists() && seq > 1 && work.input_flops > 0.0;
-    let step_bytes = work.recurrent_bytes + if hoist { 0.0 } else { work.input_bytes };
+    // The panel kernels read the weights as stored; the generated ones, f32.
+    let (recurrent_bytes, input_bytes) = if variant.uses_gemm() {
+        (work.recurrent_bytes_stored, work.input_bytes_stored)
+    } else {
+        (work.recurrent_bytes, work.input_bytes)
+    };
+    let step_bytes = recurrent_bytes + if hoist { 0.0 } else { input_bytes };
     let step_flops = (work.recurrent_flops + if hoist { 0.0 } else { work.input_flops }) * b;
     // Where a thread's share of the per-step weights lives.
     let share = step_bytes / n;
@@ -174,7 +229,16 @@ pub fn predict(
         host.jit_gflops
     };
     // Batch 1 streams weights: FLOPs hide under the loads unless batched.
-    let compute_us = step_flops / (rate * n) / 1e3;
+    let mut compute_us = step_flops / (rate * n) / 1e3;
+    if variant.uses_gemm() {
+        // Narrow weights are widened once per tile of batch rows, at the
+        // rate measured at batch 1 (which includes that row's FMAs).
+        let tiles = batch.div_ceil(narrow_tile_rows()) as f64;
+        let narrow =
+            |i: usize| work.recurrent_narrow[i] + if hoist { 0.0 } else { work.input_narrow[i] };
+        let widen_us = (narrow(0) / host.bf16_gws + narrow(1) / host.int8_gws) * tiles / n / 1e3;
+        compute_us = compute_us.max(widen_us);
+    }
     // Four lanes per vector instruction, ~3.4 vector instructions per ns
     // (measured: the LSTM epilogue at batch 64, H = 128, one thread); the
     // gemm plans' standalone regions run at the host's full width
@@ -218,6 +282,15 @@ pub fn predict(
         bytes_per_step: step_bytes,
         flops_per_step: step_flops + if hoist { work.input_flops * b } else { 0.0 },
         level,
+    }
+}
+
+/// Batch rows per tile of the narrow panel kernels (`panel::product_narrow`).
+fn narrow_tile_rows() -> usize {
+    match super::panel::Isa::detect() {
+        super::panel::Isa::Avx512 => 6,
+        super::panel::Isa::Avx2 => 2,
+        super::panel::Isa::Scalar => 1,
     }
 }
 
@@ -304,6 +377,20 @@ pub fn describe(
         w.recurrent_bytes / 1024.0,
         (w.input_flops + w.recurrent_flops + w.elementwise_flops) * batch as f64 / 1e3
     ));
+    let narrow: Vec<String> = ir
+        .params
+        .iter()
+        .filter(|p| p.precision != ir::Precision::F32)
+        .map(|p| format!("{} {}", p.name, p.precision))
+        .collect();
+    if !narrow.is_empty() {
+        s.push_str(&format!(
+            "stored narrow: {}; the panel kernels (gemm plans) read them so, {:.1} KiB and {:.1} KiB per step; the generated kernels read them widened to f32\n",
+            narrow.join(", "),
+            w.input_bytes_stored / 1024.0,
+            w.recurrent_bytes_stored / 1024.0,
+        ));
+    }
     s.push_str(&format!(
         "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once, each unit of rows followed by its element-wise epilogue {} lanes wide ({} on this host: `--isa` to choose)\n",
         super::panel::Isa::detect().lanes(),

@@ -448,6 +448,53 @@ pub struct Param {
     pub ty: Type,
     /// Alternatives tried in order; empty means "the tensor of the parameter's name".
     pub binding: Vec<Binding>,
+    /// How its values are stored ([`Precision::F32`] unless the source says).
+    pub precision: Precision,
+}
+
+/// How a parameter's values are stored. Arithmetic is `f32` whatever the
+/// storage: narrow weights are widened in registers, and every reader (the
+/// interpreter included) sees the same rounded values ([`crate::quant`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// bfloat16: the top 16 bits of an `f32`, rounded to nearest even.
+    Bf16,
+    /// Signed 8-bit integers, symmetric, with one `f32` scale per row
+    /// (`max |w| / 127`; a vector is one row).
+    Int8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Precision> {
+        Precision::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 => 2,
+            Precision::Int8 => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

@@ -591,6 +591,14 @@ fn port(c: &mut Cur<'_>) -> Result<Port> {
 fn param(c: &mut Cur<'_>) -> Result<Param> {
     let name = c.ident()?;
     c.expect(":")?;
+    c.ws();
+    let mut precision = Precision::F32;
+    if c.rest().starts_with(|ch: char| ch.is_ascii_alphabetic()) && !c.rest().starts_with("scalar")
+    {
+        let word = c.ident()?;
+        precision = Precision::from_name(&word)
+            .ok_or_else(|| format!("unknown precision `{word}` (f32, bf16 or int8)"))?;
+    }
     let ty = c.ty()?;
     let mut binding = Vec::new();
     if c.eat("=") {
@@ -602,7 +610,12 @@ fn param(c: &mut Cur<'_>) -> Result<Param> {
         }
     }
     c.end()?;
-    Ok(Param { name, ty, binding })
+    Ok(Param {
+        name,
+        ty,
+        binding,
+        precision,
+    })
 }
 
 fn bind(c: &mut Cur<'_>) -> Result<Binding> {

@@ -98,7 +98,13 @@ pub fn print(cell: &Cell) -> String {
         }
     }
     for p in &cell.params {
-        let _ = write!(out, "param {}: {}", p.name, p.ty);
+        // `f32` is the default and not printed (dumps of f32 cells are unchanged).
+        let precision = match p.precision {
+            Precision::F32 => String::new(),
+            other if p.ty == Type::Scalar => format!("{other} "),
+            other => other.name().to_string(),
+        };
+        let _ = write!(out, "param {}: {precision}{}", p.name, p.ty);
         if !p.binding.is_empty() {
             let alts: Vec<String> = p.binding.iter().map(fmt_binding).collect();
             let _ = write!(out, " = {}", alts.join(" | "));

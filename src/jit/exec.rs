@@ -20,6 +20,7 @@ use crate::codegen::panel::{self, Isa};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
 use crate::ir::EntityRef;
+use crate::ir::Precision;
 
 /// Up to [`MAX_SLOTS`] values inline (a step allocates nothing), of which
 /// only the first `len` are written or read: a copy costs what it holds, not
@@ -575,17 +576,41 @@ unsafe fn gemm_rows(
         // in; the input holds `batch` rows of `stride >= k` floats; `dst` as
         // above; the build checked `isa`.
         unsafe {
-            panel::product_raw(
-                isa,
-                weights.add(term.panels + r0 * term.k),
-                m,
-                term.k,
-                x,
-                term.input.stride,
-                batch,
-                dst,
-                blk.dest.stride,
-            )
+            if term.precision == Precision::F32 {
+                panel::product_raw(
+                    isa,
+                    weights.add(term.panels + r0 * term.k),
+                    m,
+                    term.k,
+                    x,
+                    term.input.stride,
+                    batch,
+                    dst,
+                    blk.dest.stride,
+                )
+            } else {
+                // The narrow values from row `r0`, and the rows' scales
+                // after all the values (`panel::stored_len`, verified).
+                let start = weights.add(term.panels);
+                let panels = panel::Panels {
+                    values: start.cast::<u8>().add(
+                        r0 / panel::GROUP * panel::group_bytes(term.k, term.precision).unwrap_or(0),
+                    ),
+                    precision: term.precision,
+                    scales: start.add(panel::scales_at(blk.len, term.k).unwrap_or(0) + r0),
+                };
+                panel::product_narrow(
+                    isa,
+                    panels,
+                    m,
+                    term.k,
+                    x,
+                    term.input.stride,
+                    batch,
+                    dst,
+                    blk.dest.stride,
+                )
+            }
         };
     }
 }

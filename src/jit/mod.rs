@@ -138,6 +138,7 @@ impl Kernel {
                 params.len()
             )));
         }
+        crate::quant::check(&ir, &params).map_err(|m| Error::new(ErrorKind::Weights, m))?;
         let streaming = build(&ir, &params, opts, Variant::Streaming, None)
             .map_err(|(kind, m)| Error::new(kind, m))?;
         let p = &streaming.plan;

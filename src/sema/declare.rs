@@ -2,6 +2,7 @@
 //! bound once, and each parameter's binding to checkpoint tensors checked.
 
 use super::*;
+use crate::ir::Precision;
 
 impl Checker {
     pub(super) fn declare(&mut self, file: &ast::File) {
@@ -146,11 +147,30 @@ impl Checker {
             .iter()
             .filter_map(|s| self.check_source(&p.name.name, &ty, s))
             .collect();
+        let precision = match &p.precision {
+            None => Precision::F32,
+            Some(q) => match Precision::from_name(&q.name) {
+                Some(known) => known,
+                None => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "E0048",
+                            format!("unknown precision `{}` for parameter `{}`", q.name, p.name.name),
+                        )
+                        .primary(q.span, "not a storage precision")
+                        .note("write `f32` (the default), `bf16` or `int8` before the shape, as in `param W: bf16[H, X]`"),
+                    );
+                    self.poisoned.insert(p.name.name.clone());
+                    return;
+                }
+            },
+        };
         let idx = self.params.len();
         if self.bind_name(&p.name, Ref::Param(idx)) {
             self.params.push(ParamInfo {
                 name: p.name.name.clone(),
                 ty,
+                precision,
                 binding,
                 span: p.name.span,
             });

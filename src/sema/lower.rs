@@ -86,6 +86,7 @@ pub fn lower(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
             name: p.name.clone(),
             ty,
             binding,
+            precision: p.precision,
         });
     }
 

@@ -52,6 +52,7 @@ pub struct PortInfo {
 pub struct ParamInfo {
     pub name: String,
     pub ty: SymTy,
+    pub precision: crate::ir::Precision,
     pub binding: Vec<SourceInfo>,
     pub span: Span,
 }

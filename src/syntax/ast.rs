@@ -53,6 +53,8 @@ pub struct Shape {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamDecl {
     pub name: Ident,
+    /// The storage written before the shape (`bf16[H, X]`), if any.
+    pub precision: Option<Ident>,
     pub shape: Shape,
     /// Where the parameter lives in a checkpoint; empty means "under its own name".
     pub binding: Vec<Source>,

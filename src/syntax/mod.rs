@@ -294,6 +294,7 @@ fn describe_rule(r: Rule) -> Option<&'static str> {
         Rule::dim_item => "a size variable",
         Rule::port => "`name: [shape]`",
         Rule::shape => "a shape like `[H, X]`",
+        Rule::precision => "a storage precision (`f32`, `bf16`, `int8`)",
         Rule::binding | Rule::source | Rule::tensor_name => "a tensor name",
         Rule::index | Rule::range => "an index or a range like `0..H`",
         Rule::dim_expr | Rule::dim_term | Rule::dim_atom => "a size expression",
@@ -413,13 +414,17 @@ impl Builder {
                 }
             }
             Rule::param_decl => {
-                let mut it = p.into_inner();
-                let (Some(name), Some(shape)) = (it.next(), it.next()) else {
-                    return;
-                };
+                let mut it = p.into_inner().peekable();
+                let Some(name) = it.next() else { return };
+                let precision = it
+                    .next_if(|q| q.as_rule() == Rule::precision)
+                    .and_then(|q| q.into_inner().next())
+                    .map(|q| ident(&q));
+                let Some(shape) = it.next() else { return };
                 let binding = it.next().map(|b| self.binding(b)).unwrap_or_default();
                 items.push(Item::Param(ParamDecl {
                     name: ident(&name),
+                    precision,
                     shape: self.shape(shape),
                     binding,
                 }));

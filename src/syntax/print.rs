@@ -23,6 +23,9 @@ pub fn print(file: &File) -> String {
             Item::Output(p) => port(&mut out, "output", p),
             Item::Param(p) => {
                 let _ = write!(out, "(param {} {}", p.name.name, shape(&p.shape));
+                if let Some(q) = &p.precision {
+                    let _ = write!(out, " (precision {})", q.name);
+                }
                 for s in &p.binding {
                     let _ = write!(out, " (from {:?}", s.tensor);
                     for ix in &s.indices {

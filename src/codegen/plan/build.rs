@@ -424,8 +424,9 @@ impl<'a> Planner<'a> {
         if let Some(m) = self.plan.panels.iter().find(|m| m.param == param) {
             return m.offset;
         }
-        let n = match self.cell.params[param.index()].ty {
-            Type::Matrix(r, c) => crate::codegen::panel::panels_len(r, c).unwrap_or(0),
+        let p = &self.cell.params[param.index()];
+        let n = match p.ty {
+            Type::Matrix(r, c) => crate::codegen::panel::stored_len(r, c, p.precision).unwrap_or(0),
             _ => 0,
         };
         let pad = self.plan.weights_len.next_multiple_of(16) - self.plan.weights_len;
@@ -582,6 +583,7 @@ impl<'a> Planner<'a> {
                         input: prod.inputs[j],
                         k: prod.inputs[j].len,
                         panels: self.panel_copy(param),
+                        precision: self.cell.params[param.index()].precision,
                     });
                 }
             }

@@ -291,6 +291,8 @@ pub struct GemmTerm {
     pub input: Loc,
     pub k: usize,
     pub panels: usize,
+    /// How the matrix's values are stored (`panel::stored_len` floats).
+    pub precision: crate::ir::Precision,
 }
 
 /// The input projection of one product, computed for many steps at once

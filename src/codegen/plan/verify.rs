@@ -220,7 +220,8 @@ impl Verifier<'_> {
                     return fail(format!("{what}, term {t}: input of {}", term.input.len));
                 }
                 self.loc(&term.input, &format!("{what}, term {t}"))?;
-                let n = crate::codegen::panel::panels_len(b.len, term.k).unwrap_or(usize::MAX);
+                let n = crate::codegen::panel::stored_len(b.len, term.k, term.precision)
+                    .unwrap_or(usize::MAX);
                 self.weights(term.panels, n, &format!("{what}, term {t} panels"))?;
             }
         }
@@ -279,8 +280,14 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
         v.weights(pv.offset, padded(n), "a packed parameter")?;
     }
     for pv in &plan.panels {
-        let panels = match cell.params.get(pv.param.index()).map(|p| p.ty) {
-            Some(Type::Matrix(r, c)) => crate::codegen::panel::panels_len(r, c),
+        let panels = match cell
+            .params
+            .get(pv.param.index())
+            .map(|p| (p.ty, p.precision))
+        {
+            Some((Type::Matrix(r, c), precision)) => {
+                crate::codegen::panel::stored_len(r, c, precision)
+            }
             _ => None,
         };
         let Some(n) = panels else {
