@@ -320,6 +320,14 @@ impl Cell {
             )));
         }
         let (ir, plan) = self.streaming_plan(opts)?;
+        // The header's `NAME_pack` copies f32 parameters as they are: it
+        // would compute with unrounded weights.
+        if let Some(p) = ir.params.iter().find(|p| p.precision != ir::Precision::F32) {
+            return Err(Error::options(format!(
+                "parameter `{}` is stored in {}; objects take f32 parameters (bf16 and int8 storage needs cellc's runtime, the JIT)",
+                p.name, p.precision
+            )));
+        }
         aot::compile(&ir, &plan, triple)
     }
 

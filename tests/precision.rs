@@ -313,3 +313,103 @@ fn accuracy_against_f32_on_the_conformance_cases() {
         worst[0], worst[1]
     );
 }
+
+/// The largest absolute difference between two runs' tensors of the same
+/// names (those of `want`).
+fn max_abs(got: &Weights, want: &Weights) -> f64 {
+    let mut err = 0.0f64;
+    for name in want.names() {
+        let (a, b) = (got.get(name).unwrap(), want.get(name).unwrap());
+        assert_eq!(a.shape, b.shape, "{name}");
+        for (x, y) in a.data.iter().zip(&b.data) {
+            err = err.max((*x as f64 - *y as f64).abs());
+        }
+    }
+    err
+}
+
+/// ONNX Runtime's `DynamicQuantizeLSTM` models (from
+/// `tests/conformance/gen_onnx_quantized.py`): imported as int8; per channel,
+/// cellc's int8 values are the model's own; the outputs are within the int8
+/// bound of the float model's; `cellc run` runs the model in int8 without
+/// being told.
+#[test]
+#[allow(clippy::print_stderr)] // the measured errors, for the docs
+fn onnx_dynamic_quantize_lstm_runs_in_int8() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("quantized.json")).unwrap())
+            .unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for c in cases {
+        let case = c["case"].as_str().unwrap();
+        let file = |kind: &str| dir.join(format!("{case}.{kind}"));
+        let load = |kind: &str| Weights::from_safetensors(file(kind)).unwrap();
+        let bytes = std::fs::read(file("onnx")).unwrap();
+        let imported = cellc::onnx::import(&bytes).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(imported.precision, Some(Precision::Int8), "{case}");
+        // Per channel, requantizing the dequantized weights gives the
+        // model's integers back.
+        if c["per_channel"].as_bool().unwrap() {
+            let q = load("q.safetensors");
+            let suffixes: &[&str] = if c["directions"] == 2 {
+                &["", "_reverse"]
+            } else {
+                &[""]
+            };
+            for m in ["W", "R"] {
+                let (shape, ints) = q.integers(m).unwrap();
+                let (k, rows) = (shape[1], shape[2]);
+                for (d, suffix) in suffixes.iter().enumerate() {
+                    let t = imported.weights.get(&format!("{m}_l0{suffix}")).unwrap();
+                    let (mine, _) = cellc::quant::int8_rows(&t.data, k);
+                    for j in 0..rows {
+                        for i in 0..k {
+                            assert_eq!(
+                                mine[j * k + i] as i64,
+                                ints[(d * k + i) * rows + j],
+                                "{case} {m}{suffix} row {j} column {i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
+        let opts = Options {
+            precision: imported.precision,
+            ..Options::default()
+        };
+        let inputs = load("inputs.safetensors");
+        let out = cellc::run::run(&cell, &imported.weights, &inputs, &[], &opts)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let expected = load("expected.safetensors");
+        let to_float = max_abs(&out, &expected);
+        // For the record (not a bound: ONNX Runtime also rounds the
+        // activations to uint8 at every step, and lands further away).
+        let ort = max_abs(&load("ort_int8.safetensors"), &expected);
+        eprintln!(
+            "{case}: max abs error against the float model {to_float:.2e} (ONNX Runtime's int8: {ort:.2e})"
+        );
+        assert!(to_float < 5e-2, "{case}: {to_float:e} from the float model");
+        // The command line runs it in int8 without `--precision`: the same bits.
+        let tmp = std::env::temp_dir().join(format!(
+            "cellc-quant-{}-{case}.safetensors",
+            std::process::id()
+        ));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .arg("run")
+            .arg(file("onnx"))
+            .arg("--inputs")
+            .arg(file("inputs.safetensors"))
+            .arg("-o")
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{case}");
+        let cli = Weights::from_safetensors(&tmp).unwrap();
+        let _ = std::fs::remove_file(&tmp);
+        assert_eq!(max_abs(&cli, &out), 0.0, "{case}: cellc run differs");
+    }
+}

@@ -369,7 +369,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             net,
         } => {
             let mut x = cellc::Weights::from_safetensors(&inputs)?;
-            let (cell, w) = if file.extension().is_some_and(|e| e == "onnx") {
+            let (cell, w, model_precision) = if file.extension().is_some_and(|e| e == "onnx") {
                 if let Some(w) = &weights {
                     return Err(Error::options(format!(
                         "`--weights {}`: an ONNX model carries its own weights; drop `--weights`",
@@ -411,7 +411,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     }
                 }
                 let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
-                (cell, imported.weights)
+                (cell, imported.weights, imported.precision)
             } else {
                 let cell = Cell::from_file(&file)?;
                 print_warnings(&cell);
@@ -422,7 +422,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 if let Some(p) = &prefix {
                     w = w.strip_prefix(p)?;
                 }
-                (cell, w)
+                (cell, w, None)
             };
             let given = dims.map(|d| d.0).unwrap_or_default();
             let opts = cellc::Options {
@@ -430,7 +430,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 threads,
                 plan: None,
                 isa: isa.as_deref().map(parse_isa).transpose()?,
-                precision: precision.as_deref().map(parse_precision).transpose()?,
+                // A quantized model runs in its own precision unless told.
+                precision: match precision.as_deref() {
+                    Some(p) => Some(parse_precision(p)?),
+                    None => model_precision,
+                },
             };
             let out = cellc::run::run_network(
                 &cell,

@@ -42,6 +42,14 @@ pub struct Imported {
     /// `onnx_lstm.rnn`, `onnx_gru.rnn` or `gru_reset_before.rnn`.
     pub cell_name: &'static str,
     pub cell_source: &'static str,
+    /// How the model stores its matrices, when not in float: `Some(Int8)`
+    /// for ONNX Runtime's `DynamicQuantizeLSTM` (com.microsoft), whose int8
+    /// weights arrive here dequantized (`(q - zero_point) * scale`) and are
+    /// to be run with `Options::precision` set to it (the CLI does), which
+    /// stores them in int8 again, one scale per row: the model's own values
+    /// when it was quantized per channel and symmetric (the quantizer's
+    /// `per_channel=True`), within half a step of them otherwise.
+    pub precision: Option<crate::ir::Precision>,
     /// Each layer's and direction's `W`, `R`, `B` (and `P` for an LSTM),
     /// `[1, ...]`, under PyTorch-style layer names (`W_l0`, `W_l1_reverse`),
     /// missing ones filled with zeros.
@@ -200,7 +208,8 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         accepted: vec![false; g.nodes.len()],
     };
     for (i, n) in g.nodes.iter().enumerate() {
-        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+        let quantized_lstm = n.domain == "com.microsoft" && n.op_type == "DynamicQuantizeLSTM";
+        if !(n.domain.is_empty() || n.domain == "ai.onnx" || quantized_lstm) {
             return err(format!(
                 "{} is in domain `{}`; cellc imports the standard ONNX operators",
                 n.describe(i),
@@ -209,7 +218,12 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         }
     }
     let rnn: Vec<usize> = (0..g.nodes.len())
-        .filter(|&i| matches!(g.nodes[i].op_type, "LSTM" | "GRU" | "RNN"))
+        .filter(|&i| {
+            matches!(
+                g.nodes[i].op_type,
+                "LSTM" | "GRU" | "RNN" | "DynamicQuantizeLSTM"
+            )
+        })
         .collect();
     if rnn.is_empty() {
         let mut ops: Vec<&str> = g.nodes.iter().map(|n| n.op_type).collect();
@@ -240,13 +254,14 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             g.nodes[rnn[0]].describe(rnn[0]),
             g.nodes[rnn[k]].describe(rnn[k]),
         );
-        if (c.lstm, c.lbr, c.directions, c.reverse, c.hidden)
+        if (c.lstm, c.lbr, c.directions, c.reverse, c.hidden, c.quantized)
             != (
                 first.lstm,
                 first.lbr,
                 first.directions,
                 first.reverse,
                 first.hidden,
+                first.quantized,
             )
         {
             return err(format!(
@@ -262,6 +277,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         hidden,
         directions,
         reverse,
+        quantized,
     } = first;
     let gates: usize = if lstm { 4 } else { 3 };
     let (cell_name, cell_source) = match (lstm, lbr) {
@@ -290,7 +306,11 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
     for (layer, &r) in chain.iter().enumerate() {
         let n = &g.nodes[r];
         let desc = n.describe(r);
-        let max_inputs = if lstm { 8 } else { 6 };
+        let max_inputs = match (lstm, quantized) {
+            (_, true) => 12,
+            (true, false) => 8,
+            (false, false) => 6,
+        };
         if n.inputs.len() > max_inputs {
             return err(format!(
                 "{desc} has {} inputs; ONNX defines {max_inputs}",
@@ -304,10 +324,20 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
                 None => Ok(None),
             }
         };
-        let Some((w_shape, w)) = weight(&mut cx, 1, &format!("W of {desc}"))? else {
+        let (w_found, r_found) = if quantized {
+            let w = dequantized(&mut cx, input(1), input(8), input(9), "W", &desc, directions)?;
+            let r = dequantized(&mut cx, input(2), input(10), input(11), "R", &desc, directions)?;
+            (w, r)
+        } else {
+            (
+                weight(&mut cx, 1, &format!("W of {desc}"))?,
+                weight(&mut cx, 2, &format!("R of {desc}"))?,
+            )
+        };
+        let Some((w_shape, w)) = w_found else {
             return err(format!("{desc} has no W"));
         };
-        let Some((r_shape, r_data)) = weight(&mut cx, 2, &format!("R of {desc}"))? else {
+        let Some((r_shape, r_data)) = r_found else {
             return err(format!("{desc} has no R"));
         };
         if w_shape.len() != 3 || w_shape[0] != directions || w_shape[1] != gh || w_shape[2] == 0 {
@@ -503,7 +533,73 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         layers: chain.len(),
         bidirectional: directions == 2,
         lengths_input: lengths_input.map(str::to_string),
+        precision: quantized.then_some(crate::ir::Precision::Int8),
     })
+}
+
+/// A `DynamicQuantizeLSTM` matrix (`W` or `R`): int8 or uint8 values
+/// `[D, K, 4H]` (transposed against `LSTM`'s), a scale per direction `[D]`
+/// or per output row `[D, 4H]`, and a zero point of the same shape (zero if
+/// absent); as `LSTM` stores it, `[D, 4H, K]`, each value `(q - zero_point)
+/// * scale`.
+fn dequantized(
+    cx: &mut Ctx,
+    values: &str,
+    scale: &str,
+    zero_point: &str,
+    what: &str,
+    desc: &str,
+    directions: usize,
+) -> Result<Option<Values>, WeightsError> {
+    let name = format!("{what} of {desc}");
+    let Some(t) = cx.stored(values, &name)? else {
+        return Ok(None);
+    };
+    let (shape, q) = proto::tensor_bytes(t, &name)?;
+    let &[d, k, rows] = shape.as_slice() else {
+        return err(format!("{name} is {shape:?}; expected [{directions}, K, 4*hidden_size]"));
+    };
+    let scale_name = format!("{what}_scale of {desc}");
+    let Some(st) = cx.stored(scale, &scale_name)? else {
+        return err(format!("{desc} has no {what}_scale"));
+    };
+    let (s_shape, s) = proto::tensor_floats(st, &scale_name)?;
+    let per_row = if s_shape == [d, rows] {
+        true
+    } else if s_shape == [d] || (d == 1 && s.len() == 1 && s_shape.len() <= 1) {
+        false
+    } else {
+        return err(format!(
+            "{scale_name} is {s_shape:?}; expected [{d}] or [{d}, {rows}]"
+        ));
+    };
+    if let Some(bad) = s.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        return err(format!("{scale_name} holds {bad}; a scale is finite and not negative"));
+    }
+    let zp_name = format!("{what}_zero_point of {desc}");
+    let zp = match cx.stored(zero_point, &zp_name)? {
+        None => vec![0; s.len()],
+        Some(zt) => {
+            let (z_shape, z) = proto::tensor_bytes(zt, &zp_name)?;
+            if z.len() != s.len() {
+                return err(format!(
+                    "{zp_name} is {z_shape:?}; expected the shape of {what}_scale, {s_shape:?}"
+                ));
+            }
+            z
+        }
+    };
+    let mut out = vec![0.0f32; d * rows * k];
+    for dd in 0..d {
+        for j in 0..rows {
+            let at = if per_row { dd * rows + j } else { dd };
+            for i in 0..k {
+                let v = q[(dd * k + i) * rows + j] - zp[at];
+                out[(dd * rows + j) * k + i] = v as f32 * s[at];
+            }
+        }
+    }
+    Ok(Some((vec![d, rows, k], out)))
 }
 
 /// What one recurrent node computes.
@@ -517,6 +613,8 @@ struct Config {
     directions: usize,
     /// One direction, backwards.
     reverse: bool,
+    /// ONNX Runtime's `DynamicQuantizeLSTM`: int8 weights with scales.
+    quantized: bool,
 }
 
 /// Checks a recurrent node's op and attributes (each of its ONNX type,
@@ -529,7 +627,8 @@ fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsError> {
              `examples/rnn_tanh.rnn` with the weights"
         ));
     }
-    let lstm = n.op_type == "LSTM";
+    let quantized = n.op_type == "DynamicQuantizeLSTM";
+    let lstm = n.op_type == "LSTM" || quantized;
     let known: &[&str] = if lstm {
         &[
             "hidden_size",
@@ -664,6 +763,7 @@ fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsError> {
         hidden,
         directions,
         reverse,
+        quantized,
     })
 }
 

@@ -644,6 +644,38 @@ pub fn tensor_floats(t: &Tensor<'_>, what: &str) -> Result<(Vec<usize>, Vec<f32>
     Ok((shape, data))
 }
 
+/// An 8-bit tensor's values (int8 or uint8, as `i32`), with its shape:
+/// quantized weights and their zero points.
+pub fn tensor_bytes(t: &Tensor<'_>, what: &str) -> Result<(Vec<usize>, Vec<i32>), WeightsError> {
+    if t.external || t.segmented {
+        return err(format!("{what} is not stored whole in the model file"));
+    }
+    let shape = tensor_shape(t, what)?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| WeightsError(format!("{what} is too large")))?;
+    let data: Vec<i32> = match (t.data_type, t.raw) {
+        (3, Some(raw)) => raw.iter().map(|&b| b as i8 as i32).collect(),
+        (2, Some(raw)) => raw.iter().map(|&b| b as i32).collect(),
+        (3, None) => t.int_data.iter().map(|&v| v as i8 as i32).collect(),
+        (2, None) => t.int_data.iter().map(|&v| v as u8 as i32).collect(),
+        (other, _) => {
+            return err(format!(
+                "{what} has ONNX element type {}; int8 or uint8 was expected",
+                element_type_name(other)
+            ))
+        }
+    };
+    if data.len() != n {
+        return err(format!(
+            "{what} has {} values for its shape {shape:?} ({n})",
+            data.len()
+        ));
+    }
+    Ok((shape, data))
+}
+
 /// An integer tensor's values (int64 or int32), with its shape.
 pub fn tensor_ints(t: &Tensor<'_>, what: &str) -> Result<(Vec<usize>, Vec<i64>), WeightsError> {
     if t.external || t.segmented {
