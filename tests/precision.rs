@@ -413,3 +413,38 @@ fn onnx_dynamic_quantize_lstm_runs_in_int8() {
         assert_eq!(max_abs(&cli, &out), 0.0, "{case}: cellc run differs");
     }
 }
+
+/// PyTorch's dynamically quantized LSTM: its weights, dequantized by the
+/// two lines docs/interop.md gives, run by `examples/lstm.rnn` in int8 (both
+/// layers), within the int8 bound of the float LSTM's outputs.
+#[test]
+#[allow(clippy::print_stderr)] // the measured errors, for the docs
+fn pytorch_dynamic_quantized_lstm_weights_run_in_int8() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("quantized.json")).unwrap())
+            .unwrap();
+    let cases = manifest["torch_cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1);
+    let cell =
+        Cell::from_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lstm.rnn")).unwrap();
+    for c in cases {
+        let case = c.as_str().unwrap();
+        let load = |kind: &str| {
+            Weights::from_safetensors(dir.join(format!("{case}.{kind}.safetensors"))).unwrap()
+        };
+        let opts = Options {
+            precision: Some(Precision::Int8),
+            ..Options::default()
+        };
+        let out = cellc::run::run(&cell, &load("weights"), &load("inputs"), &[], &opts)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let expected = load("expected");
+        let to_float = max_abs(&out, &expected);
+        let torch = max_abs(&load("torch_int8"), &expected);
+        eprintln!(
+            "{case}: max abs error against the float model {to_float:.2e} (PyTorch's int8: {torch:.2e})"
+        );
+        assert!(to_float < 5e-2, "{case}: {to_float:e}");
+    }
+}

@@ -254,16 +254,21 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             g.nodes[rnn[0]].describe(rnn[0]),
             g.nodes[rnn[k]].describe(rnn[k]),
         );
-        if (c.lstm, c.lbr, c.directions, c.reverse, c.hidden, c.quantized)
-            != (
-                first.lstm,
-                first.lbr,
-                first.directions,
-                first.reverse,
-                first.hidden,
-                first.quantized,
-            )
-        {
+        if (
+            c.lstm,
+            c.lbr,
+            c.directions,
+            c.reverse,
+            c.hidden,
+            c.quantized,
+        ) != (
+            first.lstm,
+            first.lbr,
+            first.directions,
+            first.reverse,
+            first.hidden,
+            first.quantized,
+        ) {
             return err(format!(
                 "{a} and {b} differ (op, hidden_size, direction or linear_before_reset); \
                  cellc imports a stack of layers of one cell"
@@ -325,8 +330,24 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             }
         };
         let (w_found, r_found) = if quantized {
-            let w = dequantized(&mut cx, input(1), input(8), input(9), "W", &desc, directions)?;
-            let r = dequantized(&mut cx, input(2), input(10), input(11), "R", &desc, directions)?;
+            let w = dequantized(
+                &mut cx,
+                input(1),
+                input(8),
+                input(9),
+                "W",
+                &desc,
+                directions,
+            )?;
+            let r = dequantized(
+                &mut cx,
+                input(2),
+                input(10),
+                input(11),
+                "R",
+                &desc,
+                directions,
+            )?;
             (w, r)
         } else {
             (
@@ -557,7 +578,9 @@ fn dequantized(
     };
     let (shape, q) = proto::tensor_bytes(t, &name)?;
     let &[d, k, rows] = shape.as_slice() else {
-        return err(format!("{name} is {shape:?}; expected [{directions}, K, 4*hidden_size]"));
+        return err(format!(
+            "{name} is {shape:?}; expected [{directions}, K, 4*hidden_size]"
+        ));
     };
     let scale_name = format!("{what}_scale of {desc}");
     let Some(st) = cx.stored(scale, &scale_name)? else {
@@ -574,7 +597,9 @@ fn dequantized(
         ));
     };
     if let Some(bad) = s.iter().find(|v| !v.is_finite() || **v < 0.0) {
-        return err(format!("{scale_name} holds {bad}; a scale is finite and not negative"));
+        return err(format!(
+            "{scale_name} holds {bad}; a scale is finite and not negative"
+        ));
     }
     let zp_name = format!("{what}_zero_point of {desc}");
     let zp = match cx.stored(zero_point, &zp_name)? {

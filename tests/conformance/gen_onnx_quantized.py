@@ -6,6 +6,11 @@ makes it from a float LSTM model.
                        scale per output row of W and R)
   quant_lstm_tensor    the same LSTM quantized per tensor (one scale for W, one for R)
   quant_lstm_bi        a bidirectional LSTM with peepholes, quantized per channel
+  quant_torch_lstm     PyTorch's dynamically quantized nn.LSTM (2 layers,
+                       torch.ao.quantization.quantize_dynamic): its int8 weights
+                       dequantized into a state_dict (`NAME.weights.safetensors`), the
+                       float LSTM's outputs (`NAME.expected`) and the quantized module's
+                       (`NAME.torch_int8`)
 
 For each: `NAME.onnx` (the quantized model), `NAME.inputs.safetensors` (x in [-1, 1],
 T=20, B=2), `NAME.expected.safetensors` (the float model's outputs, run by ONNX
@@ -109,6 +114,31 @@ for name, directions, peepholes, per_channel in [
         )
     cases.append({"case": name, "per_channel": per_channel, "directions": directions})
 
+# PyTorch: the two lines docs/interop.md gives to get a quantized module's weights.
+import torch  # noqa: E402
+
+torch.manual_seed(15)
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(X, H, num_layers=2)
+
+
+model = Model().eval()
+qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM}, dtype=torch.qint8)
+w, b = qmodel.rnn.get_weight(), qmodel.rnn.get_bias()
+state = {k: v.dequantize().contiguous() for k, v in w.items()} | {k: v.contiguous() for k, v in b.items()}
+name = "quant_torch_lstm"
+save_file({k: v.detach().numpy() for k, v in state.items()}, os.path.join(OUT, f"{name}.weights.safetensors"))
+x = f32(T, B, X, scale=1.0)
+save_file({"x": x}, os.path.join(OUT, f"{name}.inputs.safetensors"))
+with torch.no_grad():
+    for m, kind in [(model.rnn, "expected"), (qmodel.rnn, "torch_int8")]:
+        y, (h, c) = m(torch.from_numpy(x))
+        save_file({"y": y.numpy(), "h": h.numpy(), "c": c.numpy()}, os.path.join(OUT, f"{name}.{kind}.safetensors"))
+
 with open(os.path.join(OUT, "quantized.json"), "w") as f:
-    json.dump({"cases": cases}, f, indent=1)
+    json.dump({"cases": cases, "torch_cases": [name]}, f, indent=1)
 print("wrote", [c["case"] for c in cases])
