@@ -12,7 +12,7 @@
 //! codegen   <- ir                  (plans, Cranelift functions, kernels, cost model)
 //! jit       <- codegen, ir         (the runtime: takes IR and parameter values)
 //! weights   <- ir                  (named tensors, binding to parameters)
-//! onnx      <- weights
+//! onnx      <- weights, ir     (a quantized model names its precision)
 //! aot       <- codegen, ir         (objects and headers)
 //! stats, dot <- ir                 (dumps)
 //! lib.rs, network, run, bench, fuzzing (the facade and what stands on it: anything)
@@ -37,7 +37,7 @@ fn rules() -> HashMap<&'static str, &'static [&'static str]> {
         ("codegen", &["ir", "quant"][..]),
         ("jit", &["codegen", "ir", "quant"][..]),
         ("weights", &["ir", "gen"][..]),
-        ("onnx", &["weights"][..]),
+        ("onnx", &["weights", "ir"][..]),
         ("aot", &["codegen", "ir"][..]),
         ("stats", &["ir"][..]),
         ("dot", &["ir"][..]),

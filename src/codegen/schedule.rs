@@ -307,12 +307,22 @@ pub fn choose(
 ) -> Choice {
     // No allocation: `Kernel::run` asks for every call.
     let forced;
+    // Narrow weights are read narrow by the panel kernels only (the generated
+    // ones read f32 copies, two or four times the bytes): the plans that
+    // run them are the gemm plans.
+    let narrow = work
+        .recurrent_narrow
+        .iter()
+        .chain(&work.input_narrow)
+        .any(|&n| n > 0.0);
     let variants: &[Variant] = match variant {
         Some(v) => {
             forced = [v.for_steps(seq)];
             &forced
         }
+        None if seq == 1 && narrow => &[Variant::Gemm],
         None if seq == 1 => &[Variant::Streaming, Variant::Gemm],
+        None if narrow => &[Variant::Gemm, Variant::GemmHoisted],
         None => &Variant::ALL,
     };
     let counts = match threads {
