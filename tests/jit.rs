@@ -397,12 +397,19 @@ fn every_plan_stepped_one_call_at_a_time_matches_the_interpreter() {
 }
 
 /// The thread count changes nothing, bit for bit: each output is computed by one
-/// worker, in a fixed order.
+/// worker, in a fixed order. The same with narrow weights (bf16, int8).
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
+    use cellc::ir::Precision;
     use cellc::Variant;
     // layernorm_lstm: reductions, which threads split by whole reductions.
-    for name in ["lstm", "gru", "layernorm_lstm"] {
+    for (name, precision) in [
+        ("lstm", None),
+        ("gru", None),
+        ("layernorm_lstm", None),
+        ("lstm", Some(Precision::Bf16)),
+        ("gru", Some(Precision::Int8)),
+    ] {
         let path = common::examples()
             .into_iter()
             .find(|p| common::stem(p) == name)
@@ -416,6 +423,7 @@ fn results_do_not_depend_on_the_thread_count() {
                 &Options {
                     threads: Some(1),
                     plan: Some(plan),
+                    precision,
                     ..Options::default()
                 },
                 5,
@@ -430,6 +438,7 @@ fn results_do_not_depend_on_the_thread_count() {
                     &Options {
                         threads: Some(threads),
                         plan: Some(plan),
+                        precision,
                         ..Options::default()
                     },
                     5,
@@ -440,7 +449,7 @@ fn results_do_not_depend_on_the_thread_count() {
                 assert_eq!(
                     one,
                     many,
-                    "{name}: plan {} on {threads} threads differs from 1",
+                    "{name} ({precision:?}): plan {} on {threads} threads differs from 1",
                     plan.name()
                 );
             }
@@ -452,6 +461,7 @@ fn results_do_not_depend_on_the_thread_count() {
                     &weights,
                     &Options {
                         threads: Some(threads),
+                        precision,
                         ..Options::default()
                     },
                 )

@@ -60,7 +60,8 @@ fn error(cell: &Cell, opts: &Options, batch: usize, seed: u64, rounded: bool) ->
 fn narrow_weights_match_the_interpreter_on_every_plan() {
     let mut seed = 0;
     for path in common::examples() {
-        for (x, h) in [(3, 17), (33, 16), (17, 40)] {
+        // Odd and even k (the narrow panels hold k in pairs), k of 1.
+        for (x, h) in [(3, 17), (33, 16), (17, 40), (1, 2)] {
             let cell = with_dims(&path, x, h);
             for precision in [Precision::Bf16, Precision::Int8] {
                 for plan in Variant::ALL {

@@ -16,7 +16,7 @@
 //! the plan says, and the fused epilogue runs on the accumulators.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, I32X4, I64};
 use cranelift_codegen::ir::{
     AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
 };
@@ -25,7 +25,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use super::plan::{ArgSrc, Loc, Plan, ProductGroup, Reduction, RegionCode, RowStep, LANES};
 use super::vecmath;
-use crate::ir::{EwOp, Operand, ReduceOp};
+use crate::ir::{EwOp, Operand, Precision, ReduceOp};
 
 /// Loop unrolling of the `k` loop.
 const UNROLL: usize = 4;
@@ -480,7 +480,10 @@ pub fn product_function(
             .map(|c| c.blocks.len())
             .max()
             .unwrap_or(1);
-        let nb = (MAX_ACCUMULATORS / widest).clamp(1, 4);
+        // int8 segments sum in accumulators of their own: twice as many.
+        let int8 = (group.chunks.iter())
+            .any(|c| c.segments.iter().any(|s| s.precision == Precision::Int8));
+        let nb = (MAX_ACCUMULATORS / (widest * if int8 { 2 } else { 1 })).clamp(1, 4);
         e.for_range(t0, t1, |e, tile| {
             let wbase = e.base(0);
             let toff = e.b.ins().imul_imm_s(tile, (group.tile_stride * 4) as i64);
@@ -565,6 +568,19 @@ fn micro_kernel(
         // Split k over independent accumulators for a row alone.
         let ks = if split_k { (8 / nblk).clamp(1, 4) } else { 1 };
         let ks = if UNROLL.is_multiple_of(ks) { ks } else { 1 };
+        // Narrow weights come in pairs of `k`, each pair summed apart and
+        // added to one accumulator (`add_pair`): the chain is one add per
+        // pair, so fewer splits hide its latency, and fewer registers hold
+        // them (more would spill). An int8 segment sums in accumulators of its
+        // own, which double the count.
+        let narrow = (chunk.segments.iter()).any(|s| s.precision != Precision::F32);
+        let ks = if narrow && split_k && nblk == 1 {
+            2
+        } else if narrow {
+            1
+        } else {
+            ks
+        };
         // acc[s][block][col]
         let mut acc: Vec<Vec<Vec<Variable>>> = Vec::with_capacity(ks);
         let zero = {
@@ -603,63 +619,188 @@ fn micro_kernel(
         for seg in &chunk.segments {
             let xrows: Vec<Value> = rows.iter().map(|&r| e.addr(seg.input, r, None)).collect();
             let np = seg.blocks.len();
-            let full = seg.k / UNROLL * UNROLL;
-            let step_w = (UNROLL * np * LANES * 4) as i64;
             let wseg = e.b.ins().iadd_imm_s(wt, (seg.offset * 4) as i64);
-            // The k body for element k at x offset `xo` (bytes) and weight pointer
-            // `wp` + `wo` (bytes).
-            let body =
-                |e: &mut Emitter<'_, '_>, xo: Value, xk: i32, wp: Value, wk: i32, k: usize| {
-                    let xs: Vec<Value> = xrows
-                        .iter()
-                        .map(|&xr| {
-                            let a = e.b.ins().iadd(xr, xo);
-                            let x = e.b.ins().load(F32, data_flags(), a, xk);
-                            e.b.ins().splat(F32X4, x)
+            // Loads x[k] of every row, splatted, for `k` at byte offset `xk`
+            // from `xo`.
+            let splat_x = |e: &mut Emitter<'_, '_>, xo: Value, xk: i32| -> Vec<Value> {
+                xrows
+                    .iter()
+                    .map(|&xr| {
+                        let a = e.b.ins().iadd(xr, xo);
+                        let x = e.b.ins().load(F32, data_flags(), a, xk);
+                        e.b.ins().splat(F32X4, x)
+                    })
+                    .collect()
+            };
+            // acc[k % splits][blk][c] += w * x[c], for every row c.
+            let accumulate = |e: &mut Emitter<'_, '_>,
+                              acc: &[Vec<Vec<Variable>>],
+                              blk: usize,
+                              k: usize,
+                              w: Value,
+                              xs: &[Value]| {
+                let split = &acc[k % acc.len()][blk];
+                for (c, &x) in xs.iter().enumerate() {
+                    let a = e.b.use_var(split[c]);
+                    let r = e.b.ins().fma(w, x, a);
+                    e.b.def_var(split[c], r);
+                }
+            };
+            match seg.precision {
+                Precision::F32 => {
+                    let w_bytes = np * LANES * 4;
+                    let units = Sweep {
+                        units: seg.k,
+                        unroll: UNROLL,
+                        x_bytes: 4,
+                        w_bytes,
+                    };
+                    units.emit(e, wseg, |e, xo, xk, wp, wk, k| {
+                        let xs = splat_x(e, xo, xk);
+                        for (pi, &blk) in seg.blocks.iter().enumerate() {
+                            let w = e.b.ins().load(
+                                F32X4,
+                                weight_flags(),
+                                wp,
+                                wk + (pi * LANES * 4) as i32,
+                            );
+                            accumulate(e, &acc, blk, k, w, &xs);
+                        }
+                    });
+                }
+                Precision::Bf16 => {
+                    // A pair of k: the even one in each word's low half.
+                    let pair = |e: &mut Emitter<'_, '_>, xo, xk, wp, wk: i32, p: usize, both| {
+                        let xe = splat_x(e, xo, xk);
+                        let xodd = if both {
+                            splat_x(e, xo, xk + 4)
+                        } else {
+                            Vec::new()
+                        };
+                        for (pi, &blk) in seg.blocks.iter().enumerate() {
+                            let words = e.b.ins().load(
+                                I32X4,
+                                weight_flags(),
+                                wp,
+                                wk + (pi * LANES * 4) as i32,
+                            );
+                            let even = e.b.ins().ishl_imm_u(words, 16);
+                            let even = e.b.ins().bitcast(F32X4, vecmath::lanes_flags(), even);
+                            let odd = both.then(|| {
+                                // Loaded at each use, where it folds into the
+                                // `and` and keeps a register free.
+                                let k = e.consts();
+                                let mask = vecmath::splat_bits(
+                                    &mut e.b,
+                                    k,
+                                    vecmath::BF16_HIGH_HALF,
+                                    I32X4,
+                                );
+                                let odd = e.b.ins().band(words, mask);
+                                e.b.ins().bitcast(F32X4, vecmath::lanes_flags(), odd)
+                            });
+                            add_pair(e, &acc[p % acc.len()][blk], even, odd, &xe, &xodd);
+                        }
+                    };
+                    let w_bytes = np * LANES * 4;
+                    let pairs = Sweep {
+                        units: seg.k / 2,
+                        unroll: UNROLL / 2,
+                        x_bytes: 8,
+                        w_bytes,
+                    };
+                    pairs.emit(e, wseg, |e, xo, xk, wp, wk, p| {
+                        pair(e, xo, xk, wp, wk, p, true)
+                    });
+                    if seg.k % 2 == 1 {
+                        let (z, p) = (zero_i64(e), seg.k / 2);
+                        pair(
+                            e,
+                            z,
+                            (2 * p * 4) as i32,
+                            wseg,
+                            (p * w_bytes) as i32,
+                            p,
+                            false,
+                        );
+                    }
+                }
+                Precision::Int8 => {
+                    // Sums from zero, in accumulators of their own, times
+                    // each row's scale at the end.
+                    let zero = {
+                        let k = e.consts();
+                        vecmath::splat(&mut e.b, k, 0.0)
+                    };
+                    let sums: Vec<Vec<Vec<Variable>>> = (0..acc.len())
+                        .map(|_| {
+                            (0..np)
+                                .map(|_| (0..nb).map(|_| e.var(F32X4, zero)).collect())
+                                .collect()
                         })
                         .collect();
-                    let s = k % ks;
+                    let values = e.b.ins().iadd_imm_s(wseg, (np * LANES * 4) as i64);
+                    let pair = |e: &mut Emitter<'_, '_>, xo, xk, wp, wk: i32, p: usize, both| {
+                        let xe = splat_x(e, xo, xk);
+                        let xodd = if both {
+                            splat_x(e, xo, xk + 4)
+                        } else {
+                            Vec::new()
+                        };
+                        for (pi, sum) in sums[p % sums.len()].iter().enumerate() {
+                            // LANES bytes of the even k, then LANES of the odd one.
+                            let bytes = e.b.ins().sload8x8(
+                                weight_flags(),
+                                wp,
+                                wk + (pi * 2 * LANES) as i32,
+                            );
+                            let even = e.b.ins().swiden_low(bytes);
+                            let even = e.b.ins().fcvt_from_sint(F32X4, even);
+                            let odd = both.then(|| {
+                                let odd = e.b.ins().swiden_high(bytes);
+                                e.b.ins().fcvt_from_sint(F32X4, odd)
+                            });
+                            add_pair(e, sum, even, odd, &xe, &xodd);
+                        }
+                    };
+                    let w_bytes = np * 2 * LANES;
+                    let pairs = Sweep {
+                        units: seg.k / 2,
+                        unroll: UNROLL / 2,
+                        x_bytes: 8,
+                        w_bytes,
+                    };
+                    pairs.emit(e, values, |e, xo, xk, wp, wk, p| {
+                        pair(e, xo, xk, wp, wk, p, true)
+                    });
+                    if seg.k % 2 == 1 {
+                        let (z, p) = (zero_i64(e), seg.k / 2);
+                        pair(
+                            e,
+                            z,
+                            (2 * p * 4) as i32,
+                            values,
+                            (p * w_bytes) as i32,
+                            p,
+                            false,
+                        );
+                    }
                     for (pi, &blk) in seg.blocks.iter().enumerate() {
-                        let w =
+                        let scale =
                             e.b.ins()
-                                .load(F32X4, weight_flags(), wp, wk + (pi * LANES * 4) as i32);
-                        for (c, &x) in xs.iter().enumerate() {
-                            let a = e.b.use_var(acc[s][blk][c]);
-                            let r = e.b.ins().fma(w, x, a);
-                            e.b.def_var(acc[s][blk][c], r);
+                                .load(F32X4, weight_flags(), wseg, (pi * LANES * 4) as i32);
+                        for c in 0..nb {
+                            let mut sum = e.b.use_var(sums[0][pi][c]);
+                            for split in sums.iter().skip(1) {
+                                let v = e.b.use_var(split[pi][c]);
+                                sum = e.b.ins().fadd(sum, v);
+                            }
+                            let a = e.b.use_var(acc[0][blk][c]);
+                            let r = e.b.ins().fma(sum, scale, a);
+                            e.b.def_var(acc[0][blk][c], r);
                         }
                     }
-                };
-            if full > 0 {
-                let z = zero_i64(e);
-                let xo = e.var(I64, z);
-                let wp = e.var(I64, wseg);
-                let header = e.b.create_block();
-                let lbody = e.b.create_block();
-                let exit = e.b.create_block();
-                e.b.ins().jump(header, &[]);
-                e.b.switch_to_block(header);
-                let xov = e.b.use_var(xo);
-                let done =
-                    e.b.ins()
-                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, xov, (full * 4) as i64);
-                e.b.ins().brif(done, exit, &[], lbody, &[]);
-                e.b.switch_to_block(lbody);
-                let xov = e.b.use_var(xo);
-                let wpv = e.b.use_var(wp);
-                for u in 0..UNROLL {
-                    body(e, xov, (u * 4) as i32, wpv, (u * np * LANES * 4) as i32, u);
                 }
-                let nx = e.b.ins().iadd_imm_s(xov, (UNROLL * 4) as i64);
-                e.b.def_var(xo, nx);
-                let nw = e.b.ins().iadd_imm_s(wpv, step_w);
-                e.b.def_var(wp, nw);
-                e.b.ins().jump(header, &[]);
-                e.b.switch_to_block(exit);
-            }
-            let z = zero_i64(e);
-            for k in full..seg.k {
-                body(e, z, (k * 4) as i32, wseg, (k * np * LANES * 4) as i32, k);
             }
         }
         // Sum the k-splits.
@@ -691,6 +832,95 @@ fn micro_kernel(
                 let blocks: Vec<Value> = (0..nblk).map(|blk| totals[blk][c]).collect();
                 e.region_vector(ep, r, tile, &blocks);
             }
+        }
+    }
+}
+
+/// Adds one pair of `k` of one block to its accumulators (one per row):
+/// `acc[c] += even * xe[c] + odd * xo[c]`, the pair summed first, so that
+/// the accumulator's chain is one add per pair; `odd` is `None` for the
+/// last `k` of an odd length.
+fn add_pair(
+    e: &mut Emitter<'_, '_>,
+    acc: &[Variable],
+    even: Value,
+    odd: Option<Value>,
+    xe: &[Value],
+    xo: &[Value],
+) {
+    for (c, &x) in xe.iter().enumerate() {
+        let a = e.b.use_var(acc[c]);
+        let r = match odd {
+            Some(odd) => {
+                let t = e.b.ins().fmul(odd, xo[c]);
+                let t = e.b.ins().fma(even, x, t);
+                e.b.ins().fadd(a, t)
+            }
+            None => e.b.ins().fma(even, x, a),
+        };
+        e.b.def_var(acc[c], r);
+    }
+}
+
+/// A sweep over a segment's `k` in units (one `k`, or a pair): a loop of
+/// `unroll` units per iteration, then the units left over, straight.
+struct Sweep {
+    units: usize,
+    unroll: usize,
+    /// Bytes of `x` and of the panel per unit.
+    x_bytes: usize,
+    w_bytes: usize,
+}
+
+impl Sweep {
+    /// Emits `body(e, xo, xk, wp, wk, unit)` for every unit: `x` at byte
+    /// offset `xo + xk` of each row, the unit's weights at `wp + wk`, and
+    /// `unit` its index modulo `unroll` inside the loop (the loop starts at
+    /// multiples of `unroll`), its index after it.
+    fn emit(
+        &self,
+        e: &mut Emitter<'_, '_>,
+        wseg: Value,
+        mut body: impl FnMut(&mut Emitter<'_, '_>, Value, i32, Value, i32, usize),
+    ) {
+        let full = self.units / self.unroll * self.unroll;
+        if full > 0 {
+            let z = zero_i64(e);
+            let xo = e.var(I64, z);
+            let wp = e.var(I64, wseg);
+            let header = e.b.create_block();
+            let lbody = e.b.create_block();
+            let exit = e.b.create_block();
+            e.b.ins().jump(header, &[]);
+            e.b.switch_to_block(header);
+            let xov = e.b.use_var(xo);
+            let end = (full * self.x_bytes) as i64;
+            let done =
+                e.b.ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, xov, end);
+            e.b.ins().brif(done, exit, &[], lbody, &[]);
+            e.b.switch_to_block(lbody);
+            let xov = e.b.use_var(xo);
+            let wpv = e.b.use_var(wp);
+            for u in 0..self.unroll {
+                let (xk, wk) = (u * self.x_bytes, u * self.w_bytes);
+                body(e, xov, xk as i32, wpv, wk as i32, u);
+            }
+            let nx =
+                e.b.ins()
+                    .iadd_imm_s(xov, (self.unroll * self.x_bytes) as i64);
+            e.b.def_var(xo, nx);
+            let nw =
+                e.b.ins()
+                    .iadd_imm_s(wpv, (self.unroll * self.w_bytes) as i64);
+            e.b.def_var(wp, nw);
+            e.b.ins().jump(header, &[]);
+            e.b.switch_to_block(exit);
+        }
+        let z = zero_i64(e);
+        for u in full..self.units {
+            let (xk, wk) = (u * self.x_bytes, u * self.w_bytes);
+            body(e, z, xk as i32, wseg, wk as i32, u);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! biases then one forward sweep per input segment.
 
 use super::plan::{Plan, ProductGroup, LANES};
-use crate::ir::{Cell, Type};
+use crate::ir::{Cell, Precision, Type};
 use crate::ir::{EntityRef, ParamId};
 
 /// Writes the packed weights into `out` (`plan.weights_len` floats, zeroed by the
@@ -12,20 +12,25 @@ use crate::ir::{EntityRef, ParamId};
 /// says (the caller checked).
 ///
 /// Parameters stored narrow ([`crate::ir::Precision`]) are packed as the
-/// kernels read them: the matrices the panel kernels take in their narrow
-/// form, every other copy as the `f32` values the narrow form stands for
-/// ([`crate::quant::effective`]), so that every plan computes with the same
-/// weights.
+/// kernels read them: the panels of the micro-kernels and of the panel
+/// kernels in their narrow form, every other copy (a segment that mixes
+/// precisions, the hoisted projection's matrices, biases) as the `f32` values
+/// the narrow form stands for ([`crate::quant::effective`]), so that every
+/// plan computes with the same weights.
 pub fn pack(plan: &Plan, cell: &Cell, raw: &[Vec<f32>], out: &mut [f32]) {
     let effective = crate::quant::effective_params(cell, raw);
     let params = effective.as_slice();
+    let mut narrow = NarrowParams {
+        raw,
+        cache: vec![None; raw.len()],
+    };
     for &(bits, off) in &plan.consts {
         out[off..off + LANES].fill(f32::from_bits(bits));
     }
     for task in &plan.tasks {
         if let super::plan::Task::Product(groups) = task {
             for g in groups {
-                pack_group(g, cell, params, out);
+                pack_group(g, cell, params, &mut narrow, out);
             }
         }
     }
@@ -73,10 +78,47 @@ fn cols(cell: &Cell, param: ParamId) -> usize {
     }
 }
 
+/// A parameter's narrow values, as the micro-kernels' panels hold them.
+#[derive(Clone)]
+enum Narrow {
+    Bf16(Vec<u16>),
+    /// The values and each row's scale.
+    Int8(Vec<i8>, Vec<f32>),
+}
+
+/// The narrow form of each parameter a panel asks for, computed once.
+struct NarrowParams<'a> {
+    raw: &'a [Vec<f32>],
+    cache: Vec<Option<Narrow>>,
+}
+
+impl NarrowParams<'_> {
+    fn get(&mut self, cell: &Cell, param: ParamId, precision: Precision) -> &Narrow {
+        let i = param.index();
+        let raw = &self.raw[i];
+        self.cache[i].get_or_insert_with(|| match precision {
+            Precision::Int8 => {
+                let (q, scales) = crate::quant::int8_rows(raw, cols(cell, param));
+                Narrow::Int8(q, scales)
+            }
+            _ => Narrow::Bf16(raw.iter().map(|&v| crate::quant::bf16_bits(v)).collect()),
+        })
+    }
+}
+
+/// Writes `byte` at byte `at` of `out` (in memory order, as the kernels'
+/// byte loads read it).
+fn put_byte(out: &mut [f32], at: usize, byte: u8) {
+    let mut word = out[at / 4].to_ne_bytes();
+    word[at % 4] = byte;
+    out[at / 4] = f32::from_ne_bytes(word);
+}
+
 fn pack_group(
     g: &ProductGroup,
     cell: &Cell,
     params: &[std::borrow::Cow<'_, [f32]>],
+    narrow: &mut NarrowParams<'_>,
     out: &mut [f32],
 ) {
     for t in 0..g.tiles {
@@ -94,13 +136,41 @@ fn pack_group(
             }
             for seg in &ch.segments {
                 let np = seg.weights.len();
+                let start = base + seg.offset;
                 for (pi, &param) in seg.weights.iter().enumerate() {
-                    let w = &params[param.index()];
                     let ncols = cols(cell, param);
-                    for k in 0..seg.k {
-                        let at = base + seg.offset + (k * np + pi) * LANES;
-                        for (lane, row) in rows.clone().enumerate() {
-                            out[at + lane] = w[row * ncols + k];
+                    if seg.precision == Precision::F32 {
+                        let w = &params[param.index()];
+                        for k in 0..seg.k {
+                            let at = start + (k * np + pi) * LANES;
+                            for (lane, row) in rows.clone().enumerate() {
+                                out[at + lane] = w[row * ncols + k];
+                            }
+                        }
+                        continue;
+                    }
+                    match narrow.get(cell, param, seg.precision) {
+                        Narrow::Bf16(w) => {
+                            for k in 0..seg.k {
+                                let at = start + (k / 2 * np + pi) * LANES;
+                                for (lane, row) in rows.clone().enumerate() {
+                                    let half = (w[row * ncols + k] as u32) << (16 * (k % 2));
+                                    let word = out[at + lane].to_bits() | half;
+                                    out[at + lane] = f32::from_bits(word);
+                                }
+                            }
+                        }
+                        Narrow::Int8(q, scales) => {
+                            for (lane, row) in rows.clone().enumerate() {
+                                out[start + pi * LANES + lane] = scales[row];
+                            }
+                            let values = (start + np * LANES) * 4;
+                            for k in 0..seg.k {
+                                let at = values + (k / 2 * np + pi) * 2 * LANES + k % 2 * LANES;
+                                for (lane, row) in rows.clone().enumerate() {
+                                    put_byte(out, at + lane, q[row * ncols + k] as u8);
+                                }
+                            }
                         }
                     }
                 }

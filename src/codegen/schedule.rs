@@ -35,14 +35,23 @@ const ELEMENTWISE_VOPS_PER_NS: f64 = 3.4;
 /// probe's 128-bit ones (see `predict`).
 const WIDE_L2_READS: f64 = 1.3;
 
+/// What one bf16 and one int8 weight cost the generated kernels, in f32
+/// weights' time when the FMAs bound a step (measured: LSTM H = 256, batch 1,
+/// one step per call, one thread, streaming: f32 29.3 µs, bf16 39.7, int8
+/// 94.0 on a Zen 3 core). The pair of bf16 takes a shift and an `and` more
+/// than two f32; the pair of int8 a sign-extending load and four shuffles and
+/// conversions.
+const JIT_BF16_COST: f64 = 1.35;
+const JIT_INT8_COST: f64 = 3.2;
+
 /// Bytes and FLOPs of one step, split into what reads cell inputs (hoistable)
 /// and the rest.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Work {
-    /// Bytes of `f32` weights (what the generated kernels read).
+    /// Bytes of the weights in `f32` (what the hoisted projection's `gemm` reads).
     pub input_bytes: f64,
     pub recurrent_bytes: f64,
-    /// Bytes as the weights are stored (what the panel kernels read: bf16
+    /// Bytes as the weights are stored (what the kernels of a step read: bf16
     /// and int8 matrices in 2 and 1 bytes a value, plus int8's row scales).
     pub input_bytes_stored: f64,
     pub recurrent_bytes_stored: f64,
@@ -189,13 +198,12 @@ pub fn predict(
     let n = threads.max(1) as f64;
     let b = batch as f64;
     let hoist = variant.hoists() && seq > 1 && work.input_flops > 0.0;
-    // The panel kernels read the weights as stored; the generated ones, f32.
-    let (recurrent_bytes, input_bytes) = if variant.uses_gemm() {
-        (work.recurrent_bytes_stored, work.input_bytes_stored)
-    } else {
-        (work.recurrent_bytes, work.input_bytes)
-    };
+    // Every kernel reads the weights as stored (the hoisted projection's
+    // `gemm` reads f32 copies, counted apart below).
+    let (recurrent_bytes, input_bytes) = (work.recurrent_bytes_stored, work.input_bytes_stored);
     let step_bytes = recurrent_bytes + if hoist { 0.0 } else { input_bytes };
+    let narrow =
+        |i: usize| work.recurrent_narrow[i] + if hoist { 0.0 } else { work.input_narrow[i] };
     let step_flops = (work.recurrent_flops + if hoist { 0.0 } else { work.input_flops }) * b;
     // Where a thread's share of the per-step weights lives.
     let share = step_bytes / n;
@@ -234,10 +242,13 @@ pub fn predict(
         // Narrow weights are widened once per tile of batch rows, at the
         // rate measured at batch 1 (which includes that row's FMAs).
         let tiles = batch.div_ceil(narrow_tile_rows()) as f64;
-        let narrow =
-            |i: usize| work.recurrent_narrow[i] + if hoist { 0.0 } else { work.input_narrow[i] };
         let widen_us = (narrow(0) / host.bf16_gws + narrow(1) / host.int8_gws) * tiles / n / 1e3;
         compute_us = compute_us.max(widen_us);
+    } else {
+        // The generated kernels widen in 128-bit registers, with the FMAs:
+        // each narrow weight costs that many f32 ones.
+        let extra = narrow(0) * (JIT_BF16_COST - 1.0) + narrow(1) * (JIT_INT8_COST - 1.0);
+        compute_us += 2.0 * extra * b / (rate * n) / 1e3;
     }
     // Four lanes per vector instruction, ~3.4 vector instructions per ns
     // (measured: the LSTM epilogue at batch 64, H = 128, one thread); the
@@ -307,22 +318,12 @@ pub fn choose(
 ) -> Choice {
     // No allocation: `Kernel::run` asks for every call.
     let forced;
-    // Narrow weights are read narrow by the panel kernels only (the generated
-    // ones read f32 copies, two or four times the bytes): the plans that
-    // run them are the gemm plans.
-    let narrow = work
-        .recurrent_narrow
-        .iter()
-        .chain(&work.input_narrow)
-        .any(|&n| n > 0.0);
     let variants: &[Variant] = match variant {
         Some(v) => {
             forced = [v.for_steps(seq)];
             &forced
         }
-        None if seq == 1 && narrow => &[Variant::Gemm],
         None if seq == 1 => &[Variant::Streaming, Variant::Gemm],
-        None if narrow => &[Variant::Gemm, Variant::GemmHoisted],
         None => &Variant::ALL,
     };
     let counts = match threads {
@@ -395,7 +396,7 @@ pub fn describe(
         .collect();
     if !narrow.is_empty() {
         s.push_str(&format!(
-            "stored narrow: {}; the panel kernels (gemm plans) read them so, {:.1} KiB and {:.1} KiB per step; the generated kernels read them widened to f32\n",
+            "stored narrow: {}; every kernel reads them so, {:.1} KiB and {:.1} KiB per step, and widens them in registers (the hoisted projection's gemm reads f32 copies)\n",
             narrow.join(", "),
             w.input_bytes_stored / 1024.0,
             w.recurrent_bytes_stored / 1024.0,

@@ -131,6 +131,20 @@ fn pool_flags() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly()
 }
 
+/// The bits of a 32-bit word that hold its high bfloat16: masking a word of
+/// two bfloat16 with them widens the high one to `f32`.
+pub const BF16_HIGH_HALF: u32 = 0xffff_0000;
+
+/// A vector of `bits` in every lane, as `ty`: from the pool if it is there.
+pub fn splat_bits(
+    b: &mut FunctionBuilder<'_>,
+    k: Consts<'_>,
+    bits: u32,
+    ty: cranelift_codegen::ir::Type,
+) -> Value {
+    splat_ty(b, k, bits, ty)
+}
+
 /// A vector of `c` in every lane: from the pool if it is there.
 pub fn splat(b: &mut FunctionBuilder<'_>, k: Consts<'_>, c: f32) -> Value {
     splat_ty(b, k, c.to_bits(), F32X4)
@@ -154,7 +168,7 @@ fn splat_ty(
     }
 }
 
-fn lanes_flags() -> MemFlagsData {
+pub(crate) fn lanes_flags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 

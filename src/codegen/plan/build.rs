@@ -235,6 +235,10 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        if (self.cell.params.iter()).any(|p| p.precision == crate::ir::Precision::Bf16) {
+            // Widens the odd `k` of a bf16 pair (`Segment`).
+            values.push(crate::codegen::vecmath::BF16_HIGH_HALF);
+        }
         values.sort_unstable();
         values.dedup();
         for bits in values {
@@ -711,15 +715,28 @@ impl<'a> Planner<'a> {
                         }
                     }
                 }
-                segments.push(Segment {
+                let stored: Vec<Precision> = weights
+                    .iter()
+                    .map(|p| cell.params[p.index()].precision)
+                    .collect();
+                let precision = if stored.iter().all(|&p| p == stored[0]) {
+                    stored[0]
+                } else {
+                    Precision::F32
+                };
+                let segment = Segment {
                     input_index: j,
                     input: *input,
                     k: input.len,
                     blocks: present.clone(),
                     weights,
+                    precision,
                     offset,
-                });
-                offset += input.len * present.len() * LANES;
+                };
+                offset += segment
+                    .panel_floats()
+                    .ok_or_else(|| PlanError("internal error: a panel's size overflows".into()))?;
+                segments.push(segment);
             }
             let bias_params = if hoisting {
                 vec![Vec::new(); cb.len()]

@@ -22,7 +22,7 @@ mod build;
 pub mod verify;
 
 pub use super::options::Variant;
-use crate::ir::{Cell, InputId, Op, Operand, ParamId, ReduceOp, RegionInst, StateId};
+use crate::ir::{Cell, InputId, Op, Operand, ParamId, Precision, ReduceOp, RegionInst, StateId};
 use build::Planner;
 
 /// Floats per vector register (`f32x4`: the width Cranelift lowers on x86-64
@@ -90,6 +90,15 @@ pub struct Slot {
 /// one vector of [`LANES`] rows for each block that reads that input. Reading a
 /// tile is one forward sweep through memory; zero blocks take no space. Rows past
 /// a block's length are zero.
+///
+/// A segment whose weights are all stored narrow ([`Segment::precision`]) holds
+/// them narrow, `k` in pairs (the last pair of an odd `k` padded with zeros):
+/// - **bf16**: per pair, per block, [`LANES`] 32-bit words, the odd `k`'s
+///   bfloat16 in the high half and the even one's in the low half, so that a
+///   shift left by 16 widens the even one and masking the low half the odd one;
+/// - **int8**: first the blocks' row scales ([`LANES`] floats per block), then
+///   per pair, per block, [`LANES`] bytes of the even `k` and [`LANES`] of the
+///   odd one, which one 8-byte sign-extending load widens together.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProductGroup {
     /// Rows per block.
@@ -136,8 +145,30 @@ pub struct Segment {
     pub blocks: Vec<usize>,
     /// The matrix parameter of each of those blocks.
     pub weights: Vec<ParamId>,
+    /// How the panel stores the weights: the precision every one of them is
+    /// stored in, or `F32` (their effective values) when they differ.
+    pub precision: Precision,
     /// Offset of the segment's panel in a tile (floats).
     pub offset: usize,
+}
+
+impl Segment {
+    /// Floats the segment's panel takes in a tile.
+    pub fn panel_floats(&self) -> Option<usize> {
+        segment_floats(self.k, self.blocks.len(), self.precision)
+    }
+}
+
+/// Floats a segment's panel of `k` columns of `blocks` blocks takes in a tile
+/// at `precision` (the layout of [`ProductGroup`]); `None` on overflow.
+pub fn segment_floats(k: usize, blocks: usize, precision: Precision) -> Option<usize> {
+    let vectors = blocks.checked_mul(LANES)?;
+    match precision {
+        Precision::F32 => k.checked_mul(vectors),
+        Precision::Bf16 => k.div_ceil(2).checked_mul(vectors),
+        // LANES bytes per k: LANES / 4 floats; the scales, one vector per block.
+        Precision::Int8 => k.div_ceil(2).checked_mul(vectors / 2)?.checked_add(vectors),
+    }
 }
 
 /// Where a region argument comes from.

@@ -169,10 +169,7 @@ impl Verifier<'_> {
                 }
                 // The generated code reads the input element by element.
                 self.loc(&seg.input, &what)?;
-                let end = seg
-                    .k
-                    .checked_mul(seg.blocks.len() * LANES)
-                    .and_then(|n| n.checked_add(seg.offset));
+                let end = seg.panel_floats().and_then(|n| n.checked_add(seg.offset));
                 if end.is_none_or(|e| e > g.tile_stride) {
                     return fail(format!("{what}: panel past the tile"));
                 }
