@@ -449,3 +449,76 @@ fn pytorch_dynamic_quantized_lstm_weights_run_in_int8() {
         assert!(to_float < 5e-2, "{case}: {to_float:e}");
     }
 }
+
+/// Every example cell, its weights drawn as PyTorch initializes them
+/// (uniform in ±1/sqrt(columns)), inputs uniform in [-1, 1] over T = 100
+/// steps, batch 2, zero states: bf16 and int8 against float32, the largest
+/// absolute difference of any output or final state, and that divided by
+/// max(1, the tensor's largest magnitude), under the bounds of the conformance
+/// cases (docs/interop.md states what was measured).
+#[test]
+#[allow(clippy::print_stderr)] // the measured errors, for the docs
+fn accuracy_against_f32_on_every_example() {
+    let (steps, batch) = (100, 2);
+    let mut worst = [0.0f64; 2];
+    for path in common::examples() {
+        let stem = common::stem(&path);
+        let cell = with_dims(&path, 64, 128);
+        let weights = Weights::random(&cell.ir().unwrap(), 7);
+        let run = |precision: Option<Precision>| {
+            let opts = Options {
+                precision,
+                ..Options::default()
+            };
+            let kernel = cell
+                .compile(&weights, &opts)
+                .unwrap_or_else(|e| panic!("{stem}: {e}"));
+            let mut rng = common::Rng(5);
+            let xs: Vec<Vec<f32>> = (0..kernel.input_names().len())
+                .map(|i| {
+                    let n = steps * batch * kernel.input_len(i);
+                    rng.vec(n, 1.0).iter().map(|&v| v as f32).collect()
+                })
+                .collect();
+            let mut ys: Vec<Vec<f32>> = (0..kernel.output_names().len())
+                .map(|o| vec![0.0; steps * batch * kernel.output_len(o)])
+                .collect();
+            let mut state = kernel.new_state(batch).unwrap();
+            let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+            kernel.run_with(&refs, &mut state, &mut outs).unwrap();
+            for name in kernel.state_names() {
+                ys.push(state.get(name).unwrap());
+            }
+            ys
+        };
+        let exact = run(None);
+        for (i, precision) in [Precision::Bf16, Precision::Int8].into_iter().enumerate() {
+            let narrow = run(Some(precision));
+            let (mut abs, mut rel) = (0.0f64, 0.0f64);
+            for (a, b) in exact.iter().zip(&narrow) {
+                let mut e = 0.0f64;
+                let mut mag = 0.0f64;
+                for (x, y) in a.iter().zip(b) {
+                    assert!(x.is_finite() && y.is_finite(), "{stem} {precision}");
+                    e = e.max((*x as f64 - *y as f64).abs());
+                    mag = mag.max(x.abs() as f64);
+                }
+                abs = abs.max(e);
+                rel = rel.max(e / mag.max(1.0));
+            }
+            eprintln!("{stem}: {precision} max abs {abs:.2e}, against max(1, |value|) {rel:.2e}");
+            let bound = match precision {
+                Precision::Bf16 if stem.starts_with("layernorm") => 2.5e-2,
+                Precision::Bf16 => 1e-2,
+                _ => 5e-2,
+            };
+            assert!(rel < bound, "{stem} {precision}: {rel:e} (bound {bound:e})");
+            worst[i] = worst[i].max(rel);
+        }
+    }
+    eprintln!(
+        "worst over the examples, against max(1, |value|): bf16 {:.2e}, int8 {:.2e}",
+        worst[0], worst[1]
+    );
+}

@@ -118,8 +118,8 @@ pub fn defaults(why: Option<String>) -> Host {
         gemm_gflops: DEFAULT_GEMM_GFLOPS,
         jit_gflops: DEFAULT_GEMM_GFLOPS * 0.4,
         panel_gflops: default_panel_gflops(super::panel::Isa::detect()),
-        bf16_gws: default_narrow_gws(super::panel::Isa::detect()).0,
-        int8_gws: default_narrow_gws(super::panel::Isa::detect()).1,
+        bf16_gws: default_narrow_gws(super::panel::Isa::detect_narrow()).0,
+        int8_gws: default_narrow_gws(super::panel::Isa::detect_narrow()).1,
         barrier_us: 1.0,
         source: HostSource::Defaults(why),
     }
@@ -163,7 +163,7 @@ fn narrow_rate(precision: crate::ir::Precision) -> f64 {
     panel::pack_at(&w, m, k, precision, &mut stored);
     let x = vec![0.25f32; k];
     let mut dst = vec![0.0f32; m];
-    let isa = panel::Isa::detect();
+    let isa = panel::Isa::detect_narrow();
     let mut best = f64::MAX;
     // Ten products per sample (a product is ~10 µs: one alone is near the
     // timer's and the frequency ramp's noise), best of 20.

@@ -84,6 +84,20 @@ impl Isa {
     }
 
     /// The widest kernel the host has.
+    /// The kernels of narrow (bf16, int8) products when none is forced:
+    /// AVX2 wherever the CPU has it, even beside AVX-512. Measured on the
+    /// one AVX-512 host at hand (AMD EPYC, Zen 4), the AVX-512 narrow kernels
+    /// ran 1.3-2x slower than the AVX2 ones at every size (LSTM H = 128 …
+    /// 1024, batch 1, one thread), while the AVX-512 f32 kernels ran 1.3-1.5x
+    /// faster than AVX2's; `--isa avx512` still runs them.
+    pub fn detect_narrow() -> Isa {
+        if Isa::Avx2.available() {
+            Isa::Avx2
+        } else {
+            Isa::detect()
+        }
+    }
+
     pub fn detect() -> Isa {
         [Isa::Avx512, Isa::Avx2]
             .into_iter()
@@ -352,7 +366,7 @@ pub unsafe fn product_narrow(
     // of rows are its independent chains of fused multiply-adds, which must
     // be enough to hide their latency behind the widening.
     let (ng, mr) = match isa {
-        Isa::Avx512 => (2, 6),
+        Isa::Avx512 => (2, 4),
         Isa::Avx2 => (1, 2),
         Isa::Scalar => (1, 1),
     };
@@ -441,7 +455,7 @@ unsafe fn narrow_tile(
                     }
                 };
             }
-            rows!(1 2 3 4 5 6)
+            rows!(1 2 3 4)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
@@ -488,6 +502,17 @@ unsafe fn widen(w: *const u8, c: usize, lane: usize, precision: Precision) -> f3
     }
 }
 
+/// A pair of columns added to an accumulator: `acc + (w0 * x0 + w1 * x1)`,
+/// the pair summed first (`w1 * x1` rounded, then one fused multiply-add),
+/// so that the accumulator's chain is one add per pair rather than two
+/// fused multiply-adds: at batch 1 the chains are few, and their latency,
+/// not the widening, bounded the kernels. Every narrow kernel sums in this
+/// order, so that they give the same bits.
+#[inline(always)]
+fn pair_sum(acc: f32, w0: f32, x0: f32, w1: f32, x1: f32) -> f32 {
+    acc + w0.mul_add(x0, w1 * x1)
+}
+
 /// # Safety
 /// As [`narrow_tile`], one group (`tile.rows <= 32`).
 #[allow(clippy::too_many_arguments)]
@@ -510,9 +535,20 @@ unsafe fn narrow_scalar(
             unsafe {
                 let int8 = precision == Precision::Int8;
                 let mut acc = if int8 { 0.0 } else { *d };
-                for c in 0..kc {
-                    let wv = widen(w, c, lane, precision);
-                    acc = wv.mul_add(*x.add(i * x_stride + c), acc);
+                let xr = x.add(i * x_stride);
+                let mut c = 0;
+                while c + 1 < kc {
+                    acc = pair_sum(
+                        acc,
+                        widen(w, c, lane, precision),
+                        *xr.add(c),
+                        widen(w, c + 1, lane, precision),
+                        *xr.add(c + 1),
+                    );
+                    c += 2;
+                }
+                if c < kc {
+                    acc = widen(w, c, lane, precision).mul_add(*xr.add(c), acc);
                 }
                 *d = if int8 {
                     acc.mul_add(*scales.add(lane), *d)
@@ -804,50 +840,55 @@ mod x86 {
                     }
                 }
             }
-            if INT8 {
-                for c in 0..kc {
-                    let mut v = [_mm512_setzero_ps(); NARROW_VECTORS];
-                    for q in 0..NARROW_VECTORS {
-                        v[q] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                            w[q / 2].add(c * GROUP + (q % 2) * PANEL).cast(),
-                        )));
-                    }
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
-                        for q in 0..NARROW_VECTORS {
-                            a[q] = _mm512_fmadd_ps(v[q], xb, a[q]);
-                        }
+            // Column pairs (the last column alone when `kc` is odd), summed
+            // as `pair_sum` does, one vector of 16 rows at a time.
+            // bf16: one load holds both columns (the odd one's high halves
+            // are zero and unused when it is alone); int8: 16 bytes a column.
+            let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+            let mut c = 0;
+            while c < kc {
+                let both = c + 1 < kc;
+                let mut x0 = [_mm512_setzero_ps(); R];
+                let mut x1 = [_mm512_setzero_ps(); R];
+                for i in 0..R {
+                    x0[i] = _mm512_set1_ps(*x.add(i * x_stride + c));
+                    if both {
+                        x1[i] = _mm512_set1_ps(*x.add(i * x_stride + c + 1));
                     }
                 }
-            } else {
-                // Column pairs: one load, two columns (the last one alone
-                // when `kc` is odd; its high halves are zero and not used).
-                let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-                let mut c = 0;
-                while c < kc {
-                    let both = c + 1 < kc;
-                    let mut lo = [_mm512_setzero_ps(); NARROW_VECTORS];
-                    let mut hi = [_mm512_setzero_ps(); NARROW_VECTORS];
-                    for q in 0..NARROW_VECTORS {
+                for q in 0..NARROW_VECTORS {
+                    let (lo, hi) = if INT8 {
+                        let col = |c: usize| {
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                                w[q / 2].add(c * GROUP + (q % 2) * PANEL).cast(),
+                            )))
+                        };
+                        (
+                            col(c),
+                            if both {
+                                col(c + 1)
+                            } else {
+                                _mm512_setzero_ps()
+                            },
+                        )
+                    } else {
                         let v =
                             _mm512_loadu_si512(w[q / 2].add(c * GROUP * 2 + (q % 2) * 64).cast());
-                        lo[q] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-                        hi[q] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-                    }
+                        (
+                            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+                            _mm512_castsi512_ps(_mm512_and_si512(v, high)),
+                        )
+                    };
                     for (i, a) in acc.iter_mut().enumerate() {
-                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
-                        for q in 0..NARROW_VECTORS {
-                            a[q] = _mm512_fmadd_ps(lo[q], xb, a[q]);
-                        }
-                        if both {
-                            let xb = _mm512_set1_ps(*x.add(i * x_stride + c + 1));
-                            for q in 0..NARROW_VECTORS {
-                                a[q] = _mm512_fmadd_ps(hi[q], xb, a[q]);
-                            }
-                        }
+                        a[q] = if both {
+                            let t = _mm512_fmadd_ps(lo, x0[i], _mm512_mul_ps(hi, x1[i]));
+                            _mm512_add_ps(a[q], t)
+                        } else {
+                            _mm512_fmadd_ps(lo, x0[i], a[q])
+                        };
                     }
-                    c += 2;
                 }
+                c += 2;
             }
             for (i, a) in acc.iter().enumerate() {
                 let d = tile.ptr.add(i * tile.stride);
@@ -893,49 +934,52 @@ mod x86 {
                     }
                 }
             }
-            if INT8 {
-                for c in 0..kc {
-                    let mut v = [_mm256_setzero_ps(); V];
-                    for (h, v) in v.iter_mut().enumerate() {
-                        *v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                            w[0].add(c * GROUP + h * 8).cast(),
-                        )));
-                    }
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
-                        for h in 0..V {
-                            a[h] = _mm256_fmadd_ps(v[h], xb, a[h]);
-                        }
+            // Column pairs, as in `narrow_avx512`, one vector of 8 rows at a
+            // time (bf16: the pair's 32 words, 8 per vector).
+            let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+            let mut c = 0;
+            while c < kc {
+                let both = c + 1 < kc;
+                let mut x0 = [_mm256_setzero_ps(); R];
+                let mut x1 = [_mm256_setzero_ps(); R];
+                for i in 0..R {
+                    x0[i] = _mm256_set1_ps(*x.add(i * x_stride + c));
+                    if both {
+                        x1[i] = _mm256_set1_ps(*x.add(i * x_stride + c + 1));
                     }
                 }
-            } else {
-                // Column pairs, as in `narrow_avx512`.
-                let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-                let mut c = 0;
-                while c < kc {
-                    let both = c + 1 < kc;
-                    let mut lo = [_mm256_setzero_ps(); V];
-                    let mut hi = [_mm256_setzero_ps(); V];
-                    for h in 0..V {
-                        // The pair's 32 words, 8 per vector.
+                for h in 0..V {
+                    let (lo, hi) = if INT8 {
+                        let col = |c: usize| {
+                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                w[0].add(c * GROUP + h * 8).cast(),
+                            )))
+                        };
+                        (
+                            col(c),
+                            if both {
+                                col(c + 1)
+                            } else {
+                                _mm256_setzero_ps()
+                            },
+                        )
+                    } else {
                         let v = _mm256_loadu_si256(w[0].add(c * GROUP * 2 + h * 32).cast());
-                        lo[h] = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
-                        hi[h] = _mm256_castsi256_ps(_mm256_and_si256(v, high));
-                    }
+                        (
+                            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
+                            _mm256_castsi256_ps(_mm256_and_si256(v, high)),
+                        )
+                    };
                     for (i, a) in acc.iter_mut().enumerate() {
-                        let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
-                        for h in 0..V {
-                            a[h] = _mm256_fmadd_ps(lo[h], xb, a[h]);
-                        }
-                        if both {
-                            let xb = _mm256_set1_ps(*x.add(i * x_stride + c + 1));
-                            for h in 0..V {
-                                a[h] = _mm256_fmadd_ps(hi[h], xb, a[h]);
-                            }
-                        }
+                        a[h] = if both {
+                            let t = _mm256_fmadd_ps(lo, x0[i], _mm256_mul_ps(hi, x1[i]));
+                            _mm256_add_ps(a[h], t)
+                        } else {
+                            _mm256_fmadd_ps(lo, x0[i], a[h])
+                        };
                     }
-                    c += 2;
                 }
+                c += 2;
             }
             for (i, a) in acc.iter().enumerate() {
                 let d = tile.ptr.add(i * tile.stride);

@@ -298,8 +298,8 @@ pub fn predict(
 
 /// Batch rows per tile of the narrow panel kernels (`panel::product_narrow`).
 fn narrow_tile_rows() -> usize {
-    match super::panel::Isa::detect() {
-        super::panel::Isa::Avx512 => 6,
+    match super::panel::Isa::detect_narrow() {
+        super::panel::Isa::Avx512 => 4,
         super::panel::Isa::Avx2 => 2,
         super::panel::Isa::Scalar => 1,
     }

@@ -260,7 +260,9 @@ impl Kernel {
                                     for blk in blocks {
                                         // SAFETY: as for `Work::Gemm`; rows `r0..r1`
                                         // of every block are this worker's own.
-                                        unsafe { gemm_rows(build.isa, blk, r0, r1, &table, batch) };
+                                        unsafe {
+                                            gemm_rows(build.kernels(), blk, r0, r1, &table, batch)
+                                        };
                                     }
                                     // The region's lanes `r0..r1` read only those rows
                                     // (`plan::epilogue_by_rows`); `r0` is a multiple of
@@ -299,7 +301,9 @@ impl Kernel {
                                     // SAFETY: the table holds the plan's slots, sized
                                     // for `batch` rows (verified plan); units `a..b`
                                     // are this worker's own rows.
-                                    unsafe { gemm_units(build.isa, blocks, a, b, &table, batch) };
+                                    unsafe {
+                                        gemm_units(build.kernels(), blocks, a, b, &table, batch)
+                                    };
                                 }
                             }
                         }
@@ -510,6 +514,14 @@ unsafe fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: u
     }
 }
 
+/// The product kernels a build runs: for f32 weights and for narrow ones
+/// (`Isa::detect_narrow`).
+#[derive(Clone, Copy)]
+pub(super) struct Kernels {
+    pub f32: Isa,
+    pub narrow: Isa,
+}
+
 /// Runs units `u0..u1` of a `gemm` product for batch rows `0..batch`.
 ///
 /// # Safety
@@ -518,7 +530,7 @@ unsafe fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: u
 /// no other thread may touch rows `u0..u1`'s destinations meanwhile; the host
 /// must have `isa`.
 unsafe fn gemm_units(
-    isa: Isa,
+    isa: Kernels,
     blocks: &[GemmBlock],
     u0: usize,
     u1: usize,
@@ -539,7 +551,7 @@ unsafe fn gemm_units(
 /// As [`gemm_units`], for rows `r0..r1 <= blk.len`, `r0` a multiple of the
 /// panel.
 unsafe fn gemm_rows(
-    isa: Isa,
+    isa: Kernels,
     blk: &GemmBlock,
     r0: usize,
     r1: usize,
@@ -578,7 +590,7 @@ unsafe fn gemm_rows(
         unsafe {
             if term.precision == Precision::F32 {
                 panel::product_raw(
-                    isa,
+                    isa.f32,
                     weights.add(term.panels + r0 * term.k),
                     m,
                     term.k,
@@ -600,7 +612,7 @@ unsafe fn gemm_rows(
                     scales: start.add(panel::scales_at(blk.len, term.k).unwrap_or(0) + r0),
                 };
                 panel::product_narrow(
-                    isa,
+                    isa.narrow,
                     panels,
                     m,
                     term.k,
