@@ -142,9 +142,10 @@ fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
 }
 
 /// Narrow weights a core widens and multiplies per nanosecond at batch 1
-/// (bf16, int8) when nothing was measured, by width: AVX2 as measured on a
-/// 2-vCPU AMD EPYC (9.2 and 6.5, rounded down); AVX-512 estimated at twice
-/// that (not measured: no such host was at hand).
+/// (bf16, int8) when nothing was measured, by the narrow kernels' width
+/// ([`super::panel::Isa::detect_narrow`]: AVX-512 only when forced): AVX2
+/// as measured on a 2-vCPU AMD EPYC Zen 3 (9.2 and 6.5, rounded down; a Zen 4
+/// measured 31.6 and 23.1); AVX-512 estimated at twice that.
 fn default_narrow_gws(isa: super::panel::Isa) -> (f64, f64) {
     match isa {
         super::panel::Isa::Avx512 => (18.0, 12.0),
