@@ -116,3 +116,53 @@ fn lstm_inner_loop_does_not_spill() {
         );
     }
 }
+
+/// The micro-kernels read narrow weights on both targets, widened in
+/// registers as `lower.rs` says: bf16 by a shift (x86 `vpslld`, aarch64
+/// `shl`) and an `and`; int8 by a sign-extending load and a conversion
+/// (x86 `vpmovsxbw` and `vcvtdq2ps`, aarch64 `sshll` and `scvtf`); no calls.
+/// (The code runs on the host in tests/precision.rs; aarch64's is only
+/// compiled here: the objects that run under qemu take float32 weights.)
+#[test]
+fn narrow_weights_widen_in_registers_on_both_targets() {
+    use cellc::ir::Precision;
+    let path = common::examples()
+        .into_iter()
+        .find(|p| common::stem(p) == "lstm")
+        .unwrap();
+    let cell = Cell::from_file(&path)
+        .unwrap()
+        .dims(&[("X", 33), ("H", 17)])
+        .unwrap();
+    for (triple, bf16, int8) in [
+        (
+            "x86_64-unknown-linux-gnu",
+            ["vpslld", "vpand"],
+            ["vpmovsxbw", "vcvtdq2ps"],
+        ),
+        (
+            "aarch64-unknown-linux-gnu",
+            ["shl", "and"],
+            ["sshll", "scvtf"],
+        ),
+    ] {
+        for (precision, want) in [(Precision::Bf16, bf16), (Precision::Int8, int8)] {
+            let opts = Options {
+                precision: Some(precision),
+                ..Options::default()
+            };
+            let funcs = cell.generated_code(&opts, Some(triple)).unwrap();
+            let asm: String = funcs.iter().map(|f| f.asm.as_str()).collect();
+            for w in want {
+                assert!(asm.contains(w), "{triple} {precision}: no {w}");
+            }
+            for line in asm.lines() {
+                let l = line.trim_start();
+                assert!(
+                    !l.starts_with("call") && !l.starts_with("bl "),
+                    "{triple} {precision}: {l}"
+                );
+            }
+        }
+    }
+}
