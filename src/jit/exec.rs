@@ -562,19 +562,17 @@ unsafe fn gemm_rows(
     let m = r1 - r0;
     let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
     for b in 0..batch {
-        for r in 0..m {
-            // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
-            // len` floats, and the bias and projection likewise; rows `r0..r1` are
-            // inside `len` and this unit's own.
-            unsafe {
-                let value = match blk.init {
-                    GemmInit::Zero => 0.0,
-                    GemmInit::Bias(o) => *weights.add(o + r0 + r),
-                    GemmInit::Projection(l) => {
-                        *slots.ptrs[l.slot].add(l.offset + b * l.stride + r0 + r)
-                    }
-                };
-                *dst.add(b * blk.dest.stride + r) = value;
+        // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
+        // len` floats, and the bias and projection likewise; rows `r0..r1` are
+        // inside `len` and this unit's own (`copy`: the source may overlap).
+        unsafe {
+            let row = dst.add(b * blk.dest.stride);
+            match blk.init {
+                GemmInit::Zero => std::ptr::write_bytes(row, 0, m),
+                GemmInit::Bias(o) => std::ptr::copy(weights.add(o + r0), row, m),
+                GemmInit::Projection(l) => {
+                    std::ptr::copy(slots.ptrs[l.slot].add(l.offset + b * l.stride + r0), row, m)
+                }
             }
         }
     }
