@@ -33,6 +33,17 @@ fn joined(
         .join("\n")
 }
 
+/// Fails on any call instruction (x86-64 `call`, aarch64 `bl`) in `asm`.
+fn assert_no_calls(asm: &str, what: &str) {
+    for line in asm.lines() {
+        let l = line.trim_start();
+        assert!(
+            !l.starts_with("call") && !l.starts_with("bl "),
+            "{what}: {l}"
+        );
+    }
+}
+
 #[test]
 fn clif_and_asm_snapshots() {
     for path in common::examples() {
@@ -58,14 +69,7 @@ fn fma_is_one_instruction_and_nothing_calls_out() {
                 path.display()
             );
             // No calls at all: no libm, no `fmaf`, no per-lane helpers.
-            for line in asm.lines() {
-                let l = line.trim_start();
-                assert!(
-                    !l.starts_with("call") && !l.starts_with("bl "),
-                    "{}: {triple}: {l}",
-                    path.display()
-                );
-            }
+            assert_no_calls(&asm, &format!("{}: {triple}", path.display()));
         }
     }
 }
@@ -156,13 +160,7 @@ fn narrow_weights_widen_in_registers_on_both_targets() {
             for w in want {
                 assert!(asm.contains(w), "{triple} {precision}: no {w}");
             }
-            for line in asm.lines() {
-                let l = line.trim_start();
-                assert!(
-                    !l.starts_with("call") && !l.starts_with("bl "),
-                    "{triple} {precision}: {l}"
-                );
-            }
+            assert_no_calls(&asm, &format!("{triple} {precision}"));
         }
     }
 }

@@ -703,27 +703,7 @@ fn micro_kernel(
                         }
                     };
                     let w_bytes = np * LANES * 4;
-                    let pairs = Sweep {
-                        units: seg.k / 2,
-                        unroll: UNROLL / 2,
-                        x_bytes: 8,
-                        w_bytes,
-                    };
-                    pairs.emit(e, wseg, |e, xo, xk, wp, wk, p| {
-                        pair(e, xo, xk, wp, wk, p, true)
-                    });
-                    if seg.k % 2 == 1 {
-                        let (z, p) = (zero_i64(e), seg.k / 2);
-                        pair(
-                            e,
-                            z,
-                            (2 * p * 4) as i32,
-                            wseg,
-                            (p * w_bytes) as i32,
-                            p,
-                            false,
-                        );
-                    }
+                    sweep_pairs(e, seg.k, w_bytes, wseg, pair);
                 }
                 Precision::Int8 => {
                     // Sums from zero, in accumulators of their own, times
@@ -764,27 +744,7 @@ fn micro_kernel(
                         }
                     };
                     let w_bytes = np * 2 * LANES;
-                    let pairs = Sweep {
-                        units: seg.k / 2,
-                        unroll: UNROLL / 2,
-                        x_bytes: 8,
-                        w_bytes,
-                    };
-                    pairs.emit(e, values, |e, xo, xk, wp, wk, p| {
-                        pair(e, xo, xk, wp, wk, p, true)
-                    });
-                    if seg.k % 2 == 1 {
-                        let (z, p) = (zero_i64(e), seg.k / 2);
-                        pair(
-                            e,
-                            z,
-                            (2 * p * 4) as i32,
-                            values,
-                            (p * w_bytes) as i32,
-                            p,
-                            false,
-                        );
-                    }
+                    sweep_pairs(e, seg.k, w_bytes, values, pair);
                     for (pi, &blk) in seg.blocks.iter().enumerate() {
                         let scale =
                             e.b.ins()
@@ -859,6 +819,39 @@ fn add_pair(
             None => e.b.ins().fma(even, x, a),
         };
         e.b.def_var(acc[c], r);
+    }
+}
+
+/// Emits `pair(e, xo, xk, wp, wk, p, both)` for every pair `p` of a narrow
+/// segment of `k` columns whose pairs start at `base`, `w_bytes` apart
+/// ([`Sweep`]); the last column of an odd `k` comes alone (`both` false).
+fn sweep_pairs(
+    e: &mut Emitter<'_, '_>,
+    k: usize,
+    w_bytes: usize,
+    base: Value,
+    pair: impl Fn(&mut Emitter<'_, '_>, Value, i32, Value, i32, usize, bool),
+) {
+    let pairs = Sweep {
+        units: k / 2,
+        unroll: UNROLL / 2,
+        x_bytes: 8,
+        w_bytes,
+    };
+    pairs.emit(e, base, |e, xo, xk, wp, wk, p| {
+        pair(e, xo, xk, wp, wk, p, true)
+    });
+    if k % 2 == 1 {
+        let (z, p) = (zero_i64(e), k / 2);
+        pair(
+            e,
+            z,
+            (2 * p * 4) as i32,
+            base,
+            (p * w_bytes) as i32,
+            p,
+            false,
+        );
     }
 }
 
