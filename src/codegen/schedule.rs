@@ -396,10 +396,11 @@ pub fn describe(
         .collect();
     if !narrow.is_empty() {
         s.push_str(&format!(
-            "stored narrow: {}; every kernel reads them so, {:.1} KiB and {:.1} KiB per step, and widens them in registers (the hoisted projection's gemm reads f32 copies)\n",
+            "stored narrow: {}; every kernel reads them so, {:.1} KiB and {:.1} KiB per step, and widens them in registers (the gemm plans on the {} panel kernels; the hoisted projection's gemm reads f32 copies)\n",
             narrow.join(", "),
             w.input_bytes_stored / 1024.0,
             w.recurrent_bytes_stored / 1024.0,
+            super::panel::Isa::detect_narrow().name(),
         ));
     }
     s.push_str(&format!(
