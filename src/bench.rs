@@ -103,9 +103,6 @@ pub struct BenchResult {
     /// The kernels of the batched products, and the FMA peak of the threads'
     /// cores at their width (GFLOP/s, measured in this run).
     pub isa: crate::Isa,
-    /// The kernels of the batched products with bf16 or int8 weights
-    /// (`Isa::detect_narrow` unless forced).
-    pub narrow_isa: crate::Isa,
     pub fma_peak_gflops: f64,
     /// The width the peak was measured at: the widest the host has.
     pub peak_isa: crate::Isa,
@@ -141,7 +138,6 @@ impl BenchResult {
             "over_floor": self.fused.median / self.floor_us,
             "weights_level": self.weights_level,
             "isa": self.isa.name(),
-            "narrow_isa": self.narrow_isa.name(),
             "fma_peak_gflops": self.fma_peak_gflops,
             "fma_peak_isa": self.peak_isa.name(),
             "of_fma_peak": self.gflops(&self.fused) / self.fma_peak_gflops,
@@ -196,11 +192,7 @@ impl BenchResult {
             self.peak_isa.name(),
             100.0 * self.gflops(&self.fused) / self.fma_peak_gflops,
             if self.schedule.starts_with("gemm") {
-                format!(
-                    " (batched products on the {} panel kernels; with bf16 or int8 weights, the {} ones)",
-                    self.isa.name(),
-                    self.narrow_isa.name()
-                )
+                format!(" (batched products on the {} panel kernels)", self.isa.name())
             } else {
                 " (products on the generated 128-bit kernels)".to_string()
             }
@@ -329,7 +321,6 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
         floor_us: model.floor_us,
         weights_level: model.level,
         isa: opts.isa.unwrap_or(widest),
-        narrow_isa: opts.isa.unwrap_or_else(crate::Isa::detect_narrow),
         fma_peak_gflops,
         peak_isa: widest,
     })

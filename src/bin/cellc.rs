@@ -69,8 +69,7 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
         /// The kernels of the batched products: avx512, avx2 or scalar
-        /// (default: the widest this CPU has, AVX2 for bf16 and int8 weights
-        /// where it has it; one it lacks is an error).
+        /// (default: the widest this CPU has; one it lacks is an error).
         #[arg(long)]
         isa: Option<String>,
         /// How every product's weights are stored: f32, bf16 or int8 (int8: one
@@ -173,8 +172,7 @@ enum Command {
         #[arg(long)]
         plan: Option<String>,
         /// The kernels of the batched products: avx512, avx2 or scalar
-        /// (default: the widest this CPU has, AVX2 for bf16 and int8 weights
-        /// where it has it; one it lacks is an error).
+        /// (default: the widest this CPU has; one it lacks is an error).
         #[arg(long)]
         isa: Option<String>,
         /// How every product's weights are stored: f32, bf16 or int8 (int8: one

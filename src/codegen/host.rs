@@ -118,8 +118,8 @@ pub fn defaults(why: Option<String>) -> Host {
         gemm_gflops: DEFAULT_GEMM_GFLOPS,
         jit_gflops: DEFAULT_GEMM_GFLOPS * 0.4,
         panel_gflops: default_panel_gflops(super::panel::Isa::detect()),
-        bf16_gws: default_narrow_gws(super::panel::Isa::detect_narrow()).0,
-        int8_gws: default_narrow_gws(super::panel::Isa::detect_narrow()).1,
+        bf16_gws: default_narrow_gws(super::panel::Isa::detect()).0,
+        int8_gws: default_narrow_gws(super::panel::Isa::detect()).1,
         barrier_us: 1.0,
         source: HostSource::Defaults(why),
     }
@@ -142,10 +142,9 @@ fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
 }
 
 /// Narrow weights a core widens and multiplies per nanosecond at batch 1
-/// (bf16, int8) when nothing was measured, by the narrow kernels' width
-/// ([`super::panel::Isa::detect_narrow`]: AVX-512 only when forced): AVX2
-/// as measured on a 2-vCPU AMD EPYC Zen 3 (9.2 and 6.5, rounded down; a Zen 4
-/// measured 31.6 and 23.1); AVX-512 estimated at twice that.
+/// (bf16, int8) when nothing was measured, by width: AVX2 as measured on a
+/// 2-vCPU AMD EPYC Zen 3 (9.2 and 6.5, rounded down); AVX-512 estimated at
+/// twice that (a Zen 4 calibrates higher still).
 fn default_narrow_gws(isa: super::panel::Isa) -> (f64, f64) {
     match isa {
         super::panel::Isa::Avx512 => (18.0, 12.0),
@@ -164,7 +163,7 @@ fn narrow_rate(precision: crate::ir::Precision) -> f64 {
     panel::pack_at(&w, m, k, precision, &mut stored);
     let x = vec![0.25f32; k];
     let mut dst = vec![0.0f32; m];
-    let isa = panel::Isa::detect_narrow();
+    let isa = panel::Isa::detect();
     let mut best = f64::MAX;
     // Ten products per sample (a product is ~10 µs: one alone is near the
     // timer's and the frequency ramp's noise), best of 20.

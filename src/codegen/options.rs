@@ -67,9 +67,8 @@ pub struct Options {
     /// The plan for `run` (`step` always streams). `None`: the cost model picks.
     pub plan: Option<Variant>,
     /// The kernels of the batched products (the `gemm` plans). `None`: the
-    /// widest the host has ([`Isa::detect`]), and for narrow weights AVX2
-    /// where the host has it ([`Isa::detect_narrow`]); one the host lacks is
-    /// an error when the cell is compiled.
+    /// widest the host has ([`Isa::detect`]); one the host lacks is an error
+    /// when the cell is compiled.
     pub isa: Option<Isa>,
     /// How every product's weights (the matrix parameters) are stored,
     /// overriding what the source says; `None`: as the source says (`f32`

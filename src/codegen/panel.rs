@@ -84,20 +84,6 @@ impl Isa {
     }
 
     /// The widest kernel the host has.
-    /// The kernels of narrow (bf16, int8) products when none is forced:
-    /// AVX2 wherever the CPU has it, even beside AVX-512. Measured on the
-    /// one AVX-512 host at hand (AMD EPYC, Zen 4), the AVX-512 narrow kernels
-    /// ran 1.3-2x slower than the AVX2 ones at every size (LSTM H = 128 …
-    /// 1024, batch 1, one thread), while the AVX-512 f32 kernels ran 1.3-1.5x
-    /// faster than AVX2's; `--isa avx512` still runs them.
-    pub fn detect_narrow() -> Isa {
-        if Isa::Avx2.available() {
-            Isa::Avx2
-        } else {
-            Isa::detect()
-        }
-    }
-
     pub fn detect() -> Isa {
         [Isa::Avx512, Isa::Avx2]
             .into_iter()
@@ -446,11 +432,16 @@ unsafe fn narrow_tile(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX-512F is available).
         Isa::Avx512 => unsafe {
+            // Vectors of 16 rows: two per group, and a tile of one group
+            // (a unit of 32 rows) computes no second one of zeros.
+            let two = tile.rows > GROUP;
             macro_rules! rows {
                 ($($n:literal)*) => {
-                    match (nb, int8) {
-                        $(($n, false) => x86::narrow_avx512::<$n, false>(w, scales, kc, x, x_stride, tile),
-                          ($n, true) => x86::narrow_avx512::<$n, true>(w, scales, kc, x, x_stride, tile),)*
+                    match (nb, int8, two) {
+                        $(($n, false, false) => x86::narrow_avx512::<$n, false, 2>(w, scales, kc, x, x_stride, tile),
+                          ($n, true, false) => x86::narrow_avx512::<$n, true, 2>(w, scales, kc, x, x_stride, tile),
+                          ($n, false, true) => x86::narrow_avx512::<$n, false, 4>(w, scales, kc, x, x_stride, tile),
+                          ($n, true, true) => x86::narrow_avx512::<$n, true, 4>(w, scales, kc, x, x_stride, tile),)*
                         _ => unreachable!("narrow_tile: {nb} rows"),
                     }
                 };
@@ -808,15 +799,13 @@ pub(crate) use x86::lanes8;
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Tile, GROUP, MR, NARROW_GROUPS, PANEL};
-
-    /// Vectors of 16 rows in a tile of `NARROW_GROUPS` groups.
-    const NARROW_VECTORS: usize = 2 * NARROW_GROUPS;
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// As `narrow_tile`, `R` rows; AVX-512F available.
+    /// As `narrow_tile`, `R` rows, `V` vectors of 16 rows (2: the first
+    /// group of `w`; 4: both); AVX-512F available.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn narrow_avx512<const R: usize, const INT8: bool>(
+    pub(super) unsafe fn narrow_avx512<const R: usize, const INT8: bool, const V: usize>(
         w: [*const u8; NARROW_GROUPS],
         scales: *const f32,
         kc: usize,
@@ -827,15 +816,15 @@ mod x86 {
         // SAFETY: as the caller guarantees; the tile's loads and stores, and
         // the scales', are masked to its `rows` columns.
         unsafe {
-            let mut mask = [0 as __mmask16; NARROW_VECTORS];
+            let mut mask = [0 as __mmask16; V];
             for (q, m) in mask.iter_mut().enumerate() {
                 *m = lanes16(tile.rows.saturating_sub(q * PANEL));
             }
-            let mut acc = [[_mm512_setzero_ps(); NARROW_VECTORS]; R];
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
             if !INT8 {
                 for (i, a) in acc.iter_mut().enumerate() {
                     let d = tile.ptr.add(i * tile.stride);
-                    for q in 0..NARROW_VECTORS {
+                    for q in 0..V {
                         a[q] = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
                     }
                 }
@@ -856,7 +845,7 @@ mod x86 {
                         x1[i] = _mm512_set1_ps(*x.add(i * x_stride + c + 1));
                     }
                 }
-                for q in 0..NARROW_VECTORS {
+                for q in 0..V {
                     let (lo, hi) = if INT8 {
                         let col = |c: usize| {
                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
@@ -892,7 +881,7 @@ mod x86 {
             }
             for (i, a) in acc.iter().enumerate() {
                 let d = tile.ptr.add(i * tile.stride);
-                for q in 0..NARROW_VECTORS {
+                for q in 0..V {
                     let out = if INT8 {
                         let s = _mm512_maskz_loadu_ps(mask[q], scales.add(q * PANEL));
                         let old = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));

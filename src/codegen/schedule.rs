@@ -298,7 +298,7 @@ pub fn predict(
 
 /// Batch rows per tile of the narrow panel kernels (`panel::product_narrow`).
 fn narrow_tile_rows() -> usize {
-    match super::panel::Isa::detect_narrow() {
+    match super::panel::Isa::detect() {
         super::panel::Isa::Avx512 => 4,
         super::panel::Isa::Avx2 => 2,
         super::panel::Isa::Scalar => 1,
@@ -396,11 +396,10 @@ pub fn describe(
         .collect();
     if !narrow.is_empty() {
         s.push_str(&format!(
-            "stored narrow: {}; every kernel reads them so, {:.1} KiB and {:.1} KiB per step, and widens them in registers (the gemm plans on the {} panel kernels; the hoisted projection's gemm reads f32 copies)\n",
+            "stored narrow: {}; every kernel reads them so, {:.1} KiB and {:.1} KiB per step, and widens them in registers (the hoisted projection's gemm reads f32 copies)\n",
             narrow.join(", "),
             w.input_bytes_stored / 1024.0,
             w.recurrent_bytes_stored / 1024.0,
-            super::panel::Isa::detect_narrow().name(),
         ));
     }
     s.push_str(&format!(

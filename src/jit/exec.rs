@@ -260,9 +260,7 @@ impl Kernel {
                                     for blk in blocks {
                                         // SAFETY: as for `Work::Gemm`; rows `r0..r1`
                                         // of every block are this worker's own.
-                                        unsafe {
-                                            gemm_rows(build.kernels(), blk, r0, r1, &table, batch)
-                                        };
+                                        unsafe { gemm_rows(build.isa, blk, r0, r1, &table, batch) };
                                     }
                                     // The region's lanes `r0..r1` read only those rows
                                     // (`plan::epilogue_by_rows`); `r0` is a multiple of
@@ -301,9 +299,7 @@ impl Kernel {
                                     // SAFETY: the table holds the plan's slots, sized
                                     // for `batch` rows (verified plan); units `a..b`
                                     // are this worker's own rows.
-                                    unsafe {
-                                        gemm_units(build.kernels(), blocks, a, b, &table, batch)
-                                    };
+                                    unsafe { gemm_units(build.isa, blocks, a, b, &table, batch) };
                                 }
                             }
                         }
@@ -514,14 +510,6 @@ unsafe fn run_tiles(f: Compiled, table: &SlotTable, batch: usize, w: usize, n: u
     }
 }
 
-/// The product kernels a build runs: for f32 weights and for narrow ones
-/// (`Isa::detect_narrow`).
-#[derive(Clone, Copy)]
-pub(super) struct Kernels {
-    pub f32: Isa,
-    pub narrow: Isa,
-}
-
 /// Runs units `u0..u1` of a `gemm` product for batch rows `0..batch`.
 ///
 /// # Safety
@@ -530,7 +518,7 @@ pub(super) struct Kernels {
 /// no other thread may touch rows `u0..u1`'s destinations meanwhile; the host
 /// must have `isa`.
 unsafe fn gemm_units(
-    isa: Kernels,
+    isa: Isa,
     blocks: &[GemmBlock],
     u0: usize,
     u1: usize,
@@ -551,7 +539,7 @@ unsafe fn gemm_units(
 /// As [`gemm_units`], for rows `r0..r1 <= blk.len`, `r0` a multiple of the
 /// panel.
 unsafe fn gemm_rows(
-    isa: Kernels,
+    isa: Isa,
     blk: &GemmBlock,
     r0: usize,
     r1: usize,
@@ -588,7 +576,7 @@ unsafe fn gemm_rows(
         unsafe {
             if term.precision == Precision::F32 {
                 panel::product_raw(
-                    isa.f32,
+                    isa,
                     weights.add(term.panels + r0 * term.k),
                     m,
                     term.k,
@@ -610,7 +598,7 @@ unsafe fn gemm_rows(
                     scales: start.add(panel::scales_at(blk.len, term.k).unwrap_or(0) + r0),
                 };
                 panel::product_narrow(
-                    isa.narrow,
+                    isa,
                     panels,
                     m,
                     term.k,

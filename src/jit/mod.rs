@@ -79,19 +79,8 @@ struct Build {
     phases: Vec<Vec<Work>>,
     /// The kernels of its batched products and wide regions.
     isa: crate::codegen::panel::Isa,
-    /// The kernels of its batched products with narrow weights.
-    narrow_isa: crate::codegen::panel::Isa,
     /// Its standalone regions, compiled for the wide kernels.
     wide: Vec<wide::Program>,
-}
-
-impl Build {
-    fn kernels(&self) -> exec::Kernels {
-        exec::Kernels {
-            f32: self.isa,
-            narrow: self.narrow_isa,
-        }
-    }
 }
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
@@ -553,9 +542,6 @@ fn build(
         }
     }
     let isa = opts.isa.unwrap_or_else(crate::codegen::panel::Isa::detect);
-    let narrow_isa = opts
-        .isa
-        .unwrap_or_else(crate::codegen::panel::Isa::detect_narrow);
     if !isa.available() {
         let have: Vec<&str> = crate::codegen::panel::Isa::ALL
             .into_iter()
@@ -627,7 +613,6 @@ fn build(
         weights,
         phases,
         isa,
-        narrow_isa,
         wide,
     })
 }
