@@ -116,9 +116,22 @@ pub fn effective_params<'a>(cell: &Cell, params: &'a [Vec<f32>]) -> Vec<Cow<'a, 
 }
 
 /// Refuses a parameter that its precision cannot store: an int8 row holding
-/// NaN or an infinity (the message names the parameter and the row).
+/// NaN or an infinity, a finite value beyond bf16's range (which would round
+/// to an infinity: a different number, not a rounded one). The message names
+/// the parameter and the row or element.
 pub fn check(cell: &Cell, params: &[Vec<f32>]) -> Result<(), String> {
     for (p, v) in cell.params.iter().zip(params) {
+        if p.precision == Precision::Bf16 {
+            if let Some(i) =
+                (0..v.len()).find(|&i| v[i].is_finite() && round_bf16(v[i]).is_infinite())
+            {
+                return Err(format!(
+                    "parameter `{}` is stored in bf16, but its element {i} ({:e}) is beyond bf16's range (about ±3.39e38) and would become infinite",
+                    p.name, v[i]
+                ));
+            }
+            continue;
+        }
         if p.precision != Precision::Int8 {
             continue;
         }

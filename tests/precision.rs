@@ -219,6 +219,16 @@ fn int8_refuses_weights_it_cannot_store() {
     let cell =
         Cell::from_source("mixed.rnn", &ANNOTATED.replace("int8[H, H]", "bf16[H, H]")).unwrap();
     assert!(cell.compile(&weights, &opts).is_ok());
+    // A finite value that bf16 would round to an infinity is refused.
+    let mut data = u.data.clone();
+    data[7] = f32::MAX;
+    weights.remove("U");
+    weights.insert("U", &u.shape, data).unwrap();
+    let Err(err) = cell.compile(&weights, &opts) else {
+        panic!("a finite weight beyond bf16's range must be refused");
+    };
+    let err = err.to_string();
+    assert!(err.contains("`U`") && err.contains("element 7"), "{err}");
 }
 
 /// bf16 and int8 against f32 on the PyTorch conformance cases' weights,
