@@ -496,9 +496,10 @@ unsafe fn widen(w: *const u8, c: usize, lane: usize, precision: Precision) -> f3
 /// A pair of columns added to an accumulator: `acc + (w0 * x0 + w1 * x1)`,
 /// the pair summed first (`w1 * x1` rounded, then one fused multiply-add),
 /// so that the accumulator's chain is one add per pair rather than two
-/// fused multiply-adds: at batch 1 the chains are few, and their latency,
-/// not the widening, bounded the kernels. Every narrow kernel sums in this
-/// order, so that they give the same bits.
+/// fused multiply-adds (measured no faster than two: the widening and the
+/// loads bound these kernels, not the chains). Every narrow panel kernel
+/// sums in this order, so that the ISAs give the same bits (the generated
+/// kernels pair columns the same way).
 #[inline(always)]
 fn pair_sum(acc: f32, w0: f32, x0: f32, w1: f32, x1: f32) -> f32 {
     acc + w0.mul_add(x0, w1 * x1)
