@@ -33,6 +33,18 @@ fn joined(
         .join("\n")
 }
 
+/// The LSTM example at these sizes.
+fn lstm(x: u64, h: u64) -> Cell {
+    let path = common::examples()
+        .into_iter()
+        .find(|p| common::stem(p) == "lstm")
+        .unwrap();
+    Cell::from_file(&path)
+        .unwrap()
+        .dims(&[("X", x), ("H", h)])
+        .unwrap()
+}
+
 /// Fails on any call instruction (x86-64 `call`, aarch64 `bl`) in `asm`.
 fn assert_no_calls(asm: &str, what: &str) {
     for line in asm.lines() {
@@ -78,14 +90,7 @@ fn fma_is_one_instruction_and_nothing_calls_out() {
 /// nowhere: its accumulators stay in registers.
 #[test]
 fn lstm_inner_loop_does_not_spill() {
-    let path = common::examples()
-        .into_iter()
-        .find(|p| common::stem(p) == "lstm")
-        .unwrap();
-    let cell = Cell::from_file(&path)
-        .unwrap()
-        .dims(&[("X", 64), ("H", 64)])
-        .unwrap();
+    let cell = lstm(64, 64);
     let funcs = cell
         .generated_code(&Options::default(), Some("x86_64-unknown-linux-gnu"))
         .unwrap();
@@ -122,45 +127,45 @@ fn lstm_inner_loop_does_not_spill() {
 }
 
 /// The micro-kernels read narrow weights on both targets, widened in
-/// registers as `lower.rs` says: bf16 by a shift (x86 `vpslld`, aarch64
-/// `shl`) and an `and`; int8 by a sign-extending load and a conversion
-/// (x86 `vpmovsxbw` and `vcvtdq2ps`, aarch64 `sshll` and `scvtf`); no calls.
-/// (The code runs on the host in tests/precision.rs; aarch64's is only
+/// registers as `lower.rs` says: bf16 by a shift by 16 (x86 `vpslld $0x10`,
+/// aarch64 `shl ... #0x10`); int8 by a sign-extending load and a conversion
+/// (x86 `vpmovsxbw` and `vcvtdq2ps`, aarch64 `sshll` and `scvtf`). The
+/// same cell in f32 is the baseline: its activations use shifts too, so each
+/// instruction must appear more often with narrow weights than without. No
+/// calls. (The code runs on the host in tests/precision.rs; aarch64's is only
 /// compiled here: the objects that run under qemu take float32 weights.)
 #[test]
 fn narrow_weights_widen_in_registers_on_both_targets() {
     use cellc::ir::Precision;
-    let path = common::examples()
-        .into_iter()
-        .find(|p| common::stem(p) == "lstm")
-        .unwrap();
-    let cell = Cell::from_file(&path)
-        .unwrap()
-        .dims(&[("X", 33), ("H", 17)])
-        .unwrap();
+    let cell = lstm(33, 17);
+    let asm = |triple: &str, precision: Option<Precision>| -> String {
+        let opts = Options {
+            precision,
+            ..Options::default()
+        };
+        let funcs = cell.generated_code(&opts, Some(triple)).unwrap();
+        let asm: String = funcs.iter().map(|f| f.asm.as_str()).collect();
+        assert_no_calls(&asm, &format!("{triple} {precision:?}"));
+        asm
+    };
     for (triple, bf16, int8) in [
         (
             "x86_64-unknown-linux-gnu",
-            ["vpslld", "vpand"],
+            ["vpslld $0x10"],
             ["vpmovsxbw", "vcvtdq2ps"],
         ),
-        (
-            "aarch64-unknown-linux-gnu",
-            ["shl", "and"],
-            ["sshll", "scvtf"],
-        ),
+        ("aarch64-unknown-linux-gnu", ["#0x10"], ["sshll", "scvtf"]),
     ] {
-        for (precision, want) in [(Precision::Bf16, bf16), (Precision::Int8, int8)] {
-            let opts = Options {
-                precision: Some(precision),
-                ..Options::default()
-            };
-            let funcs = cell.generated_code(&opts, Some(triple)).unwrap();
-            let asm: String = funcs.iter().map(|f| f.asm.as_str()).collect();
+        let f32 = asm(triple, None);
+        for (precision, want) in [(Precision::Bf16, &bf16[..]), (Precision::Int8, &int8[..])] {
+            let narrow = asm(triple, Some(precision));
             for w in want {
-                assert!(asm.contains(w), "{triple} {precision}: no {w}");
+                let (n, base) = (narrow.matches(w).count(), f32.matches(w).count());
+                assert!(
+                    n > base,
+                    "{triple} {precision}: {w} {n} times, {base} in f32"
+                );
             }
-            assert_no_calls(&asm, &format!("{triple} {precision}"));
         }
     }
 }

@@ -101,7 +101,11 @@ impl NarrowParams<'_> {
                 let (q, scales) = crate::quant::int8_rows(raw, cols(cell, param));
                 Narrow::Int8(q, scales)
             }
-            _ => Narrow::Bf16(raw.iter().map(|&v| crate::quant::bf16_bits(v)).collect()),
+            Precision::Bf16 => {
+                Narrow::Bf16(raw.iter().map(|&v| crate::quant::bf16_bits(v)).collect())
+            }
+            // `pack_group` packs f32 segments from the effective values.
+            Precision::F32 => unreachable!("no narrow form of an f32 parameter"),
         })
     }
 }

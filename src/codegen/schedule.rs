@@ -38,7 +38,7 @@ const WIDE_L2_READS: f64 = 1.3;
 /// What one bf16 and one int8 weight cost the generated kernels, in f32
 /// weights' time when the FMAs bound a step (measured: LSTM H = 256, batch 1,
 /// one step per call, one thread, streaming: f32 29.3 µs, bf16 39.7, int8
-/// 94.0 on a Zen 3 core). The pair of bf16 takes a shift and an `and` more
+/// 94.0 on a Zen 4 core). The pair of bf16 takes a shift and an `and` more
 /// than two f32; the pair of int8 a sign-extending load and four shuffles and
 /// conversions.
 const JIT_BF16_COST: f64 = 1.35;
@@ -56,7 +56,7 @@ pub struct Work {
     pub input_bytes_stored: f64,
     pub recurrent_bytes_stored: f64,
     /// Weights stored in bf16 and in int8 (counts, not bytes), split as the
-    /// bytes are: the panel kernels widen each one per tile of batch rows.
+    /// bytes are: every kernel widens each one per tile of batch rows.
     pub input_narrow: [f64; 2],
     pub recurrent_narrow: [f64; 2],
     pub input_flops: f64,
@@ -199,7 +199,8 @@ pub fn predict(
     let b = batch as f64;
     let hoist = variant.hoists() && seq > 1 && work.input_flops > 0.0;
     // Every kernel reads the weights as stored (the hoisted projection's
-    // `gemm` reads f32 copies, counted apart below).
+    // `gemm` reads f32 copies, counted apart below; a micro-kernel segment
+    // whose blocks mix precisions reads f32 values, which this undercounts).
     let (recurrent_bytes, input_bytes) = (work.recurrent_bytes_stored, work.input_bytes_stored);
     let step_bytes = recurrent_bytes + if hoist { 0.0 } else { input_bytes };
     let narrow =

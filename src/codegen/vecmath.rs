@@ -135,22 +135,13 @@ fn pool_flags() -> MemFlagsData {
 /// two bfloat16 with them widens the high one to `f32`.
 pub const BF16_HIGH_HALF: u32 = 0xffff_0000;
 
-/// A vector of `bits` in every lane, as `ty`: from the pool if it is there.
-pub fn splat_bits(
-    b: &mut FunctionBuilder<'_>,
-    k: Consts<'_>,
-    bits: u32,
-    ty: cranelift_codegen::ir::Type,
-) -> Value {
-    splat_ty(b, k, bits, ty)
-}
-
 /// A vector of `c` in every lane: from the pool if it is there.
 pub fn splat(b: &mut FunctionBuilder<'_>, k: Consts<'_>, c: f32) -> Value {
-    splat_ty(b, k, c.to_bits(), F32X4)
+    splat_bits(b, k, c.to_bits(), F32X4)
 }
 
-fn splat_ty(
+/// A vector of `bits` in every lane, as `ty`: from the pool if it is there.
+pub fn splat_bits(
     b: &mut FunctionBuilder<'_>,
     k: Consts<'_>,
     bits: u32,
@@ -204,7 +195,7 @@ fn poly(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value, coeffs: &[f32]) ->
 
 /// 2^n for integer lanes n in [-126, 128] (as f32 bits; 128 gives +inf).
 fn pow2(b: &mut FunctionBuilder<'_>, k: Consts<'_>, n: Value) -> Value {
-    let bias = splat_ty(b, k, 127, I32X4);
+    let bias = splat_bits(b, k, 127, I32X4);
     let e = b.ins().iadd(n, bias);
     let bits = b.ins().ishl_imm_s(e, 23);
     b.ins().bitcast(F32X4, lanes_flags(), bits)
@@ -238,7 +229,7 @@ fn exp_in(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value, subnormals: bool
     let tm = b.ins().fadd(t, magic);
     let n = b.ins().fsub(tm, magic);
     let tm_bits = b.ins().bitcast(I32X4, lanes_flags(), tm);
-    let magic_bits = splat_ty(b, k, ROUND_MAGIC.to_bits(), I32X4);
+    let magic_bits = splat_bits(b, k, ROUND_MAGIC.to_bits(), I32X4);
     let ni = b.ins().isub(tm_bits, magic_bits);
     // r = x - n ln2, in two parts (n * LN2_HI is exact).
     let neg_hi = splat(b, k, -LN2_HI);
@@ -316,8 +307,8 @@ pub fn log(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
     let scale = splat(b, k, TWO_TO_23);
     let scaled = b.ins().fmul(x, scale);
     let xs = choose(b, is_tiny, scaled, x);
-    let bias = splat_ty(b, k, 126, I32X4);
-    let bias_tiny = splat_ty(b, k, 126 + 23, I32X4);
+    let bias = splat_bits(b, k, 126, I32X4);
+    let bias_tiny = splat_bits(b, k, 126 + 23, I32X4);
     let mask_tiny = b.ins().bitcast(I32X4, lanes_flags(), is_tiny);
     let bias = b.ins().bitselect(mask_tiny, bias_tiny, bias);
     let bits = b.ins().bitcast(I32X4, lanes_flags(), xs);
@@ -325,8 +316,8 @@ pub fn log(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
     let e = b.ins().isub(biased, bias);
     let e = b.ins().fcvt_from_sint(F32X4, e);
     // m in [0.5, 1).
-    let mantissa = splat_ty(b, k, MANTISSA_MASK, I32X4);
-    let half = splat_ty(b, k, HALF_EXPONENT, I32X4);
+    let mantissa = splat_bits(b, k, MANTISSA_MASK, I32X4);
+    let half = splat_bits(b, k, HALF_EXPONENT, I32X4);
     let m = b.ins().band(bits, mantissa);
     let m = b.ins().bor(m, half);
     let m = b.ins().bitcast(F32X4, lanes_flags(), m);
