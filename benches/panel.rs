@@ -3,6 +3,8 @@
 //! 2048 weight rows (an LSTM at H = 512), k = 512; and H = 128's 512 x 256.
 //! Criterion's throughput is in FLOPs (its "elem/s" are FLOP/s); the peak of
 //! each width, measured in the same run, is printed beside it.
+//! `PANEL_SIZES=64x2048x512,64x512x512` (batch x rows x k) measures other
+//! sizes.
 
 #![allow(clippy::print_stdout)]
 
@@ -11,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn bench(c: &mut Criterion) {
     for isa in cellc::Isa::ALL.into_iter().filter(|i| i.available()) {
-        for (batch, rows, k) in [(64, 2048, 512), (64, 512, 256)] {
+        for (batch, rows, k) in sizes() {
             let Ok(mut p) = ProductBench::new(isa, batch, rows, k) else {
                 continue;
             };
@@ -31,6 +33,23 @@ fn bench(c: &mut Criterion) {
             group.finish();
         }
     }
+}
+
+/// The sizes to measure: `PANEL_SIZES`, or the two.
+fn sizes() -> Vec<(usize, usize, usize)> {
+    let Ok(list) = std::env::var("PANEL_SIZES") else {
+        return vec![(64, 2048, 512), (64, 512, 256)];
+    };
+    list.split(',')
+        .map(|size| {
+            let n: Vec<usize> = size
+                .split('x')
+                .map(|n| n.trim().parse().expect("PANEL_SIZES: batch x rows x k"))
+                .collect();
+            assert!(n.len() == 3, "PANEL_SIZES: batch x rows x k, not {size}");
+            (n[0], n[1], n[2])
+        })
+        .collect()
 }
 
 criterion_group!(benches, bench);

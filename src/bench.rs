@@ -14,6 +14,7 @@
 //! see the same machine; the median, min and max per-step times are
 //! reported.
 
+use crate::jit::buffer::AlignedBuf;
 use std::time::Instant;
 
 use serde_json::json;
@@ -353,9 +354,9 @@ fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
 /// measuring the kernels against the FMA peak (`benches/panel.rs`).
 pub struct ProductBench {
     isa: crate::Isa,
-    panels: Vec<f32>,
-    x: Vec<f32>,
-    dst: Vec<f32>,
+    panels: AlignedBuf,
+    x: AlignedBuf,
+    dst: AlignedBuf,
     rows: usize,
     k: usize,
     batch: usize,
@@ -377,14 +378,20 @@ impl ProductBench {
         let len = panel::panels_len(rows, k).ok_or("the matrix is too large")?;
         let mut rng = crate::gen::Rng(1);
         let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
-        let mut panels = vec![0.0; len];
-        panel::pack(&w, rows, k, &mut panels);
-        let x = (0..batch * k).map(|_| rng.unit() as f32).collect();
+        // Aligned to cache lines, as the compiled cell's buffers are: a
+        // 64-byte load from a `Vec` (16-byte aligned) straddles two lines.
+        let mut panels = AlignedBuf::zeros(len).map_err(|e| e.to_string())?;
+        panel::pack(&w, rows, k, panels.as_mut_slice());
+        let mut x = AlignedBuf::zeros(batch * k).map_err(|e| e.to_string())?;
+        x.as_mut_slice()
+            .iter_mut()
+            .for_each(|v| *v = rng.unit() as f32);
+        let dst = AlignedBuf::zeros(batch * rows).map_err(|e| e.to_string())?;
         Ok(ProductBench {
             isa,
             panels,
             x,
-            dst: vec![0.0; batch * rows],
+            dst,
             rows,
             k,
             batch,
@@ -395,13 +402,13 @@ impl ProductBench {
     pub fn run(&mut self) {
         crate::codegen::panel::product(
             self.isa,
-            &self.panels,
+            self.panels.as_slice(),
             self.rows,
             self.k,
-            &self.x,
+            self.x.as_slice(),
             self.k,
             self.batch,
-            &mut self.dst,
+            self.dst.as_mut_slice(),
             self.rows,
         );
     }

@@ -380,6 +380,7 @@ pub unsafe fn product_narrow(
                     ptr: dst.wrapping_add(b * dst_stride + p * GROUP),
                     stride: dst_stride,
                     rows,
+                    from: Start::Dst.at(b, p * GROUP, dst, dst_stride),
                 };
                 // SAFETY: groups `p..p + width` exist with columns `k0..k0 +
                 // kc`; the others read `ZEROS` (`KC` columns); rows `b..b +
@@ -526,7 +527,8 @@ unsafe fn narrow_scalar(
             // guarantees.
             unsafe {
                 let int8 = precision == Precision::Int8;
-                let mut acc = if int8 { 0.0 } else { *d };
+                let old = tile.start(i).map_or(0.0, |p| *p.add(lane));
+                let mut acc = if int8 { 0.0 } else { old };
                 let xr = x.add(i * x_stride);
                 let mut c = 0;
                 while c + 1 < kc {
@@ -543,7 +545,7 @@ unsafe fn narrow_scalar(
                     acc = widen(w, c, lane, precision).mul_add(*xr.add(c), acc);
                 }
                 *d = if int8 {
-                    acc.mul_add(*scales.add(lane), *d)
+                    acc.mul_add(*scales.add(lane), old)
                 } else {
                     acc
                 };
@@ -625,6 +627,7 @@ pub fn product(
             batch,
             dst.as_mut_ptr(),
             dst_stride,
+            Start::Dst,
         )
     }
 }
@@ -647,7 +650,13 @@ pub unsafe fn product_raw(
     batch: usize,
     dst: *mut f32,
     dst_stride: usize,
+    start: Start,
 ) {
+    if k == 0 {
+        // SAFETY: as the caller guarantees.
+        unsafe { start.fill(m, batch, dst, dst_stride) };
+        return;
+    }
     let mr = if isa == Isa::Avx512 { MR_AVX512 } else { MR };
     let mut p = 0;
     while p * PANEL < m {
@@ -665,11 +674,13 @@ pub unsafe fn product_raw(
             let kc = (k - k0).min(KC);
             let mut b = 0;
             while b < batch {
-                let nb = (batch - b).min(mr);
+                let nb = group_rows(batch - b, mr);
+                let first = if k0 == 0 { start } else { Start::Dst };
                 let tile = Tile {
                     ptr: dst.wrapping_add(b * dst_stride + p * PANEL),
                     stride: dst_stride,
                     rows,
+                    from: first.at(b, p * PANEL, dst, dst_stride),
                 };
                 // SAFETY: as the caller guarantees: the panels `p..p + width
                 // / PANEL` exist (`width` rows from row `16p`, padded), with
@@ -705,6 +716,79 @@ struct Tile {
     ptr: *mut f32,
     stride: usize,
     rows: usize,
+    /// Where the sums start: batch row `i` at `from + i * from_stride` (the
+    /// tile itself, a bias row with stride 0, another buffer), or zero.
+    from: Option<(*const f32, usize)>,
+}
+
+impl Tile {
+    /// Batch row `i`'s starting values, `None` for zeros.
+    fn start(&self, i: usize) -> Option<*const f32> {
+        self.from.map(|(p, s)| p.wrapping_add(i * s))
+    }
+}
+
+/// Where a product's sums start (the tiles of its first block of `k`; the
+/// later blocks continue from the destination).
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// The destination's values: a bias copied there, or the terms before.
+    Dst,
+    /// Zero.
+    Zero,
+    /// Batch row `b` at `ptr + b * stride`, the product's first row at
+    /// `ptr`; stride 0 starts every batch row from the same row (a bias).
+    Rows { ptr: *const f32, stride: usize },
+}
+
+impl Start {
+    /// The tile source for the destination rows from batch row `b` and
+    /// column `col` on (`dst` at `dst + b * dst_stride + col`).
+    fn at(
+        self,
+        b: usize,
+        col: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+    ) -> Option<(*const f32, usize)> {
+        match self {
+            Start::Dst => Some((
+                dst.wrapping_add(b * dst_stride + col).cast_const(),
+                dst_stride,
+            )),
+            Start::Zero => None,
+            Start::Rows { ptr, stride } => Some((ptr.wrapping_add(b * stride + col), stride)),
+        }
+    }
+
+    /// Writes the starting values into `m` columns of `batch` rows of `dst`
+    /// (for a product with no columns, which has no tiles).
+    ///
+    /// # Safety
+    /// `dst` as for [`product_raw`]; for `Rows`, `batch` rows of `m` floats
+    /// at `ptr` with `stride`.
+    pub unsafe fn fill(self, m: usize, batch: usize, dst: *mut f32, dst_stride: usize) {
+        for b in 0..batch {
+            let row = dst.wrapping_add(b * dst_stride);
+            // SAFETY: as the caller guarantees (`copy`: the rows may overlap).
+            unsafe {
+                match self {
+                    Start::Dst => {}
+                    Start::Zero => std::ptr::write_bytes(row, 0, m),
+                    Start::Rows { ptr, stride } => std::ptr::copy(ptr.add(b * stride), row, m),
+                }
+            }
+        }
+    }
+}
+
+/// The batch rows of the next tile when `left` rows remain and a tile takes
+/// at most `mr`: the groups that remain share the rows evenly (64 rows in
+/// tiles of 12 are 11, 11, 11, 11, 10, 10, not five of 12 and one of 4, whose
+/// 8 accumulators cannot hide the FMA latency). Which rows share a tile does
+/// not change any sum: each is one chain in `k` order.
+fn group_rows(left: usize, mr: usize) -> usize {
+    left.div_ceil(left.div_ceil(mr))
 }
 
 /// Columns of `k` per block: 32 weight rows of 256 columns are 32 KiB, which
@@ -748,12 +832,10 @@ unsafe fn tile_kernel(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX-512F is available).
-        Isa::Avx512 => unsafe {
-            x86::tile_avx512::<MR_AVX512>(w, w1, kc, two, x, x_stride, nb, tile)
-        },
+        Isa::Avx512 => unsafe { x86::tile_avx512_rows(w, w1, kc, two, x, x_stride, nb, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
-        Isa::Avx2 => unsafe { x86::tile_avx2(w, kc, x, x_stride, nb, tile) },
+        Isa::Avx2 => unsafe { x86::tile_avx2_rows(w, kc, x, x_stride, nb, tile) },
         // SAFETY: as the caller guarantees.
         _ => unsafe {
             let panels: &[*const f32] = if two { &[w, w1] } else { &[w] };
@@ -778,7 +860,10 @@ unsafe fn tile_scalar(
                 let d = tile.ptr.wrapping_add(i * tile.stride + q * PANEL + lane);
                 // SAFETY: row `i < nb`, column `q * 16 + lane < rows` of the
                 // tile, as the caller guarantees.
-                let mut acc = unsafe { *d };
+                // SAFETY: as the caller guarantees, as `d`.
+                let mut acc = tile
+                    .start(i)
+                    .map_or(0.0, |p| unsafe { *p.add(q * PANEL + lane) });
                 for c in 0..kc {
                     // SAFETY: column `c < kc` of the panel, row `i` of `x`, in
                     // bounds as the caller guarantees.
@@ -799,7 +884,7 @@ pub(crate) use x86::lanes8;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Tile, GROUP, MR, NARROW_GROUPS, PANEL};
+    use super::{Tile, GROUP, MR, MR_AVX512, NARROW_GROUPS, PANEL};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -824,9 +909,10 @@ mod x86 {
             let mut acc = [[_mm512_setzero_ps(); V]; R];
             if !INT8 {
                 for (i, a) in acc.iter_mut().enumerate() {
-                    let d = tile.ptr.add(i * tile.stride);
-                    for q in 0..V {
-                        a[q] = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
+                    if let Some(d) = tile.start(i) {
+                        for q in 0..V {
+                            a[q] = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
+                        }
                     }
                 }
             }
@@ -885,7 +971,10 @@ mod x86 {
                 for q in 0..V {
                     let out = if INT8 {
                         let s = _mm512_maskz_loadu_ps(mask[q], scales.add(q * PANEL));
-                        let old = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
+                        let old = match tile.start(i) {
+                            Some(o) => _mm512_maskz_loadu_ps(mask[q], o.add(q * PANEL)),
+                            None => _mm512_setzero_ps(),
+                        };
                         _mm512_fmadd_ps(a[q], s, old)
                     } else {
                         a[q]
@@ -918,9 +1007,10 @@ mod x86 {
             let mut acc = [[_mm256_setzero_ps(); V]; R];
             if !INT8 {
                 for (i, a) in acc.iter_mut().enumerate() {
-                    let d = tile.ptr.add(i * tile.stride);
-                    for h in 0..V {
-                        a[h] = _mm256_maskload_ps(d.add(h * 8), mask[h]);
+                    if let Some(d) = tile.start(i) {
+                        for h in 0..V {
+                            a[h] = _mm256_maskload_ps(d.add(h * 8), mask[h]);
+                        }
                     }
                 }
             }
@@ -976,7 +1066,10 @@ mod x86 {
                 for h in 0..V {
                     let out = if INT8 {
                         let s = _mm256_maskload_ps(scales.add(h * 8), mask[h]);
-                        let old = _mm256_maskload_ps(d.add(h * 8), mask[h]);
+                        let old = match tile.start(i) {
+                            Some(o) => _mm256_maskload_ps(o.add(h * 8), mask[h]),
+                            None => _mm256_setzero_ps(),
+                        };
                         _mm256_fmadd_ps(a[h], s, old)
                     } else {
                         a[h]
@@ -1011,11 +1104,13 @@ mod x86 {
         unsafe { _mm256_loadu_si256(WINDOW.as_ptr().add(8 - n.min(8)).cast()) }
     }
 
+    /// [`tile_avx512`] for a tile of `nb` batch rows: the rows are a
+    /// constant in each kernel, so its accumulators stay in registers.
+    ///
     /// # Safety
-    /// As `tile_kernel`; AVX-512F available.
-    #[target_feature(enable = "avx512f")]
+    /// As `tile_kernel`, `nb <= MR_AVX512`; AVX-512F available.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile_avx512<const R: usize>(
+    pub(super) unsafe fn tile_avx512_rows(
         w: *const f32,
         w1: *const f32,
         k: usize,
@@ -1025,55 +1120,121 @@ mod x86 {
         nb: usize,
         tile: Tile,
     ) {
+        macro_rules! rows {
+            ($($n:literal)*) => {
+                match nb {
+                    // SAFETY: as the caller guarantees.
+                    $($n if two => unsafe { tile_avx512::<$n, true>(w, w1, k, x, x_stride, tile) },)*
+                    // SAFETY: as the caller guarantees.
+                    $($n => unsafe { tile_avx512::<$n, false>(w, w1, k, x, x_stride, tile) },)*
+                    _ => unreachable!("a tile of {nb} batch rows"),
+                }
+            };
+        }
+        const _: () = assert!(MR_AVX512 == 12);
+        rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    /// # Safety
+    /// As `tile_kernel`, `R` batch rows, two panels if `TWO`; AVX-512F
+    /// available.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_avx512<const R: usize, const TWO: bool>(
+        w: *const f32,
+        w1: *const f32,
+        k: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
         // SAFETY: loads of `w` stay within the panels, of `x` within rows
-        // `< nb`, as the caller guarantees; the tile's loads and stores are
+        // `< R`, as the caller guarantees; the tile's loads and stores are
         // masked to its `rows` columns.
         unsafe {
             let m0 = lanes16(tile.rows);
             let m1 = lanes16(tile.rows.saturating_sub(PANEL));
             let mut a0 = [_mm512_setzero_ps(); R];
             let mut a1 = [_mm512_setzero_ps(); R];
-            for i in 0..nb {
-                let d = tile.ptr.add(i * tile.stride);
-                a0[i] = _mm512_maskz_loadu_ps(m0, d);
-                a1[i] = _mm512_maskz_loadu_ps(m1, d.add(PANEL));
+            for i in 0..R {
+                if let Some(d) = tile.start(i) {
+                    a0[i] = _mm512_maskz_loadu_ps(m0, d);
+                    a1[i] = _mm512_maskz_loadu_ps(m1, d.add(PANEL));
+                }
             }
-            if two && nb == R {
-                for c in 0..k {
-                    let v0 = _mm512_loadu_ps(w.add(c * PANEL));
-                    let v1 = _mm512_loadu_ps(w1.add(c * PANEL));
-                    for i in 0..R {
-                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
-                        a0[i] = _mm512_fmadd_ps(v0, xb, a0[i]);
-                        a1[i] = _mm512_fmadd_ps(v1, xb, a1[i]);
-                    }
-                }
-            } else if two {
-                for c in 0..k {
-                    let v0 = _mm512_loadu_ps(w.add(c * PANEL));
-                    let v1 = _mm512_loadu_ps(w1.add(c * PANEL));
-                    for i in 0..nb {
-                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
-                        a0[i] = _mm512_fmadd_ps(v0, xb, a0[i]);
-                        a1[i] = _mm512_fmadd_ps(v1, xb, a1[i]);
-                    }
-                }
-            } else {
+            // Batch rows in threes from a base pointer each, so every
+            // broadcast addresses `[base + stride * {0, 1, 2}]` and the loop
+            // adds only to the bases: the integer work would otherwise take
+            // issue slots from the FMAs (measured: 3–4 % of the kernel).
+            let stride = x_stride * 4;
+            let mut b0 = x;
+            let mut b1 = x.wrapping_add(3 * x_stride);
+            let mut b2 = x.wrapping_add(6 * x_stride);
+            let mut b3 = x.wrapping_add(9 * x_stride);
+            let (mut p0, mut p1) = (w, w1);
+            for _ in 0..k {
+                let v0 = _mm512_loadu_ps(p0);
                 // One panel: the second half of the tile is not read.
-                for c in 0..k {
-                    let v0 = _mm512_loadu_ps(w.add(c * PANEL));
-                    for (i, a) in a0.iter_mut().enumerate().take(nb) {
-                        let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
-                        *a = _mm512_fmadd_ps(v0, xb, *a);
-                    }
+                let v1 = if TWO { _mm512_loadu_ps(p1) } else { v0 };
+                // Unrolled by hand: LLVM keeps a loop over the rows here,
+                // with the accumulators on the stack.
+                macro_rules! row {
+                    ($b:ident, $i:literal, $o:literal) => {
+                        if $i < R {
+                            let xb = _mm512_set1_ps(*$b.byte_add($o * stride));
+                            a0[$i] = _mm512_fmadd_ps(v0, xb, a0[$i]);
+                            if TWO {
+                                a1[$i] = _mm512_fmadd_ps(v1, xb, a1[$i]);
+                            }
+                        }
+                    };
+                }
+                row!(b0, 0, 0);
+                row!(b0, 1, 1);
+                row!(b0, 2, 2);
+                row!(b1, 3, 0);
+                row!(b1, 4, 1);
+                row!(b1, 5, 2);
+                row!(b2, 6, 0);
+                row!(b2, 7, 1);
+                row!(b2, 8, 2);
+                row!(b3, 9, 0);
+                row!(b3, 10, 1);
+                row!(b3, 11, 2);
+                b0 = opaque(b0.wrapping_add(1));
+                if R > 3 {
+                    b1 = opaque(b1.wrapping_add(1));
+                }
+                if R > 6 {
+                    b2 = opaque(b2.wrapping_add(1));
+                }
+                if R > 9 {
+                    b3 = opaque(b3.wrapping_add(1));
+                }
+                p0 = p0.add(PANEL);
+                if TWO {
+                    p1 = p1.add(PANEL);
                 }
             }
-            for i in 0..nb {
+            for i in 0..R {
                 let d = tile.ptr.add(i * tile.stride);
                 _mm512_mask_storeu_ps(d, m0, a0[i]);
                 _mm512_mask_storeu_ps(d.add(PANEL), m1, a1[i]);
             }
         }
+    }
+
+    /// `p`, which the optimiser may no longer derive from other pointers:
+    /// it would recompute the four row bases of `tile_avx512` from one
+    /// pointer with a chain of adds in every iteration.
+    #[inline(always)]
+    #[allow(clippy::pointers_in_nomem_asm_block)] // the asm reads nothing
+    fn opaque(mut p: *const f32) -> *const f32 {
+        // SAFETY: an empty template; the register keeps its value.
+        unsafe {
+            std::arch::asm!("/* {0} */", inout(reg) p, options(pure, nomem, nostack, preserves_flags))
+        };
+        p
     }
 
     /// Twelve chains of `n` dependent FMAs each, 16 lanes wide.
@@ -1121,10 +1282,11 @@ mod x86 {
         out.iter().sum()
     }
 
+    /// [`tile_avx2`] for a tile of `nb` batch rows, as [`tile_avx512_rows`].
+    ///
     /// # Safety
-    /// As `tile_kernel` (one panel); AVX2 and FMA available.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_avx2(
+    /// As `tile_kernel` (one panel), `nb <= MR`; AVX2 and FMA available.
+    pub(super) unsafe fn tile_avx2_rows(
         w: *const f32,
         k: usize,
         x: *const f32,
@@ -1132,39 +1294,71 @@ mod x86 {
         nb: usize,
         tile: Tile,
     ) {
+        macro_rules! rows {
+            ($($n:literal)*) => {
+                match nb {
+                    // SAFETY: as the caller guarantees.
+                    $($n => unsafe { tile_avx2::<$n>(w, k, x, x_stride, tile) },)*
+                    _ => unreachable!("a tile of {nb} batch rows"),
+                }
+            };
+        }
+        const _: () = assert!(MR == 6);
+        rows!(1 2 3 4 5 6)
+    }
+
+    /// # Safety
+    /// As `tile_kernel` (one panel), `R` batch rows; AVX2 and FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2<const R: usize>(
+        w: *const f32,
+        k: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
         // SAFETY: as in `tile_avx512`.
         unsafe {
             let m0 = lanes8(tile.rows);
             let m1 = lanes8(tile.rows.saturating_sub(8));
-            let mut a0 = [_mm256_setzero_ps(); MR];
-            let mut a1 = [_mm256_setzero_ps(); MR];
-            for i in 0..nb {
-                let d = tile.ptr.add(i * tile.stride);
-                a0[i] = _mm256_maskload_ps(d, m0);
-                a1[i] = _mm256_maskload_ps(d.add(8), m1);
-            }
-            if nb == MR {
-                for c in 0..k {
-                    let v0 = _mm256_loadu_ps(w.add(c * PANEL));
-                    let v1 = _mm256_loadu_ps(w.add(c * PANEL + 8));
-                    for i in 0..MR {
-                        let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
-                        a0[i] = _mm256_fmadd_ps(v0, xb, a0[i]);
-                        a1[i] = _mm256_fmadd_ps(v1, xb, a1[i]);
-                    }
-                }
-            } else {
-                for c in 0..k {
-                    let v0 = _mm256_loadu_ps(w.add(c * PANEL));
-                    let v1 = _mm256_loadu_ps(w.add(c * PANEL + 8));
-                    for i in 0..nb {
-                        let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
-                        a0[i] = _mm256_fmadd_ps(v0, xb, a0[i]);
-                        a1[i] = _mm256_fmadd_ps(v1, xb, a1[i]);
-                    }
+            let mut a0 = [_mm256_setzero_ps(); R];
+            let mut a1 = [_mm256_setzero_ps(); R];
+            for i in 0..R {
+                if let Some(d) = tile.start(i) {
+                    a0[i] = _mm256_maskload_ps(d, m0);
+                    a1[i] = _mm256_maskload_ps(d.add(8), m1);
                 }
             }
-            for i in 0..nb {
+            // Rows in threes from opaque bases, as in `tile_avx512`.
+            let stride = x_stride * 4;
+            let mut b0 = x;
+            let mut b1 = x.wrapping_add(3 * x_stride);
+            let mut p = w;
+            for _ in 0..k {
+                let v0 = _mm256_loadu_ps(p);
+                let v1 = _mm256_loadu_ps(p.add(8));
+                macro_rules! row {
+                    ($b:ident, $i:literal, $o:literal) => {
+                        if $i < R {
+                            let xb = _mm256_set1_ps(*$b.byte_add($o * stride));
+                            a0[$i] = _mm256_fmadd_ps(v0, xb, a0[$i]);
+                            a1[$i] = _mm256_fmadd_ps(v1, xb, a1[$i]);
+                        }
+                    };
+                }
+                row!(b0, 0, 0);
+                row!(b0, 1, 1);
+                row!(b0, 2, 2);
+                row!(b1, 3, 0);
+                row!(b1, 4, 1);
+                row!(b1, 5, 2);
+                b0 = opaque(b0.wrapping_add(1));
+                if R > 3 {
+                    b1 = opaque(b1.wrapping_add(1));
+                }
+                p = p.add(PANEL);
+            }
+            for i in 0..R {
                 let d = tile.ptr.add(i * tile.stride);
                 _mm256_maskstore_ps(d, m0, a0[i]);
                 _mm256_maskstore_ps(d.add(8), m1, a1[i]);
@@ -1190,17 +1384,17 @@ mod tests {
     }
 
     /// Every available kernel against f64 on edge shapes (rows not a
-    /// multiple of 16 or 32, batches around the tiles' 6 and 12 rows, k of 0
-    /// and 1), and
-    /// every kernel agrees with the scalar one to the bit.
+    /// multiple of 16 or 32; batches giving tiles of every row count up to
+    /// the 6 and 12 rows of the kernels; `k` of 0, 1, and across a block of
+    /// [`KC`]), and every kernel agrees with the scalar one to the bit.
     #[test]
     #[allow(clippy::print_stderr)] // says which kernels the host let it test
     fn kernels_match_the_reference_and_each_other() {
         let mut rng = crate::gen::Rng(7);
         let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
         for m in [1, 15, 16, 17, 31, 32, 33, 64, 100] {
-            for k in [0, 1, 3, 16, 37] {
-                for batch in [1, 3, 5, 6, 7, 11, 12, 13, 25, 65] {
+            for k in [0, 1, 3, 16, 37, 300] {
+                for batch in [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 25, 65] {
                     let w: Vec<f32> = rng.vec(m * k, 1.0).iter().map(|&v| v as f32).collect();
                     let xs = k + 3;
                     let x: Vec<f32> = rng.vec(batch * xs, 1.0).iter().map(|&v| v as f32).collect();
@@ -1239,6 +1433,80 @@ mod tests {
                 .filter(|i| !i.available())
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Every way a product's sums start (the destination, zero, a bias row
+    /// for every batch row, rows of another buffer), on every available
+    /// kernel, with `k` across a block of [`KC`] so that the later blocks
+    /// continue from the destination; and with no columns at all.
+    #[test]
+    fn products_start_from_dst_zero_a_bias_or_rows() {
+        let mut rng = crate::gen::Rng(11);
+        let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
+        for (m, k, batch) in [(33, 300, 13), (16, 5, 7), (40, 0, 3), (7, 17, 1)] {
+            let w: Vec<f32> = rng.vec(m * k, 1.0).iter().map(|&v| v as f32).collect();
+            let x: Vec<f32> = rng
+                .vec(batch * k.max(1), 1.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let bias: Vec<f32> = rng.vec(m, 1.0).iter().map(|&v| v as f32).collect();
+            let rs = m + 2;
+            let rows: Vec<f32> = rng.vec(batch * rs, 1.0).iter().map(|&v| v as f32).collect();
+            let mut panels = vec![0.0; panels_len(m, k).unwrap()];
+            pack(&w, m, k, &mut panels);
+            let want = reference(&w, m, k, &x, k.max(1), batch);
+            let ds = m + 5;
+            for &isa in &isas {
+                for case in 0..4 {
+                    let mut dst = vec![0.25f32; batch * ds];
+                    let start = match case {
+                        0 => Start::Dst,
+                        1 => Start::Zero,
+                        2 => Start::Rows {
+                            ptr: bias.as_ptr(),
+                            stride: 0,
+                        },
+                        _ => Start::Rows {
+                            ptr: rows.as_ptr(),
+                            stride: rs,
+                        },
+                    };
+                    // SAFETY: every buffer holds what `product_raw` reads and
+                    // writes for these sizes; the ISA is available.
+                    unsafe {
+                        product_raw(
+                            isa,
+                            panels.as_ptr(),
+                            m,
+                            k,
+                            x.as_ptr(),
+                            k.max(1),
+                            batch,
+                            dst.as_mut_ptr(),
+                            ds,
+                            start,
+                        )
+                    };
+                    for b in 0..batch {
+                        for r in 0..m {
+                            let from = match case {
+                                0 => 0.25,
+                                1 => 0.0,
+                                2 => bias[r] as f64,
+                                _ => rows[b * rs + r] as f64,
+                            };
+                            let e = (dst[b * ds + r] as f64 - from - want[b * m + r]).abs();
+                            assert!(
+                                e < 1e-5 * (k as f64 + 1.0),
+                                "{isa:?} {start:?} m={m} k={k}: {e}"
+                            );
+                        }
+                        assert!(dst[b * ds + m..(b + 1) * ds].iter().all(|&v| v == 0.25));
+                    }
+                }
+            }
+        }
     }
 
     /// The narrow kernels (bf16, int8) of every available ISA against f64

@@ -5,7 +5,7 @@ use crate::{Error, Result};
 /// A float buffer aligned to 64 bytes (a cache line), so vector accesses never
 /// straddle one.
 #[derive(Clone)]
-pub(super) struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     blocks: Vec<Align64>,
     len: usize,
 }
@@ -16,7 +16,7 @@ struct Align64([f32; 16]);
 
 impl AlignedBuf {
     /// `len` zeros, or an error if the memory cannot be had (never an abort).
-    pub(super) fn zeros(len: usize) -> Result<AlignedBuf> {
+    pub(crate) fn zeros(len: usize) -> Result<AlignedBuf> {
         let blocks = len.div_ceil(16);
         let mut v = Vec::new();
         v.try_reserve_exact(blocks).map_err(|_| {
@@ -29,17 +29,17 @@ impl AlignedBuf {
         Ok(AlignedBuf { blocks: v, len })
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub(super) fn as_slice(&self) -> &[f32] {
+    pub(crate) fn as_slice(&self) -> &[f32] {
         // SAFETY: `blocks` holds `16 * blocks.len() >= len` contiguous, initialized
         // f32 values (`Align64` is `repr(C)` over `[f32; 16]`).
         unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<f32>(), self.len) }
     }
 
-    pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
         // SAFETY: as in `as_slice`, and `&mut self` makes the view unique.
         unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<f32>(), self.len) }
     }

@@ -549,20 +549,47 @@ unsafe fn gemm_rows(
     let weights = slots.ptrs[0].cast_const();
     let m = r1 - r0;
     let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
-    for b in 0..batch {
-        // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset +
-        // len` floats, and the bias and projection likewise; rows `r0..r1` are
-        // inside `len` and this unit's own (`copy`: the source may overlap).
-        unsafe {
-            let row = dst.add(b * blk.dest.stride);
-            match blk.init {
-                GemmInit::Zero => std::ptr::write_bytes(row, 0, m),
-                GemmInit::Bias(o) => std::ptr::copy(weights.add(o + r0), row, m),
-                GemmInit::Projection(l) => {
-                    std::ptr::copy(slots.ptrs[l.slot].add(l.offset + b * l.stride + r0), row, m)
-                }
-            }
+    // Where the sums start: the f32 kernels start their first term's tiles
+    // there (no copy into `dst` first); the narrow ones add to `dst`.
+    let mut start = match blk.init {
+        GemmInit::Zero => panel::Start::Zero,
+        GemmInit::Bias(o) => panel::Start::Rows {
+            ptr: weights.wrapping_add(o + r0),
+            stride: 0,
+        },
+        GemmInit::Projection(l) => panel::Start::Rows {
+            ptr: slots.ptrs[l.slot].wrapping_add(l.offset + r0).cast_const(),
+            stride: l.stride,
+        },
+    };
+    if batch == 0 {
+        return;
+    }
+    if let panel::Start::Rows { ptr, stride } = start {
+        let span =
+            |p: *const f32, s: usize| (p as usize, p.wrapping_add((batch - 1) * s + m) as usize);
+        let (from, to) = span(ptr, stride);
+        let (dst_from, dst_to) = span(dst.cast_const(), blk.dest.stride);
+        if ptr == dst.cast_const() && stride == blk.dest.stride {
+            start = panel::Start::Dst;
+        } else if from < dst_to && dst_from < to {
+            // Overlapping otherwise, the tiles would read rows that other
+            // tiles have written: copied first, row by row, as before.
+            // SAFETY: as below.
+            unsafe { start.fill(m, batch, dst, blk.dest.stride) };
+            start = panel::Start::Dst;
         }
+    }
+    if blk
+        .terms
+        .first()
+        .is_none_or(|t| t.precision != Precision::F32)
+    {
+        // SAFETY: the plan sized `dest` for `batch` rows of `stride >= offset
+        // + len` floats, and the bias and projection likewise; rows `r0..r1`
+        // are inside `len` and this unit's own.
+        unsafe { start.fill(m, batch, dst, blk.dest.stride) };
+        start = panel::Start::Dst;
     }
     for term in &blk.terms {
         let x = slots.ptrs[term.input.slot]
@@ -585,6 +612,7 @@ unsafe fn gemm_rows(
                     batch,
                     dst,
                     blk.dest.stride,
+                    std::mem::replace(&mut start, panel::Start::Dst),
                 )
             } else {
                 // The narrow values from row `r0`, and the rows' scales

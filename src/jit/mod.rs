@@ -24,7 +24,7 @@
 //! every length the caller gives is checked against the plan; the generated
 //! code then touches only those buffers, at offsets the plan computed.
 
-mod buffer;
+pub(crate) mod buffer;
 mod code;
 mod exec;
 mod pool;
