@@ -9,15 +9,19 @@
 //! padded with zero rows. A micro-kernel keeps a tile of `dst` (some batch
 //! rows by one or two panels of weight rows) in vector registers, sweeps `k`
 //! once, broadcasting `x[b][k]` and multiplying it into the panel's vectors
-//! with fused multiply-adds, starting from `dst`'s values (the bias, or the
-//! terms summed before), and stores the tile back. `k` runs in blocks
-//! of [`KC`] columns, each swept by every group of batch rows while its
-//! weights are in L1; a tile's chains continue from block to block.
+//! with fused multiply-adds, starting from where the product says
+//! ([`Start`]: `dst`'s values, zero, the bias row itself, or the projected
+//! inputs, so that no copy into `dst` comes first), and stores the tile back.
+//! `k` runs in blocks of [`KC`] columns, each swept by every group of batch
+//! rows while its weights are in L1; a tile's chains continue from block to
+//! block.
 //!
-//! Kernels: AVX-512F (12 batch rows by 32 weight rows: 24 accumulators),
-//! AVX2 + FMA (6 by 16), and portable scalar code; [`Isa::detect`] picks the
-//! widest the host has. Every kernel computes each result with one chain of
-//! fused multiply-adds in `k` order, starting from `dst`'s value: the same
+//! Kernels: AVX-512F (up to 12 batch rows by 32 weight rows: 24
+//! accumulators), AVX2 + FMA (up to 6 by 16), and portable scalar code;
+//! [`Isa::detect`] picks the widest the host has. The batch rows are shared
+//! evenly among the tiles, and each row count is a kernel of its own (its
+//! accumulators stay in registers). Every kernel computes each result with
+//! one chain of fused multiply-adds in `k` order, from its start: the same
 //! operations whatever the tile shape, so the result of an
 //! element does not depend on which batch rows or threads share its tile (but
 //! does depend on the kernel: the scalar one rounds like the vector ones only
@@ -632,13 +636,16 @@ pub fn product(
     }
 }
 
-/// As [`product`], unchecked.
+/// As [`product`], unchecked, the sums starting from `start` (`product`
+/// starts from `dst`).
 ///
 /// # Safety
 /// `panels` must hold `panels_len(m, k)` floats; `x`, `batch` rows of
 /// `x_stride` floats of which the first `k` are read; `dst`, `batch` rows of
 /// `dst_stride` floats of which the first `m` are read and written, not
-/// overlapping the others; the host must have `isa`.
+/// overlapping the others; for [`Start::Rows`], `batch` rows of `m` floats at
+/// its stride, not overlapping `dst` unless they are `dst` itself; the host
+/// must have `isa`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn product_raw(
     isa: Isa,
@@ -666,9 +673,9 @@ pub unsafe fn product_raw(
         let rows = (m - p * PANEL).min(width);
         let w = panels.wrapping_add(p * PANEL * k);
         // `k` in blocks whose weights stay in L1 while every group of batch
-        // rows sweeps them. A tile's accumulators start from `dst` (the
-        // bias, or the terms before) and go back to it after each block, so
-        // the chains continue from block to block as in one sweep.
+        // rows sweeps them. A tile's accumulators start from `start` in the
+        // first block and go back to `dst` after each block, so the chains
+        // continue from block to block as in one sweep.
         let mut k0 = 0;
         while k0 < k {
             let kc = (k - k0).min(KC);
