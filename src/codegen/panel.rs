@@ -894,6 +894,31 @@ mod x86 {
     use super::{Tile, GROUP, MR, MR_AVX512, NARROW_GROUPS, PANEL};
     use std::arch::x86_64::*;
 
+    /// One `k` step of a tile's rows below `$r`, in threes from the base
+    /// pointers (`$row!(base, row, offset)` for rows `3j + o` from base `j`,
+    /// offset `o`), then each base in use advanced by a column and made
+    /// opaque (see [`opaque`]).
+    macro_rules! rows_in_threes {
+        ($r:ident, $row:ident, $($b:ident),+) => {
+            rows_in_threes!(@rows $row, 0, $($b),+);
+            rows_in_threes!(@advance $r, 0, $($b),+);
+        };
+        (@rows $row:ident, $j:expr, $b:ident $(, $rest:ident)*) => {
+            $row!($b, { 3 * $j }, 0);
+            $row!($b, { 3 * $j + 1 }, 1);
+            $row!($b, { 3 * $j + 2 }, 2);
+            rows_in_threes!(@rows $row, $j + 1 $(, $rest)*);
+        };
+        (@rows $row:ident, $j:expr) => {};
+        (@advance $r:ident, $j:expr, $b:ident $(, $rest:ident)*) => {
+            if $r > 3 * $j {
+                $b = opaque($b.wrapping_add(1));
+            }
+            rows_in_threes!(@advance $r, $j + 1 $(, $rest)*);
+        };
+        (@advance $r:ident, $j:expr) => {};
+    }
+
     /// # Safety
     /// As `narrow_tile`, `R` rows, `V` vectors of 16 rows (2: the first
     /// group of `w`; 4: both); AVX-512F available.
@@ -1186,7 +1211,7 @@ mod x86 {
                 // Unrolled by hand: LLVM keeps a loop over the rows here,
                 // with the accumulators on the stack.
                 macro_rules! row {
-                    ($b:ident, $i:literal, $o:literal) => {
+                    ($b:ident, $i:expr, $o:literal) => {
                         if $i < R {
                             let xb = _mm512_set1_ps(*$b.byte_add($o * stride));
                             a0[$i] = _mm512_fmadd_ps(v0, xb, a0[$i]);
@@ -1196,28 +1221,7 @@ mod x86 {
                         }
                     };
                 }
-                row!(b0, 0, 0);
-                row!(b0, 1, 1);
-                row!(b0, 2, 2);
-                row!(b1, 3, 0);
-                row!(b1, 4, 1);
-                row!(b1, 5, 2);
-                row!(b2, 6, 0);
-                row!(b2, 7, 1);
-                row!(b2, 8, 2);
-                row!(b3, 9, 0);
-                row!(b3, 10, 1);
-                row!(b3, 11, 2);
-                b0 = opaque(b0.wrapping_add(1));
-                if R > 3 {
-                    b1 = opaque(b1.wrapping_add(1));
-                }
-                if R > 6 {
-                    b2 = opaque(b2.wrapping_add(1));
-                }
-                if R > 9 {
-                    b3 = opaque(b3.wrapping_add(1));
-                }
+                rows_in_threes!(R, row, b0, b1, b2, b3);
                 p0 = p0.add(PANEL);
                 if TWO {
                     p1 = p1.add(PANEL);
@@ -1345,7 +1349,7 @@ mod x86 {
                 let v0 = _mm256_loadu_ps(p);
                 let v1 = _mm256_loadu_ps(p.add(8));
                 macro_rules! row {
-                    ($b:ident, $i:literal, $o:literal) => {
+                    ($b:ident, $i:expr, $o:literal) => {
                         if $i < R {
                             let xb = _mm256_set1_ps(*$b.byte_add($o * stride));
                             a0[$i] = _mm256_fmadd_ps(v0, xb, a0[$i]);
@@ -1353,16 +1357,7 @@ mod x86 {
                         }
                     };
                 }
-                row!(b0, 0, 0);
-                row!(b0, 1, 1);
-                row!(b0, 2, 2);
-                row!(b1, 3, 0);
-                row!(b1, 4, 1);
-                row!(b1, 5, 2);
-                b0 = opaque(b0.wrapping_add(1));
-                if R > 3 {
-                    b1 = opaque(b1.wrapping_add(1));
-                }
+                rows_in_threes!(R, row, b0, b1);
                 p = p.add(PANEL);
             }
             for i in 0..R {
