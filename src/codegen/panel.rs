@@ -866,8 +866,7 @@ unsafe fn tile_scalar(
             for lane in 0..PANEL.min(tile.rows.saturating_sub(q * PANEL)) {
                 let d = tile.ptr.wrapping_add(i * tile.stride + q * PANEL + lane);
                 // SAFETY: row `i < nb`, column `q * 16 + lane < rows` of the
-                // tile, as the caller guarantees.
-                // SAFETY: as the caller guarantees, as `d`.
+                // tile's start, as the caller guarantees.
                 let mut acc = tile
                     .start(i)
                     .map_or(0.0, |p| unsafe { *p.add(q * PANEL + lane) });

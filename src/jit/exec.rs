@@ -550,7 +550,9 @@ unsafe fn gemm_rows(
     let m = r1 - r0;
     let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
     // Where the sums start: the f32 kernels start their first term's tiles
-    // there (no copy into `dst` first); the narrow ones add to `dst`.
+    // there (no copy into `dst` first); the narrow ones add to `dst`. The
+    // bias is in the packed weights and the projection in a slot of its own
+    // (both verified), so neither overlaps `dst`.
     let mut start = match blk.init {
         GemmInit::Zero => panel::Start::Zero,
         GemmInit::Bias(o) => panel::Start::Rows {
@@ -564,21 +566,6 @@ unsafe fn gemm_rows(
     };
     if batch == 0 {
         return;
-    }
-    if let panel::Start::Rows { ptr, stride } = start {
-        let span =
-            |p: *const f32, s: usize| (p as usize, p.wrapping_add((batch - 1) * s + m) as usize);
-        let (from, to) = span(ptr, stride);
-        let (dst_from, dst_to) = span(dst.cast_const(), blk.dest.stride);
-        if ptr == dst.cast_const() && stride == blk.dest.stride {
-            start = panel::Start::Dst;
-        } else if from < dst_to && dst_from < to {
-            // Overlapping otherwise, the tiles would read rows that other
-            // tiles have written: copied first, row by row, as before.
-            // SAFETY: as below.
-            unsafe { start.fill(m, batch, dst, blk.dest.stride) };
-            start = panel::Start::Dst;
-        }
     }
     if blk
         .terms

@@ -206,7 +206,9 @@ impl Verifier<'_> {
                 GemmInit::Zero => {}
                 GemmInit::Bias(o) => self.weights(*o, b.len, &format!("{what}, bias"))?,
                 GemmInit::Projection(l) => {
-                    if l.len != b.len {
+                    // The kernels read the projection as the sums' start
+                    // while they write the destination: separate buffers.
+                    if l.len != b.len || l.slot == b.dest.slot {
                         return fail(format!("{what}: projection"));
                     }
                     self.loc(l, &format!("{what}, projection"))?;
@@ -439,6 +441,23 @@ mod tests {
         let mut p = good.clone();
         p.consts[0].1 = p.weights_len - 1;
         bad.push(("a constant past the packed weights", p));
+        let mut p = super::plan(&ir, Variant::GemmHoisted, true).unwrap();
+        let mut moved = false;
+        for task in &mut p.tasks {
+            if let Task::Gemm(blocks) = task {
+                for b in blocks {
+                    if let GemmInit::Projection(l) = &mut b.init {
+                        *l = b.dest;
+                        moved = true;
+                    }
+                }
+            }
+        }
+        assert!(
+            moved,
+            "the gemm-hoisted plan starts no product from a projection"
+        );
+        bad.push(("a projection in its product's destination", p));
         for (what, p) in bad {
             assert!(verify(&p, &ir).is_err(), "not caught: {what}");
         }
