@@ -18,7 +18,10 @@
 //!
 //! Kernels: AVX-512F (up to 12 batch rows by 32 weight rows: 24
 //! accumulators), AVX2 + FMA (up to 6 by 16), and portable scalar code;
-//! [`Isa::detect`] picks the widest the host has. The batch rows are shared
+//! [`Isa::detect`] picks the widest the host has. One or two batch rows by
+//! one or two panels are too few chains to hide the FMA latency (two chains
+//! of a 4-cycle FMA keep one of two FMA units a quarter busy), so such short
+//! tiles span up to [`SHORT_PANELS`] panels. The batch rows are shared
 //! evenly among the tiles, and each row count is a kernel of its own (its
 //! accumulators stay in registers). Every kernel computes each result with
 //! one chain of fused multiply-adds in `k` order, from its start: the same
@@ -665,11 +668,27 @@ pub unsafe fn product_raw(
         return;
     }
     let mr = if isa == Isa::Avx512 { MR_AVX512 } else { MR };
+    let short = batch <= SHORT_ROWS && isa != Isa::Scalar;
+    let count = m.div_ceil(PANEL);
     let mut p = 0;
-    while p * PANEL < m {
-        // Two panels at once where the kernel takes them.
-        let two = isa == Isa::Avx512 && (p + 2) * PANEL <= m.div_ceil(PANEL) * PANEL;
-        let width = if two { 2 * PANEL } else { PANEL };
+    while p < count {
+        // Panels per tile: up to four for short tiles, two where the
+        // AVX-512 kernel takes them, else one.
+        let np = if short {
+            // Two AVX2 rows by four panels would be all 16 registers in
+            // accumulators.
+            let most = if isa == Isa::Avx2 && batch == 2 {
+                2
+            } else {
+                SHORT_PANELS
+            };
+            (count - p).min(most)
+        } else if isa == Isa::Avx512 && p + 2 <= count {
+            2
+        } else {
+            1
+        };
+        let width = np * PANEL;
         let rows = (m - p * PANEL).min(width);
         let w = panels.wrapping_add(p * PANEL * k);
         // `k` in blocks whose weights stay in L1 while every group of batch
@@ -700,7 +719,7 @@ pub unsafe fn product_raw(
                         w.wrapping_add(k0 * PANEL),
                         k,
                         kc,
-                        two,
+                        np,
                         x.wrapping_add(b * x_stride + k0),
                         x_stride,
                         nb,
@@ -711,7 +730,7 @@ pub unsafe fn product_raw(
             }
             k0 += kc;
         }
-        p += width / PANEL;
+        p += np;
     }
 }
 
@@ -805,6 +824,14 @@ const KC: usize = 256;
 /// Batch rows per tile.
 const MR: usize = 6;
 
+/// Batches of at most this many rows are *short*: their tiles span up to
+/// [`SHORT_PANELS`] panels.
+pub const SHORT_ROWS: usize = 2;
+
+/// Panels per tile of a short batch: one batch row by four panels is four
+/// AVX-512 chains (eight AVX2 ones), enough to read weights at L2 speed.
+pub const SHORT_PANELS: usize = 4;
+
 /// Batch rows per tile of the AVX-512 kernel: 12 rows by 32 weight rows are
 /// 24 of its 32 registers, two weight loads and 12 broadcasts per 24 FMAs.
 /// Against 6 rows (12 accumulators), alternating in one process (`ProductBench`,
@@ -813,23 +840,25 @@ const MR: usize = 6;
 const MR_AVX512: usize = 12;
 
 /// One tile: `tile[i][r] += sum_{c < kc} w[c][r] x[i][c]` for `i < nb`, `r`
-/// below `tile.rows` (at most 16, or 32 when `two`), each sum one chain of
-/// fused multiply-adds continuing from the tile's value, in `c` order.
+/// below `tile.rows` (at most `16 np`), each sum one chain of fused
+/// multiply-adds continuing from the tile's value, in `c` order.
 ///
 /// # Safety
-/// `w` holds `kc` columns of 16 weights (and, when `two`, the next panel's
-/// `kc` columns at `16 k` floats further); `x` holds `nb` rows (at most the
-/// kernel's: [`MR_AVX512`] for AVX-512, [`MR`] for the others) of
-/// `x_stride` floats of which `kc` are read; the tile holds `nb` rows of
-/// which the first `tile.rows` floats are read and written, and nothing else
-/// touches them meanwhile; the host has `isa`.
+/// `w` holds `kc` columns of 16 weights, and each of the next `np - 1`
+/// panels its `kc` columns `16 k` floats further than the one before; `np`
+/// is 1, 2 (only for AVX-512), or up to [`SHORT_PANELS`] when `nb <=
+/// SHORT_ROWS`; `x` holds `nb` rows (at most the kernel's: [`MR_AVX512`]
+/// for AVX-512, [`MR`] for the others) of `x_stride` floats of which `kc`
+/// are read; the tile holds `nb` rows of which the first `tile.rows` floats
+/// are read and written, and nothing else touches them meanwhile; the host
+/// has `isa`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_kernel(
     isa: Isa,
     w: *const f32,
     k: usize,
     kc: usize,
-    two: bool,
+    np: usize,
     x: *const f32,
     x_stride: usize,
     nb: usize,
@@ -839,14 +868,27 @@ unsafe fn tile_kernel(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX-512F is available).
-        Isa::Avx512 => unsafe { x86::tile_avx512_rows(w, w1, kc, two, x, x_stride, nb, tile) },
+        Isa::Avx512 if np > 2 => unsafe {
+            x86::short_avx512(w, PANEL * k, kc, np, x, x_stride, nb, tile)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller guarantees (AVX-512F is available).
+        Isa::Avx512 => unsafe { x86::tile_avx512_rows(w, w1, kc, np == 2, x, x_stride, nb, tile) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller guarantees (AVX2 and FMA are available).
+        Isa::Avx2 if np > 1 => unsafe {
+            x86::short_avx2(w, PANEL * k, kc, np, x, x_stride, nb, tile)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
         Isa::Avx2 => unsafe { x86::tile_avx2_rows(w, kc, x, x_stride, nb, tile) },
         // SAFETY: as the caller guarantees.
         _ => unsafe {
-            let panels: &[*const f32] = if two { &[w, w1] } else { &[w] };
-            tile_scalar(panels, kc, x, x_stride, nb, tile)
+            let mut panels = [w; SHORT_PANELS];
+            for (q, p) in panels.iter_mut().enumerate() {
+                *p = w.wrapping_add(q * PANEL * k);
+            }
+            tile_scalar(&panels[..np], kc, x, x_stride, nb, tile)
         },
     }
 }
@@ -1317,6 +1359,167 @@ mod x86 {
         rows!(1 2 3 4 5 6)
     }
 
+    /// A short tile ([`super::SHORT_ROWS`] batch rows at most) of `np`
+    /// panels (3 or 4), `panel` floats apart.
+    ///
+    /// # Safety
+    /// As `tile_kernel`; AVX-512F available.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn short_avx512(
+        w: *const f32,
+        panel: usize,
+        k: usize,
+        np: usize,
+        x: *const f32,
+        x_stride: usize,
+        nb: usize,
+        tile: Tile,
+    ) {
+        const _: () = assert!(super::SHORT_ROWS == 2 && super::SHORT_PANELS == 4);
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match (nb, np) {
+                (1, 3) => short_avx512_tile::<1, 3>(w, panel, k, x, x_stride, tile),
+                (1, 4) => short_avx512_tile::<1, 4>(w, panel, k, x, x_stride, tile),
+                (2, 3) => short_avx512_tile::<2, 3>(w, panel, k, x, x_stride, tile),
+                (2, 4) => short_avx512_tile::<2, 4>(w, panel, k, x, x_stride, tile),
+                _ => unreachable!("a short tile of {nb} rows by {np} panels"),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `tile_kernel`, `R` batch rows, `NP` panels `panel` floats apart;
+    /// AVX-512F available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn short_avx512_tile<const R: usize, const NP: usize>(
+        w: *const f32,
+        panel: usize,
+        k: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
+        // SAFETY: as in `tile_avx512`, for `NP` panels.
+        unsafe {
+            let mut m = [0 as __mmask16; NP];
+            let mut p = [w; NP];
+            for q in 0..NP {
+                m[q] = lanes16(tile.rows.saturating_sub(q * PANEL));
+                p[q] = w.add(q * panel);
+            }
+            let mut a = [[_mm512_setzero_ps(); NP]; R];
+            for (i, a) in a.iter_mut().enumerate() {
+                if let Some(d) = tile.start(i) {
+                    for q in 0..NP {
+                        a[q] = _mm512_maskz_loadu_ps(m[q], d.add(q * PANEL));
+                    }
+                }
+            }
+            for c in 0..k {
+                let mut v = [_mm512_setzero_ps(); NP];
+                for q in 0..NP {
+                    v[q] = _mm512_loadu_ps(p[q].add(c * PANEL));
+                }
+                for (i, a) in a.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(i * x_stride + c));
+                    for q in 0..NP {
+                        a[q] = _mm512_fmadd_ps(v[q], xb, a[q]);
+                    }
+                }
+            }
+            for (i, a) in a.iter().enumerate() {
+                let d = tile.ptr.add(i * tile.stride);
+                for q in 0..NP {
+                    _mm512_mask_storeu_ps(d.add(q * PANEL), m[q], a[q]);
+                }
+            }
+        }
+    }
+
+    /// As [`short_avx512`], for AVX2: `np` panels (2 to 4 for one batch
+    /// row, 2 for two).
+    ///
+    /// # Safety
+    /// As `tile_kernel`; AVX2 and FMA available.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn short_avx2(
+        w: *const f32,
+        panel: usize,
+        k: usize,
+        np: usize,
+        x: *const f32,
+        x_stride: usize,
+        nb: usize,
+        tile: Tile,
+    ) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match (nb, np) {
+                (1, 2) => short_avx2_tile::<1, 2>(w, panel, k, x, x_stride, tile),
+                (1, 3) => short_avx2_tile::<1, 3>(w, panel, k, x, x_stride, tile),
+                (1, 4) => short_avx2_tile::<1, 4>(w, panel, k, x, x_stride, tile),
+                (2, 2) => short_avx2_tile::<2, 2>(w, panel, k, x, x_stride, tile),
+                _ => unreachable!("a short tile of {nb} rows by {np} panels"),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `tile_kernel`, `R` batch rows, `NP` panels `panel` floats apart;
+    /// AVX2 and FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn short_avx2_tile<const R: usize, const NP: usize>(
+        w: *const f32,
+        panel: usize,
+        k: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
+        // SAFETY: as in `tile_avx2`, for `NP` panels of two vectors.
+        unsafe {
+            let mut m = [_mm256_setzero_si256(); NP];
+            let mut m1 = [_mm256_setzero_si256(); NP];
+            let mut p = [w; NP];
+            for q in 0..NP {
+                m[q] = lanes8(tile.rows.saturating_sub(q * PANEL));
+                m1[q] = lanes8(tile.rows.saturating_sub(q * PANEL + 8));
+                p[q] = w.add(q * panel);
+            }
+            let mut a = [[[_mm256_setzero_ps(); 2]; NP]; R];
+            for (i, a) in a.iter_mut().enumerate() {
+                if let Some(d) = tile.start(i) {
+                    for q in 0..NP {
+                        a[q][0] = _mm256_maskload_ps(d.add(q * PANEL), m[q]);
+                        a[q][1] = _mm256_maskload_ps(d.add(q * PANEL + 8), m1[q]);
+                    }
+                }
+            }
+            for c in 0..k {
+                let mut v = [[_mm256_setzero_ps(); 2]; NP];
+                for q in 0..NP {
+                    v[q][0] = _mm256_loadu_ps(p[q].add(c * PANEL));
+                    v[q][1] = _mm256_loadu_ps(p[q].add(c * PANEL + 8));
+                }
+                for (i, a) in a.iter_mut().enumerate() {
+                    let xb = _mm256_set1_ps(*x.add(i * x_stride + c));
+                    for q in 0..NP {
+                        a[q][0] = _mm256_fmadd_ps(v[q][0], xb, a[q][0]);
+                        a[q][1] = _mm256_fmadd_ps(v[q][1], xb, a[q][1]);
+                    }
+                }
+            }
+            for (i, a) in a.iter().enumerate() {
+                let d = tile.ptr.add(i * tile.stride);
+                for q in 0..NP {
+                    _mm256_maskstore_ps(d.add(q * PANEL), m[q], a[q][0]);
+                    _mm256_maskstore_ps(d.add(q * PANEL + 8), m1[q], a[q][1]);
+                }
+            }
+        }
+    }
+
     /// # Safety
     /// As `tile_kernel` (one panel), `R` batch rows; AVX2 and FMA available.
     #[target_feature(enable = "avx2,fma")]
@@ -1386,7 +1589,8 @@ mod tests {
 
     /// Every available kernel against f64 on edge shapes (rows not a
     /// multiple of 16 or 32; batches giving tiles of every row count up to
-    /// the 6 and 12 rows of the kernels; `k` of 0, 1, and across a block of
+    /// the 6 and 12 rows of the kernels, and short batches of 1 and 2 rows,
+    /// whose tiles span 1 to 4 panels; `k` of 0, 1, and across a block of
     /// [`KC`]), and every kernel agrees with the scalar one to the bit.
     #[test]
     #[allow(clippy::print_stderr)] // says which kernels the host let it test

@@ -35,6 +35,9 @@ const ELEMENTWISE_VOPS_PER_NS: f64 = 3.4;
 /// probe's 128-bit ones (see `predict`).
 const WIDE_L2_READS: f64 = 1.3;
 
+/// The same from L3 and DRAM (see `predict`).
+const WIDE_FAR_READS: f64 = 1.15;
+
 /// What one bf16 and one int8 weight cost the generated kernels, in f32
 /// weights' time when the FMAs bound a step (measured: LSTM H = 256, batch 1,
 /// one step per call, one thread, streaming: f32 29.3 µs, bf16 39.7, int8
@@ -211,20 +214,23 @@ pub fn predict(
     // The panel kernels read the weights with the host's widest loads, which
     // from L2 go faster than the 128-bit loads the probe (and the generated
     // code) use: 1.35x measured here (LSTM H = 256, batch 1, one step per
-    // call: 19.2-20.2 µs against 26.0-29.4), 1.3x on Zen 3; from L3 and DRAM
-    // the width makes little difference (1.1x at H = 512).
+    // call: 19.2-20.2 µs against 26.0-29.4), 1.3x on Zen 3. From L3 and
+    // DRAM the width mattered less there (1.1x at H = 512), more on Zen 5
+    // (batch 1, 2 threads, alternating, 2026-12-02: from L3 1.1-1.35x, GRU
+    // H = 512 one step per call 37 µs against 47-52; from DRAM 2x, LSTM H =
+    // 1024 one step per call 245-312 against 481-575).
     let wide = variant.uses_gemm() && super::panel::Isa::detect().is_wide();
-    let l2_bw = if wide {
-        host.bw_l2 * WIDE_L2_READS
+    let (near, far) = if wide {
+        (WIDE_L2_READS, WIDE_FAR_READS)
     } else {
-        host.bw_l2
+        (1.0, 1.0)
     };
     let (level, bw) = if share <= host.l2 as f64 * 0.8 {
-        ("L2", l2_bw)
+        ("L2", host.bw_l2 * near)
     } else if step_bytes <= host.l3 as f64 * 0.8 {
-        ("L3", host.bw_l3)
+        ("L3", host.bw_l3 * far)
     } else {
-        ("DRAM", host.bw_dram)
+        ("DRAM", host.bw_dram * far)
     };
     // DRAM is shared: more threads help less than they do from private caches.
     let mem_us = if level == "DRAM" {

@@ -254,7 +254,7 @@ impl Kernel {
                                 let Task::Gemm(blocks) = &plan.tasks[task] else {
                                     unreachable!("GemmThen names task {task}, not a product")
                                 };
-                                let units = plan::row_units(blocks[0].len);
+                                let units = plan::row_units(blocks[0].len, batch, n);
                                 let (a, b) = share(units.len(), w, n);
                                 for &(r0, r1) in &units[a..b] {
                                     for blk in blocks {

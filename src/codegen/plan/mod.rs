@@ -288,11 +288,21 @@ pub fn epilogue_by_rows(blocks: &[GemmBlock], region: &RegionCode) -> bool {
 /// share evenly.
 pub const EPILOGUE_ROWS: usize = 2 * crate::codegen::panel::PANEL;
 
-/// Rows `0..len` in units of [`EPILOGUE_ROWS`]: (first row, end row), the
-/// same whatever the thread count.
-pub fn row_units(len: usize) -> Vec<(usize, usize)> {
-    (0..len.div_ceil(EPILOGUE_ROWS))
-        .map(|u| (u * EPILOGUE_ROWS, ((u + 1) * EPILOGUE_ROWS).min(len)))
+/// Rows `0..len` in units for `batch` rows on `workers` threads: (first
+/// row, end row). Units of [`EPILOGUE_ROWS`], or of twice that for a short
+/// batch (one or two rows, whose tiles span up to four panels to keep the
+/// FMAs busy: `panel::SHORT_PANELS`) when the workers still get as many
+/// units each. Which rows share a unit changes no result.
+pub fn row_units(len: usize, batch: usize, workers: usize) -> Vec<(usize, usize)> {
+    use crate::codegen::panel::{PANEL, SHORT_PANELS, SHORT_ROWS};
+    let wide = SHORT_PANELS * PANEL;
+    let rows = if batch <= SHORT_ROWS && len.div_ceil(wide).is_multiple_of(workers.max(1)) {
+        wide
+    } else {
+        EPILOGUE_ROWS
+    };
+    (0..len.div_ceil(rows))
+        .map(|u| (u * rows, ((u + 1) * rows).min(len)))
         .collect()
 }
 
