@@ -441,29 +441,33 @@ unsafe fn narrow_tile(
         // SAFETY: as the caller guarantees (AVX-512F is available).
         Isa::Avx512 => unsafe {
             // Vectors of 16 rows: two per group, and a tile of one group
-            // (a unit of 32 rows) computes no second one of zeros.
+            // (a unit of 32 rows) computes no second one of zeros. Two
+            // chains per row and vector: four vectors at a time for one or
+            // two rows, two for three or four (at most 16 accumulators).
             let two = tile.rows > GROUP;
             macro_rules! rows {
-                ($($n:literal)*) => {
+                ($(($n:literal, $v:literal))*) => {
                     match (nb, int8, two) {
-                        $(($n, false, false) => x86::narrow_avx512::<$n, false, 2>(w, scales, kc, x, x_stride, tile),
-                          ($n, true, false) => x86::narrow_avx512::<$n, true, 2>(w, scales, kc, x, x_stride, tile),
-                          ($n, false, true) => x86::narrow_avx512::<$n, false, 4>(w, scales, kc, x, x_stride, tile),
-                          ($n, true, true) => x86::narrow_avx512::<$n, true, 4>(w, scales, kc, x, x_stride, tile),)*
+                        $(($n, false, false) => x86::narrow_avx512::<$n, false, 2, 2>(w, scales, kc, x, x_stride, tile),
+                          ($n, true, false) => x86::narrow_avx512::<$n, true, 2, 2>(w, scales, kc, x, x_stride, tile),
+                          ($n, false, true) => x86::narrow_avx512::<$n, false, 4, $v>(w, scales, kc, x, x_stride, tile),
+                          ($n, true, true) => x86::narrow_avx512::<$n, true, 4, $v>(w, scales, kc, x, x_stride, tile),)*
                         _ => unreachable!("narrow_tile: {nb} rows"),
                     }
                 };
             }
-            rows!(1 2 3 4)
+            rows!((1, 4)(2, 4)(3, 2)(4, 2))
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
         Isa::Avx2 => unsafe {
+            // A group's four vectors of 8 rows at a time for one row, two
+            // at a time for two (eight accumulators of the 16 registers).
             match (nb, int8) {
-                (1, false) => x86::narrow_avx2::<1, false>(w, scales, kc, x, x_stride, tile),
-                (1, true) => x86::narrow_avx2::<1, true>(w, scales, kc, x, x_stride, tile),
-                (2, false) => x86::narrow_avx2::<2, false>(w, scales, kc, x, x_stride, tile),
-                (2, true) => x86::narrow_avx2::<2, true>(w, scales, kc, x, x_stride, tile),
+                (1, false) => x86::narrow_avx2::<1, false, 4>(w, scales, kc, x, x_stride, tile),
+                (1, true) => x86::narrow_avx2::<1, true, 4>(w, scales, kc, x, x_stride, tile),
+                (2, false) => x86::narrow_avx2::<2, false, 2>(w, scales, kc, x, x_stride, tile),
+                (2, true) => x86::narrow_avx2::<2, true, 2>(w, scales, kc, x, x_stride, tile),
                 _ => unreachable!("narrow_tile: {nb} rows"),
             }
         },
@@ -501,18 +505,16 @@ unsafe fn widen(w: *const u8, c: usize, lane: usize, precision: Precision) -> f3
     }
 }
 
-/// A pair of columns added to an accumulator: `acc + (w0 * x0 + w1 * x1)`,
-/// the pair summed first (`w1 * x1` rounded, then one fused multiply-add),
-/// so that the accumulator's chain is one add per pair rather than two
-/// fused multiply-adds (measured no faster than two: the widening and the
-/// loads bound these kernels, not the chains). Every narrow panel kernel
-/// sums in this order, so that the ISAs give the same bits (the generated
-/// kernels pair columns the same way).
-#[inline(always)]
-fn pair_sum(acc: f32, w0: f32, x0: f32, w1: f32, x1: f32) -> f32 {
-    acc + w0.mul_add(x0, w1 * x1)
-}
-
+/// The order every narrow panel kernel sums a block of `kc` columns in, so
+/// that the ISAs give the same bits: two chains of fused multiply-adds, the
+/// even columns' from the block's start (bf16: the tile's value; int8: zero)
+/// and the odd columns' from zero, added at the end of the block. One chain
+/// per pair (`acc + (w0 * x0 + w1 * x1)`, three operations per pair) was the
+/// order until 2026-12-02; two chains take two, and measured 1.15-1.2x
+/// faster on a Zen 5 core from L1 and L2 (the widened halves of a bf16 pair
+/// go straight to their chains). The generated kernels still pair columns
+/// the other way: within the interpreter's tolerance, not the same bits.
+///
 /// # Safety
 /// As [`narrow_tile`], one group (`tile.rows <= 32`).
 #[allow(clippy::too_many_arguments)]
@@ -535,26 +537,23 @@ unsafe fn narrow_scalar(
             unsafe {
                 let int8 = precision == Precision::Int8;
                 let old = tile.start(i).map_or(0.0, |p| *p.add(lane));
-                let mut acc = if int8 { 0.0 } else { old };
+                let mut even = if int8 { 0.0 } else { old };
+                let mut odd = 0.0f32;
                 let xr = x.add(i * x_stride);
                 let mut c = 0;
                 while c + 1 < kc {
-                    acc = pair_sum(
-                        acc,
-                        widen(w, c, lane, precision),
-                        *xr.add(c),
-                        widen(w, c + 1, lane, precision),
-                        *xr.add(c + 1),
-                    );
+                    even = widen(w, c, lane, precision).mul_add(*xr.add(c), even);
+                    odd = widen(w, c + 1, lane, precision).mul_add(*xr.add(c + 1), odd);
                     c += 2;
                 }
                 if c < kc {
-                    acc = widen(w, c, lane, precision).mul_add(*xr.add(c), acc);
+                    even = widen(w, c, lane, precision).mul_add(*xr.add(c), even);
                 }
+                let sum = even + odd;
                 *d = if int8 {
-                    acc.mul_add(*scales.add(lane), old)
+                    sum.mul_add(*scales.add(lane), old)
                 } else {
-                    acc
+                    sum
                 };
             }
         }
@@ -961,10 +960,16 @@ mod x86 {
     }
 
     /// # Safety
-    /// As `narrow_tile`, `R` rows, `V` vectors of 16 rows (2: the first
-    /// group of `w`; 4: both); AVX-512F available.
+    /// As `narrow_tile`, `R` rows, `NV` vectors of 16 rows (2: the first
+    /// group of `w`; 4: both), `V` of them at a time (each vector holds two
+    /// chains per row: `R * V * 2` accumulators); AVX-512F available.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn narrow_avx512<const R: usize, const INT8: bool, const V: usize>(
+    pub(super) unsafe fn narrow_avx512<
+        const R: usize,
+        const INT8: bool,
+        const NV: usize,
+        const V: usize,
+    >(
         w: [*const u8; NARROW_GROUPS],
         scales: *const f32,
         kc: usize,
@@ -972,97 +977,117 @@ mod x86 {
         x_stride: usize,
         tile: Tile,
     ) {
+        // The widened columns `c` and, unless `ALONE`, `c + 1` of vector
+        // `q` (16 rows). bf16: one load holds both columns (an odd last
+        // column's pair has zeros for its high halves); int8: 16 bytes a
+        // column.
+        #[inline(always)]
+        unsafe fn columns<const INT8: bool, const ALONE: bool>(
+            w: [*const u8; NARROW_GROUPS],
+            q: usize,
+            c: usize,
+        ) -> (__m512, __m512) {
+            // SAFETY: as `narrow_avx512`'s caller guarantees.
+            unsafe {
+                let g = w[q / 2];
+                if INT8 {
+                    let col = |c: usize| {
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                            g.add(c * GROUP + (q % 2) * PANEL).cast(),
+                        )))
+                    };
+                    let next = if ALONE {
+                        _mm512_setzero_ps()
+                    } else {
+                        col(c + 1)
+                    };
+                    (col(c), next)
+                } else {
+                    let v = _mm512_loadu_si512(g.add(c * GROUP * 2 + (q % 2) * 64).cast());
+                    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+                    (
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+                        _mm512_castsi512_ps(_mm512_and_si512(v, high)),
+                    )
+                }
+            }
+        }
         // SAFETY: as the caller guarantees; the tile's loads and stores, and
         // the scales', are masked to its `rows` columns.
         unsafe {
-            let mut mask = [0 as __mmask16; V];
-            for (q, m) in mask.iter_mut().enumerate() {
-                *m = lanes16(tile.rows.saturating_sub(q * PANEL));
-            }
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
-            if !INT8 {
-                for (i, a) in acc.iter_mut().enumerate() {
-                    if let Some(d) = tile.start(i) {
-                        for q in 0..V {
-                            a[q] = _mm512_maskz_loadu_ps(mask[q], d.add(q * PANEL));
+            let mut s = 0;
+            while s < NV {
+                let mut mask = [0 as __mmask16; V];
+                for (j, m) in mask.iter_mut().enumerate() {
+                    *m = lanes16(tile.rows.saturating_sub((s + j) * PANEL));
+                }
+                // The two chains of `narrow_scalar`, per row and vector.
+                let mut even = [[_mm512_setzero_ps(); V]; R];
+                let mut odd = [[_mm512_setzero_ps(); V]; R];
+                if !INT8 {
+                    for (i, e) in even.iter_mut().enumerate() {
+                        if let Some(d) = tile.start(i) {
+                            for j in 0..V {
+                                e[j] = _mm512_maskz_loadu_ps(mask[j], d.add((s + j) * PANEL));
+                            }
                         }
                     }
                 }
-            }
-            // Column pairs (the last column alone when `kc` is odd), summed
-            // as `pair_sum` does, one vector of 16 rows at a time.
-            // bf16: one load holds both columns (the odd one's high halves
-            // are zero and unused when it is alone); int8: 16 bytes a column.
-            let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-            let mut c = 0;
-            while c < kc {
-                let both = c + 1 < kc;
-                let mut x0 = [_mm512_setzero_ps(); R];
-                let mut x1 = [_mm512_setzero_ps(); R];
-                for i in 0..R {
-                    x0[i] = _mm512_set1_ps(*x.add(i * x_stride + c));
-                    if both {
+                let mut c = 0;
+                while c + 1 < kc {
+                    let mut x0 = [_mm512_setzero_ps(); R];
+                    let mut x1 = [_mm512_setzero_ps(); R];
+                    for i in 0..R {
+                        x0[i] = _mm512_set1_ps(*x.add(i * x_stride + c));
                         x1[i] = _mm512_set1_ps(*x.add(i * x_stride + c + 1));
                     }
+                    for j in 0..V {
+                        let (lo, hi) = columns::<INT8, false>(w, s + j, c);
+                        for i in 0..R {
+                            even[i][j] = _mm512_fmadd_ps(lo, x0[i], even[i][j]);
+                            odd[i][j] = _mm512_fmadd_ps(hi, x1[i], odd[i][j]);
+                        }
+                    }
+                    c += 2;
                 }
-                for q in 0..V {
-                    let (lo, hi) = if INT8 {
-                        let col = |c: usize| {
-                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                                w[q / 2].add(c * GROUP + (q % 2) * PANEL).cast(),
-                            )))
-                        };
-                        (
-                            col(c),
-                            if both {
-                                col(c + 1)
-                            } else {
-                                _mm512_setzero_ps()
-                            },
-                        )
-                    } else {
-                        let v =
-                            _mm512_loadu_si512(w[q / 2].add(c * GROUP * 2 + (q % 2) * 64).cast());
-                        (
-                            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
-                            _mm512_castsi512_ps(_mm512_and_si512(v, high)),
-                        )
-                    };
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        a[q] = if both {
-                            let t = _mm512_fmadd_ps(lo, x0[i], _mm512_mul_ps(hi, x1[i]));
-                            _mm512_add_ps(a[q], t)
-                        } else {
-                            _mm512_fmadd_ps(lo, x0[i], a[q])
-                        };
+                if c < kc {
+                    for j in 0..V {
+                        let (lo, _) = columns::<INT8, true>(w, s + j, c);
+                        for (i, e) in even.iter_mut().enumerate() {
+                            e[j] =
+                                _mm512_fmadd_ps(lo, _mm512_set1_ps(*x.add(i * x_stride + c)), e[j]);
+                        }
                     }
                 }
-                c += 2;
-            }
-            for (i, a) in acc.iter().enumerate() {
-                let d = tile.ptr.add(i * tile.stride);
-                for q in 0..V {
-                    let out = if INT8 {
-                        let s = _mm512_maskz_loadu_ps(mask[q], scales.add(q * PANEL));
-                        let old = match tile.start(i) {
-                            Some(o) => _mm512_maskz_loadu_ps(mask[q], o.add(q * PANEL)),
-                            None => _mm512_setzero_ps(),
+                for i in 0..R {
+                    let d = tile.ptr.add(i * tile.stride);
+                    for j in 0..V {
+                        let sum = _mm512_add_ps(even[i][j], odd[i][j]);
+                        let at = (s + j) * PANEL;
+                        let out = if INT8 {
+                            let scale = _mm512_maskz_loadu_ps(mask[j], scales.add(at));
+                            let old = match tile.start(i) {
+                                Some(o) => _mm512_maskz_loadu_ps(mask[j], o.add(at)),
+                                None => _mm512_setzero_ps(),
+                            };
+                            _mm512_fmadd_ps(sum, scale, old)
+                        } else {
+                            sum
                         };
-                        _mm512_fmadd_ps(a[q], s, old)
-                    } else {
-                        a[q]
-                    };
-                    _mm512_mask_storeu_ps(d.add(q * PANEL), mask[q], out);
+                        _mm512_mask_storeu_ps(d.add(at), mask[j], out);
+                    }
                 }
+                s += V;
             }
         }
     }
 
     /// # Safety
-    /// As `narrow_tile`, `R` rows, the first two panels of `w`; AVX2 and FMA
-    /// available.
+    /// As `narrow_tile`, `R` rows, the first group of `w` (four vectors of
+    /// 8 rows), `V` vectors at a time (`R * V * 2` accumulators of the 16
+    /// registers); AVX2 and FMA available.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn narrow_avx2<const R: usize, const INT8: bool>(
+    pub(super) unsafe fn narrow_avx2<const R: usize, const INT8: bool, const V: usize>(
         w: [*const u8; NARROW_GROUPS],
         scales: *const f32,
         kc: usize,
@@ -1070,85 +1095,103 @@ mod x86 {
         x_stride: usize,
         tile: Tile,
     ) {
-        const V: usize = 4; // one group: four vectors of 8 rows
-                            // SAFETY: as in `narrow_avx512`.
-        unsafe {
-            let mut mask = [_mm256_setzero_si256(); V];
-            for (h, m) in mask.iter_mut().enumerate() {
-                *m = lanes8(tile.rows.saturating_sub(h * 8));
+        const NV: usize = 4;
+        // The widened columns `c` and, unless `ALONE`, `c + 1` of vector
+        // `h` (8 rows), as in `narrow_avx512` (int8: 8 bytes a column).
+        #[inline(always)]
+        unsafe fn columns<const INT8: bool, const ALONE: bool>(
+            g: *const u8,
+            h: usize,
+            c: usize,
+        ) -> (__m256, __m256) {
+            // SAFETY: as `narrow_avx2`'s caller guarantees.
+            unsafe {
+                if INT8 {
+                    let col = |c: usize| {
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            g.add(c * GROUP + h * 8).cast(),
+                        )))
+                    };
+                    let next = if ALONE {
+                        _mm256_setzero_ps()
+                    } else {
+                        col(c + 1)
+                    };
+                    (col(c), next)
+                } else {
+                    let v = _mm256_loadu_si256(g.add(c * GROUP * 2 + h * 32).cast());
+                    let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+                    (
+                        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
+                        _mm256_castsi256_ps(_mm256_and_si256(v, high)),
+                    )
+                }
             }
-            let mut acc = [[_mm256_setzero_ps(); V]; R];
-            if !INT8 {
-                for (i, a) in acc.iter_mut().enumerate() {
-                    if let Some(d) = tile.start(i) {
-                        for h in 0..V {
-                            a[h] = _mm256_maskload_ps(d.add(h * 8), mask[h]);
+        }
+        // SAFETY: as in `narrow_avx512`.
+        unsafe {
+            let mut s = 0;
+            while s < NV {
+                let mut mask = [_mm256_setzero_si256(); V];
+                for (j, m) in mask.iter_mut().enumerate() {
+                    *m = lanes8(tile.rows.saturating_sub((s + j) * 8));
+                }
+                let mut even = [[_mm256_setzero_ps(); V]; R];
+                let mut odd = [[_mm256_setzero_ps(); V]; R];
+                if !INT8 {
+                    for (i, e) in even.iter_mut().enumerate() {
+                        if let Some(d) = tile.start(i) {
+                            for j in 0..V {
+                                e[j] = _mm256_maskload_ps(d.add((s + j) * 8), mask[j]);
+                            }
                         }
                     }
                 }
-            }
-            // Column pairs, as in `narrow_avx512`, one vector of 8 rows at a
-            // time (bf16: the pair's 32 words, 8 per vector).
-            let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-            let mut c = 0;
-            while c < kc {
-                let both = c + 1 < kc;
-                let mut x0 = [_mm256_setzero_ps(); R];
-                let mut x1 = [_mm256_setzero_ps(); R];
-                for i in 0..R {
-                    x0[i] = _mm256_set1_ps(*x.add(i * x_stride + c));
-                    if both {
+                let mut c = 0;
+                while c + 1 < kc {
+                    let mut x0 = [_mm256_setzero_ps(); R];
+                    let mut x1 = [_mm256_setzero_ps(); R];
+                    for i in 0..R {
+                        x0[i] = _mm256_set1_ps(*x.add(i * x_stride + c));
                         x1[i] = _mm256_set1_ps(*x.add(i * x_stride + c + 1));
                     }
+                    for j in 0..V {
+                        let (lo, hi) = columns::<INT8, false>(w[0], s + j, c);
+                        for i in 0..R {
+                            even[i][j] = _mm256_fmadd_ps(lo, x0[i], even[i][j]);
+                            odd[i][j] = _mm256_fmadd_ps(hi, x1[i], odd[i][j]);
+                        }
+                    }
+                    c += 2;
                 }
-                for h in 0..V {
-                    let (lo, hi) = if INT8 {
-                        let col = |c: usize| {
-                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                w[0].add(c * GROUP + h * 8).cast(),
-                            )))
-                        };
-                        (
-                            col(c),
-                            if both {
-                                col(c + 1)
-                            } else {
-                                _mm256_setzero_ps()
-                            },
-                        )
-                    } else {
-                        let v = _mm256_loadu_si256(w[0].add(c * GROUP * 2 + h * 32).cast());
-                        (
-                            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
-                            _mm256_castsi256_ps(_mm256_and_si256(v, high)),
-                        )
-                    };
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        a[h] = if both {
-                            let t = _mm256_fmadd_ps(lo, x0[i], _mm256_mul_ps(hi, x1[i]));
-                            _mm256_add_ps(a[h], t)
-                        } else {
-                            _mm256_fmadd_ps(lo, x0[i], a[h])
-                        };
+                if c < kc {
+                    for j in 0..V {
+                        let (lo, _) = columns::<INT8, true>(w[0], s + j, c);
+                        for (i, e) in even.iter_mut().enumerate() {
+                            e[j] =
+                                _mm256_fmadd_ps(lo, _mm256_set1_ps(*x.add(i * x_stride + c)), e[j]);
+                        }
                     }
                 }
-                c += 2;
-            }
-            for (i, a) in acc.iter().enumerate() {
-                let d = tile.ptr.add(i * tile.stride);
-                for h in 0..V {
-                    let out = if INT8 {
-                        let s = _mm256_maskload_ps(scales.add(h * 8), mask[h]);
-                        let old = match tile.start(i) {
-                            Some(o) => _mm256_maskload_ps(o.add(h * 8), mask[h]),
-                            None => _mm256_setzero_ps(),
+                for i in 0..R {
+                    let d = tile.ptr.add(i * tile.stride);
+                    for j in 0..V {
+                        let sum = _mm256_add_ps(even[i][j], odd[i][j]);
+                        let at = (s + j) * 8;
+                        let out = if INT8 {
+                            let scale = _mm256_maskload_ps(scales.add(at), mask[j]);
+                            let old = match tile.start(i) {
+                                Some(o) => _mm256_maskload_ps(o.add(at), mask[j]),
+                                None => _mm256_setzero_ps(),
+                            };
+                            _mm256_fmadd_ps(sum, scale, old)
+                        } else {
+                            sum
                         };
-                        _mm256_fmadd_ps(a[h], s, old)
-                    } else {
-                        a[h]
-                    };
-                    _mm256_maskstore_ps(d.add(h * 8), mask[h], out);
+                        _mm256_maskstore_ps(d.add(at), mask[j], out);
+                    }
                 }
+                s += V;
             }
         }
     }
