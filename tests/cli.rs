@@ -220,7 +220,7 @@ fn isa_is_chosen_or_refused() {
         "sse9",
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("avx512, avx2 and scalar"), "{err}");
+    assert!(err.contains("avx512, avx2, neon and scalar"), "{err}");
     let (code, out, err) = cellc(&[
         "bench",
         "examples/lstm.rnn",

@@ -68,7 +68,7 @@ enum Command {
         /// Threads to run on (default: chosen per problem).
         #[arg(long)]
         threads: Option<usize>,
-        /// The kernels of the batched products: avx512, avx2 or scalar
+        /// The kernels of the batched products: avx512, avx2, neon (aarch64) or scalar
         /// (default: the widest this CPU has; one it lacks is an error).
         #[arg(long)]
         isa: Option<String>,
@@ -171,7 +171,7 @@ enum Command {
         /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
         #[arg(long)]
         plan: Option<String>,
-        /// The kernels of the batched products: avx512, avx2 or scalar
+        /// The kernels of the batched products: avx512, avx2, neon (aarch64) or scalar
         /// (default: the widest this CPU has; one it lacks is an error).
         #[arg(long)]
         isa: Option<String>,
@@ -302,7 +302,7 @@ fn parse_dims(s: &str) -> Result<Dims, String> {
 fn parse_isa(s: &str) -> Result<cellc::Isa, Error> {
     cellc::Isa::from_name(s).ok_or_else(|| {
         Error::options(format!(
-            "`--isa {s}`: the kernels are avx512, avx2 and scalar"
+            "`--isa {s}`: the kernels are avx512, avx2, neon and scalar"
         ))
     })
 }

@@ -137,6 +137,8 @@ fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
     match isa {
         super::panel::Isa::Avx512 => 110.0,
         super::panel::Isa::Avx2 => 55.0,
+        // A quarter of AVX-512's lanes; not measured (no aarch64 host).
+        super::panel::Isa::Neon => 25.0,
         super::panel::Isa::Scalar => 4.0,
     }
 }
@@ -149,7 +151,8 @@ fn default_narrow_gws(isa: super::panel::Isa) -> (f64, f64) {
     match isa {
         super::panel::Isa::Avx512 => (18.0, 12.0),
         super::panel::Isa::Avx2 => (9.0, 6.0),
-        super::panel::Isa::Scalar => (1.0, 1.0),
+        // NEON's narrow products run the scalar kernel.
+        super::panel::Isa::Scalar | super::panel::Isa::Neon => (1.0, 1.0),
     }
 }
 

@@ -44,16 +44,20 @@ pub enum Isa {
     Avx2,
     /// x86-64 with AVX-512F: 512-bit vectors.
     Avx512,
+    /// aarch64's Advanced SIMD: 128-bit vectors (f32 products; narrow
+    /// ones run the scalar kernel).
+    Neon,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
         }
     }
 
@@ -71,20 +75,23 @@ impl Isa {
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => false,
+            // Advanced SIMD is part of every aarch64 Linux target.
+            Isa::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 
     /// Whether it has kernels for element-wise regions (`codegen::wide`);
-    /// with [`Isa::Scalar`], regions run the generated 128-bit code.
+    /// with [`Isa::Scalar`] and [`Isa::Neon`], regions run the generated
+    /// 128-bit code.
     pub fn is_wide(self) -> bool {
-        self != Isa::Scalar
+        matches!(self, Isa::Avx2 | Isa::Avx512)
     }
 
     /// Floats per vector of its kernels (the generated code's 4 for
     /// [`Isa::Scalar`], whose regions it runs).
     pub fn lanes(self) -> usize {
         match self {
-            Isa::Scalar => 4,
+            Isa::Scalar | Isa::Neon => 4,
             Isa::Avx2 => 8,
             Isa::Avx512 => 16,
         }
@@ -92,7 +99,7 @@ impl Isa {
 
     /// The widest kernel the host has.
     pub fn detect() -> Isa {
-        [Isa::Avx512, Isa::Avx2]
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
             .into_iter()
             .find(|i| i.available())
             .unwrap_or(Isa::Scalar)
@@ -122,6 +129,7 @@ pub fn fma_peak_gflops(isa: Isa, seconds: f64) -> f64 {
     let lanes = match isa {
         Isa::Avx512 => 16.0,
         Isa::Avx2 => 8.0,
+        Isa::Neon => 4.0,
         Isa::Scalar => 1.0,
     };
     let flops = rounds as f64 * per_call as f64 * 12.0 * lanes * 2.0;
@@ -138,6 +146,9 @@ unsafe fn fma_chains(isa: Isa, n: usize) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees.
         Isa::Avx2 => unsafe { x86::chains_avx2(n) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: Advanced SIMD is always there on aarch64.
+        Isa::Neon => unsafe { neon::chains(n) },
         _ => {
             let mut acc = [0.0f32; 12];
             for _ in 0..n {
@@ -361,7 +372,7 @@ pub unsafe fn product_narrow(
     let (ng, mr) = match isa {
         Isa::Avx512 => (2, 4),
         Isa::Avx2 => (1, 2),
-        Isa::Scalar => (1, 1),
+        Isa::Scalar | Isa::Neon => (1, 1),
     };
     let bytes = panels.precision.bytes();
     let group = group_bytes(k, panels.precision).unwrap_or(0);
@@ -435,6 +446,7 @@ unsafe fn narrow_tile(
     nb: usize,
     tile: Tile,
 ) {
+    #[cfg(target_arch = "x86_64")]
     let int8 = precision == Precision::Int8;
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -667,7 +679,7 @@ pub unsafe fn product_raw(
         return;
     }
     let mr = if isa == Isa::Avx512 { MR_AVX512 } else { MR };
-    let short = batch <= SHORT_ROWS && isa != Isa::Scalar;
+    let short = batch <= SHORT_ROWS && matches!(isa, Isa::Avx2 | Isa::Avx512);
     let count = m.div_ceil(PANEL);
     let mut p = 0;
     while p < count {
@@ -863,6 +875,7 @@ unsafe fn tile_kernel(
     nb: usize,
     tile: Tile,
 ) {
+    #[cfg(target_arch = "x86_64")]
     let w1 = w.wrapping_add(PANEL * k);
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -881,6 +894,21 @@ unsafe fn tile_kernel(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
         Isa::Avx2 => unsafe { x86::tile_avx2_rows(w, kc, x, x_stride, nb, tile) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as the caller guarantees (`product_raw` gives NEON tiles
+        // of one panel and at most `MR` rows).
+        Isa::Neon => unsafe {
+            debug_assert_eq!(np, 1);
+            match nb {
+                1 => neon::tile::<1>(w, kc, x, x_stride, tile),
+                2 => neon::tile::<2>(w, kc, x, x_stride, tile),
+                3 => neon::tile::<3>(w, kc, x, x_stride, tile),
+                4 => neon::tile::<4>(w, kc, x, x_stride, tile),
+                5 => neon::tile::<5>(w, kc, x, x_stride, tile),
+                6 => neon::tile::<6>(w, kc, x, x_stride, tile),
+                _ => unreachable!("tile_kernel: {nb} rows"),
+            }
+        },
         // SAFETY: as the caller guarantees.
         _ => unsafe {
             let mut panels = [w; SHORT_PANELS];
@@ -928,6 +956,90 @@ unsafe fn tile_scalar(
 /// the wide regions' tails).
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::lanes8;
+
+/// The Advanced SIMD kernels: a tile of one panel (four vectors of 4 rows)
+/// by up to [`MR`] batch rows, 24 of the 32 registers in accumulators. Each
+/// sum is one chain of fused multiply-adds in `k` order (`vfmaq`), the
+/// scalar kernel's bits. Partial panels go through a buffer of 16 floats:
+/// the ISA has no masked loads or stores.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{Tile, PANEL};
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    /// As `tile_kernel`, one panel and `R` rows.
+    pub(super) unsafe fn tile<const R: usize>(
+        w: *const f32,
+        kc: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
+        let rows = tile.rows.min(PANEL);
+        // SAFETY: as the caller guarantees: the panel holds `kc` columns of
+        // 16 floats (padded); rows `i < R` of `x` hold `kc` floats; the
+        // tile's rows `i < R` hold `rows` floats, and so do its starts.
+        unsafe {
+            let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+            for (i, a) in acc.iter_mut().enumerate() {
+                if let Some(d) = tile.start(i) {
+                    let mut buf = [0.0f32; PANEL];
+                    std::ptr::copy_nonoverlapping(d, buf.as_mut_ptr(), rows);
+                    for (v, a) in a.iter_mut().enumerate() {
+                        *a = vld1q_f32(buf.as_ptr().add(4 * v));
+                    }
+                }
+            }
+            for c in 0..kc {
+                let p = w.add(c * PANEL);
+                let wv = [
+                    vld1q_f32(p),
+                    vld1q_f32(p.add(4)),
+                    vld1q_f32(p.add(8)),
+                    vld1q_f32(p.add(12)),
+                ];
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let xv = *x.add(i * x_stride + c);
+                    for v in 0..4 {
+                        a[v] = vfmaq_n_f32(a[v], wv[v], xv);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let mut buf = [0.0f32; PANEL];
+                for (v, a) in a.iter().enumerate() {
+                    vst1q_f32(buf.as_mut_ptr().add(4 * v), *a);
+                }
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), tile.ptr.add(i * tile.stride), rows);
+            }
+        }
+    }
+
+    /// Twelve independent chains of vector fused multiply-adds, `n` rounds
+    /// (`fma_peak_gflops`).
+    ///
+    /// # Safety
+    /// None beyond the target's: Advanced SIMD is always there.
+    pub(super) unsafe fn chains(n: usize) -> f32 {
+        // SAFETY: register arithmetic only.
+        unsafe {
+            let a = vdupq_n_f32(std::hint::black_box(1.000_000_1f32));
+            let b = vdupq_n_f32(0.999_999_9);
+            let mut acc = [vdupq_n_f32(0.0); 12];
+            for _ in 0..n {
+                for v in acc.iter_mut() {
+                    *v = vfmaq_f32(b, a, *v);
+                }
+            }
+            let mut sum = vdupq_n_f32(0.0);
+            for v in acc {
+                sum = vaddq_f32(sum, v);
+            }
+            vaddvq_f32(sum)
+        }
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

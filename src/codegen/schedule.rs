@@ -308,7 +308,7 @@ fn narrow_tile_rows() -> usize {
     match super::panel::Isa::detect() {
         super::panel::Isa::Avx512 => 4,
         super::panel::Isa::Avx2 => 2,
-        super::panel::Isa::Scalar => 1,
+        super::panel::Isa::Scalar | super::panel::Isa::Neon => 1,
     }
 }
 
