@@ -44,8 +44,7 @@ pub enum Isa {
     Avx2,
     /// x86-64 with AVX-512F: 512-bit vectors.
     Avx512,
-    /// aarch64's Advanced SIMD: 128-bit vectors (f32 products; narrow
-    /// ones run the scalar kernel).
+    /// aarch64's Advanced SIMD: 128-bit vectors.
     Neon,
 }
 
@@ -481,6 +480,17 @@ unsafe fn narrow_tile(
                 (2, false) => x86::narrow_avx2::<2, false, 2>(w, scales, kc, x, x_stride, tile),
                 (2, true) => x86::narrow_avx2::<2, true, 2>(w, scales, kc, x, x_stride, tile),
                 _ => unreachable!("narrow_tile: {nb} rows"),
+            }
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as the caller guarantees (`product_narrow` gives NEON one
+        // group and one row per tile).
+        Isa::Neon => unsafe {
+            debug_assert_eq!(nb, 1);
+            if precision == Precision::Int8 {
+                neon::narrow::<true>(w[0], scales, kc, x, tile)
+            } else {
+                neon::narrow::<false>(w[0], scales, kc, x, tile)
             }
         },
         // SAFETY: as the caller guarantees.
@@ -958,13 +968,14 @@ unsafe fn tile_scalar(
 pub(crate) use x86::lanes8;
 
 /// The Advanced SIMD kernels: a tile of one panel (four vectors of 4 rows)
-/// by up to [`MR`] batch rows, 24 of the 32 registers in accumulators. Each
-/// sum is one chain of fused multiply-adds in `k` order (`vfmaq`), the
-/// scalar kernel's bits. Partial panels go through a buffer of 16 floats:
-/// the ISA has no masked loads or stores.
+/// by up to [`MR`] batch rows, 24 of the 32 registers in accumulators, each
+/// sum one chain of fused multiply-adds in `k` order (`vfmaq`); narrow
+/// groups one batch row at a time, in `narrow_scalar`'s two chains. Both
+/// give the scalar kernels' bits. Partial panels and groups go through
+/// buffers: the ISA has no masked loads or stores.
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::{Tile, PANEL};
+    use super::{Tile, GROUP, PANEL};
     use std::arch::aarch64::*;
 
     /// # Safety
@@ -1013,6 +1024,123 @@ mod neon {
                 }
                 std::ptr::copy_nonoverlapping(buf.as_ptr(), tile.ptr.add(i * tile.stride), rows);
             }
+        }
+    }
+
+    /// Sixteen rows of a narrow group (`panel::group_bytes`) widened, four
+    /// vectors of columns `c` and, unless `alone`, `c + 1`: bf16 by a shift
+    /// and a mask of the pair's words, int8 by two sign extensions and a
+    /// conversion of the column's 16 bytes.
+    ///
+    /// # Safety
+    /// The group at `g` holds columns `c` and (unless `alone`) `c + 1`.
+    #[inline(always)]
+    unsafe fn columns<const INT8: bool>(
+        g: *const u8,
+        half: usize,
+        c: usize,
+        alone: bool,
+    ) -> ([float32x4_t; 4], [float32x4_t; 4]) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if INT8 {
+                let col = |c: usize| {
+                    let b = vld1q_s8(g.add(c * GROUP + half * PANEL).cast());
+                    let (lo, hi) = (vmovl_s8(vget_low_s8(b)), vmovl_high_s8(b));
+                    [
+                        vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))),
+                        vcvtq_f32_s32(vmovl_high_s16(lo)),
+                        vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))),
+                        vcvtq_f32_s32(vmovl_high_s16(hi)),
+                    ]
+                };
+                let next = if alone {
+                    [vdupq_n_f32(0.0); 4]
+                } else {
+                    col(c + 1)
+                };
+                (col(c), next)
+            } else {
+                let p = g.add(c * GROUP * 2 + half * PANEL * 4).cast::<u32>();
+                let high = vdupq_n_u32(0xffff_0000);
+                let mut lo = [vdupq_n_f32(0.0); 4];
+                let mut hi = [vdupq_n_f32(0.0); 4];
+                for j in 0..4 {
+                    let v = vld1q_u32(p.add(4 * j));
+                    lo[j] = vreinterpretq_f32_u32(vshlq_n_u32::<16>(v));
+                    hi[j] = vreinterpretq_f32_u32(vandq_u32(v, high));
+                }
+                (lo, hi)
+            }
+        }
+    }
+
+    /// One batch row by one narrow group (32 rows), sixteen rows at a time,
+    /// summed in `narrow_scalar`'s order (two chains per row, `vfmaq`).
+    ///
+    /// # Safety
+    /// As `narrow_tile`, one row (`nb == 1`), the group at `w`.
+    pub(super) unsafe fn narrow<const INT8: bool>(
+        w: *const u8,
+        scales: *const f32,
+        kc: usize,
+        x: *const f32,
+        tile: Tile,
+    ) {
+        let rows = tile.rows.min(GROUP);
+        // SAFETY: as the caller guarantees: the group holds `kc` columns;
+        // `x` holds `kc` floats; the tile, its start and (int8) `scales`
+        // hold `rows` floats, copied through buffers of 32.
+        unsafe {
+            let mut old = [0.0f32; GROUP];
+            if let Some(d) = tile.start(0) {
+                std::ptr::copy_nonoverlapping(d, old.as_mut_ptr(), rows);
+            }
+            let mut scale = [0.0f32; GROUP];
+            if INT8 {
+                std::ptr::copy_nonoverlapping(scales, scale.as_mut_ptr(), rows);
+            }
+            let mut out = [0.0f32; GROUP];
+            for half in 0..2 {
+                let at = |j: usize| half * PANEL + 4 * j;
+                let mut even = [vdupq_n_f32(0.0); 4];
+                let mut odd = [vdupq_n_f32(0.0); 4];
+                if !INT8 {
+                    for (j, e) in even.iter_mut().enumerate() {
+                        *e = vld1q_f32(old.as_ptr().add(at(j)));
+                    }
+                }
+                let mut c = 0;
+                while c + 1 < kc {
+                    let (x0, x1) = (*x.add(c), *x.add(c + 1));
+                    let (lo, hi) = columns::<INT8>(w, half, c, false);
+                    for j in 0..4 {
+                        even[j] = vfmaq_n_f32(even[j], lo[j], x0);
+                        odd[j] = vfmaq_n_f32(odd[j], hi[j], x1);
+                    }
+                    c += 2;
+                }
+                if c < kc {
+                    let (lo, _) = columns::<INT8>(w, half, c, true);
+                    for j in 0..4 {
+                        even[j] = vfmaq_n_f32(even[j], lo[j], *x.add(c));
+                    }
+                }
+                for j in 0..4 {
+                    let sum = vaddq_f32(even[j], odd[j]);
+                    let v = if INT8 {
+                        vfmaq_f32(
+                            vld1q_f32(old.as_ptr().add(at(j))),
+                            sum,
+                            vld1q_f32(scale.as_ptr().add(at(j))),
+                        )
+                    } else {
+                        sum
+                    };
+                    vst1q_f32(out.as_mut_ptr().add(at(j)), v);
+                }
+            }
+            std::ptr::copy_nonoverlapping(out.as_ptr(), tile.ptr, rows);
         }
     }
 
