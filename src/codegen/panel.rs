@@ -689,7 +689,7 @@ pub unsafe fn product_raw(
         return;
     }
     let mr = if isa == Isa::Avx512 { MR_AVX512 } else { MR };
-    let short = batch <= SHORT_ROWS && matches!(isa, Isa::Avx2 | Isa::Avx512);
+    let short = batch <= SHORT_ROWS && isa != Isa::Scalar;
     let count = m.div_ceil(PANEL);
     let mut p = 0;
     while p < count {
@@ -697,8 +697,8 @@ pub unsafe fn product_raw(
         // AVX-512 kernel takes them, else one.
         let np = if short {
             // Two AVX2 rows by four panels would be all 16 registers in
-            // accumulators.
-            let most = if isa == Isa::Avx2 && batch == 2 {
+            // accumulators; NEON keeps to 16 of its 32, as AVX2 does.
+            let most = if matches!(isa, Isa::Avx2 | Isa::Neon) && batch == 2 {
                 2
             } else {
                 SHORT_PANELS
@@ -905,10 +905,20 @@ unsafe fn tile_kernel(
         // SAFETY: as the caller guarantees (AVX2 and FMA are available).
         Isa::Avx2 => unsafe { x86::tile_avx2_rows(w, kc, x, x_stride, nb, tile) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: as the caller guarantees (`product_raw` gives NEON tiles
-        // of one panel and at most `MR` rows).
+        // SAFETY: as the caller guarantees (`product_raw` gives NEON short
+        // tiles of one row by up to four panels or two by two).
+        Isa::Neon if np > 1 => unsafe {
+            match (nb, np) {
+                (1, 2) => neon::short::<1, 2>(w, PANEL * k, kc, x, x_stride, tile),
+                (1, 3) => neon::short::<1, 3>(w, PANEL * k, kc, x, x_stride, tile),
+                (1, 4) => neon::short::<1, 4>(w, PANEL * k, kc, x, x_stride, tile),
+                (2, 2) => neon::short::<2, 2>(w, PANEL * k, kc, x, x_stride, tile),
+                _ => unreachable!("tile_kernel: {nb} rows by {np} panels"),
+            }
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above (one panel by up to `MR` rows).
         Isa::Neon => unsafe {
-            debug_assert_eq!(np, 1);
             match nb {
                 1 => neon::tile::<1>(w, kc, x, x_stride, tile),
                 2 => neon::tile::<2>(w, kc, x, x_stride, tile),
@@ -968,8 +978,9 @@ unsafe fn tile_scalar(
 pub(crate) use x86::lanes8;
 
 /// The Advanced SIMD kernels: a tile of one panel (four vectors of 4 rows)
-/// by up to [`MR`] batch rows, 24 of the 32 registers in accumulators, each
-/// sum one chain of fused multiply-adds in `k` order (`vfmaq`); narrow
+/// by up to [`MR`] batch rows, 24 of the 32 registers in accumulators, or
+/// for one or two batch rows a short tile of up to four panels, each sum one
+/// chain of fused multiply-adds in `k` order (`vfmaq`); narrow
 /// groups one batch row at a time, in `narrow_scalar`'s two chains. Both
 /// give the scalar kernels' bits. Partial panels and groups go through
 /// buffers: the ISA has no masked loads or stores.
@@ -1021,6 +1032,67 @@ mod neon {
                 let mut buf = [0.0f32; PANEL];
                 for (v, a) in a.iter().enumerate() {
                     vst1q_f32(buf.as_mut_ptr().add(4 * v), *a);
+                }
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), tile.ptr.add(i * tile.stride), rows);
+            }
+        }
+    }
+
+    /// A short tile: `R` batch rows (one or two) by `NP` panels (`R * NP <=
+    /// 4`: at most 16 accumulators), so that a batch of one row still keeps
+    /// 8 to 16 chains of fused multiply-adds in flight. Each sum is one
+    /// chain in `k` order, as in `tile`.
+    ///
+    /// # Safety
+    /// As `tile_kernel`: `NP` panels `panel_stride` floats apart, `R` rows.
+    #[allow(clippy::needless_range_loop)] // one index into three arrays
+    pub(super) unsafe fn short<const R: usize, const NP: usize>(
+        w: *const f32,
+        panel_stride: usize,
+        kc: usize,
+        x: *const f32,
+        x_stride: usize,
+        tile: Tile,
+    ) {
+        let rows = tile.rows.min(NP * PANEL);
+        // SAFETY: as the caller guarantees: each of the `NP` panels holds
+        // `kc` columns of 16 floats; rows `i < R` of `x` hold `kc` floats;
+        // the tile's rows and their starts hold `rows` floats, copied
+        // through buffers of 64.
+        unsafe {
+            let mut acc = [[[vdupq_n_f32(0.0); 4]; NP]; R];
+            for (i, a) in acc.iter_mut().enumerate() {
+                if let Some(d) = tile.start(i) {
+                    let mut buf = [0.0f32; 4 * PANEL];
+                    std::ptr::copy_nonoverlapping(d, buf.as_mut_ptr(), rows);
+                    for (q, a) in a.iter_mut().enumerate() {
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = vld1q_f32(buf.as_ptr().add(q * PANEL + 4 * v));
+                        }
+                    }
+                }
+            }
+            for c in 0..kc {
+                let mut xv = [0.0f32; R];
+                for (i, v) in xv.iter_mut().enumerate() {
+                    *v = *x.add(i * x_stride + c);
+                }
+                for q in 0..NP {
+                    let p = w.add(q * panel_stride + c * PANEL);
+                    for v in 0..4 {
+                        let wv = vld1q_f32(p.add(4 * v));
+                        for i in 0..R {
+                            acc[i][q][v] = vfmaq_n_f32(acc[i][q][v], wv, xv[i]);
+                        }
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let mut buf = [0.0f32; 4 * PANEL];
+                for (q, a) in a.iter().enumerate() {
+                    for (v, a) in a.iter().enumerate() {
+                        vst1q_f32(buf.as_mut_ptr().add(q * PANEL + 4 * v), *a);
+                    }
                 }
                 std::ptr::copy_nonoverlapping(buf.as_ptr(), tile.ptr.add(i * tile.stride), rows);
             }
