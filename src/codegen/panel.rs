@@ -366,8 +366,9 @@ pub unsafe fn product_narrow(
     dst_stride: usize,
 ) {
     // Groups per tile and batch rows per tile: at batch 1 a tile's vectors
-    // of rows are its independent chains of fused multiply-adds, which must
-    // be enough to hide their latency behind the widening.
+    // of rows (two chains each) are its independent chains of fused
+    // multiply-adds, which must be enough to hide their latency behind the
+    // widening. (NEON: one group by one row, 16 rows at a time.)
     let (ng, mr) = match isa {
         Isa::Avx512 => (2, 4),
         Isa::Avx2 => (1, 2),
@@ -425,7 +426,8 @@ pub unsafe fn product_narrow(
 
 /// One narrow tile: for each group `q` of `w` (32 rows, `kc` columns), rows
 /// `i < nb` of `x`: bf16 `tile[i][32q + r] += sum_c w_q[c][r] x[i][c]`
-/// (one chain from the tile's value); int8 the sum from zero, then
+/// (the even columns' chain from the tile's value, the odd columns' from
+/// zero: `narrow_scalar`); int8 the sum from zero, then
 /// `tile = sum * scale + tile`.
 ///
 /// # Safety
