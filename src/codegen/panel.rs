@@ -347,6 +347,18 @@ const NARROW_GROUPS: usize = 2;
 /// a block of [`KC`] columns of any narrow precision.
 static ZEROS: [u32; KC * GROUP / 2] = [0; KC * GROUP / 2];
 
+/// Groups and batch rows per narrow tile on `isa`: at batch 1 a tile's
+/// vectors of rows (two chains each) are its independent chains of fused
+/// multiply-adds, which must be enough to hide their latency behind the
+/// widening. (NEON: one group by one row, 16 rows at a time.)
+pub fn narrow_tile_shape(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (2, 4),
+        Isa::Avx2 => (1, 2),
+        Isa::Scalar | Isa::Neon => (1, 1),
+    }
+}
+
 /// As [`product_raw`], the matrix in narrow groups (bf16 or int8).
 ///
 /// # Safety
@@ -365,15 +377,7 @@ pub unsafe fn product_narrow(
     dst: *mut f32,
     dst_stride: usize,
 ) {
-    // Groups per tile and batch rows per tile: at batch 1 a tile's vectors
-    // of rows (two chains each) are its independent chains of fused
-    // multiply-adds, which must be enough to hide their latency behind the
-    // widening. (NEON: one group by one row, 16 rows at a time.)
-    let (ng, mr) = match isa {
-        Isa::Avx512 => (2, 4),
-        Isa::Avx2 => (1, 2),
-        Isa::Scalar | Isa::Neon => (1, 1),
-    };
+    let (ng, mr) = narrow_tile_shape(isa);
     let bytes = panels.precision.bytes();
     let group = group_bytes(k, panels.precision).unwrap_or(0);
     let total = m.div_ceil(GROUP);

@@ -248,7 +248,8 @@ pub fn predict(
     if variant.uses_gemm() {
         // Narrow weights are widened once per tile of batch rows, at the
         // rate measured at batch 1 (which includes that row's FMAs).
-        let tiles = batch.div_ceil(narrow_tile_rows()) as f64;
+        let tiles =
+            batch.div_ceil(super::panel::narrow_tile_shape(super::panel::Isa::detect()).1) as f64;
         let widen_us = (narrow(0) / host.bf16_gws + narrow(1) / host.int8_gws) * tiles / n / 1e3;
         compute_us = compute_us.max(widen_us);
     } else {
@@ -300,15 +301,6 @@ pub fn predict(
         bytes_per_step: step_bytes,
         flops_per_step: step_flops + if hoist { work.input_flops * b } else { 0.0 },
         level,
-    }
-}
-
-/// Batch rows per tile of the narrow panel kernels (`panel::product_narrow`).
-fn narrow_tile_rows() -> usize {
-    match super::panel::Isa::detect() {
-        super::panel::Isa::Avx512 => 4,
-        super::panel::Isa::Avx2 => 2,
-        super::panel::Isa::Scalar | super::panel::Isa::Neon => 1,
     }
 }
 
