@@ -141,6 +141,17 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
+    /// The message and its notes on one line, for errors reported without a
+    /// source (`size `Q` is not ...: did you mean `H`?`).
+    pub fn one_line(&self) -> String {
+        let mut s = self.message.clone();
+        for n in &self.notes {
+            s.push_str("; ");
+            s.push_str(n);
+        }
+        s
+    }
+
     fn to_codespan(&self, source_len: usize) -> cs::Diagnostic<()> {
         let severity = match self.severity {
             Severity::Error => cs::Severity::Error,

@@ -184,6 +184,22 @@ impl Cell {
         Ok(self)
     }
 
+    /// Checks the sizes as [`Cell::ir`] would bind them (those given to
+    /// [`Cell::dims`], else the file's defaults) when every size has a
+    /// value: each length at least 1, nothing too large. A size without a
+    /// value is checked when it gets one. (`cellc check`.)
+    pub fn check_sizes(&self) -> Result<()> {
+        let all_bound = self
+            .checked
+            .dims
+            .iter()
+            .all(|d| d.default.is_some() || self.given_dims.iter().any(|(n, _)| n == &d.name));
+        if all_bound {
+            self.bound_dims()?;
+        }
+        Ok(())
+    }
+
     /// The cell's name (`cell NAME`, or the file stem).
     pub fn name(&self) -> &str {
         &self.checked.name

@@ -314,3 +314,81 @@ fn networks_on_the_command_line() {
     assert_eq!(code, 1);
     assert!(err.contains("1 to 64 layers"), "{err}");
 }
+
+/// One rule for the sizes a user gives, on every subcommand: a name the cell
+/// does not have, or a name given twice, is an error that names it (`run`
+/// used to ignore an unknown name and keep the last of a repeated one).
+#[test]
+fn given_sizes_follow_one_rule_on_every_subcommand() {
+    let case = "tests/conformance/cases/lstm_tiny";
+    let weights = format!("{case}.weights.safetensors");
+    let inputs = format!("{case}.inputs.safetensors");
+    let out = std::env::temp_dir().join(format!("cellc-dims-{}.safetensors", std::process::id()));
+    let out = out.to_str().unwrap();
+    for (dims, says) in [
+        ("Q=3", "`Q` is not a size variable of cell `lstm`"),
+        ("H=16,H=16", "size `H` is given twice"),
+        ("X=5,H=8,X=6", "size `X` is given twice"),
+    ] {
+        let runs: [Vec<&str>; 4] = [
+            vec!["check", "examples/lstm.rnn", "--dims", dims],
+            vec!["compile", "examples/lstm.rnn", "--dims", dims],
+            vec![
+                "bench",
+                "examples/lstm.rnn",
+                "--dims",
+                dims,
+                "--samples",
+                "1",
+                "--seq",
+                "2",
+            ],
+            vec![
+                "run",
+                "examples/lstm.rnn",
+                "--weights",
+                &weights,
+                "--inputs",
+                &inputs,
+                "-o",
+                out,
+                "--dims",
+                dims,
+            ],
+        ];
+        for args in runs {
+            let (code, _, err) = cellc(&args);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+    assert!(!std::path::Path::new(out).exists());
+}
+
+/// `cellc check` without `--dims` checks the file's default sizes as
+/// `compile` does: a length of zero, a negative one or one that overflows is
+/// an error, not a clean exit.
+#[test]
+fn check_checks_the_default_sizes() {
+    let dir = std::env::temp_dir().join(format!("cellc-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (len, says) in [
+        ("H - 2", "has a size of 0"),
+        ("H - 5", "has a size of -3"),
+        ("H * H * H * H * H", "too large"),
+    ] {
+        let src = format!(
+            "dim H = 2\ndim K = 16777216\ninput x: [{len}]\nstate h: [H]\nparam W: [H, {len}]\nh' = tanh(W @ x + h)\n"
+        )
+        .replace("H * H * H * H * H", "K * K * K");
+        let path = dir.join("c.rnn");
+        std::fs::write(&path, src).unwrap();
+        let p = path.to_str().unwrap();
+        let (code, _, compile_err) = cellc(&["compile", p]);
+        assert_eq!(code, 1, "{len}: {compile_err}");
+        let (code, _, err) = cellc(&["check", p]);
+        assert_eq!(code, 1, "{len}: {err}");
+        assert!(err.contains(says), "{len}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

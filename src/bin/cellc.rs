@@ -351,6 +351,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Check { file, dims, net } => {
             let cell = load(&file, &dims)?;
+            cell.check_sizes()?;
             net.network(&cell)?.layer_cells()?;
             Ok(())
         }

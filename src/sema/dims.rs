@@ -35,6 +35,14 @@ pub fn infer_dims(
     facts: &[SizeFact],
     given: &[(String, u64)],
 ) -> Result<Vec<(String, u64)>, String> {
+    let wrong = check_given(checked, given);
+    if !wrong.is_empty() {
+        return Err(wrong
+            .iter()
+            .map(Diagnostic::one_line)
+            .collect::<Vec<_>>()
+            .join("; "));
+    }
     let names = checked.dim_names();
     let mut known: Vec<Option<u64>> = vec![None; names.len()];
     let mut source: Vec<String> = vec![String::new(); names.len()];
@@ -127,34 +135,51 @@ pub const MAX_DIM: u64 = 1 << 24;
 /// Largest total of parameter elements accepted (4 bytes each: 8 GiB).
 pub const MAX_PARAM_ELEMENTS: u64 = 1 << 31;
 
-/// Binds every size variable; reports unbound, unknown, zero and oversized ones.
-pub fn bind_dims(checked: &Checked, given: &[(String, u64)]) -> Result<Dims, Vec<Diagnostic>> {
+/// The sizes a caller gives (`--dims`, [`crate::Cell::dims`], a run's sizes):
+/// each names a size variable of the cell, once. The one rule of every
+/// subcommand and of the API; a mistake is an error, never ignored.
+pub fn check_given(checked: &Checked, given: &[(String, u64)]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
-    let mut values = Vec::with_capacity(checked.dims.len());
-    for (name, _) in given {
+    for (k, (name, value)) in given.iter().enumerate() {
+        if let Some((_, first)) = given[..k].iter().find(|(n, _)| n == name) {
+            diags.push(
+                Diagnostic::error("E0049", format!("size `{name}` is given twice")).note(format!(
+                    "first as {name}={first}, then as {name}={value}; give each size once"
+                )),
+            );
+            continue;
+        }
         if !checked.dims.iter().any(|d| &d.name == name) {
-            let mut d = Diagnostic::error(
+            let d = Diagnostic::error(
                 "E0044",
                 format!("`{name}` is not a size variable of cell `{}`", checked.name),
             );
-            d = match suggest(name, checked.dims.iter().map(|d| d.name.as_str())) {
-                Some(s) => d.note(format!("did you mean `{s}`?")),
-                None => d.note(format!(
-                    "its size variables are: {}",
-                    if checked.dims.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        checked.dim_names().join(", ")
-                    }
-                )),
-            };
-            diags.push(d);
+            diags.push(
+                match suggest(name, checked.dims.iter().map(|d| d.name.as_str())) {
+                    Some(s) => d.note(format!("did you mean `{s}`?")),
+                    None => d.note(format!(
+                        "its size variables are: {}",
+                        if checked.dims.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            checked.dim_names().join(", ")
+                        }
+                    )),
+                },
+            );
         }
     }
+    diags
+}
+
+/// Binds every size variable; reports unbound, unknown, repeated, zero and
+/// oversized ones.
+pub fn bind_dims(checked: &Checked, given: &[(String, u64)]) -> Result<Dims, Vec<Diagnostic>> {
+    let mut diags = check_given(checked, given);
+    let mut values = Vec::with_capacity(checked.dims.len());
     for d in &checked.dims {
         let v = given
             .iter()
-            .rev()
             .find(|(n, _)| n == &d.name)
             .map(|(_, v)| *v)
             .or(d.default);
@@ -198,6 +223,14 @@ pub(super) fn check_sizes(checked: &Checked, dims: &Dims) -> Result<(), Vec<Diag
         |what: &str, name: &str, span: Span, p: &Poly, diags: &mut Vec<Diagnostic>| -> u128 {
             match dims.eval(p) {
                 Some(v) if v >= 1 && v <= MAX_DIM as i128 * MAX_DIM as i128 => v as u128,
+                Some(v) if v >= 1 => {
+                    diags.push(
+                        Diagnostic::error("E0046", format!("{what} `{name}` is too large"))
+                            .primary(span, format!("{} = {v}", p.display(&dims.names)))
+                            .note(format!("the limit for one length is {MAX_DIM}")),
+                    );
+                    0
+                }
                 Some(v) => {
                     diags.push(
                         Diagnostic::error(
