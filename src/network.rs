@@ -205,10 +205,14 @@ fn has_layer_0(weights: &Weights, base: &str) -> bool {
 /// names of the forward layer 0 (`weight_ih_l1_reverse` -> `weight_ih_l0`).
 /// A checkpoint of a module made with `bias=False` (PyTorch then saves no
 /// `bias_*` tensors) gets zero `bias_ih_l0` and `bias_hh_l0`, as long as
-/// `weight_ih_l0`/`weight_hh_l0`, whose rows they match. Also returns the names
+/// `weight_ih_l0`/`weight_hh_l0`, whose rows they match; only when no tensor
+/// of the checkpoint is a bias. Also returns the names
 /// the layer's tensors had, for the check that the cell reads every one.
 pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> (Weights, Vec<String>) {
     let mut view = Weights::new();
+    if weights.partial_reads_allowed() {
+        view = view.allow_partial_reads();
+    }
     let mut names = Vec::new();
     for name in weights.names() {
         if let Some((base, l, rev)) = layered(weights, name) {
@@ -221,7 +225,9 @@ pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> (Weights
             }
         }
     }
-    let has_bias = view.names().any(|n| n.starts_with("bias_"));
+    // The rule: zero only when the checkpoint has no bias at all (a bias
+    // under another name is refused by `unlayered`, not replaced by zeros).
+    let has_bias = weights.names().any(|n| n.starts_with("bias"));
     if !has_bias {
         for (w, b) in [
             ("weight_ih_l0", "bias_ih_l0"),
@@ -405,6 +411,9 @@ impl Network {
             }
             _ => {}
         }
+        if layered.is_some() {
+            unlayered(weights)?;
+        }
         let kernel_opts = opts.clone();
         let checked = self.cell.checked();
         let mut layers: Vec<Vec<Kernel>> = Vec::with_capacity(self.layout.layers);
@@ -499,6 +508,30 @@ fn in_layer(e: Error, layout: Layout, layer: usize, reverse: bool) -> Error {
         Error::Other { message, .. } => Error::new(kind, format!("layer {layer}{dir}: {message}")),
         other => other,
     }
+}
+
+/// Refuses a tensor without a layer suffix in a layered checkpoint: no layer
+/// would read it (a `bias_ih` beside `weight_ih_l0` would leave the layers
+/// without their bias).
+fn unlayered(weights: &Weights) -> Result<()> {
+    let Some(name) = weights.names().find(|n| layered(weights, n).is_none()) else {
+        return Ok(());
+    };
+    let example = weights
+        .names()
+        .find(|n| layered(weights, n).is_some())
+        .unwrap_or_default();
+    Err(Error::new(
+        crate::ErrorKind::Weights,
+        format!(
+            "tensor `{}` has no layer suffix, but the checkpoint names its layers (`{}`): \
+             no layer reads it; PyTorch names each layer's tensors `NAME_l<layer>` \
+             (`{}_l0` for layer 0)",
+            crate::diag::short(name),
+            crate::diag::short(example),
+            crate::diag::short(name)
+        ),
+    ))
 }
 
 /// A layered checkpoint's tensors that the cell does not read would be

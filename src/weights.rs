@@ -58,11 +58,28 @@ pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
     /// Integer tensors (i64 or i32 in the file), never bound to a parameter.
     integers: BTreeMap<String, (Vec<usize>, Vec<i64>)>,
+    /// Parameters may leave parts of the tensors they read unread, or read
+    /// parts twice ([`Weights::allow_partial_reads`]).
+    partial_reads: bool,
 }
 
 impl Weights {
     pub fn new() -> Weights {
         Weights::default()
+    }
+
+    /// Allows what binding otherwise refuses ([`Weights::resolve`]): a
+    /// tensor that parameters read only in part (rows or columns no
+    /// parameter reads), or in overlapping slices. For a cell that uses a
+    /// part of a checkpoint on purpose (`cellc run --allow-partial-reads`).
+    pub fn allow_partial_reads(mut self) -> Weights {
+        self.partial_reads = true;
+        self
+    }
+
+    /// Whether [`Weights::allow_partial_reads`] was called.
+    pub fn partial_reads_allowed(&self) -> bool {
+        self.partial_reads
     }
 
     /// Checks that a tensor `name` of `shape` with `len` values can be added:
@@ -257,7 +274,23 @@ impl Weights {
     }
 
     /// The values of every parameter of `cell`, row-major, in parameter order.
+    ///
+    /// Every tensor a parameter reads must be read whole by the parameters
+    /// together, and slices of it may not overlap (several parameters may
+    /// read one tensor whole: tied weights): rows that no parameter reads
+    /// mean the checkpoint is of another module than the cell (an LSTM's
+    /// state_dict run by a GRU cell reads three of its four gates), or a
+    /// slice of the cell is wrong. Either is an error naming the tensor and
+    /// the rows, unless [`Weights::allow_partial_reads`].
     pub fn resolve(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
+        let values = self.resolve_each(cell)?;
+        if !self.partial_reads {
+            self.check_reads(cell)?;
+        }
+        Ok(values)
+    }
+
+    fn resolve_each(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
         let mut out = Vec::with_capacity(cell.params.len());
         for p in &cell.params {
             let want: Vec<usize> = match p.ty {
@@ -338,6 +371,230 @@ impl Weights {
 }
 
 impl Weights {
+    /// Checks that the parameters of `cell` read every tensor they bind
+    /// whole, and that slices of one tensor do not overlap (see
+    /// [`Weights::resolve`]).
+    fn check_reads(&self, cell: &Cell) -> Result<(), WeightsError> {
+        // Tensor -> (parameter, the region it reads).
+        // In the order the parameters first read them.
+        let mut reads: Vec<(&str, Vec<(&str, Region)>)> = Vec::new();
+        for p in &cell.params {
+            let Some((tensor, indices)) = self.chosen(p) else {
+                continue;
+            };
+            let t = &self.tensors[tensor];
+            let Ok(region) = region(&t.shape, indices) else {
+                continue; // `resolve_each` reported it.
+            };
+            match reads.iter_mut().find(|(n, _)| *n == tensor) {
+                Some((_, r)) => r.push((&p.name, region)),
+                None => reads.push((tensor, vec![(&p.name, region)])),
+            }
+        }
+        for (name, reads) in &reads {
+            let t = &self.tensors[*name];
+            let whole =
+                |r: &[(usize, usize)]| r.iter().zip(&t.shape).all(|(&(s, n), &d)| s == 0 && n == d);
+            if reads.iter().all(|(_, r)| whole(r)) {
+                continue; // Read whole, by one parameter or tied ones.
+            }
+            let mut count: Vec<u8> = Vec::new();
+            count
+                .try_reserve_exact(t.data.len())
+                .map_err(|_| WeightsError(format!("tensor `{name}` is too large to check")))?;
+            count.resize(t.data.len(), 0);
+            for (_, r) in reads {
+                for_each_offset(&t.shape, r, |o| count[o] = count[o].saturating_add(1));
+            }
+            let mut problems = Vec::new();
+            if count.contains(&0) {
+                problems.push(format!(
+                    "{} read by no parameter",
+                    describe_where(&t.shape, |o| count[o] == 0)
+                ));
+            }
+            if let Some(at) = count.iter().position(|&c| c > 1) {
+                let by: Vec<&(&str, Region)> = reads
+                    .iter()
+                    .filter(|(_, r)| contains(&t.shape, r, at))
+                    .collect();
+                let both: Region = by[0]
+                    .1
+                    .iter()
+                    .zip(&by[1].1)
+                    .map(|(&(s0, n0), &(s1, n1))| {
+                        let s = s0.max(s1);
+                        (s, (s0 + n0).min(s1 + n1) - s)
+                    })
+                    .collect();
+                problems.push(format!(
+                    "{} read by both `{}` and `{}`",
+                    describe_where(&t.shape, |o| contains(&t.shape, &both, o)),
+                    by[0].0,
+                    by[1].0
+                ));
+            }
+            if !problems.is_empty() {
+                return err(format!(
+                    "tensor `{name}` {}: {} of cell `{}`; the weights are of another module \
+                     than the cell describes, or a slice in the cell is wrong (if the cell \
+                     reads part of the tensor on purpose: `--allow-partial-reads`, or \
+                     `Weights::allow_partial_reads`)",
+                    shape_str(&t.shape),
+                    problems.join(", and "),
+                    cell.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per axis, the `(start, len)` a binding reads of a tensor.
+type Region = Vec<(usize, usize)>;
+
+/// The region a binding's indices read of a tensor of `shape` (an axis
+/// indexed at one position reads a length of 1).
+fn region(shape: &[usize], indices: &[BindIndex]) -> Result<Region, String> {
+    if indices.len() > shape.len() {
+        return Err(format!(
+            "{} indices for a tensor of {} dimensions",
+            indices.len(),
+            shape.len()
+        ));
+    }
+    shape
+        .iter()
+        .enumerate()
+        .map(|(a, &dim)| match indices.get(a) {
+            None => Ok((0, dim)),
+            Some(BindIndex::At(i)) => {
+                let i = usize::try_from(*i).unwrap_or(usize::MAX);
+                if i >= dim {
+                    return Err(format!(
+                        "index {i} is out of range for axis {a} of length {dim}"
+                    ));
+                }
+                Ok((i, 1))
+            }
+            Some(BindIndex::Range(s, e)) => {
+                let s = s.map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
+                let e = e.map_or(dim, |v| usize::try_from(v).unwrap_or(usize::MAX));
+                if s > e || e > dim {
+                    return Err(format!(
+                        "range {s}..{e} is out of range for axis {a} of length {dim}"
+                    ));
+                }
+                Ok((s, e - s))
+            }
+        })
+        .collect()
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1];
+    }
+    strides
+}
+
+/// Calls `f` with the offset of every element of `region`, in row-major order.
+fn for_each_offset(shape: &[usize], region: &[(usize, usize)], mut f: impl FnMut(usize)) {
+    let total: usize = region.iter().map(|r| r.1).product();
+    let strides = strides(shape);
+    let mut idx = vec![0usize; region.len()];
+    for _ in 0..total {
+        f(idx
+            .iter()
+            .zip(region)
+            .zip(&strides)
+            .map(|((i, r), s)| (r.0 + i) * s)
+            .sum());
+        for a in (0..region.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < region[a].1 {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+}
+
+/// Whether the element at `offset` lies in `region`.
+fn contains(shape: &[usize], region: &[(usize, usize)], offset: usize) -> bool {
+    let strides = strides(shape);
+    region
+        .iter()
+        .zip(shape)
+        .zip(&strides)
+        .all(|((&(s, n), &d), &st)| {
+            let i = offset / st % d.max(1);
+            i >= s && i < s + n
+        })
+}
+
+/// Where in a tensor of `shape` the elements `hit` picks lie, for messages:
+/// the rows (indices of the first axis) that hold one, as ranges, and, when
+/// those rows hold others too, the columns (`rows 48..64`, `rows 0..16,
+/// columns 8..12`, `elements 3..4`).
+fn describe_where(shape: &[usize], hit: impl Fn(usize) -> bool) -> String {
+    let Some(&rows) = shape.first() else {
+        return "its value is".to_string();
+    };
+    let per_row: usize = shape[1..].iter().product();
+    let mut row_hit = vec![false; rows];
+    let mut col_hit = vec![false; per_row];
+    let mut whole_rows = true;
+    for (r, row) in row_hit.iter_mut().enumerate() {
+        let n = (0..per_row)
+            .filter(|&c| hit(r * per_row + c))
+            .inspect(|&c| col_hit[c] = true)
+            .count();
+        *row = n > 0;
+        whole_rows &= n == 0 || n == per_row;
+    }
+    let ranges = |v: &[bool]| -> String {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < v.len() {
+            if v[i] {
+                let s = i;
+                while i < v.len() && v[i] {
+                    i += 1;
+                }
+                out.push(format!("{s}..{i}"));
+            } else {
+                i += 1;
+            }
+        }
+        let more = out.len().saturating_sub(4);
+        out.truncate(4);
+        if more > 0 {
+            out.push(format!("{more} more"));
+        }
+        out.join(", ")
+    };
+    let one_axis = shape.len() == 1;
+    let what = if one_axis { "elements" } else { "rows" };
+    if whole_rows || one_axis {
+        format!("{what} {} are", ranges(&row_hit))
+    } else {
+        format!(
+            "{what} {}, {} {}, are",
+            ranges(&row_hit),
+            if shape.len() == 2 {
+                "columns"
+            } else {
+                "positions in the row"
+            },
+            ranges(&col_hit)
+        )
+    }
+}
+
+impl Weights {
     /// The tensors whose names start with `prefix`, under the rest of their
     /// names (`rnn.weight_ih_l0` -> `weight_ih_l0` for `rnn.`). No tensor with
     /// the prefix is an error that says which prefixes there are.
@@ -379,7 +636,11 @@ impl Weights {
                 (!rest.is_empty()).then(|| (rest.to_string(), t.clone()))
             })
             .collect();
-        Ok(Weights { tensors, integers })
+        Ok(Weights {
+            tensors,
+            integers,
+            partial_reads: self.partial_reads,
+        })
     }
 
     /// A tensor named `<prefix>.<one of the bindings' tensors>`, if any: the
@@ -457,66 +718,16 @@ fn fmt_indices(ix: &[BindIndex]) -> String {
 
 /// Applies indices to a tensor: the selected shape and values.
 fn slice(t: &Tensor, indices: &[BindIndex]) -> Result<(Vec<usize>, Vec<f32>), String> {
-    if indices.len() > t.shape.len() {
-        return Err(format!(
-            "{} indices for a tensor of {} dimensions",
-            indices.len(),
-            t.shape.len()
-        ));
-    }
-    // Per axis: (start, len, keep).
-    let mut axes = Vec::with_capacity(t.shape.len());
-    for (a, &dim) in t.shape.iter().enumerate() {
-        let (start, len, keep) = match indices.get(a) {
-            None => (0, dim, true),
-            Some(BindIndex::At(i)) => {
-                let i = usize::try_from(*i).unwrap_or(usize::MAX);
-                if i >= dim {
-                    return Err(format!(
-                        "index {i} is out of range for axis {a} of length {dim}"
-                    ));
-                }
-                (i, 1, false)
-            }
-            Some(BindIndex::Range(s, e)) => {
-                let s = s.map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
-                let e = e.map_or(dim, |v| usize::try_from(v).unwrap_or(usize::MAX));
-                if s > e || e > dim {
-                    return Err(format!(
-                        "range {s}..{e} is out of range for axis {a} of length {dim}"
-                    ));
-                }
-                (s, e - s, true)
-            }
-        };
-        axes.push((start, len, keep));
-    }
-    let shape: Vec<usize> = axes.iter().filter(|a| a.2).map(|a| a.1).collect();
-    let total: usize = axes.iter().map(|a| a.1).product();
-    // Strides of the source.
-    let mut strides = vec![1usize; t.shape.len()];
-    for a in (0..t.shape.len().saturating_sub(1)).rev() {
-        strides[a] = strides[a + 1] * t.shape[a + 1];
-    }
-    let mut data = Vec::with_capacity(total);
-    let mut idx = vec![0usize; axes.len()];
-    for _ in 0..total {
-        let off: usize = idx
-            .iter()
-            .zip(&axes)
-            .zip(&strides)
-            .map(|((i, ax), s)| (ax.0 + i) * s)
-            .sum();
-        data.push(t.data[off]);
-        // Advance the multi-index, last axis fastest.
-        for a in (0..axes.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < axes[a].1 {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
+    let region = region(&t.shape, indices)?;
+    // An axis indexed at one position is dropped.
+    let shape: Vec<usize> = region
+        .iter()
+        .enumerate()
+        .filter(|(a, _)| !matches!(indices.get(*a), Some(BindIndex::At(_))))
+        .map(|(_, r)| r.1)
+        .collect();
+    let mut data = Vec::with_capacity(region.iter().map(|r| r.1).product());
+    for_each_offset(&t.shape, &region, |o| data.push(t.data[o]));
     Ok((shape, data))
 }
 

@@ -83,6 +83,12 @@ enum Command {
         /// The inputs and outputs are [B, T, len] (PyTorch's `batch_first=True`).
         #[arg(long)]
         batch_first: bool,
+        /// Let the cell read only part of a checkpoint tensor (rows or columns
+        /// no parameter reads), or read parts of it twice. Without it, either
+        /// is an error: the weights are of another module than the cell, or a
+        /// slice in the cell is wrong.
+        #[arg(long)]
+        allow_partial_reads: bool,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -367,6 +373,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             no_opt,
             batch_first,
             precision,
+            allow_partial_reads,
             net,
         } => {
             let mut x = cellc::Weights::from_safetensors(&inputs)?;
@@ -424,6 +431,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                     w = w.strip_prefix(p)?;
                 }
                 (cell, w, None)
+            };
+            let w = if allow_partial_reads {
+                w.allow_partial_reads()
+            } else {
+                w
             };
             let given = dims.map(|d| d.0).unwrap_or_default();
             let opts = cellc::Options {
