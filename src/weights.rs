@@ -824,16 +824,23 @@ fn check_header(bytes: &[u8]) -> Result<(), WeightsError> {
                     i += 1;
                 }
                 if depth == 1 && expect_key {
-                    let key = text.get(start..i.min(b.len())).unwrap_or("");
+                    // Compared decoded: `"x"` and `"\u0078"` name one tensor.
+                    let raw = text.get(start - 1..(i + 1).min(b.len())).unwrap_or("");
+                    let key: String = serde_json::from_str(raw).map_err(|_| {
+                        WeightsError(format!(
+                            "not a valid safetensors file: tensor name {} is not a JSON string",
+                            crate::diag::short(raw)
+                        ))
+                    })?;
                     if seen.len() >= MAX_TENSORS {
                         return err(format!(
                             "the file holds more than {MAX_TENSORS} tensors; cellc reads checkpoints far smaller"
                         ));
                     }
-                    if !seen.insert(key.to_string()) {
+                    if !seen.insert(key.clone()) {
                         return err(format!(
                             "the file names tensor `{}` twice",
-                            crate::diag::short(key)
+                            crate::diag::short(&key)
                         ));
                     }
                     expect_key = false;

@@ -186,6 +186,16 @@ fn hostile_safetensors() {
             "twice",
         ),
         (
+            // The same name twice, once escaped: the duplicate check
+            // compares decoded names (JSON would keep only the last).
+            "a tensor bound twice under an escaped name",
+            safetensors(
+                r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"\u0078":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                &[0; 4],
+            ),
+            "names tensor `x` twice",
+        ),
+        (
             "header not JSON",
             safetensors("{not json", &[]),
             "not a valid safetensors",
