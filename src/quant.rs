@@ -137,9 +137,19 @@ pub fn check(cell: &Cell, params: &[Vec<f32>]) -> Result<(), String> {
         }
         let cols = row_len(p.ty, v.len()).max(1);
         for (r, row) in v.chunks(cols).enumerate() {
-            if int8_scale(row).is_none() {
+            let Some(scale) = int8_scale(row) else {
                 return Err(format!(
                     "parameter `{}` is stored in int8, but its row {r} holds a value that is not finite (NaN or infinite), which no int8 scale represents",
+                    p.name
+                ));
+            };
+            // The row's largest value comes back as 127 * scale, which may
+            // round beyond f32's range (f32::MAX does): an infinity where
+            // the checkpoint has a number.
+            if (127.0 * scale).is_infinite() {
+                let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                return Err(format!(
+                    "parameter `{}` is stored in int8, but its row {r} holds {max:e}, whose int8 value would come back infinite",
                     p.name
                 ));
             }

@@ -229,6 +229,16 @@ fn int8_refuses_weights_it_cannot_store() {
     };
     let err = err.to_string();
     assert!(err.contains("`U`") && err.contains("element 7"), "{err}");
+    // A finite value whose int8 step makes its row's largest value infinite
+    // (f32::MAX: 127 * (MAX / 127) rounds up) is refused too: it used to
+    // pass, and plans then disagreed (NaN on some, 8.4e37 on others).
+    let cell = Cell::from_source("mixed.rnn", ANNOTATED).unwrap();
+    let Err(err) = cell.compile(&weights, &Options::default()) else {
+        panic!("an int8 row whose scale overflows must be refused");
+    };
+    let err = err.to_string();
+    assert!(err.contains("`U`") && err.contains("row 0"), "{err}");
+    assert!(err.contains("3.4028235e38"), "{err}");
 }
 
 /// bf16 and int8 against f32 on the PyTorch conformance cases' weights,
