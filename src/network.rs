@@ -974,7 +974,14 @@ impl CompiledNetwork {
                 .collect()
         };
         let ragged = lengths.is_some_and(|lens| lens.iter().any(|&n| n != steps));
-        let schedule = self.schedule(batch, steps, ragged);
+        // No step (T = 0) is the rule for rows of length 0 on every schedule:
+        // no output, final states the initial ones. Layer by layer gives
+        // that; a wavefront has no chunk to run.
+        let schedule = if steps == 0 {
+            Schedule::LayerByLayer
+        } else {
+            self.schedule(batch, steps, ragged)
+        };
         let threads = self.kernel_threads(schedule);
         if schedule == Schedule::Wavefront {
             let init: Vec<Vec<Cow<'_, [f32]>>> =
