@@ -392,3 +392,17 @@ fn check_checks_the_default_sizes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-o same.h` once wrote the object, then the header over it, and said it
+/// wrote both: two outputs of one command are never one file.
+#[test]
+fn an_object_named_like_its_header_is_refused() {
+    let dir = std::env::temp_dir().join(format!("cellc-same-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let same = dir.join("same.h");
+    let (code, _, err) = cellc(&["compile", "examples/lstm.rnn", "-o", same.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("one file") && err.contains("same.o"), "{err}");
+    assert!(!same.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

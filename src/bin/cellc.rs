@@ -621,6 +621,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Some(obj) = output {
                 let aot = cell.compile_object(&jit_opts, target.as_deref())?;
                 let header = obj.with_extension("h");
+                if header == obj {
+                    return Err(Error::options(format!(
+                        "`-o {}`: the C header goes beside the object, with the extension \
+                         `.h`, which the object already has: they would be one file; name \
+                         the object `{}`",
+                        obj.display(),
+                        obj.with_extension("o").display()
+                    )));
+                }
                 cellc::files::write_all(&[(&obj, &aot.object), (&header, aot.header.as_bytes())])?;
                 eprintln!(
                     "wrote {} ({} bytes: {p}_step, {p}_run) and {}",
