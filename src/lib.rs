@@ -62,6 +62,7 @@ mod weights;
 use std::path::Path;
 
 pub use codegen::host::HostSource;
+pub use codegen::options::{max_threads, MAX_THREADS_VAR};
 pub use codegen::schedule::Choice;
 pub use codegen::{Isa, Options, Variant};
 pub use diag::{Diagnostic, Source};

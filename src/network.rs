@@ -353,9 +353,7 @@ impl Network {
     /// [`Weights::random`]), at the sizes of [`Network::layer_cells`]: for
     /// benchmarks.
     pub fn compile_random(&self, seed: u64, opts: &Options) -> Result<CompiledNetwork> {
-        if opts.threads == Some(0) {
-            return Err(Error::options("threads must be at least 1"));
-        }
+        opts.check().map_err(Error::options)?;
         let kernel_opts = opts.clone();
         let mut layers = Vec::with_capacity(self.layout.layers);
         for (l, cell) in self.layer_cells()?.iter().enumerate() {
@@ -389,9 +387,7 @@ impl Network {
         given: &[(String, u64)],
         opts: &Options,
     ) -> Result<CompiledNetwork> {
-        if opts.threads == Some(0) {
-            return Err(Error::options("threads must be at least 1"));
-        }
+        opts.check().map_err(Error::options)?;
         let layered = Layout::of_checkpoint(weights)?;
         match layered {
             Some(found) if found != self.layout => {

@@ -265,3 +265,37 @@ fn any_batch() {
         }
     }
 }
+
+/// Threads are bounded: a count beyond what may run here (the cores, or
+/// `CELLC_MAX_THREADS`) is an error that says so; it used to start that many
+/// threads and never free them.
+#[test]
+fn thread_counts_are_bounded() {
+    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn"))
+        .unwrap()
+        .dims(&[("X", 8), ("H", 8)])
+        .unwrap();
+    let weights = Weights::random(&cell.ir().unwrap(), 1);
+    for threads in [cellc::max_threads() + 1, 10_000] {
+        let opts = Options {
+            threads: Some(threads),
+            ..Options::default()
+        };
+        let e = cell.compile(&weights, &opts).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{threads} threads asked for; at most {}",
+                cellc::max_threads()
+            )),
+            "{e}"
+        );
+        let net =
+            cellc::network::Network::new(cell.clone(), cellc::network::Layout::SINGLE).unwrap();
+        assert!(net.compile_random(1, &opts).is_err());
+    }
+    let opts = Options {
+        threads: Some(cellc::max_threads()),
+        ..Options::default()
+    };
+    cell.compile(&weights, &opts).unwrap();
+}

@@ -406,3 +406,69 @@ fn an_object_named_like_its_header_is_refused() {
     assert!(!same.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--threads` beyond what may run here is an error, on every subcommand
+/// that takes it.
+#[test]
+fn thread_counts_beyond_the_bound_are_refused() {
+    for args in [
+        vec![
+            "bench",
+            "examples/gru.rnn",
+            "--dims",
+            "X=8,H=8",
+            "--threads",
+            "10000",
+        ],
+        vec!["compile", "examples/gru.rnn", "--threads", "10000"],
+    ] {
+        let (code, _, err) = cellc(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("10000 threads asked for; at most"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// The calibration file is read only if it is a regular file of a sane
+/// size: a FIFO there hung every compile, `/dev/zero` ate the memory.
+/// Each case must end, quickly, with the default rates and the reason.
+#[cfg(unix)]
+#[test]
+fn a_calibration_that_is_not_a_small_regular_file_is_not_read() {
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("cellc-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("host.fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let big = dir.join("big.json");
+    std::fs::write(&big, vec![b' '; 1 << 20]).unwrap();
+    for (path, says) in [
+        (fifo.as_path(), "not a regular file"),
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+        (big.as_path(), "larger than 64 KiB"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .args(["compile", "examples/lstm.rnn", "--emit", "schedule"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CELLC_HOST", path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{}: cellc did not finish", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {text}", path.display());
+        assert!(text.contains(says), "{}: {text}", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -347,16 +347,61 @@ pub fn host() -> &'static Host {
         let Some(path) = calibration_path() else {
             return defaults(None);
         };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => from_json(&text, path.clone()).unwrap_or_else(|why| {
+        match read_calibration(&path) {
+            Ok(Some(text)) => from_json(&text, path.clone()).unwrap_or_else(|why| {
                 defaults(Some(format!(
                     "the calibration in {} is not used: {why}",
                     path.display()
                 )))
             }),
-            Err(_) => defaults(None),
+            Ok(None) => defaults(None),
+            Err(why) => defaults(Some(format!(
+                "the calibration in {} is not used: {why}",
+                path.display()
+            ))),
         }
     })
+}
+
+/// The largest calibration file read (one is a few hundred bytes).
+const MAX_CALIBRATION_BYTES: u64 = 64 << 10;
+
+/// The text of the calibration file, `None` if there is none. Only a
+/// regular file of at most [`MAX_CALIBRATION_BYTES`] is read: a FIFO there
+/// would hang every compile, `/dev/zero` would fill the memory. The file is
+/// opened without blocking and checked once open, so that nothing swapped in
+/// after a check is read.
+fn read_calibration(path: &std::path::Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = match open.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CALIBRATION_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CALIBRATION_BYTES {
+        return Err(format!(
+            "it is larger than {} KiB",
+            MAX_CALIBRATION_BYTES >> 10
+        ));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| "it is not UTF-8 text".into())
 }
 
 #[cfg(test)]

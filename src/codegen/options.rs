@@ -78,6 +78,46 @@ pub struct Options {
 
 pub use super::panel::Isa;
 
+/// The environment variable that raises [`max_threads`] above the cores this
+/// process may use (to test schedules on more threads than a small machine
+/// has; `cargo test` sets it in `.cargo/config.toml`).
+pub const MAX_THREADS_VAR: &str = "CELLC_MAX_THREADS";
+
+/// Most threads `Options::threads` may ask for: the cores this process may
+/// use (`std::thread::available_parallelism`: affinity and cgroup quotas
+/// counted), or [`MAX_THREADS_VAR`] when set (at most 1024). Threads beyond
+/// the cores only wait for each other; each count asked for keeps its own
+/// pool of threads for the life of the process, so the bound also bounds
+/// the threads a process can start.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var(MAX_THREADS_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(cores, |n| n.clamp(1, 1024))
+}
+
+impl Options {
+    /// Checks what the options ask for against this machine: `threads`
+    /// from 1 to [`max_threads`].
+    pub fn check(&self) -> Result<(), String> {
+        match self.threads {
+            Some(0) => Err("threads must be at least 1".to_string()),
+            Some(n) if n > max_threads() => Err(format!(
+                "{n} threads asked for; at most {} may run here ({}; more threads than cores \
+                 only wait for each other)",
+                max_threads(),
+                if std::env::var_os(MAX_THREADS_VAR).is_some() {
+                    format!("{MAX_THREADS_VAR}")
+                } else {
+                    format!("the cores this process may use; {MAX_THREADS_VAR} allows more")
+                }
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {

@@ -112,9 +112,7 @@ impl Kernel {
     /// (in parameter order, row-major): the streaming plan now, the others when
     /// first needed.
     pub fn new(ir: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> Result<Kernel> {
-        if opts.threads == Some(0) {
-            return Err(Error::options("threads must be at least 1"));
-        }
+        opts.check().map_err(Error::options)?;
         for (k, p) in ir.params.iter().enumerate() {
             let want = match p.ty {
                 ir::Type::Matrix(r, c) => r.checked_mul(c),
