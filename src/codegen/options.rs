@@ -108,7 +108,7 @@ impl Options {
                  only wait for each other)",
                 max_threads(),
                 if std::env::var_os(MAX_THREADS_VAR).is_some() {
-                    format!("{MAX_THREADS_VAR}")
+                    MAX_THREADS_VAR.to_string()
                 } else {
                     format!("the cores this process may use; {MAX_THREADS_VAR} allows more")
                 }
