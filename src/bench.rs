@@ -527,25 +527,24 @@ pub fn bench_network(
         isa: opts.isa,
         precision: opts.precision,
     };
-    let lengths: Option<Vec<usize>> = match opts.lengths {
-        Some((lo, hi)) if lo > hi || hi > opts.seq => {
-            return Err(Error::options(format!(
-                "lengths {lo}..{hi}: they must run from at most the top to at most --seq {}",
-                opts.seq
-            )))
-        }
-        Some((lo, hi)) => {
-            let mut rng = crate::gen::Rng(3);
-            Some(
-                (0..opts.batch)
-                    .map(|_| {
-                        lo + (rng.unit().abs() * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
-                    })
-                    .collect(),
-            )
-        }
-        None => None,
-    };
+    let lengths: Option<Vec<usize>> =
+        match opts.lengths {
+            Some((lo, hi)) if lo > hi || hi > opts.seq => {
+                return Err(Error::options(format!(
+                    "lengths {lo}..{hi}: they must run from at most the top to at most --seq {}",
+                    opts.seq
+                )))
+            }
+            Some((lo, hi)) => {
+                let mut rng = crate::gen::Rng(3);
+                let mut lengths = crate::alloc::with_capacity(opts.batch, "the rows' lengths")?;
+                lengths.extend((0..opts.batch).map(|_| {
+                    lo + (rng.unit().abs() * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
+                }));
+                Some(lengths)
+            }
+            None => None,
+        };
     let ragged = lengths
         .as_ref()
         .is_some_and(|l| l.iter().any(|&n| n != opts.seq));

@@ -175,7 +175,7 @@ pub fn differential(
     // The interpreter, with the kernel's parameters and with nudged ones: every
     // step's outputs, then its states, one vector per step.
     let reference_run = |params: &ParamValues| -> Vec<Vec<f64>> {
-        let mut state = interp::State::zeros(ir, batch);
+        let mut state = interp::State::zeros(ir, batch).unwrap();
         for (s, v) in start.iter().enumerate() {
             state.values[s] = v.iter().map(|&x| x as f64).collect();
         }
@@ -316,7 +316,7 @@ pub fn ir_text(bytes: &[u8]) {
             })
             .collect(),
     );
-    let mut state = interp::State::zeros(&cell, 2);
+    let mut state = interp::State::zeros(&cell, 2).unwrap();
     let inputs: Vec<Vec<f64>> = cell.inputs.iter().map(|p| vec![0.25; 2 * p.len]).collect();
     let _ = interp::step(&cell, &params, &inputs, &mut state);
     let mut legal = cell.clone();
@@ -537,7 +537,7 @@ pub fn sequences(bytes: &[u8]) {
     // cell's own sensitivity, as in `differential`).
     let params = ParamValues::from_f32(&weights.resolve(&ir).unwrap_or_else(|e| panic!("{e}")));
     let reference = |params: &ParamValues| -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
-        let mut state = interp::State::zeros(&ir, batch);
+        let mut state = interp::State::zeros(&ir, batch).unwrap();
         let mut rng = crate::gen::Rng(seed ^ 0x77);
         let mut outs: Vec<Vec<f64>> = vec![Vec::new(); ir.outputs.len()];
         for &t in &pieces {

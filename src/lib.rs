@@ -33,6 +33,7 @@
 //! assert_eq!(ir.product_count(), 1);
 //! ```
 
+mod alloc;
 pub mod aot;
 pub mod bench;
 mod codegen;

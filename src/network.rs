@@ -32,6 +32,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::alloc;
 use crate::run::PortLen;
 use crate::weights::shape_str;
 use crate::{Cell, Error, Kernel, Options, Result, Weights};
@@ -949,23 +950,29 @@ impl CompiledNetwork {
         }
         // Final states, [D * L, B, len] for each state (layers may differ in len).
         let mut finals: Vec<Vec<f32>> = (0..first.state_names().len())
-            .map(|s| vec![0.0; state_lens.iter().map(|l| l[s]).sum::<usize>() * d_count * batch])
-            .collect();
+            .map(|s| {
+                let per_row = state_lens.iter().map(|l| l[s]).sum::<usize>();
+                alloc::zeros(
+                    alloc::product(&[per_row, d_count, batch], "the final states")?,
+                    "the final states",
+                )
+            })
+            .collect::<Result<_>>()?;
         let state_offset = |s: usize, l: usize, d: usize| -> usize {
             let below: usize = state_lens[..l].iter().map(|x| x[s]).sum::<usize>() * d_count;
             (below + d * state_lens[l][s]) * batch
         };
-        let init_of = |l: usize, d: usize| -> Vec<Cow<'_, [f32]>> {
+        let init_of = |l: usize, d: usize| -> Result<Vec<Cow<'_, [f32]>>> {
             (0..self.layers[l][d].state_names().len())
                 .map(|s| {
                     let n = batch * state_lens[l][s];
-                    match inits[s] {
+                    Ok(match inits[s] {
                         Some(v) => {
                             let at = state_offset(s, l, d);
                             Cow::Borrowed(&v[at..at + n])
                         }
-                        None => Cow::Owned(vec![0.0; n]),
-                    }
+                        None => Cow::Owned(alloc::zeros(n, "the initial states")?),
+                    })
                 })
                 .collect()
         };
@@ -980,8 +987,9 @@ impl CompiledNetwork {
         };
         let threads = self.kernel_threads(schedule);
         if schedule == Schedule::Wavefront {
-            let init: Vec<Vec<Cow<'_, [f32]>>> =
-                (0..self.layers.len()).map(|l| init_of(l, 0)).collect();
+            let init: Vec<Vec<Cow<'_, [f32]>>> = (0..self.layers.len())
+                .map(|l| init_of(l, 0))
+                .collect::<Result<_>>()?;
             let (output, states) = self.run_wavefront(inputs[0], steps, batch, &init)?;
             for (l, layer) in states.iter().enumerate() {
                 for (s, values) in layer.iter().enumerate() {
@@ -999,7 +1007,7 @@ impl CompiledNetwork {
         for (l, dirs) in self.layers.iter().enumerate() {
             let ins: Vec<&[f32]> = layer_in.iter().map(|c| c.as_ref()).collect();
             let job = |d: usize| {
-                let init = init_of(l, d);
+                let init = init_of(l, d)?;
                 let init: Vec<&[f32]> = init.iter().map(|c| c.as_ref()).collect();
                 let dir = Direction {
                     kernel: &dirs[d],
@@ -1038,7 +1046,7 @@ impl CompiledNetwork {
                             both.iter().map(|r| r.outputs[o].as_slice()).collect();
                         side_by_side(&parts, rows, k.output_len(o))
                     })
-                    .collect(),
+                    .collect::<Result<_>>()?,
             };
             if l + 1 < self.layers.len() {
                 layer_in = concat.into_iter().map(Cow::Owned).collect();
@@ -1111,7 +1119,11 @@ impl CompiledNetwork {
                     .ok_or_else(|| Error::internal("wavefront: a chunk ran before its input"))?,
             };
             let k = layers[l];
-            let mut out = vec![0.0; (t1 - t0) * batch * k.output_len(0)];
+            let what = "a layer's outputs";
+            let mut out = alloc::zeros(
+                alloc::product(&[t1 - t0, batch, k.output_len(0)], what)?,
+                what,
+            )?;
             let mut state = states[l]
                 .lock()
                 .map_err(|_| Error::internal("wavefront: a layer's state was poisoned"))?;
@@ -1193,14 +1205,15 @@ impl CompiledNetwork {
 }
 
 /// Rows of equal-length parts, side by side: `[rows, parts * len]`.
-fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows * len * parts.len());
+fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Result<Vec<f32>> {
+    let what = "a layer's outputs";
+    let mut out = alloc::with_capacity(alloc::product(&[rows, len, parts.len()], what)?, what)?;
     for r in 0..rows {
         for p in parts {
             out.extend_from_slice(&p[r * len..(r + 1) * len]);
         }
     }
-    out
+    Ok(out)
 }
 
 /// One direction of one layer: each output `[T, B, len]`, each state's final
@@ -1244,8 +1257,9 @@ impl Direction<'_> {
         let in_place = !reverse && lens.iter().all(|&n| n == steps);
         // Each input with its rows in `order`, each row's steps in the order they
         // run (reversed for the reverse direction).
-        let arrange = |x: &[f32], len: usize| -> Vec<f32> {
-            let mut v = vec![0.0; steps * batch * len];
+        let arrange = |x: &[f32], len: usize| -> Result<Vec<f32>> {
+            let what = "the inputs in running order";
+            let mut v = alloc::zeros(alloc::product(&[steps, batch, len], what)?, what)?;
             for (r, &b) in order.iter().enumerate() {
                 let n = lens[b];
                 for s in 0..n {
@@ -1254,36 +1268,40 @@ impl Direction<'_> {
                         .copy_from_slice(&x[(src * batch + b) * len..][..len]);
                 }
             }
-            v
+            Ok(v)
         };
         let xp: Vec<Cow<'_, [f32]>> = xs
             .iter()
             .zip(&in_lens)
             .map(|(x, &len)| {
-                if in_place {
+                Ok(if in_place {
                     Cow::Borrowed(*x)
                 } else {
-                    Cow::Owned(arrange(x, len))
-                }
+                    Cow::Owned(arrange(x, len)?)
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
+        let what = "the outputs";
         let mut outp: Vec<Vec<f32>> = out_lens
             .iter()
-            .map(|&len| vec![0.0; steps * batch * len])
-            .collect();
+            .map(|&len| alloc::zeros(alloc::product(&[steps, batch, len], what)?, what))
+            .collect::<Result<_>>()?;
         // The states of the live rows, in `order`.
         let mut cur: Vec<Vec<f32>> = init
             .iter()
             .zip(&state_lens)
             .map(|(v, &len)| {
-                let mut c = Vec::with_capacity(batch * len);
+                let mut c = alloc::with_capacity(batch * len, "the states")?;
                 for &b in &order {
                     c.extend_from_slice(&v[b * len..(b + 1) * len]);
                 }
-                c
+                Ok(c)
             })
-            .collect();
-        let mut finals: Vec<Vec<f32>> = init.iter().map(|v| v.to_vec()).collect();
+            .collect::<Result<_>>()?;
+        let mut finals: Vec<Vec<f32>> = init
+            .iter()
+            .map(|v| alloc::copy(v, "the final states"))
+            .collect::<Result<_>>()?;
         let mut s0 = 0;
         let mut live = order.iter().take_while(|&&b| lens[b] > 0).count();
         while live > 0 {
@@ -1297,17 +1315,17 @@ impl Direction<'_> {
                 .iter()
                 .zip(&in_lens)
                 .map(|(x, &len)| {
-                    if live == batch {
+                    Ok(if live == batch {
                         Cow::Borrowed(&x[s0 * batch * len..s1 * batch * len])
                     } else {
-                        let mut v = Vec::with_capacity(k * live * len);
+                        let mut v = alloc::with_capacity(k * live * len, "the live rows' inputs")?;
                         for s in s0..s1 {
                             v.extend_from_slice(&x[s * batch * len..][..live * len]);
                         }
                         Cow::Owned(v)
-                    }
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
             let variant = kernel.variant_for_any_threads(live, k);
             if live == batch {
@@ -1320,8 +1338,8 @@ impl Direction<'_> {
             } else {
                 let mut seg_out: Vec<Vec<f32>> = out_lens
                     .iter()
-                    .map(|&len| vec![0.0; k * live * len])
-                    .collect();
+                    .map(|&len| alloc::zeros(k * live * len, "the live rows' outputs"))
+                    .collect::<Result<_>>()?;
                 {
                     let mut views: Vec<&mut [f32]> =
                         seg_out.iter_mut().map(Vec::as_mut_slice).collect();
@@ -1355,7 +1373,7 @@ impl Direction<'_> {
             outp.iter()
                 .zip(&out_lens)
                 .map(|(o, &len)| {
-                    let mut v = vec![0.0; steps * batch * len];
+                    let mut v = alloc::zeros(o.len(), what)?;
                     for (r, &b) in order.iter().enumerate() {
                         let n = lens[b];
                         for s in 0..n {
@@ -1364,9 +1382,9 @@ impl Direction<'_> {
                                 .copy_from_slice(&o[(s * batch + r) * len..][..len]);
                         }
                     }
-                    v
+                    Ok(v)
                 })
-                .collect()
+                .collect::<Result<_>>()?
         };
         Ok(Directed {
             outputs,

@@ -10,6 +10,7 @@
 //! names both tensors. The result holds each output as `[T, B, len]` under its
 //! name, and each state's final value as `[B, len]` under its name.
 
+use crate::alloc;
 use crate::network::{Layout, Network, Schedule};
 use crate::sema::{self, poly::Poly, IndexInfo, SizeFact, SymTy};
 use crate::weights::{shape_str, Weights};
@@ -350,10 +351,10 @@ pub fn run_network(
             if batch_first {
                 swap_leading(t, batch, steps)
             } else {
-                t.to_vec()
+                alloc::copy(t, "the inputs")
             }
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
     let initial: Vec<(&str, &[f32])> = initial
         .iter()
@@ -366,7 +367,7 @@ pub fn run_network(
         let (shape, data) = if batch_first {
             (
                 vec![batch, steps, len],
-                swap_leading(&out.outputs[o], steps, batch),
+                swap_leading(&out.outputs[o], steps, batch)?,
             )
         } else {
             (vec![steps, batch, len], out.outputs[o].clone())
@@ -395,13 +396,13 @@ pub fn run_network(
 pub const LENGTHS: &str = "lengths";
 
 /// `[a, b, len]` -> `[b, a, len]`.
-fn swap_leading(v: &[f32], a: usize, b: usize) -> Vec<f32> {
+fn swap_leading(v: &[f32], a: usize, b: usize) -> Result<Vec<f32>> {
     let len = v.len().checked_div(a * b).unwrap_or(0);
-    let mut out = vec![0.0; v.len()];
+    let mut out = alloc::zeros(v.len(), "the batch-first tensors")?;
     for i in 0..a {
         for j in 0..b {
             out[(j * a + i) * len..][..len].copy_from_slice(&v[(i * b + j) * len..][..len]);
         }
     }
-    out
+    Ok(out)
 }

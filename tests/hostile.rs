@@ -287,7 +287,7 @@ fn nan_and_inf_propagate() {
     let params = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let batch = 4;
     let mut state = kernel.new_state(batch).unwrap();
-    let mut reference = interp::State::zeros(&ir, batch);
+    let mut reference = interp::State::zeros(&ir, batch).unwrap();
     // Row 0: ordinary; row 1: a NaN input; row 2: +inf input; row 3: x[0] = 0, so
     // inf * 0 = NaN in gate i of unit 0.
     let mut x = vec![0.5f32; batch * 4];
@@ -347,7 +347,7 @@ fn a_hundred_thousand_steps() {
     let mut state = kernel.new_state(batch).unwrap();
     kernel.run(&xs, &mut state, &mut ys).unwrap();
     assert!(ys.iter().all(|v| v.is_finite()));
-    let mut reference = interp::State::zeros(&ir, batch);
+    let mut reference = interp::State::zeros(&ir, batch).unwrap();
     let mut last = Vec::new();
     for t in 0..steps {
         let x: Vec<f64> = xs[t * batch * 4..(t + 1) * batch * 4]
@@ -429,4 +429,59 @@ fn huge_batches_are_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Memory sized by the input is allocated fallibly: a run whose outputs do
+/// not fit under `ulimit -v` (1 GiB of inputs' worth of steps, 4 GiB of
+/// outputs) is an error that says so; it used to abort the process in
+/// `network::Direction::run`.
+#[cfg(unix)]
+#[test]
+fn outputs_that_do_not_fit_are_an_error_not_an_abort() {
+    let dir = std::env::temp_dir().join(format!("cellc-oom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cell = dir.join("wide.rnn");
+    std::fs::write(
+        &cell,
+        "dim X = 1\ndim H = 16384\ninput x: [X]\nstate h: [H]\noutput y: [H]\nparam W: [H, X]\nh' = tanh(W @ x) + h * 0.5\ny = h'\n",
+    )
+    .unwrap();
+    let weights = Weights::new()
+        .with("W", &[16384, 1], vec![0.1; 16384])
+        .unwrap();
+    let inputs = Weights::new()
+        .with("x", &[65536, 1, 1], vec![0.5; 65536])
+        .unwrap();
+    let (w, x, o) = (
+        dir.join("w.safetensors"),
+        dir.join("x.safetensors"),
+        dir.join("o.safetensors"),
+    );
+    std::fs::write(&w, weights.to_safetensors_bytes().unwrap()).unwrap();
+    std::fs::write(&x, inputs.to_safetensors_bytes().unwrap()).unwrap();
+    let script = format!(
+        "ulimit -v 2500000 && exec '{}' run '{}' --weights '{}' --inputs '{}' -o '{}'",
+        env!("CARGO_BIN_EXE_cellc"),
+        cell.display(),
+        w.display(),
+        x.display(),
+        o.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot allocate the outputs"), "{err}");
+    assert!(!o.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The interpreter's states: a batch whose size overflows (2^62 rows of 4)
+/// or does not fit (2^40 rows) is an error, not an abort or a wrapped size.
+#[test]
+fn interpreter_states_too_large_are_errors() {
+    let (_, ir) = lstm(4, 4);
+    for batch in [1usize << 40, 1 << 62] {
+        assert!(interp::State::zeros(&ir, batch).is_err(), "{batch}");
+    }
+    assert_eq!(interp::State::zeros(&ir, 3).unwrap().values[0].len(), 12);
 }

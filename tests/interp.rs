@@ -153,7 +153,7 @@ fn interpreter_checks_lengths() {
     let cell = example("gru");
     let mut rng = common::Rng(1);
     let p = common::random_params(&cell, &mut rng);
-    let mut state = State::zeros(&cell, 3);
+    let mut state = State::zeros(&cell, 3).unwrap();
     // Input of the wrong length.
     let err = interp::step(&cell, &p, &[vec![0.0; 5]], &mut state).unwrap_err();
     assert!(

@@ -276,7 +276,7 @@ fn reference_sequence(
     let ir = cell.ir().unwrap();
     let params = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
     let mut rng = cellc::gen::Rng(seed);
-    let mut state = interp::State::zeros(&ir, batch);
+    let mut state = interp::State::zeros(&ir, batch).unwrap();
     for (s, p) in ir.states.iter().enumerate() {
         state.values[s] = (0..batch * p.len)
             .map(|_| (rng.unit() as f32 * 0.5) as f64)

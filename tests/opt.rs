@@ -259,7 +259,7 @@ fn assert_same_behaviour(
 ) {
     let mut rng = common::Rng(seed);
     let params: ParamValues = common::random_params(original, &mut rng);
-    let mut s1 = State::zeros(original, batch);
+    let mut s1 = State::zeros(original, batch).unwrap();
     for v in &mut s1.values {
         *v = rng.vec(v.len(), 1.0);
     }

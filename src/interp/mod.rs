@@ -91,15 +91,28 @@ pub struct State {
 }
 
 impl State {
-    pub fn zeros(cell: &Cell, batch: usize) -> State {
-        State {
-            batch,
-            values: cell
-                .states
-                .iter()
-                .map(|s| vec![0.0; batch * s.len])
-                .collect(),
-        }
+    /// Zero states for `batch` rows; a batch whose buffers overflow or do
+    /// not fit in memory is an error (never an abort, never a wrapped size).
+    pub fn zeros(cell: &Cell, batch: usize) -> Result<State, InterpError> {
+        let values = cell
+            .states
+            .iter()
+            .map(|s| {
+                let n = batch.checked_mul(s.len).ok_or_else(|| {
+                    InterpError(format!("a batch of {batch} rows of `{}` overflows", s.name))
+                })?;
+                let mut v = Vec::new();
+                v.try_reserve_exact(n).map_err(|_| {
+                    InterpError(format!(
+                        "a batch of {batch} rows of `{}` does not fit in memory",
+                        s.name
+                    ))
+                })?;
+                v.resize(n, 0.0);
+                Ok(v)
+            })
+            .collect::<Result<_, InterpError>>()?;
+        Ok(State { batch, values })
     }
 }
 
