@@ -299,3 +299,37 @@ fn thread_counts_are_bounded() {
     };
     cell.compile(&weights, &opts).unwrap();
 }
+
+/// `Kernel::new` verifies the IR it is given: one whose parameter type
+/// disagrees with the product that reads it used to be packed (wrong
+/// weights, or a panic in packing); now it is an error naming the problem.
+#[test]
+fn kernel_new_refuses_an_ir_that_does_not_verify() {
+    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
+        .unwrap()
+        .dims(&[("X", 4), ("H", 4)])
+        .unwrap();
+    let mut ir = cell.kernel_ir(&Options::default()).unwrap();
+    let p = ir
+        .params
+        .iter_mut()
+        .find(|p| matches!(p.ty, cellc::ir::Type::Matrix(..)))
+        .unwrap();
+    let cellc::ir::Type::Matrix(r, c) = p.ty else {
+        unreachable!()
+    };
+    p.ty = cellc::ir::Type::Matrix(r + 1, c);
+    let params: Vec<Vec<f32>> = ir
+        .params
+        .iter()
+        .map(|p| match p.ty {
+            cellc::ir::Type::Matrix(r, c) => vec![0.1; r * c],
+            cellc::ir::Type::Vector(n) => vec![0.1; n],
+            cellc::ir::Type::Scalar => vec![0.1],
+        })
+        .collect();
+    let e = Kernel::new(ir, params, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not verify"), "{e}");
+}

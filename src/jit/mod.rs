@@ -111,8 +111,18 @@ impl Kernel {
     /// Compiles a legalized cell (`opt::legalize`) with its parameters' values
     /// (in parameter order, row-major): the streaming plan now, the others when
     /// first needed.
+    ///
+    /// The IR is verified first ([`ir::verify::verify`]): an IR that does not
+    /// verify (a parameter whose type disagrees with the products that read
+    /// it, an operand that points forward) is an error, never packed.
     pub fn new(ir: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> Result<Kernel> {
         opts.check().map_err(Error::options)?;
+        ir::verify::verify(&ir).map_err(|e| {
+            Error::internal(format!(
+                "the IR of cell `{}` given to Kernel::new does not verify: {e}",
+                ir.name
+            ))
+        })?;
         for (k, p) in ir.params.iter().enumerate() {
             let want = match p.ty {
                 ir::Type::Matrix(r, c) => r.checked_mul(c),
