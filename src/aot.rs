@@ -55,8 +55,9 @@ pub(crate) fn c_name(name: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
+    // Not `_`: a leading underscore is reserved in C.
     if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
-        s.insert(0, '_');
+        s.insert_str(0, "cell_");
     }
     s
 }
@@ -688,8 +689,19 @@ fn check_names(ir: &ir::Cell, p: &str, up: &str) -> Result<()> {
             ));
         }
     }
+    names.push((format!("CELLC_{up}_H"), "the header's include guard".into()));
     let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for (name, from) in &names {
+        if let Some(why) = reserved_in_c(name) {
+            let rename = if from.contains('`') {
+                format!("the cell or {from}")
+            } else {
+                "the cell".to_string()
+            };
+            return Err(Error::options(format!(
+                "the C header would define `{name}` (for {from}), which {why}; rename {rename}"
+            )));
+        }
         if let Some(first) = seen.insert(name, from) {
             return Err(Error::options(format!(
                 "the C header would define `{name}` twice, for {first} and for {from}; \
@@ -698,6 +710,94 @@ fn check_names(ir: &ir::Cell, p: &str, up: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The macros of the headers the generated header includes (`<stdint.h>`,
+/// `<stddef.h>`, `<math.h>`, with POSIX's constants), and of `<limits.h>`,
+/// that a cell's names could spell (`CELL_SIZE`: an upper-case name with an
+/// underscore).
+const C_STANDARD_NAMES: &[&str] = &[
+    "SIZE_MAX",
+    "PTRDIFF_MIN",
+    "PTRDIFF_MAX",
+    "SIG_ATOMIC_MIN",
+    "SIG_ATOMIC_MAX",
+    "WCHAR_MIN",
+    "WCHAR_MAX",
+    "WINT_MIN",
+    "WINT_MAX",
+    "NULL",
+    "NAN",
+    "INFINITY",
+    "HUGE_VAL",
+    "HUGE_VALF",
+    "HUGE_VALL",
+    "MATH_ERRNO",
+    "MATH_ERREXCEPT",
+    "M_E",
+    "M_LOG2E",
+    "M_LOG10E",
+    "M_LN2",
+    "M_LN10",
+    "M_PI",
+    "M_PI_2",
+    "M_PI_4",
+    "M_1_PI",
+    "M_2_PI",
+    "M_2_SQRTPI",
+    "M_SQRT2",
+    "M_SQRT1_2",
+    "DECIMAL_DIG",
+    "FLT_EVAL_METHOD",
+    "FP_NAN",
+    "FP_INFINITE",
+    "FP_ZERO",
+    "FP_SUBNORMAL",
+    "FP_NORMAL",
+    "FP_ILOGB0",
+    "FP_ILOGBNAN",
+    "FP_FAST_FMA",
+    "FP_FAST_FMAF",
+    "FP_FAST_FMAL",
+    // <limits.h>, which programs include beside it.
+    "CHAR_BIT",
+    "SCHAR_MIN",
+    "SCHAR_MAX",
+    "UCHAR_MAX",
+    "CHAR_MIN",
+    "CHAR_MAX",
+    "SHRT_MIN",
+    "SHRT_MAX",
+    "USHRT_MAX",
+    "LONG_MIN",
+    "LONG_MAX",
+    "ULONG_MAX",
+    "LLONG_MIN",
+    "LLONG_MAX",
+    "ULLONG_MAX",
+    "MB_LEN_MAX",
+];
+
+/// Why `name` may not be defined by a C header, if it may not: reserved for
+/// the implementation (a leading underscore; two underscores anywhere, which
+/// C++ reserves), or a name the included standard headers define or reserve
+/// (`INT8_MAX`, `UINT16_C`, `FP_NAN`, `M_PI`, `SIZE_MAX`, `INT_MAX`).
+fn reserved_in_c(name: &str) -> Option<&'static str> {
+    if name.starts_with('_') {
+        return Some("C reserves (names beginning with an underscore)");
+    }
+    if name.contains("__") {
+        return Some("C++ reserves (names with two underscores in a row)");
+    }
+    let int_family = (name.starts_with("INT") || name.starts_with("UINT"))
+        && (name.ends_with("_MAX") || name.ends_with("_MIN") || name.ends_with("_C"));
+    if int_family {
+        return Some("<stdint.h> defines or reserves");
+    }
+    if C_STANDARD_NAMES.contains(&name) {
+        return Some("a standard header the generated header includes defines");
+    }
+    None
 }
 
 /// FNV-1a, 64 bits: the header's fingerprint.

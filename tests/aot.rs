@@ -277,6 +277,34 @@ fn header_names_do_not_clash() {
         .unwrap()
         .to_string();
     assert!(err.contains("SIZES_WEIGHTS_LEN"), "{err}");
+    // Names that would redefine a standard macro (`int8` with a size `MAX`
+    // made `#define INT8_MAX`), or that C reserves, are refused.
+    for (source, says) in [
+        (
+            "cell int8\ndim MAX = 4\ninput x: [MAX]\nstate h: [MAX]\nh' = tanh(x + h)\n",
+            "`INT8_MAX` (for size `MAX`), which <stdint.h>",
+        ),
+        (
+            "cell M\ndim PI = 4\ninput x: [PI]\nstate h: [PI]\nh' = tanh(x + h)\n",
+            "`M_PI` (for size `PI`)",
+        ),
+        (
+            "cell fp\ndim NAN = 4\ninput x: [NAN]\nstate h: [NAN]\nh' = tanh(x + h)\n",
+            "`FP_NAN`",
+        ),
+        (
+            "cell c\ndim H = 4\ninput x: [H]\nstate _h: [H]\nh2 = tanh(x + _h)\n_h' = h2\n",
+            "two underscores in a row",
+        ),
+    ] {
+        let cell = Cell::from_source("std.rnn", source).unwrap();
+        let err = cell
+            .compile_object(&Options::default(), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(says), "{source}: {err}");
+    }
     let odd = Cell::from_source(
         "odd.rnn",
         "dim H = 4\ninput batch: [H], int: [H], weights: [H]\nstate steps: [H]\noutput workspace: [H]\n\
