@@ -406,3 +406,174 @@ fn swap_leading(v: &[f32], a: usize, b: usize) -> Result<Vec<f32>> {
     }
     Ok(out)
 }
+
+/// Runs an imported ONNX model ([`crate::onnx::import_file`]) over `inputs`
+/// as ONNX Runtime runs it:
+/// - each input under its graph input's name or cellc's: the sequence (`x`),
+///   the rows' lengths (`lengths`), the initial states that are graph inputs
+///   (`h`, `c`); every graph input the model has must be given (ONNX Runtime
+///   refuses a run without one), and nothing else;
+/// - in the model's layout: a batch-first model reads `[B, T, X]` and writes
+///   `y` as `[B, T, D*H]`;
+/// - at the sizes its glue fixes, if it fixes them;
+/// - a row of length 0 ends with zero states (ONNX Runtime's rule; cellc's
+///   own networks keep such a row's initial state).
+///
+/// The result holds `y` and each state's final value (`h`, `c`), `[D*L, B,
+/// H]`.
+pub fn run_onnx(
+    imported: &crate::onnx::Imported,
+    inputs: &Weights,
+    opts: &Options,
+) -> Result<Weights> {
+    let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
+    let seq = if imported.batch_first {
+        "[B, T, X]"
+    } else {
+        "[T, B, X]"
+    };
+    // Each input the model takes: (cellc's name, graph input, what it is).
+    let mut takes: Vec<(&str, &str, String)> = vec![(
+        "x",
+        imported.input_name.as_str(),
+        format!("the sequence, {seq}"),
+    )];
+    if let Some(l) = &imported.lengths_input {
+        takes.push((
+            LENGTHS,
+            l.as_str(),
+            "each row's length, [B], integers".into(),
+        ));
+    }
+    for (state, input) in &imported.state_inputs {
+        takes.push((
+            state.as_str(),
+            input.as_str(),
+            format!("the initial `{state}`, [D*L, B, H]"),
+        ));
+    }
+    let listed = || {
+        takes
+            .iter()
+            .map(|(ours, theirs, what)| {
+                if ours == theirs {
+                    format!("`{ours}` ({what})")
+                } else {
+                    format!("`{theirs}` or `{ours}` ({what})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut x = Weights::new();
+    for name in inputs.names().chain(inputs.integer_names()) {
+        let Some((ours, _, _)) = takes
+            .iter()
+            .find(|(ours, theirs, _)| name == *ours || name == *theirs)
+        else {
+            let stored = imported.initial.get(name).is_some();
+            return Err(Error::shape(format!(
+                "the inputs have tensor `{name}`, which the model does not take{}; it takes {}",
+                if stored {
+                    " (it stores that initial state)"
+                } else {
+                    ""
+                },
+                listed()
+            )));
+        };
+        let given_twice = x.get(ours).is_some() || x.integers(ours).is_some();
+        if given_twice {
+            return Err(Error::shape(format!(
+                "the inputs give `{ours}` twice (under the model's name and cellc's)"
+            )));
+        }
+        match (inputs.get(name), inputs.integers(name)) {
+            (Some(t), _) => x.insert(ours, &t.shape, alloc::copy(&t.data, "the inputs")?)?,
+            (None, Some((shape, values))) => x.insert_integers(ours, shape, values.to_vec())?,
+            (None, None) => {}
+        }
+    }
+    for (ours, theirs, what) in &takes {
+        if x.get(ours).is_none() && x.integers(ours).is_none() {
+            return Err(Error::shape(format!(
+                "the model takes graph input `{theirs}` ({what}{}); give it with the inputs \
+                 (as `{theirs}` or `{ours}`): ONNX Runtime refuses to run the model without it",
+                if *ours == LENGTHS {
+                    ", sequence_lens"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    for name in imported.initial.names() {
+        let t = imported
+            .initial
+            .get(name)
+            .ok_or_else(|| Error::internal("lost a state"))?;
+        x.insert(name, &t.shape, t.data.clone())?;
+    }
+    // The sizes the model's glue fixes.
+    if let Some(t) = x.get("x") {
+        if let [a, b, _] = t.shape[..] {
+            let (steps, batch) = if imported.batch_first { (b, a) } else { (a, b) };
+            for (fixed, have, what) in [
+                (imported.fixed_sizes.0, steps, "T"),
+                (imported.fixed_sizes.1, batch, "B"),
+            ] {
+                if let Some(f) = fixed.filter(|&f| f != have) {
+                    return Err(Error::shape(format!(
+                        "the model fixes {what} = {f} (a Reshape in its graph, written when it \
+                         was exported), but the sequence has {what} = {have}; ONNX Runtime \
+                         refuses other sizes too: export with dynamic axes"
+                    )));
+                }
+            }
+        }
+    }
+    let mut out = run_network(
+        &cell,
+        &imported.weights,
+        &x,
+        &[],
+        opts,
+        &NetworkOptions {
+            layout: None,
+            batch_first: imported.batch_first,
+            schedule: None,
+        },
+    )?;
+    // ONNX Runtime's final state of a row of length 0 is zero (every row,
+    // when the sequence has no step).
+    let steps_of = |t: &crate::Tensor| t.shape.get(usize::from(imported.batch_first)).copied();
+    let no_steps = x.get("x").and_then(steps_of) == Some(0);
+    let empty = |b: usize, lengths: Option<&[i64]>| no_steps || lengths.is_some_and(|l| l[b] == 0);
+    let lengths = x.integers(LENGTHS).map(|(_, l)| l);
+    for state in &cell.checked().states {
+        let Some(t) = out.get(&state.name) else {
+            continue;
+        };
+        let (shape, mut data) = (t.shape.clone(), t.data.clone());
+        // `[D*L, B, H]`, or `[B, H]` for one layer forward.
+        let (batch, len) = match shape[..] {
+            [_, b, n] | [b, n] => (b, n),
+            _ => {
+                return Err(Error::internal(
+                    "a network's final state is not [D*L, B, H]",
+                ))
+            }
+        };
+        if !(0..batch).any(|b| empty(b, lengths)) {
+            continue;
+        }
+        for slot in data.chunks_mut(batch * len) {
+            for b in (0..batch).filter(|&b| empty(b, lengths)) {
+                slot[b * len..(b + 1) * len].fill(0.0);
+            }
+        }
+        out.remove(&state.name);
+        out.insert(&state.name, &shape, data)?;
+    }
+    Ok(out)
+}

@@ -94,7 +94,38 @@ fn hostile_files_cost_memory_in_proportion_and_short_messages() {
     field(5, &[0x08, 0x01, 0x08, 0x01], &mut initializer); // dims: 1, 1
     let mut graph_input = Vec::new();
     field(11, &[0x0a, 0x01, b'x'], &mut graph_input);
+    // Tensor and attribute values that cost more to hold than to write (a
+    // value of one byte in the file held as eight, an empty field held as a
+    // 16-byte slice): these once made the reader hold 8-9 times the file.
+    let mut packed_ints = Vec::new();
+    field(7, &vec![1u8; 24 << 20], &mut packed_ints); // int64_data, packed
+    let mut empty_floats = Vec::new();
+    for _ in 0..(10 << 20) {
+        field(4, &[], &mut empty_floats); // float_data, packed and empty
+    }
+    // One node with 10,000 attributes of distinct names, each of 1,024
+    // values (the most one attribute may hold).
+    let attributes_of = |values: &dyn Fn(&mut Vec<u8>)| {
+        let mut node = Vec::new();
+        for i in 0..10_000 {
+            let mut a = Vec::new();
+            field(1, format!("a{i}").as_bytes(), &mut a); // name
+            values(&mut a);
+            field(5, &a, &mut node);
+        }
+        node
+    };
+    let strings_node = attributes_of(&|a| {
+        for _ in 0..1024 {
+            field(9, &[], a); // strings: ""
+        }
+    });
+    let ints_node = attributes_of(&|a| field(8, &[1u8; 1024], a)); // ints, packed
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("packed int64s", model(&[7, 5], &packed_ints, 1)),
+        ("empty packed floats", model(&[7, 5], &empty_floats, 1)),
+        ("attribute strings", model(&[7, 1], &strings_node, 1)),
+        ("attribute ints", model(&[7, 1], &ints_node, 1)),
         // 32 million empty inputs of one node.
         ("node inputs", model(&[7, 1], &empty_string, 32 << 20)),
         // 16 million nodes.

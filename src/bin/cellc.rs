@@ -376,50 +376,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             allow_partial_reads,
             net,
         } => {
-            let mut x = cellc::Weights::from_safetensors(&inputs)?;
-            let (cell, w, model_precision) = if file.extension().is_some_and(|e| e == "onnx") {
-                if let Some(w) = &weights {
-                    return Err(Error::options(format!(
-                        "`--weights {}`: an ONNX model carries its own weights; drop `--weights`",
-                        w.display()
-                    )));
-                }
-                if let Some(p) = &prefix {
-                    return Err(Error::options(format!(
-                        "`--prefix {p}`: an ONNX model carries its own weights; drop `--prefix`"
-                    )));
-                }
-                let bytes = std::fs::read(&file).map_err(|e| Error::read(file.display(), e))?;
-                let imported = cellc::onnx::import(&bytes).map_err(|e| {
-                    Error::new(ErrorKind::Model, format!("{}: {}", file.display(), e.0))
-                })?;
-                for name in ["h", "c"] {
-                    if let (None, Some(t)) = (x.get(name), imported.initial.get(name)) {
-                        let t = t.clone();
-                        x.insert(name, &t.shape, t.data)?;
-                    }
-                }
-                // The lengths under the graph input's name (`sequence_lens`).
-                // The model takes them as an input: running without them
-                // would be a guess, so it is an error.
-                if let Some(input) = &imported.lengths_input {
-                    if input != cellc::run::LENGTHS && x.integers(cellc::run::LENGTHS).is_none() {
-                        if let Some((shape, values)) = x.integers(input) {
-                            let (shape, values) = (shape.to_vec(), values.to_vec());
-                            x.remove(input);
-                            x.insert_integers(cellc::run::LENGTHS, &shape, values)?;
-                        }
-                    }
-                    if x.integers(cellc::run::LENGTHS).is_none() {
-                        return Err(Error::shape(format!(
-                            "the model takes each row's length (graph input `{input}`, \
-                             sequence_lens); give them with the inputs as `{}` [B] (int64 or int32)",
-                            cellc::run::LENGTHS
-                        )));
-                    }
-                }
-                let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
-                (cell, imported.weights, imported.precision)
+            let x = cellc::Weights::from_safetensors(&inputs)?;
+            let opts = cellc::Options {
+                optimize: !no_opt,
+                threads,
+                plan: None,
+                isa: isa.as_deref().map(parse_isa).transpose()?,
+                precision: precision.as_deref().map(parse_precision).transpose()?,
+            };
+            let out = if file.extension().is_some_and(|e| e == "onnx") {
+                let flags = RunFlags {
+                    weights: weights.is_some(),
+                    prefix: prefix.is_some(),
+                    dims: dims.is_some(),
+                    allow_partial_reads,
+                    batch_first,
+                    net,
+                };
+                run_onnx(&file, &x, opts, &flags)?
             } else {
                 let cell = Cell::from_file(&file)?;
                 print_warnings(&cell);
@@ -430,37 +404,23 @@ fn run(cli: Cli) -> Result<(), Error> {
                 if let Some(p) = &prefix {
                     w = w.strip_prefix(p)?;
                 }
-                (cell, w, None)
+                if allow_partial_reads {
+                    w = w.allow_partial_reads();
+                }
+                let given = dims.map(|d| d.0).unwrap_or_default();
+                cellc::run::run_network(
+                    &cell,
+                    &w,
+                    &x,
+                    &given,
+                    &opts,
+                    &cellc::run::NetworkOptions {
+                        layout: net.layout(),
+                        batch_first,
+                        schedule: net.schedule()?,
+                    },
+                )?
             };
-            let w = if allow_partial_reads {
-                w.allow_partial_reads()
-            } else {
-                w
-            };
-            let given = dims.map(|d| d.0).unwrap_or_default();
-            let opts = cellc::Options {
-                optimize: !no_opt,
-                threads,
-                plan: None,
-                isa: isa.as_deref().map(parse_isa).transpose()?,
-                // A quantized model runs in its own precision unless told.
-                precision: match precision.as_deref() {
-                    Some(p) => Some(parse_precision(p)?),
-                    None => model_precision,
-                },
-            };
-            let out = cellc::run::run_network(
-                &cell,
-                &w,
-                &x,
-                &given,
-                &opts,
-                &cellc::run::NetworkOptions {
-                    layout: net.layout(),
-                    batch_first,
-                    schedule: net.schedule()?,
-                },
-            )?;
             let bytes = out.to_safetensors_bytes()?;
             cellc::files::write_all(&[(&output, &bytes)])?;
             Ok(())
@@ -652,6 +612,63 @@ fn run(cli: Cli) -> Result<(), Error> {
             )
         }
     }
+}
+
+/// The flags of `cellc run` that a `.rnn` cell takes and an ONNX model,
+/// which carries its own weights and states its own network, does not.
+struct RunFlags {
+    weights: bool,
+    prefix: bool,
+    dims: bool,
+    allow_partial_reads: bool,
+    batch_first: bool,
+    net: NetArgs,
+}
+
+/// `cellc run model.onnx`: the model's cell, weights and layout, run as
+/// ONNX Runtime runs it ([`cellc::run::run_onnx`]).
+fn run_onnx(
+    file: &std::path::Path,
+    inputs: &cellc::Weights,
+    mut opts: cellc::Options,
+    flags: &RunFlags,
+) -> Result<cellc::Weights, Error> {
+    let carried = [
+        (flags.weights, "--weights", "carries its own weights"),
+        (flags.prefix, "--prefix", "carries its own weights"),
+        (flags.dims, "--dims", "states its own sizes"),
+        (
+            flags.allow_partial_reads,
+            "--allow-partial-reads",
+            "binds its weights itself",
+        ),
+        (
+            flags.net.layers.is_some() || flags.net.bidirectional,
+            "--layers/--bidirectional",
+            "states its own layers and directions",
+        ),
+        (
+            flags.net.schedule.is_some(),
+            "--schedule",
+            "runs as ONNX Runtime runs it",
+        ),
+    ];
+    if let Some((_, flag, why)) = carried.iter().find(|c| c.0) {
+        return Err(Error::options(format!(
+            "`{flag}`: an ONNX model {why}; drop `{flag}`"
+        )));
+    }
+    let imported = cellc::onnx::import_file(file)
+        .map_err(|e| Error::new(ErrorKind::Model, format!("{}: {}", file.display(), e.0)))?;
+    if flags.batch_first && !imported.batch_first {
+        return Err(Error::options(
+            "`--batch-first`: the model reads its sequence time-major ([T, B, X]); an ONNX \
+             model runs in its own layout (a batch-first one is found as such)",
+        ));
+    }
+    // A quantized model runs in its own precision unless told.
+    opts.precision = opts.precision.or(imported.precision);
+    cellc::run::run_onnx(&imported, inputs, &opts)
 }
 
 /// `cellc compile` of one cell (or one layer of a network): the stage asked

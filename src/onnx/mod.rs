@@ -2,30 +2,38 @@
 //! ONNX's gate order) and its weights under the names that cell binds.
 //!
 //! An ONNX file is a protobuf message; [`proto`] reads the few fields the
-//! importer needs. What is understood:
+//! importer needs. What is understood (`docs/interop.md` says it for users):
 //!
 //! - one `LSTM` node (gate order i, o, f, c; optional `B`; optional peepholes
 //!   `P`) or one `GRU` node (gate order z, r, h; `linear_before_reset` 0 or 1),
-//!   with `direction = forward`, default activations, no `clip`,
+//!   or a stack of them, in any direction, default activations, no `clip`,
 //!   `input_forget = 0`, `layout = 0`, every attribute of its ONNX type;
-//! - its sequence `X` a graph input; its weights stored in the model
-//!   (initializers or `Constant` nodes; float, double or float16);
-//! - initial states absent, graph inputs (given with `--inputs`), stored in the
-//!   model, or an `Expand` of stored zeros (as `torch.onnx.export` writes them,
-//!   with the `Shape`/`Gather`/`Unsqueeze`/`Concat` nodes that size them);
+//! - its sequence `X` a graph input, or a batch-first model's `Transpose` of
+//!   one (the model then reads and writes `[B, T, ...]`);
+//! - its weights stored in the model (initializers or `Constant` nodes, in the
+//!   file or in external data beside it; float, double or float16), or
+//!   computed from stored tensors by the constant ops [`fold`] computes;
+//! - initial states absent, graph inputs (one per model, each layer slicing
+//!   its rows), stored in the model, or an `Expand` of stored zeros (as
+//!   `torch.onnx.export` writes them, with the `Shape`/`Gather`/`Unsqueeze`/
+//!   `Concat` nodes that size them);
 //! - graph outputs `Y`, `Y_h`, `Y_c`, or `Y` through the glue exporters put
 //!   after it that only drops its direction axis: `Squeeze` of axis 1, or
 //!   `Transpose` [0, 2, 1, 3] then `Reshape` to `[T, B, H]` (the values stay in
-//!   the same order).
+//!   the same order; a literal T or B there is a size the run must have).
 //!
 //! Every other node, attribute, type or use is refused with a message that
-//! names it: a model is imported exactly or not at all.
+//! names it: a model is imported exactly or not at all. How the import runs
+//! is [`crate::run::run_onnx`]'s: ONNX Runtime's rules.
 
+mod fold;
 pub mod proto;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use crate::weights::{Weights, WeightsError};
+use fold::Known;
 
 /// Most recurrent nodes (layers) a model may stack.
 const MAX_LAYERS: usize = 64;
@@ -65,6 +73,20 @@ pub struct Imported {
     /// The graph input that holds each row's length (`sequence_lens`), if any:
     /// give it as `lengths` with the inputs.
     pub lengths_input: Option<String>,
+    /// The graph input that holds the sequence (`X` of the first layer).
+    pub input_name: String,
+    /// The graph inputs that hold initial states, `(state, graph input)`:
+    /// `[D*L, B, H]` each. A run must be given each (under either name), as
+    /// ONNX Runtime must.
+    pub state_inputs: Vec<(String, String)>,
+    /// The model reads its sequence and writes `Y` as `[B, T, ...]`: a
+    /// `Transpose` of the graph input before the first layer and of `Y`
+    /// after the last (`torch.onnx.export` of a `batch_first=True` module).
+    pub batch_first: bool,
+    /// Sizes the model's glue fixes (a `Reshape` to a literal `[T, B, ...]`,
+    /// as the default exporter writes one): `(T, B)`, each if fixed. A run
+    /// of other sizes is an error, as in ONNX Runtime.
+    pub fixed_sizes: (Option<usize>, Option<usize>),
 }
 
 /// A tensor's shape and values.
@@ -90,7 +112,25 @@ struct Ctx<'g, 'a> {
     initializer: HashMap<&'a str, &'g Tensor<'a>>,
     /// Nodes whose role is understood.
     accepted: Vec<bool>,
+    /// The model's folder, where its external data lives (`None`: a model
+    /// given as bytes, whose external data cannot be found).
+    dir: Option<&'g Path>,
+    /// Values folding may still produce (see [`Ctx::stored`]).
+    fold_budget: usize,
+    /// How deep the folding of one value has gone.
+    fold_depth: usize,
+    /// The graph input of the sequence goes through a `Transpose` [1, 0, 2]
+    /// before the first layer (and `Y` through one after the last).
+    batch_first: bool,
+    /// `(T, B)` as the glue's `Reshape`s fix them, if they do.
+    fixed: (Option<usize>, Option<usize>),
 }
+
+/// Most nested constant operations one value may be folded through.
+const MAX_FOLD_DEPTH: usize = 64;
+
+/// Values folding may produce besides eight for each value it reads.
+const FOLD_ALLOWANCE: usize = 1 << 20;
 
 impl<'g, 'a> Ctx<'g, 'a> {
     fn source(&self, name: &str) -> Source<'g, 'a> {
@@ -121,29 +161,64 @@ impl<'g, 'a> Ctx<'g, 'a> {
         self.g.nodes[i].describe(i)
     }
 
-    /// A tensor stored in the model (initializer or `Constant` node).
-    fn stored(&mut self, name: &str, what: &str) -> Result<Option<&'g Tensor<'a>>, WeightsError> {
+    /// The value of tensor `name`: stored in the model (an initializer, a
+    /// `Constant` node, bytes in a file beside the model), or computed from
+    /// such values by ops [`fold`] knows (as the default exporter leaves
+    /// them), accepting the nodes. `None` for an absent optional input.
+    /// Folding is bounded: at most [`MAX_FOLD_DEPTH`] ops deep, and no more
+    /// values than eight for each stored value read, plus a
+    /// [`FOLD_ALLOWANCE`].
+    fn stored(&mut self, name: &str, what: &str) -> Result<Option<Known>, WeightsError> {
         if name.is_empty() {
             return Ok(None);
         }
         match self.source(name) {
-            Source::Initializer(t) => Ok(Some(t)),
+            Source::Initializer(t) => self.decode(t, what).map(Some),
             Source::Constant(i, t) => {
                 self.accepted[i] = true;
-                Ok(Some(t))
+                self.decode(t, what).map(Some)
             }
             Source::GraphInput => err(format!(
                 "{what} (`{}`) is a graph input; cellc needs it stored in the model \
                  (export with the parameters: `torch.onnx.export(..., export_params=True)`)",
                 short(name)
             )),
+            Source::Node(i) if fold::folds(self.g.nodes[i].op_type) => {
+                if self.fold_depth >= MAX_FOLD_DEPTH {
+                    return err(format!(
+                        "{what} (`{}`) is computed through more than {MAX_FOLD_DEPTH} \
+                         constant operations; cellc folds shallower graphs",
+                        short(name)
+                    ));
+                }
+                let n = &self.g.nodes[i];
+                let desc = n.describe(i);
+                self.fold_depth += 1;
+                let operands: Result<Vec<Option<Known>>, WeightsError> = n
+                    .inputs
+                    .iter()
+                    .map(|input| self.stored(input, &format!("an input of {desc}")))
+                    .collect();
+                self.fold_depth -= 1;
+                let folded = fold::fold(n, &desc, operands?)?;
+                let len = folded.values.len();
+                if len > self.fold_budget {
+                    return err(format!(
+                        "{what} (`{}`): folding the constants that compute it would make \
+                         more values than the model holds",
+                        short(name)
+                    ));
+                }
+                self.fold_budget -= len;
+                self.accepted[i] = true;
+                Ok(Some(folded))
+            }
             Source::Node(i) => err(format!(
-                "{what} (`{}`) is computed by {} rather than stored in the model; fold it \
-                 into a constant first (`onnxscript.optimizer.optimize(model)`, or \
-                 `python -m onnxsim in.onnx out.onnx`), or export with \
-                 `torch.onnx.export(..., dynamo=False)`",
+                "{what} (`{}`) is computed by {} rather than stored in the model; cellc \
+                 folds {} of stored tensors, not this op",
                 short(name),
-                self.node(i)
+                self.node(i),
+                "Identity, Cast, Slice, Concat, Unsqueeze, Squeeze, Reshape and Transpose"
             )),
             Source::Missing => err(format!(
                 "{what} (`{}`) is not defined anywhere in the graph",
@@ -152,14 +227,125 @@ impl<'g, 'a> Ctx<'g, 'a> {
         }
     }
 
+    /// A stored tensor's values (external ones read from the model's
+    /// folder); each value read allows folding eight more.
+    fn decode(&mut self, t: &Tensor<'_>, what: &str) -> Result<Known, WeightsError> {
+        let dir = self.dir;
+        let (shape, values) = t.values(what, &|e, bytes| read_external(dir, e, bytes, what))?;
+        self.fold_budget = self
+            .fold_budget
+            .saturating_add(values.len().saturating_mul(8));
+        Ok(Known { shape, values })
+    }
+
     /// An integer constant (a `Constant` node or an initializer), accepting the
     /// node that holds it.
     fn int_constant(&mut self, name: &str, what: &str) -> Result<Vec<i64>, WeightsError> {
-        let t = self
+        let k = self
             .stored(name, what)?
             .ok_or_else(|| WeightsError(format!("{what} is missing")))?;
-        Ok(proto::tensor_ints(t, what)?.1)
+        k.values.as_i64().ok_or_else(|| {
+            WeightsError(format!(
+                "{what} has ONNX element type {}; an integer tensor was expected",
+                k.values.type_name()
+            ))
+        })
     }
+
+    /// The value of `name` as float32 (from float, double or float16).
+    fn stored_floats(&mut self, name: &str, what: &str) -> Result<Option<Values>, WeightsError> {
+        self.stored(name, what)?
+            .map(|k| floats(k, what))
+            .transpose()
+    }
+}
+
+/// A known tensor as float32 (float, double and float16 convert; other
+/// element types are refused, named).
+fn floats(k: Known, what: &str) -> Result<Values, WeightsError> {
+    let data = match k.values {
+        proto::Values::F32(v) => v,
+        proto::Values::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+        proto::Values::F16(v) => v
+            .into_iter()
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .collect(),
+        other => {
+            return err(format!(
+                "{what} has ONNX element type {}; cellc reads float, double and float16 here",
+                other.type_name()
+            ))
+        }
+    };
+    Ok((k.shape, data))
+}
+
+/// Reads `bytes` bytes of external data `e` from the model's folder `dir`.
+/// The file must be a regular file inside that folder (a relative path of
+/// plain names, no `..`, and no link out of it), and hold the bytes at the
+/// offset given; only they are read.
+fn read_external(
+    dir: Option<&Path>,
+    e: &proto::External<'_>,
+    bytes: usize,
+    what: &str,
+) -> Result<Vec<u8>, WeightsError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(dir) = dir else {
+        return err(format!(
+            "{what} is stored outside the model, in `{}`; read the model from its file \
+             (`cellc run model.onnx`, `onnx::import_file`) so that cellc finds it beside the model",
+            short(e.location)
+        ));
+    };
+    let rel = Path::new(e.location);
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return err(format!(
+            "{what} is stored in `{}`, which is not a plain relative path in the model's folder",
+            short(e.location)
+        ));
+    }
+    if let Some(len) = e.length {
+        if len != bytes as u64 {
+            return err(format!(
+                "{what}: its external data is {len} bytes long, its shape needs {bytes}"
+            ));
+        }
+    }
+    let fail = |m: String| {
+        WeightsError(format!(
+            "{what}: external data `{}`: {m}",
+            short(e.location)
+        ))
+    };
+    let base = std::fs::canonicalize(dir).map_err(|x| fail(x.to_string()))?;
+    let path = std::fs::canonicalize(dir.join(rel)).map_err(|x| fail(x.to_string()))?;
+    if !path.starts_with(&base) {
+        return Err(fail("it leads out of the model's folder".into()));
+    }
+    let mut file = std::fs::File::open(&path).map_err(|x| fail(x.to_string()))?;
+    let meta = file.metadata().map_err(|x| fail(x.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("it is not a regular file".into()));
+    }
+    let end = e.offset.checked_add(bytes as u64);
+    if end.is_none_or(|end| end > meta.len()) {
+        return Err(fail(format!(
+            "{bytes} bytes at offset {} run past its end ({} bytes)",
+            e.offset,
+            meta.len()
+        )));
+    }
+    file.seek(SeekFrom::Start(e.offset))
+        .map_err(|x| fail(x.to_string()))?;
+    let mut out =
+        crate::alloc::with_capacity(bytes, "external data").map_err(|x| fail(x.to_string()))?;
+    out.resize(bytes, 0);
+    file.read_exact(&mut out).map_err(|x| fail(x.to_string()))?;
+    Ok(out)
 }
 
 /// The attribute `name` of a node, checked to have ONNX's type for it.
@@ -184,7 +370,41 @@ fn attribute<'n, 'a>(
 }
 
 /// Reads an ONNX model and imports its LSTM or GRU node (see the module doc).
+/// A model whose tensors are stored in files beside it needs
+/// [`import_file`], which knows where it is.
 pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
+    import_from(bytes, None)
+}
+
+/// Most bytes a model file may have (the graph; its external data is read
+/// tensor by tensor, only what the import uses).
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+
+/// [`import`] of the model file at `path`, reading tensors stored outside it
+/// (`onnx.save(..., save_as_external_data=True)`, as `torch.onnx.export`
+/// writes large models) from files in its folder.
+pub fn import_file(path: &Path) -> Result<Imported, WeightsError> {
+    let fail = |m: String| WeightsError(format!("cannot read `{}`: {m}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("it is not a regular file".into()));
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(fail(format!(
+            "{} bytes; cellc reads model files of at most {} GiB",
+            meta.len(),
+            MAX_MODEL_BYTES >> 30
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    import_from(&bytes, Some(dir))
+}
+
+fn import_from(bytes: &[u8], dir: Option<&Path>) -> Result<Imported, WeightsError> {
     let g = proto::read_model(bytes)?;
     if g.sparse_initializers > 0 {
         return err("the model has sparse initializers; cellc reads dense ones");
@@ -200,12 +420,25 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             }
         }
     }
-    let initializer = g.initializers.iter().map(|t| (t.name, t)).collect();
+    let mut initializer = HashMap::new();
+    for t in &g.initializers {
+        if initializer.insert(t.name, t).is_some() {
+            return err(format!(
+                "not a valid ONNX model: initializer `{}` is defined twice",
+                short(t.name)
+            ));
+        }
+    }
     let mut cx = Ctx {
         g: &g,
         producer,
         initializer,
         accepted: vec![false; g.nodes.len()],
+        dir,
+        fold_budget: FOLD_ALLOWANCE,
+        fold_depth: 0,
+        batch_first: false,
+        fixed: (None, None),
     };
     for (i, n) in g.nodes.iter().enumerate() {
         let quantized_lstm = n.domain == "com.microsoft" && n.op_type == "DynamicQuantizeLSTM";
@@ -246,7 +479,17 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
     let mut configs = Vec::with_capacity(rnn.len());
     for &r in &rnn {
         cx.accepted[r] = true;
-        configs.push(node_config(&g.nodes[r], &r)?);
+        let c = node_config(&g.nodes[r], &r)?;
+        let outputs = if c.lstm { 3 } else { 2 };
+        if g.nodes[r].outputs.len() > outputs {
+            return err(format!(
+                "{} has {} outputs; ONNX defines {outputs} (Y, Y_h{})",
+                g.nodes[r].describe(r),
+                g.nodes[r].outputs.len(),
+                if c.lstm { ", Y_c" } else { "" }
+            ));
+        }
+        configs.push(c);
     }
     let first = configs[0];
     for (k, c) in configs.iter().enumerate().skip(1) {
@@ -276,6 +519,13 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         }
     }
     let chain = order_chain(&mut cx, &rnn, first.directions * first.hidden)?;
+    // The sequence's graph input (before the batch-first model's Transpose).
+    let x0 = g.nodes[chain[0]].inputs.first().copied().unwrap_or("");
+    let input_name = match cx.source(x0) {
+        Source::Node(i) => g.nodes[i].inputs[0],
+        _ => x0,
+    }
+    .to_string();
     let Config {
         lstm,
         lbr,
@@ -306,7 +556,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
     } else {
         &[("h", 5, "initial_h")]
     };
-    let mut stored_initial: Vec<Vec<Option<Values>>> = vec![Vec::new(); states.len()];
+    let mut stored_initial: Vec<Vec<Initial>> = vec![Vec::new(); states.len()];
     let mut lengths_input: Option<&str> = None;
     for (layer, &r) in chain.iter().enumerate() {
         let n = &g.nodes[r];
@@ -324,10 +574,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         }
         let input = |i: usize| n.inputs.get(i).copied().unwrap_or("");
         let weight = |cx: &mut Ctx, i: usize, what: &str| -> Result<Option<Values>, WeightsError> {
-            match cx.stored(input(i), what)? {
-                Some(t) => proto::tensor_floats(t, what).map(Some),
-                None => Ok(None),
-            }
+            cx.stored_floats(input(i), what)
         };
         let (w_found, r_found) = if quantized {
             let w = dequantized(
@@ -442,58 +689,77 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
             let name = input(i);
             let what = format!("{onnx_name} of {desc}");
             let value = if name.is_empty() {
-                None
+                Initial::Zero
             } else {
                 match cx.source(name) {
-                    Source::GraphInput if chain.len() == 1 => None,
+                    Source::GraphInput if chain.len() == 1 => Initial::Input(name),
                     Source::GraphInput => {
                         return err(format!(
-                            "{what} is graph input `{}`: cellc takes the initial states of a \
-                             stack of layers as one [D*L, B, H] tensor under the state's name \
-                             with the inputs, not one graph input per layer",
+                            "{what} is graph input `{}`, one of its own for this layer: cellc \
+                             takes the initial states of a stack of layers as one \
+                             [D*L, B, H] graph input (as torch.onnx.export writes it, sliced \
+                             per layer), or stored in the model",
                             short(name)
                         ))
                     }
-                    Source::Node(e) if zero_expand(&mut cx, e)? => None,
-                    _ => match cx.stored(name, &what)? {
-                        None => None,
-                        Some(t) => {
-                            let (shape, data) = proto::tensor_floats(t, &what)?;
-                            match shape.as_slice() {
-                                [dd, b, h] if *h == hidden && *b > 0 && *dd == directions => {
-                                    // Zeros are what a missing state is, at any batch.
-                                    (!data.iter().all(|&v| v == 0.0)).then_some((shape, data))
-                                }
-                                _ => {
-                                    return err(format!(
-                                        "{what} is {shape:?}; expected [{directions}, B, {hidden}]"
-                                    ))
-                                }
-                            }
-                        }
+                    Source::Node(e) if zero_expand(&mut cx, e)? => Initial::Zero,
+                    Source::Node(e) => match layer_slice(&mut cx, e, layer, directions) {
+                        Some(input) => Initial::Input(input),
+                        None => stored_state(&mut cx, name, &what, directions, hidden)?,
                     },
+                    _ => stored_state(&mut cx, name, &what, directions, hidden)?,
                 }
             };
             stored_initial[si].push(value);
+        }
+    }
+    // Initial states that are graph inputs: every layer's from one input
+    // ([D*L, B, H], each layer its slice), or none.
+    let mut state_inputs = Vec::new();
+    for (si, &(state, _, onnx_name)) in states.iter().enumerate() {
+        let inputs: Vec<&str> = stored_initial[si]
+            .iter()
+            .filter_map(|v| match v {
+                Initial::Input(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        match inputs.first() {
+            None => {}
+            Some(&first) if inputs.len() == chain.len() && inputs.iter().all(|&n| n == first) => {
+                state_inputs.push((state.to_string(), first.to_string()));
+            }
+            Some(_) => {
+                return err(format!(
+                    "the layers take their {onnx_name} from different places (some from a \
+                     graph input, others stored or from other inputs); cellc takes one \
+                     [D*L, B, H] graph input for every layer, or stored values"
+                ))
+            }
         }
     }
     // Stored initial states, as [D*L, B, H] (zeros for the layers without).
     let mut initial = Weights::new();
     for (si, &(state, _, _)) in states.iter().enumerate() {
         let layers = &stored_initial[si];
-        let Some(batch) = layers.iter().flatten().map(|(s, _)| s[1]).next() else {
+        let Some(batch) = layers.iter().find_map(|v| match v {
+            Initial::Stored((s, _)) => Some(s[1]),
+            _ => None,
+        }) else {
             continue;
         };
         let mut data = Vec::with_capacity(chain.len() * directions * batch * hidden);
         for (layer, v) in layers.iter().enumerate() {
             match v {
-                Some((s, d)) if s[1] == batch => data.extend_from_slice(d),
-                Some((s, _)) => {
+                Initial::Stored((s, d)) if s[1] == batch => data.extend_from_slice(d),
+                Initial::Stored((s, _)) => {
                     return err(format!(
                         "the initial `{state}` of layer {layer} is {s:?}, but another layer's has B = {batch}"
                     ))
                 }
-                None => data.extend(std::iter::repeat_n(0.0, directions * batch * hidden)),
+                Initial::Zero | Initial::Input(_) => {
+                    data.extend(std::iter::repeat_n(0.0, directions * batch * hidden))
+                }
             }
         }
         let shape = [chain.len() * directions, batch, hidden];
@@ -513,6 +779,13 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         // Y itself: cellc's `y` holds it with the directions side by side,
         // [T, B, D*H] (for one direction, the same values as [T, 1, B, H]).
         if out == y {
+            if cx.batch_first {
+                return err(format!(
+                    "graph output `{}` is {desc}'s Y as it is ([T, D, B, H]), but the model \
+                     reads its sequence batch-first; cellc runs a model in one layout",
+                    short(out)
+                ));
+            }
             continue;
         }
         if chain.len() == 1 && (out == node_out(last, 1) || out == node_out(last, 2)) {
@@ -555,6 +828,10 @@ pub fn import(bytes: &[u8]) -> Result<Imported, WeightsError> {
         bidirectional: directions == 2,
         lengths_input: lengths_input.map(str::to_string),
         precision: quantized.then_some(crate::ir::Precision::Int8),
+        input_name,
+        state_inputs,
+        batch_first: cx.batch_first,
+        fixed_sizes: cx.fixed,
     })
 }
 
@@ -573,20 +850,19 @@ fn dequantized(
     directions: usize,
 ) -> Result<Option<Values>, WeightsError> {
     let name = format!("{what} of {desc}");
-    let Some(t) = cx.stored(values, &name)? else {
+    let Some(k) = cx.stored(values, &name)? else {
         return Ok(None);
     };
-    let (shape, q) = proto::tensor_bytes(t, &name)?;
+    let (shape, q) = int8s(k, &name)?;
     let &[d, k, rows] = shape.as_slice() else {
         return err(format!(
             "{name} is {shape:?}; expected [{directions}, K, 4*hidden_size]"
         ));
     };
     let scale_name = format!("{what}_scale of {desc}");
-    let Some(st) = cx.stored(scale, &scale_name)? else {
+    let Some((s_shape, s)) = cx.stored_floats(scale, &scale_name)? else {
         return err(format!("{desc} has no {what}_scale"));
     };
-    let (s_shape, s) = proto::tensor_floats(st, &scale_name)?;
     let per_row = if s_shape == [d, rows] {
         true
     } else if s_shape == [d] || (d == 1 && s.len() == 1 && s_shape.len() <= 1) {
@@ -605,7 +881,7 @@ fn dequantized(
     let zp = match cx.stored(zero_point, &zp_name)? {
         None => vec![0; s.len()],
         Some(zt) => {
-            let (z_shape, z) = proto::tensor_bytes(zt, &zp_name)?;
+            let (z_shape, z) = int8s(zt, &zp_name)?;
             if z.len() != s.len() {
                 return err(format!(
                     "{zp_name} is {z_shape:?}; expected the shape of {what}_scale, {s_shape:?}"
@@ -625,6 +901,100 @@ fn dequantized(
         }
     }
     Ok(Some((vec![d, rows, k], out)))
+}
+
+/// Where a layer's initial state comes from.
+#[derive(Clone)]
+enum Initial<'a> {
+    /// Absent, an `Expand` of zeros, or stored zeros.
+    Zero,
+    /// Stored in the model, `[D, B, H]`.
+    Stored(Values),
+    /// A graph input (`[D*L, B, H]`, the layer's slice of it).
+    Input(&'a str),
+}
+
+/// A layer's initial state stored in the model, `[D, B, H]`; all zeros is no
+/// state (zeros at any batch).
+fn stored_state<'a>(
+    cx: &mut Ctx,
+    name: &str,
+    what: &str,
+    directions: usize,
+    hidden: usize,
+) -> Result<Initial<'a>, WeightsError> {
+    match cx.stored_floats(name, what)? {
+        None => Ok(Initial::Zero),
+        Some((shape, data)) => match shape.as_slice() {
+            [dd, b, h] if *h == hidden && *b > 0 && *dd == directions => {
+                Ok(if data.iter().all(|&v| v == 0.0) {
+                    Initial::Zero
+                } else {
+                    Initial::Stored((shape, data))
+                })
+            }
+            _ => err(format!(
+                "{what} is {shape:?}; expected [{directions}, B, {hidden}]"
+            )),
+        },
+    }
+}
+
+/// Whether node `e` is layer `layer`'s slice of a graph input of all the
+/// layers' initial states (`Slice` of rows `layer*D .. (layer+1)*D` on axis
+/// 0, as `torch.onnx.export` writes a stacked module's `h0`): the input's
+/// name, the node and its constants accepted.
+fn layer_slice<'a>(
+    cx: &mut Ctx<'_, 'a>,
+    e: usize,
+    layer: usize,
+    directions: usize,
+) -> Option<&'a str> {
+    let n = &cx.g.nodes[e];
+    if n.op_type != "Slice" || !(3..=5).contains(&n.inputs.len()) {
+        return None;
+    }
+    let data = n.inputs[0];
+    if !matches!(cx.source(data), Source::GraphInput) {
+        return None;
+    }
+    let inputs = n.inputs.clone();
+    let starts = cx.int_constant(inputs[1], "the starts of a Slice").ok()?;
+    let ends = cx.int_constant(inputs[2], "the ends of a Slice").ok()?;
+    let axes = match inputs.get(3) {
+        Some(a) if !a.is_empty() => cx.int_constant(a, "the axes of a Slice").ok()?,
+        _ => vec![0],
+    };
+    let steps_one = match inputs.get(4) {
+        Some(st) if !st.is_empty() => cx.int_constant(st, "the steps of a Slice").ok()? == [1],
+        _ => true,
+    };
+    let (lo, hi) = (
+        (layer * directions) as i64,
+        ((layer + 1) * directions) as i64,
+    );
+    if starts == [lo] && ends == [hi] && axes == [0] && steps_one {
+        cx.accepted[e] = true;
+        Some(data)
+    } else {
+        None
+    }
+}
+
+/// An 8-bit tensor's values (int8 or uint8) as `i32`: quantized weights and
+/// their zero points.
+fn int8s(k: Known, what: &str) -> Result<(Vec<usize>, Vec<i32>), WeightsError> {
+    let data = match k.values {
+        proto::Values::I8(v) => v.into_iter().map(i32::from).collect(),
+        proto::Values::U8(v) => v.into_iter().map(i32::from).collect(),
+        other => {
+            return err(format!(
+                "{what} has ONNX element type {}; int8 or uint8 was expected",
+                other.type_name()
+            ))
+        }
+    };
+    Ok((k.shape, data))
 }
 
 /// What one recurrent node computes.
@@ -802,6 +1172,12 @@ fn order_chain(cx: &mut Ctx, rnn: &[usize], width: usize) -> Result<Vec<usize>, 
     for &r in rnn {
         match cx.source(x_of(r)) {
             Source::GraphInput => firsts.push(r),
+            // A batch-first model: `[B, T, X]` transposed to `[T, B, X]`.
+            Source::Node(i) if transposes_a_graph_input(cx, i) => {
+                cx.accepted[i] = true;
+                cx.batch_first = true;
+                firsts.push(r);
+            }
             Source::Node(_) => {}
             Source::Initializer(_) | Source::Constant(..) => {
                 return err(format!(
@@ -818,18 +1194,6 @@ fn order_chain(cx: &mut Ctx, rnn: &[usize], width: usize) -> Result<Vec<usize>, 
             // No layer reads a graph input: say what the first one reads.
             let r = rnn[0];
             if let Source::Node(i) = cx.source(x_of(r)) {
-                let p = &g.nodes[i];
-                let perm = p.attributes.iter().find(|a| a.name == "perm");
-                if p.op_type == "Transpose" && perm.is_some_and(|a| a.ints == [1, 0, 2]) {
-                    return err(format!(
-                        "{} transposes the graph input before {}: the model is batch-first \
-                         (`batch_first=True`); cellc imports time-major models: export the \
-                         module with batch_first=False (the same weights), and give `x` as \
-                         [T, B, X] (or run it with `--batch-first`)",
-                        cx.node(i),
-                        cx.node(r)
-                    ));
-                }
                 return err(format!(
                     "the sequence input of {} is computed by {}; cellc imports recurrent \
                      nodes whose input `X` is a graph input or the layer below's output",
@@ -873,6 +1237,46 @@ fn order_chain(cx: &mut Ctx, rnn: &[usize], width: usize) -> Result<Vec<usize>, 
     Ok(chain)
 }
 
+/// Whether node `i` is a `Transpose` [1, 0, 2] of a graph input (a
+/// batch-first model's `[B, T, X]` made `[T, B, X]`).
+fn transposes_a_graph_input(cx: &Ctx, i: usize) -> bool {
+    let n = &cx.g.nodes[i];
+    n.op_type == "Transpose"
+        && n.inputs.len() == 1
+        && matches!(cx.source(n.inputs[0]), Source::GraphInput)
+        && n.attributes
+            .iter()
+            .any(|a| a.name == "perm" && a.ints == [1, 0, 2])
+}
+
+/// Checks a glue `Reshape`'s target `[T', B', w]` against the layout
+/// `[T, B, w]` it must keep: `0` copies an axis; a literal fixes it (the
+/// default exporter writes the sizes it was exported at), which a run must
+/// then have. A literal that disagrees with another `Reshape`'s is an error.
+fn fix_sizes(cx: &mut Ctx, shape: &[i64], desc: &str) -> Result<(), WeightsError> {
+    for (axis, &d) in shape.iter().take(2).enumerate() {
+        if d <= 0 {
+            continue;
+        }
+        let slot = if axis == 0 {
+            &mut cx.fixed.0
+        } else {
+            &mut cx.fixed.1
+        };
+        match *slot {
+            Some(v) if v != d as usize => {
+                return err(format!(
+                    "{desc} reshapes to {shape:?}, but another Reshape fixes {} = {v}; the \
+                     layers would read their inputs in another order",
+                    if axis == 0 { "T" } else { "B" }
+                ))
+            }
+            _ => *slot = Some(d as usize),
+        }
+    }
+    Ok(())
+}
+
 /// Whether `x` is `y` ([T, D, B, H]) with its directions side by side
 /// ([T, B, D*H] = `width`): a Transpose [0, 2, 1, 3] then a Reshape to
 /// three axes ending in `width` (or -1), or (one direction) a Squeeze of axis
@@ -901,7 +1305,8 @@ fn glue_between(cx: &mut Ctx, y: &str, x: &str, width: usize) -> bool {
             };
             let ok = shape.len() == 3
                 && (shape[2] == width as i64 || shape[2] == -1)
-                && shape[..2].iter().all(|&d| d >= 0);
+                && shape[..2].iter().all(|&d| d >= 0)
+                && fix_sizes(cx, &shape, &cx.node(last)).is_ok();
             if ok {
                 cx.accepted[last] = true;
                 cx.accepted[t] = true;
@@ -968,10 +1373,9 @@ fn zero_expand(cx: &mut Ctx, e: usize) -> Result<bool, WeightsError> {
         return Ok(false);
     }
     let zeros = match cx.source(n.inputs[0]) {
-        Source::Initializer(t) | Source::Constant(_, t) => {
-            proto::tensor_floats(t, "the value an initial state expands")
-                .is_ok_and(|(_, v)| v.iter().all(|&x| x == 0.0))
-        }
+        Source::Initializer(_) | Source::Constant(..) => cx
+            .stored_floats(n.inputs[0], "the value an initial state expands")
+            .is_ok_and(|v| v.is_some_and(|(_, v)| v.iter().all(|&x| x == 0.0))),
         _ => false,
     };
     if !zeros {
@@ -1012,13 +1416,50 @@ fn glue_output(
     hidden: usize,
     desc: &str,
 ) -> Result<(), WeightsError> {
+    let back_to_batch_first = |cx: &Ctx, i: usize| {
+        let n = &cx.g.nodes[i];
+        n.op_type == "Transpose"
+            && n.inputs.len() == 1
+            && n.attributes
+                .iter()
+                .any(|a| a.name == "perm" && a.ints == [1, 0, 2])
+    };
+    if cx.batch_first {
+        // `[T, B, D*H]` back to `[B, T, D*H]`, as the input came.
+        return match cx.producer.get(out) {
+            Some(&t) if back_to_batch_first(cx, t) => {
+                cx.accepted[t] = true;
+                let inner = cx.g.nodes[t].inputs[0];
+                glue_output_time_major(cx, out, inner, y, hidden, desc)
+            }
+            _ => err(format!(
+                "graph output `{}` is not {desc}'s Y transposed back to [B, T, ...]: the \
+                 model reads its sequence batch-first and would write Y time-major; cellc \
+                 runs a model in one layout",
+                short(out)
+            )),
+        };
+    }
+    glue_output_time_major(cx, out, out, y, hidden, desc)
+}
+
+/// [`glue_output`] of a time-major graph output `out`: its value `inner`
+/// (the output itself, or what a batch-first model transposes into it).
+fn glue_output_time_major(
+    cx: &mut Ctx,
+    out: &str,
+    inner: &str,
+    y: &str,
+    hidden: usize,
+    desc: &str,
+) -> Result<(), WeightsError> {
     let refuse = |cx: &Ctx, i: usize| -> Result<(), WeightsError> {
         let n = &cx.g.nodes[i];
         let perm = n.attributes.iter().find(|a| a.name == "perm");
         if n.op_type == "Transpose" && perm.is_some_and(|a| a.ints == [1, 0, 2]) {
             return err(format!(
-                "{} makes graph output `{}` batch-first (`batch_first=True`); cellc imports \
-                 time-major models: export the module with batch_first=False (the same weights)",
+                "{} makes graph output `{}` batch-first, but the model reads its sequence \
+                 time-major ([T, B, X]); cellc runs a model in one layout",
                 cx.node(i),
                 short(out)
             ));
@@ -1030,7 +1471,7 @@ fn glue_output(
             cx.node(i)
         ))
     };
-    let Some(&last) = cx.producer.get(out) else {
+    let Some(&last) = cx.producer.get(inner) else {
         return err(format!(
             "graph output `{}` is not an output of {desc}",
             short(out)
@@ -1084,6 +1525,7 @@ fn glue_output(
             if !ok {
                 return refuse(cx, last);
             }
+            fix_sizes(cx, &shape, &cx.node(last))?;
             cx.accepted[last] = true;
             cx.accepted[t] = true;
             Ok(())

@@ -281,19 +281,31 @@ impl Node<'_> {
     }
 }
 
-/// An initializer or a `Constant` node's tensor, its data still in the file.
+/// An initializer or a `Constant` node's tensor, its data still in the file:
+/// its typed value fields (`float_data`, `int32_data`, `int64_data`,
+/// `double_data`) are decoded only when asked for ([`Tensor::values`]), and
+/// never beyond the values its shape holds, so that a tensor that claims
+/// more than it has, or has more than it claims, costs nothing to hold.
 #[derive(Clone, Debug, Default)]
 pub struct Tensor<'a> {
     pub name: &'a str,
     pub dims: Vec<i64>,
     pub data_type: i64,
     pub raw: Option<&'a [u8]>,
-    pub float_data: Vec<f32>,
-    pub packed_floats: Vec<&'a [u8]>,
-    pub int_data: Vec<i64>,
-    pub double_data: Vec<f64>,
-    pub external: bool,
+    /// The message itself, for its typed value fields.
+    body: &'a [u8],
+    /// Where its bytes are when they are outside the model file.
+    pub external: Option<External<'a>>,
     pub segmented: bool,
+}
+
+/// A tensor's bytes in a file beside the model (`data_location = EXTERNAL`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct External<'a> {
+    /// A path relative to the model's folder.
+    pub location: &'a str,
+    pub offset: u64,
+    pub length: Option<u64>,
 }
 
 /// The parts of a graph cellc reads.
@@ -306,11 +318,15 @@ pub struct Graph<'a> {
     pub sparse_initializers: usize,
 }
 
+/// Most values in the list attributes of a whole graph.
+pub const MAX_ATTRIBUTE_LIST_VALUES: usize = 100_000;
+
 /// Counts shared by a whole graph, against the limits.
 #[derive(Default)]
 struct Budget {
     node_values: usize,
     attributes: usize,
+    attribute_values: usize,
 }
 
 impl Budget {
@@ -320,6 +336,17 @@ impl Budget {
             return err(format!(
                 "the model's nodes have more than {MAX_NODE_VALUES} inputs and outputs in all; \
                  cellc reads recurrent models far smaller"
+            ));
+        }
+        Ok(())
+    }
+
+    fn attribute_values(&mut self, n: usize) -> Result<(), WeightsError> {
+        self.attribute_values += n;
+        if self.attribute_values > MAX_ATTRIBUTE_LIST_VALUES {
+            return err(format!(
+                "the model's attributes hold more than {MAX_ATTRIBUTE_LIST_VALUES} list values \
+                 in all; cellc reads recurrent models far smaller"
             ));
         }
         Ok(())
@@ -343,6 +370,9 @@ pub fn read_model(bytes: &[u8]) -> Result<Graph<'_>, WeightsError> {
     let mut functions = 0usize;
     for_each_field(bytes, |num, f| {
         match (num, f) {
+            (7, Field::Bytes(_)) if graph.is_some() => {
+                return err("not a valid ONNX model: it has two graphs (field `graph` twice)")
+            }
             (7, Field::Bytes(b)) => graph = Some(b),
             (7, _) => return err("not an ONNX model: its graph is not a message"),
             (25, _) => functions += 1,
@@ -422,7 +452,15 @@ fn read_node<'a>(buf: &'a [u8], budget: &mut Budget) -> Result<Node<'a>, Weights
                 let Field::Bytes(b) = f else {
                     return err("not an ONNX model: a node attribute is not a message");
                 };
-                n.attributes.push(read_attribute(b)?);
+                let a = read_attribute(b)?;
+                budget.attribute_values(a.floats.len() + a.ints.len() + a.strings.len())?;
+                if n.attributes.iter().any(|o| o.name == a.name) {
+                    return err(format!(
+                        "not a valid ONNX model: a node has attribute `{}` twice",
+                        short(a.name)
+                    ));
+                }
+                n.attributes.push(a);
             }
             _ => {}
         }
@@ -515,212 +553,299 @@ fn read_attribute(buf: &[u8]) -> Result<Attribute<'_>, WeightsError> {
     Ok(a)
 }
 
-/// Most values a tensor's repeated fields may hold when not packed as bytes
-/// (each costs a few bytes of the file).
-const MAX_UNPACKED_VALUES: usize = 1 << 26;
-
 fn read_tensor(buf: &[u8]) -> Result<Tensor<'_>, WeightsError> {
-    let mut t = Tensor::default();
+    let mut t = Tensor {
+        body: buf,
+        ..Tensor::default()
+    };
+    let mut external_entries: Vec<(&str, &str)> = Vec::new();
+    let mut located_outside = false;
     for_each_field(buf, |num, f| {
         match (num, f) {
             (1, _) => ints(f, &mut t.dims, MAX_DIMS, "dimensions in one tensor")?,
             (2, Field::Varint(v)) => t.data_type = v as i64,
             (3, _) => t.segmented = true,
-            (4, Field::Fixed32(v)) => push_bounded(
-                &mut t.float_data,
-                f32::from_bits(v),
-                MAX_UNPACKED_VALUES,
-                "unpacked tensor values",
-            )?,
-            (4, Field::Bytes(b)) => t.packed_floats.push(b),
-            (5 | 7, _) => ints(
-                f,
-                &mut t.int_data,
-                MAX_UNPACKED_VALUES,
-                "unpacked tensor values",
-            )?,
             (8, _) => t.name = text(f, "a tensor's name")?,
             (9, Field::Bytes(b)) => t.raw = Some(b),
-            (10, Field::Fixed64(v)) => push_bounded(
-                &mut t.double_data,
-                f64::from_bits(v),
-                MAX_UNPACKED_VALUES,
-                "unpacked tensor values",
-            )?,
-            (10, Field::Bytes(b)) => {
-                if b.len() / 8 > MAX_UNPACKED_VALUES {
-                    return err("a tensor holds too many values");
-                }
-                t.double_data.extend(b.chunks_exact(8).map(|c| {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(c);
-                    f64::from_le_bytes(a)
-                }))
+            (13, Field::Bytes(b)) => {
+                let (mut key, mut value) = ("", "");
+                for_each_field(b, |n, f| {
+                    match n {
+                        1 => key = text(f, "an external data key")?,
+                        2 => value = text(f, "an external data value")?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                push_bounded(
+                    &mut external_entries,
+                    (key, value),
+                    16,
+                    "external data entries",
+                )?;
             }
-            (13, _) => t.external = true,
-            (14, Field::Varint(1)) => t.external = true,
+            (13, _) => return err("not an ONNX model: external data is not a message"),
+            (14, Field::Varint(v)) => located_outside = v == 1,
+            (2 | 9 | 14, _) => {
+                return err(format!(
+                    "not an ONNX model: tensor field {num} has the wrong encoding"
+                ))
+            }
             _ => {}
         }
         Ok(())
     })?;
+    if located_outside || !external_entries.is_empty() {
+        let mut e = External::default();
+        for (key, value) in external_entries {
+            let number = || {
+                value.parse::<u64>().map_err(|_| {
+                    WeightsError(format!(
+                        "tensor `{}`: external data {key} `{}` is not a number",
+                        short(t.name),
+                        short(value)
+                    ))
+                })
+            };
+            match key {
+                "location" => e.location = value,
+                "offset" => e.offset = number()?,
+                "length" => e.length = Some(number()?),
+                "checksum" => {}
+                other => {
+                    return err(format!(
+                        "tensor `{}` has external data entry `{}`, which cellc does not know",
+                        short(t.name),
+                        short(other)
+                    ))
+                }
+            }
+        }
+        if e.location.is_empty() {
+            return err(format!(
+                "tensor `{}` is stored outside the model but names no file",
+                short(t.name)
+            ));
+        }
+        t.external = Some(e);
+    }
     Ok(t)
 }
 
-/// A tensor's values as f32 with its shape, or an error that names it.
-/// Float, double and float16 convert; integer tensors are refused here (see
-/// [`tensor_ints`]).
-pub fn tensor_floats(t: &Tensor<'_>, what: &str) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
-    if t.external {
-        return err(format!(
-            "{what} is stored outside the model file; cellc reads single-file models \
-             (save with `onnx.save(model, path, save_as_external_data=False)`)"
-        ));
-    }
-    if t.segmented {
-        return err(format!("{what} is segmented; cellc reads whole tensors"));
-    }
-    let shape = tensor_shape(t, what)?;
-    let n = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| WeightsError(format!("{what} is too large")))?;
-    let from_raw = |size: usize| -> Result<&[u8], WeightsError> {
-        let raw = t.raw.unwrap_or(&[]);
-        if Some(raw.len()) != n.checked_mul(size) {
-            return err(format!(
-                "{what} has {} bytes of data for its shape {shape:?} ({n} values of {size} bytes)",
-                raw.len()
-            ));
-        }
-        Ok(raw)
-    };
-    let data: Vec<f32> = match t.data_type {
-        1 if t.raw.is_some() => from_raw(4)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        1 => {
-            let mut v = t.float_data.clone();
-            for b in &t.packed_floats {
-                v.extend(
-                    b.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                );
-            }
-            v
-        }
-        11 if t.raw.is_some() => from_raw(8)?
-            .chunks_exact(8)
-            .map(|c| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(c);
-                f64::from_le_bytes(a) as f32
-            })
-            .collect(),
-        11 => t.double_data.iter().map(|&v| v as f32).collect(),
-        10 if t.raw.is_some() => from_raw(2)?
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        // float16 without raw data: each value's bits in `int32_data`.
-        10 => t
-            .int_data
-            .iter()
-            .map(|&v| half::f16::from_bits(v as u16).to_f32())
-            .collect(),
-        other => {
-            return err(format!(
-                "{what} has ONNX element type {}; cellc reads float, double and float16 here",
-                element_type_name(other)
-            ))
-        }
-    };
-    if data.len() != n {
-        return err(format!(
-            "{what} has {} values for its shape {shape:?} ({n})",
-            data.len()
-        ));
-    }
-    Ok((shape, data))
-}
-
-/// An 8-bit tensor's values (int8 or uint8, as `i32`), with its shape:
-/// quantized weights and their zero points.
-pub fn tensor_bytes(t: &Tensor<'_>, what: &str) -> Result<(Vec<usize>, Vec<i32>), WeightsError> {
-    if t.external || t.segmented {
-        return err(format!("{what} is not stored whole in the model file"));
-    }
-    let shape = tensor_shape(t, what)?;
-    let n = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| WeightsError(format!("{what} is too large")))?;
-    let data: Vec<i32> = match (t.data_type, t.raw) {
-        (3, Some(raw)) => raw.iter().map(|&b| b as i8 as i32).collect(),
-        (2, Some(raw)) => raw.iter().map(|&b| b as i32).collect(),
-        (3, None) => t.int_data.iter().map(|&v| v as i8 as i32).collect(),
-        (2, None) => t.int_data.iter().map(|&v| v as u8 as i32).collect(),
-        (other, _) => {
-            return err(format!(
-                "{what} has ONNX element type {}; int8 or uint8 was expected",
-                element_type_name(other)
-            ))
-        }
-    };
-    if data.len() != n {
-        return err(format!(
-            "{what} has {} values for its shape {shape:?} ({n})",
-            data.len()
-        ));
-    }
-    Ok((shape, data))
-}
-
-/// An integer tensor's values (int64 or int32), with its shape.
-pub fn tensor_ints(t: &Tensor<'_>, what: &str) -> Result<(Vec<usize>, Vec<i64>), WeightsError> {
-    if t.external || t.segmented {
-        return err(format!("{what} is not stored whole in the model file"));
-    }
-    let shape = tensor_shape(t, what)?;
-    let n: usize = shape.iter().product();
-    let data: Vec<i64> = match (t.data_type, t.raw) {
-        (7, Some(raw)) => raw
-            .chunks_exact(8)
-            .map(|c| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(c);
-                i64::from_le_bytes(a)
-            })
-            .collect(),
-        (6, Some(raw)) => raw
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-            .collect(),
-        (6 | 7, None) => t.int_data.clone(),
-        (other, _) => {
-            return err(format!(
-                "{what} has ONNX element type {}; an integer tensor was expected",
-                element_type_name(other)
-            ))
-        }
-    };
-    if data.len() != n {
-        return err(format!(
-            "{what} has {} values for its shape {shape:?}",
-            data.len()
-        ));
-    }
-    Ok((shape, data))
-}
-
-fn tensor_shape(t: &Tensor<'_>, what: &str) -> Result<Vec<usize>, WeightsError> {
-    t.dims
+/// The elements a tensor of `dims` holds, checked: no negative dimension,
+/// no overflow.
+pub fn element_count(dims: &[i64], what: &str) -> Result<(Vec<usize>, usize), WeightsError> {
+    let shape = dims
         .iter()
         .map(|&d| {
             usize::try_from(d)
                 .map_err(|_| WeightsError(format!("{what} has a negative dimension ({d})")))
         })
-        .collect()
+        .collect::<Result<Vec<usize>, _>>()?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| WeightsError(format!("{what} is too large (its size overflows)")))?;
+    Ok((shape, n))
+}
+
+/// A tensor's values, of the element type its `data_type` says, before any
+/// conversion.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    /// float16 bits.
+    F16(Vec<u16>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+}
+
+/// Reads the bytes an [`External`] names: `(where, how many)`.
+pub type ReadExternal<'r> = dyn Fn(&External<'_>, usize) -> Result<Vec<u8>, WeightsError> + 'r;
+
+impl Tensor<'_> {
+    /// The values of the typed field `number` (packed or not), at most `n`:
+    /// a field that holds more is an error, decoded no further.
+    fn field_values<T>(
+        &self,
+        number: u64,
+        n: usize,
+        what: &str,
+        mut decode: impl FnMut(Field<'_>, &mut Vec<T>) -> Result<(), WeightsError>,
+    ) -> Result<Vec<T>, WeightsError> {
+        let mut out: Vec<T> = Vec::new();
+        for_each_field(self.body, |num, f| {
+            if num == number {
+                decode(f, &mut out)?;
+                if out.len() > n {
+                    return err(format!(
+                        "{what} holds more values than its shape {:?}",
+                        self.dims
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The tensor's values as stored in the model file (`raw_data` or the
+    /// typed fields): `n` of them, or an error naming what is wrong. Bytes
+    /// outside the model come from `external` (which reads what the
+    /// tensor's [`External`] names).
+    pub fn values(
+        &self,
+        what: &str,
+        external: &ReadExternal<'_>,
+    ) -> Result<(Vec<usize>, Values), WeightsError> {
+        if self.segmented {
+            return err(format!("{what} is segmented; cellc reads whole tensors"));
+        }
+        let (shape, n) = element_count(&self.dims, what)?;
+        let size = match self.data_type {
+            1 | 6 => 4,
+            2 | 3 => 1,
+            7 | 11 => 8,
+            10 => 2,
+            other => {
+                return err(format!(
+                    "{what} has ONNX element type {}; cellc reads float, double, float16, \
+                     int64, int32, int8 and uint8 tensors",
+                    element_type_name(other)
+                ))
+            }
+        };
+        let owned;
+        let raw = match (&self.external, self.raw) {
+            (Some(e), _) => {
+                let bytes = n.checked_mul(size).ok_or_else(|| {
+                    WeightsError(format!("{what} is too large (its size overflows)"))
+                })?;
+                owned = external(e, bytes)?;
+                Some(owned.as_slice())
+            }
+            (None, raw) => raw,
+        };
+        if let Some(raw) = raw {
+            if Some(raw.len()) != n.checked_mul(size) {
+                return err(format!(
+                    "{what} has {} bytes of data for its shape {shape:?} ({n} values of {size} bytes)",
+                    raw.len()
+                ));
+            }
+            let values = match self.data_type {
+                1 => Values::F32(
+                    raw.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                ),
+                6 => Values::I32(
+                    raw.chunks_exact(4)
+                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                ),
+                7 => Values::I64(
+                    raw.chunks_exact(8)
+                        .map(|c| {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(c);
+                            i64::from_le_bytes(a)
+                        })
+                        .collect(),
+                ),
+                11 => Values::F64(
+                    raw.chunks_exact(8)
+                        .map(|c| {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(c);
+                            f64::from_le_bytes(a)
+                        })
+                        .collect(),
+                ),
+                10 => Values::F16(
+                    raw.chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect(),
+                ),
+                3 => Values::I8(raw.iter().map(|&b| b as i8).collect()),
+                _ => Values::U8(raw.to_vec()),
+            };
+            return Ok((shape, values));
+        }
+        // The typed fields: float_data (4), int32_data (5, also for int8,
+        // uint8 and float16 bits), int64_data (7), double_data (10).
+        let varints = |f: Field<'_>, out: &mut Vec<i64>| -> Result<(), WeightsError> {
+            ints(f, out, n.saturating_add(1), "values in one tensor")
+        };
+        let values = match self.data_type {
+            1 => Values::F32(self.field_values(4, n, what, |f, out: &mut Vec<f32>| {
+                match f {
+                    Field::Fixed32(v) => out.push(f32::from_bits(v)),
+                    Field::Bytes(b) => {
+                        if b.len() / 4 > n {
+                            return err(format!("{what} holds more values than its shape"));
+                        }
+                        out.extend(
+                            b.chunks_exact(4)
+                                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                        )
+                    }
+                    _ => return err(format!("not an ONNX model: {what} has the wrong encoding")),
+                }
+                Ok(())
+            })?),
+            11 => Values::F64(self.field_values(10, n, what, |f, out: &mut Vec<f64>| {
+                match f {
+                    Field::Fixed64(v) => out.push(f64::from_bits(v)),
+                    Field::Bytes(b) => {
+                        if b.len() / 8 > n {
+                            return err(format!("{what} holds more values than its shape"));
+                        }
+                        out.extend(b.chunks_exact(8).map(|c| {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(c);
+                            f64::from_le_bytes(a)
+                        }))
+                    }
+                    _ => return err(format!("not an ONNX model: {what} has the wrong encoding")),
+                }
+                Ok(())
+            })?),
+            7 => Values::I64(self.field_values(7, n, what, varints)?),
+            6 | 3 | 2 | 10 => {
+                let v = self.field_values(5, n, what, varints)?;
+                match self.data_type {
+                    6 => Values::I32(v.iter().map(|&x| x as i32).collect()),
+                    3 => Values::I8(v.iter().map(|&x| x as i8).collect()),
+                    2 => Values::U8(v.iter().map(|&x| x as u8).collect()),
+                    _ => Values::F16(v.iter().map(|&x| x as u16).collect()),
+                }
+            }
+            _ => unreachable_type()?,
+        };
+        let len = match &values {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+            Values::F16(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::I32(v) => v.len(),
+            Values::I8(v) => v.len(),
+            Values::U8(v) => v.len(),
+        };
+        if len != n {
+            return err(format!(
+                "{what} has {len} values for its shape {shape:?} ({n})"
+            ));
+        }
+        Ok((shape, values))
+    }
+}
+
+fn unreachable_type<T>() -> Result<T, WeightsError> {
+    err("internal error: an element type checked above is not handled")
 }
 
 pub fn element_type_name(code: i64) -> String {

@@ -8,9 +8,9 @@ Accepted, with ONNX Runtime's outputs to compare against:
   export_gru_legacy       torch.onnx.export(nn.GRU, dynamo=False): initial state
                           from Expand of zeros sized by Shape/Gather/..., Squeeze of Y
 
-Refused (each must be an error naming the node, op or attribute):
+Refused (each must be an error naming the node, op or attribute; batch-first
+exports are accepted now, gen_onnx_exports.py):
 
-  refused_batch_first     a batch-first LSTM export (Transposes around the LSTM)
   refused_linear          an LSTM followed by a Linear layer (MatMul, Add)
   refused_attr_*          attributes of the wrong ONNX type
   refused_initial_h_*     an initial_h initializer of the wrong type or length
@@ -80,8 +80,6 @@ graphs = {"accepted": [], "refused": {}}
 graphs["accepted"].append(accepted("export_lstm_dynamo", torch.nn.LSTM(X, H), True))
 graphs["accepted"].append(accepted("export_gru_legacy", torch.nn.GRU(X, H), False))
 
-export("refused_batch_first", Wrap(torch.nn.LSTM(X, H, batch_first=True)), torch.randn(B, T, X), True)
-graphs["refused"]["refused_batch_first"] = "batch-first"
 export("refused_linear", Wrap(torch.nn.LSTM(X, H), linear=True), torch.randn(T, B, X), False)
 graphs["refused"]["refused_linear"] = "(op `Add`)"
 
