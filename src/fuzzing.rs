@@ -332,21 +332,85 @@ pub fn ir_text(bytes: &[u8]) {
 
 /// The ONNX reader on arbitrary bytes: an import or an error, never a panic,
 /// an error message of bounded length; what imports is a cell that checks,
-/// with weights that bind to it, and runs a short sequence.
+/// with weights that bind to it, and runs a short sequence as ONNX Runtime
+/// would ([`crate::run::run_onnx`], every graph input given).
 pub fn onnx_import(bytes: &[u8]) {
-    match crate::onnx::import(bytes) {
+    check_import(crate::onnx::import(bytes));
+}
+
+/// The ONNX reader on a model with its external data: the first half of the
+/// bytes is the model, the second half the contents of every file its
+/// tensors name (plain names only), written beside it in a folder of this
+/// process; then as [`onnx_import`].
+pub fn onnx_external(bytes: &[u8]) {
+    let (model, data) = bytes.split_at(bytes.len() / 2);
+    onnx_with_data(model, data);
+}
+
+/// [`onnx_external`] of a model and a data file.
+pub fn onnx_with_data(model: &[u8], data: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cellc-fuzz-onnx-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let path = dir.join("model.onnx");
+    let mut written = std::fs::write(&path, model).is_ok();
+    if let Ok(g) = crate::onnx::proto::read_model(model) {
+        for t in g.initializers.iter() {
+            if let Some(e) = &t.external {
+                let name = std::path::Path::new(e.location);
+                if name.components().count() == 1 && !e.location.starts_with('.') {
+                    written &= std::fs::write(dir.join(name), data).is_ok();
+                }
+            }
+        }
+    }
+    if written {
+        check_import(crate::onnx::import_file(&path));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn check_import(imported: Result<crate::onnx::Imported, crate::WeightsError>) {
+    match imported {
         Err(e) => assert!(e.0.len() < 2000, "a {} byte message", e.0.len()),
         Ok(imported) => {
-            let cell = Cell::from_source(imported.cell_name, imported.cell_source)
+            Cell::from_source(imported.cell_name, imported.cell_source)
                 .unwrap_or_else(|e| panic!("the imported cell does not check: {e}"));
             // Small models only: the fuzzer may declare a large hidden size.
             if imported.hidden_size > 64 || imported.input_size > 64 {
                 return;
             }
+            let (steps, batch) = (
+                imported.fixed_sizes.0.unwrap_or(3).min(8),
+                imported.fixed_sizes.1.unwrap_or(2).min(8),
+            );
             let mut inputs = Weights::new();
-            let x = vec![0.25; 3 * 2 * imported.input_size];
-            let _ = inputs.insert("x", &[3, 2, imported.input_size], x);
-            let _ = crate::run::run(&cell, &imported.weights, &inputs, &[], &Options::default());
+            let shape = if imported.batch_first {
+                [batch, steps, imported.input_size]
+            } else {
+                [steps, batch, imported.input_size]
+            };
+            let _ = inputs.insert("x", &shape, vec![0.25; steps * batch * imported.input_size]);
+            let slots = imported.layers * if imported.bidirectional { 2 } else { 1 };
+            for (state, _) in &imported.state_inputs {
+                let n = slots * batch * imported.hidden_size;
+                let _ = inputs.insert(state, &[slots, batch, imported.hidden_size], vec![0.5; n]);
+            }
+            if imported.lengths_input.is_some() {
+                let _ = inputs.insert_integers(
+                    crate::run::LENGTHS,
+                    &[batch],
+                    vec![steps as i64; batch],
+                );
+            }
+            let _ = crate::run::run_onnx(&imported, &inputs, &Options::default());
         }
     }
 }

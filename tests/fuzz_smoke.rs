@@ -122,6 +122,52 @@ fn onnx_import_smoke() {
     mutations(".onnx", 40, fuzzing::onnx_import);
 }
 
+/// Models with external data and constant subgraphs to fold (the exports of
+/// `gen_onnx_exports.py`): mutations of the model, of its data file, and
+/// both, through the reader that finds data beside the model.
+#[test]
+fn onnx_external_smoke() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases/exports");
+    let mut models: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".onnx"))
+        .collect();
+    models.sort();
+    let mut with_data = 0;
+    for (f, path) in models.iter().enumerate() {
+        let model = std::fs::read(path).unwrap();
+        let data = std::fs::read(path.with_extension("onnx.data")).unwrap_or_default();
+        with_data += usize::from(!data.is_empty());
+        fuzzing::onnx_with_data(&model, &data);
+        for seed in 0..12u64 {
+            let mut rng = cellc::gen::Rng(seed * 1000 + f as u64);
+            let (mut m, mut d) = (model.clone(), data.clone());
+            let target = rng.below(3);
+            for _ in 0..1 + rng.below(4) {
+                if target != 1 && !m.is_empty() {
+                    let i = rng.below(m.len());
+                    m[i] = rng.next_u64() as u8;
+                }
+                if target != 0 && !d.is_empty() {
+                    let i = rng.below(d.len());
+                    d[i] = rng.next_u64() as u8;
+                }
+            }
+            if rng.below(4) == 0 {
+                d.truncate(rng.below(d.len() + 1));
+            }
+            fuzzing::onnx_with_data(&m, &d);
+        }
+    }
+    assert!(with_data >= 3, "{with_data} models with external data");
+    for seed in 0..100 {
+        fuzzing::onnx_external(&bytes(seed, (seed % 400) as usize));
+    }
+}
+
 #[test]
 fn safetensors_smoke() {
     for seed in 0..300 {
