@@ -315,9 +315,41 @@ impl Cell {
 
     /// JIT-compiles the cell with its weights: optimizes (unless told not to),
     /// generates native code with Cranelift, and packs the weights.
+    ///
+    /// Sizes: those given to [`Cell::dims`]; without it, those the weights'
+    /// tensors give (as `cellc run` reads them), the file's defaults for the
+    /// rest. A tensor of another shape than the sizes make is an error that
+    /// says where the sizes came from.
     pub fn compile(&self, weights: &Weights, opts: &Options) -> Result<Kernel> {
-        let ir = self.kernel_ir(opts)?;
-        let params = weights.resolve(&ir)?;
+        let sized;
+        let cell = if self.bound.is_some() {
+            self
+        } else {
+            let dims = run::infer_sizes(self, weights, &[], &[])?;
+            let dims: Vec<(&str, u64)> = dims.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            sized = self.clone().dims(&dims)?;
+            &sized
+        };
+        let ir = cell.kernel_ir(opts)?;
+        let params = weights.resolve(&ir).map_err(|e| {
+            if !(e.0.contains(" but tensor `") || e.0.contains("out of range")) {
+                return Error::from(e);
+            }
+            let sizes: Vec<String> = ir.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let from = if self.bound.is_some() {
+                "as given to `Cell::dims`"
+            } else {
+                "read off the weights, the file's defaults for the rest"
+            };
+            Error::new(
+                ErrorKind::Weights,
+                format!(
+                    "{}; the cell's sizes are {} ({from})",
+                    e.0,
+                    sizes.join(", ")
+                ),
+            )
+        })?;
         Kernel::new(ir, params, opts)
     }
 

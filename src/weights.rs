@@ -178,6 +178,13 @@ impl Weights {
     /// Reads a safetensors file's bytes. The header is checked for duplicate
     /// names (which the format's JSON would otherwise silently collapse).
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Weights, WeightsError> {
+        if let Some(what) = other_format(bytes) {
+            return err(format!(
+                "this is {what}, not a safetensors file; save the weights with safetensors: \
+                 `from safetensors.torch import save_file; save_file(module.state_dict(), \
+                 \"w.safetensors\")`"
+            ));
+        }
         check_header(bytes)?;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| WeightsError(format!("not a valid safetensors file: {e}")))?;
@@ -330,11 +337,22 @@ impl Weights {
                     shape_str(&want),
                     tried.join(" or ")
                 );
-                if let Some((prefix, name)) = self.prefixed(alternatives) {
+                let prefixes = self.prefixed(alternatives);
+                if let [(prefix, name)] = &prefixes[..] {
                     m.push_str(&format!(
                         "; the weights have `{prefix}{name}`: they were saved from a module \
                          that holds the cell under `{prefix}` (pass `--prefix {prefix}`, or \
                          `Weights::strip_prefix(\"{prefix}\")`)"
+                    ));
+                } else if let [(_, name), ..] = &prefixes[..] {
+                    let listed: Vec<String> =
+                        prefixes.iter().map(|(p, _)| format!("`{p}`")).collect();
+                    m.push_str(&format!(
+                        "; the weights hold `{name}` under {} prefixes, {}: they were saved \
+                         from a module with several recurrent modules; pass the one to run \
+                         with `--prefix` (or `Weights::strip_prefix`)",
+                        prefixes.len(),
+                        list(listed.into_iter())
                     ));
                 } else {
                     m.push_str(&format!("; the weights have {}", self.some_names()));
@@ -599,6 +617,20 @@ impl Weights {
     /// names (`rnn.weight_ih_l0` -> `weight_ih_l0` for `rnn.`). No tensor with
     /// the prefix is an error that says which prefixes there are.
     pub fn strip_prefix(&self, prefix: &str) -> Result<Weights, WeightsError> {
+        // `encoder.rnn` means `encoder.rnn.`: a prefix ends at a dot.
+        let dotted;
+        let prefix = if !prefix.is_empty()
+            && !prefix.ends_with('.')
+            && self
+                .tensors
+                .keys()
+                .any(|n| n.starts_with(&format!("{prefix}.")))
+        {
+            dotted = format!("{prefix}.");
+            dotted.as_str()
+        } else {
+            prefix
+        };
         let tensors: BTreeMap<String, Tensor> = self
             .tensors
             .iter()
@@ -643,16 +675,26 @@ impl Weights {
         })
     }
 
-    /// A tensor named `<prefix>.<one of the bindings' tensors>`, if any: the
-    /// state_dict of a module that holds the cell as a submodule.
-    fn prefixed(&self, bindings: &[crate::ir::Binding]) -> Option<(String, String)> {
-        bindings.iter().find_map(|b| {
+    /// The prefixes under which tensors are named `<prefix>.<one of the
+    /// bindings' tensors>` (the state_dict of a module that holds the cell as
+    /// a submodule, or several), each with the tensor found, at most eight.
+    fn prefixed(&self, bindings: &[crate::ir::Binding]) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        for b in bindings {
             let suffix = format!(".{}", b.tensor);
-            self.tensors.keys().find_map(|n| {
-                n.strip_suffix(&suffix)
-                    .map(|pre| (format!("{pre}."), b.tensor.clone()))
-            })
-        })
+            for n in self.tensors.keys() {
+                if let Some(pre) = n.strip_suffix(&suffix) {
+                    let pre = format!("{pre}.");
+                    if found.len() < 8 && !found.iter().any(|(p, _)| *p == pre) {
+                        found.push((pre, b.tensor.clone()));
+                    }
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        found
     }
 
     /// Up to eight of the tensor names, for messages.
@@ -773,6 +815,28 @@ fn to_f32(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32
             ))
         }
     })
+}
+
+/// What a file that is not safetensors is, when its first bytes say: the
+/// formats a PyTorch user is likely to hand over instead.
+fn other_format(bytes: &[u8]) -> Option<&'static str> {
+    // A safetensors file: an 8-byte length, then its JSON header. (Its
+    // length's first bytes can look like any magic number.)
+    if bytes.get(8) == Some(&b'{') {
+        return None;
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        Some("a zip archive (what `torch.save` writes)")
+    } else if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        Some("a Python pickle (what older `torch.save` writes)")
+    } else if bytes.starts_with(b"\x89HDF") {
+        Some("an HDF5 file (Keras)")
+    } else if bytes.starts_with(b"\x08") && bytes.len() > 16 && bytes[1..].contains(&0x3a) {
+        // An ONNX ModelProto starts with ir_version (field 1, varint).
+        Some("probably an ONNX model (run it as `cellc run model.onnx`)")
+    } else {
+        None
+    }
 }
 
 /// Most tensors one safetensors file may hold (a whole language model's

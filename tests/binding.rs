@@ -198,3 +198,87 @@ fn biases_are_zero_only_when_the_checkpoint_has_none() {
     .unwrap();
     assert_eq!(a, b);
 }
+
+/// What users hit first: a prefix given without its dot, a state_dict with
+/// several recurrent modules, a `torch.save` file, sizes from the file's
+/// defaults (issue 26, item 18).
+#[test]
+fn messages_point_the_right_way() {
+    let w = lstm_checkpoint(1, true);
+    let mut nested = Weights::new();
+    for module in ["encoder.rnn", "decoder.rnn"] {
+        for name in w.names() {
+            let t = w.get(name).unwrap();
+            nested
+                .insert(&format!("{module}.{name}"), &t.shape, t.data.clone())
+                .unwrap();
+        }
+    }
+    // Without --prefix: both candidates named.
+    let e = run(
+        &example("lstm"),
+        &nested,
+        &sequence(2, 1),
+        &[],
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("under 2 prefixes")
+            && e.contains("`decoder.rnn.`")
+            && e.contains("`encoder.rnn.`"),
+        "{e}"
+    );
+    // `--prefix encoder.rnn`, without the dot, just works.
+    let inner = nested.strip_prefix("encoder.rnn").unwrap();
+    assert_eq!(inner.get("weight_ih_l0"), w.get("weight_ih_l0"));
+    run(
+        &example("lstm"),
+        &inner,
+        &sequence(2, 1),
+        &[],
+        &Options::default(),
+    )
+    .unwrap();
+    // A torch.save file (a zip archive) is recognised for what it is.
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend_from_slice(&[0u8; 60]);
+    let e = Weights::from_safetensors_bytes(&zip)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("torch.save") && e.contains("save_file"), "{e}");
+    // A real safetensors file whose header length starts like a pickle
+    // (0x80 0x02 ...) is still read.
+    let mut padded = Weights::new();
+    let long_name = "t".repeat(640 - 60);
+    padded.insert(&long_name, &[1], vec![1.0]).unwrap();
+    let bytes = padded.to_safetensors_bytes().unwrap();
+    assert_eq!(
+        Weights::from_safetensors_bytes(&bytes)
+            .unwrap()
+            .get(&long_name)
+            .unwrap()
+            .data,
+        [1.0]
+    );
+    // The API reads the sizes off the weights, as `cellc run` does (the file
+    // says X = 64, H = 128; the weights are X = 8, H = 16)...
+    let mut single = Weights::new();
+    for name in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+        let t = w.get(&format!("{name}_l0")).unwrap();
+        single.insert(name, &t.shape, t.data.clone()).unwrap();
+    }
+    let k = example("lstm")
+        .compile(&single, &Options::default())
+        .unwrap();
+    assert_eq!((k.input_len(0), k.state_len(0)), (X, H));
+    // ...and with sizes given that disagree, says where they came from.
+    let e = example("lstm")
+        .dims(&[("X", 8), ("H", 32)])
+        .unwrap()
+        .compile(&single, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("X=8, H=32 (as given to `Cell::dims`)"), "{e}");
+}

@@ -340,6 +340,14 @@ fn hint_for(text: &str, at: usize) -> Option<String> {
             "`{word}` is a keyword and cannot be used as a name"
         ));
     }
+    // A misspelt keyword at the start of a line (`imput x: [X]`).
+    let is_word = !before.is_empty() && before.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if is_word {
+        let keywords = ["cell", "dim", "input", "state", "output", "param"];
+        if let Some(k) = crate::diag::suggest(before, keywords.into_iter()) {
+            return Some(format!("`{before}` is not a keyword; did you mean `{k}`?"));
+        }
+    }
     if rest.starts_with('{') || rest.starts_with('}') || rest.starts_with(';') {
         return Some("items are written one after another, without braces or semicolons".into());
     }
