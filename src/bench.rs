@@ -12,7 +12,11 @@
 //! threads just started, which can share a core for tens of milliseconds),
 //! `samples` samples are taken, alternating fused and unfused so that both
 //! see the same machine; the median, min and max per-step times are
-//! reported.
+//! reported, with a warning when the samples spread too far to trust (the
+//! middle 80 % of them wider than a quarter of the median: a busy machine),
+//! and the floor says whether its rates are this machine's calibration or
+//! the defaults. A caller may watch the run's progress
+//! ([`bench_with_progress`]).
 
 use crate::jit::buffer::AlignedBuf;
 use std::time::Instant;
@@ -62,12 +66,65 @@ impl Default for BenchOptions {
     }
 }
 
-/// Median, min and max of per-step times, in microseconds.
+/// Median, min and max of per-step times, in microseconds, and the 10th and
+/// 90th percentiles.
 #[derive(Clone, Copy, Debug)]
 pub struct Times {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    pub p10: f64,
+    pub p90: f64,
+}
+
+/// How far the middle 80 % of the samples may spread, against the median,
+/// before a run says its figures cannot be trusted.
+pub const NOISY_SPREAD: f64 = 0.25;
+
+impl Times {
+    /// The middle 80 % of the samples' spread against the median.
+    pub fn spread(&self) -> f64 {
+        (self.p90 - self.p10) / self.median
+    }
+
+    pub fn noisy(&self) -> bool {
+        self.spread() > NOISY_SPREAD
+    }
+
+    /// A warning line when the samples are too noisy to trust, else nothing.
+    fn warning(&self, what: &str) -> String {
+        if !self.noisy() {
+            return String::new();
+        }
+        format!(
+            "  warning: the {what} samples are noisy (10th-90th percentile {:.2}-{:.2} µs, {:.0} % \
+             of the median): the machine is busy (`uptime`), or take more `--samples`\n",
+            self.p10,
+            self.p90,
+            100.0 * self.spread()
+        )
+    }
+}
+
+/// Where a run's floor and prediction take their rates from, for the text.
+fn rates_note() -> String {
+    let host = crate::codegen::schedule::host();
+    match &host.source {
+        crate::HostSource::Calibrated(_) | crate::HostSource::Measured => String::new(),
+        other => format!(
+            "  note: the floor and the prediction use {}\n",
+            other.describe()
+        ),
+    }
+}
+
+/// `"default"`, `"calibrated"` or `"measured"`: the rates the model used.
+fn rates_kind() -> &'static str {
+    match crate::codegen::schedule::host().source {
+        crate::HostSource::Calibrated(_) => "calibrated",
+        crate::HostSource::Measured => "measured",
+        crate::HostSource::Defaults(_) => "default",
+    }
 }
 
 /// A cell's sizes as a JSON object.
@@ -77,10 +134,13 @@ fn dims_json(dims: &[(String, u64)]) -> serde_json::Map<String, serde_json::Valu
 
 fn times(mut v: Vec<f64>) -> Times {
     v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     Times {
         median: v[v.len() / 2],
         min: v[0],
         max: v[v.len() - 1],
+        p10: at(0.1),
+        p90: at(0.9),
     }
 }
 
@@ -142,6 +202,9 @@ impl BenchResult {
             "fma_peak_gflops": self.fma_peak_gflops,
             "fma_peak_isa": self.peak_isa.name(),
             "of_fma_peak": self.gflops(&self.fused) / self.fma_peak_gflops,
+            "rates": rates_kind(),
+            "spread": self.fused.spread(),
+            "noisy": self.fused.noisy() || self.unfused.is_some_and(|u| u.noisy()),
         });
         if let Some(u) = &self.unfused {
             j["unfused_us_per_step_median"] = json!(u.median);
@@ -205,6 +268,7 @@ impl BenchResult {
             self.fused.median / self.floor_us,
             self.predicted_us
         ));
+        s.push_str(&rates_note());
         if let Some(u) = &self.unfused {
             s.push_str(&line("unfused", u));
             s.push_str(&format!(
@@ -212,12 +276,33 @@ impl BenchResult {
                 u.median / self.fused.median
             ));
         }
+        s.push_str(&self.fused.warning("fused"));
+        if let Some(u) = &self.unfused {
+            s.push_str(&u.warning("unfused"));
+        }
         s
     }
 }
 
 /// Benchmarks a cell whose sizes are bound.
 pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
+    bench_with_progress(cell, opts, &mut |_| {})
+}
+
+/// How far a run has come: samples taken of all, once warm.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub done: usize,
+    pub of: usize,
+}
+
+/// [`bench`], telling `progress` after the warm-up and after each sample
+/// (the CLI shows it on runs longer than a few seconds).
+pub fn bench_with_progress(
+    cell: &Cell,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BenchResult> {
     if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
         return Err(Error::options(
             "batch, sequence length and samples must be at least 1",
@@ -295,12 +380,20 @@ pub fn bench(cell: &Cell, opts: &BenchOptions) -> Result<BenchResult> {
     }
     let mut f = Vec::with_capacity(opts.samples);
     let mut u = Vec::with_capacity(opts.samples);
-    for _ in 0..opts.samples {
+    for i in 0..opts.samples {
+        progress(Progress {
+            done: i,
+            of: opts.samples,
+        });
         f.push(sample(&fused, &mut outputs)?);
         if let Some(k) = &unfused {
             u.push(sample(k, &mut outputs)?);
         }
     }
+    progress(Progress {
+        done: opts.samples,
+        of: opts.samples,
+    });
     let model = fused.choice(opts.batch, opts.seq);
     let widest = crate::Isa::detect();
     let fma_peak_gflops =
@@ -441,6 +534,13 @@ pub struct NetworkBenchResult {
     /// Layer by layer, each kernel on every thread, when that is not the
     /// chosen schedule.
     pub layer_by_layer: Option<Times>,
+    /// FLOPs of a time step: every layer and direction, every row.
+    pub flops_per_step: f64,
+    /// The floor of a time step under the chosen schedule: each kernel's
+    /// floor (its weights at their level's bandwidth, its FLOPs at the best
+    /// product rate, on the threads the schedule gives it), the directions
+    /// that run at once counted once.
+    pub floor_us: f64,
 }
 
 impl NetworkBenchResult {
@@ -463,6 +563,15 @@ impl NetworkBenchResult {
             )
         };
         s.push_str(&line(self.schedule, &self.chosen));
+        s.push_str(&format!(
+            "  per step: {:.1} kFLOP, {:.1} GFLOP/s; floor {:.2} µs/step (each kernel's, \
+             `--emit schedule`): {:.2}x the floor\n",
+            self.flops_per_step / 1e3,
+            self.flops_per_step / self.chosen.median / 1e3,
+            self.floor_us,
+            self.chosen.median / self.floor_us
+        ));
+        s.push_str(&rates_note());
         if self.real_steps != self.batch * self.seq {
             s.push_str(&format!(
                 "  rows of different lengths: {} of {} row-steps run; {:.2} µs per real row-step\n",
@@ -478,6 +587,10 @@ impl NetworkBenchResult {
                 self.schedule,
                 l.median / self.chosen.median
             ));
+        }
+        s.push_str(&self.chosen.warning(self.schedule));
+        if let Some(l) = &self.layer_by_layer {
+            s.push_str(&l.warning("layer-by-layer"));
         }
         s
     }
@@ -499,6 +612,13 @@ impl NetworkBenchResult {
             "real_row_steps": self.real_steps,
             "us_per_run_median": self.chosen.median * self.seq as f64,
             "us_per_real_row_step_median": self.chosen.median * self.seq as f64 / self.real_steps as f64,
+            "flops_per_step": self.flops_per_step,
+            "gflops": self.flops_per_step / self.chosen.median / 1e3,
+            "floor_us_per_step": self.floor_us,
+            "over_floor": self.chosen.median / self.floor_us,
+            "rates": rates_kind(),
+            "spread": self.chosen.spread(),
+            "noisy": self.chosen.noisy() || self.layer_by_layer.is_some_and(|l| l.noisy()),
         });
         if let Some(l) = &self.layer_by_layer {
             j["layer_by_layer_us_per_step_median"] = json!(l.median);
@@ -513,6 +633,15 @@ impl NetworkBenchResult {
 pub fn bench_network(
     net: &crate::network::Network,
     opts: &BenchOptions,
+) -> Result<NetworkBenchResult> {
+    bench_network_with_progress(net, opts, &mut |_| {})
+}
+
+/// [`bench_network`], telling `progress` as [`bench_with_progress`] does.
+pub fn bench_network_with_progress(
+    net: &crate::network::Network,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<NetworkBenchResult> {
     use crate::network::Schedule;
     if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
@@ -590,25 +719,93 @@ pub fn bench_network(
     }
     let mut c = Vec::with_capacity(opts.samples);
     let mut l = Vec::with_capacity(opts.samples);
-    for _ in 0..opts.samples {
+    for i in 0..opts.samples {
+        progress(Progress {
+            done: i,
+            of: opts.samples,
+        });
         c.push(sample(&chosen)?);
         if let Some(o) = &other {
             l.push(sample(o)?);
         }
     }
+    progress(Progress {
+        done: opts.samples,
+        of: opts.samples,
+    });
     let ir = net.cell().ir()?;
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The floor and FLOPs of a time step: every kernel under the schedule's
+    // threads; directions that run at once count once (the slower).
+    let kernel_threads = chosen.kernel_threads(schedule);
+    let (mut flops, mut floor, mut longest) = (0.0, 0.0, 0.0f64);
+    for layer in 0..net.layout().layers {
+        let mut dirs = Vec::new();
+        for d in 0..net.layout().directions() {
+            let k = chosen
+                .kernel(layer, d)
+                .ok_or_else(|| Error::internal("a network without its kernel"))?;
+            let c = k.choice_on(opts.batch, opts.seq, kernel_threads);
+            flops += c.flops_per_step;
+            dirs.push(c.floor_us);
+        }
+        let slowest = dirs.iter().copied().fold(0.0, f64::max);
+        longest = longest.max(slowest);
+        floor += if schedule == Schedule::DirectionsInParallel {
+            slowest
+        } else {
+            dirs.iter().sum()
+        };
+    }
+    // A wavefront runs its layers at once, one thread each.
+    if schedule == Schedule::Wavefront {
+        let workers = threads.min(net.layout().layers).max(1);
+        floor = (floor / workers as f64).max(longest);
+    }
     Ok(NetworkBenchResult {
         cell: ir.name.clone(),
         dims: ir.dims.clone(),
         layout: net.layout(),
         batch: opts.batch,
         seq: opts.seq,
-        threads: opts
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads,
         schedule: schedule.name(),
         real_steps: lengths.map_or(opts.batch * opts.seq, |l| l.iter().sum()),
         chosen: times(c),
         layer_by_layer: (!l.is_empty()).then(|| times(l)),
+        flops_per_step: flops,
+        floor_us: floor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples whose middle 80 % spread beyond a quarter of the median are
+    /// called noisy, and the text says so; steady ones are not.
+    #[test]
+    fn noisy_samples_are_flagged() {
+        let steady = times(vec![
+            10.0, 10.1, 9.9, 10.2, 10.0, 9.8, 10.1, 10.0, 10.3, 9.9, 10.0,
+        ]);
+        assert!(!steady.noisy());
+        assert_eq!(steady.warning("fused"), "");
+        // The issue's run: a peak that ranged 67-239 between samples.
+        let noisy = times(vec![
+            67.0, 239.0, 120.0, 80.0, 200.0, 150.0, 95.0, 230.0, 70.0, 180.0,
+        ]);
+        assert!(noisy.noisy(), "{}", noisy.spread());
+        assert!(
+            noisy.warning("fused").contains("noisy"),
+            "{}",
+            noisy.warning("fused")
+        );
+        // One outlier among many does not make a run noisy.
+        let mut one_off = vec![10.0; 20];
+        one_off[3] = 40.0;
+        assert!(!times(one_off).noisy());
+    }
 }

@@ -472,3 +472,51 @@ fn a_calibration_that_is_not_a_small_regular_file_is_not_read() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cellc bench` says when its floor comes from default rates, and gives a
+/// network its FLOPs, GFLOP/s and floor as it gives a cell.
+#[test]
+fn bench_says_where_its_rates_come_from_and_measures_networks() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CELLC_HOST", "defaults")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let base = [
+        "bench",
+        "examples/gru.rnn",
+        "--dims",
+        "X=8,H=8",
+        "--samples",
+        "3",
+        "--seq",
+        "4",
+    ];
+    let text = run(&base);
+    assert!(text.contains("default rates"), "{text}");
+    let mut json_args = base.to_vec();
+    json_args.push("--json");
+    let j: serde_json::Value = serde_json::from_str(&run(&json_args)).unwrap();
+    assert_eq!(j["rates"], "default");
+    assert!(j["noisy"].is_boolean() && j["spread"].is_number(), "{j}");
+    json_args.extend(["--layers", "2"]);
+    let j: serde_json::Value = serde_json::from_str(&run(&json_args)).unwrap();
+    for key in [
+        "flops_per_step",
+        "gflops",
+        "floor_us_per_step",
+        "over_floor",
+    ] {
+        assert!(j[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {j}");
+    }
+    assert_eq!(j["rates"], "default");
+}

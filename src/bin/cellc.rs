@@ -472,8 +472,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                 schedule: net.schedule()?,
                 lengths,
             };
+            // Progress on stderr once a run has taken a few seconds.
+            let start = std::time::Instant::now();
+            let mut progress = |p: cellc::bench::Progress| {
+                if start.elapsed().as_secs_f64() < 3.0 {
+                    return;
+                }
+                eprint!("\rbench: {} of {} samples", p.done, p.of);
+                if p.done == p.of {
+                    eprintln!();
+                }
+            };
             if !network.layout().is_single() || opts.lengths.is_some() || opts.schedule.is_some() {
-                let r = cellc::bench::bench_network(&network, &opts)?;
+                let r = cellc::bench::bench_network_with_progress(&network, &opts, &mut progress)?;
                 if json {
                     println!("{}", r.json());
                 } else {
@@ -481,7 +492,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 return Ok(());
             }
-            let r = cellc::bench::bench(&cell, &opts)?;
+            let r = cellc::bench::bench_with_progress(&cell, &opts, &mut progress)?;
             if json {
                 println!("{}", r.json());
             } else {

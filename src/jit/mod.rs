@@ -245,15 +245,14 @@ impl Kernel {
     /// and a sequence length (1: one step per call), with the model's
     /// prediction and floor.
     pub fn choice(&self, batch: usize, seq: usize) -> Choice {
+        self.choice_on(batch, seq, self.opts.threads)
+    }
+
+    /// [`Kernel::choice`] on `threads` threads (`None`: the cost model's
+    /// count), as a network's schedule runs the kernel.
+    pub(crate) fn choice_on(&self, batch: usize, seq: usize, threads: Option<usize>) -> Choice {
         let variant = self.opts.plan.map(|v| v.for_steps(seq));
-        schedule::choose(
-            &self.work,
-            schedule::host(),
-            batch,
-            seq,
-            self.opts.threads,
-            variant,
-        )
+        schedule::choose(&self.work, schedule::host(), batch, seq, threads, variant)
     }
 
     /// A state for `batch` rows, all zeros. A batch of 0, or one whose buffers
