@@ -302,10 +302,26 @@ fn header_names_do_not_clash() {
     let odd = Cell::from_source(
         "odd.rnn",
         "dim H = 4\ninput batch: [H], int: [H], weights: [H]\nstate steps: [H]\noutput workspace: [H]\n\
-         steps' = tanh(batch + int + weights + steps)\nworkspace = steps'\n",
+         param g: [H] = \"evil*/ name\"\n\
+         steps' = tanh(batch + int + weights + steps * g)\nworkspace = steps'\n",
     )
     .unwrap();
     let aot = odd.compile_object(&Options::default(), None).unwrap();
+    // The header says where each parameter comes from, and a tensor name
+    // that would end a C comment does not.
+    assert!(
+        aot.header.contains("g [4] <- \"evil* / name\""),
+        "{}",
+        aot.header
+    );
+    let lstm_header = lstm()
+        .compile_object(&Options::default(), None)
+        .unwrap()
+        .header;
+    assert!(
+        lstm_header.contains("W_if [") && lstm_header.contains("<- weight_ih_l0["),
+        "{lstm_header}"
+    );
     let dir = tmp("names");
     std::fs::write(dir.join("odd.h"), &aot.header).unwrap();
     std::fs::write(

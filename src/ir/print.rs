@@ -31,6 +31,19 @@ pub fn fmt_f64(v: f64) -> String {
     }
 }
 
+/// A parameter's binding as the source states it, with its bounds
+/// evaluated (`weight_ih_l0[0..128] | weight_ih[0..128]`), or `None` when it
+/// reads the tensor of its own name.
+pub fn binding_text(p: &Param) -> Option<String> {
+    (!p.binding.is_empty()).then(|| {
+        p.binding
+            .iter()
+            .map(fmt_binding)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    })
+}
+
 fn fmt_binding(b: &Binding) -> String {
     let mut s = String::new();
     let plain = b
@@ -105,9 +118,8 @@ pub fn print(cell: &Cell) -> String {
             other => other.name().to_string(),
         };
         let _ = write!(out, "param {}: {precision}{}", p.name, p.ty);
-        if !p.binding.is_empty() {
-            let alts: Vec<String> = p.binding.iter().map(fmt_binding).collect();
-            let _ = write!(out, " = {}", alts.join(" | "));
+        if let Some(b) = binding_text(p) {
+            let _ = write!(out, " = {b}");
         }
         out.push('\n');
     }
