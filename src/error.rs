@@ -98,6 +98,15 @@ impl Error {
     }
 
     /// The error as the user should see it, without colour.
+    /// The message alone, without the `error: ` a rendering starts with
+    /// (for an error passed on inside another's message).
+    pub fn message(&self) -> String {
+        self.render()
+            .trim_end()
+            .strip_prefix("error: ")
+            .map_or_else(|| self.render().trim_end().to_string(), str::to_string)
+    }
+
     pub fn render(&self) -> String {
         match self {
             Error::Source {

@@ -1,5 +1,12 @@
-//! Writing output files so that a failure loses nothing and a reader never
-//! finds a file missing or half written.
+//! The file system's edge: reading input files with a bound on what a file
+//! may cost ([`read_bounded`]), and writing output files so that a failure
+//! loses nothing and a reader never finds a file missing or half written.
+//!
+//! Reading: a regular file larger than the bound is refused by its size,
+//! before any byte is read; anything else (a FIFO, `/dev/stdin`, a
+//! character device) is read until the bound (at most 1 GiB), and what goes
+//! beyond it is refused, so that `/dev/zero` given as a model ends in an error, not with
+//! the memory full. Memory grows fallibly, in steps.
 //!
 //! Each regular file is written to a temporary file in its own folder (with
 //! the mode, and as root the owner, of the file it replaces), flushed to
@@ -24,6 +31,76 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
+
+/// The bytes of the file at `path`, at most `max` of them; `what` names the
+/// file in errors.
+pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| Error::read(path.display(), e);
+    let too_large = |n: String| {
+        Error::too_large(format!(
+            "`{}` is {n}; cellc reads {what} of at most {}",
+            path.display(),
+            byte_size(max)
+        ))
+    };
+    let too_long = || {
+        Error::too_large(format!(
+            "`{}` is not a regular file and runs past {}, the most cellc reads from a pipe or \
+             a device",
+            path.display(),
+            byte_size(MAX_STREAM_BYTES)
+        ))
+    };
+    let mut file = fs::File::open(path).map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    if meta.is_dir() {
+        return Err(fail(std::io::Error::other("it is a folder")));
+    }
+    if meta.is_file() && meta.len() > max {
+        return Err(too_large(format!("{} bytes", meta.len())));
+    }
+    // What is not a regular file tells no size: a pipe or a device is read
+    // up to a smaller bound (`/dev/zero` would fill the memory first).
+    let max = if meta.is_file() {
+        max
+    } else {
+        max.min(MAX_STREAM_BYTES)
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk).map_err(fail)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if (out.len() + n) as u64 > max {
+            return Err(if meta.is_file() {
+                too_large(format!("more than {} long", byte_size(max)))
+            } else {
+                too_long()
+            });
+        }
+        out.try_reserve(n).map_err(|_| {
+            Error::too_large(format!("`{}` does not fit in memory", path.display()))
+        })?;
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The most [`read_bounded`] reads from what is not a regular file.
+pub const MAX_STREAM_BYTES: u64 = 1 << 30;
+
+/// `bytes` as a person reads it.
+fn byte_size(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
 
 /// A name beside `path`, hidden, unlikely to exist.
 fn beside(path: &Path, what: &str) -> PathBuf {

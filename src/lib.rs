@@ -95,22 +95,26 @@ pub struct Cell {
 /// Reads a source file as text, reporting bytes that are not UTF-8 with a span.
 pub fn read_source(path: &Path) -> Result<Source> {
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| Error::read(&name, e))?;
-    if meta.len() > syntax::MAX_SOURCE_BYTES as u64 {
+    let bytes = files::read_bounded(path, syntax::MAX_SOURCE_BYTES as u64, "cell files");
+    if let Err(e) = &bytes {
+        if e.kind() != ErrorKind::TooLarge {
+            return Err(bytes.unwrap_err());
+        }
+    }
+    if bytes.is_err() {
         return Err(Error::Source {
             source: Box::new(Source::new(name, "")),
             diagnostics: vec![Diagnostic::error(
                 "E0001",
                 format!(
-                    "source file too large: {} bytes (the limit is {} bytes)",
-                    meta.len(),
+                    "source file too large (the limit is {} bytes)",
                     syntax::MAX_SOURCE_BYTES
                 ),
             )
             .note("a cell is a few dozen lines; is this the right file?")],
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::read(&name, e))?;
+    let bytes = bytes?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Source::new(name, text)),
         Err(e) => {

@@ -207,21 +207,18 @@ fn has_layer_0(weights: &Weights, base: &str) -> bool {
 /// A checkpoint of a module made with `bias=False` (PyTorch then saves no
 /// `bias_*` tensors) gets zero `bias_ih_l0` and `bias_hh_l0`, as long as
 /// `weight_ih_l0`/`weight_hh_l0`, whose rows they match; only when no tensor
-/// of the checkpoint is a bias. Also returns the names
-/// the layer's tensors had, for the check that the cell reads every one.
-pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> (Weights, Vec<String>) {
+/// of the checkpoint is a bias.
+pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> Weights {
     let mut view = Weights::new();
     if weights.partial_reads_allowed() {
         view = view.allow_partial_reads();
     }
-    let mut names = Vec::new();
     for name in weights.names() {
         if let Some((base, l, rev)) = layered(weights, name) {
             if (l, rev) == (layer, reverse) {
                 if let Some(t) = weights.get(name) {
                     // Names are unique in `weights`, so are their renamings.
                     let _ = view.insert(&format!("{base}_l0"), &t.shape, t.data.clone());
-                    names.push(name.to_string());
                 }
             }
         }
@@ -239,7 +236,7 @@ pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> (Weights
             }
         }
     }
-    (view, names)
+    view
 }
 
 /// A cell stacked into layers, in one direction or both.
@@ -420,12 +417,10 @@ impl Network {
             // The IR of the last sizes compiled: both directions usually share it.
             let mut last_ir: Option<(Vec<(String, u64)>, crate::ir::Cell)> = None;
             for reverse in self.layout.runs().iter().copied() {
-                let (view, names) = match layered {
-                    Some(_) => {
-                        let (v, n) = layer_weights(weights, l, reverse);
-                        (Cow::Owned(v), n)
-                    }
-                    None => (Cow::Borrowed(weights), Vec::new()),
+                // Every tensor of the layer must be read (`Weights::resolve`).
+                let view = match layered {
+                    Some(_) => Cow::Owned(layer_weights(weights, l, reverse)),
+                    None => Cow::Borrowed(weights),
                 };
                 // Layer 0's input lengths from the caller, a layer above's from
                 // the layer below; every layer's state lengths from the caller.
@@ -467,7 +462,6 @@ impl Network {
                 let params = view
                     .resolve(&ir)
                     .map_err(|e| in_layer(e.into(), self.layout, l, reverse))?;
-                check_all_read(&view, &ir, &names, l, reverse)?;
                 let kernel = Kernel::new(ir, params, &kernel_opts)?;
                 dirs.push(kernel);
             }
@@ -529,46 +523,6 @@ fn unlayered(weights: &Weights) -> Result<()> {
             crate::diag::short(name)
         ),
     ))
-}
-
-/// A layered checkpoint's tensors that the cell does not read would be
-/// silently ignored (a projection of an LSTM saved with `proj_size`, run by a
-/// cell without one, gives wrong numbers): each one is an error.
-fn check_all_read(
-    view: &Weights,
-    ir: &crate::ir::Cell,
-    original: &[String],
-    layer: usize,
-    reverse: bool,
-) -> Result<()> {
-    let read = view.read_by(ir);
-    for name in original {
-        let Some((base, _, _)) = split_layer_name(name) else {
-            continue;
-        };
-        if !read.contains(&format!("{base}_l0")) {
-            let shape = view
-                .get(&format!("{base}_l0"))
-                .map(|t| shape_str(&t.shape))
-                .unwrap_or_default();
-            return Err(Error::new(
-                crate::ErrorKind::Weights,
-                format!(
-                    "tensor `{}` {shape} (layer {layer}{}) is read by no parameter of cell `{}`: \
-                     the weights are of another module than the cell describes{}",
-                    name,
-                    if reverse { ", reverse" } else { "" },
-                    ir.name,
-                    if base == "weight_hr" {
-                        " (an LSTM with proj_size: run examples/lstm_proj.rnn)"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Each state's final value of one layer, `[B, len]` each.

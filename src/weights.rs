@@ -169,8 +169,8 @@ impl Weights {
 
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Weights, WeightsError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| WeightsError(format!("cannot read `{}`: {e}", path.display())))?;
+        let bytes = crate::files::read_bounded(path, MAX_SAFETENSORS_BYTES, "safetensors files")
+            .map_err(|e| WeightsError(e.message()))?;
         Weights::from_safetensors_bytes(&bytes)
             .map_err(|e| WeightsError(format!("`{}`: {}", path.display(), e.0)))
     }
@@ -408,6 +408,27 @@ impl Weights {
                 Some((_, r)) => r.push((&p.name, region)),
                 None => reads.push((tensor, vec![(&p.name, region)])),
             }
+        }
+        // A tensor no parameter reads would be ignored: a projection saved
+        // with `proj_size` run by a cell without one gives wrong numbers.
+        if let Some((name, t)) = self
+            .tensors
+            .iter()
+            .find(|(n, _)| !reads.iter().any(|(r, _)| r == n))
+        {
+            return err(format!(
+                "tensor `{}` {} is read by no parameter of cell `{}`: the weights are of \
+                 another module than the cell describes, or hold more than it (pass the \
+                 cell's part with `--prefix`, `Weights::strip_prefix`; if the cell reads a part \
+                 on purpose: `--allow-partial-reads`, `Weights::allow_partial_reads`)",
+                crate::diag::short(name),
+                shape_str(&t.shape),
+                cell.name
+            ) + if name.starts_with("weight_hr") {
+                "; it is an LSTM's projection (`proj_size`): run examples/lstm_proj.rnn"
+            } else {
+                ""
+            });
         }
         for (name, reads) in &reads {
             let t = &self.tensors[*name];
@@ -838,6 +859,10 @@ fn other_format(bytes: &[u8]) -> Option<&'static str> {
         None
     }
 }
+
+/// The largest safetensors file read (a file that is not a regular file, a
+/// pipe or `/dev/zero`, is read up to this).
+pub const MAX_SAFETENSORS_BYTES: u64 = 64 << 30;
 
 /// Most tensors one safetensors file may hold (a whole language model's
 /// checkpoint has a few thousand; a recurrent network's, a few dozen).

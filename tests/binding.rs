@@ -282,3 +282,33 @@ fn messages_point_the_right_way() {
         .to_string();
     assert!(e.contains("X=8, H=32 (as given to `Cell::dims`)"), "{e}");
 }
+
+/// A tensor that no parameter reads at all (not only some of its rows) is
+/// refused too: a GRUCell's state_dict with a stray tensor, through the API.
+#[test]
+fn a_tensor_no_parameter_reads_is_refused() {
+    let cell = example("gru").dims(&[("X", 4), ("H", 4)]).unwrap();
+    let mut w = Weights::new();
+    for (name, shape) in [
+        ("weight_ih", vec![12, 4]),
+        ("weight_hh", vec![12, 4]),
+        ("bias_ih", vec![12]),
+        ("bias_hh", vec![12]),
+    ] {
+        let n = shape.iter().product();
+        w.insert(name, &shape, vec![0.1; n]).unwrap();
+    }
+    cell.compile(&w, &Options::default()).unwrap();
+    w.insert("weight_hr", &[4, 4], vec![0.1; 16]).unwrap();
+    let e = cell
+        .compile(&w, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor `weight_hr` [4, 4] is read by no parameter of cell `gru`"),
+        "{e}"
+    );
+    assert!(e.contains("lstm_proj.rnn"), "{e}");
+    cell.compile(&w.allow_partial_reads(), &Options::default())
+        .unwrap();
+}

@@ -520,3 +520,75 @@ fn bench_says_where_its_rates_come_from_and_measures_networks() {
     }
     assert_eq!(j["rates"], "default");
 }
+
+/// Inputs that are not regular files are read with a bound: `/dev/zero` as a
+/// cell, weights or a model ends in an error (it used to fill the memory),
+/// and a FIFO still works (a cell piped in).
+#[cfg(unix)]
+#[test]
+fn inputs_that_are_not_files_are_read_with_a_bound() {
+    for args in [
+        vec!["check", "/dev/zero"],
+        vec![
+            "run",
+            "examples/lstm.rnn",
+            "--weights",
+            "/dev/zero",
+            "--inputs",
+            "/dev/zero",
+            "-o",
+            "/dev/null",
+        ],
+        vec![
+            "run",
+            "/dev/zero.onnx",
+            "--inputs",
+            "/dev/zero",
+            "-o",
+            "/dev/null",
+        ],
+    ] {
+        let (code, _, err) = cellc(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let (_, _, err) = cellc(&["check", "/dev/zero"]);
+    assert!(err.contains("too large"), "{err}");
+    let dir = std::env::temp_dir().join(format!("cellc-fifo-in-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("cell.rnn");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let text =
+                std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn")).unwrap();
+            std::fs::write(fifo, text).unwrap();
+        })
+    };
+    let (code, _, err) = cellc(&["check", fifo.to_str().unwrap()]);
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `CELLC_MAX_THREADS` that is not a number is an error, not ignored.
+#[test]
+fn a_thread_bound_that_is_not_a_number_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .args(["compile", "examples/gru.rnn", "--dims", "X=4,H=4"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CELLC_MAX_THREADS", "lots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CELLC_MAX_THREADS=lots is not a number"),
+        "{err}"
+    );
+}

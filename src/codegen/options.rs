@@ -91,16 +91,31 @@ pub const MAX_THREADS_VAR: &str = "CELLC_MAX_THREADS";
 /// the threads a process can start.
 pub fn max_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::env::var(MAX_THREADS_VAR)
+    max_threads_var()
         .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
+        .flatten()
         .map_or(cores, |n| n.clamp(1, 1024))
+}
+
+/// [`MAX_THREADS_VAR`]'s value, `None` when unset; a value that is not a
+/// count is an error ([`Options::check`] reports it).
+fn max_threads_var() -> Result<Option<usize>, String> {
+    match std::env::var(MAX_THREADS_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| format!("{MAX_THREADS_VAR}={v} is not a number of threads")),
+        Err(_) => Err(format!("{MAX_THREADS_VAR} is not UTF-8")),
+    }
 }
 
 impl Options {
     /// Checks what the options ask for against this machine: `threads`
     /// from 1 to [`max_threads`].
     pub fn check(&self) -> Result<(), String> {
+        max_threads_var()?;
         match self.threads {
             Some(0) => Err("threads must be at least 1".to_string()),
             Some(n) if n > max_threads() => Err(format!(

@@ -384,19 +384,8 @@ pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 /// (`onnx.save(..., save_as_external_data=True)`, as `torch.onnx.export`
 /// writes large models) from files in its folder.
 pub fn import_file(path: &Path) -> Result<Imported, WeightsError> {
-    let fail = |m: String| WeightsError(format!("cannot read `{}`: {m}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("it is not a regular file".into()));
-    }
-    if meta.len() > MAX_MODEL_BYTES {
-        return Err(fail(format!(
-            "{} bytes; cellc reads model files of at most {} GiB",
-            meta.len(),
-            MAX_MODEL_BYTES >> 30
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let bytes = crate::files::read_bounded(path, MAX_MODEL_BYTES, "ONNX models")
+        .map_err(|e| WeightsError(e.message()))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

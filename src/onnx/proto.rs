@@ -418,6 +418,15 @@ fn read_graph(buf: &[u8]) -> Result<Graph<'_>, WeightsError> {
         }
         Ok(())
     })?;
+    for (what, names) in [("input", &g.inputs), ("output", &g.outputs)] {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = names.iter().find(|n| !seen.insert(**n)) {
+            return err(format!(
+                "not a valid ONNX model: graph {what} `{}` is declared twice",
+                short(twice)
+            ));
+        }
+    }
     Ok(g)
 }
 

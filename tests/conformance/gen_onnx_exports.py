@@ -28,6 +28,7 @@ Refused (`refused` in onnx_exports.json: file -> words the error must hold):
   bad_dup_attribute         a node with attribute `hidden_size` twice
   bad_fourth_output         an LSTM node with four outputs
   bad_two_graphs            the model's `graph` field twice
+  bad_dup_input             a graph input declared twice
   bad_external_escape       external data at `../outside.data`
 
 Run from this directory: `python gen_onnx_exports.py` (requirements.txt pins
@@ -213,6 +214,11 @@ extra += bytes([n]) + g
 with open(os.path.join(EXP, "bad_two_graphs.onnx"), "wb") as f:
     f.write(model.SerializeToString() + extra)
 cases["refused"]["bad_two_graphs"] = "two graphs"
+# A graph input declared twice.
+model = small_lstm("i")
+model.graph.input.append(helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, 4]))
+save_raw(model, "bad_dup_input")
+cases["refused"]["bad_dup_input"] = "graph input `X` is declared twice"
 # External data that leads out of the model's folder.
 model = small_lstm("e")
 for t in model.graph.initializer:
