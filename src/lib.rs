@@ -418,6 +418,7 @@ impl Cell {
             seq.max(1),
             opts.threads,
             opts.plan,
+            opts.isa.unwrap_or_else(Isa::detect),
         ))
     }
 

@@ -18,7 +18,7 @@ mod common;
 
 use cellc::fuzzing::{differential, Differential};
 use cellc::interp::{self, ParamValues};
-use cellc::{Cell, Options, Weights};
+use cellc::{Cell, Isa, Options, Weights};
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -902,4 +902,42 @@ fn wide_regions_give_the_generated_bits() {
             .map(|i| i.name())
             .collect::<Vec<_>>()
     );
+}
+
+/// The cost model costs the kernels a kernel runs on: a forced `--isa
+/// scalar` (the portable kernel, hundreds of times slower than a wide one)
+/// does not pick the panel kernels' plans that the widest ISA picks.
+#[test]
+fn the_cost_model_costs_a_forced_isa() {
+    let widest = Isa::detect();
+    if widest == Isa::Scalar {
+        return; // One kernel: nothing to tell apart.
+    }
+    let cell = with_dims(&common::example_path("lstm"), 256, 256);
+    let weights = Weights::random(&cell.ir().unwrap(), 1);
+    let choose = |isa| {
+        let opts = Options {
+            isa: Some(isa),
+            threads: Some(1),
+            ..Options::default()
+        };
+        cell.compile(&weights, &opts).unwrap().choice(16, 20)
+    };
+    let wide = choose(widest);
+    let scalar = choose(Isa::Scalar);
+    assert!(wide.variant.uses_gemm(), "{wide:?}");
+    assert!(!scalar.variant.uses_gemm(), "{scalar:?}");
+    let gemm = |isa| {
+        let opts = Options {
+            isa: Some(isa),
+            threads: Some(1),
+            plan: Some(cellc::Variant::Gemm),
+            ..Options::default()
+        };
+        cell.compile(&weights, &opts)
+            .unwrap()
+            .choice(16, 20)
+            .predicted_us
+    };
+    assert!(gemm(Isa::Scalar) > 20.0 * gemm(widest));
 }

@@ -135,6 +135,10 @@ enum Command {
         /// Force a sequence plan: streaming, hoisted, gemm or gemm-hoisted.
         #[arg(long)]
         plan: Option<String>,
+        /// The kernels of the batched products, as `run` and `bench` take it
+        /// (`--emit schedule` costs the plans with them).
+        #[arg(long)]
+        isa: Option<String>,
         /// How every product's weights are stored: f32, bf16 or int8 (int8: one
         /// scale per row). Default: as the file says (`param W: bf16[H, X]`), f32
         /// where it says nothing.
@@ -472,10 +476,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 schedule: net.schedule()?,
                 lengths,
             };
-            // Progress on stderr once a run has taken a few seconds.
+            // Progress on a terminal's stderr once a run has taken a few seconds.
             let start = std::time::Instant::now();
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let mut progress = |p: cellc::bench::Progress| {
-                if start.elapsed().as_secs_f64() < 3.0 {
+                if !terminal || start.elapsed().as_secs_f64() < 3.0 {
                     return;
                 }
                 eprint!("\rbench: {} of {} samples", p.done, p.of);
@@ -513,6 +518,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             seq,
             threads,
             plan,
+            isa,
             precision,
             net,
         } => {
@@ -522,7 +528,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 optimize: !no_opt,
                 threads,
                 plan: plan.as_deref().map(parse_plan).transpose()?,
-                isa: None,
+                isa: isa.as_deref().map(parse_isa).transpose()?,
                 precision: precision.as_deref().map(parse_precision).transpose()?,
             };
             if !network.layout().is_single() {

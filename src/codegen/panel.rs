@@ -36,9 +36,10 @@ use crate::ir::Precision;
 pub const PANEL: usize = 16;
 
 /// Which kernel runs the products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Portable Rust (`f32::mul_add`), on any target.
+    #[default]
     Scalar,
     /// x86-64 with AVX2 and FMA: 256-bit vectors.
     Avx2,

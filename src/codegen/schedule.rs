@@ -48,9 +48,12 @@ const JIT_BF16_COST: f64 = 1.35;
 const JIT_INT8_COST: f64 = 3.2;
 
 /// Bytes and FLOPs of one step, split into what reads cell inputs (hoistable)
-/// and the rest.
+/// and the rest, and the kernels the batched products run on.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Work {
+    /// The panel kernels' ISA (`Options::isa`, else the widest the host has):
+    /// the gemm plans' rates, tiles and epilogue width follow it.
+    pub isa: super::panel::Isa,
     /// Bytes of the weights in `f32` (what the hoisted projection's `gemm` reads).
     pub input_bytes: f64,
     pub recurrent_bytes: f64,
@@ -72,8 +75,11 @@ pub struct Work {
     pub activations: f64,
 }
 
-pub fn work(ir: &ir::Cell) -> Work {
-    let mut w = Work::default();
+pub fn work(ir: &ir::Cell, isa: super::panel::Isa) -> Work {
+    let mut w = Work {
+        isa,
+        ..Work::default()
+    };
     for inst in &ir.insts {
         match &inst.op {
             Op::Product(p) => {
@@ -189,6 +195,25 @@ pub struct Choice {
     pub level: &'static str,
 }
 
+/// The portable panel kernel's rate against the host's widest (`f32::mul_add`
+/// one float at a time: 0.6 GFLOP/s against AVX-512's 143, LSTM X = H = 256,
+/// batch 16, one thread, `cellc bench --plan gemm --isa scalar`, Intel Xeon,
+/// 2026-12-06).
+const SCALAR_PANEL_FRACTION: f64 = 0.005;
+
+/// The panel kernels' rate at `isa`: the host's (measured or default, at its
+/// widest ISA) scaled by the vector width (AVX2 measured 0.54 of AVX-512,
+/// same run as [`SCALAR_PANEL_FRACTION`]).
+fn panel_rate(host: &Host, isa: super::panel::Isa) -> f64 {
+    let widest = super::panel::Isa::detect();
+    match isa {
+        super::panel::Isa::Scalar if widest != super::panel::Isa::Scalar => {
+            host.panel_gflops * SCALAR_PANEL_FRACTION
+        }
+        _ => host.panel_gflops * (isa.lanes() as f64 / widest.lanes() as f64).min(1.0),
+    }
+}
+
 /// Predicts a step of `variant` on `threads` threads.
 pub fn predict(
     work: &Work,
@@ -219,7 +244,7 @@ pub fn predict(
     // (batch 1, 2 threads, alternating, 2026-12-02: from L3 1.1-1.35x, GRU
     // H = 512 one step per call 37 µs against 47-52; from DRAM 2x, LSTM H =
     // 1024 one step per call 245-312 against 481-575).
-    let wide = variant.uses_gemm() && super::panel::Isa::detect().is_wide();
+    let wide = variant.uses_gemm() && work.isa.is_wide();
     let (near, far) = if wide {
         (WIDE_L2_READS, WIDE_FAR_READS)
     } else {
@@ -239,7 +264,7 @@ pub fn predict(
         share / bw / 1e3
     };
     let rate = if variant.uses_gemm() {
-        host.panel_gflops
+        panel_rate(host, work.isa)
     } else {
         host.jit_gflops
     };
@@ -248,8 +273,7 @@ pub fn predict(
     if variant.uses_gemm() {
         // Narrow weights are widened once per tile of batch rows, at the
         // rate measured at batch 1 (which includes that row's FMAs).
-        let tiles =
-            batch.div_ceil(super::panel::narrow_tile_shape(super::panel::Isa::detect()).1) as f64;
+        let tiles = batch.div_ceil(super::panel::narrow_tile_shape(work.isa).1) as f64;
         let widen_us = (narrow(0) / host.bf16_gws + narrow(1) / host.int8_gws) * tiles / n / 1e3;
         compute_us = compute_us.max(widen_us);
     } else {
@@ -263,7 +287,7 @@ pub fn predict(
     // gemm plans' standalone regions run at the host's full width
     // (`codegen::wide`: 4.4x fewer cycles than 4 lanes at 16, same measurement).
     let lanes = if variant.uses_gemm() {
-        super::panel::Isa::detect().lanes() as f64
+        work.isa.lanes() as f64
     } else {
         4.0
     };
@@ -289,7 +313,7 @@ pub fn predict(
     // the best product rate, whichever is slower, plus the hoisted
     // projection's FLOPs (a phase of its own) at the same rate.
     let hoisted_flops = if hoist { work.input_flops * b } else { 0.0 };
-    let best_rate = host.gemm_gflops.max(host.panel_gflops);
+    let best_rate = host.gemm_gflops.max(panel_rate(host, work.isa));
     let floor_us = (mem_us.max(step_flops / (best_rate * n) / 1e3)
         + hoisted_flops / (host.gemm_gflops * n) / 1e3)
         .max(1e-3);
@@ -351,9 +375,10 @@ pub fn describe(
     seq: usize,
     threads: Option<usize>,
     variant: Option<Variant>,
+    isa: super::panel::Isa,
 ) -> String {
     let host = host();
-    let w = work(ir);
+    let w = work(ir, isa);
     let chosen = choose(&w, host, batch, seq, threads, variant);
     let mut s = String::new();
     let dims: Vec<String> = ir.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -402,8 +427,9 @@ pub fn describe(
         ));
     }
     s.push_str(&format!(
-        "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once, each unit of rows followed by its element-wise epilogue {} lanes wide ({} on this host: `--isa` to choose)\n",
-        super::panel::Isa::detect().lanes(),
+        "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once, each unit of rows followed by its element-wise epilogue {} lanes wide ({}; this host's widest is {}: `--isa` to choose)\n",
+        isa.lanes(),
+        isa.name(),
         super::panel::Isa::detect().name()
     ));
     s.push_str("plan          threads  weights/step  level  predicted µs/step  floor µs/step\n");

@@ -161,7 +161,7 @@ impl Kernel {
             input_lens: ir.inputs.iter().map(|p| p.len).collect(),
             state_lens: ir.states.iter().map(|p| p.len).collect(),
             output_lens: ir.outputs.iter().map(|p| p.len).collect(),
-            work: schedule::work(&ir),
+            work: schedule::work(&ir, opts.isa.unwrap_or_else(crate::Isa::detect)),
             ir,
             params,
             streaming,
