@@ -139,7 +139,9 @@ fn every_schedule_gives_the_oracles_numbers_and_the_same_bits() {
                     lengths[rng.below(batch)] = 0;
                 }
                 let mut outs = Vec::new();
-                for threads in [1, 2, 3] {
+                // 4 and 8: the two directions of a layer each on a pool of
+                // their own (they once shared one and ran in turn).
+                for threads in [1, 2, 3, 4, 8] {
                     let opts = Options {
                         threads: Some(threads),
                         ..Options::default()

@@ -117,15 +117,13 @@ pub(super) type PoolJob<'a> = dyn Fn(usize, usize, &dyn Fn()) + Sync + 'a;
 
 impl Kernel {
     /// Runs the pool job `job(worker, workers, barrier)` on `threads` workers
-    /// (the process's shared pool of that size), or alone when one thread is
-    /// asked for or the pool is busy or backing off.
+    /// (a free shared pool of that size, `pool::run_shared`), or alone when
+    /// one thread is asked for or every pool is busy or backing off.
     pub(super) fn on_workers(&self, threads: usize, job: &PoolJob) {
-        if threads > 1 {
-            if let Some(pool) = pool::shared(threads) {
-                if pool.try_run(&|w, team| job(w, team.workers, &|| team.barrier())) {
-                    return;
-                }
-            }
+        if threads > 1
+            && pool::run_shared(threads, &|w, team| job(w, team.workers, &|| team.barrier()))
+        {
+            return;
         }
         job(0, 1, &|| {});
     }

@@ -587,12 +587,13 @@ impl Drop for Pool {
     }
 }
 
-/// The process's pool of `workers` threads (the caller included), started on
-/// first use; `None` if its threads cannot be started.
-pub fn shared(workers: usize) -> Option<&'static Pool> {
+/// The process's `k`-th pool of `workers` threads (the caller included),
+/// started on first use (only after the `k - 1` before it); `None` if its
+/// threads cannot be started.
+fn shared_nth(workers: usize, k: usize) -> Option<&'static Pool> {
     static POOLS: Mutex<Vec<&'static Pool>> = Mutex::new(Vec::new());
     let mut pools = POOLS.lock().ok()?;
-    if let Some(p) = pools.iter().find(|p| p.workers() == workers) {
+    if let Some(p) = pools.iter().filter(|p| p.workers() == workers).nth(k) {
         return Some(p);
     }
     let mut pool = Pool::new(workers).ok()?;
@@ -600,6 +601,33 @@ pub fn shared(workers: usize) -> Option<&'static Pool> {
     let pool: &'static Pool = Box::leak(Box::new(pool));
     pools.push(pool);
     Some(pool)
+}
+
+/// Runs `job` on a shared pool of `workers` threads: the first of the
+/// process's pools of that size that is free, a new one when every one is
+/// busy (two kernels running at once on two threads each, as a
+/// bidirectional layer's directions do, each get a pool instead of one
+/// running alone), at most as many pools of a size as the process's thread
+/// bound holds. Returns `false`, having run nothing, when they are all busy
+/// or backing off (threads without cores): the caller runs alone.
+///
+/// Pools live as long as the process: the sizes are bounded by
+/// `Options::threads`' bound, the pools of one size by the bound over the
+/// size, so the threads a process can start are bounded too.
+pub fn run_shared(workers: usize, job: &(dyn Fn(usize, &Team) + Sync)) -> bool {
+    let most = (crate::codegen::options::max_threads() / workers.max(1)).max(1);
+    for k in 0..most {
+        let Some(pool) = shared_nth(workers, k) else {
+            return false;
+        };
+        if pool.backing_off() {
+            return false;
+        }
+        if pool.try_run(job) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The tiles of `0..tiles` that worker `w` of `n` owns: a contiguous slice, the
@@ -690,6 +718,45 @@ mod tests {
             }
         });
         assert_eq!(runs.load(Ordering::Relaxed), 2 * 20_000 * 4);
+    }
+
+    /// Two callers at once on shared pools of one size each get a team of
+    /// that size (a second pool), not one team and one caller alone: the
+    /// two directions of a layer on 4 threads ran one after the other.
+    #[test]
+    fn concurrent_callers_of_shared_pools_each_get_a_team() {
+        let started = AtomicUsize::new(0);
+        let teams = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let job = |w: usize, team: &Team| {
+                        if w == 0 {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            teams.lock().unwrap().push(team.workers);
+                            // Hold the pool until the other caller's job runs too.
+                            let t = Instant::now();
+                            while started.load(Ordering::SeqCst) < 2 && t.elapsed().as_secs() < 10 {
+                                std::thread::yield_now();
+                            }
+                        }
+                        team.barrier();
+                    };
+                    if !run_shared(2, &job) {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        teams.lock().unwrap().push(1);
+                    }
+                });
+            }
+        });
+        // With room for two pools of two under the thread bound (`cargo
+        // test` sets one of 16), each caller gets its team.
+        let second = if crate::codegen::options::max_threads() >= 4 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*teams.lock().unwrap(), [2, second]);
     }
 
     fn panics_in(pool: &Pool, who: usize, at_barrier: bool) -> String {
