@@ -233,7 +233,7 @@ fn pipeline_is_idempotent() {
         let once = optimized(&cell);
         let mut twice = once.clone();
         let mut ctx = opt::Ctx::default();
-        opt::optimize(
+        let changed = opt::optimize(
             &mut twice,
             &opt::Options::default(),
             &mut ctx,
@@ -246,6 +246,18 @@ fn pipeline_is_idempotent() {
             "{}",
             path.display()
         );
+        // And every pass says so.
+        assert!(changed.is_empty(), "{}: {changed:?}", path.display());
+        // The first run changed something (every example has a product).
+        let mut fresh = cell.ir().unwrap();
+        let first = opt::optimize(
+            &mut fresh,
+            &opt::Options::default(),
+            &mut opt::Ctx::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(!first.is_empty(), "{}", path.display());
     }
 }
 

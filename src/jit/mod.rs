@@ -190,12 +190,6 @@ impl Kernel {
         &self.ir
     }
 
-    /// The streaming plan.
-    #[allow(dead_code)]
-    pub(crate) fn plan(&self) -> &Plan {
-        &self.streaming.plan
-    }
-
     /// The streaming plan's code.
     pub fn code(&self) -> &Code {
         &self.streaming.code

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use super::{Ctx, RemarkKind};
+use super::{Ctx, PassResult, RemarkKind};
 use crate::diag::Span;
 use crate::ir::{BinaryOp, Cell, Op, Product, RowBlock, Type, Value};
 
@@ -100,7 +100,7 @@ fn span_of(cell: &Cell, v: Value) -> Option<Span> {
     cell.values[v.index()].span
 }
 
-pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
+pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
     let sums = collect_sums(cell);
     let uses = cell.use_counts();
     let users = cell.users();
@@ -259,7 +259,7 @@ pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
     }
     cell.replace_all(&replaced);
     cell.compact();
-    changed
+    Ok(changed)
 }
 
 /// For each sum with products that is not part of a larger sum, says what stands

@@ -19,13 +19,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Ctx, RemarkKind};
+use super::{Ctx, PassResult, RemarkKind};
 use crate::ir::analysis::stages;
 use crate::ir::{Cell, EwOp, Inst, Op, Operand, Region, RegionInst, Type, Value};
 
 const PASS: &str = "fuse";
 
-pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
+pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
     let slot = place(cell);
     let users = cell.users();
     // (slot, length) -> instructions, in schedule order. A `[1]` value that
@@ -46,7 +46,7 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
         }
     }
     if groups.is_empty() {
-        return false;
+        return Ok(false);
     }
     let mut replaced: HashMap<Value, Value> = HashMap::new();
     for ((s, len), members) in groups {
@@ -73,7 +73,7 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
             };
             let mut args = Vec::with_capacity(operands.len());
             for v in operands {
-                args.push(operand(cell, &mut region, &mut body_of, &mut arg_of, v));
+                args.push(operand(cell, &mut region, &mut body_of, &mut arg_of, v)?);
             }
             let result = inst.results[0];
             body_of.insert(result, region.body.len() as u32);
@@ -167,7 +167,7 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
     }
     cell.replace_all(&replaced);
     cell.compact();
-    true
+    Ok(true)
 }
 
 /// Whether instruction `u` is element-wise over vectors longer than 1: it
@@ -288,9 +288,9 @@ fn operand(
     body_of: &mut HashMap<Value, u32>,
     arg_of: &mut HashMap<Value, u32>,
     v: Value,
-) -> Operand {
+) -> Result<Operand, String> {
     if let Some(&b) = body_of.get(&v) {
-        return Operand::Inst(b);
+        return Ok(Operand::Inst(b));
     }
     let broadcast = cell.ty(v) == Type::Vector(1)
         && region.len > 1
@@ -303,12 +303,18 @@ fn operand(
             Op::Const(c) => (EwOp::Const(*c), vec![]),
             Op::Unary(o, a) => (EwOp::Unary(*o), vec![*a]),
             Op::Binary(o, a, b) => (EwOp::Binary(*o), vec![*a, *b]),
-            _ => (EwOp::Const(f64::NAN), vec![]),
+            other => {
+                return Err(format!(
+                    "a scalar or [1] operand of a region is computed by {other:?}, which \
+                     a region cannot copy (lowering and `simplify` leave only constants \
+                     and element-wise expressions)"
+                ))
+            }
         };
         let args = operands
             .into_iter()
             .map(|a| operand(cell, region, body_of, arg_of, a))
-            .collect();
+            .collect::<Result<_, _>>()?;
         let b = region.body.len() as u32;
         region.body.push(RegionInst {
             op,
@@ -316,10 +322,28 @@ fn operand(
             name: None,
         });
         body_of.insert(v, b);
-        return Operand::Inst(b);
+        return Ok(Operand::Inst(b));
     }
-    Operand::Arg(*arg_of.entry(v).or_insert_with(|| {
+    Ok(Operand::Arg(*arg_of.entry(v).or_insert_with(|| {
         region.args.push(v);
         region.args.len() as u32 - 1
-    }))
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scalar operand that a region cannot copy (a scalar-typed parameter:
+    /// the verifier refuses one, so only an IR that skipped it reaches here)
+    /// is an internal error, never a NaN constant in the region.
+    #[test]
+    fn an_operand_a_region_cannot_copy_is_an_internal_error() {
+        let text = "cell c\ndims H = 4\ninput x: [4]\nstate h: [4]\nparam t: scalar\n\n\
+                    v0: [4] = input x\nv1: [4] = state h\nv2: scalar = param t\n\
+                    v3: [4] = mul v0, v2\nv4: [4] = add v3, v1\nupdate h = v4\n";
+        let mut cell = crate::ir::parse::parse(text).unwrap();
+        let e = fuse_epilogue(&mut cell, &mut Ctx::default()).unwrap_err();
+        assert!(e.contains("cannot copy"), "{e}");
+    }
 }

@@ -100,11 +100,15 @@ impl Ctx<'_> {
     }
 }
 
+/// What a pass returns: whether it changed the IR, or an internal error (a
+/// case the pass's rules say cannot happen: a bug, reported with the pass).
+pub type PassResult = Result<bool, String>;
+
 /// A pass: a name (for `--after`, dumps and remarks) and a function that says
 /// whether it changed anything.
 pub struct Pass {
     pub name: &'static str,
-    pub run: fn(&mut Cell, &mut Ctx<'_>) -> bool,
+    pub run: fn(&mut Cell, &mut Ctx<'_>) -> PassResult,
 }
 
 /// The pipeline, in order.
@@ -176,13 +180,14 @@ impl fmt::Display for OptError {
 impl std::error::Error for OptError {}
 
 /// Runs the pipeline. `dump` sees the IR before the first pass (`lower`) and
-/// after each pass that ran.
+/// after each pass that ran. Returns the passes that changed the IR (none,
+/// on an IR the pipeline already optimized: `tests/opt.rs`).
 pub fn optimize(
     cell: &mut Cell,
     opts: &Options,
     ctx: &mut Ctx<'_>,
     dump: &mut dyn FnMut(&str, &Cell),
-) -> Result<(), OptError> {
+) -> Result<Vec<&'static str>, OptError> {
     if let Some(stop) = &opts.stop_after {
         if !stage_names().contains(&stop.as_str()) {
             return Err(OptError {
@@ -196,11 +201,22 @@ pub fn optimize(
         }
     }
     dump("lower", cell);
+    let mut changed = Vec::new();
     if opts.stop_after.as_deref() == Some("lower") {
-        return Ok(());
+        return Ok(changed);
     }
     for pass in PASSES {
-        (pass.run)(cell, ctx);
+        let changed_ir = (pass.run)(cell, ctx).map_err(|message| OptError {
+            pass: pass.name.to_string(),
+            error: verify::VerifyError {
+                inst: None,
+                message,
+            },
+            ir: crate::ir::print::print(cell),
+        })?;
+        if changed_ir {
+            changed.push(pass.name);
+        }
         if opts.verify {
             verify::verify(cell).map_err(|error| OptError {
                 pass: pass.name.to_string(),
@@ -213,12 +229,12 @@ pub fn optimize(
             break;
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Drops instructions that nothing reads and renumbers.
-fn dce(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> bool {
+fn dce(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> PassResult {
     let before = cell.insts.len();
     cell.compact();
-    cell.insts.len() != before
+    Ok(cell.insts.len() != before)
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::Ctx;
+use super::{Ctx, PassResult};
 use crate::ir::{BinaryOp, Cell, InputId, Op, ParamId, ReduceOp, StateId, UnaryOp, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +43,7 @@ fn key(op: &Op) -> Option<Key> {
     })
 }
 
-pub fn simplify(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> bool {
+pub fn simplify(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> PassResult {
     let mut changed = false;
     // `repl[v]` is what every use of `v` now reads.
     let mut repl: Vec<Value> = (0..cell.values.len() as u32).map(Value).collect();
@@ -97,7 +97,7 @@ pub fn simplify(cell: &mut Cell, _ctx: &mut Ctx<'_>) -> bool {
     }
     let before = cell.insts.len();
     cell.compact();
-    changed || cell.insts.len() != before
+    Ok(changed || cell.insts.len() != before)
 }
 
 enum Folded {

@@ -16,13 +16,13 @@
 
 use std::collections::HashMap;
 
-use super::{Ctx, RemarkKind};
+use super::{Ctx, PassResult, RemarkKind};
 use crate::ir::analysis::stages;
 use crate::ir::{Cell, Op, Product, RowBlock, Type, Value};
 
 const PASS: &str = "stack";
 
-pub fn stack_gates(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
+pub fn stack_gates(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
     let stage = stages(cell);
     let mut by_stage: Vec<Vec<usize>> = Vec::new();
     for (i, inst) in cell.insts.iter().enumerate() {
@@ -100,7 +100,7 @@ pub fn stack_gates(cell: &mut Cell, ctx: &mut Ctx<'_>) -> bool {
         cell.replace_all(&replaced);
         cell.compact();
     }
-    changed
+    Ok(changed)
 }
 
 /// Says why the products of later stages stand apart: each reads a vector that
