@@ -90,11 +90,16 @@ pub const MAX_THREADS_VAR: &str = "CELLC_MAX_THREADS";
 /// pool of threads for the life of the process, so the bound also bounds
 /// the threads a process can start.
 pub fn max_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    max_threads_var()
-        .ok()
-        .flatten()
-        .map_or(cores, |n| n.clamp(1, 1024))
+    // Read once per process: a step asks, and must not allocate (the core
+    // count comes from cgroup files).
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        max_threads_var()
+            .ok()
+            .flatten()
+            .map_or(cores, |n| n.clamp(1, 1024))
+    })
 }
 
 /// [`MAX_THREADS_VAR`]'s value, `None` when unset; a value that is not a
