@@ -161,7 +161,10 @@ impl Kernel {
             input_lens: ir.inputs.iter().map(|p| p.len).collect(),
             state_lens: ir.states.iter().map(|p| p.len).collect(),
             output_lens: ir.outputs.iter().map(|p| p.len).collect(),
-            work: schedule::work(&ir, opts.isa.unwrap_or_else(crate::Isa::detect)),
+            work: schedule::work(
+                &ir,
+                opts.isa.unwrap_or_else(crate::codegen::panel::Isa::detect),
+            ),
             ir,
             params,
             streaming,
