@@ -57,6 +57,7 @@ pub mod opt;
 pub mod quant;
 pub mod run;
 mod sema;
+mod sizes;
 mod syntax;
 mod weights;
 
@@ -329,7 +330,7 @@ impl Cell {
         let cell = if self.bound.is_some() {
             self
         } else {
-            let dims = run::infer_sizes(self, weights, &[], &[])?;
+            let dims = sizes::infer_sizes(self, weights, &[], &[])?;
             let dims: Vec<(&str, u64)> = dims.iter().map(|(n, v)| (n.as_str(), *v)).collect();
             sized = self.clone().dims(&dims)?;
             &sized
