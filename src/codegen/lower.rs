@@ -446,33 +446,18 @@ pub fn product_function(
     config: TargetFrontendConfig,
     fctx: &mut FunctionBuilderContext,
 ) -> Function {
-    let mut func = new_function("product", call_conv);
-    {
-        let mut b = FunctionBuilder::new(&mut func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let mut e = Emitter {
-            b,
-            plan,
-            weights: None,
-            bases: vec![None; plan.slots.len()],
-            slots_ptr: p[0],
-        };
-        let mut slots: Vec<usize> = vec![0];
-        for ch in &group.chunks {
-            slots.extend(ch.segments.iter().map(|s| s.input.slot));
-            slots.extend(ch.init_projection.iter().map(|(l, _)| l.slot));
-        }
-        slots.extend(group.dest.iter().flatten().map(|l| l.slot));
-        if let Some(ep) = &group.epilogue {
-            slots.extend(region_slots(ep));
-        }
-        slots.sort_unstable();
-        slots.dedup();
-        e.load_bases(slots);
-        e.weights = e.bases[0];
+    let mut slots: Vec<usize> = vec![0];
+    for ch in &group.chunks {
+        slots.extend(ch.segments.iter().map(|s| s.input.slot));
+        slots.extend(ch.init_projection.iter().map(|(l, _)| l.slot));
+    }
+    slots.extend(group.dest.iter().flatten().map(|l| l.slot));
+    if let Some(ep) = &group.epilogue {
+        slots.extend(region_slots(ep));
+    }
+    slots.sort_unstable();
+    slots.dedup();
+    task_function(plan, "product", slots, call_conv, config, fctx, |e, p| {
         let (b0, b1, t0, t1) = (p[1], p[2], p[3], p[4]);
         let widest = group
             .chunks
@@ -536,11 +521,7 @@ pub fn product_function(
                 });
             }
         });
-        e.b.ins().return_(&[]);
-        e.b.seal_all_blocks();
-        e.b.finalize(config);
-    }
-    func
+    })
 }
 
 /// One tile of `LANES` rows of every block, for batch rows `row..row+nb`;
