@@ -171,8 +171,6 @@ pub fn panels_len(m: usize, k: usize) -> Option<usize> {
 /// memory (measured: two streams 16 KiB apart read at half the speed from
 /// L3 on Zen 3). The `gemm` units of rows are whole groups.
 pub const GROUP: usize = 2 * PANEL;
-const _: () = assert!(super::plan::EPILOGUE_ROWS.is_multiple_of(GROUP));
-const _: () = assert!(super::plan::GEMM_ROWS.is_multiple_of(GROUP));
 
 /// Floats of packed weights an `[m, k]` matrix takes when its values are
 /// stored at `precision`: f32 in panels ([`panels_len`]); narrow, in groups

@@ -28,6 +28,7 @@ pub(crate) mod buffer;
 mod code;
 mod exec;
 mod pool;
+mod slots;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};

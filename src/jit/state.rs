@@ -2,7 +2,7 @@
 //! next value, and every plan's scratch, allocated once.
 
 use super::buffer::{count, too_large, AlignedBuf};
-use super::exec::{Inline, SlotTable};
+use super::slots::{Inline, SlotTable};
 use super::{Build, Kernel, MAX_SLOTS};
 use crate::codegen::plan::{Loc, SlotKind};
 use crate::codegen::Variant;

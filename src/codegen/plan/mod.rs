@@ -225,7 +225,7 @@ pub enum Task {
 /// one block, the same units whatever the thread count, so that every row is
 /// computed by the same calls (bit-for-bit the same result).
 pub const GEMM_ROWS: usize = 64;
-const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::codegen::panel::PANEL));
+const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::codegen::panel::GROUP));
 
 /// Where element `(row, col)` of a `rows x cols` matrix lives in its
 /// unit-major copy: the rows in units of [`GEMM_ROWS`] (the units the
@@ -287,6 +287,7 @@ pub fn epilogue_by_rows(blocks: &[GemmBlock], region: &RegionCode) -> bool {
 /// one unit now covers every block: H = 192 makes 6 units, which two threads
 /// share evenly.
 pub const EPILOGUE_ROWS: usize = 2 * crate::codegen::panel::PANEL;
+const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(crate::codegen::panel::GROUP));
 
 /// Rows `0..len` in units for `batch` rows on `workers` threads: (first
 /// row, end row). Units of [`EPILOGUE_ROWS`], or of twice that for a short
