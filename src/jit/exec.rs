@@ -21,6 +21,139 @@ use crate::codegen::Variant;
 use crate::ir::EntityRef;
 use crate::ir::Precision;
 
+/// Worker `w` of `n`'s share of one unit of a phase's work.
+///
+/// # Safety
+/// `table` holds the plan's slots, sized for `batch` rows (a verified plan),
+/// inputs in place only when their rows are `stride` floats; no other worker
+/// touches this worker's tiles, rows or units until a barrier.
+#[inline]
+unsafe fn run_work(build: &Build, work: Work, table: &SlotTable, batch: usize, w: usize, n: usize) {
+    let plan = &build.plan;
+    match work {
+        // SAFETY: the table holds the plan's slots (the
+        // state's buffers sized for `batch` rows, inputs
+        // in place only when their rows are `stride`
+        // floats); workers own disjoint tiles.
+        Work::Jit(f) => unsafe { run_tiles(f, table, batch, w, n) },
+        Work::Wide(i) => {
+            let program = &build.wide[i];
+            let (a, b) = share(program.tiles(), w, n);
+            if a < b {
+                // SAFETY: as for `Work::Jit`; the build checked
+                // that the host has `isa`, a wide one.
+                unsafe { program.run(build.isa, table.ptrs.as_ptr(), 0, batch, a, b) };
+            }
+        }
+        Work::GemmThen(task, epilogue) => {
+            let Task::Gemm(blocks) = &plan.tasks[task] else {
+                unreachable!("GemmThen names task {task}, not a product")
+            };
+            let units = plan::row_units(blocks[0].len, batch, n);
+            let (a, b) = share(units.len(), w, n);
+            for &(r0, r1) in &units[a..b] {
+                for blk in blocks {
+                    // SAFETY: as for `Work::Gemm`; rows `r0..r1`
+                    // of every block are this worker's own.
+                    unsafe { gemm_rows(build.isa, blk, r0, r1, table, batch) };
+                }
+                // The region's lanes `r0..r1` read only those rows
+                // (`plan::epilogue_by_rows`); `r0` is a multiple of
+                // the tile.
+                let (t0, t1) = (r0 / plan::LANES, r1.div_ceil(plan::LANES));
+                match epilogue {
+                    // SAFETY: as for `Work::Wide`; tiles `t0..t1`
+                    // are this worker's own.
+                    Epilogue::Wide(i) => unsafe {
+                        build.wide[i].run(build.isa, table.ptrs.as_ptr(), 0, batch, t0, t1)
+                    },
+                    // SAFETY: as for `Work::Jit`; tiles `t0..t1`
+                    // are this worker's own.
+                    Epilogue::Jit(f) => unsafe {
+                        (f.ptr)(table.ptrs.as_ptr(), 0, batch as i64, t0 as i64, t1 as i64)
+                    },
+                }
+            }
+        }
+        Work::Gemm(task, units) => {
+            let (a, b) = share(units, w, n);
+            if let Task::Gemm(blocks) = &plan.tasks[task] {
+                // SAFETY: the table holds the plan's slots, sized
+                // for `batch` rows (verified plan); units `a..b`
+                // are this worker's own rows.
+                unsafe { gemm_units(build.isa, blocks, a, b, table, batch) };
+            }
+        }
+    }
+}
+
+/// Copies the states whose next value is another value (`h' = y`), worker 0
+/// alone.
+///
+/// # Safety
+/// The table holds the plan's slots, sized for `batch` rows; no other thread
+/// reads the states' next buffers until a barrier.
+unsafe fn copy_updates(plan: &plan::Plan, table: &SlotTable, weights: &[f32], batch: usize) {
+    for (s, u) in plan.updates.iter().enumerate() {
+        let Update::Copy(from) = *u else { continue };
+        let to = table.ptrs[plan.state_next[s]];
+        let to_stride = plan.slots[plan.state_next[s]].stride;
+        for b in 0..batch {
+            let src = if from.slot == 0 {
+                weights[from.offset..].as_ptr()
+            } else {
+                table.ptrs[from.slot]
+                    .wrapping_add(from.offset + b * from.stride)
+                    .cast_const()
+            };
+            // SAFETY: both locations are `from.len` floats inside buffers the
+            // plan sized (the caller's contract).
+            unsafe { std::ptr::copy(src, to.add(b * to_stride), from.len) };
+        }
+    }
+}
+
+/// Worker `w` of `n` copies its elements of step `t`'s outputs into the
+/// caller's buffers.
+///
+/// # Safety
+/// Each output buffer is `[T, batch, len]`, the table holds the plan's
+/// complete slots, and each worker writes only its own elements of each row.
+#[allow(clippy::too_many_arguments)]
+unsafe fn copy_outputs(
+    plan: &plan::Plan,
+    outs: &Outputs,
+    table: &SlotTable,
+    weights: &[f32],
+    t: usize,
+    batch: usize,
+    w: usize,
+    n: usize,
+) {
+    for (o, &(out, out_len)) in outs.bufs.iter().enumerate() {
+        let loc = plan.outputs[o];
+        let len = loc.len;
+        let (a, b_end) = share(len, w, n);
+        if a >= b_end {
+            continue;
+        }
+        for b in 0..batch {
+            let src = if loc.slot == 0 {
+                weights[loc.offset + a..].as_ptr()
+            } else {
+                table.ptrs[loc.slot]
+                    .wrapping_add(loc.offset + b * loc.stride + a)
+                    .cast_const()
+            };
+            let at = (t * batch + b) * len + a;
+            debug_assert!(at + (b_end - a) <= out_len);
+            // SAFETY: the caller's contract: elements `a..b_end` of row `b` of
+            // step `t` are inside the buffer and this worker's own.
+            unsafe { std::ptr::copy_nonoverlapping(src, out.add(at), b_end - a) };
+        }
+    }
+}
+
 /// The caller's output buffers of a `run`, `[T, batch, len]` each.
 struct Outputs {
     bufs: Inline<(*mut f32, usize)>,
@@ -138,24 +271,9 @@ impl Kernel {
                     }
                 } else {
                     if w == 0 {
-                        for (i, &slot) in plan.input_slots.iter().enumerate() {
-                            let len = self.input_lens[i];
-                            let stride = plan.slots[slot].stride;
-                            for b in 0..batch {
-                                let src =
-                                    &inputs[i][(t * batch + b) * len..(t * batch + b + 1) * len];
-                                // SAFETY: the slot holds `batch` rows of `stride >= len`
-                                // floats; only worker 0 writes it, before the barrier
-                                // that lets the others read it.
-                                unsafe {
-                                    std::ptr::copy_nonoverlapping(
-                                        src.as_ptr(),
-                                        table.ptrs[slot].add(b * stride),
-                                        len,
-                                    )
-                                };
-                            }
-                        }
+                        // SAFETY: the table holds the plan's slots, sized for
+                        // `batch` rows; only worker 0 writes, before the barrier.
+                        unsafe { self.copy_inputs(plan, &table, inputs, t, batch) };
                     }
                     barrier();
                 }
@@ -164,76 +282,11 @@ impl Kernel {
                         barrier();
                     }
                     for work in phase {
-                        match *work {
-                            // SAFETY: the table holds the plan's slots (the
-                            // state's buffers sized for `batch` rows, inputs
-                            // in place only when their rows are `stride`
-                            // floats); workers own disjoint tiles.
-                            Work::Jit(f) => unsafe { run_tiles(f, &table, batch, w, n) },
-                            Work::Wide(i) => {
-                                let program = &build.wide[i];
-                                let (a, b) = share(program.tiles(), w, n);
-                                if a < b {
-                                    // SAFETY: as for `Work::Jit`; the build checked
-                                    // that the host has `isa`, a wide one.
-                                    unsafe {
-                                        program.run(build.isa, table.ptrs.as_ptr(), 0, batch, a, b)
-                                    };
-                                }
-                            }
-                            Work::GemmThen(task, epilogue) => {
-                                let Task::Gemm(blocks) = &plan.tasks[task] else {
-                                    unreachable!("GemmThen names task {task}, not a product")
-                                };
-                                let units = plan::row_units(blocks[0].len, batch, n);
-                                let (a, b) = share(units.len(), w, n);
-                                for &(r0, r1) in &units[a..b] {
-                                    for blk in blocks {
-                                        // SAFETY: as for `Work::Gemm`; rows `r0..r1`
-                                        // of every block are this worker's own.
-                                        unsafe { gemm_rows(build.isa, blk, r0, r1, &table, batch) };
-                                    }
-                                    // The region's lanes `r0..r1` read only those rows
-                                    // (`plan::epilogue_by_rows`); `r0` is a multiple of
-                                    // the tile.
-                                    let (t0, t1) = (r0 / plan::LANES, r1.div_ceil(plan::LANES));
-                                    match epilogue {
-                                        // SAFETY: as for `Work::Wide`; tiles `t0..t1`
-                                        // are this worker's own.
-                                        Epilogue::Wide(i) => unsafe {
-                                            build.wide[i].run(
-                                                build.isa,
-                                                table.ptrs.as_ptr(),
-                                                0,
-                                                batch,
-                                                t0,
-                                                t1,
-                                            )
-                                        },
-                                        // SAFETY: as for `Work::Jit`; tiles `t0..t1`
-                                        // are this worker's own.
-                                        Epilogue::Jit(f) => unsafe {
-                                            (f.ptr)(
-                                                table.ptrs.as_ptr(),
-                                                0,
-                                                batch as i64,
-                                                t0 as i64,
-                                                t1 as i64,
-                                            )
-                                        },
-                                    }
-                                }
-                            }
-                            Work::Gemm(task, units) => {
-                                let (a, b) = share(units, w, n);
-                                if let Task::Gemm(blocks) = &plan.tasks[task] {
-                                    // SAFETY: the table holds the plan's slots, sized
-                                    // for `batch` rows (verified plan); units `a..b`
-                                    // are this worker's own rows.
-                                    unsafe { gemm_units(build.isa, blocks, a, b, &table, batch) };
-                                }
-                            }
-                        }
+                        // SAFETY: the table holds the plan's slots (the state's
+                        // buffers sized for `batch` rows, inputs in place only
+                        // when their rows are `stride` floats); worker `w` of
+                        // `n` does only its own share.
+                        unsafe { run_work(build, *work, &table, batch, w, n) };
                     }
                 }
                 // After the last step, with nothing to copy, the end of the pool
@@ -243,56 +296,39 @@ impl Kernel {
                 }
                 if copies {
                     if w == 0 {
-                        for (s, u) in plan.updates.iter().enumerate() {
-                            let Update::Copy(from) = *u else { continue };
-                            let to = table.ptrs[plan.state_next[s]];
-                            let to_stride = plan.slots[plan.state_next[s]].stride;
-                            for b in 0..batch {
-                                let src = if from.slot == 0 {
-                                    weights[from.offset..].as_ptr()
-                                } else {
-                                    table.ptrs[from.slot]
-                                        .wrapping_add(from.offset + b * from.stride)
-                                        .cast_const()
-                                };
-                                // SAFETY: both locations are `from.len` floats inside
-                                // buffers the plan sized; only worker 0 writes, and the
-                                // barrier below orders it before the next step.
-                                unsafe { std::ptr::copy(src, to.add(b * to_stride), from.len) };
-                            }
-                        }
+                        // SAFETY: only worker 0 writes; the barrier below orders
+                        // it before the next step.
+                        unsafe { copy_updates(plan, &table, weights, batch) };
                     }
                     barrier();
                 }
-                for (o, &(out, out_len)) in outs.bufs.iter().enumerate() {
-                    let loc = plan.outputs[o];
-                    let len = loc.len;
-                    let (a, b_end) = share(len, w, n);
-                    if a >= b_end {
-                        continue;
-                    }
-                    for b in 0..batch {
-                        let src = if loc.slot == 0 {
-                            weights[loc.offset + a..].as_ptr()
-                        } else {
-                            table.ptrs[loc.slot]
-                                .wrapping_add(loc.offset + b * loc.stride + a)
-                                .cast_const()
-                        };
-                        let at = (t * batch + b) * len + a;
-                        debug_assert!(at + (b_end - a) <= out_len);
-                        // SAFETY: the output buffer is `[T, batch, len]` (checked by
-                        // `run_with`), and each worker writes only its elements
-                        // `a..b_end` of each row; the source is complete (barrier).
-                        unsafe { std::ptr::copy_nonoverlapping(src, out.add(at), b_end - a) };
-                    }
-                }
+                // SAFETY: the output buffers are `[T, batch, len]` (checked by
+                // `run_with`); the sources are complete (barrier above).
+                unsafe { copy_outputs(plan, outs, &table, weights, t, batch, w, n) };
                 if out_barrier && !outs.bufs.is_empty() {
                     barrier();
                 }
             }
         };
         self.on_workers(threads, &job);
+        self.after_steps(plan, state, inputs, in_place, t0, t1);
+        state.last = v;
+        state.steps += (t1 - t0) as u64;
+    }
+
+    /// A state after steps `t0..t1`: its buffers swapped once per step, the
+    /// outputs' locations after the swap, and an output that is an input read
+    /// in place kept in the state's own buffer.
+    fn after_steps(
+        &self,
+        plan: &plan::Plan,
+        state: &mut State,
+        inputs: &[&[f32]],
+        in_place: bool,
+        t0: usize,
+        t1: usize,
+    ) {
+        let batch = state.batch;
         // The states' buffers: swapped once per step.
         if (t1 - t0) % 2 == 1 {
             for s in 0..plan.state_cur.len() {
@@ -322,8 +358,38 @@ impl Kernel {
                 }
             }
         }
-        state.last = v;
-        state.steps += (t1 - t0) as u64;
+    }
+
+    /// Copies step `t`'s inputs into their slots (rows padded to the slot's
+    /// stride).
+    ///
+    /// # Safety
+    /// `table` holds the plan's slots, each input slot `batch` rows of
+    /// `stride >= len` floats, and no other thread reads them until a barrier.
+    unsafe fn copy_inputs(
+        &self,
+        plan: &plan::Plan,
+        table: &SlotTable,
+        inputs: &[&[f32]],
+        t: usize,
+        batch: usize,
+    ) {
+        for (i, &slot) in plan.input_slots.iter().enumerate() {
+            let len = self.input_lens[i];
+            let stride = plan.slots[slot].stride;
+            for b in 0..batch {
+                let src = &inputs[i][(t * batch + b) * len..(t * batch + b + 1) * len];
+                // SAFETY: the caller's contract: the slot holds row `b` of
+                // `stride >= len` floats.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        table.ptrs[slot].add(b * stride),
+                        len,
+                    )
+                };
+            }
+        }
     }
 
     /// Computes the hoisted input projections of steps `t0..t1` with `gemm`, on
