@@ -69,7 +69,6 @@ pub fn run_network(
         None => Network::for_checkpoint(cell.clone(), weights)?,
     };
     let layout = net.layout();
-    let slots = layout.directions() * layout.layers;
     let checked = cell.checked();
     if checked.inputs.is_empty() {
         return Err(Error::shape(format!(
@@ -77,175 +76,15 @@ pub fn run_network(
             checked.name
         )));
     }
-    // A tensor the cell does not read would be silently ignored (an initial
-    // state saved under another name would start from zeros): refuse it.
-    let seq_axes = if batch_first {
-        "[B, T, len]"
-    } else {
-        "[T, B, len]"
-    };
-    let state_axes = if slots == 1 {
-        "[B, len]".to_string()
-    } else {
-        format!("[{slots}, B, len]")
-    };
-    for name in inputs.names().chain(inputs.integer_names()) {
-        let known = name == LENGTHS
-            || checked.inputs.iter().any(|p| p.name == name)
-            || checked.states.iter().any(|p| p.name == name);
-        if !known {
-            let reads: Vec<String> = checked
-                .inputs
-                .iter()
-                .map(|p| format!("`{}` (input, {seq_axes})", p.name))
-                .chain(
-                    checked
-                        .states
-                        .iter()
-                        .map(|p| format!("`{}` (initial state, {state_axes})", p.name)),
-                )
-                .chain([format!("`{LENGTHS}` (each row's length, [B], integers)")])
-                .collect();
-            let hint = sema::suggest(
-                name,
-                checked
-                    .inputs
-                    .iter()
-                    .chain(&checked.states)
-                    .map(|p| p.name.as_str())
-                    .chain([LENGTHS]),
-            )
-            .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
-            return Err(Error::shape(format!(
-                "the inputs have tensor `{name}`, which cell `{}` does not read{hint}; it reads {}",
-                checked.name,
-                reads.join(", ")
-            )));
-        }
-    }
-    let mut ports = Vec::new();
-    let mut seq: Option<(usize, usize, String)> = None;
-    for port in &checked.inputs {
-        if inputs.integers(&port.name).is_some() {
-            return Err(Error::shape(format!(
-                "input `{}` holds integers; inputs are floating-point",
-                port.name
-            )));
-        }
-        let t = inputs.get(&port.name).ok_or_else(|| {
-            Error::shape(format!(
-                "the inputs have no tensor `{}` (the cell's input, {seq_axes}); they have: {}",
-                port.name,
-                inputs.names().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let [a, b, len] = t.shape[..] else {
-            return Err(Error::shape(format!(
-                "input `{}` is {}; expected {seq_axes} ({})",
-                port.name,
-                shape_str(&t.shape),
-                if batch_first {
-                    "batch-first"
-                } else {
-                    "time-major"
-                }
-            )));
-        };
-        let (steps, batch) = if batch_first { (b, a) } else { (a, b) };
-        if let Some((s, b, first)) = &seq {
-            if (*s, *b) != (steps, batch) {
-                return Err(Error::shape(format!(
-                    "input `{}` is {} but input `{first}` has T = {s}, B = {b}",
-                    port.name,
-                    shape_str(&t.shape)
-                )));
-            }
-        } else {
-            seq = Some((steps, batch, port.name.clone()));
-        }
-        ports.push(PortLen {
-            name: port.name.clone(),
-            len,
-            what: format!("input `{}` {}", port.name, shape_str(&t.shape)),
-        });
-    }
-    let (steps, batch, first) = seq.unwrap_or_default();
-    if batch == 0 {
-        return Err(Error::shape(format!(
-            "input `{first}` has a batch of 0 rows"
-        )));
-    }
-    let lengths = match (inputs.integers(LENGTHS), inputs.get(LENGTHS)) {
-        (_, Some(_)) => {
-            return Err(Error::shape(format!(
-            "`{LENGTHS}` holds floating-point values; sequence lengths are integers (i64 or i32)"
-        )))
-        }
-        (Some((shape, values)), None) => {
-            if shape != [batch] {
-                return Err(Error::shape(format!(
-                    "`{LENGTHS}` is {}; expected [{batch}] (one length per row of input `{first}`)",
-                    shape_str(shape)
-                )));
-            }
-            let lens = values
-                .iter()
-                .enumerate()
-                .map(|(b, &n)| {
-                    usize::try_from(n)
-                        .ok()
-                        .filter(|&n| n <= steps)
-                        .ok_or_else(|| {
-                            Error::shape(format!(
-                                "`{LENGTHS}` gives row {b} length {n}; lengths are 0 to T = {steps}"
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<usize>>>()?;
-            Some(lens)
-        }
-        (None, None) => None,
-    };
-    let mut initial: Vec<(String, Vec<f32>)> = Vec::new();
-    for port in &checked.states {
-        if inputs.integers(&port.name).is_some() {
-            return Err(Error::shape(format!(
-                "initial state `{}` holds integers; states are floating-point",
-                port.name
-            )));
-        }
-        let Some(t) = inputs.get(&port.name) else {
-            continue;
-        };
-        let (b, len) = match t.shape[..] {
-            [n, b, len] if n == slots => (b, len),
-            [b, len] if slots == 1 => (b, len),
-            _ => {
-                return Err(Error::shape(format!(
-                    "initial state `{}` is {}; expected {state_axes} for {layout}",
-                    port.name,
-                    shape_str(&t.shape)
-                )))
-            }
-        };
-        if b != batch {
-            return Err(Error::shape(format!(
-                "initial state `{}` is {} but input `{first}` has B = {batch}",
-                port.name,
-                shape_str(&t.shape)
-            )));
-        }
-        ports.push(PortLen {
-            name: port.name.clone(),
-            len,
-            what: format!("initial state `{}` {}", port.name, shape_str(&t.shape)),
-        });
-        initial.push((port.name.clone(), t.data.clone()));
-    }
-    let mut compiled = net.compile_with(weights, &ports, given, opts)?;
+    let axes = Axes::new(layout, batch_first);
+    refuse_unknown(checked, inputs, &axes)?;
+    let read = RunInputs::read(checked, inputs, &axes)?;
+    let (steps, batch) = (read.steps, read.batch);
+    let mut compiled = net.compile_with(weights, &read.ports, given, opts)?;
     compiled.force_schedule(schedule)?;
     if let Some(s) = schedule {
-        let ragged = lengths
+        let ragged = read
+            .lengths
             .as_ref()
             .is_some_and(|l| l.iter().any(|&n| n != steps));
         if compiled.schedule(batch, steps, ragged) != s {
@@ -279,11 +118,12 @@ pub fn run_network(
         })
         .collect::<Result<_>>()?;
     let xs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
-    let initial: Vec<(&str, &[f32])> = initial
+    let initial: Vec<(&str, &[f32])> = read
+        .initial
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
-    let out = compiled.run(&xs, batch, lengths.as_deref(), &initial)?;
+    let out = compiled.run(&xs, batch, read.lengths.as_deref(), &initial)?;
     let mut result = Weights::new();
     for (o, name) in compiled.output_names().iter().enumerate() {
         let len = compiled.output_lens()[o];
@@ -306,13 +146,253 @@ pub fn run_network(
         let shape = if layout.is_single() {
             vec![batch, len]
         } else {
-            vec![slots, batch, len]
+            vec![axes.slots, batch, len]
         };
         result
             .insert(name, &shape, out.states[s].clone())
             .map_err(|e| Error::internal(e.0))?;
     }
     Ok(result)
+}
+
+/// How a run's tensors are laid out, for reading them and for messages.
+struct Axes {
+    layout: Layout,
+    batch_first: bool,
+    /// Layers times directions: the first axis of a network's states.
+    slots: usize,
+    /// `[T, B, len]` or `[B, T, len]`.
+    seq: &'static str,
+    /// `[B, len]`, or `[D*L, B, len]` for a network.
+    state: String,
+}
+
+impl Axes {
+    fn new(layout: Layout, batch_first: bool) -> Axes {
+        let slots = layout.directions() * layout.layers;
+        Axes {
+            layout,
+            batch_first,
+            slots,
+            seq: if batch_first {
+                "[B, T, len]"
+            } else {
+                "[T, B, len]"
+            },
+            state: if slots == 1 {
+                "[B, len]".to_string()
+            } else {
+                format!("[{slots}, B, len]")
+            },
+        }
+    }
+}
+
+/// A tensor the cell does not read would be silently ignored (an initial
+/// state saved under another name would start from zeros): refused, with
+/// what the cell reads and the closest name.
+fn refuse_unknown(checked: &sema::Checked, inputs: &Weights, axes: &Axes) -> Result<()> {
+    for name in inputs.names().chain(inputs.integer_names()) {
+        let known = name == LENGTHS
+            || checked.inputs.iter().any(|p| p.name == name)
+            || checked.states.iter().any(|p| p.name == name);
+        if known {
+            continue;
+        }
+        let reads: Vec<String> = checked
+            .inputs
+            .iter()
+            .map(|p| format!("`{}` (input, {})", p.name, axes.seq))
+            .chain(
+                checked
+                    .states
+                    .iter()
+                    .map(|p| format!("`{}` (initial state, {})", p.name, axes.state)),
+            )
+            .chain([format!("`{LENGTHS}` (each row's length, [B], integers)")])
+            .collect();
+        let hint = sema::suggest(
+            name,
+            checked
+                .inputs
+                .iter()
+                .chain(&checked.states)
+                .map(|p| p.name.as_str())
+                .chain([LENGTHS]),
+        )
+        .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
+        return Err(Error::shape(format!(
+            "the inputs have tensor `{name}`, which cell `{}` does not read{hint}; it reads {}",
+            checked.name,
+            reads.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// What a run's inputs say: the sequences' steps and rows, each port's
+/// length (for size inference), the rows' lengths and the initial states
+/// given, each checked against the others.
+struct RunInputs {
+    ports: Vec<PortLen>,
+    steps: usize,
+    batch: usize,
+    lengths: Option<Vec<usize>>,
+    initial: Vec<(String, Vec<f32>)>,
+}
+
+impl RunInputs {
+    fn read(checked: &sema::Checked, inputs: &Weights, axes: &Axes) -> Result<RunInputs> {
+        let (mut ports, steps, batch, first) = read_sequences(checked, inputs, axes)?;
+        let lengths = read_lengths(inputs, steps, batch, &first)?;
+        let mut initial: Vec<(String, Vec<f32>)> = Vec::new();
+        for port in &checked.states {
+            if inputs.integers(&port.name).is_some() {
+                return Err(Error::shape(format!(
+                    "initial state `{}` holds integers; states are floating-point",
+                    port.name
+                )));
+            }
+            let Some(t) = inputs.get(&port.name) else {
+                continue;
+            };
+            let (b, len) = match t.shape[..] {
+                [n, b, len] if n == axes.slots => (b, len),
+                [b, len] if axes.slots == 1 => (b, len),
+                _ => {
+                    return Err(Error::shape(format!(
+                        "initial state `{}` is {}; expected {} for {}",
+                        port.name,
+                        shape_str(&t.shape),
+                        axes.state,
+                        axes.layout
+                    )))
+                }
+            };
+            if b != batch {
+                return Err(Error::shape(format!(
+                    "initial state `{}` is {} but input `{first}` has B = {batch}",
+                    port.name,
+                    shape_str(&t.shape)
+                )));
+            }
+            ports.push(PortLen {
+                name: port.name.clone(),
+                len,
+                what: format!("initial state `{}` {}", port.name, shape_str(&t.shape)),
+            });
+            initial.push((port.name.clone(), t.data.clone()));
+        }
+        Ok(RunInputs {
+            ports,
+            steps,
+            batch,
+            lengths,
+            initial,
+        })
+    }
+}
+
+/// The cell's inputs as sequences: each one's length, and the steps and rows
+/// they all share (with the first input's name, for messages).
+fn read_sequences(
+    checked: &sema::Checked,
+    inputs: &Weights,
+    axes: &Axes,
+) -> Result<(Vec<PortLen>, usize, usize, String)> {
+    let mut ports = Vec::new();
+    let mut seq: Option<(usize, usize, String)> = None;
+    for port in &checked.inputs {
+        if inputs.integers(&port.name).is_some() {
+            return Err(Error::shape(format!(
+                "input `{}` holds integers; inputs are floating-point",
+                port.name
+            )));
+        }
+        let t = inputs.get(&port.name).ok_or_else(|| {
+            Error::shape(format!(
+                "the inputs have no tensor `{}` (the cell's input, {}); they have: {}",
+                port.name,
+                axes.seq,
+                inputs.names().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let [a, b, len] = t.shape[..] else {
+            return Err(Error::shape(format!(
+                "input `{}` is {}; expected {} ({})",
+                port.name,
+                shape_str(&t.shape),
+                axes.seq,
+                if axes.batch_first {
+                    "batch-first"
+                } else {
+                    "time-major"
+                }
+            )));
+        };
+        let (steps, batch) = if axes.batch_first { (b, a) } else { (a, b) };
+        if let Some((s, b, first)) = &seq {
+            if (*s, *b) != (steps, batch) {
+                return Err(Error::shape(format!(
+                    "input `{}` is {} but input `{first}` has T = {s}, B = {b}",
+                    port.name,
+                    shape_str(&t.shape)
+                )));
+            }
+        } else {
+            seq = Some((steps, batch, port.name.clone()));
+        }
+        ports.push(PortLen {
+            name: port.name.clone(),
+            len,
+            what: format!("input `{}` {}", port.name, shape_str(&t.shape)),
+        });
+    }
+    let (steps, batch, first) = seq.unwrap_or_default();
+    if batch == 0 {
+        return Err(Error::shape(format!(
+            "input `{first}` has a batch of 0 rows"
+        )));
+    }
+    Ok((ports, steps, batch, first))
+}
+
+/// Each row's length, when given: `[batch]` integers from 0 to `steps`.
+fn read_lengths(
+    inputs: &Weights,
+    steps: usize,
+    batch: usize,
+    first: &str,
+) -> Result<Option<Vec<usize>>> {
+    match (inputs.integers(LENGTHS), inputs.get(LENGTHS)) {
+        (_, Some(_)) => Err(Error::shape(format!(
+            "`{LENGTHS}` holds floating-point values; sequence lengths are integers (i64 or i32)"
+        ))),
+        (Some((shape, values)), None) => {
+            if shape != [batch] {
+                return Err(Error::shape(format!(
+                    "`{LENGTHS}` is {}; expected [{batch}] (one length per row of input `{first}`)",
+                    shape_str(shape)
+                )));
+            }
+            let lens = values
+                .iter()
+                .enumerate()
+                .map(|(b, &n)| {
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|&n| n <= steps)
+                        .ok_or_else(|| {
+                            Error::shape(format!(
+                                "`{LENGTHS}` gives row {b} length {n}; lengths are 0 to T = {steps}"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            Ok(Some(lens))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// The name of the per-row sequence lengths among a run's inputs.
