@@ -37,7 +37,6 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use crate::codegen::plan::{Loc, Plan, Task, Update, LANES};
 use crate::codegen::{self, lower};
-use crate::ir::EntityRef;
 use crate::ir::{self, Type};
 use crate::{Error, Result};
 

@@ -296,7 +296,7 @@ pub struct Progress {
     pub of: usize,
 }
 
-/// [`bench`], telling `progress` after the warm-up and after each sample
+/// [`bench()`], telling `progress` after the warm-up and after each sample
 /// (the CLI shows it on runs longer than a few seconds).
 pub fn bench_with_progress(
     cell: &Cell,
@@ -445,6 +445,7 @@ fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
 /// for a `[rows, k]` matrix packed once and `batch` rows of `x` (the
 /// per-step product of the `gemm` plans without the step around it), for
 /// measuring the kernels against the FMA peak (`benches/panel.rs`).
+#[doc(hidden)]
 pub struct ProductBench {
     isa: crate::Isa,
     panels: AlignedBuf,

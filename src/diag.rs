@@ -259,7 +259,7 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 }
 
 /// A name as it may appear in a message: at most 80 characters.
-pub fn short(name: &str) -> String {
+pub(crate) fn short(name: &str) -> String {
     if name.chars().count() <= 80 {
         name.to_string()
     } else {
@@ -269,7 +269,10 @@ pub fn short(name: &str) -> String {
 }
 
 /// The closest candidate by edit distance, if it is close enough to be a typo.
-pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     // Short names are too alike to guess at, unless only the case differs.
     let limit = name.chars().count() / 3;
     candidates

@@ -1,5 +1,5 @@
 //! The file system's edge: reading input files with a bound on what a file
-//! may cost ([`read_bounded`]), and writing output files so that a failure
+//! may cost (`read_bounded`), and writing output files so that a failure
 //! loses nothing and a reader never finds a file missing or half written.
 //!
 //! Reading: a regular file larger than the bound is refused by its size,

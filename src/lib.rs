@@ -19,7 +19,7 @@
 //!
 //! Around them: [`Weights`] (safetensors, bound to parameters by the names the
 //! cell declares), [`onnx`] (an ONNX model's LSTM or GRU node), [`run`]
-//! (`cellc run`), [`bench`] (`cellc bench`).
+//! (`cellc run`), [`bench`](mod@bench) (`cellc bench`).
 //!
 //! ```
 //! let cell = cellc::Cell::from_source("tiny.rnn", "
@@ -39,7 +39,7 @@ pub mod bench;
 mod codegen;
 pub mod diag;
 mod error;
-/// Writing output files atomically (for the command line).
+/// Reading input files with a bound and writing outputs safely (for the command line).
 #[doc(hidden)]
 pub mod files;
 /// The fuzz targets' bodies (`fuzz/`, `tests/fuzz_smoke.rs`).

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use crate::ir::{Cell, Precision, Type};
 
 /// The bfloat16 nearest to `v` (ties to even), as its bits.
-pub fn bf16_bits(v: f32) -> u16 {
+pub(crate) fn bf16_bits(v: f32) -> u16 {
     let bits = v.to_bits();
     if v.is_nan() {
         // Keep it a NaN whatever its payload: set the quiet bit.
@@ -32,7 +32,7 @@ pub fn bf16_bits(v: f32) -> u16 {
 }
 
 /// The `f32` a bfloat16 stands for (exact).
-pub fn from_bf16(b: u16) -> f32 {
+pub(crate) fn from_bf16(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
@@ -43,7 +43,7 @@ pub fn round_bf16(v: f32) -> f32 {
 
 /// A row's int8 scale: `max |w| / 127`, or `None` when a value is not finite
 /// (NaN or infinite: no scale represents it).
-pub fn int8_scale(row: &[f32]) -> Option<f32> {
+pub(crate) fn int8_scale(row: &[f32]) -> Option<f32> {
     let mut max = 0.0f32;
     for &v in row {
         if !v.is_finite() {
@@ -55,7 +55,7 @@ pub fn int8_scale(row: &[f32]) -> Option<f32> {
 }
 
 /// `v` quantized with `scale` (0 for a zero scale).
-pub fn int8_value(v: f32, scale: f32) -> i8 {
+pub(crate) fn int8_value(v: f32, scale: f32) -> i8 {
     if scale == 0.0 {
         0
     } else {
@@ -64,7 +64,7 @@ pub fn int8_value(v: f32, scale: f32) -> i8 {
 }
 
 /// The rows (of `cols` values) of `w` in int8, and each row's scale. Call
-/// [`check`] first: a row with a value that is not finite gets scale 0.
+/// `check` first: a row with a value that is not finite gets scale 0.
 pub fn int8_rows(w: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
     let cols = cols.max(1);
     let mut q = Vec::with_capacity(w.len());
@@ -79,7 +79,7 @@ pub fn int8_rows(w: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
 
 /// Values per row of a parameter of type `ty` for int8 scales: a matrix's
 /// columns; a vector (or number) is one row.
-pub fn row_len(ty: Type, len: usize) -> usize {
+pub(crate) fn row_len(ty: Type, len: usize) -> usize {
     match ty {
         Type::Matrix(_, c) => c,
         _ => len,
@@ -87,7 +87,7 @@ pub fn row_len(ty: Type, len: usize) -> usize {
 }
 
 /// The values the kernels compute with for a parameter stored at `precision`.
-pub fn effective(values: &[f32], ty: Type, precision: Precision) -> Cow<'_, [f32]> {
+pub(crate) fn effective(values: &[f32], ty: Type, precision: Precision) -> Cow<'_, [f32]> {
     match precision {
         Precision::F32 => Cow::Borrowed(values),
         Precision::Bf16 => Cow::Owned(values.iter().map(|&v| round_bf16(v)).collect()),
@@ -119,7 +119,7 @@ pub fn effective_params<'a>(cell: &Cell, params: &'a [Vec<f32>]) -> Vec<Cow<'a, 
 /// NaN or an infinity, a finite value beyond bf16's range (which would round
 /// to an infinity: a different number, not a rounded one). The message names
 /// the parameter and the row or element.
-pub fn check(cell: &Cell, params: &[Vec<f32>]) -> Result<(), String> {
+pub(crate) fn check(cell: &Cell, params: &[Vec<f32>]) -> Result<(), String> {
     for (p, v) in cell.params.iter().zip(params) {
         if p.precision == Precision::Bf16 {
             if let Some(i) =

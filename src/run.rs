@@ -6,7 +6,7 @@
 //! are optional (zeros). Sizes are read off the tensors: each input's length,
 //! each given state's, and each parameter's checkpoint tensor (an axis taken
 //! whole must have the parameter's length) give equations over the size
-//! variables, which [`sema::infer_dims`] solves. A disagreement is an error that
+//! variables, which `sema::infer_dims` solves. A disagreement is an error that
 //! names both tensors. The result holds each output as `[T, B, len]` under its
 //! name, and each state's final value as `[B, len]` under its name.
 

@@ -5,7 +5,7 @@
 mod common;
 
 use cellc::interp::{self, ParamValues, State};
-use cellc::ir::{self, EntityRef, Op, Type, Value};
+use cellc::ir::{self, Op, Type, Value};
 use cellc::opt;
 
 fn example(name: &str) -> cellc::Cell {

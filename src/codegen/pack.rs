@@ -4,8 +4,8 @@
 //! biases then one forward sweep per input segment.
 
 use super::plan::{Plan, ProductGroup, LANES};
+use crate::ir::ParamId;
 use crate::ir::{Cell, Precision, Type};
-use crate::ir::{EntityRef, ParamId};
 
 /// Writes the packed weights into `out` (`plan.weights_len` floats, zeroed by the
 /// caller). `params[k]` holds parameter `k` row-major, with the length its type

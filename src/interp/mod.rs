@@ -6,7 +6,6 @@
 //! Layouts: a parameter matrix `[r, c]` is row-major; a batch of vectors of length
 //! `n` is `batch * n` values, batch row after batch row.
 
-use crate::ir::EntityRef;
 use std::fmt;
 
 use crate::ir::*;

@@ -3,7 +3,6 @@
 //! their label (`[W_ii W_hi; W_if W_hf] @ [x; h]`), so the fusion is visible at a
 //! glance; parameters appear as nodes only where element-wise work reads them.
 
-use crate::ir::EntityRef;
 use std::fmt::Write;
 
 use super::{Cell, EwOp, Op, Value};

@@ -14,7 +14,7 @@
 //! so dumps say `i`, `f`, `c'`.
 //!
 //! Architecture invariant: passes may append instructions out of order; they call
-//! [`Cell::compact`] afterwards, which restores a schedule, drops dead
+//! `Cell::compact` afterwards, which restores a schedule, drops dead
 //! instructions and renumbers densely. [`verify::verify`] checks all of this.
 
 pub mod analysis;
@@ -26,7 +26,7 @@ pub mod verify;
 
 use std::fmt;
 
-pub use cranelift_entity::EntityRef;
+pub(crate) use cranelift_entity::EntityRef;
 
 use crate::diag::Span;
 
@@ -64,6 +64,26 @@ impl Inst {
         self.0 as usize
     }
 }
+
+/// The position an id stands for, and the id of a position: what callers
+/// outside the crate use (the crate's own code reaches the same through
+/// `cranelift_entity::EntityRef`, which is not part of cellc's API).
+macro_rules! positions {
+    ($($id:ident),*) => {$(
+        impl $id {
+            /// The position in its table.
+            pub fn index(self) -> usize {
+                EntityRef::index(self)
+            }
+
+            /// The id of position `index`.
+            pub fn new(index: usize) -> $id {
+                EntityRef::new(index)
+            }
+        }
+    )*};
+}
+positions!(InputId, StateId, ParamId);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Type {
@@ -519,7 +539,7 @@ impl Cell {
         self.values[v.index()].ty
     }
 
-    pub fn def(&self, v: Value) -> &InstData {
+    pub(crate) fn def(&self, v: Value) -> &InstData {
         &self.insts[self.values[v.index()].inst.index()]
     }
 
@@ -532,7 +552,7 @@ impl Cell {
     }
 
     /// Appends an instruction with results of the given types.
-    pub fn push(&mut self, op: Op, tys: &[Type]) -> Vec<Value> {
+    pub(crate) fn push(&mut self, op: Op, tys: &[Type]) -> Vec<Value> {
         let inst = Inst(self.insts.len() as u32);
         let results: Vec<Value> = tys
             .iter()
@@ -557,12 +577,12 @@ impl Cell {
     }
 
     /// Appends a single-result instruction.
-    pub fn push1(&mut self, op: Op, ty: Type) -> Value {
+    pub(crate) fn push1(&mut self, op: Op, ty: Type) -> Value {
         self.push(op, &[ty])[0]
     }
 
     /// The values every later step or the caller reads: state updates, outputs.
-    pub fn roots(&self) -> impl Iterator<Item = Value> + '_ {
+    pub(crate) fn roots(&self) -> impl Iterator<Item = Value> + '_ {
         self.state_updates
             .iter()
             .chain(self.output_values.iter())
@@ -570,7 +590,7 @@ impl Cell {
     }
 
     /// How many instructions read each value (roots count as readers).
-    pub fn use_counts(&self) -> Vec<usize> {
+    pub(crate) fn use_counts(&self) -> Vec<usize> {
         let mut uses = vec![0usize; self.values.len()];
         for inst in &self.insts {
             for v in inst.op.operands() {
@@ -584,7 +604,7 @@ impl Cell {
     }
 
     /// For each value, the instructions that read it (once per operand slot).
-    pub fn users(&self) -> Vec<Vec<Inst>> {
+    pub(crate) fn users(&self) -> Vec<Vec<Inst>> {
         let mut users = vec![Vec::new(); self.values.len()];
         for (i, inst) in self.insts.iter().enumerate() {
             for v in inst.op.operands() {
@@ -595,7 +615,7 @@ impl Cell {
     }
 
     /// Whether a state update or an output reads this value.
-    pub fn is_root(&self, v: Value) -> bool {
+    pub(crate) fn is_root(&self, v: Value) -> bool {
         self.roots().any(|r| r == v)
     }
 
@@ -620,7 +640,7 @@ impl Cell {
     /// whose results nobody reads, orders the rest so that operands come first
     /// (keeping the current order where it is already valid), and renumbers
     /// instructions and values densely in that order.
-    pub fn compact(&mut self) {
+    pub(crate) fn compact(&mut self) {
         let n = self.insts.len();
         // Liveness from the roots.
         let mut live = vec![false; n];
@@ -696,7 +716,7 @@ impl Cell {
 
     /// Applies a set of replacements to every operand and root at once; chains
     /// (`a -> b`, `b -> c`) resolve to their end.
-    pub fn replace_all(&mut self, map: &std::collections::HashMap<Value, Value>) {
+    pub(crate) fn replace_all(&mut self, map: &std::collections::HashMap<Value, Value>) {
         if map.is_empty() {
             return;
         }
@@ -720,22 +740,6 @@ impl Cell {
             .chain(self.output_values.iter_mut())
         {
             *v = resolve(*v);
-        }
-    }
-
-    /// Replaces every use of `from` (operands and roots) by `to`.
-    pub fn replace_uses(&mut self, from: Value, to: Value) {
-        for inst in &mut self.insts {
-            inst.op.map_operands(|v| if v == from { to } else { v });
-        }
-        for v in self
-            .state_updates
-            .iter_mut()
-            .chain(self.output_values.iter_mut())
-        {
-            if *v == from {
-                *v = to;
-            }
         }
     }
 

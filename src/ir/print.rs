@@ -21,7 +21,7 @@ use std::fmt::Write;
 use super::*;
 
 /// Formats a float so that it parses back to the same bits.
-pub fn fmt_f64(v: f64) -> String {
+pub(crate) fn fmt_f64(v: f64) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {

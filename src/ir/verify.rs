@@ -4,7 +4,6 @@
 //! regions refer only to their own arguments and earlier body values, and every
 //! state and output has a value of its declared length.
 
-use crate::ir::EntityRef;
 use std::fmt;
 
 use super::*;
@@ -295,7 +294,7 @@ fn check_region(cell: &Cell, r: &Region, result_tys: &[Type]) -> Result<(), Stri
 }
 
 /// Whether body value `e` depends on no argument (a constant expression).
-pub fn is_scalar_in_region(r: &Region, e: usize) -> bool {
+pub(crate) fn is_scalar_in_region(r: &Region, e: usize) -> bool {
     let mut scalar = vec![false; r.body.len()];
     for (k, ri) in r.body.iter().enumerate().take(e + 1) {
         scalar[k] = ri.args.iter().all(|o| match o {

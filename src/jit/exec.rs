@@ -18,7 +18,6 @@ use crate::codegen::kernels::gemm_strided;
 use crate::codegen::panel::{self, Isa};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
-use crate::ir::EntityRef;
 use crate::ir::Precision;
 
 /// Worker `w` of `n`'s share of one unit of a phase's work.

@@ -178,7 +178,7 @@ pub(super) fn has_layer_0(weights: &Weights, base: &str) -> bool {
 /// `bias_*` tensors) gets zero `bias_ih_l0` and `bias_hh_l0`, as long as
 /// `weight_ih_l0`/`weight_hh_l0`, whose rows they match; only when no tensor
 /// of the checkpoint is a bias.
-pub fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> Weights {
+pub(crate) fn layer_weights(weights: &Weights, layer: usize, reverse: bool) -> Weights {
     let mut view = Weights::new();
     if weights.partial_reads_allowed() {
         view = view.allow_partial_reads();

@@ -8,7 +8,7 @@
 //! directions), and the rest of its sizes come from its own weights. PyTorch's
 //! `nn.LSTM`/`nn.GRU`/`nn.RNN` checkpoints name each layer's tensors with a
 //! suffix (`weight_ih_l1`, `weight_ih_l1_reverse`): [`Layout::of_checkpoint`]
-//! reads the layout off those names, and [`layer_weights`] gives each layer and
+//! reads the layout off those names, and `layer_weights` gives each layer and
 //! direction its tensors under the names of layer 0, which is what a cell's
 //! bindings (`weight_ih_l0[0..H]`) read.
 //!
@@ -34,8 +34,9 @@ mod run;
 mod schedule;
 mod wavefront;
 
+pub(crate) use layout::layer_weights;
 use layout::layered;
-pub use layout::{layer_weights, Layout, MAX_LAYERS};
+pub use layout::{Layout, MAX_LAYERS};
 pub use schedule::Schedule;
 
 use std::borrow::Cow;

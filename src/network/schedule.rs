@@ -130,7 +130,7 @@ impl CompiledNetwork {
 
     /// How a run over `steps` steps of `batch` rows (`ragged`: of different
     /// lengths) shares the threads: the forced schedule if it can run, else
-    /// as [`choose_schedule`] decides from where each layer's step weights fit.
+    /// as `choose_schedule` decides from where each layer's step weights fit.
     pub fn schedule(&self, batch: usize, steps: usize, ragged: bool) -> Schedule {
         let threads = self.thread_budget();
         let fit = |share: usize| {

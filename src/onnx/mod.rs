@@ -1,7 +1,7 @@
 //! Importing an ONNX model's `LSTM` or `GRU` node: the cell that computes it (in
 //! ONNX's gate order) and its weights under the names that cell binds.
 //!
-//! An ONNX file is a protobuf message; [`proto`] reads the few fields the
+//! An ONNX file is a protobuf message; `proto` reads the few fields the
 //! importer needs. What is understood (`docs/interop.md` says it for users):
 //!
 //! - one `LSTM` node (gate order i, o, f, c; optional `B`; optional peepholes
@@ -12,7 +12,7 @@
 //!   one (the model then reads and writes `[B, T, ...]`);
 //! - its weights stored in the model (initializers or `Constant` nodes, in the
 //!   file or in external data beside it; float, double or float16), or
-//!   computed from stored tensors by the constant ops [`fold`] computes;
+//!   computed from stored tensors by the constant ops `fold` computes;
 //! - initial states absent, graph inputs (one per model, each layer slicing
 //!   its rows), stored in the model, or an `Expand` of stored zeros (as
 //!   `torch.onnx.export` writes them, with the `Shape`/`Gather`/`Unsqueeze`/
@@ -30,7 +30,7 @@ mod fold;
 mod glue;
 mod graph;
 mod node;
-pub mod proto;
+pub(crate) mod proto;
 mod quantized;
 
 use std::path::Path;

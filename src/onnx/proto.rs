@@ -28,7 +28,7 @@ pub fn err<T>(m: impl Into<String>) -> Result<T, WeightsError> {
     Err(WeightsError(m.into()))
 }
 
-pub use crate::diag::short;
+pub(crate) use crate::diag::short;
 
 /// A cursor over protobuf wire format.
 struct Reader<'a> {

@@ -106,13 +106,13 @@ pub type PassResult = Result<bool, String>;
 
 /// A pass: a name (for `--after`, dumps and remarks) and a function that says
 /// whether it changed anything.
-pub struct Pass {
+pub(crate) struct Pass {
     pub name: &'static str,
     pub run: fn(&mut Cell, &mut Ctx<'_>) -> PassResult,
 }
 
 /// The pipeline, in order.
-pub const PASSES: &[Pass] = &[
+pub(crate) const PASSES: &[Pass] = &[
     Pass {
         name: "simplify",
         run: simplify::simplify,

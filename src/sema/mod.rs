@@ -221,4 +221,4 @@ pub fn show_ty(t: &SymTy, names: &[String]) -> String {
     }
 }
 
-pub use crate::diag::suggest;
+pub(crate) use crate::diag::suggest;

@@ -3,7 +3,6 @@
 //! module for what each means).
 
 use super::*;
-use crate::ir::EntityRef;
 use crate::ir::{self, Type, Value};
 
 /// What the planning of one product shares between its steps.

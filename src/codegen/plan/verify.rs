@@ -12,7 +12,7 @@
 //! generated code; a plan that fails it is a compiler bug.
 
 use super::*;
-use crate::ir::{EntityRef, Type};
+use crate::ir::Type;
 
 /// Where and why a plan is unsafe to run.
 #[derive(Clone, Debug, PartialEq)]
