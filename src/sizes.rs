@@ -5,7 +5,7 @@
 
 use crate::sema::{self, poly::Poly, IndexInfo, SizeFact, SymTy};
 use crate::weights::{shape_str, Weights};
-use crate::{Cell, Error, Result};
+use crate::{Error, Result};
 
 /// A port's length as a run reads it off a tensor, for size inference.
 #[derive(Clone)]
@@ -20,12 +20,11 @@ pub(crate) struct PortLen {
 /// the cell does not have are skipped: the caller checks names) and from the
 /// weights' tensors, on top of the `given` sizes.
 pub(crate) fn infer_sizes(
-    cell: &Cell,
+    checked: &sema::Checked,
     weights: &Weights,
     ports: &[PortLen],
     given: &[(String, u64)],
 ) -> Result<Vec<(String, u64)>> {
-    let checked = cell.checked();
     let mut facts = Vec::new();
     for port in checked.inputs.iter().chain(&checked.states) {
         for p in ports.iter().filter(|p| p.name == port.name) {

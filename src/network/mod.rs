@@ -147,7 +147,8 @@ impl Network {
                     l - 1
                 ),
             };
-            let dims = crate::sizes::infer_sizes(&self.cell, &Weights::new(), &[port], &given)?;
+            let dims =
+                crate::sizes::infer_sizes(self.cell.checked(), &Weights::new(), &[port], &given)?;
             cells.push(self.cell.clone().dims(&as_refs(&dims))?);
         }
         Ok(cells)
@@ -254,7 +255,7 @@ impl Network {
                         .cloned(),
                 );
                 let here = if l == 0 { given } else { &[][..] };
-                let dims = crate::sizes::infer_sizes(&self.cell, &view, &lens, here)
+                let dims = crate::sizes::infer_sizes(self.cell.checked(), &view, &lens, here)
                     .map_err(|e| in_layer(e, self.layout, l, reverse))?;
                 let ir = match last_ir.take() {
                     Some((d, ir)) if d == dims => ir,
