@@ -5,6 +5,8 @@
 // Tests and programs print what they measure.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,10 +15,7 @@ use object::{Object, ObjectSymbol};
 use cellc::{Cell, Options, Weights};
 
 fn lstm() -> Cell {
-    Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-        .unwrap()
-        .dims(&[("X", 8), ("H", 16)])
-        .unwrap()
+    common::cell("lstm").dims(&[("X", 8), ("H", 16)]).unwrap()
 }
 
 /// A cell named `lstm` (so that `examples/c/lstm_main.c` runs it) that calls
@@ -354,8 +353,7 @@ fn header_names_do_not_clash() {
 fn an_object_and_a_header_that_do_not_belong_together_are_detected() {
     let dir = tmp("abi");
     let small = lstm().compile_object(&Options::default(), None).unwrap();
-    let other = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-        .unwrap()
+    let other = common::cell("lstm")
         .dims(&[("X", 8), ("H", 20)])
         .unwrap()
         .compile_object(&Options::default(), None)

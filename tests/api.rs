@@ -4,6 +4,8 @@
 // Tests and programs print what they measure.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell as StdCell;
 
@@ -43,10 +45,7 @@ fn allocations() -> usize {
 }
 
 fn lstm(x: u64, h: u64) -> (Cell, Kernel) {
-    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-        .unwrap()
-        .dims(&[("X", x), ("H", h)])
-        .unwrap();
+    let cell = common::cell("lstm").dims(&[("X", x), ("H", h)]).unwrap();
     let weights = Weights::random(&cell.ir().unwrap(), 1);
     let kernel = cell.compile(&weights, &Options::default()).unwrap();
     (cell, kernel)
@@ -58,10 +57,7 @@ fn lstm(x: u64, h: u64) -> (Cell, Kernel) {
 #[test]
 fn step_and_run_allocate_nothing() {
     for threads in [1, 2] {
-        let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-            .unwrap()
-            .dims(&[("X", 8), ("H", 12)])
-            .unwrap();
+        let cell = common::cell("lstm").dims(&[("X", 8), ("H", 12)]).unwrap();
         let weights = Weights::random(&cell.ir().unwrap(), 1);
         let opts = Options {
             threads: Some(threads),
@@ -199,13 +195,9 @@ fn wrong_lengths_are_errors() {
 
 #[test]
 fn missing_and_misshapen_weights_are_errors() {
-    let cell = Cell::from_file(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/rnn_tanh.rnn"
-    ))
-    .unwrap()
-    .dims(&[("X", 3), ("H", 4)])
-    .unwrap();
+    let cell = common::cell("rnn_tanh")
+        .dims(&[("X", 3), ("H", 4)])
+        .unwrap();
     let full = Weights::new()
         .with("weight_ih_l0", &[4, 3], vec![0.1; 12])
         .unwrap()
@@ -271,10 +263,7 @@ fn any_batch() {
 /// threads and never free them.
 #[test]
 fn thread_counts_are_bounded() {
-    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn"))
-        .unwrap()
-        .dims(&[("X", 8), ("H", 8)])
-        .unwrap();
+    let cell = common::cell("gru").dims(&[("X", 8), ("H", 8)]).unwrap();
     let weights = Weights::random(&cell.ir().unwrap(), 1);
     for threads in [cellc::max_threads() + 1, 10_000] {
         let opts = Options {
@@ -305,10 +294,7 @@ fn thread_counts_are_bounded() {
 /// weights, or a panic in packing); now it is an error naming the problem.
 #[test]
 fn kernel_new_refuses_an_ir_that_does_not_verify() {
-    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-        .unwrap()
-        .dims(&[("X", 4), ("H", 4)])
-        .unwrap();
+    let cell = common::cell("lstm").dims(&[("X", 4), ("H", 4)]).unwrap();
     let mut ir = cell.kernel_ir(&Options::default()).unwrap();
     let p = ir
         .params

@@ -43,7 +43,7 @@ fn sequence(steps: usize, batch: usize) -> Weights {
 }
 
 fn example(name: &str) -> Cell {
-    Cell::from_file(common::example_path(name)).unwrap()
+    common::cell(name)
 }
 
 /// A GRU cell given an LSTM's state_dict reads three of its four gates'

@@ -1,19 +1,9 @@
 //! The command line, end to end: exit codes, the stats JSON, the dumps.
 
-use std::process::Command;
+mod common;
 
-fn cellc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cellc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::cellc;
+use std::process::Command;
 
 #[test]
 fn check_is_silent_on_good_files() {

@@ -35,14 +35,7 @@ fn joined(
 
 /// The LSTM example at these sizes.
 fn lstm(x: u64, h: u64) -> Cell {
-    let path = common::examples()
-        .into_iter()
-        .find(|p| common::stem(p) == "lstm")
-        .unwrap();
-    Cell::from_file(&path)
-        .unwrap()
-        .dims(&[("X", x), ("H", h)])
-        .unwrap()
+    common::cell_with("lstm", &[("X", x), ("H", h)])
 }
 
 /// Fails on any call instruction (x86-64 `call`, aarch64 `bl`) in `asm`.

@@ -12,6 +12,8 @@
 //! exact result. The measured errors are around 4e-7; 1e-5 leaves headroom without
 //! hiding a mistake (a wrong gate order or a dropped bias moves values by 1e-2).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -39,6 +41,14 @@ fn cases() -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A case's safetensors file, as a path string.
+fn case_file(case: &str, kind: &str) -> String {
+    dir()
+        .join(format!("{case}.{kind}.safetensors"))
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn load(case: &str, kind: &str) -> Weights {
@@ -125,30 +135,17 @@ fn library_matches_pytorch() {
 
 #[test]
 fn cellc_run_matches_pytorch() {
-    let tmp = std::env::temp_dir().join(format!("cellc-conformance-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
     for (case, cell_file) in cases() {
-        let out_path = tmp.join(format!("{case}.out.safetensors"));
-        let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["run", &format!("examples/{cell_file}")])
-            .arg("--weights")
-            .arg(dir().join(format!("{case}.weights.safetensors")))
-            .arg("--inputs")
-            .arg(dir().join(format!("{case}.inputs.safetensors")))
-            .arg("-o")
-            .arg(&out_path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{case}");
-        let err = compare(
-            &case,
-            &Weights::from_safetensors(&out_path).unwrap(),
-            &load(&case, "expected"),
-        );
+        let out = common::cellc_run(&[
+            &format!("examples/{cell_file}"),
+            "--weights",
+            &case_file(&case, "weights"),
+            "--inputs",
+            &case_file(&case, "inputs"),
+        ]);
+        let err = compare(&case, &out, &load(&case, "expected"));
         assert!(err < TOLERANCE, "{case}: relative error {err:e}");
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// The network cases of `tests/conformance/gen_networks.py`: (case, cell file,
@@ -382,10 +379,7 @@ fn network_refusals_name_the_problem() {
     let err = with_lengths(&|w| w.insert_integers("length", &[4], vec![6, 1, 1, 2]).unwrap());
     assert!(err.contains("did you mean `lengths`"), "{err}");
     // A network's checkpoint compiled as one cell: refused, not layer 0 alone.
-    let one = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-        .unwrap()
-        .dims(&[("X", 7), ("H", 11)])
-        .unwrap();
+    let one = common::cell("lstm").dims(&[("X", 7), ("H", 11)]).unwrap();
     let err = one
         .compile(&weights, &Options::default())
         .unwrap_err()
@@ -395,7 +389,7 @@ fn network_refusals_name_the_problem() {
         "{err}"
     );
     // Weights of another depth than the network asked for.
-    let lstm = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn")).unwrap();
+    let lstm = common::cell("lstm");
     let net = cellc::network::Network::new(
         lstm,
         cellc::network::Layout {
@@ -417,7 +411,7 @@ fn network_refusals_name_the_problem() {
 
 #[test]
 fn disagreeing_shapes_name_both_tensors() {
-    let gru = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn")).unwrap();
+    let gru = common::cell("gru");
     // Tiny weights (X = 7) with medium inputs (X = 64).
     let err = cellc::run::run(
         &gru,
@@ -486,26 +480,12 @@ fn onnx_models_match_onnx_runtime() {
         let err = compare(&case, &out, &load(&case, "expected"));
         assert!(err < TOLERANCE, "{case}: relative error {err:e}");
         // And through the command line.
-        let tmp = std::env::temp_dir().join(format!(
-            "cellc-onnx-{}-{case}.safetensors",
-            std::process::id()
-        ));
-        let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
-            .arg("run")
-            .arg(dir().join(format!("{case}.onnx")))
-            .arg("--inputs")
-            .arg(dir().join(format!("{case}.inputs.safetensors")))
-            .arg("-o")
-            .arg(&tmp)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{case}");
-        let err = compare(
-            &case,
-            &Weights::from_safetensors(&tmp).unwrap(),
-            &load(&case, "expected"),
-        );
-        let _ = std::fs::remove_file(&tmp);
+        let out = common::cellc_run(&[
+            dir().join(format!("{case}.onnx")).to_str().unwrap(),
+            "--inputs",
+            &case_file(&case, "inputs"),
+        ]);
+        let err = compare(&case, &out, &load(&case, "expected"));
         assert!(
             err < TOLERANCE,
             "{case} (cellc run): relative error {err:e}"
@@ -544,7 +524,7 @@ fn unsupported_onnx_models_are_refused_clearly() {
 /// a run from zeros.
 #[test]
 fn inputs_the_cell_does_not_read_are_refused() {
-    let gru = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn")).unwrap();
+    let gru = common::cell("gru");
     let x = load("gru_tiny", "inputs");
     let xt = x.get("x").unwrap();
     let mut inputs = Weights::new();
@@ -577,7 +557,7 @@ fn prefixed_state_dicts_are_recognised() {
             .insert(&format!("rnn.{name}"), &t.shape, t.data.clone())
             .unwrap();
     }
-    let lstm = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn")).unwrap();
+    let lstm = common::cell("lstm");
     let inputs = load("lstm_tiny", "inputs");
     let err = cellc::run::run(&lstm, &prefixed, &inputs, &[], &Options::default())
         .unwrap_err()
@@ -720,26 +700,12 @@ fn onnx_networks_match_onnx_runtime() {
             .unwrap_or_else(|e| panic!("{case}: {e}"));
         let err = compare(case, &out, &load(case, "expected"));
         assert!(err < TOLERANCE, "{case}: relative error {err:e}");
-        let tmp = std::env::temp_dir().join(format!(
-            "cellc-onnxnet-{}-{case}.safetensors",
-            std::process::id()
-        ));
-        let status = Command::new(env!("CARGO_BIN_EXE_cellc"))
-            .arg("run")
-            .arg(&path)
-            .arg("--inputs")
-            .arg(dir().join(format!("{case}.inputs.safetensors")))
-            .arg("-o")
-            .arg(&tmp)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{case}");
-        let err = compare(
-            case,
-            &Weights::from_safetensors(&tmp).unwrap(),
-            &load(case, "expected"),
-        );
-        let _ = std::fs::remove_file(&tmp);
+        let out = common::cellc_run(&[
+            path.to_str().unwrap(),
+            "--inputs",
+            &case_file(case, "inputs"),
+        ]);
+        let err = compare(case, &out, &load(case, "expected"));
         assert!(
             err < TOLERANCE,
             "{case} (cellc run): relative error {err:e}"
@@ -761,22 +727,19 @@ fn onnx_networks_match_onnx_runtime() {
         let t = full.get(name).unwrap();
         no_lengths.insert(name, &t.shape, t.data.clone()).unwrap();
     }
-    let tmp = std::env::temp_dir().join(format!("cellc-nolens-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = common::temp_dir("nolens");
     let inputs = tmp.join("in.safetensors");
     std::fs::write(&inputs, no_lengths.to_safetensors_bytes().unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cellc"))
-        .arg("run")
-        .arg(dir().join("onnxnet_lstm_bi_lens.onnx"))
-        .arg("--inputs")
-        .arg(&inputs)
-        .arg("-o")
-        .arg(tmp.join("out.safetensors"))
-        .output()
-        .unwrap();
+    let (code, _, err) = common::cellc(&[
+        "run",
+        dir().join("onnxnet_lstm_bi_lens.onnx").to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "-o",
+        tmp.join("out.safetensors").to_str().unwrap(),
+    ]);
     let _ = std::fs::remove_dir_all(&tmp);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("sequence_lens") && err.contains("`lengths`"),
         "{err}"
@@ -809,30 +772,15 @@ fn exported_models_run_as_onnx_runtime_runs_them() {
             .unwrap_or_else(|e| panic!("{case}: {e}"));
         let err = compare(case, &out, &load(case, "expected"));
         assert!(err < TOLERANCE, "{case}: relative error {err:e}");
-        let tmp = std::env::temp_dir().join(format!(
-            "cellc-exports-{}-{case}.safetensors",
-            std::process::id()
-        ));
-        let run = Command::new(env!("CARGO_BIN_EXE_cellc"))
-            .arg("run")
-            .arg(&path)
-            .arg("--inputs")
-            .arg(exports.join(format!("{case}.inputs.safetensors")))
-            .arg("-o")
-            .arg(&tmp)
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{case}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let err = compare(
-            case,
-            &Weights::from_safetensors(&tmp).unwrap(),
-            &load(case, "expected"),
-        );
-        let _ = std::fs::remove_file(&tmp);
+        let out = common::cellc_run(&[
+            path.to_str().unwrap(),
+            "--inputs",
+            exports
+                .join(format!("{case}.inputs.safetensors"))
+                .to_str()
+                .unwrap(),
+        ]);
+        let err = compare(case, &out, &load(case, "expected"));
         assert!(
             err < TOLERANCE,
             "{case} (cellc run): relative error {err:e}"

@@ -2,6 +2,8 @@
 //! non-zero exit, never a panic, a hang or unbounded memory; and IEEE special
 //! values and long sequences in the generated code.
 
+mod common;
+
 use std::io::Write;
 use std::process::Command;
 
@@ -255,10 +257,7 @@ fn f16_bf16_f64_weights_are_converted() {
 }
 
 fn lstm(x: u64, h: u64) -> (Cell, cellc::ir::Cell) {
-    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lstm.rnn"))
-        .unwrap()
-        .dims(&[("X", x), ("H", h)])
-        .unwrap();
+    let cell = common::cell("lstm").dims(&[("X", x), ("H", h)]).unwrap();
     let ir = cell.ir().unwrap();
     (cell, ir)
 }
@@ -330,10 +329,7 @@ fn nan_and_inf_propagate() {
 /// 50 stay finite and agree with the interpreter at the end (norm-wise 1e-4).
 #[test]
 fn a_hundred_thousand_steps() {
-    let cell = Cell::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gru.rnn"))
-        .unwrap()
-        .dims(&[("X", 4), ("H", 8)])
-        .unwrap();
+    let cell = common::cell("gru").dims(&[("X", 4), ("H", 8)]).unwrap();
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, 11);
     let kernel = cell.compile(&weights, &Options::default()).unwrap();

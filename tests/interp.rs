@@ -27,12 +27,7 @@ fn params(cell: &cellc::ir::Cell, named: &[(&str, &[f64])]) -> ParamValues {
 }
 
 fn example(name: &str) -> cellc::ir::Cell {
-    cellc::Cell::from_file(common::example_path(name))
-        .unwrap()
-        .dims(&[("X", 2), ("H", 2)])
-        .unwrap()
-        .ir()
-        .unwrap()
+    common::cell_with(name, &[("X", 2), ("H", 2)]).ir().unwrap()
 }
 
 fn assert_close(got: &[f64], want: &[f64]) {

@@ -75,21 +75,12 @@ fn compare_run(
     compare_with(cell, opts, &weights, &reference, case)
 }
 
-fn with_dims(path: &std::path::Path, x: u64, h: u64) -> Cell {
-    let cell = Cell::from_file(path).unwrap();
-    let dims: Vec<(&str, u64)> = [("X", x), ("H", h), ("P", (h / 2).max(1))]
-        .into_iter()
-        .filter(|(n, _)| cell.dim_names().iter().any(|d| d == n))
-        .collect();
-    cell.dims(&dims).unwrap()
-}
-
 #[test]
 fn examples_match_the_interpreter() {
     let mut case = 0;
     for path in common::examples() {
         for (x, h) in [(1, 1), (3, 17), (8, 8), (33, 16), (17, 33)] {
-            let cell = with_dims(&path, x, h);
+            let cell = common::sized(&path, x, h);
             for batch in [1, 3, 8, 17] {
                 for optimize in [true, false] {
                     case += 1;
@@ -116,7 +107,7 @@ fn large_batches() {
         .into_iter()
         .find(|p| common::stem(p) == "gru")
         .unwrap();
-    let cell = with_dims(&path, 16, 24);
+    let cell = common::sized(&path, 16, 24);
     for batch in [64, 1000] {
         let err = compare_run(&cell, &Options::default(), batch, 2, 9, 1.0).worst;
         assert!(err < TOLERANCE, "batch {batch}: {err:e}");
@@ -131,7 +122,7 @@ fn mistakes_are_caught() {
         .into_iter()
         .find(|p| common::stem(p) == "lstm")
         .unwrap();
-    let cell = with_dims(&path, 5, 17);
+    let cell = common::sized(&path, 5, 17);
     let ir = cell.ir().unwrap();
     let weights = Weights::random(&ir, 3);
     let good = cellc::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
@@ -326,7 +317,7 @@ fn every_plan_and_thread_count_matches_the_interpreter() {
     use cellc::Variant;
     let mut cases: Vec<(String, Cell)> = Vec::new();
     for path in common::examples() {
-        cases.push((common::stem(&path), with_dims(&path, 5, 17)));
+        cases.push((common::stem(&path), common::sized(&path, 5, 17)));
     }
     for seed in [3u64, 17, 99] {
         let text = cellc::gen::random_cell(seed);
@@ -372,7 +363,7 @@ fn every_plan_stepped_one_call_at_a_time_matches_the_interpreter() {
     use cellc::Variant;
     for path in common::examples() {
         let name = common::stem(&path);
-        let cell = with_dims(&path, 6, 21);
+        let cell = common::sized(&path, 6, 21);
         let weights = Weights::random(&cell.ir().unwrap(), 8);
         let (want_y, want_s) = reference_sequence(&cell, &weights, 5, 4, 13);
         let plans = Variant::ALL.into_iter().map(Some).chain([None]);
@@ -414,7 +405,7 @@ fn results_do_not_depend_on_the_thread_count() {
             .into_iter()
             .find(|p| common::stem(p) == name)
             .unwrap();
-        let cell = with_dims(&path, 24, 200);
+        let cell = common::sized(&path, 24, 200);
         let weights = Weights::random(&cell.ir().unwrap(), 2);
         // Batch 1: short tiles, whose units are 64 rows on 1, 2 and 4
         // threads and 32 on 3.
@@ -534,7 +525,14 @@ fn a_chaotic_random_cell_is_judged_by_its_sensitivity() {
         .into_iter()
         .find(|p| common::stem(p) == "lstm")
         .unwrap();
-    let run = compare_run(&with_dims(&lstm, 5, 17), &Options::default(), 3, 13, 1, 1.0);
+    let run = compare_run(
+        &common::sized(&lstm, 5, 17),
+        &Options::default(),
+        3,
+        13,
+        1,
+        1.0,
+    );
     assert!(run.sensitivity < 1e-6, "{:e}", run.sensitivity);
 }
 
@@ -732,7 +730,7 @@ fn every_product_kernel_gives_the_same_bits() {
         .unwrap();
     // Rows not a multiple of the 16-row panels; batch around the 6-row tile.
     let cells = [
-        with_dims(&path, 19, 37),
+        common::sized(&path, 19, 37),
         Cell::from_source("three.rnn", THREE_INPUTS).unwrap(),
     ];
     let mut covered = Vec::new();
@@ -788,16 +786,11 @@ fn every_product_kernel_gives_the_same_bits() {
             }
         }
     }
-    covered.sort_unstable();
-    covered.dedup();
-    eprintln!(
-        "product kernels covered: {covered:?}; this host lacks: {:?}",
-        Isa::ALL
-            .into_iter()
-            .filter(|i| !i.available())
-            .map(|i| i.name())
-            .collect::<Vec<_>>()
-    );
+    let covered: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|i| covered.contains(&i.name()))
+        .collect();
+    common::check_isa_coverage("product kernels", &covered);
 }
 
 /// The wide region kernels (`Options::isa` avx2 and avx512) compute what
@@ -894,14 +887,10 @@ fn wide_regions_give_the_generated_bits() {
             }
         }
     }
-    eprintln!(
-        "wide regions compared on {wide:?} ({compared} runs); this host lacks: {:?}",
-        Isa::ALL
-            .into_iter()
-            .filter(|i| !i.available())
-            .map(|i| i.name())
-            .collect::<Vec<_>>()
-    );
+    assert!(compared > 0 || wide.is_empty());
+    let mut covered = wide.clone();
+    covered.push(Isa::Scalar);
+    common::check_isa_coverage("wide regions", &covered);
 }
 
 /// The cost model costs the kernels a kernel runs on: a forced `--isa
@@ -913,7 +902,7 @@ fn the_cost_model_costs_a_forced_isa() {
     if widest == Isa::Scalar {
         return; // One kernel: nothing to tell apart.
     }
-    let cell = with_dims(&common::example_path("lstm"), 256, 256);
+    let cell = common::sized(&common::example_path("lstm"), 256, 256);
     let weights = Weights::random(&cell.ir().unwrap(), 1);
     let choose = |isa| {
         let opts = Options {

@@ -5,6 +5,8 @@
 //! oracle to float precision (the oracle steps one row at a time, whose plan
 //! sums in another order than a sequence's).
 
+mod common;
+
 use cellc::network::{Layout, Network, Schedule};
 use cellc::{Cell, Options};
 
@@ -28,10 +30,7 @@ impl Rng {
 }
 
 fn example(name: &str, dims: &[(&str, u64)]) -> Cell {
-    Cell::from_file(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
-        .dims(dims)
-        .unwrap()
+    common::cell_with(name.trim_end_matches(".rnn"), dims)
 }
 
 /// The oracle: outputs `[T, B, D*len]` and final states `[D*L, B, len]`.

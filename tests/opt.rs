@@ -9,7 +9,7 @@ use cellc::ir::{self, Op, Type, Value};
 use cellc::opt;
 
 fn example(name: &str) -> cellc::Cell {
-    cellc::Cell::from_file(common::example_path(name)).unwrap()
+    common::cell(name)
 }
 
 fn optimized(cell: &cellc::Cell) -> ir::Cell {

@@ -17,15 +17,6 @@ use cellc::{Cell, Options, Variant, Weights};
 /// once per row, the interpreter multiplies `q * s` first: one rounding more).
 const TOLERANCE: f64 = 1e-4;
 
-fn with_dims(path: &Path, x: u64, h: u64) -> Cell {
-    let cell = Cell::from_file(path).unwrap();
-    let dims: Vec<(&str, u64)> = [("X", x), ("H", h), ("P", (h / 2).max(1))]
-        .into_iter()
-        .filter(|(n, _)| cell.dim_names().iter().any(|d| d == n))
-        .collect();
-    cell.dims(&dims).unwrap()
-}
-
 /// The worst error of `steps` steps of the kernel against the interpreter,
 /// given the weights the kernel computes with (`rounded`) or the raw ones.
 fn error(cell: &Cell, opts: &Options, batch: usize, seed: u64, rounded: bool) -> f64 {
@@ -62,7 +53,7 @@ fn narrow_weights_match_the_interpreter_on_every_plan() {
     for path in common::examples() {
         // Odd and even k (the narrow panels hold k in pairs), k of 1.
         for (x, h) in [(3, 17), (33, 16), (17, 40), (1, 2)] {
-            let cell = with_dims(&path, x, h);
+            let cell = common::sized(&path, x, h);
             for precision in [Precision::Bf16, Precision::Int8] {
                 for plan in Variant::ALL {
                     for batch in [1, 3, 8] {
@@ -95,7 +86,7 @@ fn the_rounding_is_real() {
         .into_iter()
         .find(|p| common::stem(p) == "lstm")
         .unwrap();
-    let cell = with_dims(&path, 24, 40);
+    let cell = common::sized(&path, 24, 40);
     for precision in [Precision::Bf16, Precision::Int8] {
         for plan in Variant::ALL {
             let opts = Options {
@@ -483,7 +474,7 @@ fn accuracy_against_f32_on_every_example() {
     let mut worst = [0.0f64; 2];
     for path in common::examples() {
         let stem = common::stem(&path);
-        let cell = with_dims(&path, 64, 128);
+        let cell = common::sized(&path, 64, 128);
         let weights = Weights::random(&cell.ir().unwrap(), 7);
         let run = |precision: Option<Precision>| {
             let opts = Options {

@@ -1954,6 +1954,28 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// Fails when the environment asks for an ISA (`CELLC_REQUIRE_ISAS`,
+    /// names separated by commas: `.ci/run` sets what the CPU advertises)
+    /// that this run did not test; otherwise says which it tested.
+    #[allow(clippy::print_stderr)] // says which kernels the host let it test
+    fn check_coverage(what: &str, tested: &[Isa]) {
+        let skipped: Vec<Isa> = Isa::ALL
+            .into_iter()
+            .filter(|i| !tested.contains(i))
+            .collect();
+        eprintln!("{what} tested: {tested:?}; not available here: {skipped:?}");
+        if let Ok(required) = std::env::var("CELLC_REQUIRE_ISAS") {
+            for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let isa = Isa::from_name(name)
+                    .unwrap_or_else(|| panic!("CELLC_REQUIRE_ISAS names `{name}`, no ISA"));
+                assert!(
+                    tested.contains(&isa),
+                    "CELLC_REQUIRE_ISAS asks for {name}, which {what} did not test here"
+                );
+            }
+        }
+    }
+
     fn reference(w: &[f32], m: usize, k: usize, x: &[f32], xs: usize, batch: usize) -> Vec<f64> {
         let mut out = vec![0.0; batch * m];
         for b in 0..batch {
@@ -1972,7 +1994,6 @@ mod tests {
     /// whose tiles span 1 to 4 panels; `k` of 0, 1, and across a block of
     /// [`KC`]), and every kernel agrees with the scalar one to the bit.
     #[test]
-    #[allow(clippy::print_stderr)] // says which kernels the host let it test
     fn kernels_match_the_reference_and_each_other() {
         let mut rng = crate::gen::Rng(7);
         let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
@@ -2010,13 +2031,7 @@ mod tests {
                 }
             }
         }
-        eprintln!(
-            "panel kernels tested: {isas:?}; not available here: {:?}",
-            Isa::ALL
-                .into_iter()
-                .filter(|i| !i.available())
-                .collect::<Vec<_>>()
-        );
+        check_coverage("panel kernels", &isas);
     }
 
     /// Every way a product's sums start (the destination, zero, a bias row
@@ -2099,7 +2114,6 @@ mod tests {
     /// block of [`KC`], batches around the 2- and 6-row tiles), and to the
     /// bit against the scalar kernel.
     #[test]
-    #[allow(clippy::print_stderr)] // says which kernels the host let it test
     fn narrow_kernels_match_the_reference_and_each_other() {
         let mut rng = crate::gen::Rng(11);
         let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
@@ -2145,13 +2159,7 @@ mod tests {
                 }
             }
         }
-        eprintln!(
-            "narrow panel kernels tested: {isas:?}; not available here: {:?}",
-            Isa::ALL
-                .into_iter()
-                .filter(|i| !i.available())
-                .collect::<Vec<_>>()
-        );
+        check_coverage("narrow panel kernels", &isas);
     }
 
     #[test]

@@ -45,3 +45,99 @@ pub fn example_path(name: &str) -> PathBuf {
         .find(|p| stem(p) == name)
         .unwrap_or_else(|| panic!("no cell named `{name}`"))
 }
+
+/// A shipped cell by its stem (`lstm`), with the file's default sizes.
+pub fn cell(name: &str) -> cellc::Cell {
+    cellc::Cell::from_file(example_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A shipped cell by its stem, at the sizes given.
+pub fn cell_with(name: &str, dims: &[(&str, u64)]) -> cellc::Cell {
+    cell(name)
+        .dims(dims)
+        .unwrap_or_else(|e| panic!("{name} {dims:?}: {e}"))
+}
+
+/// Runs the `cellc` binary from the crate's root: the exit code, stdout and
+/// stderr. A panic in it fails the test.
+pub fn cellc(args: &[&str]) -> (i32, String, String) {
+    cellc_with_env(args, &[])
+}
+
+/// [`cellc`] with environment variables set.
+pub fn cellc_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cellc"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cellc runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        err,
+    )
+}
+
+/// A fresh folder of this test process, named `name` (and numbered: tests
+/// run at once in one process).
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("cellc-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `cellc run ARGS -o OUT` succeeds, and OUT's tensors come back.
+pub fn cellc_run(args: &[&str]) -> cellc::Weights {
+    let dir = temp_dir("run");
+    let out = dir.join("out.safetensors");
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend(["-o", out.to_str().unwrap()]);
+    let (code, _, err) = cellc(&all);
+    assert_eq!(code, 0, "{all:?}: {err}");
+    let w = cellc::Weights::from_safetensors(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    w
+}
+
+/// The cell at `path` with `X = x`, `H = h` and a projection `P = h / 2`,
+/// those of them it has (the sizes the differential tests sweep).
+pub fn sized(path: &Path, x: u64, h: u64) -> cellc::Cell {
+    let cell = cellc::Cell::from_file(path).unwrap();
+    let dims: Vec<(&str, u64)> = [("X", x), ("H", h), ("P", (h / 2).max(1))]
+        .into_iter()
+        .filter(|(n, _)| cell.dim_names().iter().any(|d| d == n))
+        .collect();
+    cell.dims(&dims).unwrap()
+}
+
+/// Fails when the environment asks for an ISA (`CELLC_REQUIRE_ISAS`, names
+/// separated by commas: `.ci/run` sets what the CPU advertises) that a per-ISA
+/// test did not cover; otherwise says which it covered and which the host
+/// lacks (a skipped ISA is said, never silent).
+#[allow(clippy::print_stderr)] // says what the host let it test
+pub fn check_isa_coverage(what: &str, covered: &[cellc::Isa]) {
+    let lacks: Vec<&str> = cellc::Isa::ALL
+        .into_iter()
+        .filter(|i| !covered.contains(i))
+        .map(|i| i.name())
+        .collect();
+    let names: Vec<&str> = covered.iter().map(|i| i.name()).collect();
+    eprintln!("{what} covered: {names:?}; not covered here: {lacks:?}");
+    if let Ok(required) = std::env::var("CELLC_REQUIRE_ISAS") {
+        for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let isa = cellc::Isa::from_name(name)
+                .unwrap_or_else(|| panic!("CELLC_REQUIRE_ISAS names `{name}`, no ISA"));
+            assert!(
+                covered.contains(&isa),
+                "CELLC_REQUIRE_ISAS asks for {name}, which {what} did not cover here"
+            );
+        }
+    }
+}
