@@ -60,6 +60,7 @@ pub mod run;
 mod sema;
 mod sizes;
 mod syntax;
+pub mod torch;
 mod weights;
 
 pub use cell::{read_source, Cell, GeneratedFunction, Optimized};

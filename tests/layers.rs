@@ -59,7 +59,9 @@ const EVERYWHERE: &[&str] = &["diag", "error", "alloc"];
 
 /// The top layer, lowest first: each may use anything below the top and the
 /// ones before it here (`lib` is the crate root, the facade).
-const TOP: &[&str] = &["sizes", "cell", "network", "run", "bench", "fuzzing", "lib"];
+const TOP: &[&str] = &[
+    "sizes", "cell", "torch", "network", "run", "bench", "fuzzing", "lib",
+];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {

@@ -1,0 +1,257 @@
+"""cellc: a compiler for recurrent-network cells, from Python.
+
+A cell (an LSTM, a GRU, or one you write in cellc's small `.rnn` language)
+is compiled to native code whose matrix products are fused and whose
+element-wise epilogue is one pass; it runs on NumPy arrays and PyTorch CPU
+tensors, with the GIL released.
+
+Three ways in:
+
+    import cellc
+    net = cellc.from_torch(torch.nn.LSTM(64, 128, num_layers=2))  # a PyTorch module
+    y, (h_n, c_n) = net(x)                                       # its own signature
+
+    cell = cellc.Cell("examples/layernorm_lstm.rnn", dims={"X": 64, "H": 128})
+    k = cell.compile(weights)                      # a dict of arrays, or a state_dict
+    state = k.new_state(batch); k.step(x, state); y = k.output(state, "y")
+
+    m = cellc.load_onnx("model.onnx")              # an ONNX LSTM or GRU stack
+    y, h_n = m(x)
+
+Errors are `cellc.Error` and its subclasses, one per kind. Compiled objects
+pickle (unpickling compiles again), so they go to `multiprocessing` workers
+and distributed engines such as Ray. `docs/python.md` has the whole story.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _cellc
+from ._cellc import (
+    Cell,
+    Error,
+    FileError,
+    InternalError,
+    Kernel,
+    ModelError,
+    OptionsError,
+    ShapeError,
+    SourceError,
+    State,
+    TooLargeError,
+    WeightsError,
+    copies,
+    max_threads,
+)
+
+__version__ = _cellc.__version__
+
+__all__ = [
+    "Cell",
+    "Kernel",
+    "State",
+    "Network",
+    "OnnxNetwork",
+    "from_torch",
+    "load_onnx",
+    "Error",
+    "SourceError",
+    "FileError",
+    "WeightsError",
+    "ModelError",
+    "ShapeError",
+    "TooLargeError",
+    "OptionsError",
+    "InternalError",
+    "copies",
+    "max_threads",
+]
+
+
+def _torch():
+    """PyTorch, or an error that says what to install."""
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - exercised without torch
+        raise ImportError(
+            "this needs PyTorch, which is not installed: `pip install torch` "
+            "(or `pip install cellc[torch]`)"
+        ) from e
+    return torch
+
+
+def _is_tensor(x: Any) -> bool:
+    t = type(x)
+    return t.__module__.startswith("torch") and t.__name__ == "Tensor"
+
+
+def _is_packed(x: Any) -> bool:
+    return type(x).__name__ == "PackedSequence" and type(x).__module__.startswith("torch")
+
+
+class Network:
+    """A PyTorch recurrent module (`nn.LSTM`, `nn.GRU`, `nn.RNN`) compiled by
+    cellc, called as the module is: `y, h_n = net(x)`, `y, (h_n, c_n) =
+    net(x, (h0, c0))` for an LSTM, with the module's shapes (`batch_first`,
+    unbatched 2-D inputs, `PackedSequence` in and out). Tensors in give
+    tensors out; NumPy arrays in give NumPy arrays out.
+
+    Made by `cellc.from_torch(module)`; the weights are the module's when it
+    was called (a later change to the module is not seen: call it again).
+    Dropout is ignored (inference). The object is shared by any number of
+    threads, and pickles.
+    """
+
+    def __init__(self, network: "_cellc.Network", kind: str, states: list[str],
+                 batch_first: bool, hidden_size: int, proj_size: int):
+        self._net = network
+        self.kind = kind
+        self.state_names = list(states)
+        self.batch_first = batch_first
+        self.hidden_size = hidden_size
+        self.proj_size = proj_size
+        self.num_layers, self.bidirectional = network.layout
+        self.input_size = network.input_size
+
+    def __repr__(self) -> str:
+        return (f"cellc.Network({self.kind}, input_size={self.input_size}, "
+                f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, batch_first={self.batch_first})")
+
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def __call__(self, input: Any, hx: Any = None) -> tuple[Any, Any]:
+        """Runs the network as the module's `forward(input, hx)` does."""
+        lengths = None
+        packed = _is_packed(input)
+        if packed:
+            torch = _torch()
+            pad = torch.nn.utils.rnn.pad_packed_sequence
+            padded, lens = pad(input, batch_first=False)
+            x = padded
+            lengths = [int(n) for n in lens]
+            batch_first = False
+        else:
+            x = input
+            batch_first = self.batch_first
+        tensor = _is_tensor(x)
+        unbatched = len(x.shape) == 2
+        if len(x.shape) not in (2, 3):
+            raise ShapeError(
+                f"input: shape {list(x.shape)}; expected "
+                f"{'[B, T, X]' if batch_first else '[T, B, X]'} or [T, X] with X = {self.input_size}")
+        if unbatched:
+            x = x[:, None, :]
+        elif batch_first:
+            x = x.transpose(0, 1) if tensor else np.swapaxes(x, 0, 1)
+        batch = x.shape[1]
+        initial = None
+        if hx is not None:
+            given = hx if isinstance(hx, (tuple, list)) else (hx,)
+            if len(given) != len(self.state_names):
+                raise ShapeError(
+                    f"hx: {len(given)} tensors; {self.kind} takes "
+                    f"{'(h_0, c_0)' if len(self.state_names) == 2 else 'h_0'}")
+            initial = {}
+            for name, h in zip(self.state_names, given):
+                if unbatched:
+                    if len(h.shape) != 2:
+                        raise ShapeError(f"hx ({name}): shape {list(h.shape)}; an unbatched input takes [D*L, H]")
+                    h = h[:, None, :]
+                initial[name] = h
+        y, states = self._net.run(x, lengths, initial)
+        if unbatched:
+            y = y[:, 0, :]
+            states = {k: v[:, 0, :] for k, v in states.items()}
+        elif batch_first:
+            y = y.transpose(0, 1) if _is_tensor(y) else np.swapaxes(y, 0, 1)
+        if packed:
+            torch = _torch()
+            y = torch.nn.utils.rnn.pack_padded_sequence(
+                y, torch.tensor(lengths), enforce_sorted=False)
+        finals = [states[n] for n in self.state_names]
+        if len(finals) == 2:
+            return y, (finals[0], finals[1])
+        return y, finals[0]
+
+    forward = __call__
+
+
+def _module_kind(module: Any) -> tuple[str, int, str]:
+    torch = _torch()
+    nn = torch.nn
+    if isinstance(module, nn.LSTM):
+        return "LSTM", int(getattr(module, "proj_size", 0) or 0), "tanh"
+    if isinstance(module, nn.GRU):
+        return "GRU", 0, "tanh"
+    if isinstance(module, nn.RNN):
+        return "RNN", 0, module.nonlinearity
+    raise OptionsError(
+        f"cellc.from_torch takes nn.LSTM, nn.GRU and nn.RNN, not {type(module).__name__}; "
+        "for another cell, write it as a .rnn file and use cellc.Cell")
+
+
+def from_torch(module: Any, precision: Optional[str] = None, threads: Optional[int] = None,
+               plan: Optional[str] = None) -> Network:
+    """Compiles a PyTorch `nn.LSTM`, `nn.GRU` or `nn.RNN` (any `num_layers`,
+    `bidirectional`, `batch_first`, `proj_size`, `bias`) with its current
+    weights; returns a `cellc.Network` called as the module is.
+
+    `precision`: how the matrices are stored (`"f32"`, `"bf16"`, `"int8"`);
+    `threads`: at most this many (default: chosen per call); `plan`: the
+    sequence plan (default: chosen per call).
+    """
+    kind, proj, nonlinearity = _module_kind(module)
+    name, source, states = _cellc.torch_cell(kind, proj, nonlinearity)
+    weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    net = _cellc.Network.from_checkpoint(
+        source, weights, name=name, precision=precision, threads=threads, plan=plan)
+    return Network(net, kind, states, bool(module.batch_first), int(module.hidden_size), proj)
+
+
+class OnnxNetwork:
+    """An ONNX model's LSTM or GRU stack (the models `cellc run` takes),
+    called as a PyTorch module is: `y, h_n = m(x)`, `y, (h_n, c_n) = m(x,
+    (h0, c0))`, with `lengths=` for a model that takes each row's length.
+    Run as ONNX Runtime runs it (its own layout, every graph input required).
+    """
+
+    def __init__(self, model: "_cellc.OnnxModel"):
+        self._model = model
+        self.input_names = model.input_names
+        self.state_names = model.state_names
+        self.batch_first = model.batch_first
+
+    def __repr__(self) -> str:
+        return f"cellc.OnnxNetwork(inputs={self.input_names})"
+
+    def run(self, inputs: dict) -> dict:
+        """Runs the model on a dict of inputs by the model's names (or cellc's:
+        `x`, `lengths`, `h`, `c`); returns `y` and the final states by name."""
+        return self._model.run(inputs)
+
+    def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Any, Any]:
+        inputs = {"x": x}
+        if hx is not None:
+            given = hx if isinstance(hx, (tuple, list)) else (hx,)
+            for name, h in zip(self.state_names, given):
+                inputs[name] = h
+        if lengths is not None:
+            inputs["lengths"] = lengths
+        out = self._model.run(inputs)
+        finals = [out[n] for n in self.state_names]
+        if len(finals) == 2:
+            return out["y"], (finals[0], finals[1])
+        return out["y"], finals[0]
+
+    forward = __call__
+
+
+def load_onnx(path: str, precision: Optional[str] = None, threads: Optional[int] = None) -> OnnxNetwork:
+    """Reads an ONNX model with an LSTM or GRU stack (and its external data
+    beside it): an `OnnxNetwork`, called as a PyTorch module is."""
+    return OnnxNetwork(_cellc.OnnxModel(str(path), precision=precision, threads=threads))
