@@ -290,20 +290,48 @@ pub(crate) fn suggest<'a>(
         .map(|(_, c)| c)
 }
 
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to
+/// `b`: the optimal-string-alignment distance, so `tahn` is one edit from
+/// `tanh`, as a typist's slip is.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     if a.len().abs_diff(b.len()) > 3 {
         return usize::MAX;
     }
+    // Rows i-1 and i of the table, and row i-2 for swaps.
+    let mut before: Vec<usize> = Vec::new();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
             let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            let mut best = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            if i > 0 && j > 0 && *ca == b[j - 1] && a[i - 1] == *cb {
+                best = best.min(before[j - 1] + 1);
+            }
+            cur[j + 1] = best;
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{edit_distance, suggest};
+
+    #[test]
+    fn swapped_neighbours_are_one_edit() {
+        assert_eq!(edit_distance("tahn", "tanh"), 1);
+        assert_eq!(edit_distance("sigmiod", "sigmoid"), 1);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("abc", "cab"), 2);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+        let f = ["sigmoid", "tanh", "relu"];
+        assert_eq!(suggest("tahn", f.into_iter()), Some("tanh"));
+        assert_eq!(suggest("TANH", f.into_iter()), Some("tanh"));
+        assert_eq!(suggest("cos", f.into_iter()), None);
+    }
 }

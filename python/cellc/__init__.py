@@ -170,15 +170,31 @@ class Network:
         elif batch_first:
             y = y.transpose(0, 1) if _is_tensor(y) else np.swapaxes(y, 0, 1)
         if packed:
-            torch = _torch()
-            y = torch.nn.utils.rnn.pack_padded_sequence(
-                y, torch.tensor(lengths), enforce_sorted=False)
+            y = _repack(y, lengths, input)
         finals = [states[n] for n in self.state_names]
         if len(finals) == 2:
             return y, (finals[0], finals[1])
         return y, finals[0]
 
     forward = __call__
+
+
+def _repack(y: Any, lengths: list[int], like: Any) -> Any:
+    """`y` [T, B, ...] (rows in the caller's order) packed as `like` is: the
+    same batch sizes and the same row order, so `y.data` lines up with the
+    input's `data` as PyTorch's own output does."""
+    torch = _torch()
+    rnn = torch.nn.utils.rnn
+    if not _is_tensor(y):
+        y = torch.from_numpy(y)
+    lens = torch.tensor(lengths, dtype=torch.int64)
+    order = like.sorted_indices
+    if order is not None:
+        y = y.index_select(1, order.to(y.device))
+        lens = lens.index_select(0, order.cpu())
+    packed = rnn.pack_padded_sequence(y, lens, enforce_sorted=True)
+    return rnn.PackedSequence(packed.data, packed.batch_sizes, like.sorted_indices,
+                              like.unsorted_indices)
 
 
 def _module_kind(module: Any) -> tuple[str, int, str]:

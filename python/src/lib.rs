@@ -980,11 +980,28 @@ impl Network {
                     .collect::<PyResult<Vec<usize>>>()
             })
             .transpose()?;
+        let layout = net.layout();
+        let slots = layout.layers * layout.directions();
+        let lens = net.state_lens();
         let mut inits: Vec<(String, Input<'_>)> = Vec::new();
         if let Some(d) = initial {
             for (k, v) in d.iter() {
                 let name: String = k.extract()?;
-                let a = input(&v, &format!("initial[{name:?}]"), "[D*L, B, len]")?;
+                let Some(s) = net.state_names().iter().position(|n| *n == name) else {
+                    return Err(shape_err(format!(
+                        "initial names `{name}`, which is not a state; the states are {}",
+                        net.state_names().join(", ")
+                    )));
+                };
+                let want = [slots, batch, lens.first().map_or(0, |l| l[s])];
+                let expect = format!("[D*L, B, len] = {}", shape_text(&want));
+                let a = input(&v, &format!("initial[{name:?}]"), &expect)?;
+                if a.shape() != want {
+                    return Err(shape_err(format!(
+                        "initial[{name:?}]: shape {}; expected {expect}",
+                        shape_text(a.shape())
+                    )));
+                }
                 inits.push((name, a));
             }
         }
@@ -1003,9 +1020,6 @@ impl Network {
         let mut outputs = out.outputs;
         let y = output(py, outputs.swap_remove(0), &[steps, batch, out_len], torch)?;
         let states = PyDict::new(py);
-        let layout = net.layout();
-        let slots = layout.layers * layout.directions();
-        let lens = net.state_lens();
         for (s, (name, values)) in net.state_names().iter().zip(out.states).enumerate() {
             let len = lens.first().map_or(0, |l| l[s]);
             states.set_item(name, output(py, values, &[slots, batch, len], torch)?)?;
@@ -1085,7 +1099,6 @@ fn torch_cell(
 #[pyclass(module = "cellc._cellc", name = "OnnxModel", frozen)]
 struct OnnxModel {
     imported: Arc<cellc::onnx::Imported>,
-    path: std::path::PathBuf,
     recipe: Recipe,
 }
 
@@ -1100,6 +1113,9 @@ impl OnnxModel {
         threads: Option<usize>,
         isa: Option<String>,
     ) -> PyResult<OnnxModel> {
+        if let Err(e) = std::fs::metadata(&path) {
+            return Err(FileError::new_err(format!("{}: {e}", path.display())));
+        }
         let imported = cellc::onnx::import_file(&path)
             .map_err(|e| ModelError::new_err(format!("{}: {}", path.display(), e.0)))?;
         let recipe = Recipe {
@@ -1112,7 +1128,6 @@ impl OnnxModel {
         recipe.options()?;
         Ok(OnnxModel {
             imported: Arc::new(imported),
-            path,
             recipe,
         })
     }
@@ -1137,7 +1152,7 @@ impl OnnxModel {
     /// The states (`h`, and `c` for an LSTM).
     #[getter]
     fn state_names(&self) -> Vec<String> {
-        if self.imported.cell_source.contains("state h: [H], c: [H]") {
+        if self.imported.cell_name == "onnx_lstm.rnn" {
             vec!["h".into(), "c".into()]
         } else {
             vec!["h".into()]
@@ -1176,7 +1191,9 @@ impl OnnxModel {
             w.insert(&name, a.shape(), a.data()?.to_vec())
                 .map_err(|e| err(e.into()))?;
         }
-        let opts = self.recipe.options()?;
+        let mut opts = self.recipe.options()?;
+        // A quantized model runs in its own precision unless told (as `cellc run`).
+        opts.precision = opts.precision.or(self.imported.precision);
         let imported = &self.imported;
         let out = py
             .detach(|| cellc::run::run_onnx(imported, &w, &opts))
@@ -1190,23 +1207,85 @@ impl OnnxModel {
         Ok(d.unbind())
     }
 
+    /// Pickles the imported model (its cell, weights, stored initial states
+    /// and how its graph inputs map), not the file: it unpickles where the
+    /// file is not.
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let py = slf.py();
-        let me = slf.get();
-        let cls = slf.get_type().into_any();
+        let i = &slf.get().imported;
+        let parts = PyDict::new(py);
+        parts.set_item("cell_name", i.cell_name)?;
+        parts.set_item("precision", i.precision.map(|p| p.name()))?;
+        parts.set_item("weights", weights_dict(py, &i.weights)?)?;
+        parts.set_item("initial", weights_dict(py, &i.initial)?)?;
+        parts.set_item("hidden_size", i.hidden_size)?;
+        parts.set_item("input_size", i.input_size)?;
+        parts.set_item("layers", i.layers)?;
+        parts.set_item("bidirectional", i.bidirectional)?;
+        parts.set_item("lengths_input", i.lengths_input.clone())?;
+        parts.set_item("input_name", i.input_name.clone())?;
+        parts.set_item("state_inputs", i.state_inputs.clone())?;
+        parts.set_item("batch_first", i.batch_first)?;
+        parts.set_item("fixed_sizes", i.fixed_sizes)?;
+        let f = PyModule::import(py, "cellc._cellc")?.getattr("_onnx_model")?;
         let args = PyTuple::new(
             py,
-            [
-                me.path.clone().into_pyobject(py)?.into_any(),
-                me.recipe.precision.clone().into_pyobject(py)?.into_any(),
-                me.recipe.threads.into_pyobject(py)?.into_any(),
-                me.recipe.isa.clone().into_pyobject(py)?.into_any(),
-            ],
+            [parts.into_any(), slf.get().recipe.to_dict(py)?.into_any()],
         )?;
-        Ok((cls, args))
+        Ok((f, args))
     }
+}
+
+/// Unpickles an ONNX model from its parts (see `OnnxModel.__reduce__`).
+#[pyfunction]
+fn _onnx_model(parts: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>) -> PyResult<OnnxModel> {
+    fn item<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, k: &str) -> PyResult<T> {
+        d.get_item(k)?
+            .ok_or_else(|| Error::new_err(format!("a pickled OnnxModel without `{k}`")))?
+            .extract()
+            .map_err(Into::into)
+    }
+    let cell_name: String = item(parts, "cell_name")?;
+    let (cell_name, cell_source) = cellc::onnx::cell_named(&cell_name)
+        .ok_or_else(|| Error::new_err(format!("a pickled OnnxModel of cell `{cell_name}`")))?;
+    let precision: Option<String> = item(parts, "precision")?;
+    let precision = precision
+        .map(|p| {
+            cellc::ir::Precision::from_name(&p)
+                .ok_or_else(|| Error::new_err(format!("a pickled OnnxModel in `{p}`")))
+        })
+        .transpose()?;
+    let imported = cellc::onnx::Imported {
+        cell_name,
+        cell_source,
+        precision,
+        weights: weights_of(&item::<Bound<'_, PyAny>>(parts, "weights")?)?,
+        initial: weights_of(&item::<Bound<'_, PyAny>>(parts, "initial")?)?,
+        hidden_size: item(parts, "hidden_size")?,
+        input_size: item(parts, "input_size")?,
+        layers: item(parts, "layers")?,
+        bidirectional: item(parts, "bidirectional")?,
+        lengths_input: item(parts, "lengths_input")?,
+        input_name: item(parts, "input_name")?,
+        state_inputs: item(parts, "state_inputs")?,
+        batch_first: item(parts, "batch_first")?,
+        fixed_sizes: item(parts, "fixed_sizes")?,
+    };
+    let get = |k: &str| options.get_item(k).ok().flatten().filter(|v| !v.is_none());
+    let recipe = Recipe {
+        precision: get("precision").map(|v| v.extract()).transpose()?,
+        threads: get("threads").map(|v| v.extract()).transpose()?,
+        plan: None,
+        isa: get("isa").map(|v| v.extract()).transpose()?,
+        optimize: true,
+    };
+    recipe.options()?;
+    Ok(OnnxModel {
+        imported: Arc::new(imported),
+        recipe,
+    })
 }
 
 /// The most threads `threads=` may ask for here.
@@ -1228,6 +1307,7 @@ fn _cellc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(max_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(_network, m)?)?;
+    m.add_function(wrap_pyfunction!(_onnx_model, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("SourceError", py.get_type::<SourceError>())?;
     m.add("FileError", py.get_type::<FileError>())?;

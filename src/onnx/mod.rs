@@ -50,6 +50,19 @@ pub const ONNX_LSTM: &str = include_str!("cells/onnx_lstm.rnn");
 pub const ONNX_GRU: &str = include_str!("cells/onnx_gru.rnn");
 pub const GRU_RESET_BEFORE: &str = include_str!("cells/gru_reset_before.rnn");
 
+/// The cell an import names ([`Imported::cell_name`]) and its source: for
+/// rebuilding an [`Imported`] from its parts (the Python package pickles one
+/// that way).
+pub fn cell_named(name: &str) -> Option<(&'static str, &'static str)> {
+    [
+        ("onnx_lstm.rnn", ONNX_LSTM),
+        ("onnx_gru.rnn", ONNX_GRU),
+        ("gru_reset_before.rnn", GRU_RESET_BEFORE),
+    ]
+    .into_iter()
+    .find(|(n, _)| *n == name)
+}
+
 /// A model, imported.
 #[derive(Clone, Debug)]
 pub struct Imported {
