@@ -4,8 +4,8 @@
 //! PyTorch modules, tensors and packed sequences on top.
 //!
 //! Arrays in: NumPy arrays and PyTorch CPU tensors. A float32 C-contiguous
-//! array (or a CPU float32 contiguous tensor, through `Tensor.numpy()`, which
-//! shares its memory) is read in place; anything else is converted once
+//! array (or a CPU float32 contiguous tensor: its own memory, as
+//! `Tensor.numpy()` would share it) is read in place; anything else is converted once
 //! (counted: [`copies`]); what cannot be (a CUDA tensor, complex values, a
 //! wrong rank) is an error naming the argument and the shape expected.
 //! Arrays out: NumPy arrays, or tensors when the input was a tensor.
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -103,61 +104,158 @@ fn copies() -> u64 {
 /// An array argument, read in place or converted once, and whether it came
 /// as a PyTorch tensor (outputs then go back as tensors).
 struct Input<'py> {
-    array: PyReadonlyArrayDyn<'py, f32>,
+    values: Values<'py>,
     torch: bool,
+}
+
+/// Where an argument's float32 values are.
+enum Values<'py> {
+    /// A NumPy array, borrowed (shared) for the call.
+    Array(PyReadonlyArrayDyn<'py, f32>),
+    /// A float32, contiguous CPU tensor's own memory: `len` values at `ptr`,
+    /// valid while `_tensor` (held) lives, as `Tensor.numpy()`'s would be.
+    Tensor {
+        _tensor: Bound<'py, PyAny>,
+        ptr: *const f32,
+        len: usize,
+        shape: Vec<usize>,
+    },
 }
 
 impl Input<'_> {
     fn shape(&self) -> &[usize] {
-        self.array.shape()
+        match &self.values {
+            Values::Array(a) => a.shape(),
+            Values::Tensor { shape, .. } => shape,
+        }
     }
 
     fn data(&self) -> PyResult<&[f32]> {
-        self.array
-            .as_slice()
-            .map_err(|_| InternalError::new_err("a converted array is not contiguous"))
+        match &self.values {
+            Values::Array(a) => a
+                .as_slice()
+                .map_err(|_| InternalError::new_err("a converted array is not contiguous")),
+            Values::Tensor { len: 0, .. } => Ok(&[]),
+            // SAFETY: `tensor_in_place` checked that the tensor is float32,
+            // on the CPU, contiguous and without a lazy negation, and that
+            // `ptr` is aligned; its storage holds `len` values from `ptr`
+            // and lives while the tensor does, which `_tensor` keeps alive
+            // for as long as this borrow.
+            Values::Tensor { ptr, len, .. } => {
+                Ok(unsafe { std::slice::from_raw_parts(*ptr, *len) })
+            }
+        }
     }
 }
 
+/// PyTorch's `Tensor` class and `float32` dtype, once torch is imported (a
+/// tensor cannot exist before).
+struct TorchTypes {
+    tensor: Py<PyAny>,
+    float32: Py<PyAny>,
+    from_numpy: Py<PyAny>,
+}
+
+static TORCH: pyo3::sync::PyOnceLock<TorchTypes> = pyo3::sync::PyOnceLock::new();
+
+fn torch_types(py: Python<'_>) -> PyResult<Option<&TorchTypes>> {
+    if let Some(t) = TORCH.get(py) {
+        return Ok(Some(t));
+    }
+    let modules = PyModule::import(py, "sys")?.getattr("modules")?;
+    let Ok(torch) = modules.get_item("torch") else {
+        return Ok(None);
+    };
+    let types = TorchTypes {
+        tensor: torch.getattr("Tensor")?.unbind(),
+        float32: torch.getattr("float32")?.unbind(),
+        from_numpy: torch.getattr("from_numpy")?.unbind(),
+    };
+    Ok(Some(TORCH.get_or_init(py, || types)))
+}
+
 fn is_tensor(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let ty = obj.get_type();
-    let module: String = ty.getattr("__module__")?.extract()?;
-    Ok(module.starts_with("torch") && ty.name()? == "Tensor")
+    match torch_types(obj.py())? {
+        Some(t) => obj.is_instance(t.tensor.bind(obj.py())),
+        None => Ok(false),
+    }
+}
+
+/// A tensor's values in place, if it is float32, on the CPU, contiguous,
+/// not lazily negated and aligned (checked, in that order, by attributes
+/// that cost tens of nanoseconds: the tensor's own memory, without going
+/// through `Tensor.numpy()`).
+fn tensor_in_place<'py>(t: &Bound<'py, PyAny>, types: &TorchTypes) -> PyResult<Option<Input<'py>>> {
+    let py = t.py();
+    let plain = t.getattr(intern!(py, "is_cpu"))?.extract::<bool>()?
+        && t.getattr(intern!(py, "dtype"))?.is(types.float32.bind(py))
+        && t.call_method0(intern!(py, "is_contiguous"))?
+            .extract::<bool>()?
+        && !t.call_method0(intern!(py, "is_neg"))?.extract::<bool>()?;
+    if !plain {
+        return Ok(None);
+    }
+    let shape: Vec<usize> = t.getattr(intern!(py, "shape"))?.extract()?;
+    let len = shape.iter().product();
+    let addr: usize = t.call_method0(intern!(py, "data_ptr"))?.extract()?;
+    if len > 0 && (addr == 0 || !addr.is_multiple_of(std::mem::align_of::<f32>())) {
+        return Ok(None);
+    }
+    Ok(Some(Input {
+        values: Values::Tensor {
+            _tensor: t.clone(),
+            ptr: addr as *const f32,
+            len,
+            shape,
+        },
+        torch: true,
+    }))
 }
 
 /// `obj` (argument `what`, expected `expect`) as float32 values.
 fn input<'py>(obj: &Bound<'py, PyAny>, what: &str, expect: &str) -> PyResult<Input<'py>> {
     let py = obj.py();
-    let mut obj = obj.clone();
-    let torch = is_tensor(&obj)?;
-    if torch {
-        let device: String = obj.getattr("device")?.getattr("type")?.extract()?;
-        if device != "cpu" {
-            return Err(shape_err(format!(
-                "{what} is a tensor on `{device}`; cellc runs on the CPU: pass `{what}.cpu()` ({expect})"
-            )));
-        }
-        if obj.call_method0("is_complex")?.extract::<bool>()? {
-            return Err(shape_err(format!(
-                "{what} holds complex values; cellc takes real ones ({expect})"
-            )));
-        }
-        let mut t = obj.call_method0("detach")?;
-        let float32 = PyModule::import(py, "torch")?.getattr("float32")?;
-        if !t.getattr("dtype")?.eq(&float32)? {
-            t = t.call_method1("to", (float32,))?;
-            COPIES.fetch_add(1, Ordering::Relaxed);
-        }
-        obj = t.call_method0("numpy")?;
-    }
+    // The common case first: a float32 C-contiguous NumPy array, in place.
     if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
         if a.is_c_contiguous() {
             let array = a
                 .try_readonly()
                 .map_err(|e| shape_err(format!("{what}: {e}")))?;
-            return Ok(Input { array, torch });
+            return Ok(Input {
+                values: Values::Array(array),
+                torch: false,
+            });
         }
     }
+    let mut obj = obj.clone();
+    let torch = match torch_types(py)? {
+        Some(types) if obj.is_instance(types.tensor.bind(py))? => {
+            if let Some(inp) = tensor_in_place(&obj, types)? {
+                return Ok(inp);
+            }
+            let device: String = obj.getattr("device")?.getattr("type")?.extract()?;
+            if device != "cpu" {
+                return Err(shape_err(format!(
+                    "{what} is a tensor on `{device}`; cellc runs on the CPU: pass `{what}.cpu()` ({expect})"
+                )));
+            }
+            if obj.call_method0("is_complex")?.extract::<bool>()? {
+                return Err(shape_err(format!(
+                    "{what} holds complex values; cellc takes real ones ({expect})"
+                )));
+            }
+            // Converted: to float32 (resolving a lazy negation), as a
+            // contiguous NumPy array.
+            let t = obj
+                .call_method0("detach")?
+                .call_method1("to", (types.float32.bind(py),))?
+                .call_method0("resolve_neg")?
+                .call_method0("contiguous")?;
+            obj = t.call_method0("numpy")?;
+            true
+        }
+        _ => false,
+    };
     let np = PyModule::import(py, "numpy")?;
     // Complex values would lose their imaginary part in the conversion.
     if let Ok(kind) = obj.getattr("dtype").and_then(|d| d.getattr("kind")) {
@@ -174,7 +272,9 @@ fn input<'py>(obj: &Bound<'py, PyAny>, what: &str, expect: &str) -> PyResult<Inp
             if !matches!(kind.as_str(), "f" | "i" | "u" | "b") {
                 return Err(shape_err(format!("holds values of NumPy kind `{kind}`")));
             }
-            a.call_method1("astype", (np.getattr("float32")?,))
+            let no_copy = PyDict::new(py);
+            no_copy.set_item("copy", false)?;
+            a.call_method("astype", (np.getattr("float32")?,), Some(&no_copy))
         })
         .map_err(|e| shape_err(format!("{what} is not an array of numbers ({expect}): {e}")))?;
     COPIES.fetch_add(1, Ordering::Relaxed);
@@ -184,17 +284,22 @@ fn input<'py>(obj: &Bound<'py, PyAny>, what: &str, expect: &str) -> PyResult<Inp
     let array = a
         .try_readonly()
         .map_err(|e| shape_err(format!("{what}: {e}")))?;
-    Ok(Input { array, torch })
+    Ok(Input {
+        values: Values::Array(array),
+        torch,
+    })
 }
 
 /// `data` as an array of `shape`: a NumPy array, or a tensor sharing its
 /// memory when `torch`.
 fn output(py: Python<'_>, data: Vec<f32>, shape: &[usize], torch: bool) -> PyResult<Py<PyAny>> {
-    let flat = numpy::PyArray1::from_vec(py, data);
-    let shaped = flat.reshape(shape.to_vec())?;
+    let array = numpy::ndarray::ArrayD::from_shape_vec(numpy::ndarray::IxDyn(shape), data)
+        .map_err(|e| InternalError::new_err(format!("an output of shape {shape:?}: {e}")))?;
+    let shaped = numpy::IntoPyArray::into_pyarray(array, py);
     if torch {
-        let t = PyModule::import(py, "torch")?.call_method1("from_numpy", (shaped,))?;
-        return Ok(t.unbind());
+        let types = torch_types(py)?
+            .ok_or_else(|| InternalError::new_err("a tensor came in, yet torch is not imported"))?;
+        return Ok(types.from_numpy.bind(py).call1((shaped,))?.unbind());
     }
     Ok(shaped.into_any().unbind())
 }
@@ -679,21 +784,25 @@ impl Kernel {
         Ok(d.into_any().unbind())
     }
 
+    /// The cell's name.
     #[getter]
     fn name(&self) -> String {
         self.kernel.name().to_string()
     }
 
+    /// The inputs' names, in declaration order.
     #[getter]
     fn input_names(&self) -> Vec<String> {
         self.kernel.input_names().to_vec()
     }
 
+    /// The states' names, in declaration order.
     #[getter]
     fn state_names(&self) -> Vec<String> {
         self.kernel.state_names().to_vec()
     }
 
+    /// The outputs' names, in declaration order.
     #[getter]
     fn output_names(&self) -> Vec<String> {
         self.kernel.output_names().to_vec()
@@ -800,6 +909,7 @@ struct State {
 
 #[pymethods]
 impl State {
+    /// The rows this state holds.
     #[getter]
     fn batch(&self) -> usize {
         self.state.batch()
@@ -811,6 +921,7 @@ impl State {
         self.state.steps()
     }
 
+    /// The states' names.
     #[getter]
     fn names(&self) -> Vec<String> {
         self.kernel.state_names().to_vec()
@@ -918,16 +1029,19 @@ impl Network {
         (l.layers, l.bidirectional)
     }
 
+    /// The length of the first layer's input (`X`).
     #[getter]
     fn input_size(&self) -> usize {
         self.net.input_lens().first().copied().unwrap_or(0)
     }
 
+    /// The length of one direction's output in the last layer.
     #[getter]
     fn output_size(&self) -> usize {
         self.net.output_lens().first().copied().unwrap_or(0)
     }
 
+    /// The cell's states' names.
     #[getter]
     fn state_names(&self) -> Vec<String> {
         self.net.state_names().to_vec()

@@ -13,9 +13,12 @@ Usage: python3 python/tests/run.py [pytest arguments]
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -36,6 +39,23 @@ def run(cmd, **kw):
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
 
+def bootstrap_pip(python: Path, cache: Path) -> None:
+    """pip in a virtual environment made without it: where Python's own
+    `ensurepip` is missing (Debian's python3 without python3-venv), the pip
+    wheel from PyPI, run from the wheel itself."""
+    index = "https://pypi.org/pypi/pip/json"
+    with urllib.request.urlopen(index, timeout=60) as r:
+        release = json.load(r)
+    url = next(u["url"] for u in release["urls"] if u["filename"].endswith(".whl"))
+    url = urllib.parse.urljoin(index, url)  # mirrors give relative addresses
+    wheel = cache / url.rsplit("/", 1)[1]
+    if not wheel.exists():
+        print(f"downloading {url}", flush=True)
+        with urllib.request.urlopen(url, timeout=300) as r:
+            wheel.write_bytes(r.read())
+    run([python, wheel / "pip", "install", "-q", wheel])
+
+
 def environment(requirements: Path) -> Path:
     """A virtual environment with `requirements`, made if missing or stale."""
     text = requirements.read_bytes() + sys.version.encode()
@@ -45,7 +65,14 @@ def environment(requirements: Path) -> Path:
     done = env / ".complete"
     if not done.exists():
         print(f"making the test environment {env} (once; reused while {requirements.name} is unchanged)", flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(env)
+        try:
+            import ensurepip  # noqa: F401
+            with_pip = True
+        except ImportError:
+            with_pip = False
+        venv.EnvBuilder(with_pip=with_pip, clear=True).create(env)
+        if not with_pip:
+            bootstrap_pip(python, cache_root())
         run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
         run([python, "-m", "pip", "install", "-q", "-r", requirements])
         done.write_text(key)

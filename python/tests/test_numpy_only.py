@@ -142,3 +142,32 @@ def test_a_kernel_pickles_without_torch(rng):
     xs = rng.standard_normal((4, 2, 5)).astype(np.float32)
     a, b = k.new_state(2), k2.new_state(2)
     assert np.array_equal(k.run(xs, a), k2.run(xs, b))
+
+
+def test_the_type_stubs_describe_the_extension():
+    """python/cellc/_cellc.pyi names every public class, method and function
+    of the extension, and nothing it lacks; everything public has a docstring."""
+    import ast
+    from pathlib import Path
+
+    stub = ast.parse((Path(cellc.__file__).parent / "_cellc.pyi").read_text())
+    declared = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            declared[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            declared[node.name] = None
+    ext = cellc._cellc
+    public = {n for n in dir(ext) if not n.startswith("__")}
+    assert public - {"ArrayLike", "Array", "Inputs"} == set(declared) - {"ArrayLike", "Array", "Inputs"}
+    for name, methods in declared.items():
+        obj = getattr(ext, name)
+        if not name.startswith("_"):
+            assert obj.__doc__, f"{name} has no docstring"
+        if methods is None:
+            continue
+        have = {m for m in dir(obj) if not m.startswith("_")}
+        if not issubclass(obj, Exception):
+            assert have == methods - {"__init__"}, f"{name}: {have ^ (methods - {'__init__'})}"
+            for m in have:
+                assert getattr(obj, m).__doc__, f"{name}.{m} has no docstring"

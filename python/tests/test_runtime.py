@@ -211,3 +211,31 @@ def test_no_memory_growth_over_100000_steps(rng):
     # A leak of even 16 bytes a step would be 1.6 MB.
     assert grown < 1024, f"RSS grew by {grown} KiB over 100,000 steps"
     assert state.steps == 105_000
+
+
+def test_tensors_read_in_place_give_the_values_numpy_gives(rng):
+    """The tensor fast path reads the tensor's own memory: an offset view, a
+    parameter that requires grad, a lazily negated view (resolved, and so
+    converted) all give exactly what the same values as NumPy give."""
+    k = lstm(rng, 8, 16)
+    base = rng.standard_normal((5, 8)).astype(np.float32)
+
+    def y_of(x):
+        state = k.new_state(3)
+        k.step(x, state)
+        out = k.output(state, "y")
+        return out.numpy() if isinstance(out, torch.Tensor) else out
+
+    want = y_of(base[2:])
+    t = torch.from_numpy(base)
+    before = cellc.copies()
+    assert np.array_equal(y_of(t[2:]), want)  # storage offset, contiguous
+    assert np.array_equal(y_of(torch.nn.Parameter(t[2:].clone())), want)
+    assert cellc.copies() == before
+    assert np.array_equal(y_of(torch._neg_view(-t[2:])), want)
+    assert cellc.copies() == before + 1
+    assert np.array_equal(y_of(t.double()[2:]), want)
+    assert cellc.copies() == before + 2
+    empty = k.new_state(1)
+    with pytest.raises(cellc.ShapeError):
+        k.step(torch.zeros(0, 8), empty)
