@@ -45,9 +45,14 @@ CELLC = os.path.join(ROOT, "target", "release", "cellc")
 EXAMPLES = os.path.join(ROOT, "examples")
 
 
-def median_time(f, steps, budget=1.0, min_samples=7, max_samples=41):
-    """Median µs per step of f() (which runs `steps` steps), after warm-up."""
-    for _ in range(3):
+def median_time(f, steps, budget=1.0, min_samples=7, max_samples=41, warm=0.5):
+    """Median µs per step of f() (which runs `steps` steps), after `warm`
+    seconds of calls: the steady state, as `cellc bench` measures it (a
+    thread pool that saw the machine disturbed, by the subprocess that ran
+    before, say, runs alone for a while)."""
+    start = time.perf_counter()
+    f()
+    while time.perf_counter() - start < warm:
         f()
     samples = []
     start = time.perf_counter()

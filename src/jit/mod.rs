@@ -42,6 +42,9 @@ use crate::{Error, ErrorKind, Result};
 use buffer::{count, AlignedBuf};
 pub use code::Code;
 use code::{compile_plan, Compiled};
+/// The shared worker pools, for the network's schedules (its directions run
+/// on them as a kernel's tiles do).
+pub(crate) use pool::run_shared;
 pub use state::State;
 
 /// Most slots a plan may have (the slot table lives on each worker's stack).

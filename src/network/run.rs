@@ -187,14 +187,23 @@ impl CompiledNetwork {
             };
             let results: Vec<Directed> = match schedule {
                 Schedule::DirectionsInParallel if dirs.len() == 2 => {
-                    let (fwd, rev) = std::thread::scope(|scope| {
-                        let rev = scope.spawn(|| job(1));
-                        let fwd = job(0);
-                        (fwd, rev.join())
+                    // On a shared pool's two threads (started once and kept
+                    // on their own cores, where a thread started per call
+                    // may first share its caller's); when no pool is free,
+                    // one after the other (the same bits).
+                    let done: [std::sync::Mutex<Option<Result<Directed>>>; 2] = Default::default();
+                    crate::jit::run_shared(2, &|w, _| {
+                        let r = job(w);
+                        if let Ok(mut slot) = done[w].lock() {
+                            *slot = Some(r);
+                        }
                     });
-                    let rev = rev
-                        .map_err(|_| Error::internal("the reverse direction's thread panicked"))?;
-                    vec![fwd?, rev?]
+                    let mut both = Vec::with_capacity(2);
+                    for (d, slot) in done.into_iter().enumerate() {
+                        let ran = slot.into_inner().ok().flatten();
+                        both.push(ran.unwrap_or_else(|| job(d))?);
+                    }
+                    both
                 }
                 _ => (0..dirs.len()).map(job).collect::<Result<_>>()?,
             };

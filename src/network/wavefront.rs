@@ -96,8 +96,9 @@ impl CompiledNetwork {
         let workers = self.thread_budget().min(n);
         // Layer `l` runs on worker `l * workers / n`: each worker keeps its
         // layers' weights in its own caches.
-        let owner = |l: usize| l * workers / n;
-        let worker = |w: usize| loop {
+        let owner = |l: usize, workers: usize| l * workers / n;
+        // Worker `w` of `workers`: runs its layers' chunks as they become ready.
+        let worker = |w: usize, workers: usize| loop {
             let (l, c) = {
                 let Ok(mut p) = progress.lock() else { return };
                 loop {
@@ -105,7 +106,7 @@ impl CompiledNetwork {
                         return;
                     }
                     let ready = (0..n).rev().find(|&l| {
-                        owner(l) == w
+                        owner(l, workers) == w
                             && !p.busy[l]
                             && p.next[l] < chunks
                             && (l == 0 || p.done[l - 1] > p.next[l])
@@ -130,12 +131,12 @@ impl CompiledNetwork {
             }
             wake.notify_all();
         };
-        std::thread::scope(|scope| {
-            for w in 1..workers {
-                scope.spawn(move || worker(w));
-            }
-            worker(0);
-        });
+        // On a shared pool (threads started once, kept on their own cores);
+        // when none is free, the caller alone owns every layer (the same bits).
+        let ran = workers > 1 && crate::jit::run_shared(workers, &|w, _| worker(w, workers));
+        if !ran {
+            worker(0, 1);
+        }
         let p = progress
             .into_inner()
             .map_err(|_| Error::internal("wavefront: the progress was poisoned"))?;
