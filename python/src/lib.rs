@@ -136,13 +136,14 @@ impl Input<'_> {
                 .as_slice()
                 .map_err(|_| InternalError::new_err("a converted array is not contiguous")),
             Values::Tensor { len: 0, .. } => Ok(&[]),
-            // SAFETY: `tensor_in_place` checked that the tensor is float32,
-            // on the CPU, contiguous and without a lazy negation, and that
-            // `ptr` is aligned; its storage holds `len` values from `ptr`
-            // and lives while the tensor does, which `_tensor` keeps alive
-            // for as long as this borrow.
             Values::Tensor { ptr, len, .. } => {
-                Ok(unsafe { std::slice::from_raw_parts(*ptr, *len) })
+                // SAFETY: `tensor_in_place` checked that the tensor is
+                // float32, on the CPU, contiguous and without a lazy
+                // negation, and that `ptr` is aligned; its storage holds
+                // `len` values from `ptr` and lives while the tensor does,
+                // which `_tensor` keeps alive for as long as this borrow.
+                let values = unsafe { std::slice::from_raw_parts(*ptr, *len) };
+                Ok(values)
             }
         }
     }
