@@ -35,8 +35,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 
-use crate::codegen::plan::{Loc, Plan, Task, Update, LANES};
-use crate::codegen::{self, lower};
+use crate::codegen::plan::{Loc, Plan, Slot, SlotKind, Task, Update, GEMM_ROWS, LANES};
+use crate::codegen::{self, lower, projection};
 use crate::ir::{self, Type};
 use crate::{Error, Result};
 
@@ -120,6 +120,57 @@ pub(crate) fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Resul
     module.clear_context(&mut ctx);
     let header = with_abi(header, &prefix, abi);
     let (n_in, n_out) = (ir.inputs.len(), ir.outputs.len());
+    let mut fctx = FunctionBuilderContext::new();
+    // The hoisted projection, when the plan hoists (see `codegen::projection`).
+    let project = if plan.hoists.is_empty() {
+        None
+    } else {
+        let id = module
+            .declare_function(
+                &format!("{prefix}_project"),
+                Linkage::Local,
+                &projection::signature(call_conv, plan.hoists.len(), n_in),
+            )
+            .map_err(internal)?;
+        ctx.func = projection::function(
+            plan,
+            &plan.input_lens,
+            call_conv,
+            module.target_config(),
+            &mut fctx,
+        );
+        ctx.func.name = cranelift_codegen::ir::UserFuncName::user(0, id.as_u32());
+        module.define_function(id, &mut ctx).map_err(internal)?;
+        module.clear_context(&mut ctx);
+        Some(id)
+    };
+    // inner(weights, workspace, batch, column, inputs..., outputs...): one
+    // step whose projection is at `column` of the projection buffers.
+    let mut inner_sig = Signature::new(call_conv);
+    inner_sig
+        .params
+        .extend((0..4 + n_in + n_out).map(|_| AbiParam::new(I64)));
+    let inner_id = module
+        .declare_function(&format!("{prefix}_inner"), Linkage::Local, &inner_sig)
+        .map_err(internal)?;
+    ctx.func = cranelift_codegen::ir::Function::with_name_signature(
+        cranelift_codegen::ir::UserFuncName::user(0, inner_id.as_u32()),
+        inner_sig,
+    );
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let task_refs: Vec<(cranelift_codegen::ir::FuncRef, usize)> = tasks
+            .iter()
+            .map(|(id, tiles)| (module.declare_func_in_func(*id, b.func), *tiles))
+            .collect();
+        build_inner(&mut b, plan, &task_refs, n_in, n_out);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(inner_id, &mut ctx)
+        .map_err(internal)?;
+    module.clear_context(&mut ctx);
     // step(weights, workspace, batch, inputs..., outputs...)
     let step_id = begin_export(
         &mut module,
@@ -128,14 +179,11 @@ pub(crate) fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Resul
         3 + n_in + n_out,
         call_conv,
     )?;
-    let mut fctx = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let task_refs: Vec<(cranelift_codegen::ir::FuncRef, usize)> = tasks
-            .iter()
-            .map(|(id, tiles)| (module.declare_func_in_func(*id, b.func), *tiles))
-            .collect();
-        build_step(&mut b, plan, &task_refs, n_in, n_out);
+        let inner = module.declare_func_in_func(inner_id, b.func);
+        let project = project.map(|id| module.declare_func_in_func(id, b.func));
+        build_step(&mut b, plan, inner, project, n_in, n_out);
         b.seal_all_blocks();
         b.finalize(module.target_config());
     }
@@ -153,8 +201,9 @@ pub(crate) fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Resul
     )?;
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let step_ref = module.declare_func_in_func(step_id, b.func);
-        build_run(&mut b, plan, step_ref, n_in, n_out);
+        let inner = module.declare_func_in_func(inner_id, b.func);
+        let project = project.map(|id| module.declare_func_in_func(id, b.func));
+        build_run(&mut b, plan, inner, project, n_in, n_out);
         b.seal_all_blocks();
         b.finalize(module.target_config());
     }
@@ -262,8 +311,21 @@ fn copy_rows(
     });
 }
 
+/// Floats per batch row a slot takes in the workspace: its stride, and for a
+/// hoisted projection [`CHUNK`] steps of it.
+fn layout_stride(slot: &Slot) -> usize {
+    match slot.kind {
+        SlotKind::Projection(_) => CHUNK * slot.stride,
+        _ => slot.stride,
+    }
+}
+
+/// Steps whose input projection a hoisted object computes at once (the
+/// workspace holds that many steps of it).
+pub(crate) const CHUNK: usize = 32;
+
 /// The slot base pointers for a workspace: slot after slot, each
-/// `align16(batch * stride)` floats.
+/// `align16(batch * layout_stride)` floats.
 fn slot_pointers(
     b: &mut FunctionBuilder<'_>,
     plan: &Plan,
@@ -276,7 +338,7 @@ fn slot_pointers(
     for slot in plan.slots.iter().skip(1) {
         let bytes = b.ins().imul_imm_s(off, 4);
         ptrs.push(b.ins().iadd(ws, bytes));
-        let n = b.ins().imul_imm_s(batch, slot.stride as i64);
+        let n = b.ins().imul_imm_s(batch, layout_stride(slot) as i64);
         let n = b.ins().iadd_imm_s(n, 15);
         let n = b.ins().band_imm_s(n, !15i64);
         off = b.ins().iadd(off, n);
@@ -288,7 +350,10 @@ fn loc_addr(b: &mut FunctionBuilder<'_>, ptrs: &[Value], loc: Loc) -> Value {
     b.ins().iadd_imm_s(ptrs[loc.slot], (loc.offset * 4) as i64)
 }
 
-fn build_step(
+/// The body of one step (`NAME_inner`): copies the inputs into their slots,
+/// runs the tasks (a hoisted plan's projection slots at `column`, set by the
+/// caller), writes the outputs, moves the states on.
+fn build_inner(
     b: &mut FunctionBuilder<'_>,
     plan: &Plan,
     tasks: &[(cranelift_codegen::ir::FuncRef, usize)],
@@ -299,10 +364,16 @@ fn build_step(
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let p = b.block_params(entry).to_vec();
-    let (weights, ws, batch) = (p[0], p[1], p[2]);
-    let inputs = &p[3..3 + n_in];
-    let outputs = &p[3 + n_in..3 + n_in + n_out];
-    let ptrs = slot_pointers(b, plan, weights, ws, batch);
+    let (weights, ws, batch, column) = (p[0], p[1], p[2], p[3]);
+    let inputs = &p[4..4 + n_in];
+    let outputs = &p[4 + n_in..4 + n_in + n_out];
+    let mut ptrs = slot_pointers(b, plan, weights, ws, batch);
+    for (s, slot) in plan.slots.iter().enumerate() {
+        if let SlotKind::Projection(_) = slot.kind {
+            let off = b.ins().imul_imm_s(column, (slot.stride * 4) as i64);
+            ptrs[s] = b.ins().iadd(ptrs[s], off);
+        }
+    }
     let ss = b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         (ptrs.len() * 8) as u32,
@@ -358,10 +429,63 @@ fn build_step(
     b.ins().return_(&[]);
 }
 
+/// Calls the projection over `cols` columns of the inputs at `inputs` into
+/// the workspace's projection buffers (from column 0).
+fn call_project(
+    b: &mut FunctionBuilder<'_>,
+    plan: &Plan,
+    project: cranelift_codegen::ir::FuncRef,
+    (weights, ws, batch): (Value, Value, Value),
+    cols: Value,
+    inputs: &[Value],
+) {
+    let ptrs = slot_pointers(b, plan, weights, ws, batch);
+    let mut args = vec![weights];
+    args.extend(plan.hoists.iter().map(|h| ptrs[h.slot]));
+    args.push(cols);
+    args.extend_from_slice(inputs);
+    b.ins().call(project, &args);
+}
+
+/// `NAME_step`: the projection of this step's inputs (a hoisted plan), then
+/// the step.
+fn build_step(
+    b: &mut FunctionBuilder<'_>,
+    plan: &Plan,
+    inner: cranelift_codegen::ir::FuncRef,
+    project: Option<cranelift_codegen::ir::FuncRef>,
+    n_in: usize,
+    n_out: usize,
+) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (weights, ws, batch) = (p[0], p[1], p[2]);
+    if let Some(project) = project {
+        call_project(
+            b,
+            plan,
+            project,
+            (weights, ws, batch),
+            batch,
+            &p[3..3 + n_in],
+        );
+    }
+    let zero = b.ins().iconst(I64, 0);
+    let mut args = vec![weights, ws, batch, zero];
+    args.extend_from_slice(&p[3..3 + n_in + n_out]);
+    b.ins().call(inner, &args);
+    b.ins().return_(&[]);
+}
+
+/// `NAME_run`: step after step; a hoisted plan first projects [`CHUNK`]
+/// steps of inputs at once, then runs them.
 fn build_run(
     b: &mut FunctionBuilder<'_>,
     plan: &Plan,
-    step: cranelift_codegen::ir::FuncRef,
+    inner: cranelift_codegen::ir::FuncRef,
+    project: Option<cranelift_codegen::ir::FuncRef>,
     n_in: usize,
     n_out: usize,
 ) {
@@ -376,15 +500,49 @@ fn build_run(
         .chain(p[4 + n_in..4 + n_in + n_out].iter().zip(&plan.output_lens))
         .map(|(&v, &len)| (v, len))
         .collect();
-    counted(b, steps, &mut |b, t| {
-        let mut args = vec![weights, ws, batch];
-        for &(base, len) in &ports {
-            let per = b.ins().imul(t, batch);
-            let off = b.ins().imul_imm_s(per, (len * 4) as i64);
-            args.push(b.ins().iadd(base, off));
+    // The ports advanced to step `t`.
+    let at_step = |b: &mut FunctionBuilder<'_>, t: Value| -> Vec<Value> {
+        ports
+            .iter()
+            .map(|&(base, len)| {
+                let per = b.ins().imul(t, batch);
+                let off = b.ins().imul_imm_s(per, (len * 4) as i64);
+                b.ins().iadd(base, off)
+            })
+            .collect()
+    };
+    match project {
+        None => {
+            counted(b, steps, &mut |b, t| {
+                let zero = b.ins().iconst(I64, 0);
+                let mut args = vec![weights, ws, batch, zero];
+                args.extend(at_step(b, t));
+                b.ins().call(inner, &args);
+            });
         }
-        b.ins().call(step, &args);
-    });
+        Some(project) => {
+            // Chunks of CHUNK steps: ceil(steps / CHUNK) of them.
+            let chunks = b.ins().iadd_imm_s(steps, (CHUNK - 1) as i64);
+            let chunks = b.ins().sdiv_imm_s(chunks, CHUNK as i64);
+            counted(b, chunks, &mut |b, ci| {
+                let t0 = b.ins().imul_imm_s(ci, CHUNK as i64);
+                let left = b.ins().isub(steps, t0);
+                let full = b.ins().iconst(I64, CHUNK as i64);
+                let short = b.ins().icmp(IntCC::SignedLessThan, left, full);
+                let n = b.ins().select(short, left, full);
+                let cols = b.ins().imul(n, batch);
+                let at = at_step(b, t0);
+                call_project(b, plan, project, (weights, ws, batch), cols, &at[..n_in]);
+                counted(b, n, &mut |b, j| {
+                    let t = b.ins().iadd(t0, j);
+                    let column = b.ins().imul(j, batch);
+                    let mut args = vec![weights, ws, batch, column];
+                    args.extend(at_step(b, t));
+                    b.ins().call(inner, &args);
+                });
+            });
+        }
+    }
     b.ins().return_(&[]);
 }
 
@@ -409,6 +567,17 @@ fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
         "/* Generated by cellc {} for `{}` on {triple}. */",
         env!("CARGO_PKG_VERSION"),
         c_comment_safe(&ir.name)
+    );
+    let _ = writeln!(
+        h,
+        "/* Plan: {}. */",
+        if plan.hoists.is_empty() {
+            "streaming (every step's products read its inputs)".to_string()
+        } else {
+            format!(
+                "hoisted (`{p}_run` computes the input projection of {CHUNK} steps at once, `{p}_step` of one)"
+            )
+        }
     );
     let _ = writeln!(h, "#ifndef CELLC_{up}_H\n#define CELLC_{up}_H\n");
     h.push_str("#include <stdint.h>\n#include <stddef.h>\n#include <math.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
@@ -598,6 +767,35 @@ fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
             h.push_str("        }\n    }\n");
         }
     }
+    // The hoisted projection's matrices, in units of up to GEMM_ROWS rows,
+    // each column-major (`plan::unit_major`), and its summed biases.
+    for v in &plan.matrices {
+        let (rows, cols) = match ir.params[v.param.index()].ty {
+            Type::Matrix(r, c) => (r, c),
+            _ => (1, 1),
+        };
+        let _ = writeln!(
+            h,
+            "    for (int64_t r = 0; r < {rows}; r++) {{\n        int64_t r0 = r / {GEMM_ROWS} * {GEMM_ROWS}, m = {rows} - r0 < {GEMM_ROWS} ? {rows} - r0 : {GEMM_ROWS};\n        for (int64_t k = 0; k < {cols}; k++) packed[{} + r0 * {cols} + k * m + (r - r0)] = params[{}][r * {cols} + k];\n    }}",
+            v.offset,
+            v.param.index()
+        );
+    }
+    for (offset, ps, len) in &plan.bias_sums {
+        let sum: Vec<String> = ps
+            .iter()
+            .map(|k| format!("(double)params[{}][i]", k.index()))
+            .collect();
+        let _ = writeln!(
+            h,
+            "    for (int64_t i = 0; i < {len}; i++) packed[{offset} + i] = (float)({});",
+            if sum.is_empty() {
+                "0.0".into()
+            } else {
+                sum.join(" + ")
+            }
+        );
+    }
     h.push_str("}\n\n");
 
     // Workspace.
@@ -605,11 +803,16 @@ fn header(ir: &ir::Cell, plan: &Plan, p: &str, triple: &str) -> Result<String> {
         .slots
         .iter()
         .skip(1)
-        .map(|s| s.stride.to_string())
+        .map(|s| layout_stride(s).to_string())
         .collect();
     let _ = writeln!(
         h,
-        "/* Slot row strides (floats): inputs, each state's current and next value, scratch. */"
+        "/* Slot row strides (floats): inputs, each state's current and next value, scratch{}. */",
+        if plan.hoists.is_empty() {
+            String::new()
+        } else {
+            format!(", then the input projection ({CHUNK} steps of it)")
+        }
     );
     let _ = writeln!(
         h,

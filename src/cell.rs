@@ -8,6 +8,10 @@ use crate::diag::{self, Diagnostic, Source};
 use crate::{aot, codegen, files, ir, opt, sema, sizes, syntax};
 use crate::{Error, ErrorKind, Isa, Kernel, Options, Result, Variant, Weights};
 
+/// The sequence length [`Cell::compile_object`] chooses an object's plan for
+/// (as `cellc bench` measures by default).
+pub const OBJECT_SEQ: usize = 100;
+
 /// A checked cell: parsed, with names and shapes verified, and (after
 /// [`Cell::dims`]) its sizes bound.
 #[derive(Clone, Debug)]
@@ -286,13 +290,31 @@ impl Cell {
     }
 
     /// Compiles the cell ahead of time into a relocatable object for `triple`
-    /// (the host if `None`) and the C header that describes it. Objects run the
-    /// streaming plan on the caller's thread: a `plan` or `threads` option
-    /// other than that is an error, not ignored.
+    /// (the host if `None`) and the C header that describes it, for batches of
+    /// one row and sequences of [`OBJECT_SEQ`] steps: see
+    /// [`Cell::compile_object_for`].
     pub fn compile_object(&self, opts: &Options, triple: Option<&str>) -> Result<aot::Aot> {
-        if let Some(v) = opts.plan.filter(|&v| v != Variant::Streaming) {
+        self.compile_object_for(opts, triple, 1, OBJECT_SEQ)
+    }
+
+    /// Compiles the cell ahead of time, with the plan the cost model picks for
+    /// `batch` rows and sequences of `seq` steps (this machine's rates): the
+    /// `streaming` plan, or the `hoisted` one, whose `NAME_run` projects the
+    /// inputs of 32 steps at once and whose `NAME_step` projects one step's
+    /// (`seq = 1` is always streaming). `Options::plan` forces one of the two.
+    /// Objects run on the caller's thread: the `gemm` plans (which need
+    /// cellc's runtime) and a `threads` option other than 1 are errors, not
+    /// ignored.
+    pub fn compile_object_for(
+        &self,
+        opts: &Options,
+        triple: Option<&str>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<aot::Aot> {
+        if let Some(v) = opts.plan.filter(|v| v.uses_gemm()) {
             return Err(Error::options(format!(
-                "an object runs the streaming plan; plan `{}` needs cellc's runtime (the JIT)",
+                "an object runs the streaming or the hoisted plan; plan `{}` needs cellc's runtime (the JIT)",
                 v.name()
             )));
         }
@@ -301,7 +323,12 @@ impl Cell {
                 "an object runs on the caller's thread; {t} threads need cellc's runtime (the JIT)"
             )));
         }
-        let (ir, plan) = self.streaming_plan(opts)?;
+        if batch == 0 || seq == 0 {
+            return Err(Error::options(
+                "an object's plan is chosen for a batch and a sequence length of at least 1",
+            ));
+        }
+        let ir = self.kernel_ir(opts)?;
         // The header's `NAME_pack` copies f32 parameters as they are: it
         // would compute with unrounded weights.
         if let Some(p) = ir.params.iter().find(|p| p.precision != ir::Precision::F32) {
@@ -310,6 +337,19 @@ impl Cell {
                 p.name, p.precision
             )));
         }
+        let variant = match opts.plan {
+            Some(v) => v,
+            None => {
+                let work = codegen::schedule::work(
+                    &ir,
+                    opts.isa.unwrap_or_else(codegen::panel::Isa::detect),
+                );
+                codegen::schedule::choose_for_object(&work, codegen::schedule::host(), batch, seq)
+                    .variant
+            }
+        };
+        let plan =
+            codegen::plan::plan(&ir, variant, opts.optimize).map_err(|e| Error::too_large(e.0))?;
         aot::compile(&ir, &plan, triple)
     }
 

@@ -63,7 +63,7 @@ mod syntax;
 pub mod torch;
 mod weights;
 
-pub use cell::{read_source, Cell, GeneratedFunction, Optimized};
+pub use cell::{read_source, Cell, GeneratedFunction, Optimized, OBJECT_SEQ};
 pub use codegen::host::HostSource;
 pub use codegen::options::{max_threads, MAX_THREADS_VAR};
 pub use codegen::schedule::Choice;

@@ -91,9 +91,14 @@ fn objects_for_the_host_and_for_aarch64() {
 /// Builds `examples/c/lstm_main.c` against `obj` (its `cell.h` in `dir`) with
 /// the C compiler `cc`, warnings as errors; returns the executable.
 fn build_c_program(cc: &str, dir: &Path, obj: &Path) -> std::path::PathBuf {
+    build_c_program_with(cc, dir, obj, 5)
+}
+
+fn build_c_program_with(cc: &str, dir: &Path, obj: &Path, steps: usize) -> std::path::PathBuf {
     let exe = dir.join("lstm");
     let out = Command::new(cc)
         .args(["-O2", "-Wall", "-Werror"])
+        .arg(format!("-DSTEPS={steps}"))
         .arg(format!("-I{}", dir.display()))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/lstm_main.c"))
         .arg(obj)
@@ -110,15 +115,35 @@ fn build_c_program(cc: &str, dir: &Path, obj: &Path) -> std::path::PathBuf {
     exe
 }
 
+/// Both plans an object can run (the streaming one, and the hoisted one,
+/// whose `run` projects 32 steps of inputs at once: 70 steps are a first
+/// step alone, then two whole chunks and a part of one), against the JIT.
 #[test]
 fn c_program_matches_the_jit() {
     for (name, cell) in cells() {
-        c_program_matches_the_jit_for(name, &cell);
+        for (plan, steps) in [("streaming", 5), ("hoisted", 5), ("hoisted", 70)] {
+            c_program_matches_the_jit_for(name, &cell, plan, steps, (8, 16));
+        }
+    }
+    // Sizes that are not whole vectors, and blocks of more rows than one
+    // unit of the projection's matrices (64): 4 gates of 70 rows, X = 7.
+    for plan in ["streaming", "hoisted"] {
+        c_program_matches_the_jit_for("lstm", &lstm(), plan, 70, (7, 70));
     }
 }
 
-fn c_program_matches_the_jit_for(name: &str, cell: &Cell) {
-    let dir = tmp(&format!("c-{name}"));
+fn c_program_matches_the_jit_for(
+    name: &str,
+    cell: &Cell,
+    plan: &str,
+    steps: usize,
+    (x, h): (usize, usize),
+) {
+    let cell = &cell
+        .clone()
+        .dims(&[("X", x as u64), ("H", h as u64)])
+        .unwrap();
+    let dir = tmp(&format!("c-{name}-{plan}-{steps}-{x}-{h}"));
     let obj = dir.join("cell.o");
     let source = dir.join(format!("{name}.rnn"));
     std::fs::write(&source, cell.source().text.as_bytes()).unwrap();
@@ -126,13 +151,17 @@ fn c_program_matches_the_jit_for(name: &str, cell: &Cell) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("compile")
         .arg(&source)
-        .args(["--dims", "X=8,H=16", "-o"])
+        .args(["--dims", &format!("X={x},H={h}"), "--plan", plan, "-o"])
         .arg(&obj)
         .status()
         .unwrap();
     assert!(status.success(), "{name}");
-    assert!(dir.join("cell.h").exists());
-    let exe = build_c_program("cc", &dir, &obj);
+    let header = std::fs::read_to_string(dir.join("cell.h")).unwrap();
+    assert!(
+        header.contains(&format!("/* Plan: {plan} ")),
+        "{name}: {header}"
+    );
+    let exe = build_c_program_with("cc", &dir, &obj, steps);
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success(), "{name}");
     let printed: Vec<f32> = String::from_utf8_lossy(&run.stdout)
@@ -156,22 +185,25 @@ fn c_program_matches_the_jit_for(name: &str, cell: &Cell) {
         w.insert(&p.name, &shape, data).unwrap();
     }
     let kernel = cell.compile(&w, &Options::default()).unwrap();
-    let (batch, steps) = (3, 5);
+    let batch = 3;
     let xs: Vec<f32> = (0..steps)
         .flat_map(|t| {
             (0..batch)
-                .flat_map(move |b| (0..8).map(move |i| ((t * 7 + b * 3 + i) % 13) as f32 - 6.0))
+                .flat_map(move |b| (0..x).map(move |i| ((t * 7 + b * 3 + i) % 13) as f32 - 6.0))
         })
         .map(|v| v / 6.0)
         .collect();
-    let mut ys = vec![0.0f32; steps * batch * 16];
+    let mut ys = vec![0.0f32; steps * batch * h];
     let mut state = kernel.new_state(batch).unwrap();
     kernel.run(&xs, &mut state, &mut ys).unwrap();
     let mut want = ys;
     want.extend(state.get("c").unwrap());
     assert_eq!(printed.len(), want.len());
     for (i, (a, b)) in printed.iter().zip(&want).enumerate() {
-        assert!((a - b).abs() <= 1e-6, "{name}: value {i}: C {a}, JIT {b}");
+        assert!(
+            (a - b).abs() <= 1e-6,
+            "{name} ({plan}, {steps} steps): value {i}: C {a}, JIT {b}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -192,12 +224,18 @@ fn c_program_matches_the_jit_for(name: &str, cell: &Cell) {
 )]
 fn aarch64_object_runs_under_qemu() {
     for (name, cell) in cells() {
-        aarch64_agrees(name, &cell);
+        for plan in [cellc::Variant::Streaming, cellc::Variant::Hoisted] {
+            aarch64_agrees(name, &cell, plan);
+        }
     }
 }
 
-fn aarch64_agrees(name: &str, cell: &Cell) {
-    let dir = tmp(&format!("arm-{name}"));
+fn aarch64_agrees(name: &str, cell: &Cell, plan: cellc::Variant) {
+    let dir = tmp(&format!("arm-{name}-{}", plan.name()));
+    let opts = Options {
+        plan: Some(plan),
+        ..Options::default()
+    };
     let mut outputs = Vec::new();
     for (triple, cc, runner) in [
         ("x86_64-unknown-linux-gnu", "cc", None),
@@ -210,12 +248,10 @@ fn aarch64_agrees(name: &str, cell: &Cell) {
         let sub = dir.join(triple);
         std::fs::create_dir_all(&sub).unwrap();
         let obj = sub.join("cell.o");
-        let aot = cell
-            .compile_object(&Options::default(), Some(triple))
-            .unwrap();
+        let aot = cell.compile_object(&opts, Some(triple)).unwrap();
         std::fs::write(&obj, &aot.object).unwrap();
         std::fs::write(sub.join("cell.h"), &aot.header).unwrap();
-        let exe = build_c_program(cc, &sub, &obj);
+        let exe = build_c_program_with(cc, &sub, &obj, 70);
         let run = match runner {
             Some(r) => Command::new(r)
                 .args(["-L", "/usr/aarch64-linux-gnu"])
@@ -233,8 +269,10 @@ fn aarch64_agrees(name: &str, cell: &Cell) {
     }
     assert!(!outputs[0].is_empty());
     assert_eq!(
-        outputs[0], outputs[1],
-        "{name}: aarch64 and x86-64 disagree"
+        outputs[0],
+        outputs[1],
+        "{name} ({}): aarch64 and x86-64 disagree",
+        plan.name()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -373,7 +411,11 @@ fn an_object_and_a_header_that_do_not_belong_together_are_detected() {
 fn objects_refuse_plans_and_threads_they_cannot_run() {
     for opts in [
         Options {
-            plan: Some(cellc::Variant::Hoisted),
+            plan: Some(cellc::Variant::Gemm),
+            ..Options::default()
+        },
+        Options {
+            plan: Some(cellc::Variant::GemmHoisted),
             ..Options::default()
         },
         Options {
@@ -384,4 +426,30 @@ fn objects_refuse_plans_and_threads_they_cannot_run() {
         let err = lstm().compile_object(&opts, None).err().unwrap();
         assert_eq!(err.kind(), cellc::ErrorKind::Options, "{err}");
     }
+    let err = lstm()
+        .compile_object_for(&Options::default(), None, 1, 0)
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), cellc::ErrorKind::Options, "{err}");
+}
+
+/// An object's plan is the cost model's for the sizes given: one step per
+/// call is streaming; a long sequence of a cell whose input projection is
+/// most of its weights is hoisted.
+#[test]
+fn objects_take_the_plan_the_cost_model_picks() {
+    let wide_input = common::cell("lstm").dims(&[("X", 512), ("H", 64)]).unwrap();
+    let plan_of = |seq: usize| {
+        let aot = wide_input
+            .compile_object_for(&Options::default(), None, 1, seq)
+            .unwrap();
+        let line = aot
+            .header
+            .lines()
+            .find(|l| l.starts_with("/* Plan: "))
+            .unwrap();
+        line.to_string()
+    };
+    assert!(plan_of(1).contains("streaming"), "{}", plan_of(1));
+    assert!(plan_of(200).contains("hoisted"), "{}", plan_of(200));
 }

@@ -12,7 +12,9 @@
 #include "cell.h"
 
 #define BATCH 3
-#define STEPS 5
+#ifndef STEPS
+#define STEPS 5 /* -DSTEPS=70 runs more steps than a hoisted object projects at once */
+#endif
 
 int main(void) {
     /* The object and the header must have been made together. */

@@ -13,6 +13,7 @@ pub mod options;
 pub mod pack;
 pub mod panel;
 pub mod plan;
+pub mod projection;
 pub mod schedule;
 pub mod vecmath;
 pub mod wide;

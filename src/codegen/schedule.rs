@@ -368,6 +368,28 @@ pub fn choose(
     best.unwrap_or_else(|| predict(work, host, Variant::Streaming, 1, batch, seq))
 }
 
+/// The plan an object file runs (`crate::aot`) for a batch and a sequence
+/// length: `streaming` or `hoisted` (the others need cellc's runtime), on the
+/// caller's thread, the hoisted projection on generated 128-bit kernels (at
+/// the generated code's rate, not the `gemm` crate's). `seq == 1` is always
+/// streaming.
+pub fn choose_for_object(work: &Work, host: &Host, batch: usize, seq: usize) -> Choice {
+    let generated = Host {
+        gemm_gflops: host.jit_gflops,
+        ..host.clone()
+    };
+    let streaming = predict(work, &generated, Variant::Streaming, 1, batch, seq);
+    if seq <= 1 {
+        return streaming;
+    }
+    let hoisted = predict(work, &generated, Variant::Hoisted, 1, batch, seq);
+    if hoisted.predicted_us < streaming.predicted_us * 0.97 {
+        hoisted
+    } else {
+        streaming
+    }
+}
+
 /// The `--emit schedule` text.
 pub fn describe(
     ir: &ir::Cell,

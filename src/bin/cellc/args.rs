@@ -142,12 +142,13 @@ pub(crate) struct CompileArgs {
     /// Also print the optimizer's remarks (what was fused, what was not, and why) to stderr.
     #[arg(long)]
     pub(crate) remarks: bool,
-    /// With `--emit schedule`: the batch size.
+    /// With `--emit schedule` or `-o`: the batch size the plan is chosen for.
     #[arg(long, default_value_t = 1)]
     pub(crate) batch: usize,
-    /// With `--emit schedule`: the sequence length (1: one step per call).
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seq: usize,
+    /// With `--emit schedule` (default 1: one step per call) or `-o` (default
+    /// 100): the sequence length the plan is chosen for.
+    #[arg(long)]
+    pub(crate) seq: Option<usize>,
     /// Threads (default: chosen by the cost model).
     #[arg(long)]
     pub(crate) threads: Option<usize>,

@@ -225,13 +225,15 @@ pub(crate) fn compile(args: CompileArgs) -> Result<(), Error> {
             remarks,
             target,
             batch,
-            seq,
+            seq: seq.unwrap_or(1),
         };
         return compile_network(&cell, &network, &net, &jit_opts, &stage);
     }
     if let Some(obj) = output {
-        return write_object(&cell, &obj, &jit_opts, target.as_deref());
+        let seq = seq.unwrap_or(cellc::OBJECT_SEQ);
+        return write_object(&cell, &obj, &jit_opts, target.as_deref(), (batch, seq));
     }
+    let seq = seq.unwrap_or(1);
     compile_cell(
         &cell,
         emit,
@@ -331,8 +333,9 @@ fn write_object(
     obj: &std::path::Path,
     jit_opts: &cellc::Options,
     target: Option<&str>,
+    (batch, seq): (usize, usize),
 ) -> Result<(), Error> {
-    let aot = cell.compile_object(jit_opts, target)?;
+    let aot = cell.compile_object_for(jit_opts, target, batch, seq)?;
     let header = obj.with_extension("h");
     if header == obj {
         return Err(Error::options(format!(
