@@ -397,7 +397,7 @@ pub fn bench_with_progress(
     let model = fused.choice(opts.batch, opts.seq);
     let widest = crate::Isa::detect();
     let fma_peak_gflops =
-        crate::codegen::panel::fma_peak_gflops(widest, 0.05) * model.threads as f64;
+        crate::kernels::probe::fma_peak_gflops(widest, 0.05) * model.threads as f64;
     Ok(BenchResult {
         cell: ir.name.clone(),
         dims: ir.dims.clone(),
@@ -465,7 +465,7 @@ impl ProductBench {
         rows: usize,
         k: usize,
     ) -> std::result::Result<Self, String> {
-        use crate::codegen::panel;
+        use crate::kernels::panel;
         if !isa.available() {
             return Err(format!("this CPU cannot run the {} kernels", isa.name()));
         }
@@ -494,7 +494,7 @@ impl ProductBench {
 
     /// One product.
     pub fn run(&mut self) {
-        crate::codegen::panel::product(
+        crate::kernels::panel::product(
             self.isa,
             self.panels.as_slice(),
             self.rows,
@@ -513,7 +513,7 @@ impl ProductBench {
 
     /// The FMA peak of one core at the kernel's width, GFLOP/s, measured now.
     pub fn peak_gflops(&self) -> f64 {
-        crate::codegen::panel::fma_peak_gflops(self.isa, 0.2)
+        crate::kernels::probe::fma_peak_gflops(self.isa, 0.2)
     }
 }
 

@@ -342,7 +342,7 @@ impl Cell {
             None => {
                 let work = codegen::schedule::work(
                     &ir,
-                    opts.isa.unwrap_or_else(codegen::panel::Isa::detect),
+                    opts.isa.unwrap_or_else(crate::kernels::Isa::detect),
                 );
                 codegen::schedule::choose_for_object(&work, codegen::schedule::host(), batch, seq)
                     .variant

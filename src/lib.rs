@@ -52,6 +52,7 @@ pub mod gen;
 pub mod interp;
 pub mod ir;
 mod jit;
+mod kernels;
 pub mod network;
 pub mod onnx;
 pub mod opt;

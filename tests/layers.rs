@@ -17,8 +17,9 @@
 //! opt       <- ir                  (rewrites: passes, legalize)
 //! interp    <- ir                  (the oracle)
 //! quant     <- ir
-//! codegen   <- ir, quant           (plans, Cranelift functions, kernels, cost model)
-//! jit       <- codegen, ir, quant  (the runtime: takes IR and parameter values)
+//! kernels   <- ir, quant           (SIMD kernels: products, wide regions, probes)
+//! codegen   <- kernels, ir, quant  (plans, Cranelift functions, cost model)
+//! jit       <- codegen, kernels, ir, quant  (the runtime: takes IR and parameter values)
 //! weights   <- ir, gen, files      (named tensors, binding to parameters)
 //! onnx      <- weights, ir, files
 //! aot       <- codegen, ir         (objects and headers)
@@ -46,8 +47,9 @@ fn rules() -> HashMap<&'static str, &'static [&'static str]> {
         ("opt", &["ir"][..]),
         ("interp", &["ir"][..]),
         ("quant", &["ir"][..]),
-        ("codegen", &["ir", "quant"][..]),
-        ("jit", &["codegen", "ir", "quant"][..]),
+        ("kernels", &["ir", "quant"][..]),
+        ("codegen", &["kernels", "ir", "quant"][..]),
+        ("jit", &["codegen", "kernels", "ir", "quant"][..]),
         ("weights", &["ir", "gen", "files"][..]),
         ("onnx", &["weights", "ir", "files"][..]),
         ("aot", &["codegen", "ir"][..]),

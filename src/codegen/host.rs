@@ -30,7 +30,7 @@ pub struct Host {
     pub gemm_gflops: f64,
     pub jit_gflops: f64,
     /// The panel kernels of the `gemm` plans' per-step products, at the
-    /// widest width this host has ([`super::panel`]), on a batched product.
+    /// widest width this host has ([`crate::kernels::panel`]), on a batched product.
     pub panel_gflops: f64,
     /// Weights per nanosecond (G/s) one core's panel kernels widen and
     /// multiply at batch 1 from cache, stored in bf16 and in int8: the
@@ -117,9 +117,9 @@ pub fn defaults(why: Option<String>) -> Host {
         bw_dram: DEFAULT_BW_DRAM,
         gemm_gflops: DEFAULT_GEMM_GFLOPS,
         jit_gflops: DEFAULT_GEMM_GFLOPS * 0.4,
-        panel_gflops: default_panel_gflops(super::panel::Isa::detect()),
-        bf16_gws: default_narrow_gws(super::panel::Isa::detect()).0,
-        int8_gws: default_narrow_gws(super::panel::Isa::detect()).1,
+        panel_gflops: default_panel_gflops(crate::kernels::Isa::detect()),
+        bf16_gws: default_narrow_gws(crate::kernels::Isa::detect()).0,
+        int8_gws: default_narrow_gws(crate::kernels::Isa::detect()).1,
         barrier_us: 1.0,
         source: HostSource::Defaults(why),
     }
@@ -133,13 +133,13 @@ const DEFAULT_GEMM_GFLOPS: f64 = 80.0;
 /// The panel kernels' rate per core when nothing was measured, by width:
 /// 110 GFLOP/s measured with AVX-512 on the 2-vCPU Xeon of
 /// docs/performance.md (about 65 % of its FMA peak), half that with AVX2.
-fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
+fn default_panel_gflops(isa: crate::kernels::Isa) -> f64 {
     match isa {
-        super::panel::Isa::Avx512 => 110.0,
-        super::panel::Isa::Avx2 => 55.0,
+        crate::kernels::Isa::Avx512 => 110.0,
+        crate::kernels::Isa::Avx2 => 55.0,
         // A quarter of AVX-512's lanes; not measured (no aarch64 host).
-        super::panel::Isa::Neon => 25.0,
-        super::panel::Isa::Scalar => 4.0,
+        crate::kernels::Isa::Neon => 25.0,
+        crate::kernels::Isa::Scalar => 4.0,
     }
 }
 
@@ -147,27 +147,27 @@ fn default_panel_gflops(isa: super::panel::Isa) -> f64 {
 /// (bf16, int8) when nothing was measured, by width: AVX2 as measured on a
 /// 2-vCPU AMD EPYC Zen 3 (9.2 and 6.5, rounded down); AVX-512 estimated at
 /// twice that (a Zen 4 calibrates higher still).
-fn default_narrow_gws(isa: super::panel::Isa) -> (f64, f64) {
+fn default_narrow_gws(isa: crate::kernels::Isa) -> (f64, f64) {
     match isa {
-        super::panel::Isa::Avx512 => (18.0, 12.0),
-        super::panel::Isa::Avx2 => (9.0, 6.0),
+        crate::kernels::Isa::Avx512 => (18.0, 12.0),
+        crate::kernels::Isa::Avx2 => (9.0, 6.0),
         // A guess (no aarch64 host measured).
-        super::panel::Isa::Neon => (4.0, 3.0),
-        super::panel::Isa::Scalar => (1.0, 1.0),
+        crate::kernels::Isa::Neon => (4.0, 3.0),
+        crate::kernels::Isa::Scalar => (1.0, 1.0),
     }
 }
 
 /// The narrow panel kernels at batch 1 over a matrix that L2 holds: G
 /// weights/s, best of a few.
 fn narrow_rate(precision: crate::ir::Precision) -> f64 {
-    use super::panel;
+    use crate::kernels::panel;
     let (m, k) = (256, 256);
     let w: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
     let mut stored = vec![0.0f32; panel::stored_len(m, k, precision).unwrap_or(0)];
     panel::pack_at(&w, m, k, precision, &mut stored);
     let x = vec![0.25f32; k];
     let mut dst = vec![0.0f32; m];
-    let isa = panel::Isa::detect();
+    let isa = crate::kernels::Isa::detect();
     let mut best = f64::MAX;
     // Ten products per sample (a product is ~10 µs: one alone is near the
     // timer's and the frequency ramp's noise), best of 20.
@@ -189,7 +189,7 @@ fn read_bandwidth(bytes: usize, budget_passes: usize) -> f64 {
     let mut sink = 0.0f32;
     for pass in 0..=budget_passes {
         let t = Instant::now();
-        sink += super::kernels::sum_floats(&v);
+        sink += crate::kernels::probe::sum_floats(&v);
         let dt = t.elapsed().as_secs_f64();
         if pass > 0 {
             best = best.min(dt);
@@ -207,7 +207,7 @@ fn gemm_rate() -> f64 {
     let mut best = f64::MAX;
     for _ in 0..4 {
         let t = Instant::now();
-        super::kernels::sgemm(m, n, k, &mut c, n, &a, k, &b, k, false);
+        crate::kernels::gemm::sgemm(m, n, k, &mut c, n, &a, k, &b, k, false);
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (m * n * k) as f64 / best / 1e9
@@ -216,14 +216,14 @@ fn gemm_rate() -> f64 {
 /// The panel kernels on a batched product (as `gemm_rate`), at the widest
 /// width this host has, best of four.
 fn panel_rate() -> f64 {
-    use super::panel;
+    use crate::kernels::panel;
     let (m, batch, k) = (256, 96, 256);
     let w = vec![0.5f32; m * k];
     let mut panels = vec![0.0f32; panel::panels_len(m, k).unwrap_or(0)];
     panel::pack(&w, m, k, &mut panels);
     let x = vec![0.25f32; batch * k];
     let mut dst = vec![0.0f32; batch * m];
-    let isa = panel::Isa::detect();
+    let isa = crate::kernels::Isa::detect();
     let mut best = f64::MAX;
     for _ in 0..4 {
         let t = Instant::now();

@@ -7,11 +7,9 @@
 //! parameters. Nothing here runs generated code: that is `jit`'s job.
 
 pub mod host;
-pub mod kernels;
 pub mod lower;
 pub mod options;
 pub mod pack;
-pub mod panel;
 pub mod plan;
 pub mod projection;
 pub mod schedule;

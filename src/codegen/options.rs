@@ -76,7 +76,7 @@ pub struct Options {
     pub precision: Option<crate::ir::Precision>,
 }
 
-pub use super::panel::Isa;
+pub use crate::kernels::Isa;
 
 /// The environment variable that raises [`max_threads`] above the cores this
 /// process may use (to test schedules on more threads than a small machine

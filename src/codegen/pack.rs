@@ -53,8 +53,8 @@ pub fn pack(plan: &Plan, cell: &Cell, raw: &[Vec<f32>], out: &mut [f32]) {
     for v in &plan.panels {
         let p = &cell.params[v.param.index()];
         if let Type::Matrix(m, k) = p.ty {
-            let n = super::panel::stored_len(m, k, p.precision).unwrap_or(0);
-            super::panel::pack_at(
+            let n = crate::kernels::panel::stored_len(m, k, p.precision).unwrap_or(0);
+            crate::kernels::panel::pack_at(
                 &raw[v.param.index()],
                 m,
                 k,

@@ -53,7 +53,7 @@ const JIT_INT8_COST: f64 = 3.2;
 pub struct Work {
     /// The panel kernels' ISA (`Options::isa`, else the widest the host has):
     /// the gemm plans' rates, tiles and epilogue width follow it.
-    pub isa: super::panel::Isa,
+    pub isa: crate::kernels::Isa,
     /// Bytes of the weights in `f32` (what the hoisted projection's `gemm` reads).
     pub input_bytes: f64,
     pub recurrent_bytes: f64,
@@ -75,7 +75,7 @@ pub struct Work {
     pub activations: f64,
 }
 
-pub fn work(ir: &ir::Cell, isa: super::panel::Isa) -> Work {
+pub fn work(ir: &ir::Cell, isa: crate::kernels::Isa) -> Work {
     let mut w = Work {
         isa,
         ..Work::default()
@@ -204,10 +204,10 @@ const SCALAR_PANEL_FRACTION: f64 = 0.005;
 /// The panel kernels' rate at `isa`: the host's (measured or default, at its
 /// widest ISA) scaled by the vector width (AVX2 measured 0.54 of AVX-512,
 /// same run as [`SCALAR_PANEL_FRACTION`]).
-fn panel_rate(host: &Host, isa: super::panel::Isa) -> f64 {
-    let widest = super::panel::Isa::detect();
+fn panel_rate(host: &Host, isa: crate::kernels::Isa) -> f64 {
+    let widest = crate::kernels::Isa::detect();
     match isa {
-        super::panel::Isa::Scalar if widest != super::panel::Isa::Scalar => {
+        crate::kernels::Isa::Scalar if widest != crate::kernels::Isa::Scalar => {
             host.panel_gflops * SCALAR_PANEL_FRACTION
         }
         _ => host.panel_gflops * (isa.lanes() as f64 / widest.lanes() as f64).min(1.0),
@@ -273,7 +273,7 @@ pub fn predict(
     if variant.uses_gemm() {
         // Narrow weights are widened once per tile of batch rows, at the
         // rate measured at batch 1 (which includes that row's FMAs).
-        let tiles = batch.div_ceil(super::panel::narrow_tile_shape(work.isa).1) as f64;
+        let tiles = batch.div_ceil(crate::kernels::panel::narrow_tile_shape(work.isa).1) as f64;
         let widen_us = (narrow(0) / host.bf16_gws + narrow(1) / host.int8_gws) * tiles / n / 1e3;
         compute_us = compute_us.max(widen_us);
     } else {
@@ -397,7 +397,7 @@ pub fn describe(
     seq: usize,
     threads: Option<usize>,
     variant: Option<Variant>,
-    isa: super::panel::Isa,
+    isa: crate::kernels::Isa,
 ) -> String {
     let host = host();
     let w = work(ir, isa);
@@ -452,7 +452,7 @@ pub fn describe(
         "kernels: streaming and hoisted plans, generated 128-bit kernels (Cranelift); gemm plans, panel kernels over weights packed once, each unit of rows followed by its element-wise epilogue {} lanes wide ({}; this host's widest is {}: `--isa` to choose)\n",
         isa.lanes(),
         isa.name(),
-        super::panel::Isa::detect().name()
+        crate::kernels::Isa::detect().name()
     ));
     s.push_str("plan          threads  weights/step  level  predicted µs/step  floor µs/step\n");
     for v in Variant::ALL {

@@ -14,11 +14,12 @@ use super::pool::{self, share};
 use super::slots::{Inline, SlotTable};
 use super::state::State;
 use super::{Build, Epilogue, Kernel, Work, MAX_SLOTS};
-use crate::codegen::kernels::gemm_strided;
-use crate::codegen::panel::{self, Isa};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
 use crate::ir::Precision;
+use crate::kernels::gemm::gemm_strided;
+use crate::kernels::panel;
+use crate::kernels::Isa;
 
 /// Worker `w` of `n`'s share of one unit of a phase's work.
 ///

@@ -82,9 +82,9 @@ struct Build {
     weights: AlignedBuf,
     phases: Vec<Vec<Work>>,
     /// The kernels of its batched products and wide regions.
-    isa: crate::codegen::panel::Isa,
+    isa: crate::kernels::Isa,
     /// Its standalone regions, compiled for the wide kernels.
-    wide: Vec<wide::Program>,
+    wide: Vec<crate::kernels::wide::Program>,
 }
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
@@ -165,10 +165,7 @@ impl Kernel {
             input_lens: ir.inputs.iter().map(|p| p.len).collect(),
             state_lens: ir.states.iter().map(|p| p.len).collect(),
             output_lens: ir.outputs.iter().map(|p| p.len).collect(),
-            work: schedule::work(
-                &ir,
-                opts.isa.unwrap_or_else(crate::codegen::panel::Isa::detect),
-            ),
+            work: schedule::work(&ir, opts.isa.unwrap_or_else(crate::kernels::Isa::detect)),
             ir,
             params,
             streaming,
@@ -549,9 +546,9 @@ fn build(
             ));
         }
     }
-    let isa = opts.isa.unwrap_or_else(crate::codegen::panel::Isa::detect);
+    let isa = opts.isa.unwrap_or_else(crate::kernels::Isa::detect);
     if !isa.available() {
-        let have: Vec<&str> = crate::codegen::panel::Isa::ALL
+        let have: Vec<&str> = crate::kernels::Isa::ALL
             .into_iter()
             .filter(|i| i.available())
             .map(|i| i.name())
@@ -580,7 +577,7 @@ fn build(
                 return None;
             };
             if isa.is_wide() {
-                if let Some(p) = wide::Program::new(rc) {
+                if let Some(p) = wide::program(rc) {
                     wide.push(p);
                     return Some(Epilogue::Wide(wide.len() - 1));
                 }

@@ -429,7 +429,7 @@ impl<'a> Planner<'a> {
         }
         let p = &self.cell.params[param.index()];
         let n = match p.ty {
-            Type::Matrix(r, c) => crate::codegen::panel::stored_len(r, c, p.precision).unwrap_or(0),
+            Type::Matrix(r, c) => crate::kernels::panel::stored_len(r, c, p.precision).unwrap_or(0),
             _ => 0,
         };
         let pad = self.plan.weights_len.next_multiple_of(16) - self.plan.weights_len;

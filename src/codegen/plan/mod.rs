@@ -28,6 +28,7 @@ use build::Planner;
 /// Floats per vector register (`f32x4`: the width Cranelift lowers on x86-64
 /// and aarch64).
 pub const LANES: usize = 4;
+const _: () = assert!(LANES == crate::kernels::wide::TILE_LANES);
 /// Most row blocks one micro-kernel accumulates at once (per batch row).
 pub const MAX_CHUNK: usize = 6;
 
@@ -35,28 +36,7 @@ pub fn padded(n: usize) -> usize {
     n.div_ceil(LANES) * LANES
 }
 
-/// Where a vector lives: a slot, an offset in floats, and the distance in floats
-/// between batch rows (0 for parameters, which the batch shares).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Loc {
-    pub slot: usize,
-    pub offset: usize,
-    pub stride: usize,
-    pub len: usize,
-}
-
-impl Loc {
-    /// Whether writing one may change what the other holds: the same buffer
-    /// (not the read-only weights) and overlapping floats of a row, or rows
-    /// laid out differently (then assumed to meet).
-    pub fn may_overlap(&self, other: &Loc) -> bool {
-        self.slot == other.slot && self.slot != 0 && {
-            let (a0, a1) = (self.offset, self.offset + self.len.max(1));
-            let (b0, b1) = (other.offset, other.offset + other.len.max(1));
-            self.stride != other.stride || (a0 < b1 && b0 < a1)
-        }
-    }
-}
+pub use crate::kernels::Loc;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum SlotKind {
@@ -225,7 +205,7 @@ pub enum Task {
 /// one block, the same units whatever the thread count, so that every row is
 /// computed by the same calls (bit-for-bit the same result).
 pub const GEMM_ROWS: usize = 64;
-const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::codegen::panel::GROUP));
+const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::kernels::panel::GROUP));
 
 /// Where element `(row, col)` of a `rows x cols` matrix lives in its
 /// unit-major copy: the rows in units of [`GEMM_ROWS`] (the units the
@@ -286,8 +266,8 @@ pub fn epilogue_by_rows(blocks: &[GemmBlock], region: &RegionCode) -> bool {
 /// two panels, the widest kernel's tile. Smaller than [`GEMM_ROWS`], since
 /// one unit now covers every block: H = 192 makes 6 units, which two threads
 /// share evenly.
-pub const EPILOGUE_ROWS: usize = 2 * crate::codegen::panel::PANEL;
-const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(crate::codegen::panel::GROUP));
+pub const EPILOGUE_ROWS: usize = 2 * crate::kernels::panel::PANEL;
+const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(crate::kernels::panel::GROUP));
 
 /// Rows `0..len` in units for `batch` rows on `workers` threads: (first
 /// row, end row). Units of [`EPILOGUE_ROWS`], or of twice that for a short
@@ -295,7 +275,7 @@ const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(crate::codegen::panel::GROUP)
 /// FMAs busy: `panel::SHORT_PANELS`) when the workers still get as many
 /// units each. Which rows share a unit changes no result.
 pub fn row_units(len: usize, batch: usize, workers: usize) -> Vec<(usize, usize)> {
-    use crate::codegen::panel::{PANEL, SHORT_PANELS, SHORT_ROWS};
+    use crate::kernels::panel::{PANEL, SHORT_PANELS, SHORT_ROWS};
     let wide = SHORT_PANELS * PANEL;
     let rows = if batch <= SHORT_ROWS && len.div_ceil(wide).is_multiple_of(workers.max(1)) {
         wide
@@ -327,7 +307,7 @@ pub enum GemmInit {
 }
 
 /// A `[len, k]` matrix times `input`; the matrix is packed in panels
-/// ([`crate::codegen::panel`]) at offset `panels` of the packed weights.
+/// ([`crate::kernels::panel`]) at offset `panels` of the packed weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GemmTerm {
     pub input: Loc,

@@ -219,7 +219,7 @@ impl Verifier<'_> {
                     return fail(format!("{what}, term {t}: input of {}", term.input.len));
                 }
                 self.loc(&term.input, &format!("{what}, term {t}"))?;
-                let n = crate::codegen::panel::stored_len(b.len, term.k, term.precision)
+                let n = crate::kernels::panel::stored_len(b.len, term.k, term.precision)
                     .unwrap_or(usize::MAX);
                 self.weights(term.panels, n, &format!("{what}, term {t} panels"))?;
             }
@@ -285,7 +285,7 @@ pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
             .map(|p| (p.ty, p.precision))
         {
             Some((Type::Matrix(r, c), precision)) => {
-                crate::codegen::panel::stored_len(r, c, precision)
+                crate::kernels::panel::stored_len(r, c, precision)
             }
             _ => None,
         };

@@ -1,4 +1,4 @@
-//! The element-wise functions of [`crate::codegen::vecmath`], written once
+//! The element-wise functions of `codegen::vecmath`, written once
 //! over [`Simd`] for every width.
 //!
 //! Each function is the same sequence of IEEE-exact operations as its
@@ -9,12 +9,12 @@
 //! lowering of CLIF's NaN-propagating `fmin`/`fmax` is mirrored too,
 //! canonical NaNs included.
 
-use super::simd::Simd;
-use crate::codegen::vecmath::{
+use super::coefficients::{
     EXP_POLY, HALF_EXPONENT, LN2_HI, LN2_LO, LOG_POLY, MANTISSA_MASK, ROUND_MAGIC, TANH_POLY,
     TWO_TO_23,
 };
 use crate::ir::{BinaryOp, UnaryOp};
+use crate::kernels::simd::SimdMath as Simd;
 
 const SIGN: i32 = i32::MIN;
 /// What CLIF's x86 `fmin` leaves of a NaN lane: sign, exponent and quiet bit.

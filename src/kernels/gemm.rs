@@ -1,6 +1,5 @@
-//! Hand-written compute the generated code cannot express, called by the
-//! runtime: matrix products through the `gemm` crate (large batches and the
-//! hoisted input projection) and the memory probe's read loop.
+//! Matrix products through the `gemm` crate: the plans that take it for
+//! large batches, and the hoisted input projection of a sequence.
 
 /// `dst[i + j*dst_cs] (+)= sum_k lhs[i*lhs_rs + k] * rhs[k + j*rhs_cs]` for an
 /// `m x n` result, with the `gemm` crate on one thread. Checks every bound.
@@ -56,50 +55,6 @@ pub(crate) fn sgemm(
             rhs_cs,
             accumulate,
         )
-    }
-}
-
-/// The sum of `v`'s floats (only whole groups of 32 are read): the memory probe's
-/// read loop, eight independent 128-bit sums as the generated kernels load
-/// weights, so that it runs at the memory's pace. (A plain Rust loop reaches
-/// only about two thirds of that: LLVM keeps fewer chains in flight.)
-pub fn sum_floats(v: &[f32]) -> f32 {
-    let n = v.len() / 32 * 32;
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__m128, _mm_add_ps, _mm_loadu_ps, _mm_setzero_ps, _mm_storeu_ps};
-        let mut out = [0.0f32; 4];
-        // SAFETY: SSE is part of x86-64; every load reads floats
-        // `i + 4j .. i + 4j + 4` with `i + 32 <= n <= v.len()`.
-        unsafe {
-            let p = v.as_ptr();
-            let mut acc: [__m128; 8] = [_mm_setzero_ps(); 8];
-            let mut i = 0;
-            while i < n {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm_add_ps(*a, _mm_loadu_ps(p.add(i + 4 * j)));
-                }
-                i += 32;
-            }
-            let mut s = _mm_setzero_ps();
-            for a in acc {
-                s = _mm_add_ps(s, a);
-            }
-            _mm_storeu_ps(out.as_mut_ptr(), s);
-        }
-        out.iter().sum()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let mut acc = [[0.0f32; 4]; 8];
-        for c in v[..n].chunks_exact(32) {
-            for (j, a) in acc.iter_mut().enumerate() {
-                for (l, x) in a.iter_mut().enumerate() {
-                    *x += c[4 * j + l];
-                }
-            }
-        }
-        acc.iter().flatten().sum()
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Cranelift lowers no vector wider than 128 bits on x86-64, so the generated
 //! region code does a quarter of the work per instruction that AVX-512 could
-//! (half of AVX2's). Here a standalone region ([`RegionCode`] of a
-//! `Task::Region`) becomes a [`Program`]: its body in evaluation order, each
+//! (half of AVX2's). Here a standalone region (a `Task::Region`'s code,
+//! compiled by `codegen::wide`) is a [`Program`]: its body in evaluation order, each
 //! value in a *register* of [`BLOCK`] floats of scratch memory. A pass runs
 //! one instruction over a block of up to `BLOCK` lanes of one batch row, in
 //! 16- or 8-lane vectors (the loop is compiled per operation and per width, so
@@ -16,14 +16,21 @@
 //! every width and thread count (`tests/jit.rs` checks it), and the accuracy
 //! contract of `tests/vecmath.rs` holds unchanged.
 
+// The loops and math are instantiated for x86-64's widths only: elsewhere
+// regions run the generated 128-bit code (`Isa::is_wide`).
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+
+pub(crate) mod coefficients;
 mod math;
-mod simd;
 
 use std::mem::MaybeUninit;
 
-use super::panel::Isa;
-use super::plan::{ArgSrc, Loc, RegionCode, LANES};
-use crate::ir::{EwOp, Operand};
+use super::Isa;
+use super::Loc;
+
+/// Floats per tile of a region's rows, the unit threads split: the
+/// generated code's vector (`codegen::plan::LANES`).
+pub const TILE_LANES: usize = 4;
 
 /// Lanes one instruction runs over before the next one starts.
 pub const BLOCK: usize = 256;
@@ -33,30 +40,30 @@ const STACK_REGS: usize = 24;
 
 /// A value's source in a [`Program`].
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Src {
+pub(crate) enum Src {
     Reg(u32),
     /// A vector argument: its lanes from the argument's row.
     Arg(u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Unary(crate::ir::UnaryOp),
     Binary(crate::ir::BinaryOp),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Inst {
-    kind: Kind,
-    a: Src,
-    b: Src,
-    dst: u32,
+pub(crate) struct Inst {
+    pub(crate) kind: Kind,
+    pub(crate) a: Src,
+    pub(crate) b: Src,
+    pub(crate) dst: u32,
 }
 
 /// A register filled before the body runs: a constant (once per call), or
 /// one float of each batch row of an argument, broadcast (once per row).
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Fill {
+pub(crate) enum Fill {
     Const(f32),
     Row(Loc),
 }
@@ -64,131 +71,19 @@ enum Fill {
 /// A standalone region compiled for the wide kernels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
-    /// Tiles of [`LANES`] lanes per batch row.
-    tiles: usize,
+    /// Tiles of [`TILE_LANES`] lanes per batch row.
+    pub(crate) tiles: usize,
     /// Vector arguments.
-    args: Vec<Loc>,
-    fills: Vec<(u32, Fill)>,
-    insts: Vec<Inst>,
-    regs: usize,
-    yields: Vec<(Src, Loc)>,
+    pub(crate) args: Vec<Loc>,
+    pub(crate) fills: Vec<(u32, Fill)>,
+    pub(crate) insts: Vec<Inst>,
+    /// Registers of [`BLOCK`] floats.
+    pub(crate) regs: usize,
+    pub(crate) yields: Vec<(Src, Loc)>,
 }
 
 impl Program {
-    /// Compiles a standalone region; `None` if it reads a product's
-    /// accumulators (a fused epilogue) or writes memory it also reads.
-    pub fn new(code: &RegionCode) -> Option<Program> {
-        let mems: Vec<Loc> = code
-            .args
-            .iter()
-            .map(|a| match a {
-                ArgSrc::Mem(l) => Some(*l),
-                ArgSrc::Block(_) => None,
-            })
-            .collect::<Option<_>>()?;
-        // A yield into memory an argument reads would be seen by the
-        // argument's later blocks: keep such (unplanned) regions generated.
-        if code
-            .yields
-            .iter()
-            .any(|(_, y)| mems.iter().any(|m| m.may_overlap(y)))
-        {
-            return None;
-        }
-        let order = evaluation_order(code);
-        // Last reader of each value (position in `order`); yields read at the end.
-        let end = order.len();
-        let mut last = vec![0usize; code.body.len()];
-        for (pos, &e) in order.iter().enumerate() {
-            for o in &code.body[e].args {
-                if let Operand::Inst(d) = *o {
-                    last[d as usize] = pos;
-                }
-            }
-        }
-        for (y, _) in &code.yields {
-            if let Operand::Inst(d) = *y {
-                last[d as usize] = end;
-            }
-        }
-        let broadcast = |l: &Loc| l.len == 1 && code.len > 1;
-        let mut p = Program {
-            tiles: code.tiles,
-            args: Vec::new(),
-            fills: Vec::new(),
-            insts: Vec::new(),
-            regs: 0,
-            yields: Vec::new(),
-        };
-        let mut free: Vec<u32> = Vec::new();
-        let alloc = |p: &mut Program, free: &mut Vec<u32>| {
-            free.pop().unwrap_or_else(|| {
-                p.regs += 1;
-                (p.regs - 1) as u32
-            })
-        };
-        // Arguments: vectors read in place; broadcast ones and constants get
-        // a register for the whole run.
-        let mut arg_src = Vec::with_capacity(mems.len());
-        for m in &mems {
-            if broadcast(m) {
-                let r = alloc(&mut p, &mut free);
-                p.fills.push((r, Fill::Row(*m)));
-                arg_src.push(Src::Reg(r));
-            } else {
-                p.args.push(*m);
-                arg_src.push(Src::Arg((p.args.len() - 1) as u32));
-            }
-        }
-        let mut val: Vec<Option<Src>> = vec![None; code.body.len()];
-        // Constants: registers of their own, filled once before the body
-        // runs (so none may be a register an instruction used before).
-        for &e in &order {
-            if let EwOp::Const(c) = code.body[e].op {
-                let r = alloc(&mut p, &mut free);
-                p.fills.push((r, Fill::Const(c as f32)));
-                val[e] = Some(Src::Reg(r));
-                last[e] = end;
-            }
-        }
-        let src = |o: Operand, val: &[Option<Src>]| match o {
-            Operand::Arg(a) => arg_src[a as usize],
-            Operand::Inst(d) => val[d as usize]
-                .unwrap_or_else(|| unreachable!("operands are evaluated before their readers")),
-        };
-        for (pos, &e) in order.iter().enumerate() {
-            let inst = &code.body[e];
-            let kind = match inst.op {
-                EwOp::Const(_) => continue,
-                EwOp::Unary(op) => Kind::Unary(op),
-                EwOp::Binary(op) => Kind::Binary(op),
-            };
-            let a = src(inst.args[0], &val);
-            let b = inst.args.get(1).map_or(a, |o| src(*o, &val));
-            // Operands whose last reader this is free their registers, which
-            // the result may take (lanes are read before they are written).
-            for o in &inst.args {
-                if let Operand::Inst(d) = *o {
-                    if last[d as usize] == pos {
-                        if let Some(Src::Reg(r)) = val[d as usize] {
-                            if !free.contains(&r) {
-                                free.push(r);
-                            }
-                        }
-                    }
-                }
-            }
-            let dst = alloc(&mut p, &mut free);
-            p.insts.push(Inst { kind, a, b, dst });
-            val[e] = Some(Src::Reg(dst));
-        }
-        for (y, loc) in &code.yields {
-            p.yields.push((src(*y, &val), *loc));
-        }
-        Some(p)
-    }
-
-    /// Tiles of [`LANES`] floats per batch row: the unit threads split.
+    /// Tiles of [`TILE_LANES`] floats per batch row: the unit threads split.
     pub fn tiles(&self) -> usize {
         self.tiles
     }
@@ -235,37 +130,6 @@ impl Program {
     }
 }
 
-/// The body in depth-first post-order from the yields: each value right
-/// before its first reader, only values some yield needs (the order the
-/// generated code evaluates a region in).
-fn evaluation_order(code: &RegionCode) -> Vec<usize> {
-    let mut done = vec![false; code.body.len()];
-    let mut order = Vec::new();
-    for (y, _) in &code.yields {
-        let Operand::Inst(root) = *y else { continue };
-        let mut stack = vec![(root as usize, false)];
-        while let Some((e, expanded)) = stack.pop() {
-            if done[e] {
-                continue;
-            }
-            if expanded {
-                done[e] = true;
-                order.push(e);
-                continue;
-            }
-            stack.push((e, true));
-            for o in code.body[e].args.iter().rev() {
-                if let Operand::Inst(d) = *o {
-                    if !done[d as usize] {
-                        stack.push((d as usize, false));
-                    }
-                }
-            }
-        }
-    }
-    order
-}
-
 /// One width's loops over a program.
 ///
 /// Everything here is `#[inline(always)]` and free of closures, down to the
@@ -279,9 +143,9 @@ fn evaluation_order(code: &RegionCode) -> Vec<usize> {
 /// target features are enabled.
 mod run {
     use super::math;
-    use super::simd::Simd;
-    use super::{Fill, Inst, Kind, Program, Src, BLOCK};
+    use super::{Fill, Inst, Kind, Loc, Program, Src, BLOCK};
     use crate::ir::{BinaryOp, UnaryOp};
+    use crate::kernels::simd::SimdMath as Simd;
 
     /// An operation of one operand, as a type (so that each gets its loop).
     trait Map1 {
@@ -475,15 +339,14 @@ mod run {
         // `k` register rows of `row_lanes(m)` floats stay inside `BLOCK`.
         unsafe {
             let reg = |r: u32| scratch.add(r as usize * BLOCK);
-            let at = |l: &super::Loc, row: usize| {
-                (*slots.add(l.slot)).wrapping_add(l.offset + row * l.stride)
-            };
+            let at =
+                |l: &Loc, row: usize| (*slots.add(l.slot)).wrapping_add(l.offset + row * l.stride);
             for &(r, f) in &p.fills {
                 if let Fill::Const(c) = f {
                     fill::<S>(reg(r), BLOCK, c);
                 }
             }
-            let (l0, l1) = (t0 * super::LANES, t1 * super::LANES);
+            let (l0, l1) = (t0 * super::TILE_LANES, t1 * super::TILE_LANES);
             // A block: `k` batch rows of `m` lanes (several rows when a
             // row's share is short, so that each pass has work).
             let width = (l1 - l0).min(BLOCK);
@@ -527,8 +390,8 @@ mod run {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::simd::{Avx2, Avx512};
     use super::Program;
+    use crate::kernels::simd::{Avx2, Avx512};
 
     /// # Safety
     /// As `run::run`, with AVX-512F available.
