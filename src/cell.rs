@@ -14,6 +14,28 @@ pub const OBJECT_SEQ: usize = 100;
 
 /// A checked cell: parsed, with names and shapes verified, and (after
 /// [`Cell::dims`]) its sizes bound.
+///
+/// ```
+/// # fn main() -> cellc::Result<()> {
+/// let cell = cellc::Cell::from_source("tiny.rnn", "
+///     dim X = 3
+///     dim H = 4
+///     input x: [X]
+///     state h: [H]
+///     param W: [H, X]
+///     output y: [H]
+///     param U: [H, H]
+///     h' = tanh(W @ x + U @ h)
+///     y = h'
+/// ")?;
+/// // Sizes other than the file's defaults; weights by parameter name.
+/// let cell = cell.dims(&[("H", 8)])?;
+/// let weights = cellc::Weights::random(&cell.ir()?, 1);
+/// let kernel = cell.compile(&weights, &cellc::Options::default())?;
+/// assert_eq!(kernel.output_len(0), 8);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Cell {
     source: Source,

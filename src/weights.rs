@@ -52,7 +52,33 @@ pub fn shape_str(s: &[usize]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// Named tensors.
+/// Named tensors: a checkpoint (safetensors, a PyTorch `state_dict` saved
+/// with `safetensors.torch.save_file`) or values built in code. A cell binds
+/// its parameters to them by name ([`Weights::resolve`]); a tensor, or rows
+/// of one, that no parameter reads is an error, not ignored.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cell = cellc::Cell::from_source("tiny.rnn", "
+///     dim H = 2
+///     input x: [H]
+///     state h: [H]
+///     param W: [H, H]
+///     h' = tanh(W @ h + x)
+/// ")?;
+/// let mut weights = cellc::Weights::new();
+/// weights.insert("W", &[2, 2], vec![1.0, 0.0, 0.0, 1.0])?;
+/// let ir = cell.ir()?;
+/// assert_eq!(weights.resolve(&ir)?, vec![vec![1.0, 0.0, 0.0, 1.0]]);
+/// // Round trip through the safetensors format.
+/// let bytes = weights.to_safetensors_bytes()?;
+/// assert_eq!(cellc::Weights::from_safetensors_bytes(&bytes)?, weights);
+/// // A tensor the cell does not read is refused by name.
+/// weights.insert("V", &[2], vec![0.0; 2])?;
+/// assert!(weights.resolve(&ir).unwrap_err().to_string().contains("`V`"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Weights {
     tensors: BTreeMap<String, Tensor>,

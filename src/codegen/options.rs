@@ -55,7 +55,29 @@ impl Variant {
     }
 }
 
-/// How to compile and run a cell.
+/// How to compile and run a cell. The defaults let the cost model choose the
+/// plan and the threads for each call's batch and sequence length; each
+/// field forces one choice.
+///
+/// ```
+/// # fn main() -> cellc::Result<()> {
+/// use cellc::{Isa, Options, Variant};
+/// let cell = cellc::Cell::from_file("examples/gru.rnn")?.dims(&[("X", 16), ("H", 32)])?;
+/// let weights = cellc::Weights::random(&cell.ir()?, 3);
+/// let forced = Options {
+///     threads: Some(1),
+///     plan: Some(Variant::Streaming),
+///     isa: Some(Isa::Scalar), // the portable kernels, on any host
+///     ..Options::default()
+/// };
+/// let kernel = cell.compile(&weights, &forced)?;
+/// assert_eq!(kernel.choice(1, 1).variant, Variant::Streaming);
+/// // More threads than this process may use is an error, not a slowdown.
+/// let greedy = Options { threads: Some(100_000), ..Options::default() };
+/// assert!(cell.compile(&weights, &greedy).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Run the optimizer (concatenation, stacking, fused epilogues). Off, every

@@ -88,7 +88,40 @@ struct Build {
 }
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
-/// [`Kernel::run`] with a [`State`] from [`Kernel::new_state`].
+/// [`Kernel::run`] with a [`State`] from [`Kernel::new_state`]. Every length
+/// is checked before generated code runs; a kernel may be shared by threads,
+/// each with its own states.
+///
+/// ```
+/// # fn main() -> cellc::Result<()> {
+/// let cell = cellc::Cell::from_source("tiny.rnn", "
+///     dim X = 3
+///     dim H = 4
+///     input x: [X]
+///     state h: [H]
+///     param W: [H, X]
+///     output y: [H]
+///     param U: [H, H]
+///     h' = tanh(W @ x + U @ h)
+///     y = h'
+/// ")?;
+/// let kernel = cell.compile(&cellc::Weights::random(&cell.ir()?, 1), &cellc::Options::default())?;
+/// let batch = 2;
+/// let mut state = kernel.new_state(batch)?;
+/// // One step: `x` is [batch, X].
+/// kernel.step(&[0.5; 2 * 3], &mut state)?;
+/// let y = kernel.output(&state, "y")?;
+/// assert_eq!(y.len(), batch * 4);
+/// // A sequence: [T, batch, X] in, [T, batch, H] out.
+/// let steps = 5;
+/// let mut ys = vec![0.0; steps * batch * 4];
+/// kernel.run(&vec![0.1; steps * batch * 3], &mut state, &mut ys)?;
+/// assert_eq!(state.steps(), 6);
+/// // A short buffer is an error, never a read past its end.
+/// assert!(kernel.step(&[0.5; 5], &mut state).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Kernel {
     id: u64,
     name: String,

@@ -18,7 +18,31 @@ struct Side {
     chunk: usize,
 }
 
-/// Everything one caller's steps read and write, for one batch size.
+/// Everything one caller's steps read and write, for one batch size: the
+/// cell's states (read and set by name, `[batch, len]`) and its outputs.
+///
+/// ```
+/// # fn main() -> cellc::Result<()> {
+/// let cell = cellc::Cell::from_source("tiny.rnn", "
+///     dim X = 3
+///     dim H = 4
+///     input x: [X]
+///     state h: [H]
+///     param W: [H, X]
+///     output y: [H]
+///     param U: [H, H]
+///     h' = tanh(W @ x + U @ h)
+///     y = h'
+/// ")?;
+/// let kernel = cell.compile(&cellc::Weights::random(&cell.ir()?, 1), &cellc::Options::default())?;
+/// let mut state = kernel.new_state(1)?;
+/// state.set("h", &[0.25; 4])?;
+/// kernel.step(&[1.0; 3], &mut state)?;
+/// assert_eq!(state.get("h")?, kernel.output(&state, "y")?);
+/// assert!(state.set("c", &[0.0; 4]).is_err()); // no state `c`
+/// # Ok(())
+/// # }
+/// ```
 pub struct State {
     pub(super) kernel: u64,
     pub(super) batch: usize,

@@ -45,7 +45,26 @@ use std::collections::BTreeSet;
 use crate::sizes::PortLen;
 use crate::{Cell, Error, Kernel, Options, Result, Weights};
 
-/// A cell stacked into layers, in one direction or both.
+/// A cell stacked into layers, in one direction or both, run over batches
+/// of sequences of different lengths as PyTorch's `nn.LSTM` runs them.
+///
+/// ```
+/// # fn main() -> cellc::Result<()> {
+/// use cellc::network::{Layout, Network};
+/// let cell = cellc::Cell::from_file("examples/gru.rnn")?.dims(&[("X", 3), ("H", 4)])?;
+/// let layout = Layout { layers: 2, bidirectional: true, reverse: false };
+/// let net = Network::new(cell, layout)?.compile_random(7, &cellc::Options::default())?;
+/// let (steps, batch) = (5, 2);
+/// let x = vec![0.5; steps * batch * 3];
+/// // Row 1 is 3 steps long: its steps 3 and 4 are not read.
+/// let out = net.run(&[&x], batch, Some(&[5, 3]), &[])?;
+/// // Both directions side by side: [T, batch, 2 * H].
+/// assert_eq!(out.outputs[0].len(), steps * batch * 2 * 4);
+/// // Each state's final value: [layers * directions, batch, H].
+/// assert_eq!(out.states[0].len(), 2 * 2 * batch * 4);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Network {
     cell: Cell,

@@ -63,7 +63,25 @@ pub fn cell_named(name: &str) -> Option<(&'static str, &'static str)> {
     .find(|(n, _)| *n == name)
 }
 
-/// A model, imported.
+/// A model, imported: the cell its recurrent node runs, the weights under
+/// that cell's names, and how the graph around it lays out the data.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = std::path::Path::new("tests/conformance/cases/onnx_gru_lbr1_tiny.onnx");
+/// let model = cellc::onnx::import_file(path)?;
+/// assert_eq!(model.layers, 1);
+/// // The cell the node runs, at the model's sizes, compiled with its weights.
+/// let cell = cellc::Cell::from_source(model.cell_name, model.cell_source)?.dims(&[
+///     ("X", model.input_size as u64),
+///     ("H", model.hidden_size as u64),
+/// ])?;
+/// let network = cellc::network::Network::for_checkpoint(cell, &model.weights)?;
+/// let compiled = network.compile(&model.weights, &cellc::Options::default())?;
+/// assert_eq!(compiled.output_lens(), vec![model.hidden_size]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Imported {
     /// `onnx_lstm.rnn`, `onnx_gru.rnn` or `gru_reset_before.rnn`.
