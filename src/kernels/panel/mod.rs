@@ -199,7 +199,7 @@ pub unsafe fn product_narrow(
                         x.wrapping_add(b * x_stride + k0),
                         x_stride,
                         nb,
-                        tile,
+                        &tile,
                     )
                 };
                 b += nb;
@@ -354,7 +354,7 @@ pub unsafe fn product_raw(
                         x.wrapping_add(b * x_stride + k0),
                         x_stride,
                         nb,
-                        tile,
+                        &tile,
                     )
                 };
                 b += nb;
