@@ -123,6 +123,8 @@ enum Val {
 
 /// Runs one step: reads `inputs` (one `batch * len` vector per input), updates
 /// `state` in place, and returns the outputs (one `batch * len` vector each).
+// Long by design: one match arm per operation of the IR, each its exact
+// f64 meaning, read best in one place (the oracle).
 pub fn step(
     cell: &Cell,
     params: &ParamValues,

@@ -348,6 +348,8 @@ impl<'a> Parser<'a> {
         self.get(n)
     }
 
+    // Long by design: one match arm per instruction form of the text IR,
+    // the inverse of `print`.
     fn inst(&mut self) -> Result<()> {
         let line = self.next_line()?;
         let (code, names) = split_names(line);

@@ -147,332 +147,378 @@ pub(super) fn fold(
     desc: &str,
     operands: Vec<Option<Known>>,
 ) -> Result<Known, WeightsError> {
-    let int_attr = |name: &str| {
-        n.attributes
-            .iter()
-            .find(|a| a.name == name)
-            .and_then(|a| a.int)
-    };
-    let ints_attr = |name: &str| {
-        n.attributes
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| a.ints.clone())
-    };
-    let ints_of = |k: &Option<Known>, what: &str| -> Result<Option<Vec<i64>>, WeightsError> {
-        match k {
-            None => Ok(None),
-            Some(k) => k.values.as_i64().map(Some).ok_or_else(|| {
-                WeightsError(format!(
-                    "{desc}: its {what} are {}, not integers",
-                    k.values.type_name()
-                ))
-            }),
-        }
-    };
+    let op = Op { n, desc };
     let mut operands = operands.into_iter();
     let Some(Some(data)) = operands.next() else {
         return err(format!("{desc} has no data input"));
     };
     let rest: Vec<Option<Known>> = operands.collect();
-    let rank = data.shape.len();
     match n.op_type {
         "Identity" => Ok(data),
-        "Cast" => {
-            let to = int_attr("to").ok_or_else(|| WeightsError(format!("{desc} has no `to`")))?;
-            let floats = |k: &Known| -> Vec<f64> {
-                match &k.values {
-                    Values::F32(v) => v.iter().map(|&x| x as f64).collect(),
-                    Values::F64(v) => v.clone(),
-                    Values::F16(v) => v
-                        .iter()
-                        .map(|&b| half::f16::from_bits(b).to_f64())
-                        .collect(),
-                    Values::I64(v) => v.iter().map(|&x| x as f64).collect(),
-                    Values::I32(v) => v.iter().map(|&x| x as f64).collect(),
-                    Values::I8(v) => v.iter().map(|&x| x as f64).collect(),
-                    Values::U8(v) => v.iter().map(|&x| x as f64).collect(),
-                }
-            };
-            let values = match (to, &data.values) {
-                (1, _) => Values::F32(floats(&data).into_iter().map(|x| x as f32).collect()),
-                (11, _) => Values::F64(floats(&data)),
-                (7 | 6, v) => {
-                    let ints: Vec<i64> = match v.as_i64() {
-                        Some(i) => i,
-                        None => floats(&data)
-                            .into_iter()
-                            .map(|x| x.trunc() as i64)
-                            .collect(),
-                    };
-                    if to == 7 {
-                        Values::I64(ints)
-                    } else {
-                        Values::I32(ints.into_iter().map(|x| x as i32).collect())
-                    }
-                }
-                _ => {
-                    return err(format!(
-                        "{desc} casts to ONNX element type {to}; cellc folds casts to float, \
-                         double, int64 and int32"
-                    ))
-                }
-            };
-            Ok(Known {
-                shape: data.shape,
-                values,
-            })
-        }
-        "Slice" => {
-            let (starts, ends, axes, steps) = if rest.is_empty() {
-                // Opset 1-9: attributes.
-                (
-                    ints_attr("starts"),
-                    ints_attr("ends"),
-                    ints_attr("axes"),
-                    None,
-                )
-            } else {
-                (
-                    ints_of(&rest[0], "starts")?,
-                    rest.get(1).map_or(Ok(None), |k| ints_of(k, "ends"))?,
-                    rest.get(2).map_or(Ok(None), |k| ints_of(k, "axes"))?,
-                    rest.get(3).map_or(Ok(None), |k| ints_of(k, "steps"))?,
-                )
-            };
-            let (Some(starts), Some(ends)) = (starts, ends) else {
-                return err(format!("{desc} has no starts or ends"));
-            };
-            let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
-            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
-            if ends.len() != starts.len()
-                || axes.len() != starts.len()
-                || steps.len() != starts.len()
-            {
-                return err(format!(
-                    "{desc}: starts, ends, axes and steps differ in length"
-                ));
-            }
-            let mut sel: Vec<(i64, i64, usize)> = data.shape.iter().map(|&d| (0, 1, d)).collect();
-            let mut seen = vec![false; rank];
-            for k in 0..starts.len() {
-                let a = axis(axes[k], rank, desc)?;
-                if std::mem::replace(&mut seen[a], true) {
-                    return err(format!("{desc} slices axis {a} twice"));
-                }
-                let d = data.shape[a] as i64;
-                let step = steps[k];
-                if step == 0 {
-                    return err(format!("{desc} has a step of 0"));
-                }
-                let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
-                // ONNX's clamping: [0, d] going forward, [-1, d - 1] back.
-                let (start, len) = if step > 0 {
-                    let s = norm(starts[k]).clamp(0, d);
-                    let e = norm(ends[k]).clamp(0, d);
-                    (s, if e > s { (e - s + step - 1) / step } else { 0 })
-                } else {
-                    let s = norm(starts[k]).clamp(-1, d - 1);
-                    let e = norm(ends[k]).clamp(-1, d - 1);
-                    (s, if s > e { (s - e - step - 1) / -step } else { 0 })
-                };
-                sel[a] = (start, step, len as usize);
-            }
-            let idx = selection(&data.shape, &sel);
-            Ok(Known {
-                shape: sel.iter().map(|s| s.2).collect(),
-                values: data.values.gather(&idx),
-            })
-        }
-        "Concat" => {
-            let a = axis(
-                int_attr("axis").ok_or_else(|| WeightsError(format!("{desc} has no axis")))?,
-                rank,
-                desc,
-            )?;
-            let mut parts = vec![data];
-            for k in rest {
-                let Some(k) = k else {
-                    return err(format!("{desc} has an empty input"));
-                };
-                parts.push(k);
-            }
-            let mut shape = parts[0].shape.clone();
-            for p in &parts[1..] {
-                let same_rest = p.shape.len() == rank
-                    && (0..rank).all(|i| i == a || p.shape[i] == parts[0].shape[i]);
-                if !same_rest || p.values.type_name() != parts[0].values.type_name() {
-                    return err(format!(
-                        "{desc} joins {:?} ({}) and {:?} ({})",
-                        parts[0].shape,
-                        parts[0].values.type_name(),
-                        p.shape,
-                        p.values.type_name()
-                    ));
-                }
-                shape[a] += p.shape[a];
-            }
-            // Blocks of `inner` values, taken from each part in turn.
-            let outer: usize = shape[..a].iter().product();
-            let mut idx_of: Vec<(usize, usize)> = Vec::new(); // (part, offset)
-            for o in 0..outer {
-                for (pi, p) in parts.iter().enumerate() {
-                    let block: usize = p.shape[a..].iter().product();
-                    for i in 0..block {
-                        idx_of.push((pi, o * block + i));
-                    }
-                }
-            }
-            macro_rules! join {
-                ($variant:ident) => {{
-                    let srcs: Vec<&Vec<_>> = parts
-                        .iter()
-                        .map(|p| match &p.values {
-                            Values::$variant(v) => v,
-                            _ => unreachable!("checked to be one type"),
-                        })
-                        .collect();
-                    Values::$variant(idx_of.iter().map(|&(p, i)| srcs[p][i]).collect())
-                }};
-            }
-            let values = match &parts[0].values {
-                Values::F32(_) => join!(F32),
-                Values::F64(_) => join!(F64),
-                Values::F16(_) => join!(F16),
-                Values::I64(_) => join!(I64),
-                Values::I32(_) => join!(I32),
-                Values::I8(_) => join!(I8),
-                Values::U8(_) => join!(U8),
-            };
-            Ok(Known { shape, values })
-        }
-        "Unsqueeze" | "Squeeze" => {
-            let axes = match rest.first() {
-                Some(k) => ints_of(k, "axes")?,
-                None => ints_attr("axes"),
-            };
-            let mut shape = data.shape.clone();
-            if n.op_type == "Unsqueeze" {
-                let axes = axes.ok_or_else(|| WeightsError(format!("{desc} has no axes")))?;
-                let out_rank = rank + axes.len();
-                let mut at: Vec<usize> = axes
-                    .iter()
-                    .map(|&x| axis(x, out_rank, desc))
-                    .collect::<Result<_, _>>()?;
-                at.sort_unstable();
-                at.dedup();
-                if at.len() != axes.len() {
-                    return err(format!("{desc} repeats an axis"));
-                }
-                for a in at {
-                    shape.insert(a, 1);
-                }
-            } else {
-                let at: Vec<usize> = match axes {
-                    Some(axes) => axes
-                        .iter()
-                        .map(|&x| axis(x, rank, desc))
-                        .collect::<Result<_, _>>()?,
-                    None => (0..rank).filter(|&a| shape[a] == 1).collect(),
-                };
-                if at.iter().any(|&a| shape[a] != 1) {
-                    return err(format!("{desc} squeezes an axis that is not 1 long"));
-                }
-                shape = shape
-                    .iter()
-                    .enumerate()
-                    .filter(|(a, _)| !at.contains(a))
-                    .map(|(_, &d)| d)
-                    .collect();
-            }
-            Ok(Known {
-                shape,
-                values: data.values,
-            })
-        }
-        "Reshape" => {
-            let target = ints_of(rest.first().unwrap_or(&None), "shape")?
-                .ok_or_else(|| WeightsError(format!("{desc} has no shape")))?;
-            if int_attr("allowzero").is_some_and(|z| z != 0) {
-                return err(format!("{desc} sets allowzero"));
-            }
-            let total = data.values.len();
-            let mut shape = Vec::with_capacity(target.len());
-            let mut infer = None;
-            for (i, &d) in target.iter().enumerate() {
-                match d {
-                    0 => shape.push(*data.shape.get(i).ok_or_else(|| {
-                        WeightsError(format!(
-                            "{desc} copies dimension {i}, which its input lacks"
-                        ))
-                    })?),
-                    -1 if infer.is_none() => {
-                        infer = Some(i);
-                        shape.push(1);
-                    }
-                    d if d > 0 => shape.push(d as usize),
-                    _ => return err(format!("{desc} has target shape {target:?}")),
-                }
-            }
-            let known: usize = shape.iter().product();
-            if let Some(i) = infer {
-                if known == 0 || total % known != 0 {
-                    return err(format!(
-                        "{desc} cannot reshape {:?} to {target:?}",
-                        data.shape
-                    ));
-                }
-                shape[i] = total / known;
-            }
-            if shape.iter().product::<usize>() != total {
-                return err(format!(
-                    "{desc} cannot reshape {:?} to {target:?}",
-                    data.shape
-                ));
-            }
-            Ok(Known {
-                shape,
-                values: data.values,
-            })
-        }
-        "Transpose" => {
-            let perm: Vec<usize> = match ints_attr("perm") {
-                Some(p) => p
-                    .iter()
-                    .map(|&x| axis(x, rank, desc))
-                    .collect::<Result<_, _>>()?,
-                None => (0..rank).rev().collect(),
-            };
-            let mut sorted = perm.clone();
-            sorted.sort_unstable();
-            if sorted != (0..rank).collect::<Vec<_>>() {
-                return err(format!("{desc} has perm {perm:?}, not a permutation"));
-            }
-            let st = strides(&data.shape);
-            let sel: Vec<(i64, i64, usize)> = perm
-                .iter()
-                .map(|&p| (0, st[p] as i64, data.shape[p]))
-                .collect();
-            let total: usize = sel.iter().map(|s| s.2).product();
-            let mut idx = Vec::with_capacity(total);
-            let mut at = vec![0usize; rank];
-            for _ in 0..total {
-                idx.push(at.iter().zip(&sel).map(|(&i, s)| i * s.1 as usize).sum());
-                for a in (0..rank).rev() {
-                    at[a] += 1;
-                    if at[a] < sel[a].2 {
-                        break;
-                    }
-                    at[a] = 0;
-                }
-            }
-            Ok(Known {
-                shape: perm.iter().map(|&p| data.shape[p]).collect(),
-                values: data.values.gather(&idx),
-            })
-        }
+        "Cast" => cast(&op, data),
+        "Slice" => slice(&op, data, rest),
+        "Concat" => concat(&op, data, rest),
+        "Unsqueeze" | "Squeeze" => squeeze(&op, data, rest),
+        "Reshape" => reshape(&op, data, rest),
+        "Transpose" => transpose(&op, data),
         other => err(format!("internal error: {} does not fold", short(other))),
     }
+}
+
+/// The node being folded, with its attributes and operands read as the
+/// folds need them.
+struct Op<'a> {
+    n: &'a Node<'a>,
+    desc: &'a str,
+}
+
+impl Op<'_> {
+    fn int_attr(&self, name: &str) -> Option<i64> {
+        self.n
+            .attributes
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.int)
+    }
+
+    fn ints_attr(&self, name: &str) -> Option<Vec<i64>> {
+        self.n
+            .attributes
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.clone())
+    }
+
+    /// An operand's values as integers (`what` names it in the error).
+    fn ints_of(&self, k: &Option<Known>, what: &str) -> Result<Option<Vec<i64>>, WeightsError> {
+        match k {
+            None => Ok(None),
+            Some(k) => k.values.as_i64().map(Some).ok_or_else(|| {
+                WeightsError(format!(
+                    "{}: its {what} are {}, not integers",
+                    self.desc,
+                    k.values.type_name()
+                ))
+            }),
+        }
+    }
+}
+
+/// Folds a `Cast` node.
+fn cast(op: &Op<'_>, data: Known) -> Result<Known, WeightsError> {
+    let desc = op.desc;
+    let to = op
+        .int_attr("to")
+        .ok_or_else(|| WeightsError(format!("{desc} has no `to`")))?;
+    let floats = |k: &Known| -> Vec<f64> {
+        match &k.values {
+            Values::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            Values::F64(v) => v.clone(),
+            Values::F16(v) => v
+                .iter()
+                .map(|&b| half::f16::from_bits(b).to_f64())
+                .collect(),
+            Values::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Values::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            Values::I8(v) => v.iter().map(|&x| x as f64).collect(),
+            Values::U8(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    };
+    let values = match (to, &data.values) {
+        (1, _) => Values::F32(floats(&data).into_iter().map(|x| x as f32).collect()),
+        (11, _) => Values::F64(floats(&data)),
+        (7 | 6, v) => {
+            let ints: Vec<i64> = match v.as_i64() {
+                Some(i) => i,
+                None => floats(&data)
+                    .into_iter()
+                    .map(|x| x.trunc() as i64)
+                    .collect(),
+            };
+            if to == 7 {
+                Values::I64(ints)
+            } else {
+                Values::I32(ints.into_iter().map(|x| x as i32).collect())
+            }
+        }
+        _ => {
+            return err(format!(
+                "{desc} casts to ONNX element type {to}; cellc folds casts to float, \
+                 double, int64 and int32"
+            ))
+        }
+    };
+    Ok(Known {
+        shape: data.shape,
+        values,
+    })
+}
+
+/// Folds a `Slice` node.
+fn slice(op: &Op<'_>, data: Known, rest: Vec<Option<Known>>) -> Result<Known, WeightsError> {
+    let desc = op.desc;
+    let rank = data.shape.len();
+    let (starts, ends, axes, steps) = if rest.is_empty() {
+        // Opset 1-9: attributes.
+        (
+            op.ints_attr("starts"),
+            op.ints_attr("ends"),
+            op.ints_attr("axes"),
+            None,
+        )
+    } else {
+        (
+            op.ints_of(&rest[0], "starts")?,
+            rest.get(1).map_or(Ok(None), |k| op.ints_of(k, "ends"))?,
+            rest.get(2).map_or(Ok(None), |k| op.ints_of(k, "axes"))?,
+            rest.get(3).map_or(Ok(None), |k| op.ints_of(k, "steps"))?,
+        )
+    };
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return err(format!("{desc} has no starts or ends"));
+    };
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return err(format!(
+            "{desc}: starts, ends, axes and steps differ in length"
+        ));
+    }
+    let mut sel: Vec<(i64, i64, usize)> = data.shape.iter().map(|&d| (0, 1, d)).collect();
+    let mut seen = vec![false; rank];
+    for k in 0..starts.len() {
+        let a = axis(axes[k], rank, desc)?;
+        if std::mem::replace(&mut seen[a], true) {
+            return err(format!("{desc} slices axis {a} twice"));
+        }
+        let d = data.shape[a] as i64;
+        let step = steps[k];
+        if step == 0 {
+            return err(format!("{desc} has a step of 0"));
+        }
+        let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+        // ONNX's clamping: [0, d] going forward, [-1, d - 1] back.
+        let (start, len) = if step > 0 {
+            let s = norm(starts[k]).clamp(0, d);
+            let e = norm(ends[k]).clamp(0, d);
+            (s, if e > s { (e - s + step - 1) / step } else { 0 })
+        } else {
+            let s = norm(starts[k]).clamp(-1, d - 1);
+            let e = norm(ends[k]).clamp(-1, d - 1);
+            (s, if s > e { (s - e - step - 1) / -step } else { 0 })
+        };
+        sel[a] = (start, step, len as usize);
+    }
+    let idx = selection(&data.shape, &sel);
+    Ok(Known {
+        shape: sel.iter().map(|s| s.2).collect(),
+        values: data.values.gather(&idx),
+    })
+}
+
+/// Folds a `Concat` node.
+fn concat(op: &Op<'_>, data: Known, rest: Vec<Option<Known>>) -> Result<Known, WeightsError> {
+    let desc = op.desc;
+    let rank = data.shape.len();
+    let a = axis(
+        op.int_attr("axis")
+            .ok_or_else(|| WeightsError(format!("{desc} has no axis")))?,
+        rank,
+        desc,
+    )?;
+    let mut parts = vec![data];
+    for k in rest {
+        let Some(k) = k else {
+            return err(format!("{desc} has an empty input"));
+        };
+        parts.push(k);
+    }
+    let mut shape = parts[0].shape.clone();
+    for p in &parts[1..] {
+        let same_rest =
+            p.shape.len() == rank && (0..rank).all(|i| i == a || p.shape[i] == parts[0].shape[i]);
+        if !same_rest || p.values.type_name() != parts[0].values.type_name() {
+            return err(format!(
+                "{desc} joins {:?} ({}) and {:?} ({})",
+                parts[0].shape,
+                parts[0].values.type_name(),
+                p.shape,
+                p.values.type_name()
+            ));
+        }
+        shape[a] += p.shape[a];
+    }
+    // Blocks of `inner` values, taken from each part in turn.
+    let outer: usize = shape[..a].iter().product();
+    let mut idx_of: Vec<(usize, usize)> = Vec::new(); // (part, offset)
+    for o in 0..outer {
+        for (pi, p) in parts.iter().enumerate() {
+            let block: usize = p.shape[a..].iter().product();
+            for i in 0..block {
+                idx_of.push((pi, o * block + i));
+            }
+        }
+    }
+    macro_rules! join {
+        ($variant:ident) => {{
+            let srcs: Vec<&Vec<_>> = parts
+                .iter()
+                .map(|p| match &p.values {
+                    Values::$variant(v) => v,
+                    _ => unreachable!("checked to be one type"),
+                })
+                .collect();
+            Values::$variant(idx_of.iter().map(|&(p, i)| srcs[p][i]).collect())
+        }};
+    }
+    let values = match &parts[0].values {
+        Values::F32(_) => join!(F32),
+        Values::F64(_) => join!(F64),
+        Values::F16(_) => join!(F16),
+        Values::I64(_) => join!(I64),
+        Values::I32(_) => join!(I32),
+        Values::I8(_) => join!(I8),
+        Values::U8(_) => join!(U8),
+    };
+    Ok(Known { shape, values })
+}
+
+/// Folds a `Unsqueeze` or `Squeeze` node.
+fn squeeze(op: &Op<'_>, data: Known, rest: Vec<Option<Known>>) -> Result<Known, WeightsError> {
+    let desc = op.desc;
+    let rank = data.shape.len();
+    let n = op.n;
+    let axes = match rest.first() {
+        Some(k) => op.ints_of(k, "axes")?,
+        None => op.ints_attr("axes"),
+    };
+    let mut shape = data.shape.clone();
+    if n.op_type == "Unsqueeze" {
+        let axes = axes.ok_or_else(|| WeightsError(format!("{desc} has no axes")))?;
+        let out_rank = rank + axes.len();
+        let mut at: Vec<usize> = axes
+            .iter()
+            .map(|&x| axis(x, out_rank, desc))
+            .collect::<Result<_, _>>()?;
+        at.sort_unstable();
+        at.dedup();
+        if at.len() != axes.len() {
+            return err(format!("{desc} repeats an axis"));
+        }
+        for a in at {
+            shape.insert(a, 1);
+        }
+    } else {
+        let at: Vec<usize> = match axes {
+            Some(axes) => axes
+                .iter()
+                .map(|&x| axis(x, rank, desc))
+                .collect::<Result<_, _>>()?,
+            None => (0..rank).filter(|&a| shape[a] == 1).collect(),
+        };
+        if at.iter().any(|&a| shape[a] != 1) {
+            return err(format!("{desc} squeezes an axis that is not 1 long"));
+        }
+        shape = shape
+            .iter()
+            .enumerate()
+            .filter(|(a, _)| !at.contains(a))
+            .map(|(_, &d)| d)
+            .collect();
+    }
+    Ok(Known {
+        shape,
+        values: data.values,
+    })
+}
+
+/// Folds a `Reshape` node.
+fn reshape(op: &Op<'_>, data: Known, rest: Vec<Option<Known>>) -> Result<Known, WeightsError> {
+    let desc = op.desc;
+    let target = op
+        .ints_of(rest.first().unwrap_or(&None), "shape")?
+        .ok_or_else(|| WeightsError(format!("{desc} has no shape")))?;
+    if op.int_attr("allowzero").is_some_and(|z| z != 0) {
+        return err(format!("{desc} sets allowzero"));
+    }
+    let total = data.values.len();
+    let mut shape = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &d) in target.iter().enumerate() {
+        match d {
+            0 => shape.push(*data.shape.get(i).ok_or_else(|| {
+                WeightsError(format!(
+                    "{desc} copies dimension {i}, which its input lacks"
+                ))
+            })?),
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                shape.push(1);
+            }
+            d if d > 0 => shape.push(d as usize),
+            _ => return err(format!("{desc} has target shape {target:?}")),
+        }
+    }
+    let known: usize = shape.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || !total.is_multiple_of(known) {
+            return err(format!(
+                "{desc} cannot reshape {:?} to {target:?}",
+                data.shape
+            ));
+        }
+        shape[i] = total / known;
+    }
+    if shape.iter().product::<usize>() != total {
+        return err(format!(
+            "{desc} cannot reshape {:?} to {target:?}",
+            data.shape
+        ));
+    }
+    Ok(Known {
+        shape,
+        values: data.values,
+    })
+}
+
+/// Folds a `Transpose` node.
+fn transpose(op: &Op<'_>, data: Known) -> Result<Known, WeightsError> {
+    let desc = op.desc;
+    let rank = data.shape.len();
+    let perm: Vec<usize> = match op.ints_attr("perm") {
+        Some(p) => p
+            .iter()
+            .map(|&x| axis(x, rank, desc))
+            .collect::<Result<_, _>>()?,
+        None => (0..rank).rev().collect(),
+    };
+    let mut sorted = perm.clone();
+    sorted.sort_unstable();
+    if sorted != (0..rank).collect::<Vec<_>>() {
+        return err(format!("{desc} has perm {perm:?}, not a permutation"));
+    }
+    let st = strides(&data.shape);
+    let sel: Vec<(i64, i64, usize)> = perm
+        .iter()
+        .map(|&p| (0, st[p] as i64, data.shape[p]))
+        .collect();
+    let total: usize = sel.iter().map(|s| s.2).product();
+    let mut idx = Vec::with_capacity(total);
+    let mut at = vec![0usize; rank];
+    for _ in 0..total {
+        idx.push(at.iter().zip(&sel).map(|(&i, s)| i * s.1 as usize).sum());
+        for a in (0..rank).rev() {
+            at[a] += 1;
+            if at[a] < sel[a].2 {
+                break;
+            }
+            at[a] = 0;
+        }
+    }
+    Ok(Known {
+        shape: perm.iter().map(|&p| data.shape[p]).collect(),
+        values: data.values.gather(&idx),
+    })
 }
 
 #[cfg(test)]

@@ -597,6 +597,7 @@ impl Builder {
         }
     }
 
+    // Long by design: one match arm per grammar rule of an expression.
     fn expr(&mut self, p: Pair<'_, Rule>) -> Expr {
         let span = span_of(&p);
         match p.as_rule() {
