@@ -25,98 +25,10 @@ impl CompiledNetwork {
         initial: &[(&str, &[f32])],
     ) -> Result<NetworkRun> {
         let first = self.first();
-        if batch == 0 {
-            return Err(Error::shape("the batch has no rows"));
-        }
-        // The kernels' own check that a batch fits in memory, before any
-        // buffer of this function is sized by it.
-        for dirs in &self.layers {
-            dirs[0].new_state(batch)?;
-        }
-        if inputs.len() != first.input_names().len() {
-            return Err(Error::shape(format!(
-                "the network has {} input{}, {} given",
-                first.input_names().len(),
-                if first.input_names().len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                inputs.len()
-            )));
-        }
-        let steps = match inputs.first() {
-            Some(x) => {
-                let per = batch * first.input_len(0);
-                if per == 0 || x.len() % per != 0 {
-                    return Err(Error::shape(format!(
-                        "input `{}` has {} values, not a whole number of steps of [{batch}, {}]",
-                        first.input_names()[0],
-                        x.len(),
-                        first.input_len(0)
-                    )));
-                }
-                x.len() / per
-            }
-            None => {
-                return Err(Error::shape(format!(
-                    "cell `{}` has no input, so there is no sequence to run",
-                    first.name()
-                )))
-            }
-        };
-        for (i, x) in inputs.iter().enumerate() {
-            let want = steps * batch * first.input_len(i);
-            if x.len() != want {
-                return Err(Error::shape(format!(
-                    "input `{}`: expected {want} values ([{steps}, {batch}, {}]), got {}",
-                    first.input_names()[i],
-                    first.input_len(i),
-                    x.len()
-                )));
-            }
-        }
-        if let Some(lens) = lengths {
-            if lens.len() != batch {
-                return Err(Error::shape(format!(
-                    "`lengths` has {} values for a batch of {batch}",
-                    lens.len()
-                )));
-            }
-            if let Some((b, n)) = lens.iter().enumerate().find(|(_, &n)| n > steps) {
-                return Err(Error::shape(format!(
-                    "`lengths` gives row {b} {n} steps, but the sequence has {steps}"
-                )));
-            }
-        }
+        let steps = self.check_inputs(inputs, batch, lengths)?;
         let d_count = self.layout.directions();
-        let slots = d_count * self.layout.layers;
         let state_lens = self.state_lens();
-        let mut inits: Vec<Option<&[f32]>> = vec![None; first.state_names().len()];
-        for (name, values) in initial {
-            let Some(s) = first.state_names().iter().position(|n| n == name) else {
-                return Err(Error::shape(format!(
-                    "no state named `{name}`; the states are {}",
-                    first.state_names().join(", ")
-                )));
-            };
-            if inits[s].is_some() {
-                return Err(Error::shape(format!("state `{name}` is given twice")));
-            }
-            let want: usize = state_lens.iter().map(|l| l[s]).sum::<usize>() * d_count * batch;
-            if values.len() != want {
-                let shape = if state_lens.iter().all(|l| l[s] == state_lens[0][s]) {
-                    shape_str(&[slots, batch, state_lens[0][s]])
-                } else {
-                    "each layer's [D, B, len] in turn".to_string()
-                };
-                return Err(Error::shape(format!(
-                    "initial state `{name}`: expected {want} values ({shape}), got {}",
-                    values.len()
-                )));
-            }
-            inits[s] = Some(values);
-        }
+        let inits = self.initial_states(initial, batch)?;
         // Final states, [D * L, B, len] for each state (layers may differ in len).
         let mut finals: Vec<Vec<f32>> = (0..first.state_names().len())
             .map(|s| {
@@ -185,28 +97,7 @@ impl CompiledNetwork {
                 };
                 dir.run(&ins, steps, batch, lengths, &init)
             };
-            let results: Vec<Directed> = match schedule {
-                Schedule::DirectionsInParallel if dirs.len() == 2 => {
-                    // On a shared pool's two threads (started once and kept
-                    // on their own cores, where a thread started per call
-                    // may first share its caller's); when no pool is free,
-                    // one after the other (the same bits).
-                    let done: [std::sync::Mutex<Option<Result<Directed>>>; 2] = Default::default();
-                    crate::jit::run_shared(2, &|w, _| {
-                        let r = job(w);
-                        if let Ok(mut slot) = done[w].lock() {
-                            *slot = Some(r);
-                        }
-                    });
-                    let mut both = Vec::with_capacity(2);
-                    for (d, slot) in done.into_iter().enumerate() {
-                        let ran = slot.into_inner().ok().flatten();
-                        both.push(ran.unwrap_or_else(|| job(d))?);
-                    }
-                    both
-                }
-                _ => (0..dirs.len()).map(job).collect::<Result<_>>()?,
-            };
+            let results = run_directions(schedule, dirs.len(), &job)?;
             for (d, r) in results.iter().enumerate() {
                 for (s, values) in r.states.iter().enumerate() {
                     let at = state_offset(s, l, d);
@@ -237,6 +128,149 @@ impl CompiledNetwork {
             states: finals,
         })
     }
+
+    /// Checks the inputs of a run (`[T, batch, len]` each, as many as layer
+    /// 0 has) and the rows' lengths (at most `T` each); returns `T`.
+    fn check_inputs(
+        &self,
+        inputs: &[&[f32]],
+        batch: usize,
+        lengths: Option<&[usize]>,
+    ) -> Result<usize> {
+        let first = self.first();
+        if batch == 0 {
+            return Err(Error::shape("the batch has no rows"));
+        }
+        // The kernels' own check that a batch fits in memory, before any
+        // buffer of this function is sized by it.
+        for dirs in &self.layers {
+            dirs[0].new_state(batch)?;
+        }
+        if inputs.len() != first.input_names().len() {
+            return Err(Error::shape(format!(
+                "the network has {} input{}, {} given",
+                first.input_names().len(),
+                if first.input_names().len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                inputs.len()
+            )));
+        }
+        let steps = match inputs.first() {
+            Some(x) => {
+                let per = batch * first.input_len(0);
+                if per == 0 || x.len() % per != 0 {
+                    return Err(Error::shape(format!(
+                        "input `{}` has {} values, not a whole number of steps of [{batch}, {}]",
+                        first.input_names()[0],
+                        x.len(),
+                        first.input_len(0)
+                    )));
+                }
+                x.len() / per
+            }
+            None => {
+                return Err(Error::shape(format!(
+                    "cell `{}` has no input, so there is no sequence to run",
+                    first.name()
+                )))
+            }
+        };
+        for (i, x) in inputs.iter().enumerate() {
+            let want = steps * batch * first.input_len(i);
+            if x.len() != want {
+                return Err(Error::shape(format!(
+                    "input `{}`: expected {want} values ([{steps}, {batch}, {}]), got {}",
+                    first.input_names()[i],
+                    first.input_len(i),
+                    x.len()
+                )));
+            }
+        }
+        if let Some(lens) = lengths {
+            if lens.len() != batch {
+                return Err(Error::shape(format!(
+                    "`lengths` has {} values for a batch of {batch}",
+                    lens.len()
+                )));
+            }
+            if let Some((b, n)) = lens.iter().enumerate().find(|(_, &n)| n > steps) {
+                return Err(Error::shape(format!(
+                    "`lengths` gives row {b} {n} steps, but the sequence has {steps}"
+                )));
+            }
+        }
+        Ok(steps)
+    }
+
+    /// The initial values given by state name, checked: each
+    /// `[D * L, batch, len]`, no state twice, no unknown name.
+    fn initial_states<'a>(
+        &self,
+        initial: &[(&str, &'a [f32])],
+        batch: usize,
+    ) -> Result<Vec<Option<&'a [f32]>>> {
+        let first = self.first();
+        let d_count = self.layout.directions();
+        let slots = d_count * self.layout.layers;
+        let state_lens = self.state_lens();
+        let mut inits: Vec<Option<&[f32]>> = vec![None; first.state_names().len()];
+        for (name, values) in initial {
+            let Some(s) = first.state_names().iter().position(|n| n == name) else {
+                return Err(Error::shape(format!(
+                    "no state named `{name}`; the states are {}",
+                    first.state_names().join(", ")
+                )));
+            };
+            if inits[s].is_some() {
+                return Err(Error::shape(format!("state `{name}` is given twice")));
+            }
+            let want: usize = state_lens.iter().map(|l| l[s]).sum::<usize>() * d_count * batch;
+            if values.len() != want {
+                let shape = if state_lens.iter().all(|l| l[s] == state_lens[0][s]) {
+                    shape_str(&[slots, batch, state_lens[0][s]])
+                } else {
+                    "each layer's [D, B, len] in turn".to_string()
+                };
+                return Err(Error::shape(format!(
+                    "initial state `{name}`: expected {want} values ({shape}), got {}",
+                    values.len()
+                )));
+            }
+            inits[s] = Some(values);
+        }
+        Ok(inits)
+    }
+}
+
+/// Runs a layer's `count` directions (`job(d)`): on a shared pool's two
+/// threads for [`Schedule::DirectionsInParallel`] (started once and kept on
+/// their own cores, where a thread started per call may first share its
+/// caller's); when no pool is free, or otherwise, one after the other (the
+/// same bits).
+fn run_directions(
+    schedule: Schedule,
+    count: usize,
+    job: &(dyn Fn(usize) -> Result<Directed> + Sync),
+) -> Result<Vec<Directed>> {
+    if schedule == Schedule::DirectionsInParallel && count == 2 {
+        let done: [std::sync::Mutex<Option<Result<Directed>>>; 2] = Default::default();
+        crate::jit::run_shared(2, &|w, _| {
+            let r = job(w);
+            if let Ok(mut slot) = done[w].lock() {
+                *slot = Some(r);
+            }
+        });
+        let mut both = Vec::with_capacity(2);
+        for (d, slot) in done.into_iter().enumerate() {
+            let ran = slot.into_inner().ok().flatten();
+            both.push(ran.unwrap_or_else(|| job(d))?);
+        }
+        return Ok(both);
+    }
+    (0..count).map(job).collect()
 }
 
 /// Rows of equal-length parts, side by side: `[rows, parts * len]`.
