@@ -375,56 +375,13 @@ impl Direction<'_> {
         let mut live = order.iter().take_while(|&&b| lens[b] > 0).count();
         while live > 0 {
             let s1 = lens[order[live - 1]];
-            let k = s1 - s0;
-            let mut state = kernel.new_state(live)?;
-            for (s, name) in kernel.state_names().iter().enumerate() {
-                state.set(name, &cur[s][..live * state_lens[s]])?;
-            }
-            let seg_in: Vec<Cow<'_, [f32]>> = xp
-                .iter()
-                .zip(&in_lens)
-                .map(|(x, &len)| {
-                    Ok(if live == batch {
-                        Cow::Borrowed(&x[s0 * batch * len..s1 * batch * len])
-                    } else {
-                        let mut v = alloc::with_capacity(k * live * len, "the live rows' inputs")?;
-                        for s in s0..s1 {
-                            v.extend_from_slice(&x[s * batch * len..][..live * len]);
-                        }
-                        Cow::Owned(v)
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
-            let variant = kernel.variant_for_any_threads(live, k);
-            if live == batch {
-                let mut views: Vec<&mut [f32]> = outp
-                    .iter_mut()
-                    .zip(&out_lens)
-                    .map(|(o, &len)| &mut o[s0 * batch * len..s1 * batch * len])
-                    .collect();
-                kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
-            } else {
-                let mut seg_out: Vec<Vec<f32>> = out_lens
-                    .iter()
-                    .map(|&len| alloc::zeros(k * live * len, "the live rows' outputs"))
-                    .collect::<Result<_>>()?;
-                {
-                    let mut views: Vec<&mut [f32]> =
-                        seg_out.iter_mut().map(Vec::as_mut_slice).collect();
-                    kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
-                }
-                for ((o, so), &len) in outp.iter_mut().zip(&seg_out).zip(&out_lens) {
-                    for (j, s) in (s0..s1).enumerate() {
-                        o[s * batch * len..][..live * len]
-                            .copy_from_slice(&so[j * live * len..][..live * len]);
-                    }
-                }
-            }
-            for (s, name) in kernel.state_names().iter().enumerate() {
-                let v = state.get(name)?;
-                cur[s][..v.len()].copy_from_slice(&v);
-            }
+            let shapes = Shapes {
+                batch,
+                in_lens: &in_lens,
+                out_lens: &out_lens,
+                state_lens: &state_lens,
+            };
+            self.run_segment(&shapes, &xp, live, (s0, s1), &mut outp, &mut cur)?;
             let next = order[..live].iter().take_while(|&&b| lens[b] > s1).count();
             for (r, &b) in order.iter().enumerate().take(live).skip(next) {
                 for (s, &len) in state_lens.iter().enumerate() {
@@ -460,4 +417,85 @@ impl Direction<'_> {
             states: finals,
         })
     }
+
+    /// Runs steps `s0..s1` of the first `live` rows (in running order):
+    /// their states from `cur`, their inputs from `xp`, their outputs into
+    /// `outp`, their new states back into `cur`.
+    fn run_segment(
+        &self,
+        shapes: &Shapes<'_>,
+        xp: &[Cow<'_, [f32]>],
+        live: usize,
+        (s0, s1): (usize, usize),
+        outp: &mut [Vec<f32>],
+        cur: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let kernel = self.kernel;
+        let Shapes {
+            batch,
+            in_lens,
+            out_lens,
+            state_lens,
+        } = *shapes;
+        let k = s1 - s0;
+        let mut state = kernel.new_state(live)?;
+        for (s, name) in kernel.state_names().iter().enumerate() {
+            state.set(name, &cur[s][..live * state_lens[s]])?;
+        }
+        let seg_in: Vec<Cow<'_, [f32]>> = xp
+            .iter()
+            .zip(in_lens)
+            .map(|(x, &len)| {
+                Ok(if live == batch {
+                    Cow::Borrowed(&x[s0 * batch * len..s1 * batch * len])
+                } else {
+                    let mut v = alloc::with_capacity(k * live * len, "the live rows' inputs")?;
+                    for s in s0..s1 {
+                        v.extend_from_slice(&x[s * batch * len..][..live * len]);
+                    }
+                    Cow::Owned(v)
+                })
+            })
+            .collect::<Result<_>>()?;
+        let seg_in: Vec<&[f32]> = seg_in.iter().map(|c| c.as_ref()).collect();
+        let variant = kernel.variant_for_any_threads(live, k);
+        if live == batch {
+            let mut views: Vec<&mut [f32]> = outp
+                .iter_mut()
+                .zip(out_lens)
+                .map(|(o, &len)| &mut o[s0 * batch * len..s1 * batch * len])
+                .collect();
+            kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
+        } else {
+            let mut seg_out: Vec<Vec<f32>> = out_lens
+                .iter()
+                .map(|&len| alloc::zeros(k * live * len, "the live rows' outputs"))
+                .collect::<Result<_>>()?;
+            {
+                let mut views: Vec<&mut [f32]> =
+                    seg_out.iter_mut().map(Vec::as_mut_slice).collect();
+                kernel.run_planned(&seg_in, &mut state, &mut views, variant, self.threads)?;
+            }
+            for ((o, so), &len) in outp.iter_mut().zip(&seg_out).zip(out_lens) {
+                for (j, s) in (s0..s1).enumerate() {
+                    o[s * batch * len..][..live * len]
+                        .copy_from_slice(&so[j * live * len..][..live * len]);
+                }
+            }
+        }
+        for (s, name) in kernel.state_names().iter().enumerate() {
+            let v = state.get(name)?;
+            cur[s][..v.len()].copy_from_slice(&v);
+        }
+        Ok(())
+    }
+}
+
+/// The sizes a direction's segments share.
+#[derive(Clone, Copy)]
+struct Shapes<'a> {
+    batch: usize,
+    in_lens: &'a [usize],
+    out_lens: &'a [usize],
+    state_lens: &'a [usize],
 }
