@@ -264,23 +264,7 @@ fn counted(
     body: &mut dyn FnMut(&mut FunctionBuilder<'_>, Value),
 ) {
     let zero = b.ins().iconst(I64, 0);
-    let i = b.declare_var(I64);
-    b.def_var(i, zero);
-    let head = b.create_block();
-    let body_block = b.create_block();
-    let exit = b.create_block();
-    b.ins().jump(head, &[]);
-    b.switch_to_block(head);
-    let iv = b.use_var(i);
-    let done = b.ins().icmp(IntCC::SignedGreaterThanOrEqual, iv, n);
-    b.ins().brif(done, exit, &[], body_block, &[]);
-    b.switch_to_block(body_block);
-    body(b, iv);
-    let iv = b.use_var(i);
-    let next = b.ins().iadd_imm_s(iv, 1);
-    b.def_var(i, next);
-    b.ins().jump(head, &[]);
-    b.switch_to_block(exit);
+    projection::counted_from(b, zero, n, body);
 }
 
 /// Copies `rows` rows of `len` floats from `src` (rows `src_stride` floats apart;

@@ -270,8 +270,9 @@ fn counted(
     counted_from(b, zero, n, body);
 }
 
-/// `for i in from..to { body(i) }`.
-fn counted_from(
+/// `for i in from..to { body(i) }` (an i64 counter; also the AOT entry
+/// points' loops).
+pub(crate) fn counted_from(
     b: &mut FunctionBuilder<'_>,
     from: Value,
     to: Value,
