@@ -245,27 +245,21 @@ impl Kernel {
     #[getter]
     pub(crate) fn input_lens(&self) -> Vec<(String, usize)> {
         let k = &self.kernel;
-        (0..k.input_names().len())
-            .map(|i| (k.input_names()[i].clone(), k.input_len(i)))
-            .collect()
+        named_lens(k.input_names(), |i| k.input_len(i))
     }
 
     /// Each state's length, by name.
     #[getter]
     pub(crate) fn state_lens(&self) -> Vec<(String, usize)> {
         let k = &self.kernel;
-        (0..k.state_names().len())
-            .map(|i| (k.state_names()[i].clone(), k.state_len(i)))
-            .collect()
+        named_lens(k.state_names(), |i| k.state_len(i))
     }
 
     /// Each output's length, by name.
     #[getter]
     pub(crate) fn output_lens(&self) -> Vec<(String, usize)> {
         let k = &self.kernel;
-        (0..k.output_names().len())
-            .map(|i| (k.output_names()[i].clone(), k.output_len(i)))
-            .collect()
+        named_lens(k.output_names(), |i| k.output_len(i))
     }
 
     /// The plan and threads the cost model picks for `batch` rows and
@@ -400,4 +394,13 @@ impl State {
             self.state.steps()
         )
     }
+}
+
+/// Names with their lengths (`len(i)` of the `i`-th), as the getters give them.
+fn named_lens(names: &[String], len: impl Fn(usize) -> usize) -> Vec<(String, usize)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), len(i)))
+        .collect()
 }
