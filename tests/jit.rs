@@ -793,7 +793,7 @@ fn every_product_kernel_gives_the_same_bits() {
     common::check_isa_coverage("product kernels", &covered);
 }
 
-/// The wide region kernels (`Options::isa` avx2 and avx512) compute what
+/// The region kernels (`Options::isa` avx2, avx512 and neon) compute what
 /// the generated 128-bit code computes, to the bit: random cells (every
 /// function of the language), sizes that are no multiple of 8 or 16, X ≠ H,
 /// batches 1, 3, 7 and 65, saturating inputs with infinities and NaNs among

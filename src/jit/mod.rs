@@ -609,7 +609,7 @@ fn build(
             let Task::Region(rc) = &plan.tasks[t] else {
                 return None;
             };
-            if isa.is_wide() {
+            if isa.has_region_kernels() {
                 if let Some(p) = wide::program(rc) {
                     wide.push(p);
                     return Some(Epilogue::Wide(wide.len() - 1));

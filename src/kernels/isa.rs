@@ -46,11 +46,22 @@ impl Isa {
         }
     }
 
-    /// Whether it has kernels for element-wise regions (`kernels::wide`);
-    /// with [`Isa::Scalar`] and [`Isa::Neon`], regions run the generated
-    /// 128-bit code.
+    /// Whether its vectors are wider than the generated code's 128 bits (the
+    /// cost model reads the weights faster through them).
     pub fn is_wide(self) -> bool {
         matches!(self, Isa::Avx2 | Isa::Avx512)
+    }
+
+    /// Whether standalone element-wise regions run on its kernels
+    /// (`kernels::wide`, which give the generated code's bits); with
+    /// [`Isa::Scalar`] they run the generated code.
+    ///
+    /// On x86-64 the kernels are 2-4x as wide as the generated code. NEON's
+    /// are as wide as Cranelift's aarch64 vectors, so they gain no width
+    /// there; they run regions in blocks, as on x86, tested bit for bit
+    /// under qemu but not yet timed on aarch64 hardware.
+    pub fn has_region_kernels(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Neon)
     }
 
     /// Floats per vector of its kernels (the generated code's 4 for

@@ -73,10 +73,10 @@ pub(crate) trait SimdMath: Simd {
     unsafe fn sub(a: Self::F, b: Self::F) -> Self::F;
     unsafe fn div(a: Self::F, b: Self::F) -> Self::F;
     unsafe fn sqrt(a: Self::F) -> Self::F;
-    /// x86's `minps`: `a < b ? a : b` (so `b` when either is NaN).
-    unsafe fn min_x86(a: Self::F, b: Self::F) -> Self::F;
-    /// x86's `maxps`: `a > b ? a : b`.
-    unsafe fn max_x86(a: Self::F, b: Self::F) -> Self::F;
+    /// `a < b ? a : b` (so `b` when either is NaN): x86's `minps`.
+    unsafe fn min_lt(a: Self::F, b: Self::F) -> Self::F;
+    /// `a > b ? a : b` (so `b` when either is NaN): x86's `maxps`.
+    unsafe fn max_gt(a: Self::F, b: Self::F) -> Self::F;
 
     /// `a < b` (false for NaN).
     unsafe fn lt(a: Self::F, b: Self::F) -> Self::C;
@@ -104,7 +104,42 @@ pub(crate) trait SimdMath: Simd {
     unsafe fn sar1(a: Self::I) -> Self::I;
     /// Integer to float (exact for the small integers used here).
     unsafe fn to_float(a: Self::I) -> Self::F;
+
+    /// CLIF's `fmin` as Cranelift lowers it for this ISA: NaN if either is
+    /// NaN, `-0` from `+0` and `-0`. The default is x86's sequence (two
+    /// `minps`, or-ed, the canonical negative quiet NaN where unordered).
+    #[inline(always)]
+    unsafe fn fmin(x: Self::F, y: Self::F) -> Self::F {
+        // SAFETY: the caller upholds the trait's contract.
+        unsafe {
+            let m1 = Self::min_lt(x, y);
+            let m2 = Self::min_lt(y, x);
+            let or = Self::from_bits(Self::or_i(Self::bits(m1), Self::bits(m2)));
+            let nan = Self::from_bits(Self::splat_i(!NAN_FRACTION));
+            Self::select(Self::unordered(or, m2), nan, or)
+        }
+    }
+
+    /// CLIF's `fmax` as Cranelift lowers it for this ISA: NaN if either is
+    /// NaN, `+0` from `+0` and `-0`. The default is x86's sequence.
+    #[inline(always)]
+    unsafe fn fmax(x: Self::F, y: Self::F) -> Self::F {
+        // SAFETY: the caller upholds the trait's contract.
+        unsafe {
+            let m1 = Self::bits(Self::max_gt(x, y));
+            let m2 = Self::bits(Self::max_gt(y, x));
+            let xor = Self::xor_i(m1, m2);
+            let blended = Self::from_bits(Self::or_i(m1, xor));
+            let pos = Self::sub(blended, Self::from_bits(xor));
+            let quiet =
+                Self::from_bits(Self::andnot_i(Self::splat_i(NAN_FRACTION), Self::bits(pos)));
+            Self::select(Self::unordered(blended, blended), quiet, pos)
+        }
+    }
 }
+
+/// What CLIF's x86 `fmin` leaves of a NaN lane: sign, exponent and quiet bit.
+const NAN_FRACTION: i32 = 0x003f_ffff;
 
 /// Twelve independent chains of `n` dependent fused multiply-adds each
 /// (the probe of `probe::fma_peak_gflops`), summed.

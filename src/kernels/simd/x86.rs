@@ -133,12 +133,12 @@ impl SimdMath for Avx512 {
         unsafe { _mm512_sqrt_ps(a) }
     }
     #[inline(always)]
-    unsafe fn min_x86(a: __m512, b: __m512) -> __m512 {
+    unsafe fn min_lt(a: __m512, b: __m512) -> __m512 {
         // SAFETY: see the impl.
         unsafe { _mm512_min_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn max_x86(a: __m512, b: __m512) -> __m512 {
+    unsafe fn max_gt(a: __m512, b: __m512) -> __m512 {
         // SAFETY: see the impl.
         unsafe { _mm512_max_ps(a, b) }
     }
@@ -332,12 +332,12 @@ impl SimdMath for Avx2 {
         unsafe { _mm256_sqrt_ps(a) }
     }
     #[inline(always)]
-    unsafe fn min_x86(a: __m256, b: __m256) -> __m256 {
+    unsafe fn min_lt(a: __m256, b: __m256) -> __m256 {
         // SAFETY: see the impl.
         unsafe { _mm256_min_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn max_x86(a: __m256, b: __m256) -> __m256 {
+    unsafe fn max_gt(a: __m256, b: __m256) -> __m256 {
         // SAFETY: see the impl.
         unsafe { _mm256_max_ps(a, b) }
     }

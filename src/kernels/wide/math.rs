@@ -5,9 +5,10 @@
 //! Cranelift counterpart (same constants, same order of additions, the same
 //! fused multiply-adds, compare-and-select where the generated code selects),
 //! so a lane computes bit for bit what the generated `f32x4` code computes,
-//! and `tests/vecmath.rs`' accuracy contract holds at every width. The x86
-//! lowering of CLIF's NaN-propagating `fmin`/`fmax` is mirrored too,
-//! canonical NaNs included.
+//! and `tests/vecmath.rs`' accuracy contract holds at every width. CLIF's
+//! NaN-propagating `fmin`/`fmax` are each ISA's lowering of them
+//! ([`Simd::fmin`]: x86's sequence, canonical NaNs included, or aarch64's
+//! one instruction).
 
 use super::coefficients::{
     EXP_POLY, HALF_EXPONENT, LN2_HI, LN2_LO, LOG_POLY, MANTISSA_MASK, ROUND_MAGIC, TANH_POLY,
@@ -17,8 +18,6 @@ use crate::ir::{BinaryOp, UnaryOp};
 use crate::kernels::simd::SimdMath as Simd;
 
 const SIGN: i32 = i32::MIN;
-/// What CLIF's x86 `fmin` leaves of a NaN lane: sign, exponent and quiet bit.
-const NAN_FRACTION: i32 = 0x003f_ffff;
 
 // SAFETY (every function below): the caller upholds `Simd`'s contract (its
 // target features enabled); no function here touches memory.
@@ -39,14 +38,14 @@ unsafe fn abs<S: Simd>(x: S::F) -> S::F {
 #[inline(always)]
 unsafe fn clamp_hi<S: Simd>(x: S::F, hi: f32) -> S::F {
     // SAFETY: see above.
-    unsafe { S::min_x86(S::splat(hi), x) }
+    unsafe { S::min_lt(S::splat(hi), x) }
 }
 
 /// `x < lo ? lo : x` (keeps NaN).
 #[inline(always)]
 unsafe fn clamp_lo<S: Simd>(x: S::F, lo: f32) -> S::F {
     // SAFETY: see above.
-    unsafe { S::max_x86(S::splat(lo), x) }
+    unsafe { S::max_gt(S::splat(lo), x) }
 }
 
 #[inline(always)]
@@ -136,7 +135,7 @@ pub(super) unsafe fn tanh<S: Simd>(x: S::F) -> S::F {
 #[inline(always)]
 pub(super) unsafe fn relu<S: Simd>(x: S::F) -> S::F {
     // SAFETY: see above.
-    unsafe { S::max_x86(S::splat(0.0), x) }
+    unsafe { S::max_gt(S::splat(0.0), x) }
 }
 
 #[inline(always)]
@@ -189,36 +188,6 @@ pub(super) unsafe fn softplus<S: Simd>(x: S::F) -> S::F {
     }
 }
 
-/// CLIF's `fmin` as x86 lowers it: NaN if either is NaN (the canonical
-/// negative quiet NaN), `-0` from `+0` and `-0`.
-#[inline(always)]
-unsafe fn fmin<S: Simd>(x: S::F, y: S::F) -> S::F {
-    // SAFETY: see above.
-    unsafe {
-        let m1 = S::min_x86(x, y);
-        let m2 = S::min_x86(y, x);
-        let or = S::from_bits(S::or_i(S::bits(m1), S::bits(m2)));
-        let nan = S::from_bits(S::splat_i(!NAN_FRACTION));
-        S::select(S::unordered(or, m2), nan, or)
-    }
-}
-
-/// CLIF's `fmax` as x86 lowers it: NaN if either is NaN, `+0` from `+0`
-/// and `-0`.
-#[inline(always)]
-unsafe fn fmax<S: Simd>(x: S::F, y: S::F) -> S::F {
-    // SAFETY: see above.
-    unsafe {
-        let m1 = S::bits(S::max_x86(x, y));
-        let m2 = S::bits(S::max_x86(y, x));
-        let xor = S::xor_i(m1, m2);
-        let blended = S::from_bits(S::or_i(m1, xor));
-        let pos = S::sub(blended, S::from_bits(xor));
-        let quiet = S::from_bits(S::andnot_i(S::splat_i(NAN_FRACTION), S::bits(pos)));
-        S::select(S::unordered(blended, blended), quiet, pos)
-    }
-}
-
 #[inline(always)]
 pub(super) unsafe fn unary<S: Simd>(op: UnaryOp, x: S::F) -> S::F {
     // SAFETY: see above.
@@ -246,8 +215,8 @@ pub(super) unsafe fn binary<S: Simd>(op: BinaryOp, x: S::F, y: S::F) -> S::F {
             BinaryOp::Sub => S::sub(x, y),
             BinaryOp::Mul => S::mul(x, y),
             BinaryOp::Div => S::div(x, y),
-            BinaryOp::Min => fmin::<S>(x, y),
-            BinaryOp::Max => fmax::<S>(x, y),
+            BinaryOp::Min => S::fmin(x, y),
+            BinaryOp::Max => S::fmax(x, y),
         }
     }
 }

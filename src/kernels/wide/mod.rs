@@ -16,9 +16,13 @@
 //! every width and thread count (`tests/jit.rs` checks it), and the accuracy
 //! contract of `tests/vecmath.rs` holds unchanged.
 
-// The loops and math are instantiated for x86-64's widths only: elsewhere
-// regions run the generated 128-bit code (`Isa::is_wide`).
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+// The loops and math are instantiated for x86-64's widths and aarch64's
+// Advanced SIMD: elsewhere regions run the generated code
+// (`Isa::has_region_kernels`).
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code, unused_variables)
+)]
 
 pub(crate) mod coefficients;
 mod math;
@@ -125,6 +129,11 @@ impl Program {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Isa::Avx2 => unsafe { x86::run_avx2(self, slots, scratch, b0, b1, t0, t1) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above (Advanced SIMD is part of every aarch64 target).
+            Isa::Neon => unsafe {
+                run::run::<crate::kernels::simd::Neon>(self, slots, scratch, b0, b1, t0, t1)
+            },
             _ => unreachable!("no wide kernels for {}", isa.name()),
         }
     }
