@@ -120,7 +120,7 @@ fn lstm_inner_loop_does_not_spill() {
 }
 
 /// The micro-kernels read narrow weights on both targets, widened in
-/// registers as `lower.rs` says: bf16 by a shift by 16 (x86 `vpslld $0x10`,
+/// registers as `lower/product.rs` says: bf16 by a shift by 16 (x86 `vpslld $0x10`,
 /// aarch64 `shl ... #0x10`); int8 by a sign-extending load and a conversion
 /// (x86 `vpmovsxbw` and `vcvtdq2ps`, aarch64 `sshll` and `scvtf`). The
 /// same cell in f32 is the baseline: its activations use shifts too, so each
