@@ -100,12 +100,18 @@ fn span_of(cell: &Cell, v: Value) -> Option<Span> {
     cell.values[v.index()].span
 }
 
+/// A sum's terms, sorted: the products that join (result, weight, input),
+/// the vector parameters folded in as biases, and the rest (negated?).
+struct Terms {
+    products: Vec<(Value, Value, Value)>,
+    biases: Vec<Value>,
+    others: Vec<(bool, Value)>,
+}
+
 pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
     let sums = collect_sums(cell);
     let uses = cell.use_counts();
     let users = cell.users();
-    let source = ctx.source;
-    let describe = |cell: &Cell, v: Value| format!("`{}`", cell.describe(v, source));
 
     // Which sum each product term belongs to, for the "why not" remarks.
     let mut products_of_sum: HashMap<Value, Vec<Value>> = HashMap::new();
@@ -123,33 +129,8 @@ pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
     let mut changed = false;
     let mut replaced: HashMap<Value, Value> = HashMap::new();
     for s in &sums {
-        let mut products = Vec::new();
-        let mut biases = Vec::new();
-        let mut others = Vec::new();
-        for &(neg, v) in &s.terms {
-            let v = *replaced.get(&v).unwrap_or(&v);
-            match cell.op_of(v) {
-                Op::MatVec { weight, input } if !neg && uses[v.index()] == 1 => {
-                    products.push((v, *weight, *input));
-                }
-                Op::MatVec { .. } => {
-                    let why = if neg {
-                        "it is subtracted".to_string()
-                    } else {
-                        format!("its result is read {} times", uses[v.index()])
-                    };
-                    let msg = format!(
-                        "{} is not concatenated with the other terms of its sum: {why}",
-                        describe(cell, v)
-                    );
-                    ctx.remark(PASS, RemarkKind::Missed, span_of(cell, v), msg);
-                    others.push((neg, v));
-                }
-                Op::Param(_) if !neg && matches!(cell.ty(v), Type::Vector(_)) => biases.push(v),
-                _ => others.push((neg, v)),
-            }
-        }
-        if products.is_empty() {
+        let terms = sort_terms(cell, ctx, s, &replaced, &uses);
+        if terms.products.is_empty() {
             continue;
         }
         changed = true;
@@ -157,62 +138,20 @@ pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
             continue;
         };
         let product = Product {
-            inputs: products.iter().map(|p| p.2).collect(),
+            inputs: terms.products.iter().map(|p| p.2).collect(),
             rows: vec![RowBlock {
-                weights: products.iter().map(|p| Some(p.1)).collect(),
-                biases: biases.clone(),
+                weights: terms.products.iter().map(|p| Some(p.1)).collect(),
+                biases: terms.biases.clone(),
             }],
         };
         let p = cell.push1(Op::Product(product), Type::Vector(rows));
         cell.values[p.index()].name = gate_name(cell, &users, s.root);
         cell.values[p.index()].span = span_of(cell, s.root);
-
-        if products.len() > 1 || !biases.is_empty() {
-            let weights: Vec<String> = products
-                .iter()
-                .map(|p| cell.describe(p.1, source))
-                .collect();
-            let inputs: Vec<String> = products
-                .iter()
-                .map(|p| cell.describe(p.2, source))
-                .collect();
-            let msg = if products.len() > 1 {
-                format!(
-                    "concatenated {} products into one: [{}] @ [{}]",
-                    products.len(),
-                    weights.join(" "),
-                    inputs.join("; ")
-                )
-            } else {
-                format!(
-                    "bias{} folded into the product `{} @ {}`",
-                    if biases.len() > 1 { "es" } else { "" },
-                    weights[0],
-                    inputs[0]
-                )
-            };
-            let r = ctx.remark(PASS, RemarkKind::Applied, span_of(cell, s.root), msg);
-            for (mv, _, _) in &products {
-                if let Some(sp) = cell.values[mv.index()].span {
-                    r.related.push((sp, "joins".into()));
-                }
-            }
-            if !biases.is_empty() {
-                let names: Vec<String> = biases
-                    .iter()
-                    .map(|b| format!("`{}`", cell.describe(*b, source)))
-                    .collect();
-                r.notes.push(format!(
-                    "bias{} {} folded into one, summed when the weights are packed",
-                    if names.len() > 1 { "es" } else { "" },
-                    names.join(" + ")
-                ));
-            }
-        }
+        remark_concatenated(cell, ctx, s.root, &terms);
 
         // The rest of the sum, in its original order, after the product.
         let mut acc = p;
-        for (neg, v) in others {
+        for (neg, v) in terms.others {
             let op = if neg { BinaryOp::Sub } else { BinaryOp::Add };
             let ty = match (cell.ty(acc), cell.ty(v)) {
                 (Type::Scalar, t) => t,
@@ -229,8 +168,110 @@ pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
         }
         replaced.insert(s.root, acc);
     }
+    changed |= standalone_products(cell, &users, &mut replaced);
+    cell.replace_all(&replaced);
+    cell.compact();
+    Ok(changed)
+}
 
-    // Products that are in no sum, or were left out of one, stand alone.
+/// Sorts a sum's terms (as replaced so far), with a remark for each
+/// product that cannot join.
+fn sort_terms(
+    cell: &Cell,
+    ctx: &mut Ctx<'_>,
+    s: &Sum,
+    replaced: &HashMap<Value, Value>,
+    uses: &[usize],
+) -> Terms {
+    let mut t = Terms {
+        products: Vec::new(),
+        biases: Vec::new(),
+        others: Vec::new(),
+    };
+    for &(neg, v) in &s.terms {
+        let v = *replaced.get(&v).unwrap_or(&v);
+        match cell.op_of(v) {
+            Op::MatVec { weight, input } if !neg && uses[v.index()] == 1 => {
+                t.products.push((v, *weight, *input));
+            }
+            Op::MatVec { .. } => {
+                let why = if neg {
+                    "it is subtracted".to_string()
+                } else {
+                    format!("its result is read {} times", uses[v.index()])
+                };
+                let msg = format!(
+                    "`{}` is not concatenated with the other terms of its sum: {why}",
+                    cell.describe(v, ctx.source)
+                );
+                ctx.remark(PASS, RemarkKind::Missed, span_of(cell, v), msg);
+                t.others.push((neg, v));
+            }
+            Op::Param(_) if !neg && matches!(cell.ty(v), Type::Vector(_)) => t.biases.push(v),
+            _ => t.others.push((neg, v)),
+        }
+    }
+    t
+}
+
+/// Says what joined the product of the sum at `root`: several products, or
+/// biases folded into one.
+fn remark_concatenated(cell: &Cell, ctx: &mut Ctx<'_>, root: Value, t: &Terms) {
+    let (products, biases) = (&t.products, &t.biases);
+    if products.len() < 2 && biases.is_empty() {
+        return;
+    }
+    let source = ctx.source;
+    let weights: Vec<String> = products
+        .iter()
+        .map(|p| cell.describe(p.1, source))
+        .collect();
+    let inputs: Vec<String> = products
+        .iter()
+        .map(|p| cell.describe(p.2, source))
+        .collect();
+    let msg = if products.len() > 1 {
+        format!(
+            "concatenated {} products into one: [{}] @ [{}]",
+            products.len(),
+            weights.join(" "),
+            inputs.join("; ")
+        )
+    } else {
+        format!(
+            "bias{} folded into the product `{} @ {}`",
+            if biases.len() > 1 { "es" } else { "" },
+            weights[0],
+            inputs[0]
+        )
+    };
+    let r = ctx.remark(PASS, RemarkKind::Applied, span_of(cell, root), msg);
+    for (mv, _, _) in products {
+        if let Some(sp) = cell.values[mv.index()].span {
+            r.related.push((sp, "joins".into()));
+        }
+    }
+    if !biases.is_empty() {
+        let names: Vec<String> = biases
+            .iter()
+            .map(|b| format!("`{}`", cell.describe(*b, source)))
+            .collect();
+        r.notes.push(format!(
+            "bias{} {} folded into one, summed when the weights are packed",
+            if names.len() > 1 { "es" } else { "" },
+            names.join(" + ")
+        ));
+    }
+}
+
+/// Products that are in no sum, or were left out of one, stand alone: each
+/// becomes a product of one weight. Returns whether there was any.
+fn standalone_products(
+    cell: &mut Cell,
+    users: &[Vec<crate::ir::Inst>],
+    replaced: &mut HashMap<Value, Value>,
+) -> bool {
+    let mut changed = false;
     let uses = cell.use_counts();
     for i in 0..cell.insts.len() {
         let Op::MatVec { weight, input } = cell.insts[i].op else {
@@ -252,14 +293,12 @@ pub fn concat_siblings(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
             ty,
         );
         let data = cell.values[old.index()].clone();
-        cell.values[p.index()].name = data.name.or_else(|| gate_name(cell, &users, old));
+        cell.values[p.index()].name = data.name.or_else(|| gate_name(cell, users, old));
         cell.values[p.index()].span = data.span;
         replaced.insert(old, p);
         changed = true;
     }
-    cell.replace_all(&replaced);
-    cell.compact();
-    Ok(changed)
+    changed
 }
 
 /// For each sum with products that is not part of a larger sum, says what stands

@@ -50,55 +50,8 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
     }
     let mut replaced: HashMap<Value, Value> = HashMap::new();
     for ((s, len), members) in groups {
-        let member_of: HashMap<Value, usize> = members
-            .iter()
-            .enumerate()
-            .map(|(k, &i)| (cell.insts[i].results[0], k))
-            .collect();
-        let mut region = Region {
-            len,
-            args: Vec::new(),
-            body: Vec::new(),
-            yields: Vec::new(),
-        };
-        // Body index of each member, and of each copied constant.
-        let mut body_of: HashMap<Value, u32> = HashMap::new();
-        let mut arg_of: HashMap<Value, u32> = HashMap::new();
-        for &i in &members {
-            let inst = &cell.insts[i];
-            let (op, operands) = match &inst.op {
-                Op::Unary(o, a) => (EwOp::Unary(*o), vec![*a]),
-                Op::Binary(o, a, b) => (EwOp::Binary(*o), vec![*a, *b]),
-                _ => continue,
-            };
-            let mut args = Vec::with_capacity(operands.len());
-            for v in operands {
-                args.push(operand(cell, &mut region, &mut body_of, &mut arg_of, v)?);
-            }
-            let result = inst.results[0];
-            body_of.insert(result, region.body.len() as u32);
-            region.body.push(RegionInst {
-                op,
-                args,
-                name: cell.name(result).map(str::to_string),
-            });
-        }
-        // Yield what is read outside the region (but not by the longer
-        // regions that copy a `[1]` value's expression).
-        let mut yielded = Vec::new();
-        for &i in &members {
-            let v = cell.insts[i].results[0];
-            let outside = cell.is_root(v)
-                || users[v.index()].iter().any(|u| {
-                    let r = cell.insts[u.index()].results.first();
-                    let inside = r.is_some_and(|r| member_of.contains_key(r) || copied[r.index()]);
-                    !(inside || len == 1 && copies_broadcast(cell, *u))
-                });
-            if outside {
-                region.yields.push(Operand::Inst(body_of[&v]));
-                yielded.push(v);
-            }
-        }
+        let (mut region, body_of) = region_of(cell, len, &members)?;
+        let yielded = yields(cell, &users, &copied, &members, &body_of, &mut region);
         if yielded.is_empty() {
             continue;
         }
@@ -144,7 +97,85 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
             ));
         }
     }
-    // Where a reduction splits the element-wise work.
+    remark_reductions(cell, ctx);
+    cell.replace_all(&replaced);
+    cell.compact();
+    Ok(true)
+}
+
+/// The region of vector length `len` whose body is the instructions
+/// `members` (in order), with the body index of each member's result.
+fn region_of(
+    cell: &Cell,
+    len: usize,
+    members: &[usize],
+) -> Result<(Region, HashMap<Value, u32>), String> {
+    let mut region = Region {
+        len,
+        args: Vec::new(),
+        body: Vec::new(),
+        yields: Vec::new(),
+    };
+    // Body index of each member, and of each copied constant.
+    let mut body_of: HashMap<Value, u32> = HashMap::new();
+    let mut arg_of: HashMap<Value, u32> = HashMap::new();
+    for &i in members {
+        let inst = &cell.insts[i];
+        let (op, operands) = match &inst.op {
+            Op::Unary(o, a) => (EwOp::Unary(*o), vec![*a]),
+            Op::Binary(o, a, b) => (EwOp::Binary(*o), vec![*a, *b]),
+            _ => continue,
+        };
+        let mut args = Vec::with_capacity(operands.len());
+        for v in operands {
+            args.push(operand(cell, &mut region, &mut body_of, &mut arg_of, v)?);
+        }
+        let result = inst.results[0];
+        body_of.insert(result, region.body.len() as u32);
+        region.body.push(RegionInst {
+            op,
+            args,
+            name: cell.name(result).map(str::to_string),
+        });
+    }
+    Ok((region, body_of))
+}
+
+/// Adds to the region the yields of what is read outside it (but not by
+/// the longer regions that copy a `[1]` value's expression); returns the
+/// values they replace.
+fn yields(
+    cell: &Cell,
+    users: &[Vec<Inst>],
+    copied: &[bool],
+    members: &[usize],
+    body_of: &HashMap<Value, u32>,
+    region: &mut Region,
+) -> Vec<Value> {
+    let member_of: HashMap<Value, usize> = members
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (cell.insts[i].results[0], k))
+        .collect();
+    let mut yielded = Vec::new();
+    for &i in members {
+        let v = cell.insts[i].results[0];
+        let outside = cell.is_root(v)
+            || users[v.index()].iter().any(|u| {
+                let r = cell.insts[u.index()].results.first();
+                let inside = r.is_some_and(|r| member_of.contains_key(r) || copied[r.index()]);
+                !(inside || region.len == 1 && copies_broadcast(cell, *u))
+            });
+        if outside {
+            region.yields.push(Operand::Inst(body_of[&v]));
+            yielded.push(v);
+        }
+    }
+    yielded
+}
+
+/// Says where a reduction splits the element-wise work.
+fn remark_reductions(cell: &Cell, ctx: &mut Ctx<'_>) {
     for inst in &cell.insts {
         let Op::Reduce(op, a) = inst.op else { continue };
         let v = inst.results[0];
@@ -165,9 +196,6 @@ pub fn fuse_epilogue(cell: &mut Cell, ctx: &mut Ctx<'_>) -> PassResult {
             op.name()
         ));
     }
-    cell.replace_all(&replaced);
-    cell.compact();
-    Ok(true)
 }
 
 /// Whether instruction `u` is element-wise over vectors longer than 1: it
