@@ -430,6 +430,27 @@ pub fn run_onnx(
     opts: &Options,
 ) -> Result<Weights> {
     let cell = Cell::from_source(imported.cell_name, imported.cell_source)?;
+    let x = onnx_inputs(imported, inputs)?;
+    let mut out = run_network(
+        &cell,
+        &imported.weights,
+        &x,
+        &[],
+        opts,
+        &NetworkOptions {
+            layout: None,
+            batch_first: imported.batch_first,
+            schedule: None,
+        },
+    )?;
+    zero_empty_rows(&cell, &x, &mut out, imported.batch_first)?;
+    Ok(out)
+}
+
+/// The network's inputs from the model's: each under cellc's name, every
+/// graph input given once, the model's stored initial states added, the
+/// sizes its glue fixes checked.
+fn onnx_inputs(imported: &crate::onnx::Imported, inputs: &Weights) -> Result<Weights> {
     let seq = if imported.batch_first {
         "[B, T, X]"
     } else {
@@ -535,21 +556,13 @@ pub fn run_onnx(
             }
         }
     }
-    let mut out = run_network(
-        &cell,
-        &imported.weights,
-        &x,
-        &[],
-        opts,
-        &NetworkOptions {
-            layout: None,
-            batch_first: imported.batch_first,
-            schedule: None,
-        },
-    )?;
-    // ONNX Runtime's final state of a row of length 0 is zero (every row,
-    // when the sequence has no step).
-    let steps_of = |t: &crate::Tensor| t.shape.get(usize::from(imported.batch_first)).copied();
+    Ok(x)
+}
+
+/// ONNX Runtime's final state of a row of length 0 is zero (every row,
+/// when the sequence has no step): `out`'s final states made so.
+fn zero_empty_rows(cell: &Cell, x: &Weights, out: &mut Weights, batch_first: bool) -> Result<()> {
+    let steps_of = |t: &crate::Tensor| t.shape.get(usize::from(batch_first)).copied();
     let no_steps = x.get("x").and_then(steps_of) == Some(0);
     let empty = |b: usize, lengths: Option<&[i64]>| no_steps || lengths.is_some_and(|l| l[b] == 0);
     let lengths = x.integers(LENGTHS).map(|(_, l)| l);
@@ -578,5 +591,5 @@ pub fn run_onnx(
         out.remove(&state.name);
         out.insert(&state.name, &shape, data)?;
     }
-    Ok(out)
+    Ok(())
 }

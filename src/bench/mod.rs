@@ -18,7 +18,6 @@
 //! the defaults. A caller may watch the run's progress
 //! ([`bench_with_progress`]).
 
-use crate::jit::buffer::AlignedBuf;
 use std::time::Instant;
 
 use serde_json::json;
@@ -28,6 +27,12 @@ use crate::{Cell, Error, Options, Result, Weights};
 /// How long a sample's calls last, and the warm-up before the samples.
 const SAMPLE_SECONDS: f64 = 5e-3;
 const WARM_UP_SECONDS: f64 = 0.5;
+
+mod network;
+mod product;
+
+pub use network::{bench_network, bench_network_with_progress, NetworkBenchResult};
+pub use product::ProductBench;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -303,21 +308,11 @@ pub fn bench_with_progress(
     opts: &BenchOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BenchResult> {
-    if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
-        return Err(Error::options(
-            "batch, sequence length and samples must be at least 1",
-        ));
-    }
+    opts.check()?;
     let ir = cell.ir()?;
     let weights = Weights::random(&ir, 1);
     let stats = crate::ir::stats::stats(&ir);
-    let fused_opts = Options {
-        optimize: true,
-        threads: opts.threads,
-        plan: opts.plan,
-        isa: opts.isa,
-        precision: opts.precision,
-    };
+    let fused_opts = opts.kernel_options();
     let fused = cell.compile(&weights, &fused_opts)?;
     let unfused = if opts.unfused {
         Some(cell.compile(
@@ -369,31 +364,12 @@ pub fn bench_with_progress(
         }
         Ok(t.elapsed().as_secs_f64() * 1e6 / (n * opts.seq) as f64)
     };
-    // Warm-up: caches, page faults, thread start-up and placement (threads
-    // just started can share a core for tens of milliseconds).
-    let warm = Instant::now();
-    while warm.elapsed().as_secs_f64() < WARM_UP_SECONDS {
-        sample(&fused, &mut outputs)?;
-        if let Some(u) = &unfused {
-            sample(u, &mut outputs)?;
+    let (f, u) = measure(opts.samples, unfused.is_some(), progress, |second| {
+        match (second, &unfused) {
+            (true, Some(u)) => sample(u, &mut outputs),
+            _ => sample(&fused, &mut outputs),
         }
-    }
-    let mut f = Vec::with_capacity(opts.samples);
-    let mut u = Vec::with_capacity(opts.samples);
-    for i in 0..opts.samples {
-        progress(Progress {
-            done: i,
-            of: opts.samples,
-        });
-        f.push(sample(&fused, &mut outputs)?);
-        if let Some(k) = &unfused {
-            u.push(sample(k, &mut outputs)?);
-        }
-    }
-    progress(Progress {
-        done: opts.samples,
-        of: opts.samples,
-    });
+    })?;
     let model = fused.choice(opts.batch, opts.seq);
     let widest = crate::Isa::detect();
     let fma_peak_gflops =
@@ -420,6 +396,62 @@ pub fn bench_with_progress(
     })
 }
 
+impl BenchOptions {
+    fn check(&self) -> Result<()> {
+        if self.batch == 0 || self.seq == 0 || self.samples == 0 {
+            return Err(Error::options(
+                "batch, sequence length and samples must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The options the measured kernels are compiled with (optimized).
+    fn kernel_options(&self) -> Options {
+        Options {
+            optimize: true,
+            threads: self.threads,
+            plan: self.plan,
+            isa: self.isa,
+            precision: self.precision,
+        }
+    }
+}
+
+/// The warm-up, then `samples` samples of `sample(false)` and, when
+/// `alternate`, of `sample(true)` after each (so that both see the same
+/// machine), telling `progress` before each pair and at the end.
+fn measure(
+    samples: usize,
+    alternate: bool,
+    progress: &mut dyn FnMut(Progress),
+    mut sample: impl FnMut(bool) -> Result<f64>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    // Warm-up: caches, page faults, thread start-up and placement (threads
+    // just started can share a core for tens of milliseconds).
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < WARM_UP_SECONDS {
+        sample(false)?;
+        if alternate {
+            sample(true)?;
+        }
+    }
+    let mut first = Vec::with_capacity(samples);
+    let mut second = Vec::with_capacity(samples);
+    for done in 0..samples {
+        progress(Progress { done, of: samples });
+        first.push(sample(false)?);
+        if alternate {
+            second.push(sample(true)?);
+        }
+    }
+    progress(Progress {
+        done: samples,
+        of: samples,
+    });
+    Ok((first, second))
+}
+
 /// Zeros for `seq x batch` vectors of `len`, or an error when they do not fit
 /// in memory (never an abort).
 fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
@@ -439,346 +471,6 @@ fn sequence_buffer(opts: &BenchOptions, len: usize) -> Result<Vec<f32>> {
     v.try_reserve_exact(n).map_err(|_| too_large())?;
     v.resize(n, 0.0);
     Ok(v)
-}
-
-/// One batched product on the panel kernels, alone: `dst[b] += W @ x[b]`
-/// for a `[rows, k]` matrix packed once and `batch` rows of `x` (the
-/// per-step product of the `gemm` plans without the step around it), for
-/// measuring the kernels against the FMA peak (`benches/panel.rs`).
-#[doc(hidden)]
-pub struct ProductBench {
-    isa: crate::Isa,
-    panels: AlignedBuf,
-    x: AlignedBuf,
-    dst: AlignedBuf,
-    rows: usize,
-    k: usize,
-    batch: usize,
-}
-
-impl ProductBench {
-    /// Random weights and inputs; an error if the host lacks `isa` or the
-    /// sizes overflow.
-    pub fn new(
-        isa: crate::Isa,
-        batch: usize,
-        rows: usize,
-        k: usize,
-    ) -> std::result::Result<Self, String> {
-        use crate::kernels::panel;
-        if !isa.available() {
-            return Err(format!("this CPU cannot run the {} kernels", isa.name()));
-        }
-        let len = panel::panels_len(rows, k).ok_or("the matrix is too large")?;
-        let mut rng = crate::gen::Rng(1);
-        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
-        // Aligned to cache lines, as the compiled cell's buffers are: a
-        // 64-byte load from a `Vec` (16-byte aligned) straddles two lines.
-        let mut panels = AlignedBuf::zeros(len).map_err(|e| e.to_string())?;
-        panel::pack(&w, rows, k, panels.as_mut_slice());
-        let mut x = AlignedBuf::zeros(batch * k).map_err(|e| e.to_string())?;
-        x.as_mut_slice()
-            .iter_mut()
-            .for_each(|v| *v = rng.unit() as f32);
-        let dst = AlignedBuf::zeros(batch * rows).map_err(|e| e.to_string())?;
-        Ok(ProductBench {
-            isa,
-            panels,
-            x,
-            dst,
-            rows,
-            k,
-            batch,
-        })
-    }
-
-    /// One product.
-    pub fn run(&mut self) {
-        crate::kernels::panel::product(
-            self.isa,
-            self.panels.as_slice(),
-            self.rows,
-            self.k,
-            self.x.as_slice(),
-            self.k,
-            self.batch,
-            self.dst.as_mut_slice(),
-            self.rows,
-        );
-    }
-
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.batch * self.rows * self.k) as f64
-    }
-
-    /// The FMA peak of one core at the kernel's width, GFLOP/s, measured now.
-    pub fn peak_gflops(&self) -> f64 {
-        crate::kernels::probe::fma_peak_gflops(self.isa, 0.2)
-    }
-}
-
-/// What `cellc bench --layers` measures: a whole network, with its schedule
-/// and, for a bidirectional one on two or more threads, layer-by-layer beside
-/// it (samples alternating), µs per time step (every layer and direction).
-#[derive(Clone, Debug)]
-pub struct NetworkBenchResult {
-    pub cell: String,
-    pub dims: Vec<(String, u64)>,
-    pub layout: crate::network::Layout,
-    pub batch: usize,
-    pub seq: usize,
-    pub threads: usize,
-    pub schedule: &'static str,
-    /// Row-steps that run: `batch * seq`, or the sum of the rows' lengths.
-    pub real_steps: usize,
-    pub chosen: Times,
-    /// Layer by layer, each kernel on every thread, when that is not the
-    /// chosen schedule.
-    pub layer_by_layer: Option<Times>,
-    /// FLOPs of a time step: every layer and direction, every row.
-    pub flops_per_step: f64,
-    /// The floor of a time step under the chosen schedule: each kernel's
-    /// floor (its weights at their level's bandwidth, its FLOPs at the best
-    /// product rate, on the threads the schedule gives it), the directions
-    /// that run at once counted once.
-    pub floor_us: f64,
-}
-
-impl NetworkBenchResult {
-    pub fn text(&self) -> String {
-        let dims: Vec<String> = self.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        let mut s = format!(
-            "{} ({}) x {}: batch {}, sequences of {}, {} thread{}\n",
-            self.cell,
-            dims.join(", "),
-            self.layout,
-            self.batch,
-            self.seq,
-            self.threads,
-            if self.threads == 1 { "" } else { "s" }
-        );
-        let line = |name: &str, t: &Times| {
-            format!(
-                "  {name:24} {:9.2} µs/step (min {:.2}, max {:.2})\n",
-                t.median, t.min, t.max
-            )
-        };
-        s.push_str(&line(self.schedule, &self.chosen));
-        s.push_str(&format!(
-            "  per step: {:.1} kFLOP, {:.1} GFLOP/s; floor {:.2} µs/step (each kernel's, \
-             `--emit schedule`): {:.2}x the floor\n",
-            self.flops_per_step / 1e3,
-            self.flops_per_step / self.chosen.median / 1e3,
-            self.floor_us,
-            self.chosen.median / self.floor_us
-        ));
-        s.push_str(&rates_note());
-        if self.real_steps != self.batch * self.seq {
-            s.push_str(&format!(
-                "  rows of different lengths: {} of {} row-steps run; {:.2} µs per real row-step\n",
-                self.real_steps,
-                self.batch * self.seq,
-                self.chosen.median * self.seq as f64 / self.real_steps as f64
-            ));
-        }
-        if let Some(l) = &self.layer_by_layer {
-            s.push_str(&line("layer-by-layer", l));
-            s.push_str(&format!(
-                "  layer-by-layer / {}: {:.2}x\n",
-                self.schedule,
-                l.median / self.chosen.median
-            ));
-        }
-        s.push_str(&self.chosen.warning(self.schedule));
-        if let Some(l) = &self.layer_by_layer {
-            s.push_str(&l.warning("layer-by-layer"));
-        }
-        s
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        let dims = dims_json(&self.dims);
-        let mut j = json!({
-            "cell": self.cell,
-            "dims": dims,
-            "layers": self.layout.layers,
-            "bidirectional": self.layout.bidirectional,
-            "batch": self.batch,
-            "seq": self.seq,
-            "threads": self.threads,
-            "schedule": self.schedule,
-            "us_per_step_median": self.chosen.median,
-            "us_per_step_min": self.chosen.min,
-            "us_per_step_max": self.chosen.max,
-            "real_row_steps": self.real_steps,
-            "us_per_run_median": self.chosen.median * self.seq as f64,
-            "us_per_real_row_step_median": self.chosen.median * self.seq as f64 / self.real_steps as f64,
-            "flops_per_step": self.flops_per_step,
-            "gflops": self.flops_per_step / self.chosen.median / 1e3,
-            "floor_us_per_step": self.floor_us,
-            "over_floor": self.chosen.median / self.floor_us,
-            "rates": rates_kind(),
-            "spread": self.chosen.spread(),
-            "noisy": self.chosen.noisy() || self.layer_by_layer.is_some_and(|l| l.noisy()),
-        });
-        if let Some(l) = &self.layer_by_layer {
-            j["layer_by_layer_us_per_step_median"] = json!(l.median);
-            j["layer_by_layer_over_chosen"] = json!(l.median / self.chosen.median);
-        }
-        j
-    }
-}
-
-/// Benchmarks a network with random weights: one call is one run over a
-/// batch of full-length sequences.
-pub fn bench_network(
-    net: &crate::network::Network,
-    opts: &BenchOptions,
-) -> Result<NetworkBenchResult> {
-    bench_network_with_progress(net, opts, &mut |_| {})
-}
-
-/// [`bench_network`], telling `progress` as [`bench_with_progress`] does.
-pub fn bench_network_with_progress(
-    net: &crate::network::Network,
-    opts: &BenchOptions,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<NetworkBenchResult> {
-    use crate::network::Schedule;
-    if opts.batch == 0 || opts.seq == 0 || opts.samples == 0 {
-        return Err(Error::options(
-            "batch, sequence length and samples must be at least 1",
-        ));
-    }
-    let kernel_opts = Options {
-        optimize: true,
-        threads: opts.threads,
-        plan: opts.plan,
-        isa: opts.isa,
-        precision: opts.precision,
-    };
-    let lengths: Option<Vec<usize>> =
-        match opts.lengths {
-            Some((lo, hi)) if lo > hi || hi > opts.seq => {
-                return Err(Error::options(format!(
-                    "lengths {lo}..{hi}: they must run from at most the top to at most --seq {}",
-                    opts.seq
-                )))
-            }
-            Some((lo, hi)) => {
-                let mut rng = crate::gen::Rng(3);
-                let mut lengths = crate::alloc::with_capacity(opts.batch, "the rows' lengths")?;
-                lengths.extend((0..opts.batch).map(|_| {
-                    lo + (rng.unit().abs() * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
-                }));
-                Some(lengths)
-            }
-            None => None,
-        };
-    let ragged = lengths
-        .as_ref()
-        .is_some_and(|l| l.iter().any(|&n| n != opts.seq));
-    let mut chosen = net.compile_random(1, &kernel_opts)?;
-    chosen.force_schedule(opts.schedule)?;
-    let schedule = chosen.schedule(opts.batch, opts.seq, ragged);
-    let other = if schedule == Schedule::LayerByLayer {
-        None
-    } else {
-        let mut other = net.compile_random(1, &kernel_opts)?;
-        other.force_schedule(Some(Schedule::LayerByLayer))?;
-        Some(other)
-    };
-    let mut rng = crate::gen::Rng(7);
-    let inputs: Vec<Vec<f32>> = chosen
-        .input_lens()
-        .iter()
-        .map(|&len| {
-            let mut x = sequence_buffer(opts, len)?;
-            x.iter_mut().for_each(|v| *v = rng.unit() as f32);
-            Ok(x)
-        })
-        .collect::<Result<_>>()?;
-    let xs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-    let lens = lengths.as_deref();
-    let sample = |n: &crate::network::CompiledNetwork| -> Result<f64> {
-        let t = Instant::now();
-        n.run(&xs, opts.batch, lens, &[])?;
-        let one = t.elapsed().as_secs_f64().max(1e-8);
-        let calls = ((SAMPLE_SECONDS / one) as usize).clamp(1, 1_000_000);
-        let t = Instant::now();
-        for _ in 0..calls {
-            n.run(&xs, opts.batch, lens, &[])?;
-        }
-        Ok(t.elapsed().as_secs_f64() * 1e6 / (calls * opts.seq) as f64)
-    };
-    let warm = Instant::now();
-    while warm.elapsed().as_secs_f64() < WARM_UP_SECONDS {
-        sample(&chosen)?;
-        if let Some(o) = &other {
-            sample(o)?;
-        }
-    }
-    let mut c = Vec::with_capacity(opts.samples);
-    let mut l = Vec::with_capacity(opts.samples);
-    for i in 0..opts.samples {
-        progress(Progress {
-            done: i,
-            of: opts.samples,
-        });
-        c.push(sample(&chosen)?);
-        if let Some(o) = &other {
-            l.push(sample(o)?);
-        }
-    }
-    progress(Progress {
-        done: opts.samples,
-        of: opts.samples,
-    });
-    let ir = net.cell().ir()?;
-    let threads = opts
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // The floor and FLOPs of a time step: every kernel under the schedule's
-    // threads; directions that run at once count once (the slower).
-    let kernel_threads = chosen.kernel_threads(schedule);
-    let (mut flops, mut floor, mut longest) = (0.0, 0.0, 0.0f64);
-    for layer in 0..net.layout().layers {
-        let mut dirs = Vec::new();
-        for d in 0..net.layout().directions() {
-            let k = chosen
-                .kernel(layer, d)
-                .ok_or_else(|| Error::internal("a network without its kernel"))?;
-            let c = k.choice_on(opts.batch, opts.seq, kernel_threads);
-            flops += c.flops_per_step;
-            dirs.push(c.floor_us);
-        }
-        let slowest = dirs.iter().copied().fold(0.0, f64::max);
-        longest = longest.max(slowest);
-        floor += if schedule == Schedule::DirectionsInParallel {
-            slowest
-        } else {
-            dirs.iter().sum()
-        };
-    }
-    // A wavefront runs its layers at once, one thread each.
-    if schedule == Schedule::Wavefront {
-        let workers = threads.min(net.layout().layers).max(1);
-        floor = (floor / workers as f64).max(longest);
-    }
-    Ok(NetworkBenchResult {
-        cell: ir.name.clone(),
-        dims: ir.dims.clone(),
-        layout: net.layout(),
-        batch: opts.batch,
-        seq: opts.seq,
-        threads,
-        schedule: schedule.name(),
-        real_steps: lengths.map_or(opts.batch * opts.seq, |l| l.iter().sum()),
-        chosen: times(c),
-        layer_by_layer: (!l.is_empty()).then(|| times(l)),
-        flops_per_step: flops,
-        floor_us: floor,
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,79 @@
+//! One batched product on the panel kernels alone (`benches/panel.rs`).
+
+use crate::jit::buffer::AlignedBuf;
+
+/// One batched product on the panel kernels, alone: `dst[b] += W @ x[b]`
+/// for a `[rows, k]` matrix packed once and `batch` rows of `x` (the
+/// per-step product of the `gemm` plans without the step around it), for
+/// measuring the kernels against the FMA peak (`benches/panel.rs`).
+#[doc(hidden)]
+pub struct ProductBench {
+    isa: crate::Isa,
+    panels: AlignedBuf,
+    x: AlignedBuf,
+    dst: AlignedBuf,
+    rows: usize,
+    k: usize,
+    batch: usize,
+}
+
+impl ProductBench {
+    /// Random weights and inputs; an error if the host lacks `isa` or the
+    /// sizes overflow.
+    pub fn new(
+        isa: crate::Isa,
+        batch: usize,
+        rows: usize,
+        k: usize,
+    ) -> std::result::Result<Self, String> {
+        use crate::kernels::panel;
+        if !isa.available() {
+            return Err(format!("this CPU cannot run the {} kernels", isa.name()));
+        }
+        let len = panel::panels_len(rows, k).ok_or("the matrix is too large")?;
+        let mut rng = crate::gen::Rng(1);
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
+        // Aligned to cache lines, as the compiled cell's buffers are: a
+        // 64-byte load from a `Vec` (16-byte aligned) straddles two lines.
+        let mut panels = AlignedBuf::zeros(len).map_err(|e| e.to_string())?;
+        panel::pack(&w, rows, k, panels.as_mut_slice());
+        let mut x = AlignedBuf::zeros(batch * k).map_err(|e| e.to_string())?;
+        x.as_mut_slice()
+            .iter_mut()
+            .for_each(|v| *v = rng.unit() as f32);
+        let dst = AlignedBuf::zeros(batch * rows).map_err(|e| e.to_string())?;
+        Ok(ProductBench {
+            isa,
+            panels,
+            x,
+            dst,
+            rows,
+            k,
+            batch,
+        })
+    }
+
+    /// One product.
+    pub fn run(&mut self) {
+        crate::kernels::panel::product(
+            self.isa,
+            self.panels.as_slice(),
+            self.rows,
+            self.k,
+            self.x.as_slice(),
+            self.k,
+            self.batch,
+            self.dst.as_mut_slice(),
+            self.rows,
+        );
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.rows * self.k) as f64
+    }
+
+    /// The FMA peak of one core at the kernel's width, GFLOP/s, measured now.
+    pub fn peak_gflops(&self) -> f64 {
+        crate::kernels::probe::fma_peak_gflops(self.isa, 0.2)
+    }
+}
