@@ -45,18 +45,6 @@ pub(super) fn folds(op: &str) -> bool {
 }
 
 impl Values {
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Values::F32(v) => v.len(),
-            Values::F64(v) => v.len(),
-            Values::F16(v) => v.len(),
-            Values::I64(v) => v.len(),
-            Values::I32(v) => v.len(),
-            Values::I8(v) => v.len(),
-            Values::U8(v) => v.len(),
-        }
-    }
-
     /// The ONNX name of the element type.
     pub(super) fn type_name(&self) -> &'static str {
         match self {
