@@ -92,57 +92,9 @@ fn fmt_operand(o: Operand) -> String {
 /// Prints a whole cell.
 pub fn print(cell: &Cell) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "cell {}", cell.name);
-    if !cell.dims.is_empty() {
-        let dims: Vec<String> = cell
-            .dims
-            .iter()
-            .map(|(n, v)| format!("{n} = {v}"))
-            .collect();
-        let _ = writeln!(out, "dims {}", dims.join(", "));
-    }
-    for (kw, ports) in [
-        ("input", &cell.inputs),
-        ("state", &cell.states),
-        ("output", &cell.outputs),
-    ] {
-        for p in ports {
-            let _ = writeln!(out, "{kw} {}: [{}]", p.name, p.len);
-        }
-    }
-    for p in &cell.params {
-        // `f32` is the default and not printed (dumps of f32 cells are unchanged).
-        let precision = match p.precision {
-            Precision::F32 => String::new(),
-            other if p.ty == Type::Scalar => format!("{other} "),
-            other => other.name().to_string(),
-        };
-        let _ = write!(out, "param {}: {precision}{}", p.name, p.ty);
-        if let Some(b) = binding_text(p) {
-            let _ = write!(out, " = {b}");
-        }
-        out.push('\n');
-    }
-    out.push('\n');
-
-    // Dense numbering in print order.
-    let mut num = vec![u32::MAX; cell.values.len()];
-    let mut next = 0u32;
-    for inst in &cell.insts {
-        for v in &inst.results {
-            if let Some(slot) = num.get_mut(v.index()) {
-                *slot = next;
-                next += 1;
-            }
-        }
-    }
-    let name = |v: Value| -> String {
-        match num.get(v.index()) {
-            Some(&n) if n != u32::MAX => format!("v{n}"),
-            _ => format!("v?{}", v.0),
-        }
-    };
-
+    print_header(&mut out, cell);
+    let names = Names::new(cell);
+    let name = |v: Value| names.of(v);
     for inst in &cell.insts {
         let results: Vec<String> = inst
             .results
@@ -176,50 +128,8 @@ pub fn print(cell: &Cell) -> String {
             Op::MatVec { weight, input } => {
                 let _ = write!(out, "matvec {}, {}", name(*weight), name(*input));
             }
-            Op::Product(p) => {
-                let ins: Vec<String> = p.inputs.iter().map(|&v| name(v)).collect();
-                let _ = write!(out, "product ({}) {{", ins.join(", "));
-                for (r, row) in p.rows.iter().enumerate() {
-                    let ws: Vec<String> = row
-                        .weights
-                        .iter()
-                        .map(|w| w.map_or("_".to_string(), name))
-                        .collect();
-                    let _ = write!(out, "\n    [{}]", ws.join(", "));
-                    for b in &row.biases {
-                        let _ = write!(out, " + {}", name(*b));
-                    }
-                    if let Some(n) = inst.results.get(r).and_then(|&v| cell.name(v)) {
-                        let _ = write!(out, " ; {n}");
-                    }
-                }
-                out.push_str("\n}");
-            }
-            Op::Fused(region) => {
-                let args: Vec<String> = region.args.iter().map(|&v| name(v)).collect();
-                let _ = write!(out, "fused [{}] ({}) {{", region.len, args.join(", "));
-                for (i, ri) in region.body.iter().enumerate() {
-                    let _ = write!(out, "\n    e{i} = ");
-                    match ri.op {
-                        EwOp::Const(c) => {
-                            let _ = write!(out, "const {}", fmt_f64(c));
-                        }
-                        EwOp::Unary(op) => {
-                            let a: Vec<String> = ri.args.iter().map(|&o| fmt_operand(o)).collect();
-                            let _ = write!(out, "{} {}", op.name(), a.join(", "));
-                        }
-                        EwOp::Binary(op) => {
-                            let a: Vec<String> = ri.args.iter().map(|&o| fmt_operand(o)).collect();
-                            let _ = write!(out, "{} {}", op.name(), a.join(", "));
-                        }
-                    }
-                    if let Some(n) = &ri.name {
-                        let _ = write!(out, " ; {n}");
-                    }
-                }
-                let ys: Vec<String> = region.yields.iter().map(|&o| fmt_operand(o)).collect();
-                let _ = write!(out, "\n    yield {}\n}}", ys.join(", "));
-            }
+            Op::Product(p) => print_product(&mut out, cell, &names, p, &inst.results),
+            Op::Fused(region) => print_region(&mut out, &names, region),
         }
         // Single-result instructions carry their name at the end of the line;
         // products name each row block, regions each body value.
@@ -242,6 +152,116 @@ pub fn print(cell: &Cell) -> String {
         let _ = writeln!(out, "output {} = {}", port_name(&cell.outputs, o), name(*v));
     }
     out
+}
+
+/// The cell's name, sizes, ports and parameters, and a blank line.
+fn print_header(out: &mut String, cell: &Cell) {
+    let _ = writeln!(out, "cell {}", cell.name);
+    if !cell.dims.is_empty() {
+        let dims: Vec<String> = cell
+            .dims
+            .iter()
+            .map(|(n, v)| format!("{n} = {v}"))
+            .collect();
+        let _ = writeln!(out, "dims {}", dims.join(", "));
+    }
+    for (kw, ports) in [
+        ("input", &cell.inputs),
+        ("state", &cell.states),
+        ("output", &cell.outputs),
+    ] {
+        for p in ports {
+            let _ = writeln!(out, "{kw} {}: [{}]", p.name, p.len);
+        }
+    }
+    for p in &cell.params {
+        // `f32` is the default and not printed (dumps of f32 cells are unchanged).
+        let precision = match p.precision {
+            Precision::F32 => String::new(),
+            other if p.ty == Type::Scalar => format!("{other} "),
+            other => other.name().to_string(),
+        };
+        let _ = write!(out, "param {}: {precision}{}", p.name, p.ty);
+        if let Some(b) = binding_text(p) {
+            let _ = write!(out, " = {b}");
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+/// Values numbered densely in print order (`v0`, `v1`, ...).
+struct Names(Vec<u32>);
+
+impl Names {
+    fn new(cell: &Cell) -> Names {
+        let mut num = vec![u32::MAX; cell.values.len()];
+        let mut next = 0u32;
+        for inst in &cell.insts {
+            for v in &inst.results {
+                if let Some(slot) = num.get_mut(v.index()) {
+                    *slot = next;
+                    next += 1;
+                }
+            }
+        }
+        Names(num)
+    }
+
+    fn of(&self, v: Value) -> String {
+        match self.0.get(v.index()) {
+            Some(&n) if n != u32::MAX => format!("v{n}"),
+            _ => format!("v?{}", v.0),
+        }
+    }
+}
+
+/// A product: its inputs, then a line per row block (weights, biases, name).
+fn print_product(out: &mut String, cell: &Cell, names: &Names, p: &Product, results: &[Value]) {
+    let ins: Vec<String> = p.inputs.iter().map(|&v| names.of(v)).collect();
+    let _ = write!(out, "product ({}) {{", ins.join(", "));
+    for (r, row) in p.rows.iter().enumerate() {
+        let ws: Vec<String> = row
+            .weights
+            .iter()
+            .map(|w| w.map_or("_".to_string(), |w| names.of(w)))
+            .collect();
+        let _ = write!(out, "\n    [{}]", ws.join(", "));
+        for b in &row.biases {
+            let _ = write!(out, " + {}", names.of(*b));
+        }
+        if let Some(n) = results.get(r).and_then(|&v| cell.name(v)) {
+            let _ = write!(out, " ; {n}");
+        }
+    }
+    out.push_str("\n}");
+}
+
+/// A fused region: its arguments, then a line per body value, then its yields.
+fn print_region(out: &mut String, names: &Names, region: &Region) {
+    let args: Vec<String> = region.args.iter().map(|&v| names.of(v)).collect();
+    let _ = write!(out, "fused [{}] ({}) {{", region.len, args.join(", "));
+    for (i, ri) in region.body.iter().enumerate() {
+        let _ = write!(out, "\n    e{i} = ");
+        match ri.op {
+            EwOp::Const(c) => {
+                let _ = write!(out, "const {}", fmt_f64(c));
+            }
+            EwOp::Unary(op) => {
+                let a: Vec<String> = ri.args.iter().map(|&o| fmt_operand(o)).collect();
+                let _ = write!(out, "{} {}", op.name(), a.join(", "));
+            }
+            EwOp::Binary(op) => {
+                let a: Vec<String> = ri.args.iter().map(|&o| fmt_operand(o)).collect();
+                let _ = write!(out, "{} {}", op.name(), a.join(", "));
+            }
+        }
+        if let Some(n) = &ri.name {
+            let _ = write!(out, " ; {n}");
+        }
+    }
+    let ys: Vec<String> = region.yields.iter().map(|&o| fmt_operand(o)).collect();
+    let _ = write!(out, "\n    yield {}\n}}", ys.join(", "));
 }
 
 fn port_name(ports: &[Port], i: usize) -> &str {
