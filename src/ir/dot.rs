@@ -36,61 +36,7 @@ pub fn dot(cell: &Cell) -> String {
         if !shown[i] {
             continue;
         }
-        let (label, shape) = match &inst.op {
-            Op::Input(k) => (format!("input {}", cell.inputs[k.index()].name), "ellipse"),
-            Op::State(k) => (format!("state {}", cell.states[k.index()].name), "ellipse"),
-            Op::Param(k) => (format!("param {}", cell.params[k.index()].name), "ellipse"),
-            Op::Const(c) => (format!("{c}"), "plaintext"),
-            Op::Unary(op, _) => (op.name().to_string(), "box"),
-            Op::Binary(op, _, _) => (op.name().to_string(), "box"),
-            Op::Reduce(op, _) => (op.name().to_string(), "invtriangle"),
-            Op::MatVec { weight, input } => (
-                format!("{} @ {}", label_of(cell, *weight), label_of(cell, *input)),
-                "box3d",
-            ),
-            Op::Product(p) => {
-                let rows: Vec<String> = p
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        let ws: Vec<String> = r
-                            .weights
-                            .iter()
-                            .map(|w| w.map_or("0".to_string(), |w| label_of(cell, w)))
-                            .collect();
-                        let mut s = ws.join(" ");
-                        for b in &r.biases {
-                            let _ = write!(s, " +{}", label_of(cell, *b));
-                        }
-                        s
-                    })
-                    .collect();
-                let ins: Vec<String> = p.inputs.iter().map(|v| label_of(cell, *v)).collect();
-                (
-                    format!(
-                        "product\\n[{}]\\n@ [{}]",
-                        rows.join(";\\n "),
-                        ins.join("; ")
-                    ),
-                    "box3d",
-                )
-            }
-            Op::Fused(r) => {
-                let ops: Vec<String> = r
-                    .body
-                    .iter()
-                    .filter_map(|b| match b.op {
-                        EwOp::Const(_) => None,
-                        EwOp::Unary(o) => Some(o.name().to_string()),
-                        EwOp::Binary(o) => Some(o.name().to_string()),
-                    })
-                    .collect();
-                (
-                    format!("fused [{}]\\n{} ops: {}", r.len, ops.len(), wrap(&ops)),
-                    "component",
-                )
-            }
-        };
+        let (label, shape) = node(cell, &inst.op);
         let name: Vec<&str> = inst.results.iter().filter_map(|v| cell.name(*v)).collect();
         let label =
             if name.is_empty() || matches!(inst.op, Op::Input(_) | Op::State(_) | Op::Param(_)) {
@@ -143,6 +89,65 @@ pub fn dot(cell: &Cell) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// A node's label (before its value's name) and shape.
+fn node(cell: &Cell, op: &Op) -> (String, &'static str) {
+    match op {
+        Op::Input(k) => (format!("input {}", cell.inputs[k.index()].name), "ellipse"),
+        Op::State(k) => (format!("state {}", cell.states[k.index()].name), "ellipse"),
+        Op::Param(k) => (format!("param {}", cell.params[k.index()].name), "ellipse"),
+        Op::Const(c) => (format!("{c}"), "plaintext"),
+        Op::Unary(op, _) => (op.name().to_string(), "box"),
+        Op::Binary(op, _, _) => (op.name().to_string(), "box"),
+        Op::Reduce(op, _) => (op.name().to_string(), "invtriangle"),
+        Op::MatVec { weight, input } => (
+            format!("{} @ {}", label_of(cell, *weight), label_of(cell, *input)),
+            "box3d",
+        ),
+        Op::Product(p) => {
+            let rows: Vec<String> = p
+                .rows
+                .iter()
+                .map(|r| {
+                    let ws: Vec<String> = r
+                        .weights
+                        .iter()
+                        .map(|w| w.map_or("0".to_string(), |w| label_of(cell, w)))
+                        .collect();
+                    let mut s = ws.join(" ");
+                    for b in &r.biases {
+                        let _ = write!(s, " +{}", label_of(cell, *b));
+                    }
+                    s
+                })
+                .collect();
+            let ins: Vec<String> = p.inputs.iter().map(|v| label_of(cell, *v)).collect();
+            (
+                format!(
+                    "product\\n[{}]\\n@ [{}]",
+                    rows.join(";\\n "),
+                    ins.join("; ")
+                ),
+                "box3d",
+            )
+        }
+        Op::Fused(r) => {
+            let ops: Vec<String> = r
+                .body
+                .iter()
+                .filter_map(|b| match b.op {
+                    EwOp::Const(_) => None,
+                    EwOp::Unary(o) => Some(o.name().to_string()),
+                    EwOp::Binary(o) => Some(o.name().to_string()),
+                })
+                .collect();
+            (
+                format!("fused [{}]\\n{} ops: {}", r.len, ops.len(), wrap(&ops)),
+                "component",
+            )
+        }
+    }
 }
 
 /// Keeps `\n` escapes written above, escapes quotes.
