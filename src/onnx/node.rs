@@ -47,7 +47,7 @@ pub(super) struct Config {
 /// Checks a recurrent node's op and attributes (each of its ONNX type,
 /// nothing unknown, nothing cellc does not compute).
 pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsError> {
-    let desc = n.describe(*index);
+    let desc = &n.describe(*index);
     if n.op_type == "RNN" {
         return err(format!(
             "{desc}: cellc imports LSTM and GRU nodes; for a plain RNN, run \
@@ -56,6 +56,24 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
     }
     let quantized = n.op_type == "DynamicQuantizeLSTM";
     let lstm = n.op_type == "LSTM" || quantized;
+    check_known(n, desc, lstm)?;
+    let hidden = hidden_size(n, desc)?;
+    let (directions, reverse) = direction(n, desc)?;
+    check_activations(n, desc, lstm, directions)?;
+    refuse_unsupported(n, desc)?;
+    let lbr = linear_before_reset(n, desc)?;
+    Ok(Config {
+        lstm,
+        lbr,
+        hidden,
+        directions,
+        reverse,
+        quantized,
+    })
+}
+
+/// Every attribute is one the node's op has.
+fn check_known(n: &Node, desc: &str, lstm: bool) -> Result<(), WeightsError> {
     let known: &[&str] = if lstm {
         &[
             "hidden_size",
@@ -87,7 +105,11 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
             ));
         }
     }
-    let hidden = match attribute(n, &desc, "hidden_size", AttrType::Int)? {
+    Ok(())
+}
+
+fn hidden_size(n: &Node, desc: &str) -> Result<usize, WeightsError> {
+    Ok(match attribute(n, desc, "hidden_size", AttrType::Int)? {
         Some(a) => match a.int {
             Some(h) if (1..=MAX_HIDDEN).contains(&h) => h as usize,
             Some(h) => {
@@ -98,10 +120,14 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
             None => unreachable_attr()?,
         },
         None => return err(format!("{desc} has no hidden_size")),
-    };
+    })
+}
+
+/// `(directions, reverse)`.
+fn direction(n: &Node, desc: &str) -> Result<(usize, bool), WeightsError> {
     let mut directions = 1;
     let mut reverse = false;
-    if let Some(a) = attribute(n, &desc, "direction", AttrType::String)? {
+    if let Some(a) = attribute(n, desc, "direction", AttrType::String)? {
         let d = String::from_utf8_lossy(a.string.unwrap_or_default());
         match d.as_ref() {
             "forward" => {}
@@ -116,8 +142,18 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
             }
         }
     }
+    Ok((directions, reverse))
+}
+
+/// The activations, if given, are the defaults (one list per direction).
+fn check_activations(
+    n: &Node,
+    desc: &str,
+    lstm: bool,
+    directions: usize,
+) -> Result<(), WeightsError> {
     let activations: usize = if lstm { 3 } else { 2 };
-    if let Some(a) = attribute(n, &desc, "activations", AttrType::Strings)? {
+    if let Some(a) = attribute(n, desc, "activations", AttrType::Strings)? {
         let default: &[&str] = if lstm {
             &["Sigmoid", "Tanh", "Tanh"]
         } else {
@@ -140,21 +176,26 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
             ));
         }
     }
+    Ok(())
+}
+
+/// Attributes that change what the node computes in ways cellc does not.
+fn refuse_unsupported(n: &Node, desc: &str) -> Result<(), WeightsError> {
     for name in ["activation_alpha", "activation_beta"] {
-        if attribute(n, &desc, name, AttrType::Floats)?.is_some() {
+        if attribute(n, desc, name, AttrType::Floats)?.is_some() {
             return err(format!(
                 "{desc} sets `{name}`, which only parameterised activations read; cellc \
                  imports the default activations"
             ));
         }
     }
-    if let Some(a) = attribute(n, &desc, "clip", AttrType::Float)? {
+    if let Some(a) = attribute(n, desc, "clip", AttrType::Float)? {
         return err(format!(
             "{desc} clips its cell at {}; cellc does not import `clip`",
             a.float.unwrap_or_default()
         ));
     }
-    if let Some(a) = attribute(n, &desc, "input_forget", AttrType::Int)? {
+    if let Some(a) = attribute(n, desc, "input_forget", AttrType::Int)? {
         if a.int != Some(0) {
             return err(format!(
                 "{desc} couples its input and forget gates (input_forget = {}); see \
@@ -163,7 +204,7 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
             ));
         }
     }
-    if let Some(a) = attribute(n, &desc, "layout", AttrType::Int)? {
+    if let Some(a) = attribute(n, desc, "layout", AttrType::Int)? {
         if a.int != Some(0) {
             return err(format!(
                 "{desc} uses layout = {} (batch-major); cellc imports layout = 0 (time-major)",
@@ -171,27 +212,25 @@ pub(super) fn node_config(n: &Node, index: &usize) -> Result<Config, WeightsErro
             ));
         }
     }
-    let lbr = match attribute(n, &desc, "linear_before_reset", AttrType::Int)? {
-        None => false,
-        Some(a) => match a.int {
-            Some(0) => false,
-            Some(1) => true,
-            v => {
-                return err(format!(
-                    "{desc} has linear_before_reset = {}; ONNX allows 0 or 1",
-                    v.unwrap_or_default()
-                ))
-            }
+    Ok(())
+}
+
+fn linear_before_reset(n: &Node, desc: &str) -> Result<bool, WeightsError> {
+    Ok(
+        match attribute(n, desc, "linear_before_reset", AttrType::Int)? {
+            None => false,
+            Some(a) => match a.int {
+                Some(0) => false,
+                Some(1) => true,
+                v => {
+                    return err(format!(
+                        "{desc} has linear_before_reset = {}; ONNX allows 0 or 1",
+                        v.unwrap_or_default()
+                    ))
+                }
+            },
         },
-    };
-    Ok(Config {
-        lstm,
-        lbr,
-        hidden,
-        directions,
-        reverse,
-        quantized,
-    })
+    )
 }
 
 pub(super) fn unreachable_attr<T>() -> Result<T, WeightsError> {
