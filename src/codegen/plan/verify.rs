@@ -231,136 +231,177 @@ impl Verifier<'_> {
 /// Checks every location and packed range of `plan`, made from `cell`.
 pub fn verify(plan: &Plan, cell: &Cell) -> Result<(), VerifyError> {
     let v = Verifier { plan };
-    if plan.slots.first().map(|s| &s.kind) != Some(&SlotKind::Weights) {
-        return fail("slot 0 is not the weights".into());
-    }
-    let kinds_match = |slots: &[usize], kind: &dyn Fn(usize) -> SlotKind, lens: &[usize]| {
-        slots.len() == lens.len()
-            && slots.iter().enumerate().all(|(i, &s)| {
-                plan.slots
-                    .get(s)
-                    .is_some_and(|sl| sl.kind == kind(i) && sl.stride >= padded(lens[i]))
-            })
-    };
-    let input = |i| SlotKind::Input(InputId::new(i));
-    let cur = |i| SlotKind::StateCur(StateId::new(i));
-    let next = |i| SlotKind::StateNext(StateId::new(i));
-    if !kinds_match(&plan.input_slots, &input, &plan.input_lens)
-        || !kinds_match(&plan.state_cur, &cur, &plan.state_lens)
-        || !kinds_match(&plan.state_next, &next, &plan.state_lens)
-    {
-        return fail("the input and state slots do not match the cell's inputs and states".into());
-    }
-    let lens = |ports: &[crate::ir::Port]| ports.iter().map(|p| p.len).collect::<Vec<_>>();
-    if plan.input_lens != lens(&cell.inputs)
-        || plan.state_lens != lens(&cell.states)
-        || plan.output_lens != lens(&cell.outputs)
-    {
-        return fail("the plan's lengths are not the cell's".into());
-    }
-    for (i, s) in plan.slots.iter().enumerate().skip(1) {
-        if s.stride == 0 || s.stride % LANES != 0 {
-            return fail(format!("slot `{}` ({i}) has stride {}", s.name, s.stride));
+    v.slots(cell)?;
+    v.packed(cell)?;
+    v.tasks()?;
+    v.hoists()?;
+    v.results()
+}
+
+impl Verifier<'_> {
+    /// The slots: the weights first, the ports' slots of their kinds and
+    /// lengths, every stride a whole number of vectors.
+    fn slots(&self, cell: &Cell) -> Result<(), VerifyError> {
+        let plan = self.plan;
+        if plan.slots.first().map(|s| &s.kind) != Some(&SlotKind::Weights) {
+            return fail("slot 0 is not the weights".into());
         }
-    }
-    for &(_, off) in &plan.consts {
-        v.weights(off, LANES, "a vector constant")?;
-    }
-    let param_len = |k: ParamId| match cell.params.get(k.index()).map(|p| p.ty) {
-        Some(Type::Vector(n)) => Some(n),
-        Some(Type::Matrix(r, c)) => r.checked_mul(c),
-        Some(Type::Scalar) => Some(1),
-        None => None,
-    };
-    for pv in plan.vectors.iter().chain(&plan.matrices) {
-        let Some(n) = param_len(pv.param) else {
-            return fail(format!("parameter {} does not exist", pv.param));
+        let kinds_match = |slots: &[usize], kind: &dyn Fn(usize) -> SlotKind, lens: &[usize]| {
+            slots.len() == lens.len()
+                && slots.iter().enumerate().all(|(i, &s)| {
+                    plan.slots
+                        .get(s)
+                        .is_some_and(|sl| sl.kind == kind(i) && sl.stride >= padded(lens[i]))
+                })
         };
-        v.weights(pv.offset, padded(n), "a packed parameter")?;
-    }
-    for pv in &plan.panels {
-        let panels = match cell
-            .params
-            .get(pv.param.index())
-            .map(|p| (p.ty, p.precision))
+        let input = |i| SlotKind::Input(InputId::new(i));
+        let cur = |i| SlotKind::StateCur(StateId::new(i));
+        let next = |i| SlotKind::StateNext(StateId::new(i));
+        if !kinds_match(&plan.input_slots, &input, &plan.input_lens)
+            || !kinds_match(&plan.state_cur, &cur, &plan.state_lens)
+            || !kinds_match(&plan.state_next, &next, &plan.state_lens)
         {
-            Some((Type::Matrix(r, c), precision)) => {
-                crate::kernels::panel::stored_len(r, c, precision)
-            }
-            _ => None,
-        };
-        let Some(n) = panels else {
-            return fail(format!("panels of {}, which is not a matrix", pv.param));
-        };
-        v.weights(pv.offset, n, "a matrix in panels")?;
-    }
-    for (off, params, len) in &plan.bias_sums {
-        if params.iter().any(|&k| param_len(k) != Some(*len)) {
-            return fail("a bias sum of parameters of another length".into());
+            return fail(
+                "the input and state slots do not match the cell's inputs and states".into(),
+            );
         }
-        v.weights(*off, *len, "a bias sum")?;
-    }
-    for (t, task) in plan.tasks.iter().enumerate() {
-        let what = format!("task {t}");
-        match task {
-            Task::Product(groups) => {
-                for (gi, g) in groups.iter().enumerate() {
-                    v.group(g, &format!("{what}, group {gi}"))?;
-                }
+        let lens = |ports: &[crate::ir::Port]| ports.iter().map(|p| p.len).collect::<Vec<_>>();
+        if plan.input_lens != lens(&cell.inputs)
+            || plan.state_lens != lens(&cell.states)
+            || plan.output_lens != lens(&cell.outputs)
+        {
+            return fail("the plan's lengths are not the cell's".into());
+        }
+        for (i, s) in plan.slots.iter().enumerate().skip(1) {
+            if s.stride == 0 || s.stride % LANES != 0 {
+                return fail(format!("slot `{}` ({i}) has stride {}", s.name, s.stride));
             }
-            Task::Region(r) => v.region(r, 0, &what)?,
-            Task::Rows(steps) => {
-                for (k, step) in steps.iter().enumerate() {
-                    let what = format!("{what}, step {k}");
-                    match step {
-                        RowStep::Region(r) => v.region(r, 0, &what)?,
-                        RowStep::Reduce(rs) => v.reductions(rs, &what)?,
+        }
+        Ok(())
+    }
+
+    /// The packed constants, parameters, panels and bias sums inside the weights.
+    fn packed(&self, cell: &Cell) -> Result<(), VerifyError> {
+        let plan = self.plan;
+        for &(_, off) in &plan.consts {
+            self.weights(off, LANES, "a vector constant")?;
+        }
+        let param_len = |k: ParamId| match cell.params.get(k.index()).map(|p| p.ty) {
+            Some(Type::Vector(n)) => Some(n),
+            Some(Type::Matrix(r, c)) => r.checked_mul(c),
+            Some(Type::Scalar) => Some(1),
+            None => None,
+        };
+        for pv in plan.vectors.iter().chain(&plan.matrices) {
+            let Some(n) = param_len(pv.param) else {
+                return fail(format!("parameter {} does not exist", pv.param));
+            };
+            self.weights(pv.offset, padded(n), "a packed parameter")?;
+        }
+        for pv in &plan.panels {
+            let panels = match cell
+                .params
+                .get(pv.param.index())
+                .map(|p| (p.ty, p.precision))
+            {
+                Some((Type::Matrix(r, c), precision)) => {
+                    crate::kernels::panel::stored_len(r, c, precision)
+                }
+                _ => None,
+            };
+            let Some(n) = panels else {
+                return fail(format!("panels of {}, which is not a matrix", pv.param));
+            };
+            self.weights(pv.offset, n, "a matrix in panels")?;
+        }
+        for (off, params, len) in &plan.bias_sums {
+            if params.iter().any(|&k| param_len(k) != Some(*len)) {
+                return fail("a bias sum of parameters of another length".into());
+            }
+            self.weights(*off, *len, "a bias sum")?;
+        }
+        Ok(())
+    }
+
+    /// Every task's locations and packed ranges.
+    fn tasks(&self) -> Result<(), VerifyError> {
+        let plan = self.plan;
+        for (t, task) in plan.tasks.iter().enumerate() {
+            let what = format!("task {t}");
+            match task {
+                Task::Product(groups) => {
+                    for (gi, g) in groups.iter().enumerate() {
+                        self.group(g, &format!("{what}, group {gi}"))?;
                     }
                 }
-            }
-            Task::Gemm(blocks) => v.gemm(blocks, &what)?,
-        }
-    }
-    for (h, hoist) in plan.hoists.iter().enumerate() {
-        let what = format!("projection {h}");
-        match plan.slots.get(hoist.slot) {
-            Some(s) if s.kind == SlotKind::Projection(h) && s.stride == hoist.stride => {}
-            _ => return fail(format!("{what}: its slot")),
-        }
-        for (bi, b) in hoist.blocks.iter().enumerate() {
-            let what = format!("{what}, block {bi}");
-            if b.offset + padded(b.len) > hoist.stride {
-                return fail(format!("{what}: past the row"));
-            }
-            if let Some(o) = b.bias {
-                v.weights(o, b.len, &what)?;
-            }
-            for &(input, k, matrix) in &b.terms {
-                if plan.input_lens.get(input.index()) != Some(&k) {
-                    return fail(format!("{what}: input {input} of {k}"));
+                Task::Region(r) => self.region(r, 0, &what)?,
+                Task::Rows(steps) => {
+                    for (k, step) in steps.iter().enumerate() {
+                        let what = format!("{what}, step {k}");
+                        match step {
+                            RowStep::Region(r) => self.region(r, 0, &what)?,
+                            RowStep::Reduce(rs) => self.reductions(rs, &what)?,
+                        }
+                    }
                 }
-                v.weights(matrix, b.len.saturating_mul(k), &what)?;
+                Task::Gemm(blocks) => self.gemm(blocks, &what)?,
             }
         }
+        Ok(())
     }
-    if plan.updates.len() != plan.state_cur.len() || plan.outputs.len() != plan.output_lens.len() {
-        return fail("updates or outputs do not match the cell".into());
-    }
-    for (s, u) in plan.updates.iter().enumerate() {
-        if let Update::Copy(l) = u {
-            if l.len != plan.state_lens[s] {
-                return fail(format!("the update of state {s} has {} floats", l.len));
+
+    /// The hoisted projections: their slots, rows, biases and terms.
+    fn hoists(&self) -> Result<(), VerifyError> {
+        let plan = self.plan;
+        for (h, hoist) in plan.hoists.iter().enumerate() {
+            let what = format!("projection {h}");
+            match plan.slots.get(hoist.slot) {
+                Some(s) if s.kind == SlotKind::Projection(h) && s.stride == hoist.stride => {}
+                _ => return fail(format!("{what}: its slot")),
             }
-            v.loc(l, &format!("the update of state {s}"))?;
+            for (bi, b) in hoist.blocks.iter().enumerate() {
+                let what = format!("{what}, block {bi}");
+                if b.offset + padded(b.len) > hoist.stride {
+                    return fail(format!("{what}: past the row"));
+                }
+                if let Some(o) = b.bias {
+                    self.weights(o, b.len, &what)?;
+                }
+                for &(input, k, matrix) in &b.terms {
+                    if plan.input_lens.get(input.index()) != Some(&k) {
+                        return fail(format!("{what}: input {input} of {k}"));
+                    }
+                    self.weights(matrix, b.len.saturating_mul(k), &what)?;
+                }
+            }
         }
+        Ok(())
     }
-    for (o, l) in plan.outputs.iter().enumerate() {
-        if l.len != plan.output_lens[o] {
-            return fail(format!("output {o} has {} floats", l.len));
+
+    /// The state updates and outputs: one per port, of its length, in bounds.
+    fn results(&self) -> Result<(), VerifyError> {
+        let plan = self.plan;
+        if plan.updates.len() != plan.state_cur.len()
+            || plan.outputs.len() != plan.output_lens.len()
+        {
+            return fail("updates or outputs do not match the cell".into());
         }
-        v.loc(l, &format!("output {o}"))?;
+        for (s, u) in plan.updates.iter().enumerate() {
+            if let Update::Copy(l) = u {
+                if l.len != plan.state_lens[s] {
+                    return fail(format!("the update of state {s} has {} floats", l.len));
+                }
+                self.loc(l, &format!("the update of state {s}"))?;
+            }
+        }
+        for (o, l) in plan.outputs.iter().enumerate() {
+            if l.len != plan.output_lens[o] {
+                return fail(format!("output {o} has {} floats", l.len));
+            }
+            self.loc(l, &format!("output {o}"))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
