@@ -148,7 +148,6 @@ pub fn differential(
     input_scale: f32,
 ) -> Differential {
     let mut rng = crate::gen::Rng(seed ^ 0x5555);
-    let nudged = reference.nudged();
     let start: Vec<Vec<f32>> = (0..ir.states.len())
         .map(|s| {
             (0..batch * kernel.state_len(s))
@@ -163,113 +162,147 @@ pub fn differential(
             x.extend((0..batch * kernel.input_len(i)).map(|_| rng.unit() as f32 * input_scale));
         }
     }
-    let step_inputs = |t: usize| -> Vec<&[f32]> {
-        xs.iter()
-            .enumerate()
+    let case = Case {
+        kernel,
+        ir,
+        batch,
+        steps,
+        start,
+        xs,
+    };
+    let want = case.interpret(reference);
+    let moved = case.interpret(&reference.nudged());
+    let sensitivity = (want.iter().zip(&moved))
+        .map(|(w, m)| normwise_error(m.iter().copied(), w, true))
+        .fold(0.0, f64::max);
+    Differential {
+        worst: case.per_step_error(&want).max(case.sequence_error(&want)),
+        sensitivity,
+    }
+}
+
+/// One differential run's kernel, sizes, initial states and inputs.
+struct Case<'a> {
+    kernel: &'a Kernel,
+    ir: &'a ir::Cell,
+    batch: usize,
+    steps: usize,
+    start: Vec<Vec<f32>>,
+    /// Per input, `[steps, batch, len]`.
+    xs: Vec<Vec<f32>>,
+}
+
+impl Case<'_> {
+    fn step_inputs(&self, t: usize) -> Vec<&[f32]> {
+        (self.xs.iter().enumerate())
             .map(|(i, x)| {
-                let n = batch * kernel.input_len(i);
+                let n = self.batch * self.kernel.input_len(i);
                 &x[t * n..(t + 1) * n]
             })
             .collect()
-    };
-    // The interpreter, with the kernel's parameters and with nudged ones: every
-    // step's outputs, then its states, one vector per step.
-    let reference_run = |params: &ParamValues| -> Vec<Vec<f64>> {
-        let mut state = interp::State::zeros(ir, batch).unwrap();
-        for (s, v) in start.iter().enumerate() {
+    }
+
+    /// The interpreter with `params`: every step's outputs, then its
+    /// states, one vector per step.
+    fn interpret(&self, params: &ParamValues) -> Vec<Vec<f64>> {
+        let mut state = interp::State::zeros(self.ir, self.batch).unwrap();
+        for (s, v) in self.start.iter().enumerate() {
             state.values[s] = v.iter().map(|&x| x as f64).collect();
         }
-        (0..steps)
+        (0..self.steps)
             .map(|t| {
-                let x64: Vec<Vec<f64>> = step_inputs(t)
-                    .iter()
+                let x64: Vec<Vec<f64>> = (self.step_inputs(t).iter())
                     .map(|v| v.iter().map(|&x| x as f64).collect())
                     .collect();
-                let outs =
-                    interp::step(ir, params, &x64, &mut state).unwrap_or_else(|e| panic!("{e}"));
+                let outs = interp::step(self.ir, params, &x64, &mut state)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 outs.into_iter()
                     .flatten()
                     .chain(state.values.iter().flatten().copied())
                     .collect()
             })
             .collect()
-    };
-    let want = reference_run(reference);
-    let moved = reference_run(&nudged);
-    let mut d = Differential {
-        worst: 0.0,
-        sensitivity: 0.0,
-    };
-    for (w, m) in want.iter().zip(&moved) {
-        d.sensitivity = d
-            .sensitivity
-            .max(normwise_error(m.iter().copied(), w, true));
     }
-    let out_len: usize = (0..ir.outputs.len())
-        .map(|o| batch * kernel.output_len(o))
-        .sum();
-    let fresh_state = || {
-        let mut state = kernel.new_state(batch).unwrap_or_else(|e| panic!("{e}"));
+
+    /// A kernel state holding the initial states.
+    fn fresh_state(&self) -> crate::State {
+        let kernel = self.kernel;
+        let mut state = kernel
+            .new_state(self.batch)
+            .unwrap_or_else(|e| panic!("{e}"));
         for (s, name) in kernel.state_names().iter().enumerate() {
-            state.set(name, &start[s]).unwrap_or_else(|e| panic!("{e}"));
+            (state.set(name, &self.start[s])).unwrap_or_else(|e| panic!("{e}"));
         }
         state
-    };
-    let read_outputs = |state: &crate::State, into: &mut Vec<f64>| {
+    }
+
+    /// Every output read with [`Kernel::output`], then every state.
+    fn read_back(&self, state: &crate::State) -> Vec<f64> {
+        let kernel = self.kernel;
+        let mut got = Vec::new();
         for name in kernel.output_names() {
             let v = kernel.output(state, name).unwrap_or_else(|e| panic!("{e}"));
-            into.extend(v.iter().map(|&x| x as f64));
+            got.extend(v.iter().map(|&x| x as f64));
         }
-    };
-    // One call per step.
-    let mut state = fresh_state();
-    for (t, w) in want.iter().enumerate() {
-        kernel
-            .step_inputs(&step_inputs(t), &mut state)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut got = Vec::with_capacity(w.len());
-        read_outputs(&state, &mut got);
         for name in kernel.state_names() {
             let v = state.get(name).unwrap_or_else(|e| panic!("{e}"));
             got.extend(v.iter().map(|&x| x as f64));
         }
-        d.worst = d.worst.max(normwise_error(got, w, false));
+        got
     }
-    // One call for the sequence (which needs an input or an output to say how
-    // long it is).
-    if steps > 0 && (!ir.inputs.is_empty() || out_len > 0) {
-        let mut state = fresh_state();
+
+    /// The worst error of one `step_inputs` call per step.
+    fn per_step_error(&self, want: &[Vec<f64>]) -> f64 {
+        let mut state = self.fresh_state();
+        let mut worst = 0.0f64;
+        for (t, w) in want.iter().enumerate() {
+            (self.kernel.step_inputs(&self.step_inputs(t), &mut state))
+                .unwrap_or_else(|e| panic!("{e}"));
+            worst = worst.max(normwise_error(self.read_back(&state), w, false));
+        }
+        worst
+    }
+
+    /// The worst error of one call for the sequence (which needs an input or
+    /// an output to say how long it is): its output buffers at every step,
+    /// then what [`Case::read_back`] reads after it.
+    fn sequence_error(&self, want: &[Vec<f64>]) -> f64 {
+        let (kernel, ir, batch, steps) = (self.kernel, self.ir, self.batch, self.steps);
+        let out_len: usize = (0..ir.outputs.len())
+            .map(|o| batch * kernel.output_len(o))
+            .sum();
+        if steps == 0 || (ir.inputs.is_empty() && out_len == 0) {
+            return 0.0;
+        }
+        let mut state = self.fresh_state();
         let mut ys: Vec<Vec<f32>> = (0..ir.outputs.len())
             .map(|o| vec![f32::NAN; steps * batch * kernel.output_len(o)])
             .collect();
-        if let ([x], [y]) = (&xs[..], &mut ys[..]) {
+        if let ([x], [y]) = (&self.xs[..], &mut ys[..]) {
             kernel
                 .run(x, &mut state, y)
                 .unwrap_or_else(|e| panic!("{e}"));
         } else {
-            let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+            let refs: Vec<&[f32]> = self.xs.iter().map(Vec::as_slice).collect();
             let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
             kernel
                 .run_with(&refs, &mut state, &mut outs)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
+        let mut worst = 0.0f64;
         for (t, w) in want.iter().enumerate() {
             let got = (0..ir.outputs.len()).flat_map(|o| {
                 let n = batch * kernel.output_len(o);
                 ys[o][t * n..(t + 1) * n].iter().map(|&x| x as f64)
             });
-            d.worst = d.worst.max(normwise_error(got, &w[..out_len], false));
+            worst = worst.max(normwise_error(got, &w[..out_len], false));
         }
-        let last = &want[steps - 1];
-        let mut got = Vec::with_capacity(last.len());
-        read_outputs(&state, &mut got);
-        for name in kernel.state_names() {
-            let v = state.get(name).unwrap_or_else(|e| panic!("{e}"));
-            got.extend(v.iter().map(|&x| x as f64));
-        }
-        d.worst = d.worst.max(normwise_error(got, last, false));
+        worst.max(normwise_error(
+            self.read_back(&state),
+            &want[steps - 1],
+            false,
+        ))
     }
-    d
 }
 
 /// The IR text parser and verifier on arbitrary text: never a panic; what
