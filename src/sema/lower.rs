@@ -29,6 +29,55 @@ fn bug<T>(m: impl Into<String>) -> Lowered<T> {
 /// Lowers a checked cell. `dims` must come from [`super::bind_dims`] on the
 /// same cell, which guarantees that every size evaluates to a positive number.
 pub fn lower(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
+    let cell = declarations(checked, dims)?;
+    let mut lw = Lowerer {
+        checked,
+        inputs: Vec::new(),
+        states: Vec::new(),
+        params: Vec::new(),
+        lets: vec![None; checked.lets.len()],
+        next_states: vec![None; checked.states.len()],
+        outputs: vec![None; checked.outputs.len()],
+        cell,
+    };
+    lw.leaves();
+    for eq in &checked.equations {
+        let v = lw.expr(&eq.value)?;
+        let name = match eq.target {
+            Target::Let(l) => {
+                lw.lets[l] = Some(v);
+                checked.lets[l].name.clone()
+            }
+            Target::State(s) => {
+                lw.next_states[s] = Some(v);
+                format!("{}'", checked.states[s].name)
+            }
+            Target::Output(o) => {
+                lw.outputs[o] = Some(v);
+                checked.outputs[o].name.clone()
+            }
+        };
+        lw.name(v, &name, eq.lhs_span);
+    }
+    let mut cell = lw.cell;
+    // Sema checked that every state is updated and every output defined.
+    cell.state_updates = lw
+        .next_states
+        .iter()
+        .zip(&checked.states)
+        .map(|(v, s)| v.ok_or_else(|| LowerError(format!("state `{}` has no next value", s.name))))
+        .collect::<Lowered<_>>()?;
+    cell.output_values = lw
+        .outputs
+        .iter()
+        .zip(&checked.outputs)
+        .map(|(v, o)| v.ok_or_else(|| LowerError(format!("output `{}` is not defined", o.name))))
+        .collect::<Lowered<_>>()?;
+    Ok(cell)
+}
+
+/// The cell's name, sizes, ports and parameters, at `dims`.
+fn declarations(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
     let size = |p: &Poly| -> Lowered<usize> {
         match dims.eval(p).map(usize::try_from) {
             Some(Ok(v)) if v > 0 => Ok(v),
@@ -90,66 +139,6 @@ pub fn lower(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
         });
     }
 
-    let mut lw = Lowerer {
-        checked,
-        inputs: Vec::new(),
-        states: Vec::new(),
-        params: Vec::new(),
-        lets: vec![None; checked.lets.len()],
-        next_states: vec![None; checked.states.len()],
-        outputs: vec![None; checked.outputs.len()],
-        cell,
-    };
-    for i in 0..lw.cell.inputs.len() {
-        let ty = Type::Vector(lw.cell.inputs[i].len);
-        let v = lw.cell.push1(Op::Input(InputId::new(i)), ty);
-        lw.name(v, &checked.inputs[i].name, checked.inputs[i].span);
-        lw.inputs.push(v);
-    }
-    for i in 0..lw.cell.states.len() {
-        let ty = Type::Vector(lw.cell.states[i].len);
-        let v = lw.cell.push1(Op::State(StateId::new(i)), ty);
-        lw.name(v, &checked.states[i].name, checked.states[i].span);
-        lw.states.push(v);
-    }
-    for i in 0..lw.cell.params.len() {
-        let ty = lw.cell.params[i].ty;
-        let v = lw.cell.push1(Op::Param(ParamId::new(i)), ty);
-        lw.name(v, &checked.params[i].name, checked.params[i].span);
-        lw.params.push(v);
-    }
-    for eq in &checked.equations {
-        let v = lw.expr(&eq.value)?;
-        let name = match eq.target {
-            Target::Let(l) => {
-                lw.lets[l] = Some(v);
-                checked.lets[l].name.clone()
-            }
-            Target::State(s) => {
-                lw.next_states[s] = Some(v);
-                format!("{}'", checked.states[s].name)
-            }
-            Target::Output(o) => {
-                lw.outputs[o] = Some(v);
-                checked.outputs[o].name.clone()
-            }
-        };
-        lw.name(v, &name, eq.lhs_span);
-    }
-    let mut cell = lw.cell;
-    // Sema checked that every state is updated and every output defined.
-    cell.state_updates = lw
-        .next_states
-        .iter()
-        .zip(&checked.states)
-        .map(|(v, s)| v.ok_or_else(|| LowerError(format!("state `{}` has no next value", s.name))))
-        .collect::<Lowered<_>>()?;
-    cell.output_values = lw
-        .outputs
-        .iter()
-        .zip(&checked.outputs)
-        .map(|(v, o)| v.ok_or_else(|| LowerError(format!("output `{}` is not defined", o.name))))
-        .collect::<Lowered<_>>()?;
     Ok(cell)
 }
 
@@ -165,6 +154,28 @@ struct Lowerer<'a> {
 }
 
 impl Lowerer<'_> {
+    /// The instructions of the inputs, states and parameters, named.
+    fn leaves(&mut self) {
+        for i in 0..self.cell.inputs.len() {
+            let ty = Type::Vector(self.cell.inputs[i].len);
+            let v = self.cell.push1(Op::Input(InputId::new(i)), ty);
+            self.name(v, &self.checked.inputs[i].name, self.checked.inputs[i].span);
+            self.inputs.push(v);
+        }
+        for i in 0..self.cell.states.len() {
+            let ty = Type::Vector(self.cell.states[i].len);
+            let v = self.cell.push1(Op::State(StateId::new(i)), ty);
+            self.name(v, &self.checked.states[i].name, self.checked.states[i].span);
+            self.states.push(v);
+        }
+        for i in 0..self.cell.params.len() {
+            let ty = self.cell.params[i].ty;
+            let v = self.cell.push1(Op::Param(ParamId::new(i)), ty);
+            self.name(v, &self.checked.params[i].name, self.checked.params[i].span);
+            self.params.push(v);
+        }
+    }
+
     /// Names a value after its source, unless it already has a name (`y = h'`
     /// keeps the name `h'`).
     fn name(&mut self, v: Value, name: &str, span: crate::diag::Span) {
