@@ -29,6 +29,7 @@ use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{
     AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Value,
 };
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -115,44 +116,10 @@ pub(crate) fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Resul
     // program can check that the two belong together.
     let header = header(ir, plan, &prefix, &triple_name)?;
     let abi = fnv1a(header.as_bytes());
-    let mut abi_sig = Signature::new(call_conv);
-    abi_sig.returns.push(AbiParam::new(I64));
-    o.define(
-        &format!("{prefix}_abi"),
-        Linkage::Export,
-        &abi_sig,
-        |ctx, fctx, module| {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let entry = b.create_block();
-            b.switch_to_block(entry);
-            let v = b.ins().iconst(I64, abi as i64);
-            b.ins().return_(&[v]);
-            b.seal_all_blocks();
-            b.finalize(module.target_config());
-        },
-    )?;
+    o.abi_function(&prefix, call_conv, abi)?;
     let header = with_abi(header, &prefix, abi);
     let (n_in, n_out) = (ir.inputs.len(), ir.outputs.len());
-    // The hoisted projection, when the plan hoists (see `codegen::projection`).
-    let project = if plan.hoists.is_empty() {
-        None
-    } else {
-        let sig = projection::signature(call_conv, plan.hoists.len(), n_in);
-        Some(o.define(
-            &format!("{prefix}_project"),
-            Linkage::Local,
-            &sig,
-            |ctx, fctx, module| {
-                ctx.func = projection::function(
-                    plan,
-                    &plan.input_lens,
-                    call_conv,
-                    module.target_config(),
-                    fctx,
-                );
-            },
-        )?)
-    };
+    let project = o.projection_function(plan, &prefix, call_conv)?;
     // inner(weights, workspace, batch, column, inputs..., outputs...): one
     // step whose projection is at `column` of the projection buffers.
     let inner = o.define(
@@ -202,6 +169,59 @@ pub(crate) fn compile(ir: &ir::Cell, plan: &Plan, triple: Option<&str>) -> Resul
         header,
         prefix,
     })
+}
+
+impl Object {
+    /// `NAME_abi`: returns the header's hash, so that a C program can check
+    /// that the object and the header belong together.
+    fn abi_function(&mut self, prefix: &str, call_conv: CallConv, abi: u64) -> Result<()> {
+        let mut abi_sig = Signature::new(call_conv);
+        abi_sig.returns.push(AbiParam::new(I64));
+        self.define(
+            &format!("{prefix}_abi"),
+            Linkage::Export,
+            &abi_sig,
+            |ctx, fctx, module| {
+                let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+                let entry = b.create_block();
+                b.switch_to_block(entry);
+                let v = b.ins().iconst(I64, abi as i64);
+                b.ins().return_(&[v]);
+                b.seal_all_blocks();
+                b.finalize(module.target_config());
+            },
+        )?;
+        Ok(())
+    }
+
+    /// `NAME_project`, the hoisted projection, when the plan hoists (see
+    /// `codegen::projection`).
+    fn projection_function(
+        &mut self,
+        plan: &Plan,
+        prefix: &str,
+        call_conv: CallConv,
+    ) -> Result<Option<FuncId>> {
+        Ok(if plan.hoists.is_empty() {
+            None
+        } else {
+            let sig = projection::signature(call_conv, plan.hoists.len(), plan.input_lens.len());
+            Some(self.define(
+                &format!("{prefix}_project"),
+                Linkage::Local,
+                &sig,
+                |ctx, fctx, module| {
+                    ctx.func = projection::function(
+                        plan,
+                        &plan.input_lens,
+                        call_conv,
+                        module.target_config(),
+                        fctx,
+                    );
+                },
+            )?)
+        })
+    }
 }
 
 /// An object being built, with the contexts its functions are built in.
