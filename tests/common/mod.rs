@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod sequences;
+
 /// Every `.rnn` cell the project ships, sorted by name: the examples and the
 /// cells the ONNX importer uses (`src/onnx/cells/`).
 pub fn examples() -> Vec<PathBuf> {
