@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod conformance;
 pub mod sequences;
 
 /// Every `.rnn` cell the project ships, sorted by name: the examples and the
