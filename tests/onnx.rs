@@ -121,15 +121,7 @@ fn exported_graphs_match_onnx_runtime() {
         let case = case.as_str().unwrap();
         let bytes = std::fs::read(dir().join(format!("{case}.onnx"))).unwrap();
         let imported = cellc::onnx::import(&bytes).unwrap_or_else(|e| panic!("{case}: {e}"));
-        let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
-        let mut inputs = load(case, "inputs");
-        for name in imported.initial.names() {
-            let t = imported.initial.get(name).unwrap();
-            inputs.insert(name, &t.shape, t.data.clone()).unwrap();
-        }
-        let out = cellc::run::run(&cell, &imported.weights, &inputs, &[], &Options::default())
-            .unwrap_or_else(|e| panic!("{case}: {e}"));
-        let err = compare(case, &out, &load(case, "expected"));
+        let err = imported_error(case, &imported);
         assert!(err < TOLERANCE, "{case}: relative error {err:e}");
     }
 }
@@ -170,15 +162,7 @@ fn onnx_networks_match_onnx_runtime() {
         let path = dir().join(format!("{case}.onnx"));
         let imported = cellc::onnx::import(&std::fs::read(&path).unwrap())
             .unwrap_or_else(|e| panic!("{case}: {e}"));
-        let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
-        let mut inputs = load(case, "inputs");
-        for name in imported.initial.names() {
-            let t = imported.initial.get(name).unwrap();
-            inputs.insert(name, &t.shape, t.data.clone()).unwrap();
-        }
-        let out = cellc::run::run(&cell, &imported.weights, &inputs, &[], &Options::default())
-            .unwrap_or_else(|e| panic!("{case}: {e}"));
-        let err = compare(case, &out, &load(case, "expected"));
+        let err = imported_error(case, &imported);
         assert!(err < TOLERANCE, "{case}: relative error {err:e}");
         let out = common::cellc_run(&[
             path.to_str().unwrap(),
@@ -311,4 +295,18 @@ fn exported_models_run_as_onnx_runtime_runs_them() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`q`") && e.contains("`initial_c` or `c`"), "{e}");
+}
+
+/// Runs an imported model on its case's inputs (with the initial states the
+/// model stores) and returns the error against the expected outputs.
+fn imported_error(case: &str, imported: &cellc::onnx::Imported) -> f64 {
+    let cell = Cell::from_source(imported.cell_name, imported.cell_source).unwrap();
+    let mut inputs = load(case, "inputs");
+    for name in imported.initial.names() {
+        let t = imported.initial.get(name).unwrap();
+        inputs.insert(name, &t.shape, t.data.clone()).unwrap();
+    }
+    let out = cellc::run::run(&cell, &imported.weights, &inputs, &[], &Options::default())
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    compare(case, &out, &load(case, "expected"))
 }
