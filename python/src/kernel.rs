@@ -20,6 +20,32 @@ pub(crate) struct Kernel {
     pub(crate) recipe: Recipe,
 }
 
+/// Each input has the shape `want(i)`; else an error naming it (`what`,
+/// indexed when there are several) and its shape, then `expected(want)`.
+fn check_shapes(
+    inputs: &[Input<'_>],
+    what: &str,
+    want: impl Fn(usize) -> Vec<usize>,
+    expected: impl Fn(&str) -> String,
+) -> PyResult<()> {
+    for (i, a) in inputs.iter().enumerate() {
+        let want = want(i);
+        if a.shape() != want.as_slice() {
+            let index = if inputs.len() > 1 {
+                format!("[{i}]")
+            } else {
+                String::new()
+            };
+            return Err(shape_err(format!(
+                "{what}{index}: shape {}; {}",
+                shape_text(a.shape()),
+                expected(&shape_text(&want))
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Kernel {
     /// The inputs a call gives: one array for a cell of one input, else a
     /// dict by name or a list in input order.
@@ -108,21 +134,12 @@ impl Kernel {
     ) -> PyResult<()> {
         let inputs = self.inputs(x, "x", true)?;
         let batch = state.state.batch();
-        for (i, a) in inputs.iter().enumerate() {
-            let want = [batch, self.kernel.input_len(i)];
-            if a.shape() != want {
-                return Err(shape_err(format!(
-                    "x{}: shape {}; the state is for {batch} rows, so [B, len] = {}",
-                    if inputs.len() > 1 {
-                        format!("[{i}]")
-                    } else {
-                        String::new()
-                    },
-                    shape_text(a.shape()),
-                    shape_text(&want)
-                )));
-            }
-        }
+        check_shapes(
+            &inputs,
+            "x",
+            |i| vec![batch, self.kernel.input_len(i)],
+            |want| format!("the state is for {batch} rows, so [B, len] = {want}"),
+        )?;
         state.torch = inputs.iter().any(|a| a.torch);
         let slices: Vec<&[f32]> = inputs.iter().map(Input::data).collect::<PyResult<_>>()?;
         let kernel = &self.kernel;
@@ -174,21 +191,12 @@ impl Kernel {
         let steps = inputs
             .first()
             .map_or(0, |a| a.shape().first().copied().unwrap_or(0));
-        for (i, a) in inputs.iter().enumerate() {
-            let want = [steps, batch, self.kernel.input_len(i)];
-            if a.shape() != want {
-                return Err(shape_err(format!(
-                    "xs{}: shape {}; expected [T, B, len] = {} (the state is for {batch} rows)",
-                    if inputs.len() > 1 {
-                        format!("[{i}]")
-                    } else {
-                        String::new()
-                    },
-                    shape_text(a.shape()),
-                    shape_text(&want)
-                )));
-            }
-        }
+        check_shapes(
+            &inputs,
+            "xs",
+            |i| vec![steps, batch, self.kernel.input_len(i)],
+            |want| format!("expected [T, B, len] = {want} (the state is for {batch} rows)"),
+        )?;
         let torch = inputs.iter().any(|a| a.torch);
         state.torch = torch;
         let slices: Vec<&[f32]> = inputs.iter().map(Input::data).collect::<PyResult<_>>()?;
