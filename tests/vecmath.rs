@@ -378,3 +378,57 @@ fn min_max_and_clip_propagate_nan() {
         }
     }
 }
+
+/// `step` (an IR operation of backward cells, not a function of the
+/// language): 1 where `x > 0`, else 0 (NaN, -0, +0 and negatives give 0), the
+/// same bits from the generated code and the region kernels of every ISA.
+#[test]
+fn step_is_one_above_zero_on_every_isa() {
+    let n = 16;
+    let text = format!(
+        "cell step\ninput x: [{n}]\noutput y: [{n}]\n\nv0: [{n}] = input x ; x\n\
+         v1: [{n}] = fused [{n}] (v0) {{\n    e0 = step a0 ; y\n    yield e0\n}} ; y\noutput y = v1\n"
+    );
+    let ir = cellc::ir::parse::parse(&text).unwrap();
+    let xs: Vec<f32> = vec![
+        -1.0,
+        -0.0,
+        0.0,
+        1e-45,
+        -1e-45,
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3.5,
+        -3.5,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        f32::MIN,
+        0.5,
+        -0.5,
+    ];
+    let want: Vec<f32> = xs
+        .iter()
+        .map(|&x| if x > 0.0 { 1.0 } else { 0.0 })
+        .collect();
+    let mut covered = Vec::new();
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let opts = Options {
+            isa: Some(isa),
+            ..Options::default()
+        };
+        let kernel = cellc::Kernel::new(ir.clone(), Vec::new(), &opts).unwrap();
+        let mut state = kernel.new_state(1).unwrap();
+        kernel.step(&xs, &mut state).unwrap();
+        let y = kernel.output(&state, "y").unwrap();
+        assert_eq!(
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{}",
+            isa.name()
+        );
+        covered.push(isa);
+    }
+    eprintln!("step covered: {covered:?}");
+}

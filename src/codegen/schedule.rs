@@ -112,7 +112,7 @@ pub fn work(ir: &ir::Cell, isa: crate::kernels::Isa) -> Work {
                     }
                 }
             }
-            Op::MatVec { weight, .. } => {
+            Op::MatVec { weight, .. } | Op::MatVecT { weight, .. } => {
                 if let Type::Matrix(m, k) = ir.ty(*weight) {
                     w.recurrent_bytes += 4.0 * (m * k) as f64;
                     w.recurrent_bytes_stored += stored_bytes(ir, *weight, m, k);

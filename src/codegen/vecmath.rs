@@ -258,6 +258,14 @@ pub fn relu(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
     choose(b, neg, zero, x)
 }
 
+/// 1 where `0 < x`, else 0 (NaN gives 0).
+pub fn step(b: &mut FunctionBuilder<'_>, k: Consts<'_>, x: Value) -> Value {
+    let zero = splat(b, k, 0.0);
+    let one = splat(b, k, 1.0);
+    let pos = b.ins().fcmp(FloatCC::LessThan, zero, x);
+    choose(b, pos, one, zero)
+}
+
 /// The natural logarithm. x = m 2^e with m in [sqrt(1/2), sqrt(2)), then
 /// log(m) from Cephes' polynomial in f = m - 1, and e ln2 added in two parts
 /// (ln2's short high part times e is exact). Subnormal inputs are scaled by
@@ -359,6 +367,8 @@ pub fn unary_cost(op: UnaryOp) -> f64 {
         UnaryOp::Log => 44.0,
         // exp + log + a division and the selects.
         UnaryOp::Softplus => 86.0,
+        // A compare, a constant and a select.
+        UnaryOp::Step => 3.0,
     }
 }
 
@@ -383,6 +393,7 @@ pub fn unary(b: &mut FunctionBuilder<'_>, k: Consts<'_>, op: UnaryOp, x: Value) 
         UnaryOp::Sqrt => b.ins().sqrt(x),
         UnaryOp::Log => log(b, k, x),
         UnaryOp::Softplus => softplus(b, k, x),
+        UnaryOp::Step => step(b, k, x),
     }
 }
 

@@ -234,6 +234,26 @@ pub fn step(
                 }
                 vec![Val::Data(out)]
             }
+            Op::MatVecT { weight, input } => {
+                let Type::Matrix(r, c) = cell.ty(*weight) else {
+                    return Err(InterpError("matvec_t weight is not a matrix".into()));
+                };
+                let (Val::Data(w), Val::Data(x)) = (get(&vals, *weight)?, get(&vals, *input)?)
+                else {
+                    return Err(InterpError("matvec_t of a scalar".into()));
+                };
+                let x = broadcast(cell, *input, cell.ty(*input), x, batch);
+                let mut out = vec![0.0; batch * c];
+                for b in 0..batch {
+                    let (xb, ob) = (&x[b * r..(b + 1) * r], &mut out[b * c..(b + 1) * c]);
+                    for (i, &xi) in xb.iter().enumerate() {
+                        for (o, &wij) in ob.iter_mut().zip(&w[i * c..(i + 1) * c]) {
+                            *o += wij * xi;
+                        }
+                    }
+                }
+                vec![Val::Data(out)]
+            }
             Op::Product(p) => product(cell, &vals, p, batch)?,
             Op::Fused(region) => fused(cell, &vals, region, batch)?,
         };

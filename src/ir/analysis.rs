@@ -14,7 +14,9 @@ pub fn stages(cell: &Cell) -> Vec<usize> {
     for inst in &cell.insts {
         let s = match &inst.op {
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => 0,
-            Op::MatVec { input, .. } | Op::Reduce(_, input) => stage[input.index()] + 1,
+            Op::MatVec { input, .. } | Op::MatVecT { input, .. } | Op::Reduce(_, input) => {
+                stage[input.index()] + 1
+            }
             Op::Product(p) => 1 + p.inputs.iter().map(|v| stage[v.index()]).max().unwrap_or(0),
             op => op
                 .operands()

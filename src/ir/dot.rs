@@ -27,7 +27,7 @@ pub fn dot(cell: &Cell) -> String {
         if let Op::Param(_) = inst.op {
             let v = inst.results[0];
             shown[i] = cell.insts.iter().any(|u| match &u.op {
-                Op::Product(_) | Op::MatVec { .. } => false,
+                Op::Product(_) | Op::MatVec { .. } | Op::MatVecT { .. } => false,
                 op => op.operands().contains(&v),
             });
         }
@@ -103,6 +103,10 @@ fn node(cell: &Cell, op: &Op) -> (String, &'static str) {
         Op::Reduce(op, _) => (op.name().to_string(), "invtriangle"),
         Op::MatVec { weight, input } => (
             format!("{} @ {}", label_of(cell, *weight), label_of(cell, *input)),
+            "box3d",
+        ),
+        Op::MatVecT { weight, input } => (
+            format!("{}ᵀ @ {}", label_of(cell, *weight), label_of(cell, *input)),
             "box3d",
         ),
         Op::Product(p) => {

@@ -140,6 +140,10 @@ pub enum UnaryOp {
     Log,
     /// `log(1 + exp(x))`.
     Softplus,
+    /// 1 where `x > 0`, else 0 (NaN gives 0): the derivative of `relu` and
+    /// the masks of `min`, `max` and `abs` in backward cells. Not a function
+    /// of the language.
+    Step,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -188,7 +192,7 @@ impl ReduceOp {
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 9] = [
+    pub const ALL: [UnaryOp; 10] = [
         UnaryOp::Neg,
         UnaryOp::Sigmoid,
         UnaryOp::Tanh,
@@ -198,6 +202,7 @@ impl UnaryOp {
         UnaryOp::Sqrt,
         UnaryOp::Log,
         UnaryOp::Softplus,
+        UnaryOp::Step,
     ];
 
     pub fn name(self) -> &'static str {
@@ -211,6 +216,7 @@ impl UnaryOp {
             UnaryOp::Sqrt => "sqrt",
             UnaryOp::Log => "log",
             UnaryOp::Softplus => "softplus",
+            UnaryOp::Step => "step",
         }
     }
 
@@ -251,6 +257,13 @@ impl UnaryOp {
                     x
                 } else {
                     x.max(0.0) + (-x.abs()).exp().ln_1p()
+                }
+            }
+            UnaryOp::Step => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
                 }
             }
         }
@@ -359,6 +372,12 @@ pub enum Op {
         weight: Value,
         input: Value,
     },
+    /// `weight^T @ input`, weight a matrix parameter `[R, C]` and input
+    /// `[R]`: the adjoint of a [`Op::MatVec`]'s input in a backward cell.
+    MatVecT {
+        weight: Value,
+        input: Value,
+    },
     /// A vector reduced to one number per batch row (type `[1]`).
     Reduce(ReduceOp, Value),
     Product(Product),
@@ -372,7 +391,9 @@ impl Op {
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => Vec::new(),
             Op::Unary(_, a) | Op::Reduce(_, a) => vec![*a],
             Op::Binary(_, a, b) => vec![*a, *b],
-            Op::MatVec { weight, input } => vec![*weight, *input],
+            Op::MatVec { weight, input } | Op::MatVecT { weight, input } => {
+                vec![*weight, *input]
+            }
             Op::Product(p) => {
                 let mut v = p.inputs.clone();
                 for r in &p.rows {
@@ -394,7 +415,7 @@ impl Op {
                 *a = f(*a);
                 *b = f(*b);
             }
-            Op::MatVec { weight, input } => {
+            Op::MatVec { weight, input } | Op::MatVecT { weight, input } => {
                 *weight = f(*weight);
                 *input = f(*input);
             }

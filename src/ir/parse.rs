@@ -401,14 +401,21 @@ impl<'a> Parser<'a> {
                 c.end()?;
                 Op::Const(v)
             }
-            "matvec" => {
+            "matvec" | "matvec_t" => {
                 let w = self.operand_value(&mut c)?;
                 c.expect(",")?;
                 let x = self.operand_value(&mut c)?;
                 c.end()?;
-                Op::MatVec {
-                    weight: w,
-                    input: x,
+                if opname == "matvec" {
+                    Op::MatVec {
+                        weight: w,
+                        input: x,
+                    }
+                } else {
+                    Op::MatVecT {
+                        weight: w,
+                        input: x,
+                    }
                 }
             }
             "product" => {

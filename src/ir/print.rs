@@ -128,6 +128,9 @@ pub fn print(cell: &Cell) -> String {
             Op::MatVec { weight, input } => {
                 let _ = write!(out, "matvec {}, {}", name(*weight), name(*input));
             }
+            Op::MatVecT { weight, input } => {
+                let _ = write!(out, "matvec_t {}, {}", name(*weight), name(*input));
+            }
             Op::Product(p) => print_product(&mut out, cell, &names, p, &inst.results),
             Op::Fused(region) => print_region(&mut out, &names, region),
         }

@@ -70,7 +70,7 @@ pub fn stats(cell: &Cell) -> Stats {
                 s.weight_bytes_per_step +=
                     4 * (param_vector_len(cell, *a) + param_vector_len(cell, *b));
             }
-            Op::MatVec { weight, .. } => {
+            Op::MatVec { weight, .. } | Op::MatVecT { weight, .. } => {
                 s.products += 1;
                 if let Type::Matrix(r, c) = cell.ty(*weight) {
                     s.flops_per_step += 2 * (r * c) as u64;

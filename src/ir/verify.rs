@@ -177,6 +177,21 @@ fn check_inst(cell: &Cell, i: usize, inst: &InstData) -> Result<(), String> {
             }
             one(Type::Vector(r))
         }
+        Op::MatVecT { weight, input } => {
+            if !is_param(cell, *weight) {
+                return Err("matvec_t weight is not a parameter".into());
+            }
+            let Type::Matrix(r, c) = cell.ty(*weight) else {
+                return Err("matvec_t weight is not a matrix".into());
+            };
+            if cell.ty(*input) != Type::Vector(r) {
+                return Err(format!(
+                    "matvec_t of a [{r}, {c}] matrix with a {} operand",
+                    cell.ty(*input)
+                ));
+            }
+            one(Type::Vector(c))
+        }
         Op::Product(p) => check_product(cell, p, &result_tys),
         Op::Fused(r) => check_region(cell, r, &result_tys),
     }

@@ -255,7 +255,9 @@ fn place(cell: &Cell) -> Vec<usize> {
             let user = &cell.insts[u.index()];
             let s = asap[user.results[0].index()];
             latest = latest.min(match user.op {
-                Op::Product(_) | Op::MatVec { .. } | Op::Reduce(..) => s.saturating_sub(1),
+                Op::Product(_) | Op::MatVec { .. } | Op::MatVecT { .. } | Op::Reduce(..) => {
+                    s.saturating_sub(1)
+                }
                 _ if elementwise(&user.op) => alap[user.results[0].index()],
                 _ => s,
             });

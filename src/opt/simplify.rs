@@ -20,6 +20,7 @@ enum Key {
     Unary(UnaryOp, Value),
     Binary(BinaryOp, Value, Value),
     MatVec(Value, Value),
+    MatVecT(Value, Value),
     Reduce(ReduceOp, Value),
 }
 
@@ -38,6 +39,7 @@ fn key(op: &Op) -> Option<Key> {
             Key::Binary(*o, a, b)
         }
         Op::MatVec { weight, input } => Key::MatVec(*weight, *input),
+        Op::MatVecT { weight, input } => Key::MatVecT(*weight, *input),
         Op::Reduce(o, a) => Key::Reduce(*o, *a),
         Op::Product(_) | Op::Fused(_) => return None,
     })

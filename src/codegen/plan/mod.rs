@@ -443,7 +443,7 @@ fn check_size(cell: &Cell) -> Result<(), PlanError> {
     for inst in &cell.insts {
         match &inst.op {
             Op::Product(p) => blocks += p.rows.len(),
-            Op::MatVec { .. } => blocks += 1,
+            Op::MatVec { .. } | Op::MatVecT { .. } => blocks += 1,
             Op::Fused(r) => ops += r.body.len(),
             Op::Unary(..) | Op::Binary(..) | Op::Reduce(..) => ops += 1,
             _ => {}

@@ -202,6 +202,7 @@ pub(super) unsafe fn unary<S: Simd>(op: UnaryOp, x: S::F) -> S::F {
             UnaryOp::Sqrt => S::sqrt(x),
             UnaryOp::Log => log::<S>(x),
             UnaryOp::Softplus => softplus::<S>(x),
+            UnaryOp::Step => S::select(S::lt(S::splat(0.0), x), S::splat(1.0), S::splat(0.0)),
         }
     }
 }

@@ -187,6 +187,7 @@ mod run {
         Sqrt => UnaryOp::Sqrt,
         Log => UnaryOp::Log,
         Softplus => UnaryOp::Softplus,
+        Step => UnaryOp::Step,
     }
 
     macro_rules! map2_ops {
@@ -318,6 +319,7 @@ mod run {
                 Kind::Unary(U::Sqrt) => map1::<S, Sqrt>(k, n, a, d),
                 Kind::Unary(U::Log) => map1::<S, Log>(k, n, a, d),
                 Kind::Unary(U::Softplus) => map1::<S, Softplus>(k, n, a, d),
+                Kind::Unary(U::Step) => map1::<S, Step>(k, n, a, d),
                 Kind::Binary(B::Add) => map2::<S, Add>(k, n, a, b, d),
                 Kind::Binary(B::Sub) => map2::<S, Sub>(k, n, a, b, d),
                 Kind::Binary(B::Mul) => map2::<S, Mul>(k, n, a, b, d),

@@ -252,6 +252,13 @@ impl<'a> Planner<'a> {
                 Op::Reduce(..) => order.push((stage[inst.results[0].index()], REDUCE, i)),
                 Op::Fused(_) => order.push((stage[inst.results[0].index()], REGION, i)),
                 Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
+                Op::MatVecT { .. } => {
+                    return Err(PlanError(
+                        "transposed products (`matvec_t`, in backward cells) are run by the \
+                         interpreter only: the code generator does not compile them yet"
+                            .into(),
+                    ))
+                }
                 other => {
                     return Err(PlanError(format!(
                         "internal error: codegen got an unlegalized instruction: {other:?}"
