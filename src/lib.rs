@@ -49,6 +49,7 @@ pub mod fuzzing;
 /// Random well-typed cells (for differential tests and fuzzing).
 #[doc(hidden)]
 pub mod gen;
+pub mod grad;
 pub mod interp;
 pub mod ir;
 mod jit;

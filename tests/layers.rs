@@ -16,6 +16,7 @@
 //! sema      <- syntax, ir          (the front end ends in `sema::lower`)
 //! opt       <- ir                  (rewrites: passes, legalize)
 //! interp    <- ir                  (the oracle)
+//! grad      <- ir, interp          (backward cells, gradients through time in f64)
 //! quant     <- ir
 //! kernels   <- ir, quant           (SIMD kernels: products, wide regions, probes)
 //! codegen   <- kernels, ir, quant  (plans, Cranelift functions, cost model)
@@ -46,6 +47,7 @@ fn rules() -> HashMap<&'static str, &'static [&'static str]> {
         ("sema", &["syntax", "ir"][..]),
         ("opt", &["ir"][..]),
         ("interp", &["ir"][..]),
+        ("grad", &["ir", "interp"][..]),
         ("quant", &["ir"][..]),
         ("kernels", &["ir", "quant"][..]),
         ("codegen", &["kernels", "ir", "quant"][..]),

@@ -1,0 +1,511 @@
+//! Reverse-mode differentiation of a cell: its *backward cell*, itself a cell
+//! of the IR, and the gradients through time it gives (`through_time`).
+//!
+//! A forward step maps `(x_t, h_{t-1})` to `(y_t, h_t)`. Its backward step
+//! maps the adjoints of what the step produced to the adjoints of what it
+//! read: given `x_t` and `h_{t-1}` (the tape: the step's inputs and old
+//! states), `dy_t` (the adjoints of its outputs) and `dh_t` (the adjoint of
+//! its new states), it gives `dh_{t-1}`, `dx_t`, and each parameter's share
+//! of the step. Run from the last step to the first, the adjoint of the state
+//! is a recurrence: the backward cell declares it as its *state*, so the
+//! backward cell is a cell like any other, run over the reversed sequence.
+//!
+//! The backward cell recomputes the forward step from the tape (what
+//! backward needs of it, activations and products, costs one more forward
+//! step), then sweeps the forward instructions in reverse, summing each
+//! value's adjoint from its readers. Its ports, in order ([`Layout`]):
+//!
+//! - inputs: the forward inputs, the forward states (their values at the
+//!   start of the step), then one adjoint per forward output (`d_y`);
+//! - states: one adjoint per forward state (`d_h`);
+//! - outputs: one adjoint per forward input (`d_x`); for each product
+//!   `W @ v` of the step, the adjoint of its result (`z`) and its operand
+//!   (`v`), whose outer products summed over rows and steps are `W`'s
+//!   gradient (one large product after the loop, not one per step); then
+//!   each vector parameter's share of the step (`d_b`), summed over rows and
+//!   steps.
+//!
+//! Derivatives where a function has none (its kinks) are the subgradients
+//! PyTorch takes: `relu'(0) = 0`, `abs'(0) = 0`, and `min`/`max` split the
+//! adjoint in half between equal operands (as `torch.minimum` and
+//! `torch.maximum`; `clip`, written with them, gives 1/2 exactly at a
+//! bound, where `torch.clamp` gives 1). `step` is flat: its derivative is 0.
+//!
+//! Differentiation reads the IR as lowered (before the optimizer: products
+//! are still `matvec`s), and its result goes through the optimizer like any
+//! cell.
+
+mod through_time;
+
+pub use through_time::{through_time, Gradients};
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::ir::{
+    BinaryOp, Cell, InputId, Op, ParamId, Port, ReduceOp, StateId, Type, UnaryOp, Value,
+};
+
+/// Why a cell could not be differentiated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradError(pub String);
+
+impl fmt::Display for GradError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GradError {}
+
+/// A backward cell and how its ports relate to the forward cell's.
+#[derive(Clone, Debug)]
+pub struct Backward {
+    pub cell: Cell,
+    pub layout: Layout,
+}
+
+/// Where things are among the backward cell's ports (see the module's
+/// documentation for the order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layout {
+    /// The forward cell's input, state and output counts.
+    pub inputs: usize,
+    pub states: usize,
+    pub outputs: usize,
+    /// Each product of the step, in forward order.
+    pub products: Vec<ProductGrad>,
+    /// Each vector parameter and the output holding its share of a step.
+    pub vectors: Vec<(ParamId, usize)>,
+}
+
+/// A product `W @ v` of the forward step: the backward outputs holding the
+/// adjoint of its result and its operand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProductGrad {
+    pub weight: ParamId,
+    pub z: usize,
+    pub v: usize,
+}
+
+impl Layout {
+    /// The backward input holding the forward state `s` (its old value).
+    pub fn state_input(&self, s: usize) -> usize {
+        self.inputs + s
+    }
+
+    /// The backward input holding the adjoint of forward output `o`.
+    pub fn output_adjoint_input(&self, o: usize) -> usize {
+        self.inputs + self.states + o
+    }
+}
+
+/// Derives the backward cell of `fwd`, a cell as lowered (no products or
+/// regions yet).
+pub fn backward(fwd: &Cell) -> Result<Backward, GradError> {
+    for inst in &fwd.insts {
+        if matches!(inst.op, Op::Product(_) | Op::Fused(_) | Op::MatVecT { .. }) {
+            return Err(GradError(format!(
+                "cell `{}` is optimized (it has products or regions): differentiate the IR \
+                 as lowered, before the optimizer",
+                fwd.name
+            )));
+        }
+    }
+    let mut b = Builder::new(fwd);
+    b.recompute();
+    b.seed();
+    for i in (0..fwd.insts.len()).rev() {
+        b.adjoint_of(i);
+    }
+    let mut backward = b.finish();
+    // The recomputation and the adjoints of constants that nothing reads.
+    backward.cell.compact();
+    crate::ir::verify::verify(&backward.cell).map_err(|e| {
+        GradError(format!(
+            "internal error: the backward cell of `{}` does not verify: {e}",
+            fwd.name
+        ))
+    })?;
+    Ok(backward)
+}
+
+/// The backward cell being built.
+struct Builder<'a> {
+    fwd: &'a Cell,
+    cell: Cell,
+    /// Each forward value's copy in the backward cell.
+    copy: Vec<Value>,
+    /// Each forward value's adjoint, as terms to sum.
+    adjoint: Vec<Vec<Value>>,
+    products: Vec<(ParamId, Value, Value)>,
+    names: HashSet<String>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(fwd: &'a Cell) -> Builder<'a> {
+        let mut b = Builder {
+            fwd,
+            cell: Cell {
+                name: format!("{}_grad", fwd.name),
+                dims: fwd.dims.clone(),
+                params: fwd.params.clone(),
+                ..Cell::default()
+            },
+            copy: Vec::with_capacity(fwd.values.len()),
+            adjoint: vec![Vec::new(); fwd.values.len()],
+            products: Vec::new(),
+            names: HashSet::new(),
+        };
+        // Forward inputs and states keep their names; adjoints take `d_`.
+        for p in fwd.inputs.iter().chain(&fwd.states) {
+            b.names.insert(p.name.clone());
+        }
+        b.cell.inputs = fwd.inputs.iter().chain(&fwd.states).cloned().collect();
+        for o in &fwd.outputs {
+            let port = b.port(&format!("d_{}", o.name), o.len);
+            b.cell.inputs.push(port);
+        }
+        for s in &fwd.states {
+            let port = b.port(&format!("d_{}", s.name), s.len);
+            b.cell.states.push(port);
+        }
+        b
+    }
+
+    /// A port of a name no other port has.
+    fn port(&mut self, want: &str, len: usize) -> Port {
+        let mut name = want.to_string();
+        let mut k = 1;
+        while !self.names.insert(name.clone()) {
+            name = format!("{want}_{k}");
+            k += 1;
+        }
+        Port { name, len }
+    }
+
+    fn push(&mut self, op: Op, ty: Type) -> Value {
+        self.cell.push1(op, ty)
+    }
+
+    fn konst(&mut self, c: f64) -> Value {
+        self.push(Op::Const(c), Type::Scalar)
+    }
+
+    fn unary(&mut self, op: UnaryOp, a: Value) -> Value {
+        let ty = self.cell.ty(a);
+        self.push(Op::Unary(op, a), ty)
+    }
+
+    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Value {
+        let ty = Type::broadcast(self.cell.ty(a), self.cell.ty(b))
+            .unwrap_or_else(|| unreachable!("operands of the forward cell's types combine"));
+        self.push(Op::Binary(op, a, b), ty)
+    }
+
+    /// The forward step, recomputed: the tape holds only its inputs and
+    /// old states.
+    fn recompute(&mut self) {
+        let fwd = self.fwd;
+        for inst in &fwd.insts {
+            let v = inst.results[0];
+            let op = match &inst.op {
+                Op::State(s) => Op::Input(InputId::new(fwd.inputs.len() + s.index())),
+                op => {
+                    let mut op = op.clone();
+                    op.map_operands(|a| self.copy[a.index()]);
+                    op
+                }
+            };
+            let c = self.push(op, fwd.ty(v));
+            self.cell.values[c.index()].name = fwd.values[v.index()].name.clone();
+            self.copy.push(c);
+        }
+    }
+
+    /// The adjoints the step is given: of each output, and of each new
+    /// state.
+    fn seed(&mut self) {
+        let fwd = self.fwd;
+        for (o, &v) in fwd.output_values.iter().enumerate() {
+            let len = fwd.outputs[o].len;
+            let d = self.push(
+                Op::Input(InputId::new(fwd.inputs.len() + fwd.states.len() + o)),
+                Type::Vector(len),
+            );
+            self.adjoint[v.index()].push(d);
+        }
+        for (s, &v) in fwd.state_updates.iter().enumerate() {
+            let len = fwd.states[s].len;
+            let d = self.push(Op::State(StateId::new(s)), Type::Vector(len));
+            self.adjoint[v.index()].push(d);
+        }
+    }
+
+    /// Zeros of the type of `like` (a vector of the backward cell): `step(x)`
+    /// is 0 or 1 whatever `x` is, never NaN, so `step(x) * 0` is exactly 0.
+    fn zeros_like(&mut self, like: Value) -> Value {
+        let s = self.unary(UnaryOp::Step, like);
+        let zero = self.konst(0.0);
+        self.binary(BinaryOp::Mul, s, zero)
+    }
+
+    /// The adjoint of forward value `v`, summed, of `v`'s type: zeros when
+    /// nothing read `v`, broadcast when every term is one number per row.
+    fn total(&mut self, v: Value) -> Value {
+        let terms = std::mem::take(&mut self.adjoint[v.index()]);
+        let like = self.copy[v.index()];
+        let mut sum = match terms.split_first() {
+            None => return self.zeros_like(like),
+            Some((&first, rest)) => rest
+                .iter()
+                .fold(first, |acc, &t| self.binary(BinaryOp::Add, acc, t)),
+        };
+        if self.cell.ty(sum) != self.fwd.ty(v) {
+            let z = self.zeros_like(like);
+            sum = self.binary(BinaryOp::Add, z, sum);
+        }
+        self.cell.values[sum.index()].name = self.fwd.name(v).map(|n| format!("d_{n}"));
+        self.adjoint[v.index()] = vec![sum];
+        sum
+    }
+
+    /// Adds `d`, an adjoint of the shape of a result, to operand `a`'s:
+    /// summed over the lanes where `a` is one number per row broadcast,
+    /// dropped where `a` is a constant.
+    fn flow(&mut self, a: Value, d: Value) {
+        match self.fwd.ty(a) {
+            Type::Scalar => {}
+            Type::Vector(1) if self.cell.ty(d) != Type::Vector(1) => {
+                let s = self.push(Op::Reduce(ReduceOp::Sum, d), Type::Vector(1));
+                self.adjoint[a.index()].push(s);
+            }
+            _ => self.adjoint[a.index()].push(d),
+        }
+    }
+
+    /// The adjoints of forward instruction `i`'s operands, from its result's.
+    fn adjoint_of(&mut self, i: usize) {
+        let fwd = self.fwd;
+        let inst = &fwd.insts[i];
+        let r = inst.results[0];
+        if self.adjoint[r.index()].is_empty() || fwd.ty(r) == Type::Scalar {
+            return;
+        }
+        let d = self.total(r);
+        let copy = |b: &Self, v: Value| b.copy[v.index()];
+        match inst.op {
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
+            Op::Unary(op, a) => {
+                if let Some(da) = self.unary_adjoint(op, copy(self, a), copy(self, r), d) {
+                    self.flow(a, da);
+                }
+            }
+            Op::Binary(op, a, b) => {
+                let (da, db) =
+                    self.binary_adjoint(op, copy(self, a), copy(self, b), copy(self, r), d);
+                self.flow(a, da);
+                self.flow(b, db);
+            }
+            Op::Reduce(op, a) => {
+                let da = match op {
+                    ReduceOp::Sum => d,
+                    ReduceOp::Mean => {
+                        let n = fwd.ty(a).vector_len().unwrap_or(1);
+                        let k = self.konst(1.0 / n as f64);
+                        self.binary(BinaryOp::Mul, d, k)
+                    }
+                };
+                // `[1]`, broadcast over `a`'s lanes where it is summed.
+                self.adjoint[a.index()].push(da);
+            }
+            Op::MatVec { weight, input } => {
+                let &Op::Param(p) = fwd.op_of(weight) else {
+                    unreachable!("the verifier checks that a matvec's weight is a parameter")
+                };
+                let Type::Matrix(_, c) = fwd.ty(weight) else {
+                    unreachable!("the verifier checks that a matvec's weight is a matrix")
+                };
+                let dx = self.push(
+                    Op::MatVecT {
+                        weight: copy(self, weight),
+                        input: d,
+                    },
+                    Type::Vector(c),
+                );
+                self.products.push((p, d, copy(self, input)));
+                self.flow(input, dx);
+            }
+            Op::MatVecT { .. } | Op::Product(_) | Op::Fused(_) => {
+                unreachable!("`backward` refuses optimized and backward cells")
+            }
+        }
+    }
+
+    /// `d * f'(a)` for `r = f(a)`; `None` where `f` is flat.
+    fn unary_adjoint(&mut self, op: UnaryOp, a: Value, r: Value, d: Value) -> Option<Value> {
+        use BinaryOp::{Div, Mul, Sub};
+        let one = |b: &mut Self| b.konst(1.0);
+        let slope = match op {
+            UnaryOp::Neg => return Some(self.unary(UnaryOp::Neg, d)),
+            UnaryOp::Step => return None,
+            // s (1 - s), from the result.
+            UnaryOp::Sigmoid => {
+                let o = one(self);
+                let c = self.binary(Sub, o, r);
+                self.binary(Mul, r, c)
+            }
+            // 1 - t^2.
+            UnaryOp::Tanh => {
+                let o = one(self);
+                let t2 = self.binary(Mul, r, r);
+                self.binary(Sub, o, t2)
+            }
+            UnaryOp::Relu => self.unary(UnaryOp::Step, a),
+            UnaryOp::Exp => r,
+            // sign(a), 0 at 0.
+            UnaryOp::Abs => {
+                let pos = self.unary(UnaryOp::Step, a);
+                let na = self.unary(UnaryOp::Neg, a);
+                let neg = self.unary(UnaryOp::Step, na);
+                self.binary(Sub, pos, neg)
+            }
+            // 1 / (2 sqrt(a)), from the result.
+            UnaryOp::Sqrt => {
+                let half = self.konst(0.5);
+                let dh = self.binary(Mul, d, half);
+                return Some(self.binary(Div, dh, r));
+            }
+            UnaryOp::Log => return Some(self.binary(Div, d, a)),
+            UnaryOp::Softplus => self.unary(UnaryOp::Sigmoid, a),
+        };
+        Some(self.binary(Mul, d, slope))
+    }
+
+    /// `(d * dr/da, d * dr/db)` for `r = a op b`, of `r`'s shape.
+    fn binary_adjoint(
+        &mut self,
+        op: BinaryOp,
+        a: Value,
+        b: Value,
+        r: Value,
+        d: Value,
+    ) -> (Value, Value) {
+        use BinaryOp::{Add, Div, Mul, Sub};
+        match op {
+            BinaryOp::Add => (d, d),
+            BinaryOp::Sub => {
+                let nd = self.unary(UnaryOp::Neg, d);
+                (d, nd)
+            }
+            BinaryOp::Mul => {
+                let da = self.binary(Mul, d, b);
+                let db = self.binary(Mul, d, a);
+                (da, db)
+            }
+            // d / b, and -d r / b.
+            BinaryOp::Div => {
+                let da = self.binary(Div, d, b);
+                let dr = self.binary(Mul, d, r);
+                let q = self.binary(Div, dr, b);
+                let db = self.unary(UnaryOp::Neg, q);
+                (da, db)
+            }
+            // The operand that is taken gets the adjoint; equal operands
+            // share it: a's share is (1 + [a wins] - [b wins]) / 2.
+            BinaryOp::Min | BinaryOp::Max => {
+                let (wins_a, wins_b) = if op == BinaryOp::Min {
+                    (self.binary(Sub, b, a), self.binary(Sub, a, b))
+                } else {
+                    (self.binary(Sub, a, b), self.binary(Sub, b, a))
+                };
+                let sa = self.unary(UnaryOp::Step, wins_a);
+                let sb = self.unary(UnaryOp::Step, wins_b);
+                let one = self.konst(1.0);
+                let half = self.konst(0.5);
+                let diff = self.binary(Sub, sa, sb);
+                let twice = self.binary(Add, one, diff);
+                let share = self.binary(Mul, twice, half);
+                let da = self.binary(Mul, d, share);
+                let db = self.binary(Sub, d, da);
+                (da, db)
+            }
+        }
+    }
+
+    /// The outputs: each input's adjoint, each product's result adjoint and
+    /// operand, each vector parameter's share; the state updates: each old
+    /// state's adjoint.
+    fn finish(mut self) -> Backward {
+        let fwd = self.fwd;
+        let leaf = |op: &Op| fwd.insts.iter().find(|i| &i.op == op).map(|i| i.results[0]);
+        let mut outputs: Vec<(String, Value)> = Vec::new();
+        for (i, p) in fwd.inputs.iter().enumerate() {
+            let d = match leaf(&Op::Input(InputId::new(i))) {
+                Some(v) => self.total(v),
+                None => {
+                    let x = self.push(Op::Input(InputId::new(i)), Type::Vector(p.len));
+                    self.zeros_like(x)
+                }
+            };
+            outputs.push((format!("d_{}", p.name), d));
+        }
+        for (s, p) in fwd.states.iter().enumerate() {
+            let d = match leaf(&Op::State(StateId::new(s))) {
+                Some(v) => self.total(v),
+                None => {
+                    let h = self.push(
+                        Op::Input(InputId::new(fwd.inputs.len() + s)),
+                        Type::Vector(p.len),
+                    );
+                    self.zeros_like(h)
+                }
+            };
+            self.cell.state_updates.push(d);
+        }
+        let mut products = Vec::new();
+        for (k, &(w, z, v)) in self.products.clone().iter().enumerate() {
+            let name = &fwd.params[w.index()].name;
+            let at = outputs.len();
+            outputs.push((format!("z{k}_{name}"), z));
+            outputs.push((format!("v{k}_{name}"), v));
+            products.push(ProductGrad {
+                weight: w,
+                z: at,
+                v: at + 1,
+            });
+        }
+        let mut vectors = Vec::new();
+        for (k, p) in fwd.params.iter().enumerate() {
+            if !matches!(p.ty, Type::Vector(_)) {
+                continue;
+            }
+            let id = ParamId::new(k);
+            let d = match leaf(&Op::Param(id)) {
+                Some(v) => self.total(v),
+                None => {
+                    let w = self.push(Op::Param(id), p.ty);
+                    self.zeros_like(w)
+                }
+            };
+            vectors.push((id, outputs.len()));
+            outputs.push((format!("d_{}", p.name), d));
+        }
+        for (name, v) in outputs {
+            let len = self.cell.ty(v).vector_len().unwrap_or(1);
+            let port = self.port(&name, len);
+            self.cell.outputs.push(port);
+            self.cell.output_values.push(v);
+        }
+        Backward {
+            layout: Layout {
+                inputs: fwd.inputs.len(),
+                states: fwd.states.len(),
+                outputs: fwd.outputs.len(),
+                products,
+                vectors,
+            },
+            cell: self.cell,
+        }
+    }
+}
