@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::diag::{self, Diagnostic, Source};
-use crate::{aot, codegen, files, ir, opt, sema, sizes, syntax};
+use crate::{aot, codegen, files, grad, ir, opt, sema, sizes, syntax};
 use crate::{Error, ErrorKind, Isa, Kernel, Options, Result, Variant, Weights};
 
 /// The sequence length [`Cell::compile_object`] chooses an object's plan for
@@ -235,6 +235,34 @@ impl Cell {
         }
         opt::optimize(&mut cell, opts, &mut ctx, dump)
             .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        Ok(Optimized {
+            ir: cell,
+            remarks: ctx.remarks,
+        })
+    }
+
+    /// The backward cell of one step ([`grad`]): the reverse mode of the IR
+    /// as lowered, itself a cell whose state is the adjoint of this cell's.
+    pub fn backward(&self) -> Result<grad::Backward> {
+        grad::backward(&self.ir()?).map_err(|e| Error::internal(e.0))
+    }
+
+    /// The backward cell through the optimizer with `opts`, handing it to
+    /// `dump` as derived (`grad`) and after every pass.
+    pub fn backward_optimized_with_dumps(
+        &self,
+        opts: &opt::Options,
+        dump: &mut dyn FnMut(&str, &ir::Cell),
+    ) -> Result<Optimized> {
+        let mut cell = self.backward()?.cell;
+        let mut ctx = opt::Ctx {
+            source: None,
+            remarks: Vec::new(),
+        };
+        opt::optimize(&mut cell, opts, &mut ctx, &mut |name, ir| {
+            dump(if name == "lower" { "grad" } else { name }, ir)
+        })
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
         Ok(Optimized {
             ir: cell,
             remarks: ctx.remarks,

@@ -219,3 +219,26 @@ fn optimized_cells_are_refused() {
     let e = grad::backward(&opt.ir).unwrap_err().to_string();
     assert!(e.contains("before the optimizer"), "{e}");
 }
+
+/// Snapshots of every shipped cell's backward cell, as derived and after the
+/// optimizer (`cellc compile --emit grad-stages` prints both and the passes
+/// between).
+#[test]
+fn backward_cell_snapshots() {
+    for path in common::examples() {
+        let stem = common::stem(&path);
+        let cell = cellc::Cell::from_file(&path).unwrap();
+        let mut stages = Vec::new();
+        let optimized = cell
+            .backward_optimized_with_dumps(&Default::default(), &mut |name, ir| {
+                stages.push((name.to_string(), cellc::ir::print::print(ir)));
+            })
+            .unwrap();
+        assert_eq!(stages[0].0, "grad");
+        insta::assert_snapshot!(format!("grad_{stem}"), stages[0].1);
+        insta::assert_snapshot!(
+            format!("grad_{stem}_optimized"),
+            cellc::ir::print::print(&optimized.ir)
+        );
+    }
+}

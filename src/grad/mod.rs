@@ -250,9 +250,12 @@ impl<'a> Builder<'a> {
         self.binary(BinaryOp::Mul, s, zero)
     }
 
-    /// The adjoint of forward value `v`, summed, of `v`'s type: zeros when
-    /// nothing read `v`, broadcast when every term is one number per row.
-    fn total(&mut self, v: Value) -> Value {
+    /// The adjoint of forward value `v`, summed: zeros when nothing read
+    /// `v`. When every term is one number per row (`v` read only by
+    /// reductions), the sum is too unless `exact` asks for `v`'s type (a
+    /// port, or a transposed product's operand); element-wise readers
+    /// broadcast it.
+    fn total(&mut self, v: Value, exact: bool) -> Value {
         let terms = std::mem::take(&mut self.adjoint[v.index()]);
         let like = self.copy[v.index()];
         let mut sum = match terms.split_first() {
@@ -261,11 +264,15 @@ impl<'a> Builder<'a> {
                 .iter()
                 .fold(first, |acc, &t| self.binary(BinaryOp::Add, acc, t)),
         };
-        if self.cell.ty(sum) != self.fwd.ty(v) {
+        if exact && self.cell.ty(sum) != self.fwd.ty(v) {
             let z = self.zeros_like(like);
             sum = self.binary(BinaryOp::Add, z, sum);
         }
-        self.cell.values[sum.index()].name = self.fwd.name(v).map(|n| format!("d_{n}"));
+        // A term that is the whole sum keeps the name it has (a value's
+        // adjoint may be another's, `d = d_c'` through an addition).
+        if self.cell.values[sum.index()].name.is_none() {
+            self.cell.values[sum.index()].name = self.fwd.name(v).map(|n| format!("d_{n}"));
+        }
         self.adjoint[v.index()] = vec![sum];
         sum
     }
@@ -292,7 +299,7 @@ impl<'a> Builder<'a> {
         if self.adjoint[r.index()].is_empty() || fwd.ty(r) == Type::Scalar {
             return;
         }
-        let d = self.total(r);
+        let d = self.total(r, matches!(inst.op, Op::MatVec { .. }));
         let copy = |b: &Self, v: Value| b.copy[v.index()];
         match inst.op {
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Const(_) => {}
@@ -442,7 +449,7 @@ impl<'a> Builder<'a> {
         let mut outputs: Vec<(String, Value)> = Vec::new();
         for (i, p) in fwd.inputs.iter().enumerate() {
             let d = match leaf(&Op::Input(InputId::new(i))) {
-                Some(v) => self.total(v),
+                Some(v) => self.total(v, true),
                 None => {
                     let x = self.push(Op::Input(InputId::new(i)), Type::Vector(p.len));
                     self.zeros_like(x)
@@ -452,7 +459,7 @@ impl<'a> Builder<'a> {
         }
         for (s, p) in fwd.states.iter().enumerate() {
             let d = match leaf(&Op::State(StateId::new(s))) {
-                Some(v) => self.total(v),
+                Some(v) => self.total(v, true),
                 None => {
                     let h = self.push(
                         Op::Input(InputId::new(fwd.inputs.len() + s)),
@@ -482,7 +489,7 @@ impl<'a> Builder<'a> {
             }
             let id = ParamId::new(k);
             let d = match leaf(&Op::Param(id)) {
-                Some(v) => self.total(v),
+                Some(v) => self.total(v, true),
                 None => {
                     let w = self.push(Op::Param(id), p.ty);
                     self.zeros_like(w)

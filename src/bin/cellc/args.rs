@@ -284,6 +284,12 @@ pub(crate) enum Emit {
     Opt,
     /// The IR after lowering and after every pass, one after the other.
     Stages,
+    /// The backward cell of one step (reverse mode of the IR as lowered:
+    /// the adjoints of the step's inputs, old states and parameters), after
+    /// the optimizer (`--after grad` for it as derived).
+    Grad,
+    /// The backward cell as derived and after every pass.
+    GradStages,
     /// Products, flops, weight bytes and element-wise passes per step, before and after, as JSON.
     Stats,
     /// A Graphviz graph of the optimized IR (`--after lower` for the original).

@@ -430,6 +430,18 @@ fn compile_cell(
     let Some(emit) = emit else {
         return summary(cell, jit_opts);
     };
+    let backward = matches!(emit, Emit::Grad | Emit::GradStages);
+    // A backward cell's first stage is its derivation (`grad`), where a
+    // cell's is its lowering.
+    let after = match after.as_deref() {
+        Some("grad") if backward => Some("lower".to_string()),
+        Some("lower") if backward => {
+            return Err(Error::options(
+                "`--after lower` with `--emit grad`: the backward cell's first stage is `grad`",
+            ))
+        }
+        _ => after,
+    };
     if let Some(a) = &after {
         if !opt::stage_names().contains(&a.as_str()) {
             return Err(Error::options(format!(
@@ -442,6 +454,23 @@ fn compile_cell(
         stop_after: after,
         ..opt::Options::default()
     };
+    if backward {
+        let mut stages = String::new();
+        let optimized = cell.backward_optimized_with_dumps(&opts, &mut |name, ir| {
+            if matches!(emit, Emit::GradStages) {
+                stages.push_str(&format!("; ==== {name} ====\n"));
+                stages.push_str(&cellc::ir::print::print(ir));
+                stages.push('\n');
+            }
+        })?;
+        let text = if matches!(emit, Emit::GradStages) {
+            stages
+        } else {
+            cellc::ir::print::print(&optimized.ir)
+        };
+        print!("{text}");
+        return Ok(());
+    }
     let mut stages = String::new();
     let optimized = cell.optimized_with_dumps(&opts, &mut |name, ir| {
         if matches!(emit, Emit::Stages) {
@@ -463,6 +492,7 @@ fn compile_cell(
         Emit::Ir => cellc::ir::print::print(&cell.ir()?),
         Emit::Opt => cellc::ir::print::print(&optimized.ir),
         Emit::Stages => stages,
+        Emit::Grad | Emit::GradStages => unreachable!("printed above"),
         Emit::Stats => cell.stats_json()?,
         Emit::Dot => cellc::ir::dot::dot(&optimized.ir),
         Emit::Remarks => cell.render_remarks(&optimized.remarks),
