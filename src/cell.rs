@@ -248,19 +248,32 @@ impl Cell {
     }
 
     /// The backward cell through the optimizer with `opts`, handing it to
-    /// `dump` as derived (`grad`) and after every pass.
+    /// `dump` as derived (`grad`, with its `matvec_t`s; `opts.stop_after`
+    /// `lower` stops there) and after every pass, which see its transposed
+    /// products as products of transposed parameters
+    /// ([`grad::transpose_products`]).
     pub fn backward_optimized_with_dumps(
         &self,
         opts: &opt::Options,
         dump: &mut dyn FnMut(&str, &ir::Cell),
     ) -> Result<Optimized> {
-        let mut cell = self.backward()?.cell;
+        let derived = self.backward()?.cell;
+        dump("grad", &derived);
+        if opts.stop_after.as_deref() == Some("lower") {
+            return Ok(Optimized {
+                ir: derived,
+                remarks: Vec::new(),
+            });
+        }
+        let mut cell = grad::transpose_products(&derived).cell;
         let mut ctx = opt::Ctx {
             source: None,
             remarks: Vec::new(),
         };
         opt::optimize(&mut cell, opts, &mut ctx, &mut |name, ir| {
-            dump(if name == "lower" { "grad" } else { name }, ir)
+            if name != "lower" {
+                dump(name, ir)
+            }
         })
         .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
         Ok(Optimized {

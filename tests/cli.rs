@@ -582,3 +582,43 @@ fn a_thread_bound_that_is_not_a_number_is_an_error() {
         "{err}"
     );
 }
+
+/// `--emit grad` prints the backward cell after the optimizer, which parses
+/// and verifies; `--after grad` prints it as derived (transposed products
+/// still apart); `--emit grad-stages` names every stage; `--after lower` is
+/// refused with the right stage's name.
+#[test]
+fn backward_cell_dumps() {
+    let (code, out, err) = cellc(&["compile", "examples/gru.rnn", "--emit", "grad"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("cell gru_grad"), "{out}");
+    let cell = cellc::ir::parse::parse(&out).unwrap();
+    cellc::ir::verify::verify(&cell).unwrap();
+    assert!(out.contains("fused"), "{out}");
+    let (code, derived, _) = cellc(&[
+        "compile",
+        "examples/gru.rnn",
+        "--emit",
+        "grad",
+        "--after",
+        "grad",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(derived.matches("matvec_t").count(), 6, "{derived}");
+    assert!(!derived.contains("fused"), "{derived}");
+    let (code, stages, _) = cellc(&["compile", "examples/gru.rnn", "--emit", "grad-stages"]);
+    assert_eq!(code, 0);
+    for stage in ["grad", "simplify", "concat", "stack", "fuse", "dce"] {
+        assert!(stages.contains(&format!("; ==== {stage} ====")), "{stage}");
+    }
+    let (code, _, err) = cellc(&[
+        "compile",
+        "examples/gru.rnn",
+        "--emit",
+        "grad",
+        "--after",
+        "lower",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("`grad`"), "{err}");
+}

@@ -242,3 +242,86 @@ fn backward_cell_snapshots() {
         );
     }
 }
+
+/// The values of a [`grad::Transposed`] cell's parameters from the forward
+/// cell's.
+fn transposed_values(fwd: &Cell, t: &grad::Transposed, params: &ParamValues) -> ParamValues {
+    ParamValues(
+        (t.sources.iter())
+            .map(|s| match *s {
+                grad::ParamSource::Same(p) => params.0[p.index()].clone(),
+                grad::ParamSource::Transposed(p) => {
+                    let cellc::ir::Type::Matrix(r, c) = fwd.params[p.index()].ty else {
+                        panic!("not a matrix")
+                    };
+                    let w = &params.0[p.index()];
+                    (0..c * r).map(|k| w[(k % r) * c + k / r]).collect()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The backward cell with its transposed products as products of
+/// transposed parameters computes what it computed (to rounding: the sums
+/// are the same in f64), and after the optimizer each operand's adjoints are
+/// one product: an LSTM's backward step has two (the forward step
+/// recomputed, and `[Wᵀ; Uᵀ]` over the stacked gate adjoints).
+#[test]
+fn transposed_products_compute_the_same_and_concatenate() {
+    for (k, path) in common::examples().iter().enumerate() {
+        let ir = common::sized(path, 3, 4).ir().unwrap();
+        let bw = grad::backward(&ir).unwrap();
+        let t = grad::transpose_products(&bw.cell);
+        cellc::ir::verify::verify(&t.cell).unwrap();
+        assert!(!cellc::ir::print::print(&t.cell).contains("matvec_t"));
+        let mut rng = Rng(k as u64);
+        let params = common::random_params(&ir, &mut rng);
+        let tparams = transposed_values(&ir, &t, &params);
+        let batch = 2;
+        let inputs: Vec<Vec<f64>> = (bw.cell.inputs.iter())
+            .map(|p| rng.vec(batch * p.len, 1.0))
+            .collect();
+        let start: Vec<Vec<f64>> = (bw.cell.states.iter())
+            .map(|p| rng.vec(batch * p.len, 1.0))
+            .collect();
+        let run = |cell: &Cell, params: &ParamValues| {
+            let mut state = interp::State {
+                batch,
+                values: start.clone(),
+            };
+            let outs = interp::step(cell, params, &inputs, &mut state).unwrap();
+            (outs, state.values)
+        };
+        let (a, sa) = run(&bw.cell, &params);
+        let (b, sb) = run(&t.cell, &tparams);
+        for (x, y) in a
+            .iter()
+            .flatten()
+            .chain(sa.iter().flatten())
+            .zip(b.iter().flatten().chain(sb.iter().flatten()))
+        {
+            assert!(
+                (x - y).abs() <= 1e-12 * x.abs().max(1.0) || (x.is_nan() && y.is_nan()),
+                "{}: {x} against {y}",
+                common::stem(path)
+            );
+        }
+    }
+    let ir = common::sized(&common::example_path("lstm"), 3, 4)
+        .ir()
+        .unwrap();
+    let t = grad::transpose_products(&grad::backward(&ir).unwrap().cell);
+    let mut cell = t.cell.clone();
+    let mut ctx = cellc::opt::Ctx {
+        source: None,
+        remarks: Vec::new(),
+    };
+    cellc::opt::optimize(&mut cell, &Default::default(), &mut ctx, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        cell.product_count(),
+        2,
+        "{}",
+        cellc::ir::print::print(&cell)
+    );
+}

@@ -516,3 +516,74 @@ impl<'a> Builder<'a> {
         }
     }
 }
+
+/// Where a parameter of a [`Transposed`] cell takes its values from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ParamSource {
+    /// The forward cell's parameter, as it is.
+    Same(ParamId),
+    /// The forward cell's matrix parameter `[R, C]`, transposed (`[C, R]`).
+    Transposed(ParamId),
+}
+
+/// A backward cell for the code generator: every `matvec_t W, d` is a
+/// `matvec W_T, d` of a parameter that holds `W` transposed, so that the
+/// optimizer's rules apply to the transposed products too (the adjoints
+/// `W_iᵀ dz_i + W_fᵀ dz_f + ...` of one operand become one product of the
+/// concatenated `[W_iᵀ W_fᵀ ...]` with the stacked `[dz_i; dz_f; ...]`).
+#[derive(Clone, Debug)]
+pub struct Transposed {
+    pub cell: Cell,
+    /// Per parameter of `cell`, where its values come from.
+    pub sources: Vec<ParamSource>,
+}
+
+/// [`Transposed`] from a backward cell.
+pub fn transpose_products(bw: &Cell) -> Transposed {
+    let mut cell = bw.clone();
+    let mut sources: Vec<ParamSource> = (0..cell.params.len())
+        .map(|k| ParamSource::Same(ParamId::new(k)))
+        .collect();
+    let mut names: HashSet<String> = cell.params.iter().map(|p| p.name.clone()).collect();
+    // The transposed parameter of each forward one, once made.
+    let mut made: Vec<Option<Value>> = vec![None; bw.params.len()];
+    let mut replaced = std::collections::HashMap::new();
+    for i in 0..bw.insts.len() {
+        let Op::MatVecT { weight, input } = bw.insts[i].op else {
+            continue;
+        };
+        let &Op::Param(p) = bw.op_of(weight) else {
+            unreachable!("the verifier checks that a matvec_t's weight is a parameter")
+        };
+        let Type::Matrix(r, c) = bw.params[p.index()].ty else {
+            unreachable!("the verifier checks that a matvec_t's weight is a matrix")
+        };
+        let wt = *made[p.index()].get_or_insert_with(|| {
+            let base = format!("{}_T", bw.params[p.index()].name);
+            let mut name = base.clone();
+            let mut k = 1;
+            while !names.insert(name.clone()) {
+                name = format!("{base}{k}");
+                k += 1;
+            }
+            let id = ParamId::new(cell.params.len());
+            cell.params.push(crate::ir::Param {
+                name: name.clone(),
+                ty: Type::Matrix(c, r),
+                binding: Vec::new(),
+                precision: bw.params[p.index()].precision,
+            });
+            sources.push(ParamSource::Transposed(p));
+            let v = cell.push1(Op::Param(id), Type::Matrix(c, r));
+            cell.values[v.index()].name = Some(name);
+            v
+        });
+        let old = bw.insts[i].results[0];
+        let new = cell.push1(Op::MatVec { weight: wt, input }, Type::Vector(c));
+        cell.values[new.index()].name = bw.values[old.index()].name.clone();
+        replaced.insert(old, new);
+    }
+    cell.replace_all(&replaced);
+    cell.compact();
+    Transposed { cell, sources }
+}
