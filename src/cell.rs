@@ -282,6 +282,17 @@ impl Cell {
         })
     }
 
+    /// This cell at the sizes given to [`Cell::dims`], or else at the sizes
+    /// the weights' tensors give (the file's defaults for the rest).
+    pub(crate) fn sized_for(&self, weights: &Weights) -> Result<std::borrow::Cow<'_, Cell>> {
+        if self.bound.is_some() {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let dims = sizes::infer_sizes(&self.checked, weights, &[], &[])?;
+        let dims: Vec<(&str, u64)> = dims.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        Ok(std::borrow::Cow::Owned(self.clone().dims(&dims)?))
+    }
+
     /// The IR the code generator takes: optimized (unless `opts` says not
     /// to), then legalized (only products and element-wise regions), verified.
     /// The one pipeline of the JIT and of ahead-of-time objects.
@@ -320,15 +331,7 @@ impl Cell {
     /// rest. A tensor of another shape than the sizes make is an error that
     /// says where the sizes came from.
     pub fn compile(&self, weights: &Weights, opts: &Options) -> Result<Kernel> {
-        let sized;
-        let cell = if self.bound.is_some() {
-            self
-        } else {
-            let dims = sizes::infer_sizes(&self.checked, weights, &[], &[])?;
-            let dims: Vec<(&str, u64)> = dims.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-            sized = self.clone().dims(&dims)?;
-            &sized
-        };
+        let cell = self.sized_for(weights)?;
         let ir = cell.kernel_ir(opts)?;
         let params = weights.resolve(&ir).map_err(|e| {
             if !(e.0.contains(" but tensor `") || e.0.contains("out of range")) {

@@ -63,6 +63,7 @@ mod sema;
 mod sizes;
 mod syntax;
 pub mod torch;
+pub mod train;
 mod weights;
 
 pub use cell::{read_source, Cell, GeneratedFunction, Optimized, OBJECT_SEQ};

@@ -24,7 +24,7 @@
 //! weights   <- ir, gen, files      (named tensors, binding to parameters)
 //! onnx      <- weights, ir, files
 //! aot       <- codegen, ir         (objects and headers)
-//! the top, in order: sizes <- cell <- network <- run <- bench <- fuzzing <- lib.rs
+//! the top, in order: sizes <- cell <- train <- torch <- network <- run <- bench <- fuzzing <- lib.rs
 //! ```
 
 use std::collections::HashMap;
@@ -64,7 +64,7 @@ const EVERYWHERE: &[&str] = &["diag", "error", "alloc"];
 /// The top layer, lowest first: each may use anything below the top and the
 /// ones before it here (`lib` is the crate root, the facade).
 const TOP: &[&str] = &[
-    "sizes", "cell", "torch", "network", "run", "bench", "fuzzing", "lib",
+    "sizes", "cell", "train", "torch", "network", "run", "bench", "fuzzing", "lib",
 ];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,6 +1,46 @@
 //! Matrix products through the `gemm` crate: the plans that take it for
 //! large batches, and the hoisted input projection of a sequence.
 
+/// `dw[i*c + j] += sum_n z[n*r + i] * v[n*c + j]`: the sum over `n` rows of
+/// the outer products of `z`'s and `v`'s rows (`zᵀ v`, `[r, c]` row-major),
+/// with the `gemm` crate on one thread (the same bits whatever else runs).
+/// Checks every bound.
+pub(crate) fn outer_sum(r: usize, c: usize, n: usize, z: &[f32], v: &[f32], dw: &mut [f32]) {
+    let size = |a: usize, b: usize| a.checked_mul(b).expect("outer_sum: sizes overflow");
+    assert!(z.len() >= size(n, r), "outer_sum: z too short");
+    assert!(v.len() >= size(n, c), "outer_sum: v too short");
+    assert!(dw.len() >= size(r, c), "outer_sum: dw too short");
+    if r == 0 || c == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: element (i, j) of the result is `dw[i*c + j]`, (i, k) of the
+    // left operand `z[k*r + i]`, (k, j) of the right `v[k*c + j]`: inside
+    // the slices, whose lengths were checked above.
+    unsafe {
+        gemm::gemm(
+            r,
+            c,
+            n,
+            dw.as_mut_ptr(),
+            1,
+            c as isize,
+            true,
+            z.as_ptr(),
+            r as isize,
+            1,
+            v.as_ptr(),
+            1,
+            c as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// `dst[i + j*dst_cs] (+)= sum_k lhs[i*lhs_rs + k] * rhs[k + j*rhs_cs]` for an
 /// `m x n` result, with the `gemm` crate on one thread. Checks every bound.
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,381 @@
+//! Training a cell: a forward pass that keeps a tape, and the backward pass
+//! through time, both JIT-compiled from the same `.rnn` source.
+//!
+//! The forward kernel is the cell with one more output per state, the
+//! state's value at the start of each step: with the inputs, the tape the
+//! backward pass needs (it recomputes the rest: the step's products and
+//! activations, one forward step more per step, against storing the gate
+//! activations of every step). The backward kernel is the cell's backward
+//! cell ([`crate::grad`]) with its transposed products as products of
+//! transposed copies of the weights, through the optimizer like any cell:
+//! for an LSTM, per step the recomputed gate product, one fused region of
+//! the element-wise adjoints, and one product of `[Uᵀ; Wᵀ]` with the stacked
+//! gate adjoints giving `dh` and `dx` at once. It runs over the reversed
+//! sequence, its state the adjoint of the cell's. Each weight's gradient is
+//! then one product over all `T·B` rows (`dW = Σ dz vᵀ`, the adjoints of its
+//! product's result against its operand), each vector parameter's a sum.
+//!
+//! Results do not depend on the thread count: both kernels run the plan the
+//! cost model picks for one thread, and the sums after the loop run on one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::grad::{self, ParamSource};
+use crate::ir::{self, Type};
+use crate::{opt, Cell, Error, Kernel, Options, Result, Weights};
+
+static NEXT_TRAINER: AtomicU64 = AtomicU64::new(1);
+
+/// A cell compiled for training: [`Trainer::forward`] and
+/// [`Trainer::backward`].
+pub struct Trainer {
+    id: u64,
+    /// The cell as lowered: its ports and parameters.
+    ir: ir::Cell,
+    forward: Kernel,
+    backward: Kernel,
+    layout: grad::Layout,
+}
+
+/// What [`Trainer::forward`] keeps for [`Trainer::backward`]: the inputs and
+/// each step's old states.
+#[derive(Debug)]
+pub struct Tape {
+    trainer: u64,
+    batch: usize,
+    steps: usize,
+    inputs: Vec<Vec<f32>>,
+    states: Vec<Vec<f32>>,
+}
+
+impl Tape {
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+}
+
+/// A forward pass: each output at every step (`[T, B, len]`), each state's
+/// final value (`[B, len]`), and the tape.
+#[derive(Debug)]
+pub struct Forward {
+    pub outputs: Vec<Vec<f32>>,
+    pub final_states: Vec<Vec<f32>>,
+    pub tape: Tape,
+}
+
+/// A parameter's gradient, in its shape (`[R, C]` row-major or `[n]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGrad {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// What [`Trainer::backward`] returns: every parameter's gradient (in the
+/// cell's order), each input's adjoint (`[T, B, len]`) and each initial
+/// state's (`[B, len]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients {
+    pub params: Vec<ParamGrad>,
+    pub inputs: Vec<Vec<f32>>,
+    pub initial_states: Vec<Vec<f32>>,
+}
+
+impl Gradients {
+    /// The gradient of the parameter called `name`.
+    pub fn param(&self, name: &str) -> Option<&ParamGrad> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+impl Cell {
+    /// Compiles the cell for training with `weights`: the forward kernel
+    /// with its tape and the backward kernel ([`Trainer`]). Sizes as
+    /// [`Cell::compile`] takes them: those given to [`Cell::dims`], else
+    /// the weights'.
+    pub fn compile_training(&self, weights: &Weights, opts: &Options) -> Result<Trainer> {
+        let lowered = self.sized_for(weights)?.ir()?;
+        let params = weights.resolve(&lowered)?;
+        let forward = Kernel::new(kernel_ir(with_tape(&lowered), opts)?, params.clone(), opts)?;
+        let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
+        let t = grad::transpose_products(&bw.cell);
+        let bparams = (t.sources.iter())
+            .map(|s| match *s {
+                ParamSource::Same(p) => params[p.index()].clone(),
+                ParamSource::Transposed(p) => transposed(&lowered, p, &params[p.index()]),
+            })
+            .collect();
+        let backward = Kernel::new(kernel_ir(t.cell, opts)?, bparams, opts)?;
+        Ok(Trainer {
+            id: NEXT_TRAINER.fetch_add(1, Ordering::Relaxed),
+            ir: lowered,
+            forward,
+            backward,
+            layout: bw.layout,
+        })
+    }
+}
+
+/// The cell with one more output per state: its value at the start of the
+/// step.
+fn with_tape(lowered: &ir::Cell) -> ir::Cell {
+    let mut cell = lowered.clone();
+    let mut names: std::collections::HashSet<String> = (cell.inputs.iter())
+        .chain(&cell.states)
+        .chain(&cell.outputs)
+        .map(|p| p.name.clone())
+        .collect();
+    for s in 0..cell.states.len() {
+        let id = ir::StateId::new(s);
+        let len = cell.states[s].len;
+        let v = match (cell.insts.iter()).find(|i| i.op == ir::Op::State(id)) {
+            Some(i) => i.results[0],
+            None => cell.push1(ir::Op::State(id), Type::Vector(len)),
+        };
+        let mut name = format!("tape_{}", cell.states[s].name);
+        while !names.insert(name.clone()) {
+            name.push('_');
+        }
+        cell.outputs.push(ir::Port { name, len });
+        cell.output_values.push(v);
+    }
+    cell
+}
+
+/// Optimized, legalized and verified, as [`Cell::kernel_ir`] makes a cell's.
+fn kernel_ir(mut cell: ir::Cell, opts: &Options) -> Result<ir::Cell> {
+    if opts.optimize {
+        let mut ctx = opt::Ctx {
+            source: None,
+            remarks: Vec::new(),
+        };
+        opt::optimize(
+            &mut cell,
+            &opt::Options::default(),
+            &mut ctx,
+            &mut |_, _| {},
+        )
+        .map_err(|e| Error::internal(e.to_string()))?;
+    }
+    opt::legalize(&mut cell);
+    ir::verify::verify(&cell).map_err(|e| Error::internal(format!("legalize: {e}")))?;
+    if let Some(precision) = opts.precision {
+        for p in &mut cell.params {
+            if matches!(p.ty, Type::Matrix(..)) {
+                p.precision = precision;
+            }
+        }
+    }
+    Ok(cell)
+}
+
+/// A matrix parameter's values transposed (`[C, R]` from `[R, C]`).
+fn transposed(cell: &ir::Cell, p: ir::ParamId, w: &[f32]) -> Vec<f32> {
+    let Type::Matrix(r, c) = cell.params[p.index()].ty else {
+        return w.to_vec();
+    };
+    (0..c * r).map(|k| w[(k % r) * c + k / r]).collect()
+}
+
+/// Steps `t` of `[T, B, len]` data in reverse order.
+fn reversed(data: &[f32], steps: usize) -> Vec<f32> {
+    if steps == 0 {
+        return Vec::new();
+    }
+    let n = data.len() / steps;
+    data.chunks(n).rev().flatten().copied().collect()
+}
+
+fn check_len(what: impl Fn() -> String, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::shape(format!(
+            "{} has {got} values, expected {want}",
+            what()
+        )))
+    }
+}
+
+fn check_count(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::shape(format!(
+            "{got} {what} given, the cell has {want}"
+        )))
+    }
+}
+
+impl Trainer {
+    /// The cell's input, state and output ports, and parameters, as lowered.
+    pub fn ir(&self) -> &ir::Cell {
+        &self.ir
+    }
+
+    /// Runs `steps` steps over `batch` rows from inputs `xs` (per input
+    /// `[T, B, len]`) and initial states `h0` (per state `[B, len]`),
+    /// keeping the tape.
+    pub fn forward(
+        &self,
+        xs: &[&[f32]],
+        h0: &[&[f32]],
+        steps: usize,
+        batch: usize,
+    ) -> Result<Forward> {
+        let cell = &self.ir;
+        check_count("inputs", xs.len(), cell.inputs.len())?;
+        check_count("initial states", h0.len(), cell.states.len())?;
+        let rows = |len: usize| {
+            batch
+                .checked_mul(len)
+                .and_then(|n| n.checked_mul(steps))
+                .ok_or_else(|| Error::too_large("a sequence's size overflows"))
+        };
+        for (p, x) in cell.inputs.iter().zip(xs) {
+            check_len(|| format!("input `{}`", p.name), x.len(), rows(p.len)?)?;
+        }
+        for (p, h) in cell.states.iter().zip(h0) {
+            check_len(
+                || format!("initial state `{}`", p.name),
+                h.len(),
+                batch * p.len,
+            )?;
+        }
+        let mut state = self.forward.new_state(batch)?;
+        for (p, h) in cell.states.iter().zip(h0) {
+            state.set(&p.name, h)?;
+        }
+        let n_out = cell.outputs.len();
+        let mut outs: Vec<Vec<f32>> = (0..self.forward.output_names().len())
+            .map(|o| {
+                let len = self.forward.output_len(o);
+                rows(len).and_then(|n| crate::alloc::zeros(n, "the outputs"))
+            })
+            .collect::<Result<_>>()?;
+        if steps > 0 {
+            let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            let variant = self.forward.variant_for_any_threads(batch, steps);
+            self.forward
+                .run_planned(xs, &mut state, &mut refs, variant, None)?;
+        }
+        let states = outs.split_off(n_out);
+        let final_states = (cell.states.iter())
+            .map(|p| state.get(&p.name))
+            .collect::<Result<_>>()?;
+        Ok(Forward {
+            outputs: outs,
+            final_states,
+            tape: Tape {
+                trainer: self.id,
+                batch,
+                steps,
+                inputs: xs.iter().map(|x| x.to_vec()).collect(),
+                states,
+            },
+        })
+    }
+
+    /// The gradients through time of `L = Σ <d_outputs, outputs> + Σ
+    /// <d_final, final states>` for the forward pass that made `tape`:
+    /// `d_outputs` per output `[T, B, len]`, `d_final` per state `[B, len]`
+    /// (the adjoints of what the forward pass returned).
+    pub fn backward(
+        &self,
+        tape: &Tape,
+        d_outputs: &[&[f32]],
+        d_final: &[&[f32]],
+    ) -> Result<Gradients> {
+        if tape.trainer != self.id {
+            return Err(Error::shape(
+                "this tape was made by another trainer's forward pass",
+            ));
+        }
+        let cell = &self.ir;
+        let (steps, batch) = (tape.steps, tape.batch);
+        check_count("output adjoints", d_outputs.len(), cell.outputs.len())?;
+        check_count("final state adjoints", d_final.len(), cell.states.len())?;
+        for (p, d) in cell.outputs.iter().zip(d_outputs) {
+            check_len(
+                || format!("the adjoint of output `{}`", p.name),
+                d.len(),
+                steps * batch * p.len,
+            )?;
+        }
+        for (p, d) in cell.states.iter().zip(d_final) {
+            check_len(
+                || format!("the adjoint of final state `{}`", p.name),
+                d.len(),
+                batch * p.len,
+            )?;
+        }
+        // The backward kernel over the reversed sequence.
+        let inputs: Vec<Vec<f32>> = (tape.inputs.iter())
+            .chain(&tape.states)
+            .map(|v| reversed(v, steps))
+            .chain(d_outputs.iter().map(|d| reversed(d, steps)))
+            .collect();
+        let mut adjoint = self.backward.new_state(batch)?;
+        for (name, d) in self.backward.state_names().iter().zip(d_final) {
+            adjoint.set(name, d)?;
+        }
+        let mut outs: Vec<Vec<f32>> = (0..self.backward.output_names().len())
+            .map(|o| crate::alloc::zeros(steps * batch * self.backward.output_len(o), "adjoints"))
+            .collect::<Result<_>>()?;
+        if steps > 0 {
+            let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            let variant = self.backward.variant_for_any_threads(batch, steps);
+            (self.backward).run_planned(&refs, &mut adjoint, &mut out_refs, variant, None)?;
+        }
+        let mut params: Vec<ParamGrad> = (cell.params.iter())
+            .map(|p| {
+                let shape = match p.ty {
+                    Type::Matrix(r, c) => vec![r, c],
+                    Type::Vector(n) => vec![n],
+                    Type::Scalar => vec![1],
+                };
+                let n = shape.iter().product();
+                crate::alloc::zeros(n, "a gradient").map(|values| ParamGrad {
+                    name: p.name.clone(),
+                    shape,
+                    values,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let rows = steps * batch;
+        for g in &self.layout.products {
+            let dw = &mut params[g.weight.index()];
+            let (r, c) = (dw.shape[0], dw.shape[1]);
+            crate::kernels::gemm::outer_sum(r, c, rows, &outs[g.z], &outs[g.v], &mut dw.values);
+        }
+        for &(p, o) in &self.layout.vectors {
+            let dp = &mut params[p.index()].values;
+            let n = dp.len();
+            let mut sum = vec![0.0f64; n];
+            for row in outs[o].chunks(n) {
+                for (s, &x) in sum.iter_mut().zip(row) {
+                    *s += f64::from(x);
+                }
+            }
+            for (d, s) in dp.iter_mut().zip(sum) {
+                *d = s as f32;
+            }
+        }
+        let inputs = (0..cell.inputs.len())
+            .map(|i| reversed(&outs[i], steps))
+            .collect();
+        let initial_states = (self.backward.state_names().iter())
+            .map(|name| adjoint.get(name))
+            .collect::<Result<_>>()?;
+        Ok(Gradients {
+            params,
+            inputs,
+            initial_states,
+        })
+    }
+}

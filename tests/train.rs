@@ -1,0 +1,227 @@
+//! Training on the JIT (`Cell::compile_training`): the forward pass and the
+//! gradients through time against the f64 oracle (`cellc::grad`, itself
+//! checked against finite differences in `tests/grad.rs`) on every shipped
+//! cell and on random cells; the same bits on every thread count; misuse
+//! refused.
+//!
+//! Tolerance: per tensor, max |jit - oracle| <= 1e-4 * max(1, max |oracle|),
+//! the JIT tests' norm-wise bound (`tests/jit.rs`): f32 sums of at most a
+//! few hundred terms per step, over a few steps forward and back.
+
+mod common;
+
+use cellc::interp::ParamValues;
+use cellc::train::{Gradients, Trainer};
+use cellc::{Cell, Options, Weights};
+use common::Rng;
+
+const TOLERANCE: f64 = 1e-4;
+
+/// Random inputs, initial states and adjoints for a cell.
+struct Data {
+    steps: usize,
+    batch: usize,
+    xs: Vec<Vec<f32>>,
+    h0: Vec<Vec<f32>>,
+    d_outputs: Vec<Vec<f32>>,
+    d_final: Vec<Vec<f32>>,
+}
+
+impl Data {
+    fn random(ir: &cellc::ir::Cell, steps: usize, batch: usize, seed: u64) -> Data {
+        let mut rng = Rng(seed);
+        let mut v = |n: usize, scale: f64| -> Vec<f32> {
+            rng.vec(n, scale).into_iter().map(|x| x as f32).collect()
+        };
+        Data {
+            steps,
+            batch,
+            xs: (ir.inputs.iter())
+                .map(|p| v(steps * batch * p.len, 1.0))
+                .collect(),
+            h0: ir.states.iter().map(|p| v(batch * p.len, 0.5)).collect(),
+            d_outputs: (ir.outputs.iter())
+                .map(|p| v(steps * batch * p.len, 1.0))
+                .collect(),
+            d_final: ir.states.iter().map(|p| v(batch * p.len, 1.0)).collect(),
+        }
+    }
+
+    fn run(&self, trainer: &Trainer) -> (Vec<Vec<f32>>, Gradients) {
+        let xs: Vec<&[f32]> = self.xs.iter().map(Vec::as_slice).collect();
+        let h0: Vec<&[f32]> = self.h0.iter().map(Vec::as_slice).collect();
+        let f = trainer
+            .forward(&xs, &h0, self.steps, self.batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dy: Vec<&[f32]> = self.d_outputs.iter().map(Vec::as_slice).collect();
+        let dh: Vec<&[f32]> = self.d_final.iter().map(Vec::as_slice).collect();
+        let g = trainer
+            .backward(&f.tape, &dy, &dh)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (f.outputs, g)
+    }
+}
+
+fn f64s(v: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    v.iter()
+        .map(|x| x.iter().map(|&y| f64::from(y)).collect())
+        .collect()
+}
+
+fn close(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(1.0f64, |m, w| m.max(w.abs()));
+    let err = (got.iter().zip(want)).fold(0.0f64, |m, (g, w)| m.max((f64::from(*g) - w).abs()));
+    assert!(
+        err <= TOLERANCE * scale,
+        "{what}: error {err:e} (scale {scale})"
+    );
+}
+
+/// Compiles `cell` for training with random weights and compares its
+/// gradients with the oracle's.
+fn check(name: &str, cell: &Cell, seed: u64, opts: &Options) {
+    let ir = cell.ir().unwrap();
+    let weights = Weights::random(&ir, seed);
+    let trainer = cell
+        .compile_training(&weights, opts)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let params = ParamValues::from_f32(&weights.resolve(&ir).unwrap());
+    let data = Data::random(&ir, 4, 3, seed);
+    let (_, got) = data.run(&trainer);
+    let want = cellc::grad::through_time(
+        &ir,
+        &params,
+        &f64s(&data.xs),
+        &f64s(&data.h0),
+        data.steps,
+        data.batch,
+        &f64s(&data.d_outputs),
+        &f64s(&data.d_final),
+    )
+    .unwrap();
+    for (k, p) in ir.params.iter().enumerate() {
+        let g = got.param(&p.name).unwrap();
+        close(&format!("{name}: d {}", p.name), &g.values, &want.params[k]);
+    }
+    for (i, p) in ir.inputs.iter().enumerate() {
+        close(
+            &format!("{name}: d {}", p.name),
+            &got.inputs[i],
+            &want.inputs[i],
+        );
+    }
+    for (s, p) in ir.states.iter().enumerate() {
+        close(
+            &format!("{name}: d {}0", p.name),
+            &got.initial_states[s],
+            &want.initial_states[s],
+        );
+    }
+}
+
+#[test]
+fn every_shipped_cell_matches_the_oracle() {
+    for (k, path) in common::examples().iter().enumerate() {
+        let cell = common::sized(path, 5, 6);
+        check(&common::stem(path), &cell, k as u64, &Options::default());
+    }
+}
+
+#[test]
+fn random_cells_match_the_oracle() {
+    for seed in 0..24u64 {
+        let text = cellc::gen::random_cell(seed);
+        let cell = Cell::from_source("random.rnn", &text)
+            .unwrap()
+            .dims(&[("X", 5), ("H", 7)])
+            .unwrap();
+        check(&format!("random {seed}"), &cell, seed, &Options::default());
+    }
+}
+
+/// Unoptimized kernels (every product apart) give the oracle's gradients too.
+#[test]
+fn unoptimized_kernels_match_the_oracle() {
+    for name in ["lstm", "gru", "layernorm_lstm"] {
+        let cell = common::sized(&common::example_path(name), 5, 6);
+        let opts = Options {
+            optimize: false,
+            ..Options::default()
+        };
+        check(name, &cell, 3, &opts);
+    }
+}
+
+/// The forward pass and the gradients are the same bits on 1, 2 and 3
+/// threads, at a size where threads split the work.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let cell = common::sized(&common::example_path("lstm"), 40, 64);
+    let ir = cell.ir().unwrap();
+    let weights = Weights::random(&ir, 5);
+    let data = Data::random(&ir, 5, 9, 5);
+    let run = |threads: usize| {
+        let opts = Options {
+            threads: Some(threads),
+            ..Options::default()
+        };
+        data.run(&cell.compile_training(&weights, &opts).unwrap())
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "{threads} threads");
+    }
+}
+
+/// A tape of another trainer, adjoints of the wrong shape or count, and
+/// inputs of the wrong length are errors that say so.
+#[test]
+fn misuse_is_refused() {
+    let cell = common::sized(&common::example_path("gru"), 3, 4);
+    let ir = cell.ir().unwrap();
+    let weights = Weights::random(&ir, 1);
+    let a = cell
+        .compile_training(&weights, &Options::default())
+        .unwrap();
+    let b = cell
+        .compile_training(&weights, &Options::default())
+        .unwrap();
+    let data = Data::random(&ir, 2, 1, 1);
+    let xs: Vec<&[f32]> = data.xs.iter().map(Vec::as_slice).collect();
+    let h0: Vec<&[f32]> = data.h0.iter().map(Vec::as_slice).collect();
+    let f = a.forward(&xs, &h0, 2, 1).unwrap();
+    let dy: Vec<&[f32]> = data.d_outputs.iter().map(Vec::as_slice).collect();
+    let dh: Vec<&[f32]> = data.d_final.iter().map(Vec::as_slice).collect();
+    let e = b.backward(&f.tape, &dy, &dh).unwrap_err().to_string();
+    assert!(e.contains("another trainer"), "{e}");
+    let short = &data.d_outputs[0][1..];
+    let e = a.backward(&f.tape, &[short], &dh).unwrap_err().to_string();
+    assert!(e.contains("adjoint of output `y`"), "{e}");
+    let e = a.backward(&f.tape, &[], &dh).unwrap_err().to_string();
+    assert!(e.contains("output adjoints"), "{e}");
+    let e = a.forward(&xs, &h0, 3, 1).unwrap_err().to_string();
+    assert!(e.contains("input `x`"), "{e}");
+    // A tape may be used again: the same gradients.
+    assert_eq!(
+        a.backward(&f.tape, &dy, &dh).unwrap(),
+        a.backward(&f.tape, &dy, &dh).unwrap()
+    );
+}
+
+/// A sequence of no steps: no outputs, zero parameter gradients, and the
+/// final states' adjoints are the initial states'.
+#[test]
+fn no_steps() {
+    let cell = common::sized(&common::example_path("lstm"), 3, 4);
+    let ir = cell.ir().unwrap();
+    let weights = Weights::random(&ir, 2);
+    let t = cell
+        .compile_training(&weights, &Options::default())
+        .unwrap();
+    let data = Data::random(&ir, 0, 2, 2);
+    let (ys, g) = data.run(&t);
+    assert!(ys.iter().all(Vec::is_empty));
+    assert!(g.params.iter().all(|p| p.values.iter().all(|&v| v == 0.0)));
+    assert_eq!(g.initial_states, data.d_final);
+}
