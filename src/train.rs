@@ -35,6 +35,8 @@ pub struct Trainer {
     forward: Kernel,
     backward: Kernel,
     layout: grad::Layout,
+    /// Where each of the backward kernel's parameters comes from.
+    sources: Vec<ParamSource>,
 }
 
 /// What [`Trainer::forward`] keeps for [`Trainer::backward`]: the inputs and
@@ -103,12 +105,7 @@ impl Cell {
         let forward = Kernel::new(kernel_ir(with_tape(&lowered), opts)?, params.clone(), opts)?;
         let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
         let t = grad::transpose_products(&bw.cell);
-        let bparams = (t.sources.iter())
-            .map(|s| match *s {
-                ParamSource::Same(p) => params[p.index()].clone(),
-                ParamSource::Transposed(p) => transposed(&lowered, p, &params[p.index()]),
-            })
-            .collect();
+        let bparams = backward_params(&lowered, &t.sources, &params);
         let backward = Kernel::new(kernel_ir(t.cell, opts)?, bparams, opts)?;
         Ok(Trainer {
             id: NEXT_TRAINER.fetch_add(1, Ordering::Relaxed),
@@ -116,6 +113,7 @@ impl Cell {
             forward,
             backward,
             layout: bw.layout,
+            sources: t.sources,
         })
     }
 }
@@ -173,6 +171,16 @@ fn kernel_ir(mut cell: ir::Cell, opts: &Options) -> Result<ir::Cell> {
     Ok(cell)
 }
 
+/// The backward kernel's parameters from the cell's.
+fn backward_params(cell: &ir::Cell, sources: &[ParamSource], params: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    (sources.iter())
+        .map(|s| match *s {
+            ParamSource::Same(p) => params[p.index()].clone(),
+            ParamSource::Transposed(p) => transposed(cell, p, &params[p.index()]),
+        })
+        .collect()
+}
+
 /// A matrix parameter's values transposed (`[C, R]` from `[R, C]`).
 fn transposed(cell: &ir::Cell, p: ir::ParamId, w: &[f32]) -> Vec<f32> {
     let Type::Matrix(r, c) = cell.params[p.index()].ty else {
@@ -215,6 +223,26 @@ impl Trainer {
     /// The cell's input, state and output ports, and parameters, as lowered.
     pub fn ir(&self) -> &ir::Cell {
         &self.ir
+    }
+
+    /// Replaces the parameters' values (in the cell's parameter order,
+    /// row-major; `Weights::resolve` gives them), as an optimizer's step
+    /// does: both kernels are repacked, nothing is compiled again. Tapes
+    /// made before belong to the old values: use them no more.
+    pub fn set_params(&mut self, params: Vec<Vec<f32>>) -> Result<()> {
+        let bparams = if params.len() == self.ir.params.len()
+            && (self.ir.params.iter().zip(&params)).all(|(p, v)| match p.ty {
+                Type::Matrix(r, c) => r.checked_mul(c) == Some(v.len()),
+                _ => true,
+            }) {
+            backward_params(&self.ir, &self.sources, &params)
+        } else {
+            Vec::new()
+        };
+        self.forward.set_params(params)?;
+        self.backward.set_params(bparams)?;
+        self.id = NEXT_TRAINER.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs `steps` steps over `batch` rows from inputs `xs` (per input
@@ -292,7 +320,7 @@ impl Trainer {
     ) -> Result<Gradients> {
         if tape.trainer != self.id {
             return Err(Error::shape(
-                "this tape was made by another trainer's forward pass",
+                "this tape was made by another trainer's forward pass, or before its parameters changed",
             ));
         }
         let cell = &self.ir;

@@ -225,3 +225,26 @@ fn no_steps() {
     assert!(g.params.iter().all(|p| p.values.iter().all(|&v| v == 0.0)));
     assert_eq!(g.initial_states, data.d_final);
 }
+
+/// New parameters set on a trainer give the bits of a trainer compiled with
+/// them; a tape of the old ones is refused.
+#[test]
+fn set_params_is_compiling_again() {
+    let cell = common::sized(&common::example_path("lstm"), 5, 6);
+    let ir = cell.ir().unwrap();
+    let (w1, w2) = (Weights::random(&ir, 1), Weights::random(&ir, 2));
+    let mut t = cell.compile_training(&w1, &Options::default()).unwrap();
+    let data = Data::random(&ir, 3, 2, 4);
+    let xs: Vec<&[f32]> = data.xs.iter().map(Vec::as_slice).collect();
+    let h0: Vec<&[f32]> = data.h0.iter().map(Vec::as_slice).collect();
+    let old = t.forward(&xs, &h0, 3, 2).unwrap();
+    t.set_params(w2.resolve(&ir).unwrap()).unwrap();
+    let fresh = cell.compile_training(&w2, &Options::default()).unwrap();
+    assert!(data.run(&t) == data.run(&fresh));
+    let dy: Vec<&[f32]> = data.d_outputs.iter().map(Vec::as_slice).collect();
+    let dh: Vec<&[f32]> = data.d_final.iter().map(Vec::as_slice).collect();
+    let e = t.backward(&old.tape, &dy, &dh).unwrap_err().to_string();
+    assert!(e.contains("before its parameters changed"), "{e}");
+    let e = t.set_params(vec![vec![0.0; 3]]).unwrap_err().to_string();
+    assert!(e.contains("needs"), "{e}");
+}

@@ -160,30 +160,7 @@ impl Kernel {
                 ir.name
             ))
         })?;
-        for (k, p) in ir.params.iter().enumerate() {
-            let want = match p.ty {
-                ir::Type::Matrix(r, c) => r.checked_mul(c),
-                ir::Type::Vector(n) => Some(n),
-                ir::Type::Scalar => Some(1),
-            };
-            if params.get(k).map(Vec::len) != want {
-                return Err(Error::shape(format!(
-                    "parameter `{}` needs {} values, {} given",
-                    p.name,
-                    want.map_or("too many".into(), |n| n.to_string()),
-                    params.get(k).map_or(0, Vec::len)
-                )));
-            }
-        }
-        if params.len() != ir.params.len() {
-            return Err(Error::shape(format!(
-                "cell `{}` has {} parameters, {} given",
-                ir.name,
-                ir.params.len(),
-                params.len()
-            )));
-        }
-        crate::quant::check(&ir, &params).map_err(|m| Error::new(ErrorKind::Weights, m))?;
+        check_params(&ir, &params)?;
         let streaming = build(&ir, &params, opts, Variant::Streaming, None)
             .map_err(|(kind, m)| Error::new(kind, m))?;
         let p = &streaming.plan;
@@ -205,6 +182,26 @@ impl Kernel {
             others: Default::default(),
             shared_slots,
         })
+    }
+
+    /// Replaces the parameters' values (in parameter order, row-major, as
+    /// [`Kernel::new`] takes them), repacking every plan compiled so far: no
+    /// code is generated again. The states made before stay valid.
+    pub fn set_params(&mut self, params: Vec<Vec<f32>>) -> Result<()> {
+        check_params(&self.ir, &params)?;
+        pack::pack(
+            &self.streaming.plan,
+            &self.ir,
+            &params,
+            self.streaming.weights.as_mut_slice(),
+        );
+        for b in self.others.iter_mut().filter_map(|b| b.get_mut()) {
+            if let Ok(b) = b {
+                pack::pack(&b.plan, &self.ir, &params, b.weights.as_mut_slice());
+            }
+        }
+        self.params = params;
+        Ok(())
     }
 
     /// The plan `v`, compiled and packed (once).
@@ -537,6 +534,35 @@ impl Kernel {
         }
         Ok(())
     }
+}
+
+/// One value per element of each parameter of `ir`, in order, and narrow
+/// ones representable (`quant::check`).
+fn check_params(ir: &ir::Cell, params: &[Vec<f32>]) -> Result<()> {
+    for (k, p) in ir.params.iter().enumerate() {
+        let want = match p.ty {
+            ir::Type::Matrix(r, c) => r.checked_mul(c),
+            ir::Type::Vector(n) => Some(n),
+            ir::Type::Scalar => Some(1),
+        };
+        if params.get(k).map(Vec::len) != want {
+            return Err(Error::shape(format!(
+                "parameter `{}` needs {} values, {} given",
+                p.name,
+                want.map_or("too many".into(), |n| n.to_string()),
+                params.get(k).map_or(0, Vec::len)
+            )));
+        }
+    }
+    if params.len() != ir.params.len() {
+        return Err(Error::shape(format!(
+            "cell `{}` has {} parameters, {} given",
+            ir.name,
+            ir.params.len(),
+            params.len()
+        )));
+    }
+    crate::quant::check(ir, params).map_err(|m| Error::new(ErrorKind::Weights, m))
 }
 
 /// Plans, verifies, compiles and packs plan `v` of a legalized cell. A plan
