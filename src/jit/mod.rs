@@ -195,10 +195,8 @@ impl Kernel {
             &params,
             self.streaming.weights.as_mut_slice(),
         );
-        for b in self.others.iter_mut().filter_map(|b| b.get_mut()) {
-            if let Ok(b) = b {
-                pack::pack(&b.plan, &self.ir, &params, b.weights.as_mut_slice());
-            }
+        for b in (self.others.iter_mut()).filter_map(|b| b.get_mut()?.as_mut().ok()) {
+            pack::pack(&b.plan, &self.ir, &params, b.weights.as_mut_slice());
         }
         self.params = params;
         Ok(())
