@@ -100,8 +100,28 @@ impl Cell {
     /// [`Cell::compile`] takes them: those given to [`Cell::dims`], else
     /// the weights'.
     pub fn compile_training(&self, weights: &Weights, opts: &Options) -> Result<Trainer> {
-        let lowered = self.sized_for(weights)?.ir()?;
-        let params = weights.resolve(&lowered)?;
+        let cell = self.sized_for(weights)?;
+        let params = weights.resolve(&cell.ir()?)?;
+        cell.compile_training_params(params, opts)
+    }
+
+    /// [`Cell::compile_training`] with the parameters' values given in the
+    /// cell's parameter order (row-major), at the sizes given to
+    /// [`Cell::dims`] or the file's defaults.
+    pub fn compile_training_params(
+        &self,
+        params: Vec<Vec<f32>>,
+        opts: &Options,
+    ) -> Result<Trainer> {
+        let lowered = self.ir()?;
+        if params.len() != lowered.params.len() {
+            return Err(Error::shape(format!(
+                "cell `{}` has {} parameters, {} given",
+                lowered.name,
+                lowered.params.len(),
+                params.len()
+            )));
+        }
         let forward = Kernel::new(kernel_ir(with_tape(&lowered), opts)?, params.clone(), opts)?;
         let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
         let t = grad::transpose_products(&bw.cell);
@@ -223,6 +243,20 @@ impl Trainer {
     /// The cell's input, state and output ports, and parameters, as lowered.
     pub fn ir(&self) -> &ir::Cell {
         &self.ir
+    }
+
+    /// Each parameter's name and shape (`[R, C]` or `[n]`), in order.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        (self.ir.params.iter())
+            .map(|p| {
+                let shape = match p.ty {
+                    Type::Matrix(r, c) => vec![r, c],
+                    Type::Vector(n) => vec![n],
+                    Type::Scalar => vec![1],
+                };
+                (p.name.clone(), shape)
+            })
+            .collect()
     }
 
     /// Replaces the parameters' values (in the cell's parameter order,

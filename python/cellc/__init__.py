@@ -71,6 +71,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """`cellc.torch` (training cells from PyTorch) imports PyTorch: loaded
+    on first use, so that `import cellc` works without it."""
+    if name == "torch":
+        import importlib
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'cellc' has no attribute {name!r}")
+
+
 def _torch():
     """PyTorch, or an error that says what to install."""
     try:

@@ -93,6 +93,30 @@ impl Cell {
         Ok(cellc::ir::print::print(&ir))
     }
 
+    /// Each parameter's values read from `weights` (a dict of arrays or
+    /// tensors, a `state_dict`) as the cell's bindings read them, in the
+    /// cell's parameter order, shaped as the parameters are: a checkpoint's
+    /// weights (or gradients) in the cell's terms.
+    pub(crate) fn params_of(
+        &self,
+        py: Python<'_>,
+        weights: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let w = weights_of(weights)?;
+        let ir = self.cell.ir().map_err(err)?;
+        let values = w.resolve(&ir).map_err(|e| err(e.into()))?;
+        (values.into_iter().zip(&ir.params))
+            .map(|(v, p)| {
+                let shape = match p.ty {
+                    cellc::ir::Type::Matrix(r, c) => vec![r, c],
+                    cellc::ir::Type::Vector(n) => vec![n],
+                    cellc::ir::Type::Scalar => vec![1],
+                };
+                output(py, v, &shape, false)
+            })
+            .collect()
+    }
+
     /// Warnings found while checking, rendered.
     pub(crate) fn warnings(&self) -> String {
         cellc::diag::render_plain(self.cell.source(), self.cell.warnings())

@@ -23,6 +23,7 @@ mod kernel;
 mod network;
 mod onnx;
 mod recipe;
+mod train;
 
 pub(crate) use arrays::*;
 pub(crate) use cell::*;
@@ -31,6 +32,7 @@ pub(crate) use kernel::*;
 pub(crate) use network::*;
 pub(crate) use onnx::*;
 pub(crate) use recipe::*;
+pub(crate) use train::*;
 
 /// The most threads `threads=` may ask for here.
 #[pyfunction]
@@ -46,6 +48,8 @@ pub(crate) fn _cellc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<State>()?;
     m.add_class::<Network>()?;
     m.add_class::<OnnxModel>()?;
+    m.add_class::<Trainer>()?;
+    m.add_class::<Tape>()?;
     m.add_function(wrap_pyfunction!(copies, m)?)?;
     m.add_function(wrap_pyfunction!(torch_cell, m)?)?;
     m.add_function(wrap_pyfunction!(max_threads, m)?)?;
