@@ -1,22 +1,23 @@
 //! Training a cell: a forward pass that keeps a tape, and the backward pass
 //! through time, both JIT-compiled from the same `.rnn` source.
 //!
-//! The forward kernel is the cell with one more output per state, the
-//! state's value at the start of each step: with the inputs, the tape the
-//! backward pass needs (it recomputes the rest: the step's products and
-//! activations, one forward step more per step, against storing the gate
-//! activations of every step). The backward kernel is the cell's backward
-//! cell ([`crate::grad`]) with its transposed products as products of
-//! transposed copies of the weights, through the optimizer like any cell:
-//! for an LSTM, per step the recomputed gate product, one fused region of
-//! the element-wise adjoints, and one product of `[Uᵀ; Wᵀ]` with the stacked
-//! gate adjoints giving `dh` and `dx` at once. It runs over the reversed
-//! sequence, its state the adjoint of the cell's. Each weight's gradient is
-//! then one product over all `T·B` rows (`dW = Σ dz vᵀ`, the adjoints of its
-//! product's result against its operand), each vector parameter's a sum.
+//! The forward kernel is the cell with more outputs, the tape: each state's
+//! value at the start of each step, and each sum of products where it leaves
+//! the sum (a gate's pre-activation: `grad::taped_values`). With the inputs,
+//! that is all the backward pass needs: it recomputes the element-wise work
+//! of a step, no product. The backward kernel is the cell's backward cell
+//! ([`crate::grad`]) with its transposed products as products of transposed
+//! copies of the weights, through the optimizer like any cell: for an LSTM,
+//! per step one fused region of the element-wise adjoints and one product of
+//! `[Uᵀ; Wᵀ]` with the stacked gate adjoints, giving `dh` and `dx` at once.
+//! It runs over the reversed sequence, its state the adjoint of the cell's.
+//! Each weight's gradient is then one product over all `T·B` rows (`dW = Σ
+//! dz vᵀ`, the adjoints of its product's result against its operand), each
+//! vector parameter's a sum.
 //!
 //! Results do not depend on the thread count: both kernels run the plan the
-//! cost model picks for one thread, and the sums after the loop run on one.
+//! cost model picks for one thread, and each sum after the loop is one
+//! thread's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +38,8 @@ pub struct Trainer {
     layout: grad::Layout,
     /// Where each of the backward kernel's parameters comes from.
     sources: Vec<ParamSource>,
+    /// Threads for the weight gradients.
+    threads: usize,
 }
 
 /// What [`Trainer::forward`] keeps for [`Trainer::backward`]: the inputs and
@@ -48,6 +51,8 @@ pub struct Tape {
     steps: usize,
     inputs: Vec<Vec<f32>>,
     states: Vec<Vec<f32>>,
+    /// The taped values (`grad::taped_values`), `[T, B, len]` each.
+    taped: Vec<Vec<f32>>,
 }
 
 impl Tape {
@@ -122,8 +127,9 @@ impl Cell {
                 params.len()
             )));
         }
-        let forward = Kernel::new(kernel_ir(with_tape(&lowered), opts)?, params.clone(), opts)?;
         let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
+        let forward = grad::training_forward(&lowered, &bw.layout);
+        let forward = Kernel::new(kernel_ir(forward, opts)?, params.clone(), opts)?;
         let t = grad::transpose_products(&bw.cell);
         let bparams = backward_params(&lowered, &t.sources, &params);
         let backward = Kernel::new(kernel_ir(t.cell, opts)?, bparams, opts)?;
@@ -134,34 +140,9 @@ impl Cell {
             backward,
             layout: bw.layout,
             sources: t.sources,
+            threads: opts.threads.unwrap_or_else(crate::max_threads),
         })
     }
-}
-
-/// The cell with one more output per state: its value at the start of the
-/// step.
-fn with_tape(lowered: &ir::Cell) -> ir::Cell {
-    let mut cell = lowered.clone();
-    let mut names: std::collections::HashSet<String> = (cell.inputs.iter())
-        .chain(&cell.states)
-        .chain(&cell.outputs)
-        .map(|p| p.name.clone())
-        .collect();
-    for s in 0..cell.states.len() {
-        let id = ir::StateId::new(s);
-        let len = cell.states[s].len;
-        let v = match (cell.insts.iter()).find(|i| i.op == ir::Op::State(id)) {
-            Some(i) => i.results[0],
-            None => cell.push1(ir::Op::State(id), Type::Vector(len)),
-        };
-        let mut name = format!("tape_{}", cell.states[s].name);
-        while !names.insert(name.clone()) {
-            name.push('_');
-        }
-        cell.outputs.push(ir::Port { name, len });
-        cell.output_values.push(v);
-    }
-    cell
 }
 
 /// Optimized, legalized and verified, as [`Cell::kernel_ir`] makes a cell's.
@@ -325,7 +306,8 @@ impl Trainer {
             self.forward
                 .run_planned(xs, &mut state, &mut refs, variant, None)?;
         }
-        let states = outs.split_off(n_out);
+        let mut states = outs.split_off(n_out);
+        let taped = states.split_off(cell.states.len());
         let final_states = (cell.states.iter())
             .map(|p| state.get(&p.name))
             .collect::<Result<_>>()?;
@@ -338,8 +320,66 @@ impl Trainer {
                 steps,
                 inputs: xs.iter().map(|x| x.to_vec()).collect(),
                 states,
+                taped,
             },
         })
+    }
+
+    /// Each matrix's gradient: the sum over the sequence's `rows` of its
+    /// products' `z vᵀ` (the backward cell's outputs and inputs, both in
+    /// reversed time), one product over all rows per weight. Products are
+    /// dealt to the threads whole, so each weight's sum is one call's
+    /// whatever the thread count.
+    fn weight_gradients(
+        &self,
+        inputs: &[Vec<f32>],
+        outs: &[Vec<f32>],
+        rows: usize,
+        params: &mut [ParamGrad],
+    ) -> Result<()> {
+        use std::sync::Mutex;
+        let products = &self.layout.products;
+        let shapes: Vec<(usize, usize)> = (products.iter())
+            .map(|g| {
+                (
+                    params[g.weight.index()].shape[0],
+                    params[g.weight.index()].shape[1],
+                )
+            })
+            .collect();
+        let sums: Vec<Mutex<Vec<f32>>> = (shapes.iter())
+            .map(|&(r, c)| crate::alloc::zeros(r * c, "a gradient").map(Mutex::new))
+            .collect::<Result<_>>()?;
+        let work = |w: usize, workers: usize| {
+            for (k, g) in products
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % workers == w)
+            {
+                let v = match g.v {
+                    grad::Operand::Input(i) => &inputs[i],
+                    grad::Operand::Output(o) => &outs[o],
+                };
+                let (r, c) = shapes[k];
+                if let Ok(mut dw) = sums[k].lock() {
+                    crate::kernels::gemm::outer_sum(r, c, rows, &outs[g.z], v, &mut dw);
+                }
+            }
+        };
+        let workers = self.threads.min(products.len()).max(1);
+        if !(workers > 1 && crate::jit::run_shared(workers, &|w, _| work(w, workers))) {
+            work(0, 1);
+        }
+        // Summed in the products' order: the same bits on any thread count.
+        for (g, sum) in products.iter().zip(sums) {
+            let sum = sum
+                .into_inner()
+                .map_err(|_| Error::internal("a weight gradient's lock was poisoned"))?;
+            for (d, s) in params[g.weight.index()].values.iter_mut().zip(sum) {
+                *d += s;
+            }
+        }
+        Ok(())
     }
 
     /// The gradients through time of `L = Σ <d_outputs, outputs> + Σ
@@ -380,6 +420,7 @@ impl Trainer {
             .chain(&tape.states)
             .map(|v| reversed(v, steps))
             .chain(d_outputs.iter().map(|d| reversed(d, steps)))
+            .chain(tape.taped.iter().map(|v| reversed(v, steps)))
             .collect();
         let mut adjoint = self.backward.new_state(batch)?;
         for (name, d) in self.backward.state_names().iter().zip(d_final) {
@@ -409,12 +450,7 @@ impl Trainer {
                 })
             })
             .collect::<Result<_>>()?;
-        let rows = steps * batch;
-        for g in &self.layout.products {
-            let dw = &mut params[g.weight.index()];
-            let (r, c) = (dw.shape[0], dw.shape[1]);
-            crate::kernels::gemm::outer_sum(r, c, rows, &outs[g.z], &outs[g.v], &mut dw.values);
-        }
+        self.weight_gradients(&inputs, &outs, steps * batch, &mut params)?;
         for &(p, o) in &self.layout.vectors {
             let dp = &mut params[p.index()].values;
             let n = dp.len();

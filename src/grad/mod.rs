@@ -10,13 +10,15 @@
 //! is a recurrence: the backward cell declares it as its *state*, so the
 //! backward cell is a cell like any other, run over the reversed sequence.
 //!
-//! The backward cell recomputes the forward step from the tape (what
-//! backward needs of it, activations and products, costs one more forward
-//! step), then sweeps the forward instructions in reverse, summing each
-//! value's adjoint from its readers. Its ports, in order ([`Layout`]):
+//! The backward cell recomputes the forward step's element-wise work from
+//! the tape (the activations; the products' sums are on the tape,
+//! [`taped_values`]), then sweeps the forward instructions in reverse,
+//! summing each value's adjoint from its readers. Its ports, in order
+//! ([`Layout`]):
 //!
 //! - inputs: the forward inputs, the forward states (their values at the
-//!   start of the step), then one adjoint per forward output (`d_y`);
+//!   start of the step), one adjoint per forward output (`d_y`), then the
+//!   taped sums of products;
 //! - states: one adjoint per forward state (`d_h`);
 //! - outputs: one adjoint per forward input (`d_x`); for each product
 //!   `W @ v` of the step, the adjoint of its result (`z`) and its operand
@@ -75,17 +77,30 @@ pub struct Layout {
     pub outputs: usize,
     /// Each product of the step, in forward order.
     pub products: Vec<ProductGrad>,
-    /// Each vector parameter and the output holding its share of a step.
+    /// Each vector parameter and the output holding its share of a step
+    /// (a product's `z` output when they are the same vector: a bias).
     pub vectors: Vec<(ParamId, usize)>,
+    /// The forward values the tape keeps besides the inputs and old
+    /// states ([`taped_values`]), each an input of the backward cell after
+    /// the output adjoints.
+    pub taped: Vec<Value>,
 }
 
-/// A product `W @ v` of the forward step: the backward outputs holding the
-/// adjoint of its result and its operand.
+/// A product `W @ v` of the forward step: the backward output holding the
+/// adjoint of its result, and where its operand is.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProductGrad {
     pub weight: ParamId,
     pub z: usize,
-    pub v: usize,
+    pub v: Operand,
+}
+
+/// A vector of each backward step: one of the backward cell's inputs (the
+/// forward inputs and old states, which the tape holds) or outputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Operand {
+    Input(usize),
+    Output(usize),
 }
 
 impl Layout {
@@ -98,6 +113,81 @@ impl Layout {
     pub fn output_adjoint_input(&self, o: usize) -> usize {
         self.inputs + self.states + o
     }
+
+    /// The backward input holding taped value `k`.
+    pub fn taped_input(&self, k: usize) -> usize {
+        self.inputs + self.states + self.outputs + k
+    }
+}
+
+/// The forward values a training forward pass keeps for the backward pass
+/// besides its inputs and old states: each sum of products (a gate's
+/// pre-activation, `W x + U h + b`) where it leaves the sum. With them the
+/// backward cell recomputes no product: only the element-wise work of the
+/// step. (The products' operands are inputs and states, or values the
+/// element-wise work recomputes.)
+pub fn taped_values(fwd: &Cell) -> Vec<Value> {
+    let mut sum = vec![false; fwd.values.len()];
+    for inst in &fwd.insts {
+        let r = inst.results[0];
+        sum[r.index()] = match inst.op {
+            Op::MatVec { .. } => true,
+            Op::Binary(BinaryOp::Add | BinaryOp::Sub, a, b) => sum[a.index()] || sum[b.index()],
+            _ => false,
+        };
+    }
+    let users = fwd.users();
+    (fwd.insts.iter())
+        .map(|i| i.results[0])
+        .filter(|&v| {
+            sum[v.index()]
+                && (fwd.is_root(v)
+                    || users[v.index()].iter().any(|u| {
+                        !matches!(
+                            fwd.insts[u.index()].op,
+                            Op::Binary(BinaryOp::Add | BinaryOp::Sub, ..)
+                        )
+                    }))
+        })
+        .collect()
+}
+
+/// The forward cell of training: `fwd` with more outputs, the tape: each
+/// state's value at the start of the step, then each of `layout.taped`.
+pub fn training_forward(fwd: &Cell, layout: &Layout) -> Cell {
+    let mut cell = fwd.clone();
+    let mut names: HashSet<String> = (cell.inputs.iter())
+        .chain(&cell.states)
+        .chain(&cell.outputs)
+        .map(|p| p.name.clone())
+        .collect();
+    let mut fresh = |want: String| {
+        let mut name = want.clone();
+        let mut k = 1;
+        while !names.insert(name.clone()) {
+            name = format!("{want}_{k}");
+            k += 1;
+        }
+        name
+    };
+    for s in 0..cell.states.len() {
+        let id = StateId::new(s);
+        let len = cell.states[s].len;
+        let v = match (cell.insts.iter()).find(|i| i.op == Op::State(id)) {
+            Some(i) => i.results[0],
+            None => cell.push1(Op::State(id), Type::Vector(len)),
+        };
+        let name = fresh(format!("tape_{}", cell.states[s].name));
+        cell.outputs.push(Port { name, len });
+        cell.output_values.push(v);
+    }
+    for (k, &v) in layout.taped.iter().enumerate() {
+        let len = cell.ty(v).vector_len().unwrap_or(1);
+        let name = fresh(format!("tape{k}"));
+        cell.outputs.push(Port { name, len });
+        cell.output_values.push(v);
+    }
+    cell
 }
 
 /// Derives the backward cell of `fwd`, a cell as lowered (no products or
@@ -112,7 +202,8 @@ pub fn backward(fwd: &Cell) -> Result<Backward, GradError> {
             )));
         }
     }
-    let mut b = Builder::new(fwd);
+    let taped = taped_values(fwd);
+    let mut b = Builder::new(fwd, &taped);
     b.recompute();
     b.seed();
     for i in (0..fwd.insts.len()).rev() {
@@ -140,10 +231,13 @@ struct Builder<'a> {
     adjoint: Vec<Vec<Value>>,
     products: Vec<(ParamId, Value, Value)>,
     names: HashSet<String>,
+    /// The forward values the tape holds, each with its backward input.
+    taped: std::collections::HashMap<Value, usize>,
+    taped_order: Vec<Value>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(fwd: &'a Cell) -> Builder<'a> {
+    fn new(fwd: &'a Cell, taped: &[Value]) -> Builder<'a> {
         let mut b = Builder {
             fwd,
             cell: Cell {
@@ -156,6 +250,8 @@ impl<'a> Builder<'a> {
             adjoint: vec![Vec::new(); fwd.values.len()],
             products: Vec::new(),
             names: HashSet::new(),
+            taped: std::collections::HashMap::new(),
+            taped_order: taped.to_vec(),
         };
         // Forward inputs and states keep their names; adjoints take `d_`.
         for p in fwd.inputs.iter().chain(&fwd.states) {
@@ -164,6 +260,12 @@ impl<'a> Builder<'a> {
         b.cell.inputs = fwd.inputs.iter().chain(&fwd.states).cloned().collect();
         for o in &fwd.outputs {
             let port = b.port(&format!("d_{}", o.name), o.len);
+            b.cell.inputs.push(port);
+        }
+        for (k, &v) in taped.iter().enumerate() {
+            let len = fwd.ty(v).vector_len().unwrap_or(1);
+            let port = b.port(&format!("tape{k}"), len);
+            b.taped.insert(v, b.cell.inputs.len());
             b.cell.inputs.push(port);
         }
         for s in &fwd.states {
@@ -203,14 +305,16 @@ impl<'a> Builder<'a> {
         self.push(Op::Binary(op, a, b), ty)
     }
 
-    /// The forward step, recomputed: the tape holds only its inputs and
-    /// old states.
+    /// The forward step, recomputed from the tape: its inputs, old states
+    /// and taped values are inputs; what those make is computed again
+    /// (only what the adjoints read survives `compact`).
     fn recompute(&mut self) {
         let fwd = self.fwd;
         for inst in &fwd.insts {
             let v = inst.results[0];
             let op = match &inst.op {
                 Op::State(s) => Op::Input(InputId::new(fwd.inputs.len() + s.index())),
+                _ if self.taped.contains_key(&v) => Op::Input(InputId::new(self.taped[&v])),
                 op => {
                     let mut op = op.clone();
                     op.map_operands(|a| self.copy[a.index()]);
@@ -470,17 +574,25 @@ impl<'a> Builder<'a> {
             };
             self.cell.state_updates.push(d);
         }
+        // One output per distinct vector (the gates' products share their
+        // adjoint); an operand that is an input of the backward cell is read
+        // there.
         let mut products = Vec::new();
+        let mut output_of = std::collections::HashMap::new();
+        let mut out = |name: String, v: Value, outputs: &mut Vec<(String, Value)>| {
+            *output_of.entry(v).or_insert_with(|| {
+                outputs.push((name, v));
+                outputs.len() - 1
+            })
+        };
         for (k, &(w, z, v)) in self.products.clone().iter().enumerate() {
             let name = &fwd.params[w.index()].name;
-            let at = outputs.len();
-            outputs.push((format!("z{k}_{name}"), z));
-            outputs.push((format!("v{k}_{name}"), v));
-            products.push(ProductGrad {
-                weight: w,
-                z: at,
-                v: at + 1,
-            });
+            let z = out(format!("z{k}_{name}"), z, &mut outputs);
+            let v = match self.cell.op_of(v) {
+                Op::Input(i) => Operand::Input(i.index()),
+                _ => Operand::Output(out(format!("v{k}_{name}"), v, &mut outputs)),
+            };
+            products.push(ProductGrad { weight: w, z, v });
         }
         let mut vectors = Vec::new();
         for (k, p) in fwd.params.iter().enumerate() {
@@ -495,8 +607,7 @@ impl<'a> Builder<'a> {
                     self.zeros_like(w)
                 }
             };
-            vectors.push((id, outputs.len()));
-            outputs.push((format!("d_{}", p.name), d));
+            vectors.push((id, out(format!("d_{}", p.name), d, &mut outputs)));
         }
         for (name, v) in outputs {
             let len = self.cell.ty(v).vector_len().unwrap_or(1);
@@ -511,6 +622,7 @@ impl<'a> Builder<'a> {
                 outputs: fwd.outputs.len(),
                 products,
                 vectors,
+                taped: self.taped_order.clone(),
             },
             cell: self.cell,
         }

@@ -5,7 +5,7 @@
 //! summed over rows and steps (a matrix's as the outer products of each
 //! product's result adjoint and operand).
 
-use super::{backward, GradError};
+use super::{backward, training_forward, GradError};
 use crate::interp::{self, ParamValues};
 use crate::ir::{Cell, Type};
 
@@ -74,23 +74,25 @@ pub fn through_time(
     }
     let at = |v: &[f64], len: usize, t: usize| v[t * rows(len)..(t + 1) * rows(len)].to_vec();
 
-    // Forward, keeping each step's old states.
+    // Forward, keeping each step's tape: the old states and the taped
+    // values (the training forward cell's outputs after the cell's own).
+    let bw = backward(cell)?;
+    let layout = &bw.layout;
+    let forward = training_forward(cell, layout);
     let mut state = interp::State {
         batch,
         values: h0.to_vec(),
     };
     let mut tape = Vec::with_capacity(steps);
     for t in 0..steps {
-        tape.push(state.values.clone());
         let x: Vec<Vec<f64>> = (cell.inputs.iter().zip(xs))
             .map(|(p, x)| at(x, p.len, t))
             .collect();
-        interp::step(cell, params, &x, &mut state).map_err(err)?;
+        let mut outs = interp::step(&forward, params, &x, &mut state).map_err(err)?;
+        tape.push(outs.split_off(cell.outputs.len()));
     }
 
     // Backward, from the last step to the first.
-    let bw = backward(cell)?;
-    let layout = &bw.layout;
     let mut grads = Gradients {
         params: (cell.params.iter())
             .map(|p| match p.ty {
@@ -112,8 +114,10 @@ pub fn through_time(
         let mut inputs: Vec<Vec<f64>> = (cell.inputs.iter().zip(xs))
             .map(|(p, x)| at(x, p.len, t))
             .collect();
-        inputs.extend(tape[t].iter().cloned());
+        let (old_states, taped) = tape[t].split_at(cell.states.len());
+        inputs.extend(old_states.iter().cloned());
         inputs.extend((cell.outputs.iter().zip(d_outputs)).map(|(p, d)| at(d, p.len, t)));
+        inputs.extend(taped.iter().cloned());
         let outs = interp::step(&bw.cell, params, &inputs, &mut adjoint).map_err(err)?;
         for (i, p) in cell.inputs.iter().enumerate() {
             grads.inputs[i][t * rows(p.len)..(t + 1) * rows(p.len)].copy_from_slice(&outs[i]);
@@ -124,7 +128,11 @@ pub fn through_time(
                     "internal error: a product's weight is not a matrix".into(),
                 ));
             };
-            let (z, v) = (&outs[g.z], &outs[g.v]);
+            let v = match g.v {
+                super::Operand::Input(i) => &inputs[i],
+                super::Operand::Output(o) => &outs[o],
+            };
+            let z = &outs[g.z];
             let dw = &mut grads.params[g.weight.index()];
             for b in 0..batch {
                 for i in 0..r {
