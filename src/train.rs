@@ -40,6 +40,15 @@ pub struct Trainer {
     sources: Vec<ParamSource>,
     /// Threads for the weight gradients.
     threads: usize,
+    /// The backward pass's buffers, kept between calls.
+    workspace: std::sync::Mutex<Workspace>,
+}
+
+/// The backward kernel's reversed inputs and its outputs.
+#[derive(Default)]
+struct Workspace {
+    inputs: Vec<Vec<f32>>,
+    outputs: Vec<Vec<f32>>,
 }
 
 /// What [`Trainer::forward`] keeps for [`Trainer::backward`]: the inputs and
@@ -141,6 +150,7 @@ impl Cell {
             layout: bw.layout,
             sources: t.sources,
             threads: opts.threads.unwrap_or_else(crate::max_threads),
+            workspace: Default::default(),
         })
     }
 }
@@ -192,11 +202,23 @@ fn transposed(cell: &ir::Cell, p: ir::ParamId, w: &[f32]) -> Vec<f32> {
 
 /// Steps `t` of `[T, B, len]` data in reverse order.
 fn reversed(data: &[f32], steps: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    reverse_into(data, steps, &mut out);
+    out
+}
+
+/// [`reversed`] into `out`, reusing its memory (a large fresh buffer costs
+/// a page fault per 4 KiB on first touch).
+fn reverse_into(data: &[f32], steps: usize, out: &mut Vec<f32>) {
+    out.clear();
     if steps == 0 {
-        return Vec::new();
+        return;
     }
     let n = data.len() / steps;
-    data.chunks(n).rev().flatten().copied().collect()
+    out.reserve(data.len());
+    for step in data.chunks(n).rev() {
+        out.extend_from_slice(step);
+    }
 }
 
 fn check_len(what: impl Fn() -> String, got: usize, want: usize) -> Result<()> {
@@ -415,20 +437,35 @@ impl Trainer {
                 batch * p.len,
             )?;
         }
-        // The backward kernel over the reversed sequence.
-        let inputs: Vec<Vec<f32>> = (tape.inputs.iter())
+        // The backward kernel over the reversed sequence, in buffers kept
+        // from the last call (another thread's call meanwhile gets its own).
+        let mut kept = self.workspace.try_lock().ok();
+        let mut fresh = Workspace::default();
+        let ws: &mut Workspace = kept.as_deref_mut().unwrap_or(&mut fresh);
+        let sources: Vec<&[f32]> = (tape.inputs.iter())
             .chain(&tape.states)
-            .map(|v| reversed(v, steps))
-            .chain(d_outputs.iter().map(|d| reversed(d, steps)))
-            .chain(tape.taped.iter().map(|v| reversed(v, steps)))
+            .map(Vec::as_slice)
+            .chain(d_outputs.iter().copied())
+            .chain(tape.taped.iter().map(Vec::as_slice))
             .collect();
+        ws.inputs.resize_with(sources.len(), Vec::new);
+        for (src, buf) in sources.iter().zip(&mut ws.inputs) {
+            reverse_into(src, steps, buf);
+        }
+        let inputs = &ws.inputs;
         let mut adjoint = self.backward.new_state(batch)?;
         for (name, d) in self.backward.state_names().iter().zip(d_final) {
             adjoint.set(name, d)?;
         }
-        let mut outs: Vec<Vec<f32>> = (0..self.backward.output_names().len())
-            .map(|o| crate::alloc::zeros(steps * batch * self.backward.output_len(o), "adjoints"))
-            .collect::<Result<_>>()?;
+        let n_out = self.backward.output_names().len();
+        ws.outputs.resize_with(n_out, Vec::new);
+        for (o, buf) in ws.outputs.iter_mut().enumerate() {
+            let n = steps * batch * self.backward.output_len(o);
+            buf.clear();
+            crate::alloc::reserve(buf, n, "adjoints")?;
+            buf.resize(n, 0.0);
+        }
+        let outs = &mut ws.outputs;
         if steps > 0 {
             let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
             let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
@@ -450,7 +487,7 @@ impl Trainer {
                 })
             })
             .collect::<Result<_>>()?;
-        self.weight_gradients(&inputs, &outs, steps * batch, &mut params)?;
+        self.weight_gradients(inputs, outs, steps * batch, &mut params)?;
         for &(p, o) in &self.layout.vectors {
             let dp = &mut params[p.index()].values;
             let n = dp.len();

@@ -16,9 +16,10 @@ each system at its better of 1 and 2 threads (torch.set_num_threads;
 cellc's `threads=`). Each figure is the median of the timed calls of a pass
 after a warm-up call; passes alternate the systems and the median of the
 passes is kept. The ratio is PyTorch's time over cellc's (above 1: cellc is
-faster). Also printed: the tape cellc keeps (the inputs and each step's
-states) beside the activations oneDNN keeps for an LSTM (its workspace: the
-four gates and the cell state per step and row, plus the outputs).
+faster). Also printed for the LSTM: the tape cellc keeps (the inputs, each
+step's h and c, and the four gates' pre-activations: X + 6H floats per step
+and row) beside what oneDNN's training workspace holds for the same step
+(the four gates, c and h: 6H, plus the input it is given back: X).
 
 Needs the `cellc` package installed (`pip install ./python`) and torch:
 
@@ -133,10 +134,9 @@ def main():
                    "cellc_ms": best["cellc"][0] * 1e3, "cellc_threads": best["cellc"][1],
                    "torch_over_cellc": ratio}
             if kind == "lstm":
-                # cellc's tape: the inputs and each step's h and c; oneDNN's
-                # workspace: 4 gates + c per step and row, plus the outputs.
-                row["tape_mb"] = 4 * T * B * (H + 2 * H) / 1e6
-                row["onednn_activations_mb"] = 4 * T * B * (5 * H + H) / 1e6
+                X = H
+                row["tape_mb"] = 4 * T * B * (X + 6 * H) / 1e6
+                row["onednn_activations_mb"] = 4 * T * B * (X + 6 * H) / 1e6
             rows.append(row)
             print(f"{kind:8} H={H:4} B={B:3}: torch {row['torch_ms']:9.2f} ms ({row['torch_threads']}t)  "
                   f"cellc {row['cellc_ms']:9.2f} ms ({row['cellc_threads']}t)  torch/cellc {ratio:5.2f}"
