@@ -108,15 +108,24 @@ class Network:
     unbatched 2-D inputs, `PackedSequence` in and out). Tensors in give
     tensors out; NumPy arrays in give NumPy arrays out.
 
-    Made by `cellc.from_torch(module)`; the weights are the module's when it
-    was called (a later change to the module is not seen: call it again).
-    Dropout is ignored (inference). The object is shared by any number of
-    threads, and pickles.
+    Made by `cellc.from_torch(module)`. Under `torch.no_grad()` (or when
+    nothing requires a gradient) it runs the weights the module had when it
+    was called (a later change is not seen: call it again), dropout ignored;
+    otherwise it is differentiable with respect to the module's own
+    parameters (their current values), the input and `hx`, so that
+    `model.rnn = cellc.from_torch(model.rnn)` trains with any optimizer
+    (`cellc.torch`; padded sequences only, not `PackedSequence`, yet). The
+    object is shared by any number of threads, and pickles.
     """
 
     def __init__(self, network: "_cellc.Network", kind: str, states: list[str],
-                 batch_first: bool, hidden_size: int, proj_size: int):
+                 batch_first: bool, hidden_size: int, proj_size: int, module: Any = None,
+                 nonlinearity: str = "tanh", threads: Optional[int] = None):
         self._net = network
+        self._module = module
+        self._nonlinearity = nonlinearity
+        self._threads = threads
+        self._train = None
         self.kind = kind
         self.state_names = list(states)
         self.batch_first = batch_first
@@ -133,8 +142,27 @@ class Network:
     def _directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_train"] = None  # compiled again when needed
+        return state
+
+    def _differentiable(self, x: Any, hx: Any) -> bool:
+        """Whether this call must carry gradients: grad mode on, and the
+        module's parameters, the input or `hx` require them."""
+        if self._module is None or not _is_tensor(x) and not _is_packed(x):
+            return False
+        torch = _torch()
+        if not torch.is_grad_enabled():
+            return False
+        given = [] if hx is None else list(hx if isinstance(hx, (tuple, list)) else (hx,))
+        tensors = list(self._module.parameters()) + [x if _is_tensor(x) else x.data] + given
+        return any(getattr(t, "requires_grad", False) for t in tensors)
+
     def __call__(self, input: Any, hx: Any = None) -> tuple[Any, Any]:
         """Runs the network as the module's `forward(input, hx)` does."""
+        if self._differentiable(input, hx):
+            return self._call_training(input, hx)
         lengths = None
         packed = _is_packed(input)
         if packed:
@@ -187,6 +215,45 @@ class Network:
 
     forward = __call__
 
+    def _call_training(self, input: Any, hx: Any) -> tuple[Any, Any]:
+        """The differentiable path (`cellc.torch`)."""
+        if _is_packed(input):
+            raise OptionsError(
+                "a PackedSequence does not train through cellc yet: pass the padded "
+                "sequence, or run under torch.no_grad()")
+        from . import torch as ct
+        torch = _torch()
+        if self._train is None:
+            self._train = ct._Layers(self._module, self.kind, self.proj_size,
+                                     self._nonlinearity, self._threads)
+        x = input
+        unbatched = len(x.shape) == 2
+        if len(x.shape) not in (2, 3):
+            raise ShapeError(f"input: shape {list(x.shape)}; expected 3-D, or [T, X] unbatched")
+        if unbatched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        h0 = None
+        if hx is not None:
+            given = hx if isinstance(hx, (tuple, list)) else (hx,)
+            if len(given) != len(self.state_names):
+                raise ShapeError(
+                    f"hx: {len(given)} tensors; {self.kind} takes "
+                    f"{'(h_0, c_0)' if len(self.state_names) == 2 else 'h_0'}")
+            h0 = {n: (h[:, None, :] if unbatched else h).to(torch.float32)
+                  for n, h in zip(self.state_names, given)}
+        y, finals = self._train(x.to(torch.float32), h0)
+        if unbatched:
+            y = y[:, 0, :]
+            finals = {k: v[:, 0, :] for k, v in finals.items()}
+        elif self.batch_first:
+            y = y.transpose(0, 1)
+        states = [finals[n] for n in self.state_names]
+        if len(states) == 2:
+            return y, (states[0], states[1])
+        return y, states[0]
+
 
 def _repack(y: Any, lengths: list[int], like: Any) -> Any:
     """`y` [T, B, ...] (rows in the caller's order) packed as `like` is: the
@@ -235,7 +302,8 @@ def from_torch(module: Any, precision: Optional[str] = None, threads: Optional[i
     weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     net = _cellc.Network.from_checkpoint(
         source, weights, name=name, precision=precision, threads=threads, plan=plan)
-    return Network(net, kind, states, bool(module.batch_first), int(module.hidden_size), proj)
+    return Network(net, kind, states, bool(module.batch_first), int(module.hidden_size), proj,
+                   module=module, nonlinearity=nonlinearity, threads=threads)
 
 
 class OnnxNetwork:

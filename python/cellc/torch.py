@@ -174,3 +174,97 @@ class Cell(torch.nn.Module):
         finals = dict(zip(self.state_names, out[len(self.output_names):]))
         y = ys[0] if len(ys) == 1 else dict(zip(self.output_names, ys))
         return y, finals
+
+
+class _Layers:
+    """The training path of `cellc.from_torch(module)`: each layer and
+    direction a compiled trainer of the module's cell, composed with torch
+    operations (reversal, concatenation, dropout between layers), so that
+    autograd carries the gradients to the module's own parameters.
+
+    Each cell parameter is a differentiable gather from the module's
+    parameters: the indices come from the cell's own bindings, read off a
+    state_dict whose tensors hold their elements' positions (`params_of`),
+    so whatever slices the bindings take, the gradients land where PyTorch
+    keeps them."""
+
+    def __init__(self, module, kind: str, proj: int, nonlinearity: str, threads):
+        self.module = module
+        name, source, states = _cellc.torch_cell(kind, proj, nonlinearity)
+        self.states = list(states)
+        self.layers = int(module.num_layers)
+        self.directions = 2 if module.bidirectional else 1
+        self.names = [n for n, _ in module.named_parameters()]
+        sizes = [p.numel() for _, p in module.named_parameters()]
+        offsets = np.cumsum([0] + sizes)
+        H = int(module.hidden_size)
+        out = proj or H
+        self.cells = []
+        for layer in range(self.layers):
+            X = int(module.input_size) if layer == 0 else out * self.directions
+            row = []
+            for d in range(self.directions):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                dims = {"X": X, "H": H}
+                if proj:
+                    dims["P"] = proj
+                cell = _cellc.Cell.from_source(source, dims=dims, name=name)
+                m = Cell.__new__(Cell)
+                torch.nn.Module.__init__(m)
+                trainer = _cellc.Trainer(cell, threads=threads)
+                object.__setattr__(m, "_trainer", trainer)
+                m._cell = cell
+                m._inputs, m._states, m._outputs = trainer.inputs, trainer.states, trainer.outputs
+                m.input_names, m.state_names = list(m._inputs[0]), list(m._states[0])
+                m.output_names, m.param_names = list(m._outputs[0]), list(trainer.param_names)
+                m._synced = None
+                # Each element's position + 1 (0: no tensor; a bias the
+                # module lacks is zero), in two exact float32 halves.
+                hi, lo = {}, {}
+                for (pname, p), off in zip(module.named_parameters(), offsets):
+                    if not pname.endswith(suffix):
+                        continue
+                    local = pname[: -len(suffix)] + "_l0"
+                    pos = np.arange(off, off + p.numel(), dtype=np.int64).reshape(p.shape) + 1
+                    hi[local] = (pos // 4096).astype(np.float32)
+                    lo[local] = (pos % 4096).astype(np.float32)
+                if "bias_ih_l0" not in hi:
+                    # bias=False: zeros, position 0 (no tensor: no gradient).
+                    rows = hi["weight_ih_l0"].shape[0]
+                    for b in ("bias_ih_l0", "bias_hh_l0"):
+                        hi[b] = lo[b] = np.zeros(rows, np.float32)
+                index = [(h.astype(np.int64) * 4096 + l.astype(np.int64)) for h, l in
+                         zip(cell.params_of(hi), cell.params_of(lo))]
+                row.append((m, [torch.from_numpy(i) for i in index]))
+            self.cells.append(row)
+
+    def params(self, index):
+        flat = torch.cat([p.reshape(-1) for p in self.module.parameters()] + [
+            next(self.module.parameters()).new_zeros(1)])
+        # Position 0 (no tensor) reads the zero appended last.
+        last = flat.shape[0] - 1
+        return [flat[torch.where(i > 0, i - 1, torch.full_like(i, last))] for i in index]
+
+    def __call__(self, x, h0):
+        """`x` [T, B, X]; `h0` per state [D*L, B, n] or None. Returns `y`
+        [T, B, D*out] and per state [D*L, B, n]."""
+        T, B = int(x.shape[0]), int(x.shape[1])
+        finals = {s: [] for s in self.states}
+        inp = x
+        for layer, row in enumerate(self.cells):
+            outs = []
+            for d, (m, index) in enumerate(row):
+                k = layer * self.directions + d
+                seq = inp if d == 0 else torch.flip(inp, [0])
+                init = [h0[s][k] if h0 is not None else
+                        torch.zeros(B, n) for s, n in zip(self.states, m._states[1])]
+                res = _Steps.apply(m, T, B, seq, *init, *self.params(index))
+                y = res[0]
+                outs.append(y if d == 0 else torch.flip(y, [0]))
+                for s, f in zip(self.states, res[1:]):
+                    finals[s].append(f)
+            inp = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            p = float(getattr(self.module, "dropout", 0.0) or 0.0)
+            if p > 0 and layer + 1 < self.layers and self.module.training:
+                inp = torch.nn.functional.dropout(inp, p, training=True)
+        return inp, {s: torch.stack(v) for s, v in finals.items()}

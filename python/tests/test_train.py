@@ -238,3 +238,74 @@ def test_layernorm_lstm_trains_as_pytorch_does():
     # It learns: the last losses are a quarter below the first (200 steps
     # are the start of learning the adding problem: first the mean).
     assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20]), (losses[:20], losses[-20:])
+
+
+NETWORKS = [
+    (kind, layers, bidir, bias, batch_first, proj)
+    for kind in ("LSTM", "GRU", "RNN")
+    for layers, bidir in ((1, False), (2, False), (1, True), (2, True))
+    for bias, batch_first in ((True, False), (False, True))
+    for proj in ((0, 3) if kind == "LSTM" else (0,))
+]
+
+
+@pytest.mark.parametrize("kind,layers,bidir,bias,batch_first,proj", NETWORKS)
+def test_from_torch_is_differentiable(kind, layers, bidir, bias, batch_first, proj):
+    """`cellc.from_torch(module)` under autograd: the outputs, the final
+    states and the gradients of the module's own parameters, the input and
+    `hx` against PyTorch's on a copy of the module."""
+    import copy
+    torch.manual_seed(layers * 10 + bidir + 2 * bias + proj)
+    X, H, T, B = 5, 6, 4, 3
+    kw = dict(num_layers=layers, bidirectional=bidir, bias=bias, batch_first=batch_first)
+    if kind == "LSTM":
+        ref = torch.nn.LSTM(X, H, proj_size=proj, **kw)
+    elif kind == "GRU":
+        ref = torch.nn.GRU(X, H, **kw)
+    else:
+        ref = torch.nn.RNN(X, H, **kw)
+    mod = copy.deepcopy(ref)
+    net = cellc.from_torch(mod)
+    D = 2 if bidir else 1
+    out = proj or H
+    x = torch.randn(B, T, X) if batch_first else torch.randn(T, B, X)
+    x.requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    shapes = [(D * layers, B, out)] + ([(D * layers, B, H)] if kind == "LSTM" else [])
+    hx = [torch.randn(*s, requires_grad=True) for s in shapes]
+    hx2 = [h.detach().clone().requires_grad_() for h in hx]
+    pack = (lambda h: tuple(h)) if kind == "LSTM" else (lambda h: h[0])
+    y_ref, f_ref = ref(x, pack(hx))
+    y, f = net(x2, pack(hx2))
+    close("y", y, y_ref)
+    f_ref = f_ref if isinstance(f_ref, tuple) else (f_ref,)
+    f = f if isinstance(f, tuple) else (f,)
+    w = [torch.randn_like(t) for t in f_ref]
+    wy = torch.randn_like(y_ref)
+    ((y_ref * wy).sum() + sum((a * b).sum() for a, b in zip(f_ref, w))).backward()
+    ((y * wy).sum() + sum((a * b).sum() for a, b in zip(f, w))).backward()
+    close("dx", x2.grad, x.grad)
+    for a, b in zip(hx2, hx):
+        close("dhx", a.grad, b.grad)
+    for (name, p), (_, q) in zip(mod.named_parameters(), ref.named_parameters()):
+        close(f"d{name}", p.grad, q.grad)
+
+
+def test_from_torch_trains_in_place_of_the_module():
+    """`model.rnn = cellc.from_torch(model.rnn)`: an optimizer over the
+    model's parameters trains it; under no_grad the network runs the weights
+    it was made with (as before)."""
+    torch.manual_seed(5)
+    rnn = torch.nn.GRU(3, 8)
+    net = cellc.from_torch(rnn)
+    opt = torch.optim.SGD(rnn.parameters(), lr=0.1)
+    x = torch.randn(6, 4, 3)
+    before = rnn.weight_ih_l0.detach().clone()
+    y, _ = net(x)
+    y.pow(2).mean().backward()
+    assert rnn.weight_ih_l0.grad is not None
+    opt.step()
+    assert not torch.equal(before, rnn.weight_ih_l0.detach())
+    with pytest.raises(cellc.OptionsError, match="PackedSequence"):
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, [6, 5, 3, 2])
+        net(packed)
