@@ -25,6 +25,7 @@ and distributed engines such as Ray. `docs/python.md` has the whole story.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -108,14 +109,17 @@ class Network:
     unbatched 2-D inputs, `PackedSequence` in and out). Tensors in give
     tensors out; NumPy arrays in give NumPy arrays out.
 
-    Made by `cellc.from_torch(module)`. Under `torch.no_grad()` (or when
-    nothing requires a gradient) it runs the weights the module had when it
-    was called (a later change is not seen: call it again), dropout ignored;
-    otherwise it is differentiable with respect to the module's own
-    parameters (their current values), the input and `hx`, so that
-    `model.rnn = cellc.from_torch(model.rnn)` trains with any optimizer
-    (`cellc.torch`; padded sequences only, not `PackedSequence`, yet). The
-    object is shared by any number of threads, and pickles.
+    Made by `cellc.from_torch(module)`. With the module in training mode
+    (`module.train()`, a new module's mode) and grad mode on, it is
+    differentiable with respect to the module's own parameters (their
+    current values, dropout between layers applied), the input and `hx`, so
+    that `model.rnn = cellc.from_torch(model.rnn)` trains with any optimizer.
+    Otherwise (`module.eval()`, `torch.no_grad()`, nothing requiring a
+    gradient) it runs the weights the module had when it was called (a later
+    change is not seen: call it again), dropout ignored
+    (`cellc.torch`; padded sequences: a `PackedSequence` runs the inference
+    network, with a warning). The object is shared by any number of threads,
+    and pickles.
     """
 
     def __init__(self, network: "_cellc.Network", kind: str, states: list[str],
@@ -142,15 +146,32 @@ class Network:
     def _directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    def _hx(self, hx: Any) -> list:
+        """The initial states given, one per state, or an error."""
+        given = list(hx if isinstance(hx, (tuple, list)) else (hx,))
+        if len(given) != len(self.state_names):
+            raise ShapeError(
+                f"hx: {len(given)} tensors; {self.kind} takes "
+                f"{'(h_0, c_0)' if len(self.state_names) == 2 else 'h_0'}")
+        return given
+
+    def _finals(self, states: dict) -> Any:
+        """The final states as the module returns them: `h_n`, or `(h_n, c_n)`."""
+        finals = [states[n] for n in self.state_names]
+        return (finals[0], finals[1]) if len(finals) == 2 else finals[0]
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_train"] = None  # compiled again when needed
         return state
 
     def _differentiable(self, x: Any, hx: Any) -> bool:
-        """Whether this call must carry gradients: grad mode on, and the
-        module's parameters, the input or `hx` require them."""
-        if self._module is None or not _is_tensor(x) and not _is_packed(x):
+        """Whether this call must carry gradients: the module in training
+        mode, grad mode on, and the module's parameters, the input or `hx`
+        requiring them."""
+        if self._module is None or not self._module.training:
+            return False
+        if not _is_tensor(x) and not _is_packed(x):
             return False
         torch = _torch()
         if not torch.is_grad_enabled():
@@ -162,7 +183,12 @@ class Network:
     def __call__(self, input: Any, hx: Any = None) -> tuple[Any, Any]:
         """Runs the network as the module's `forward(input, hx)` does."""
         if self._differentiable(input, hx):
-            return self._call_training(input, hx)
+            if not _is_packed(input):
+                return self._call_training(input, hx)
+            warnings.warn(
+                "cellc: a PackedSequence does not train through cellc yet; this call is not "
+                "differentiable (pass the padded sequence to train; run under torch.no_grad() "
+                "for inference)", stacklevel=2)
         lengths = None
         packed = _is_packed(input)
         if packed:
@@ -188,11 +214,7 @@ class Network:
         batch = x.shape[1]
         initial = None
         if hx is not None:
-            given = hx if isinstance(hx, (tuple, list)) else (hx,)
-            if len(given) != len(self.state_names):
-                raise ShapeError(
-                    f"hx: {len(given)} tensors; {self.kind} takes "
-                    f"{'(h_0, c_0)' if len(self.state_names) == 2 else 'h_0'}")
+            given = self._hx(hx)
             initial = {}
             for name, h in zip(self.state_names, given):
                 if unbatched:
@@ -208,19 +230,12 @@ class Network:
             y = y.transpose(0, 1) if _is_tensor(y) else np.swapaxes(y, 0, 1)
         if packed:
             y = _repack(y, lengths, input)
-        finals = [states[n] for n in self.state_names]
-        if len(finals) == 2:
-            return y, (finals[0], finals[1])
-        return y, finals[0]
+        return y, self._finals(states)
 
     forward = __call__
 
     def _call_training(self, input: Any, hx: Any) -> tuple[Any, Any]:
         """The differentiable path (`cellc.torch`)."""
-        if _is_packed(input):
-            raise OptionsError(
-                "a PackedSequence does not train through cellc yet: pass the padded "
-                "sequence, or run under torch.no_grad()")
         from . import torch as ct
         torch = _torch()
         if self._train is None:
@@ -236,11 +251,7 @@ class Network:
             x = x.transpose(0, 1)
         h0 = None
         if hx is not None:
-            given = hx if isinstance(hx, (tuple, list)) else (hx,)
-            if len(given) != len(self.state_names):
-                raise ShapeError(
-                    f"hx: {len(given)} tensors; {self.kind} takes "
-                    f"{'(h_0, c_0)' if len(self.state_names) == 2 else 'h_0'}")
+            given = self._hx(hx)
             h0 = {n: (h[:, None, :] if unbatched else h).to(torch.float32)
                   for n, h in zip(self.state_names, given)}
         y, finals = self._train(x.to(torch.float32), h0)
@@ -249,10 +260,7 @@ class Network:
             finals = {k: v[:, 0, :] for k, v in finals.items()}
         elif self.batch_first:
             y = y.transpose(0, 1)
-        states = [finals[n] for n in self.state_names]
-        if len(states) == 2:
-            return y, (states[0], states[1])
-        return y, states[0]
+        return y, self._finals(finals)
 
 
 def _repack(y: Any, lengths: list[int], like: Any) -> Any:

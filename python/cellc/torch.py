@@ -134,10 +134,15 @@ class Cell(torch.nn.Module):
     def _params(self) -> list:
         return [getattr(self, n) for n in self.param_names]
 
+    def _sync_key(self, params) -> tuple:
+        """What identifies the parameters' values: each tensor and its
+        version (an in-place update bumps it)."""
+        return tuple((id(p), p._version, p.data_ptr()) for p in params)
+
     def _sync(self, params) -> None:
         """Hands the parameters' current values to the trainer when they
         changed since the last call (an optimizer's step, a load)."""
-        key = tuple((id(p), p._version, p.data_ptr()) for p in params)
+        key = self._sync_key(params)
         if key != self._synced:
             self._trainer.set_params(_arrays(params))
             self._synced = key
@@ -218,6 +223,10 @@ class _Layers:
                 m.input_names, m.state_names = list(m._inputs[0]), list(m._states[0])
                 m.output_names, m.param_names = list(m._outputs[0]), list(trainer.param_names)
                 m._synced = None
+                # The gathered tensors are new each call: the module's
+                # parameters say whether their values changed.
+                m._sync_key = lambda _params, mod=module: tuple(
+                    (id(p), p._version, p.data_ptr()) for p in mod.parameters())
                 # Each element's position + 1 (0: no tensor; a bias the
                 # module lacks is zero), in two exact float32 halves.
                 hi, lo = {}, {}

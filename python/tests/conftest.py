@@ -33,6 +33,8 @@ def manifest(name: str) -> dict:
 
 def rel_err(got, want) -> float:
     """The largest error of `got`, relative to `want`'s largest magnitude."""
+    # Tensors that carry gradients (cellc.from_torch in grad mode) detached.
+    got, want = (x.detach() if hasattr(x, "detach") else x for x in (got, want))
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     assert got.shape == want.shape, f"shape {got.shape}, expected {want.shape}"

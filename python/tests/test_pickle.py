@@ -29,7 +29,10 @@ def run_kernel(k, xs):
 
 
 def run_network(net, x):
-    return net(x)
+    # Inference, as a worker runs it: no gradients (in grad mode the network
+    # is differentiable, and autograd's tensors do not cross processes).
+    with torch.no_grad():
+        return net(x)
 
 
 def test_cells_pickle_with_their_source_and_sizes():
@@ -89,5 +92,5 @@ def test_a_process_pool_runs_a_network():
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
         got = list(ex.map(run_network, [net] * len(xs), xs))
     for x, (y, (h, c)) in zip(xs, got):
-        wy, (wh, wc) = net(x)
+        wy, (wh, wc) = run_network(net, x)
         assert torch.equal(y, wy) and torch.equal(h, wh) and torch.equal(c, wc)

@@ -110,40 +110,53 @@ def test_source_text_several_inputs_and_errors():
         m({"x": x, "z": z}, {"c": torch.zeros(2, 4)})
 
 
+def adding_batch(gen, T, B, X):
+    """The adding problem: `X`-wide inputs (a value, a mark, zeros) whose
+    target is the sum of the two marked values."""
+    values = torch.rand(T, B, 1, generator=gen)
+    marks = torch.zeros(T, B, 1)
+    for b in range(B):
+        i, j = torch.randperm(T, generator=gen)[:2]
+        marks[i, b] = marks[j, b] = 1
+    x = torch.cat([values, marks, torch.zeros(T, B, X - 2)], dim=2)
+    return x, (values * marks).sum(0)
+
+
+def train_both(ref, m, run_ref, run, steps, lr, X, T, B):
+    """Adam on the adding problem for `steps` steps, the reference module and
+    the cellc cell from the same weights (each with a linear head, also the
+    same): asserts the losses within 1e-3 relative at every step, returns
+    cellc's losses."""
+    m.load_checkpoint(ref.state_dict())
+    H = m._states[1][0]
+    head_ref = torch.nn.Linear(H, 1)
+    head = torch.nn.Linear(H, 1)
+    head.load_state_dict(head_ref.state_dict())
+    opt_ref = torch.optim.Adam(list(ref.parameters()) + list(head_ref.parameters()), lr=lr)
+    opt = torch.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=lr)
+    gen = torch.Generator().manual_seed(1)
+    losses = []
+    for step in range(steps):
+        x, target = adding_batch(gen, T, B, X)
+        loss_ref = ((head_ref(run_ref(x)[-1]) - target) ** 2).mean()
+        loss = ((head(run(x)[-1]) - target) ** 2).mean()
+        assert abs(loss.item() - loss_ref.item()) <= 1e-3 * abs(loss_ref.item()), (step, loss, loss_ref)
+        losses.append(loss.item())
+        for o, l in ((opt_ref, loss_ref), (opt, loss)):
+            o.zero_grad()
+            l.backward()
+            o.step()
+    return losses
+
+
 def test_adam_training_follows_pytorch():
     """The same LSTM trained by cellc and by PyTorch with Adam from the same
     weights on the same batches: the losses stay within 1e-3 relative."""
     torch.manual_seed(0)
     X, H, T, B = 4, 12, 10, 8
     ref = torch.nn.LSTM(X, H)
-    head_ref = torch.nn.Linear(H, 1)
     m = cellc.torch.Cell(EXAMPLES / "lstm.rnn", dims={"X": X, "H": H})
-    m.load_checkpoint(ref.state_dict())
-    head = torch.nn.Linear(H, 1)
-    head.load_state_dict(head_ref.state_dict())
-    opt_ref = torch.optim.Adam(list(ref.parameters()) + list(head_ref.parameters()), lr=1e-2)
-    opt = torch.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=1e-2)
-    gen = torch.Generator().manual_seed(1)
-    for step in range(60):
-        # The adding problem: the sum of the two marked numbers.
-        values = torch.rand(T, B, 1, generator=gen)
-        marks = torch.zeros(T, B, 1)
-        for b in range(B):
-            i, j = torch.randperm(T, generator=gen)[:2]
-            marks[i, b] = marks[j, b] = 1
-        x = torch.cat([values, marks, torch.zeros(T, B, X - 2)], dim=2)
-        target = (values * marks).sum(0)
-        y_ref, _ = ref(x)
-        loss_ref = ((head_ref(y_ref[-1]) - target) ** 2).mean()
-        y, _ = m(x)
-        loss = ((head(y[-1]) - target) ** 2).mean()
-        assert abs(loss.item() - loss_ref.item()) <= 1e-3 * abs(loss_ref.item()), (step, loss, loss_ref)
-        opt_ref.zero_grad()
-        loss_ref.backward()
-        opt_ref.step()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_both(ref, m, lambda x: ref(x)[0], lambda x: m(x)[0], 60, 1e-2, X, T, B)
 
 
 class LayerNormLSTM(torch.nn.Module):
@@ -205,36 +218,9 @@ def test_layernorm_lstm_trains_as_pytorch_does():
     torch.manual_seed(0)
     X, H, T, B = 2, 16, 12, 16
     ref = LayerNormLSTM(X, H)
-    head_ref = torch.nn.Linear(H, 1)
     m = cellc.torch.Cell(EXAMPLES / "layernorm_lstm.rnn", dims={"X": X, "H": H})
-    m.load_checkpoint(ref.state_dict())
-    head = torch.nn.Linear(H, 1)
-    head.load_state_dict(head_ref.state_dict())
-    opt_ref = torch.optim.Adam(list(ref.parameters()) + list(head_ref.parameters()), lr=3e-3)
-    opt = torch.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=3e-3)
-    gen = torch.Generator().manual_seed(1)
     zeros = torch.zeros(B, H)
-    losses = []
-    for step in range(200):
-        values = torch.rand(T, B, 1, generator=gen)
-        marks = torch.zeros(T, B, 1)
-        for b in range(B):
-            i, j = torch.randperm(T, generator=gen)[:2]
-            marks[i, b] = marks[j, b] = 1
-        x = torch.cat([values, marks], dim=2)
-        target = (values * marks).sum(0)
-        y_ref, _, _ = ref(x, zeros, zeros)
-        loss_ref = ((head_ref(y_ref[-1]) - target) ** 2).mean()
-        y, _ = m(x)
-        loss = ((head(y[-1]) - target) ** 2).mean()
-        assert abs(loss.item() - loss_ref.item()) <= 1e-3 * abs(loss_ref.item()), (step, loss, loss_ref)
-        losses.append(loss.item())
-        opt_ref.zero_grad()
-        loss_ref.backward()
-        opt_ref.step()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses = train_both(ref, m, lambda x: ref(x, zeros, zeros)[0], lambda x: m(x)[0], 200, 3e-3, X, T, B)
     # It learns: the last losses are a quarter below the first (200 steps
     # are the start of learning the adding problem: first the mean).
     assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20]), (losses[:20], losses[-20:])
@@ -306,6 +292,13 @@ def test_from_torch_trains_in_place_of_the_module():
     assert rnn.weight_ih_l0.grad is not None
     opt.step()
     assert not torch.equal(before, rnn.weight_ih_l0.detach())
-    with pytest.raises(cellc.OptionsError, match="PackedSequence"):
-        packed = torch.nn.utils.rnn.pack_padded_sequence(x, [6, 5, 3, 2])
-        net(packed)
+    # In eval mode: the inference network, the weights it was made with.
+    rnn.eval()
+    y_eval, _ = net(x)
+    assert not y_eval.requires_grad
+    rnn.train()
+    # A PackedSequence runs the inference network, and says it does not train.
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [6, 5, 3, 2])
+    with pytest.warns(UserWarning, match="PackedSequence"):
+        y, _ = net(packed)
+    assert not y.data.requires_grad
