@@ -127,32 +127,48 @@ impl Cell {
         params: Vec<Vec<f32>>,
         opts: &Options,
     ) -> Result<Trainer> {
-        let lowered = self.ir()?;
-        if params.len() != lowered.params.len() {
-            return Err(Error::shape(format!(
-                "cell `{}` has {} parameters, {} given",
-                lowered.name,
-                lowered.params.len(),
-                params.len()
-            )));
-        }
-        let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
-        let forward = grad::training_forward(&lowered, &bw.layout);
-        let forward = Kernel::new(kernel_ir(forward, opts)?, params.clone(), opts)?;
-        let t = grad::transpose_products(&bw.cell);
-        let bparams = backward_params(&lowered, &t.sources, &params);
-        let backward = Kernel::new(kernel_ir(t.cell, opts)?, bparams, opts)?;
-        Ok(Trainer {
-            id: NEXT_TRAINER.fetch_add(1, Ordering::Relaxed),
-            ir: lowered,
-            forward,
-            backward,
-            layout: bw.layout,
-            sources: t.sources,
-            threads: opts.threads.unwrap_or_else(crate::max_threads),
-            workspace: Default::default(),
-        })
+        compile_lowered(self.ir()?, params, opts)
     }
+
+    /// [`Cell::compile_training_params`] for batches of rows of different
+    /// lengths: the cell takes one more input, `mask` (`[T, B, 1]`: 1 while a
+    /// row lasts, then 0), which holds a row's states once it has ended and
+    /// zeroes its outputs ([`grad::masked`]).
+    pub fn compile_training_ragged(
+        &self,
+        params: Vec<Vec<f32>>,
+        opts: &Options,
+    ) -> Result<Trainer> {
+        compile_lowered(grad::masked(&self.ir()?), params, opts)
+    }
+}
+
+/// The trainer of a lowered cell.
+fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> Result<Trainer> {
+    if params.len() != lowered.params.len() {
+        return Err(Error::shape(format!(
+            "cell `{}` has {} parameters, {} given",
+            lowered.name,
+            lowered.params.len(),
+            params.len()
+        )));
+    }
+    let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
+    let forward = grad::training_forward(&lowered, &bw.layout);
+    let forward = Kernel::new(kernel_ir(forward, opts)?, params.clone(), opts)?;
+    let t = grad::transpose_products(&bw.cell);
+    let bparams = backward_params(&lowered, &t.sources, &params);
+    let backward = Kernel::new(kernel_ir(t.cell, opts)?, bparams, opts)?;
+    Ok(Trainer {
+        id: NEXT_TRAINER.fetch_add(1, Ordering::Relaxed),
+        ir: lowered,
+        forward,
+        backward,
+        layout: bw.layout,
+        sources: t.sources,
+        threads: opts.threads.unwrap_or_else(crate::max_threads),
+        workspace: Default::default(),
+    })
 }
 
 /// Optimized, legalized and verified, as [`Cell::kernel_ir`] makes a cell's.

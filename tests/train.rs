@@ -248,3 +248,65 @@ fn set_params_is_compiling_again() {
     let e = t.set_params(vec![vec![0.0; 3]]).unwrap_err().to_string();
     assert!(e.contains("needs"), "{e}");
 }
+
+/// Rows of different lengths (`compile_training_ragged`): the gradients
+/// match the oracle's on the masked cell, each row's final state is the
+/// state after its own length (outputs past it are zero), and a row's
+/// gradients are those of the row run alone for its length.
+#[test]
+fn ragged_rows_are_rows_run_alone() {
+    let cell = common::sized(&common::example_path("gru"), 4, 5);
+    let ir = cell.ir().unwrap();
+    let weights = Weights::random(&ir, 8);
+    let params = weights.resolve(&ir).unwrap();
+    let t = cell
+        .compile_training_ragged(params.clone(), &Options::default())
+        .unwrap();
+    let plain = cell
+        .compile_training_params(params.clone(), &Options::default())
+        .unwrap();
+    let (steps, batch, lengths) = (5, 3, [5usize, 2, 0]);
+    let data = Data::random(&ir, steps, batch, 9);
+    let mask: Vec<f32> = (0..steps)
+        .flat_map(|s| lengths.iter().map(move |&l| if s < l { 1.0 } else { 0.0 }))
+        .collect();
+    let xs: Vec<&[f32]> = vec![&data.xs[0], &mask];
+    let h0: Vec<&[f32]> = data.h0.iter().map(Vec::as_slice).collect();
+    let f = t.forward(&xs, &h0, steps, batch).unwrap();
+    let dy: Vec<&[f32]> = data.d_outputs.iter().map(Vec::as_slice).collect();
+    let dh: Vec<&[f32]> = data.d_final.iter().map(Vec::as_slice).collect();
+    let g = t.backward(&f.tape, &dy, &dh).unwrap();
+    // The oracle on the masked cell.
+    let masked = cellc::grad::masked(&ir);
+    let want = cellc::grad::through_time(
+        &masked,
+        &ParamValues::from_f32(&params),
+        &f64s(&[data.xs[0].clone(), mask.clone()]),
+        &f64s(&data.h0),
+        steps,
+        batch,
+        &f64s(&data.d_outputs),
+        &f64s(&data.d_final),
+    )
+    .unwrap();
+    for (k, p) in ir.params.iter().enumerate() {
+        close(&format!("d {}", p.name), &g.param(&p.name).unwrap().values, &want.params[k]);
+    }
+    // Each row alone, for its length, through the plain trainer.
+    let (x_len, h) = (ir.inputs[0].len, ir.states[0].len);
+    for (b, &len) in lengths.iter().enumerate() {
+        let row = |v: &[f32], n: usize, t: usize| v[(t * batch + b) * n..(t * batch + b + 1) * n].to_vec();
+        let x: Vec<f32> = (0..len).flat_map(|t| row(&data.xs[0], x_len, t)).collect();
+        let dy: Vec<f32> = (0..len).flat_map(|t| row(&data.d_outputs[0], h, t)).collect();
+        let h0 = row(&data.h0[0], h, 0);
+        let fa = plain.forward(&[&x], &[&h0], len, 1).unwrap();
+        let ga = plain.backward(&fa.tape, &[&dy], &[&row(&data.d_final[0], h, 0)]).unwrap();
+        let want_final: Vec<f64> = fa.final_states[0].iter().map(|&v| f64::from(v)).collect();
+        close(&format!("row {b}: h_n"), &row(&f.final_states[0], h, 0), &want_final);
+        for t in len..steps {
+            assert!(row(&f.outputs[0], h, t).iter().all(|&v| v == 0.0), "row {b} step {t}");
+        }
+        let want_dh0: Vec<f64> = ga.initial_states[0].iter().map(|&v| f64::from(v)).collect();
+        close(&format!("row {b}: dh0"), &row(&g.initial_states[0], h, 0), &want_dh0);
+    }
+}

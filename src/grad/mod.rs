@@ -699,3 +699,46 @@ pub fn transpose_products(bw: &Cell) -> Transposed {
     cell.compact();
     Transposed { cell, sources }
 }
+
+/// `fwd` for batches of rows of different lengths: one more input, `mask`
+/// (`[1]` per row and step: 1 while the row lasts, then 0), that holds each
+/// state where the row has ended and zeroes its outputs (as PyTorch pads a
+/// packed sequence's output). Each update `v` of state `h` becomes `v·m +
+/// h·(1 - m)`, each output `y` becomes `y·m`: exactly `v` and `y` where `m`
+/// is 1, `h` and 0 where it is 0 (for finite values), and differentiable
+/// like the rest of the cell.
+pub fn masked(fwd: &Cell) -> Cell {
+    let mut cell = fwd.clone();
+    let mut names: HashSet<String> = (cell.inputs.iter())
+        .chain(&cell.states)
+        .chain(&cell.outputs)
+        .map(|p| p.name.clone())
+        .collect();
+    let mut name = "mask".to_string();
+    while !names.insert(name.clone()) {
+        name.push('_');
+    }
+    let mask_id = InputId::new(cell.inputs.len());
+    cell.inputs.push(Port { name, len: 1 });
+    let mask = cell.push1(Op::Input(mask_id), Type::Vector(1));
+    let one = cell.push1(Op::Const(1.0), Type::Scalar);
+    let keep = cell.push1(Op::Binary(BinaryOp::Sub, one, mask), Type::Vector(1));
+    for s in 0..cell.states.len() {
+        let id = StateId::new(s);
+        let ty = Type::Vector(cell.states[s].len);
+        let old = match (cell.insts.iter()).find(|i| i.op == Op::State(id)) {
+            Some(i) => i.results[0],
+            None => cell.push1(Op::State(id), ty),
+        };
+        let new = cell.state_updates[s];
+        let a = cell.push1(Op::Binary(BinaryOp::Mul, new, mask), ty);
+        let b = cell.push1(Op::Binary(BinaryOp::Mul, old, keep), ty);
+        cell.state_updates[s] = cell.push1(Op::Binary(BinaryOp::Add, a, b), ty);
+    }
+    for o in 0..cell.outputs.len() {
+        let ty = Type::Vector(cell.outputs[o].len);
+        let y = cell.output_values[o];
+        cell.output_values[o] = cell.push1(Op::Binary(BinaryOp::Mul, y, mask), ty);
+    }
+    cell
+}
