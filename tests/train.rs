@@ -290,23 +290,44 @@ fn ragged_rows_are_rows_run_alone() {
     )
     .unwrap();
     for (k, p) in ir.params.iter().enumerate() {
-        close(&format!("d {}", p.name), &g.param(&p.name).unwrap().values, &want.params[k]);
+        close(
+            &format!("d {}", p.name),
+            &g.param(&p.name).unwrap().values,
+            &want.params[k],
+        );
     }
     // Each row alone, for its length, through the plain trainer.
     let (x_len, h) = (ir.inputs[0].len, ir.states[0].len);
     for (b, &len) in lengths.iter().enumerate() {
-        let row = |v: &[f32], n: usize, t: usize| v[(t * batch + b) * n..(t * batch + b + 1) * n].to_vec();
+        let row = |v: &[f32], n: usize, t: usize| {
+            v[(t * batch + b) * n..(t * batch + b + 1) * n].to_vec()
+        };
         let x: Vec<f32> = (0..len).flat_map(|t| row(&data.xs[0], x_len, t)).collect();
-        let dy: Vec<f32> = (0..len).flat_map(|t| row(&data.d_outputs[0], h, t)).collect();
+        let dy: Vec<f32> = (0..len)
+            .flat_map(|t| row(&data.d_outputs[0], h, t))
+            .collect();
         let h0 = row(&data.h0[0], h, 0);
         let fa = plain.forward(&[&x], &[&h0], len, 1).unwrap();
-        let ga = plain.backward(&fa.tape, &[&dy], &[&row(&data.d_final[0], h, 0)]).unwrap();
+        let ga = plain
+            .backward(&fa.tape, &[&dy], &[&row(&data.d_final[0], h, 0)])
+            .unwrap();
         let want_final: Vec<f64> = fa.final_states[0].iter().map(|&v| f64::from(v)).collect();
-        close(&format!("row {b}: h_n"), &row(&f.final_states[0], h, 0), &want_final);
+        close(
+            &format!("row {b}: h_n"),
+            &row(&f.final_states[0], h, 0),
+            &want_final,
+        );
         for t in len..steps {
-            assert!(row(&f.outputs[0], h, t).iter().all(|&v| v == 0.0), "row {b} step {t}");
+            assert!(
+                row(&f.outputs[0], h, t).iter().all(|&v| v == 0.0),
+                "row {b} step {t}"
+            );
         }
         let want_dh0: Vec<f64> = ga.initial_states[0].iter().map(|&v| f64::from(v)).collect();
-        close(&format!("row {b}: dh0"), &row(&g.initial_states[0], h, 0), &want_dh0);
+        close(
+            &format!("row {b}: dh0"),
+            &row(&g.initial_states[0], h, 0),
+            &want_dh0,
+        );
     }
 }

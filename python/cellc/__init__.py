@@ -25,7 +25,6 @@ and distributed engines such as Ray. `docs/python.md` has the whole story.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -113,13 +112,12 @@ class Network:
     (`module.train()`, a new module's mode) and grad mode on, it is
     differentiable with respect to the module's own parameters (their
     current values, dropout between layers applied), the input and `hx`, so
-    that `model.rnn = cellc.from_torch(model.rnn)` trains with any optimizer.
-    Otherwise (`module.eval()`, `torch.no_grad()`, nothing requiring a
-    gradient) it runs the weights the module had when it was called (a later
-    change is not seen: call it again), dropout ignored
-    (`cellc.torch`; padded sequences: a `PackedSequence` runs the inference
-    network, with a warning). The object is shared by any number of threads,
-    and pickles.
+    that `model.rnn = cellc.from_torch(model.rnn)` trains with any optimizer
+    (`cellc.torch`; `PackedSequence` in and out too). Otherwise
+    (`module.eval()`, `torch.no_grad()`, nothing requiring a gradient) it
+    runs the weights the module had when it was called (a later change is
+    not seen: call it again), dropout ignored. The object is shared by any
+    number of threads, and pickles.
     """
 
     def __init__(self, network: "_cellc.Network", kind: str, states: list[str],
@@ -183,12 +181,7 @@ class Network:
     def __call__(self, input: Any, hx: Any = None) -> tuple[Any, Any]:
         """Runs the network as the module's `forward(input, hx)` does."""
         if self._differentiable(input, hx):
-            if not _is_packed(input):
-                return self._call_training(input, hx)
-            warnings.warn(
-                "cellc: a PackedSequence does not train through cellc yet; this call is not "
-                "differentiable (pass the padded sequence to train; run under torch.no_grad() "
-                "for inference)", stacklevel=2)
+            return self._call_training(input, hx)
         lengths = None
         packed = _is_packed(input)
         if packed:
@@ -241,21 +234,29 @@ class Network:
         if self._train is None:
             self._train = ct._Layers(self._module, self.kind, self.proj_size,
                                      self._nonlinearity, self._threads)
-        x = input
+        lengths = None
+        packed = _is_packed(input)
+        if packed:
+            x, lens = torch.nn.utils.rnn.pad_packed_sequence(input, batch_first=False)
+            lengths = [int(n) for n in lens]
+        else:
+            x = input
         unbatched = len(x.shape) == 2
         if len(x.shape) not in (2, 3):
             raise ShapeError(f"input: shape {list(x.shape)}; expected 3-D, or [T, X] unbatched")
         if unbatched:
             x = x[:, None, :]
-        elif self.batch_first:
+        elif self.batch_first and not packed:
             x = x.transpose(0, 1)
         h0 = None
         if hx is not None:
             given = self._hx(hx)
             h0 = {n: (h[:, None, :] if unbatched else h).to(torch.float32)
                   for n, h in zip(self.state_names, given)}
-        y, finals = self._train(x.to(torch.float32), h0)
-        if unbatched:
+        y, finals = self._train(x.to(torch.float32), h0, lengths)
+        if packed:
+            y = _repack(y, lengths, input)
+        elif unbatched:
             y = y[:, 0, :]
             finals = {k: v[:, 0, :] for k, v in finals.items()}
         elif self.batch_first:

@@ -155,7 +155,11 @@ class Trainer:
     """A cell compiled for training: the forward pass with its tape, the backward pass through time."""
 
     def __init__(
-        self, cell: Cell, params: Optional[Sequence[ArrayLike]] = None, threads: Optional[int] = None
+        self,
+        cell: Cell,
+        params: Optional[Sequence[ArrayLike]] = None,
+        threads: Optional[int] = None,
+        ragged: bool = False,
     ) -> None: ...
     @property
     def param_names(self) -> list[str]: ...

@@ -195,6 +195,13 @@ class _Layers:
 
     def __init__(self, module, kind: str, proj: int, nonlinearity: str, threads):
         self.module = module
+        self.spec = (kind, proj, nonlinearity, threads)
+        self.cells = self._compile(ragged=False)
+        self.ragged_cells = None
+
+    def _compile(self, ragged: bool):
+        module = self.module
+        kind, proj, nonlinearity, threads = self.spec
         name, source, states = _cellc.torch_cell(kind, proj, nonlinearity)
         self.states = list(states)
         self.layers = int(module.num_layers)
@@ -204,7 +211,7 @@ class _Layers:
         offsets = np.cumsum([0] + sizes)
         H = int(module.hidden_size)
         out = proj or H
-        self.cells = []
+        cells = []
         for layer in range(self.layers):
             X = int(module.input_size) if layer == 0 else out * self.directions
             row = []
@@ -216,7 +223,7 @@ class _Layers:
                 cell = _cellc.Cell.from_source(source, dims=dims, name=name)
                 m = Cell.__new__(Cell)
                 torch.nn.Module.__init__(m)
-                trainer = _cellc.Trainer(cell, threads=threads)
+                trainer = _cellc.Trainer(cell, threads=threads, ragged=ragged)
                 object.__setattr__(m, "_trainer", trainer)
                 m._cell = cell
                 m._inputs, m._states, m._outputs = trainer.inputs, trainer.states, trainer.outputs
@@ -245,7 +252,8 @@ class _Layers:
                 index = [(h.astype(np.int64) * 4096 + l.astype(np.int64)) for h, l in
                          zip(cell.params_of(hi), cell.params_of(lo))]
                 row.append((m, [torch.from_numpy(i) for i in index]))
-            self.cells.append(row)
+            cells.append(row)
+        return cells
 
     def params(self, index):
         flat = torch.cat([p.reshape(-1) for p in self.module.parameters()] + [
@@ -254,22 +262,42 @@ class _Layers:
         last = flat.shape[0] - 1
         return [flat[torch.where(i > 0, i - 1, torch.full_like(i, last))] for i in index]
 
-    def __call__(self, x, h0):
-        """`x` [T, B, X]; `h0` per state [D*L, B, n] or None. Returns `y`
-        [T, B, D*out] and per state [D*L, B, n]."""
+    def __call__(self, x, h0, lengths=None):
+        """`x` [T, B, X]; `h0` per state [D*L, B, n] or None; `lengths`
+        each row's (None: all T). Returns `y` [T, B, D*out] (zeros past a
+        row's length) and per state [D*L, B, n]."""
         T, B = int(x.shape[0]), int(x.shape[1])
         finals = {s: [] for s in self.states}
+        cells = self.cells
+        extra = []
+        if lengths is not None:
+            if self.ragged_cells is None:
+                self.ragged_cells = self._compile(ragged=True)
+            cells = self.ragged_cells
+            lens = torch.as_tensor(lengths, dtype=torch.int64)
+            t = torch.arange(T)[:, None]
+            extra = [(t < lens[None, :]).to(torch.float32)[:, :, None]]
+            # Each row reversed within its length (the reverse direction).
+            order = torch.where(t < lens[None, :], lens[None, :] - 1 - t, t)
         inp = x
-        for layer, row in enumerate(self.cells):
+        for layer, row in enumerate(cells):
             outs = []
             for d, (m, index) in enumerate(row):
                 k = layer * self.directions + d
-                seq = inp if d == 0 else torch.flip(inp, [0])
+                if d == 0:
+                    seq = inp
+                elif lengths is None:
+                    seq = torch.flip(inp, [0])
+                else:
+                    seq = inp.gather(0, order[:, :, None].expand(-1, -1, inp.shape[2]))
                 init = [h0[s][k] if h0 is not None else
                         torch.zeros(B, n) for s, n in zip(self.states, m._states[1])]
-                res = _Steps.apply(m, T, B, seq, *init, *self.params(index))
+                res = _Steps.apply(m, T, B, seq, *extra, *init, *self.params(index))
                 y = res[0]
-                outs.append(y if d == 0 else torch.flip(y, [0]))
+                if d == 1:
+                    y = (torch.flip(y, [0]) if lengths is None else
+                         y.gather(0, order[:, :, None].expand(-1, -1, y.shape[2])))
+                outs.append(y)
                 for s, f in zip(self.states, res[1:]):
                     finals[s].append(f)
             inp = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

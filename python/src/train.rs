@@ -66,13 +66,18 @@ impl Trainer {
     /// Compiles `cell` (at its sizes: those given, or the file's) for
     /// training with `params`, one array per parameter in the cell's order
     /// (zeros when `None`).
+    ///
+    /// `ragged=True`: for batches of rows of different lengths, the cell
+    /// takes one more input, `mask` (`[T, B, 1]`: 1 while a row lasts, then
+    /// 0), which holds a row's states once it ends and zeroes its outputs.
     #[new]
-    #[pyo3(signature = (cell, params=None, threads=None))]
+    #[pyo3(signature = (cell, params=None, threads=None, ragged=false))]
     pub(crate) fn new(
         py: Python<'_>,
         cell: &Cell,
         params: Option<Vec<Bound<'_, PyAny>>>,
         threads: Option<usize>,
+        ragged: bool,
     ) -> PyResult<Trainer> {
         let ir = cell.cell.ir().map_err(err)?;
         let shapes: Vec<usize> = (ir.params.iter())
@@ -101,7 +106,13 @@ impl Trainer {
         };
         let c = &cell.cell;
         let trainer = py
-            .detach(|| c.compile_training_params(values, &opts))
+            .detach(|| {
+                if ragged {
+                    c.compile_training_ragged(values, &opts)
+                } else {
+                    c.compile_training_params(values, &opts)
+                }
+            })
             .map_err(err)?;
         Ok(Trainer { trainer })
     }

@@ -297,8 +297,43 @@ def test_from_torch_trains_in_place_of_the_module():
     y_eval, _ = net(x)
     assert not y_eval.requires_grad
     rnn.train()
-    # A PackedSequence runs the inference network, and says it does not train.
-    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [6, 5, 3, 2])
-    with pytest.warns(UserWarning, match="PackedSequence"):
-        y, _ = net(packed)
-    assert not y.data.requires_grad
+
+
+@pytest.mark.parametrize("kind,layers,bidir", [("LSTM", 2, True), ("GRU", 1, True), ("RNN", 2, False),
+                                               ("LSTM", 1, False)])
+def test_packed_sequences_train(kind, layers, bidir):
+    """Rows of different lengths (a PackedSequence, not sorted): the packed
+    output, the final states and every gradient against autograd."""
+    import copy
+    from torch.nn.utils.rnn import pack_padded_sequence
+    torch.manual_seed(11)
+    X, H, T, B = 4, 5, 6, 4
+    make = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}[kind]
+    ref = make(X, H, num_layers=layers, bidirectional=bidir)
+    mod = copy.deepcopy(ref)
+    net = cellc.from_torch(mod)
+    lengths = [3, 6, 1, 4]
+    x = torch.randn(T, B, X, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    D = 2 if bidir else 1
+    n_states = 2 if kind == "LSTM" else 1
+    hx = [torch.randn(D * layers, B, H, requires_grad=True) for _ in range(n_states)]
+    hx2 = [h.detach().clone().requires_grad_() for h in hx]
+    pack = (lambda h: tuple(h)) if kind == "LSTM" else (lambda h: h[0])
+    y_ref, f_ref = ref(pack_padded_sequence(x, lengths, enforce_sorted=False), pack(hx))
+    y, f = net(pack_padded_sequence(x2, lengths, enforce_sorted=False), pack(hx2))
+    assert torch.equal(y.batch_sizes, y_ref.batch_sizes)
+    close("y", y.data, y_ref.data)
+    f_ref = f_ref if isinstance(f_ref, tuple) else (f_ref,)
+    f = f if isinstance(f, tuple) else (f,)
+    for a, b in zip(f, f_ref):
+        close("h_n", a, b)
+    wy = torch.randn_like(y_ref.data)
+    w = [torch.randn_like(t) for t in f_ref]
+    ((y_ref.data * wy).sum() + sum((a * b).sum() for a, b in zip(f_ref, w))).backward()
+    ((y.data * wy).sum() + sum((a * b).sum() for a, b in zip(f, w))).backward()
+    close("dx", x2.grad, x.grad)
+    for a, b in zip(hx2, hx):
+        close("dhx", a.grad, b.grad)
+    for (name, p), (_, q) in zip(mod.named_parameters(), ref.named_parameters()):
+        close(f"d{name}", p.grad, q.grad)
