@@ -20,6 +20,7 @@
 //! thread's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::grad::{self, ParamSource};
 use crate::ir::{self, Type};
@@ -41,7 +42,9 @@ pub struct Trainer {
     /// Threads for the weight gradients.
     threads: usize,
     /// The backward pass's buffers, kept between calls.
-    workspace: std::sync::Mutex<Workspace>,
+    workspace: Mutex<Workspace>,
+    /// Dropped tapes' buffers.
+    spare: Arc<Spare>,
 }
 
 /// The backward kernel's reversed inputs and its outputs.
@@ -51,8 +54,10 @@ struct Workspace {
     outputs: Vec<Vec<f32>>,
 }
 
-/// What [`Trainer::forward`] keeps for [`Trainer::backward`]: the inputs and
-/// each step's old states.
+/// What [`Trainer::forward`] keeps for [`Trainer::backward`]: the inputs,
+/// each step's old states and the taped values. Its buffers go back to the
+/// trainer when it is dropped, for the next forward pass (a fresh buffer
+/// takes a page fault per 4 KiB on first touch).
 #[derive(Debug)]
 pub struct Tape {
     trainer: u64,
@@ -62,6 +67,44 @@ pub struct Tape {
     states: Vec<Vec<f32>>,
     /// The taped values (`grad::taped_values`), `[T, B, len]` each.
     taped: Vec<Vec<f32>>,
+    spare: Arc<Spare>,
+}
+
+/// Buffers of dropped tapes, for the next ones.
+#[derive(Debug, Default)]
+struct Spare(Mutex<Vec<Vec<f32>>>);
+
+impl Spare {
+    /// A buffer of `n` values (its contents unspecified), reused when one
+    /// is large enough.
+    fn take(&self, n: usize, what: &str) -> Result<Vec<f32>> {
+        let reused = self.0.lock().ok().and_then(|mut bufs| {
+            let k = bufs.iter().position(|b| b.capacity() >= n)?;
+            Some(bufs.swap_remove(k))
+        });
+        match reused {
+            Some(mut b) => {
+                b.resize(n, 0.0);
+                b.truncate(n);
+                Ok(b)
+            }
+            None => crate::alloc::zeros(n, what),
+        }
+    }
+}
+
+impl Drop for Tape {
+    fn drop(&mut self) {
+        if let Ok(mut bufs) = self.spare.0.lock() {
+            // At most one tape's worth kept: what a training loop reuses.
+            let n = self.inputs.len() + self.states.len() + self.taped.len();
+            let keep = n.saturating_sub(bufs.len());
+            let all = (self.inputs.drain(..))
+                .chain(self.states.drain(..))
+                .chain(self.taped.drain(..));
+            bufs.extend(all.take(keep));
+        }
+    }
 }
 
 impl Tape {
@@ -168,6 +211,7 @@ fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> 
         sources: t.sources,
         threads: opts.threads.unwrap_or_else(crate::max_threads),
         workspace: Default::default(),
+        spare: Default::default(),
     })
 }
 
@@ -332,10 +376,15 @@ impl Trainer {
             state.set(&p.name, h)?;
         }
         let n_out = cell.outputs.len();
+        // The outputs fresh (they are the caller's); the tape's from spares.
         let mut outs: Vec<Vec<f32>> = (0..self.forward.output_names().len())
             .map(|o| {
-                let len = self.forward.output_len(o);
-                rows(len).and_then(|n| crate::alloc::zeros(n, "the outputs"))
+                let n = rows(self.forward.output_len(o))?;
+                if o < n_out {
+                    crate::alloc::zeros(n, "the outputs")
+                } else {
+                    self.spare.take(n, "the tape")
+                }
             })
             .collect::<Result<_>>()?;
         if steps > 0 {
@@ -356,9 +405,16 @@ impl Trainer {
                 trainer: self.id,
                 batch,
                 steps,
-                inputs: xs.iter().map(|x| x.to_vec()).collect(),
+                inputs: (xs.iter())
+                    .map(|x| {
+                        let mut b = self.spare.take(x.len(), "the tape")?;
+                        b.copy_from_slice(x);
+                        Ok(b)
+                    })
+                    .collect::<Result<_>>()?,
                 states,
                 taped,
+                spare: Arc::clone(&self.spare),
             },
         })
     }
