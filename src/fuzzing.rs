@@ -306,7 +306,8 @@ impl Case<'_> {
 }
 
 /// The IR text parser and verifier on arbitrary text: never a panic; what
-/// verifies prints back to the same text, runs in the interpreter, and plans.
+/// verifies prints back to the same text, runs in the interpreter, has a
+/// backward cell that runs (or an error), and plans.
 pub fn ir_text(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     let Ok(cell) = ir::parse::parse(&text) else {
@@ -352,6 +353,15 @@ pub fn ir_text(bytes: &[u8]) {
     let mut state = interp::State::zeros(&cell, 2).unwrap();
     let inputs: Vec<Vec<f64>> = cell.inputs.iter().map(|p| vec![0.25; 2 * p.len]).collect();
     let _ = interp::step(&cell, &params, &inputs, &mut state);
+    // Its backward cell, when it has one, verifies (`backward` checks) and
+    // runs.
+    if let Ok(bw) = crate::grad::backward(&cell) {
+        let mut adjoint = interp::State::zeros(&bw.cell, 2).unwrap();
+        let inputs: Vec<Vec<f64>> = (bw.cell.inputs.iter())
+            .map(|p| vec![0.25; 2 * p.len])
+            .collect();
+        let _ = interp::step(&bw.cell, &params, &inputs, &mut adjoint);
+    }
     let mut legal = cell.clone();
     crate::opt::legalize(&mut legal);
     if ir::verify::verify(&legal).is_ok() {
