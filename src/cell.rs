@@ -200,6 +200,21 @@ impl Cell {
     }
 }
 
+/// `ir` (optimized as `opts` says, or not) legalized, verified, its matrices
+/// stored at `opts.precision` when it says: what the code generator takes.
+pub(crate) fn legal_ir(mut ir: ir::Cell, opts: &Options) -> Result<ir::Cell> {
+    opt::legalize(&mut ir);
+    ir::verify::verify(&ir).map_err(|e| Error::internal(format!("legalize: {e}")))?;
+    if let Some(precision) = opts.precision {
+        for p in &mut ir.params {
+            if matches!(p.ty, ir::Type::Matrix(..)) {
+                p.precision = precision;
+            }
+        }
+    }
+    Ok(ir)
+}
+
 /// A cell after the optimizer, with the remarks that explain it.
 #[derive(Clone, Debug)]
 pub struct Optimized {
@@ -297,21 +312,12 @@ impl Cell {
     /// to), then legalized (only products and element-wise regions), verified.
     /// The one pipeline of the JIT and of ahead-of-time objects.
     pub fn kernel_ir(&self, opts: &Options) -> Result<ir::Cell> {
-        let mut ir = if opts.optimize {
+        let ir = if opts.optimize {
             self.optimized(&opt::Options::default())?.ir
         } else {
             self.ir()?
         };
-        opt::legalize(&mut ir);
-        ir::verify::verify(&ir).map_err(|e| Error::internal(format!("legalize: {e}")))?;
-        if let Some(precision) = opts.precision {
-            for p in &mut ir.params {
-                if matches!(p.ty, ir::Type::Matrix(..)) {
-                    p.precision = precision;
-                }
-            }
-        }
-        Ok(ir)
+        legal_ir(ir, opts)
     }
 
     /// The kernel IR and its streaming plan (what the generated code and

@@ -215,7 +215,8 @@ fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> 
     })
 }
 
-/// Optimized, legalized and verified, as [`Cell::kernel_ir`] makes a cell's.
+/// Optimized (unless `opts` says not to), legalized and verified, as
+/// [`Cell::kernel_ir`] makes a cell's.
 fn kernel_ir(mut cell: ir::Cell, opts: &Options) -> Result<ir::Cell> {
     if opts.optimize {
         let mut ctx = opt::Ctx {
@@ -230,16 +231,7 @@ fn kernel_ir(mut cell: ir::Cell, opts: &Options) -> Result<ir::Cell> {
         )
         .map_err(|e| Error::internal(e.to_string()))?;
     }
-    opt::legalize(&mut cell);
-    ir::verify::verify(&cell).map_err(|e| Error::internal(format!("legalize: {e}")))?;
-    if let Some(precision) = opts.precision {
-        for p in &mut cell.params {
-            if matches!(p.ty, Type::Matrix(..)) {
-                p.precision = precision;
-            }
-        }
-    }
-    Ok(cell)
+    crate::cell::legal_ir(cell, opts)
 }
 
 /// The backward kernel's parameters from the cell's.

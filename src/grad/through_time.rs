@@ -47,31 +47,8 @@ pub fn through_time(
     d_final: &[Vec<f64>],
 ) -> Result<Gradients, GradError> {
     let err = |e: interp::InterpError| GradError(e.to_string());
-    let count =
-        |what: &str, got: usize, want: usize| check_len(&format!("the list of {what}"), got, want);
-    count("inputs", xs.len(), cell.inputs.len())?;
-    count("initial states", h0.len(), cell.states.len())?;
-    count("output adjoints", d_outputs.len(), cell.outputs.len())?;
-    count("final state adjoints", d_final.len(), cell.states.len())?;
+    check_sizes(cell, xs, h0, steps, batch, d_outputs, d_final)?;
     let rows = |len: usize| batch * len;
-    for (p, x) in cell.inputs.iter().zip(xs) {
-        check_len(&format!("input `{}`", p.name), x.len(), steps * rows(p.len))?;
-    }
-    for (p, d) in cell.outputs.iter().zip(d_outputs) {
-        check_len(
-            &format!("the adjoint of `{}`", p.name),
-            d.len(),
-            steps * rows(p.len),
-        )?;
-    }
-    for ((p, h), d) in cell.states.iter().zip(h0).zip(d_final) {
-        check_len(&format!("initial state `{}`", p.name), h.len(), rows(p.len))?;
-        check_len(
-            &format!("the adjoint of `{}`", p.name),
-            d.len(),
-            rows(p.len),
-        )?;
-    }
     let at = |v: &[f64], len: usize, t: usize| v[t * rows(len)..(t + 1) * rows(len)].to_vec();
 
     // Forward, keeping each step's tape: the old states and the taped
@@ -158,4 +135,42 @@ pub fn through_time(
     }
     grads.initial_states = adjoint.values;
     Ok(grads)
+}
+
+/// Each list holds one array per port, each of its port's size.
+#[allow(clippy::too_many_arguments)]
+fn check_sizes(
+    cell: &Cell,
+    xs: &[Vec<f64>],
+    h0: &[Vec<f64>],
+    steps: usize,
+    batch: usize,
+    d_outputs: &[Vec<f64>],
+    d_final: &[Vec<f64>],
+) -> Result<(), GradError> {
+    let count =
+        |what: &str, got: usize, want: usize| check_len(&format!("the list of {what}"), got, want);
+    count("inputs", xs.len(), cell.inputs.len())?;
+    count("initial states", h0.len(), cell.states.len())?;
+    count("output adjoints", d_outputs.len(), cell.outputs.len())?;
+    count("final state adjoints", d_final.len(), cell.states.len())?;
+    let size = |dims: &[usize]| {
+        dims.iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| GradError("a sequence's size overflows".into()))
+    };
+    for (p, x) in cell.inputs.iter().zip(xs) {
+        let n = size(&[steps, batch, p.len])?;
+        check_len(&format!("input `{}`", p.name), x.len(), n)?;
+    }
+    for (p, d) in cell.outputs.iter().zip(d_outputs) {
+        let n = size(&[steps, batch, p.len])?;
+        check_len(&format!("the adjoint of `{}`", p.name), d.len(), n)?;
+    }
+    for ((p, h), d) in cell.states.iter().zip(h0).zip(d_final) {
+        let n = size(&[batch, p.len])?;
+        check_len(&format!("initial state `{}`", p.name), h.len(), n)?;
+        check_len(&format!("the adjoint of `{}`", p.name), d.len(), n)?;
+    }
+    Ok(())
 }
