@@ -152,38 +152,60 @@ pub fn taped_values(fwd: &Cell) -> Vec<Value> {
         .collect()
 }
 
-/// The forward cell of training: `fwd` with more outputs, the tape: each
-/// state's value at the start of the step, then each of `layout.taped`.
-pub fn training_forward(fwd: &Cell, layout: &Layout) -> Cell {
-    let mut cell = fwd.clone();
-    let mut names: HashSet<String> = (cell.inputs.iter())
-        .chain(&cell.states)
-        .chain(&cell.outputs)
-        .map(|p| p.name.clone())
-        .collect();
-    let mut fresh = |want: String| {
-        let mut name = want.clone();
+/// The names of a cell's ports, for new ports of names no other has.
+struct PortNames(HashSet<String>);
+
+impl PortNames {
+    fn of(cell: &Cell) -> PortNames {
+        PortNames(
+            (cell.inputs.iter())
+                .chain(&cell.states)
+                .chain(&cell.outputs)
+                .map(|p| p.name.clone())
+                .collect(),
+        )
+    }
+
+    /// `want`, or `want_1`, `want_2`, ... if taken.
+    fn fresh(&mut self, want: &str) -> String {
+        let mut name = want.to_string();
         let mut k = 1;
-        while !names.insert(name.clone()) {
+        while !self.0.insert(name.clone()) {
             name = format!("{want}_{k}");
             k += 1;
         }
         name
-    };
+    }
+}
+
+/// The value of state `s` at the start of the step in `cell` (its `state`
+/// instruction, made if the cell has none).
+fn state_value(cell: &mut Cell, s: usize) -> Value {
+    let id = StateId::new(s);
+    match (cell.insts.iter()).find(|i| i.op == Op::State(id)) {
+        Some(i) => i.results[0],
+        None => {
+            let ty = Type::Vector(cell.states[s].len);
+            cell.push1(Op::State(id), ty)
+        }
+    }
+}
+
+/// The forward cell of training: `fwd` with more outputs, the tape: each
+/// state's value at the start of the step, then each of `layout.taped`.
+pub fn training_forward(fwd: &Cell, layout: &Layout) -> Cell {
+    let mut cell = fwd.clone();
+    let mut names = PortNames::of(&cell);
     for s in 0..cell.states.len() {
-        let id = StateId::new(s);
+        let v = state_value(&mut cell, s);
         let len = cell.states[s].len;
-        let v = match (cell.insts.iter()).find(|i| i.op == Op::State(id)) {
-            Some(i) => i.results[0],
-            None => cell.push1(Op::State(id), Type::Vector(len)),
-        };
-        let name = fresh(format!("tape_{}", cell.states[s].name));
+        let name = names.fresh(&format!("tape_{}", cell.states[s].name));
         cell.outputs.push(Port { name, len });
         cell.output_values.push(v);
     }
     for (k, &v) in layout.taped.iter().enumerate() {
         let len = cell.ty(v).vector_len().unwrap_or(1);
-        let name = fresh(format!("tape{k}"));
+        let name = names.fresh(&format!("tape{k}"));
         cell.outputs.push(Port { name, len });
         cell.output_values.push(v);
     }
@@ -230,7 +252,7 @@ struct Builder<'a> {
     /// Each forward value's adjoint, as terms to sum.
     adjoint: Vec<Vec<Value>>,
     products: Vec<(ParamId, Value, Value)>,
-    names: HashSet<String>,
+    names: PortNames,
     /// The forward values the tape holds, each with its backward input.
     taped: std::collections::HashMap<Value, usize>,
     taped_order: Vec<Value>,
@@ -249,13 +271,13 @@ impl<'a> Builder<'a> {
             copy: Vec::with_capacity(fwd.values.len()),
             adjoint: vec![Vec::new(); fwd.values.len()],
             products: Vec::new(),
-            names: HashSet::new(),
+            names: PortNames(HashSet::new()),
             taped: std::collections::HashMap::new(),
             taped_order: taped.to_vec(),
         };
         // Forward inputs and states keep their names; adjoints take `d_`.
         for p in fwd.inputs.iter().chain(&fwd.states) {
-            b.names.insert(p.name.clone());
+            b.names.0.insert(p.name.clone());
         }
         b.cell.inputs = fwd.inputs.iter().chain(&fwd.states).cloned().collect();
         for o in &fwd.outputs {
@@ -277,12 +299,7 @@ impl<'a> Builder<'a> {
 
     /// A port of a name no other port has.
     fn port(&mut self, want: &str, len: usize) -> Port {
-        let mut name = want.to_string();
-        let mut k = 1;
-        while !self.names.insert(name.clone()) {
-            name = format!("{want}_{k}");
-            k += 1;
-        }
+        let name = self.names.fresh(want);
         Port { name, len }
     }
 
@@ -709,27 +726,15 @@ pub fn transpose_products(bw: &Cell) -> Transposed {
 /// like the rest of the cell.
 pub fn masked(fwd: &Cell) -> Cell {
     let mut cell = fwd.clone();
-    let mut names: HashSet<String> = (cell.inputs.iter())
-        .chain(&cell.states)
-        .chain(&cell.outputs)
-        .map(|p| p.name.clone())
-        .collect();
-    let mut name = "mask".to_string();
-    while !names.insert(name.clone()) {
-        name.push('_');
-    }
+    let name = PortNames::of(&cell).fresh("mask");
     let mask_id = InputId::new(cell.inputs.len());
     cell.inputs.push(Port { name, len: 1 });
     let mask = cell.push1(Op::Input(mask_id), Type::Vector(1));
     let one = cell.push1(Op::Const(1.0), Type::Scalar);
     let keep = cell.push1(Op::Binary(BinaryOp::Sub, one, mask), Type::Vector(1));
     for s in 0..cell.states.len() {
-        let id = StateId::new(s);
         let ty = Type::Vector(cell.states[s].len);
-        let old = match (cell.insts.iter()).find(|i| i.op == Op::State(id)) {
-            Some(i) => i.results[0],
-            None => cell.push1(Op::State(id), ty),
-        };
+        let old = state_value(&mut cell, s);
         let new = cell.state_updates[s];
         let a = cell.push1(Op::Binary(BinaryOp::Mul, new, mask), ty);
         let b = cell.push1(Op::Binary(BinaryOp::Mul, old, keep), ty);
