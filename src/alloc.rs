@@ -42,39 +42,8 @@ pub(crate) fn reserve<T>(v: &mut Vec<T>, len: usize, what: &str) -> Result<()> {
 /// `len` zeros.
 pub(crate) fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = with_capacity(len, what)?;
-    huge_pages(&mut v);
     v.resize(len, 0.0);
     Ok(v)
-}
-
-/// Asks Linux to back a large buffer's untouched memory with huge pages
-/// where it may (transparent huge pages in `madvise` mode): a fresh buffer
-/// of tens of megabytes otherwise takes a page fault per 4 KiB on first
-/// touch, which costs more than writing it (measured: 20 ms of a 60 ms
-/// training step's backward pass at LSTM H = 256, batch 32, T = 100, before
-/// its buffers were kept). Only whole 2 MiB pages inside the buffer are
-/// advised; a refusal changes nothing.
-fn huge_pages<T>(v: &mut Vec<T>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let bytes = v.capacity() * std::mem::size_of::<T>();
-        if bytes < 2 * HUGE {
-            return;
-        }
-        let start = v.as_mut_ptr() as usize;
-        let (lo, hi) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
-        if lo < hi {
-            // SAFETY: the range lies inside the vector's allocation, which is
-            // ours; madvise(MADV_HUGEPAGE) changes how the kernel backs it,
-            // never its contents or validity.
-            unsafe {
-                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
 }
 
 /// A copy of `values`.
