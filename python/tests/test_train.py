@@ -228,7 +228,7 @@ def test_layernorm_lstm_trains_as_pytorch_does():
 
 NETWORKS = [
     (kind, layers, bidir, bias, batch_first, proj)
-    for kind in ("LSTM", "GRU", "RNN")
+    for kind in ("LSTM", "GRU", "RNN", "RNN-relu")
     for layers, bidir in ((1, False), (2, False), (1, True), (2, True))
     for bias, batch_first in ((True, False), (False, True))
     for proj in ((0, 3) if kind == "LSTM" else (0,))
@@ -249,7 +249,7 @@ def test_from_torch_is_differentiable(kind, layers, bidir, bias, batch_first, pr
     elif kind == "GRU":
         ref = torch.nn.GRU(X, H, **kw)
     else:
-        ref = torch.nn.RNN(X, H, **kw)
+        ref = torch.nn.RNN(X, H, nonlinearity="relu" if kind == "RNN-relu" else "tanh", **kw)
     mod = copy.deepcopy(ref)
     net = cellc.from_torch(mod)
     D = 2 if bidir else 1
