@@ -133,7 +133,7 @@ pub fn bench_network(
     bench_network_with_progress(net, opts, &mut |_| {})
 }
 
-/// [`bench_network`], telling `progress` as [`bench_with_progress`] does.
+/// [`bench_network`], telling `progress` as [`super::bench_with_progress`] does.
 pub fn bench_network_with_progress(
     net: &crate::network::Network,
     opts: &BenchOptions,

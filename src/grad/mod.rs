@@ -12,7 +12,7 @@
 //!
 //! The backward cell recomputes the forward step's element-wise work from
 //! the tape (the activations; the products' sums are on the tape,
-//! [`taped_values`]), then sweeps the forward instructions in reverse,
+//! `taped_values`), then sweeps the forward instructions in reverse,
 //! summing each value's adjoint from its readers. Its ports, in order
 //! ([`Layout`]):
 //!
@@ -81,7 +81,7 @@ pub struct Layout {
     /// (a product's `z` output when they are the same vector: a bias).
     pub vectors: Vec<(ParamId, usize)>,
     /// The forward values the tape keeps besides the inputs and old
-    /// states ([`taped_values`]), each an input of the backward cell after
+    /// states (`taped_values`), each an input of the backward cell after
     /// the output adjoints.
     pub taped: Vec<Value>,
 }
@@ -126,7 +126,7 @@ impl Layout {
 /// backward cell recomputes no product: only the element-wise work of the
 /// step. (The products' operands are inputs and states, or values the
 /// element-wise work recomputes.)
-pub fn taped_values(fwd: &Cell) -> Vec<Value> {
+pub(crate) fn taped_values(fwd: &Cell) -> Vec<Value> {
     let mut sum = vec![false; fwd.values.len()];
     for inst in &fwd.insts {
         let r = inst.results[0];
@@ -193,7 +193,7 @@ fn state_value(cell: &mut Cell, s: usize) -> Value {
 
 /// The forward cell of training: `fwd` with more outputs, the tape: each
 /// state's value at the start of the step, then each of `layout.taped`.
-pub fn training_forward(fwd: &Cell, layout: &Layout) -> Cell {
+pub(crate) fn training_forward(fwd: &Cell, layout: &Layout) -> Cell {
     let mut cell = fwd.clone();
     let mut names = PortNames::of(&cell);
     for s in 0..cell.states.len() {
