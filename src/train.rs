@@ -273,7 +273,7 @@ fn reverse_into(data: &[f32], steps: usize, out: &mut Vec<f32>) {
     }
 }
 
-fn check_len(what: impl Fn() -> String, got: usize, want: usize) -> Result<()> {
+pub(crate) fn check_len(what: impl Fn() -> String, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {

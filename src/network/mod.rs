@@ -32,12 +32,14 @@
 mod layout;
 mod run;
 mod schedule;
+mod train;
 mod wavefront;
 
 pub(crate) use layout::layer_weights;
 use layout::layered;
 pub use layout::{Layout, MAX_LAYERS};
 pub use schedule::Schedule;
+pub use train::{NetworkForward, NetworkGradients, NetworkTape, NetworkTrainer};
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -212,6 +214,34 @@ impl Network {
         opts: &Options,
     ) -> Result<CompiledNetwork> {
         opts.check().map_err(Error::options)?;
+        let kernel_opts = opts.clone();
+        // The IR of the last sizes compiled: both directions usually share it.
+        let mut last_ir: Option<(Vec<(String, u64)>, crate::ir::Cell)> = None;
+        let layers = self.per_layer(weights, ports, given, |part| {
+            let ir = match last_ir.take() {
+                Some((d, ir)) if d == part.dims => ir,
+                _ => part.cell.kernel_ir(&kernel_opts)?,
+            };
+            last_ir = Some((part.dims.clone(), ir.clone()));
+            let params = (part.weights.resolve(&ir))
+                .map_err(|e| in_layer(e.into(), self.layout, part.layer, part.reverse))?;
+            Kernel::new(ir, params, &kernel_opts)
+        })?;
+        Ok(CompiledNetwork::new(self.layout, layers, opts))
+    }
+
+    /// Calls `make` with each layer's and direction's [`LayerPart`], layer
+    /// 0 first, after checking that the weights hold this network; the
+    /// results by layer and direction. Sizes come from the weights; `ports`
+    /// adds what the inputs and initial states say (layer 0's input, each
+    /// state's length) and `given` sizes for layer 0.
+    pub(crate) fn per_layer<T>(
+        &self,
+        weights: &Weights,
+        ports: &[PortLen],
+        given: &[(String, u64)],
+        mut make: impl FnMut(LayerPart<'_>) -> Result<T>,
+    ) -> Result<Vec<Vec<T>>> {
         let layered = Layout::of_checkpoint(weights)?;
         match layered {
             Some(found) if found != self.layout => {
@@ -234,14 +264,12 @@ impl Network {
         if layered.is_some() {
             unlayered(weights)?;
         }
-        let kernel_opts = opts.clone();
         let checked = self.cell.checked();
-        let mut layers: Vec<Vec<Kernel>> = Vec::with_capacity(self.layout.layers);
+        let mut layers: Vec<Vec<T>> = Vec::with_capacity(self.layout.layers);
         let mut below_out: Option<(usize, String)> = None;
         for l in 0..self.layout.layers {
             let mut dirs = Vec::with_capacity(2);
-            // The IR of the last sizes compiled: both directions usually share it.
-            let mut last_ir: Option<(Vec<(String, u64)>, crate::ir::Cell)> = None;
+            let mut out_len = None;
             for reverse in self.layout.runs().iter().copied() {
                 // Every tensor of the layer must be read (`Weights::resolve`).
                 let view = match layered {
@@ -276,38 +304,48 @@ impl Network {
                 let here = if l == 0 { given } else { &[][..] };
                 let dims = crate::sizes::infer_sizes(self.cell.checked(), &view, &lens, here)
                     .map_err(|e| in_layer(e, self.layout, l, reverse))?;
-                let ir = match last_ir.take() {
-                    Some((d, ir)) if d == dims => ir,
-                    _ => self
-                        .cell
-                        .clone()
-                        .dims(&as_refs(&dims))?
-                        .kernel_ir(&kernel_opts)?,
-                };
-                last_ir = Some((dims, ir.clone()));
-                let params = view
-                    .resolve(&ir)
-                    .map_err(|e| in_layer(e.into(), self.layout, l, reverse))?;
-                let kernel = Kernel::new(ir, params, &kernel_opts)?;
-                dirs.push(kernel);
+                let cell = self.cell.clone().dims(&as_refs(&dims))?;
+                if out_len.is_none() {
+                    let lowered = cell.ir()?;
+                    out_len = Some(match &lowered.outputs[..] {
+                        [one] => Some((one.len, one.name.clone())),
+                        _ => None,
+                    });
+                }
+                dirs.push(make(LayerPart {
+                    layer: l,
+                    reverse,
+                    dims,
+                    cell,
+                    weights: &view,
+                })?);
             }
-            let k = &dirs[0];
-            if k.output_names().len() == 1 {
+            if let (Some(Some((len, output))), Some(input)) = (out_len, checked.inputs.first()) {
                 below_out = Some((
-                    self.layout.directions() * k.output_len(0),
+                    self.layout.directions() * len,
                     format!(
-                        "input `{}` of layer {} ({} x output `{}` of layer {l})",
-                        k.input_names().first().map_or("", String::as_str),
+                        "input `{}` of layer {} ({} x output `{output}` of layer {l})",
+                        input.name,
                         l + 1,
                         self.layout.directions(),
-                        k.output_names()[0]
                     ),
                 ));
             }
             layers.push(dirs);
         }
-        Ok(CompiledNetwork::new(self.layout, layers, opts))
+        Ok(layers)
     }
+}
+
+/// One layer and direction of a network, as [`Network::per_layer`] gives
+/// it: its cell at its sizes and its weights under layer 0's names.
+pub(crate) struct LayerPart<'a> {
+    pub layer: usize,
+    pub reverse: bool,
+    /// The sizes the cell was given.
+    pub dims: Vec<(String, u64)>,
+    pub cell: Cell,
+    pub weights: &'a Weights,
 }
 
 fn as_refs(dims: &[(String, u64)]) -> Vec<(&str, u64)> {

@@ -39,10 +39,8 @@ impl CompiledNetwork {
                 )
             })
             .collect::<Result<_>>()?;
-        let state_offset = |s: usize, l: usize, d: usize| -> usize {
-            let below: usize = state_lens[..l].iter().map(|x| x[s]).sum::<usize>() * d_count;
-            (below + d * state_lens[l][s]) * batch
-        };
+        let ports = self.ports();
+        let state_offset = |s: usize, l: usize, d: usize| ports.state_offset(s, l, d, batch);
         let init_of = |l: usize, d: usize| -> Result<Vec<Cow<'_, [f32]>>> {
             (0..self.layers[l][d].state_names().len())
                 .map(|s| {
@@ -129,15 +127,14 @@ impl CompiledNetwork {
         })
     }
 
-    /// Checks the inputs of a run (`[T, batch, len]` each, as many as layer
-    /// 0 has) and the rows' lengths (at most `T` each); returns `T`.
+    /// Checks the inputs of a run (see [`Ports::check_inputs`]) and that a
+    /// batch fits each kernel's memory; returns `T`.
     fn check_inputs(
         &self,
         inputs: &[&[f32]],
         batch: usize,
         lengths: Option<&[usize]>,
     ) -> Result<usize> {
-        let first = self.first();
         if batch == 0 {
             return Err(Error::shape("the batch has no rows"));
         }
@@ -146,27 +143,73 @@ impl CompiledNetwork {
         for dirs in &self.layers {
             dirs[0].new_state(batch)?;
         }
-        if inputs.len() != first.input_names().len() {
+        self.ports().check_inputs(inputs, batch, lengths)
+    }
+
+    fn initial_states<'a>(
+        &self,
+        initial: &[(&str, &'a [f32])],
+        batch: usize,
+    ) -> Result<Vec<Option<&'a [f32]>>> {
+        self.ports().initial_states(initial, batch)
+    }
+
+    fn ports(&self) -> Ports<'_> {
+        let first = self.first();
+        Ports {
+            layout: self.layout,
+            cell: first.name(),
+            input_names: first.input_names(),
+            input_lens: self.input_lens(),
+            state_names: first.state_names(),
+            state_lens: self.state_lens(),
+        }
+    }
+}
+
+/// A network's ports, for the checks of what a run is given: layer 0's
+/// inputs, each layer's states.
+pub(super) struct Ports<'a> {
+    pub layout: super::Layout,
+    /// The cell's name.
+    pub cell: &'a str,
+    pub input_names: &'a [String],
+    pub input_lens: Vec<usize>,
+    pub state_names: &'a [String],
+    /// `[layer][state]`.
+    pub state_lens: Vec<Vec<usize>>,
+}
+
+impl Ports<'_> {
+    /// Checks the inputs of a run (`[T, batch, len]` each, as many as layer
+    /// 0 has) and the rows' lengths (at most `T` each); returns `T`.
+    pub fn check_inputs(
+        &self,
+        inputs: &[&[f32]],
+        batch: usize,
+        lengths: Option<&[usize]>,
+    ) -> Result<usize> {
+        if batch == 0 {
+            return Err(Error::shape("the batch has no rows"));
+        }
+        let names = self.input_names;
+        if inputs.len() != names.len() {
             return Err(Error::shape(format!(
                 "the network has {} input{}, {} given",
-                first.input_names().len(),
-                if first.input_names().len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
                 inputs.len()
             )));
         }
         let steps = match inputs.first() {
             Some(x) => {
-                let per = batch * first.input_len(0);
+                let per = batch * self.input_lens[0];
                 if per == 0 || x.len() % per != 0 {
                     return Err(Error::shape(format!(
                         "input `{}` has {} values, not a whole number of steps of [{batch}, {}]",
-                        first.input_names()[0],
+                        names[0],
                         x.len(),
-                        first.input_len(0)
+                        self.input_lens[0]
                     )));
                 }
                 x.len() / per
@@ -174,17 +217,17 @@ impl CompiledNetwork {
             None => {
                 return Err(Error::shape(format!(
                     "cell `{}` has no input, so there is no sequence to run",
-                    first.name()
+                    self.cell
                 )))
             }
         };
         for (i, x) in inputs.iter().enumerate() {
-            let want = steps * batch * first.input_len(i);
+            let want = steps * batch * self.input_lens[i];
             if x.len() != want {
                 return Err(Error::shape(format!(
                     "input `{}`: expected {want} values ([{steps}, {batch}, {}]), got {}",
-                    first.input_names()[i],
-                    first.input_len(i),
+                    names[i],
+                    self.input_lens[i],
                     x.len()
                 )));
             }
@@ -205,23 +248,31 @@ impl CompiledNetwork {
         Ok(steps)
     }
 
+    /// Where layer `l`, direction `d` starts in state `s`'s `[D * L, batch,
+    /// len]` (layer by layer, each layer's directions in turn).
+    pub fn state_offset(&self, s: usize, l: usize, d: usize, batch: usize) -> usize {
+        let lens = &self.state_lens;
+        let below: usize = lens[..l].iter().map(|x| x[s]).sum::<usize>() * self.layout.directions();
+        (below + d * lens[l][s]) * batch
+    }
+
     /// The initial values given by state name, checked: each
     /// `[D * L, batch, len]`, no state twice, no unknown name.
-    fn initial_states<'a>(
+    pub fn initial_states<'a>(
         &self,
         initial: &[(&str, &'a [f32])],
         batch: usize,
     ) -> Result<Vec<Option<&'a [f32]>>> {
-        let first = self.first();
         let d_count = self.layout.directions();
         let slots = d_count * self.layout.layers;
-        let state_lens = self.state_lens();
-        let mut inits: Vec<Option<&[f32]>> = vec![None; first.state_names().len()];
+        let state_lens = &self.state_lens;
+        let names = self.state_names;
+        let mut inits: Vec<Option<&[f32]>> = vec![None; names.len()];
         for (name, values) in initial {
-            let Some(s) = first.state_names().iter().position(|n| n == name) else {
+            let Some(s) = names.iter().position(|n| n == name) else {
                 return Err(Error::shape(format!(
                     "no state named `{name}`; the states are {}",
-                    first.state_names().join(", ")
+                    names.join(", ")
                 )));
             };
             if inits[s].is_some() {
@@ -274,7 +325,7 @@ fn run_directions(
 }
 
 /// Rows of equal-length parts, side by side: `[rows, parts * len]`.
-fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Result<Vec<f32>> {
+pub(super) fn side_by_side(parts: &[&[f32]], rows: usize, len: usize) -> Result<Vec<f32>> {
     let what = "a layer's outputs";
     let mut out = alloc::with_capacity(alloc::product(&[rows, len, parts.len()], what)?, what)?;
     for r in 0..rows {

@@ -328,6 +328,24 @@ impl Weights {
         Ok(values)
     }
 
+    /// Where each parameter of `cell` reads its values, as [`Weights::resolve`]
+    /// reads them: the tensor's name and the offset in it of each of the
+    /// parameter's elements (row-major); `None` for a parameter that no
+    /// tensor gives or whose slice does not fit. A trainer sends gradients
+    /// back to a checkpoint's tensors by it.
+    pub fn read_offsets(&self, cell: &Cell) -> Vec<Option<(String, Vec<usize>)>> {
+        (cell.params.iter())
+            .map(|p| {
+                let (tensor, indices) = self.chosen(p)?;
+                let shape = &self.tensors[tensor].shape;
+                let region = region(shape, indices).ok()?;
+                let mut offsets = Vec::new();
+                for_each_offset(shape, &region, |o| offsets.push(o));
+                Some((tensor.to_string(), offsets))
+            })
+            .collect()
+    }
+
     fn resolve_each(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
         let mut out = Vec::with_capacity(cell.params.len());
         for p in &cell.params {
