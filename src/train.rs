@@ -10,7 +10,8 @@
 //! copies of the weights, through the optimizer like any cell: for an LSTM,
 //! per step one fused region of the element-wise adjoints and one product of
 //! `[Uᵀ; Wᵀ]` with the stacked gate adjoints, giving `dh` and `dx` at once.
-//! It runs over the reversed sequence, its state the adjoint of the cell's.
+//! It runs from the last step to the first, reading the tape where the
+//! forward pass left it, its state the adjoint of the cell's.
 //! Each weight's gradient is then one product over all `T·B` rows (`dW = Σ
 //! dz vᵀ`, the adjoints of its product's result against its operand), each
 //! vector parameter's a sum.
@@ -47,10 +48,9 @@ pub struct Trainer {
     spare: Arc<Spare>,
 }
 
-/// The backward kernel's reversed inputs and its outputs.
+/// The backward kernel's outputs.
 #[derive(Default)]
 struct Workspace {
-    inputs: Vec<Vec<f32>>,
     outputs: Vec<Vec<f32>>,
 }
 
@@ -252,27 +252,6 @@ fn transposed(cell: &ir::Cell, p: ir::ParamId, w: &[f32]) -> Vec<f32> {
     (0..c * r).map(|k| w[(k % r) * c + k / r]).collect()
 }
 
-/// Steps `t` of `[T, B, len]` data in reverse order.
-fn reversed(data: &[f32], steps: usize) -> Vec<f32> {
-    let mut out = Vec::new();
-    reverse_into(data, steps, &mut out);
-    out
-}
-
-/// [`reversed`] into `out`, reusing its memory (a large fresh buffer costs
-/// a page fault per 4 KiB on first touch).
-fn reverse_into(data: &[f32], steps: usize, out: &mut Vec<f32>) {
-    out.clear();
-    if steps == 0 {
-        return;
-    }
-    let n = data.len() / steps;
-    out.reserve(data.len());
-    for step in data.chunks(n).rev() {
-        out.extend_from_slice(step);
-    }
-}
-
 pub(crate) fn check_len(what: impl Fn() -> String, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
@@ -412,13 +391,13 @@ impl Trainer {
     }
 
     /// Each matrix's gradient: the sum over the sequence's `rows` of its
-    /// products' `z vᵀ` (the backward cell's outputs and inputs, both in
-    /// reversed time), one product over all rows per weight. Products are
+    /// products' `z vᵀ` (the backward cell's outputs and inputs, row for
+    /// row), one product over all rows per weight. Products are
     /// dealt to the threads whole, so each weight's sum is one call's
     /// whatever the thread count.
     fn weight_gradients(
         &self,
-        inputs: &[Vec<f32>],
+        inputs: &[&[f32]],
         outs: &[Vec<f32>],
         rows: usize,
         params: &mut [ParamGrad],
@@ -443,7 +422,7 @@ impl Trainer {
                 .filter(|(k, _)| k % workers == w)
             {
                 let v = match g.v {
-                    grad::Operand::Input(i) => &inputs[i],
+                    grad::Operand::Input(i) => inputs[i],
                     grad::Operand::Output(o) => &outs[o],
                 };
                 let (r, c) = shapes[k];
@@ -501,22 +480,18 @@ impl Trainer {
                 batch * p.len,
             )?;
         }
-        // The backward kernel over the reversed sequence, in buffers kept
-        // from the last call (another thread's call meanwhile gets its own).
+        // The backward kernel from the last step to the first, reading the
+        // tape where it is; its outputs in buffers kept from the last call
+        // (another thread's call meanwhile gets its own).
         let mut kept = self.workspace.try_lock().ok();
         let mut fresh = Workspace::default();
         let ws: &mut Workspace = kept.as_deref_mut().unwrap_or(&mut fresh);
-        let sources: Vec<&[f32]> = (tape.inputs.iter())
+        let inputs: Vec<&[f32]> = (tape.inputs.iter())
             .chain(&tape.states)
             .map(Vec::as_slice)
             .chain(d_outputs.iter().copied())
             .chain(tape.taped.iter().map(Vec::as_slice))
             .collect();
-        ws.inputs.resize_with(sources.len(), Vec::new);
-        for (src, buf) in sources.iter().zip(&mut ws.inputs) {
-            reverse_into(src, steps, buf);
-        }
-        let inputs = &ws.inputs;
         let mut adjoint = self.backward.new_state(batch)?;
         for (name, d) in self.backward.state_names().iter().zip(d_final) {
             adjoint.set(name, d)?;
@@ -531,10 +506,16 @@ impl Trainer {
         }
         let outs = &mut ws.outputs;
         if steps > 0 {
-            let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
             let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
             let variant = self.backward.variant_for_any_threads(batch, steps);
-            (self.backward).run_planned(&refs, &mut adjoint, &mut out_refs, variant, None)?;
+            (self.backward).run_planned_in(
+                &inputs,
+                &mut adjoint,
+                &mut out_refs,
+                variant,
+                None,
+                true,
+            )?;
         }
         let mut params: Vec<ParamGrad> = (cell.params.iter())
             .map(|p| {
@@ -551,7 +532,7 @@ impl Trainer {
                 })
             })
             .collect::<Result<_>>()?;
-        self.weight_gradients(inputs, outs, steps * batch, &mut params)?;
+        self.weight_gradients(&inputs, outs, steps * batch, &mut params)?;
         for &(p, o) in &self.layout.vectors {
             let dp = &mut params[p.index()].values;
             let n = dp.len();
@@ -565,9 +546,7 @@ impl Trainer {
                 *d = s as f32;
             }
         }
-        let inputs = (0..cell.inputs.len())
-            .map(|i| reversed(&outs[i], steps))
-            .collect();
+        let inputs = outs[..cell.inputs.len()].to_vec();
         let initial_states = (self.backward.state_names().iter())
             .map(|name| adjoint.get(name))
             .collect::<Result<_>>()?;

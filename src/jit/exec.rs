@@ -154,6 +154,27 @@ unsafe fn copy_outputs(
     }
 }
 
+/// Which step of the caller's `[T, batch, len]` buffers step `t` of a run
+/// reads and writes: `t`, or `T - 1 - t` for a sequence run from its last
+/// step to its first (a backward pass over a forward pass's tape, without
+/// copying it reversed).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Time {
+    /// `Some(T)` when reversed.
+    pub reversed: Option<usize>,
+}
+
+impl Time {
+    pub const FORWARD: Time = Time { reversed: None };
+
+    fn at(self, t: usize) -> usize {
+        match self.reversed {
+            Some(steps) => steps - 1 - t,
+            None => t,
+        }
+    }
+}
+
 /// The caller's output buffers of a `run`, `[T, batch, len]` each.
 struct Outputs {
     bufs: Inline<(*mut f32, usize)>,
@@ -195,8 +216,9 @@ impl Kernel {
     }
 
     /// Runs steps `t0..t1` of a sequence (`inputs[i]` holds step `t` at
-    /// `t * batch * len`), writing each step's outputs to `outputs` (same
-    /// layout) if given. One pool job runs all of them: every worker keeps its
+    /// `time.at(t) * batch * len`), writing each step's outputs to `outputs`
+    /// (same layout) if given; the hoisted projections hold the steps from
+    /// `chunk0` of the buffers on (`Kernel::project`). One pool job runs all of them: every worker keeps its
     /// own slot table, the states' current and next buffers alternate with the
     /// step's parity (no serial swap), inputs are read in place when their rows
     /// need no padding, and each worker copies its share of the outputs;
@@ -212,6 +234,7 @@ impl Kernel {
         t0: usize,
         t1: usize,
         chunk0: usize,
+        time: Time,
         outputs: Option<&mut [&mut [f32]]>,
         threads: usize,
     ) {
@@ -261,19 +284,22 @@ impl Kernel {
         let job = |w: usize, n: usize, barrier: &dyn Fn()| {
             for t in t0..t1 {
                 let mut table = tables[(t - t0) % 2].clone();
+                // Where step `t` is in the caller's buffers.
+                let at_t = time.at(t);
                 for &(slot, stride) in proj {
-                    table.ptrs[slot] = table.ptrs[slot].wrapping_add((t - chunk0) * batch * stride);
+                    table.ptrs[slot] =
+                        table.ptrs[slot].wrapping_add((at_t - chunk0) * batch * stride);
                 }
                 if in_place {
                     for (i, &slot) in plan.input_slots.iter().enumerate() {
-                        let at = t * batch * self.input_lens[i];
+                        let at = at_t * batch * self.input_lens[i];
                         table.ptrs[slot] = inputs[i][at..].as_ptr().cast_mut();
                     }
                 } else {
                     if w == 0 {
                         // SAFETY: the table holds the plan's slots, sized for
                         // `batch` rows; only worker 0 writes, before the barrier.
-                        unsafe { self.copy_inputs(plan, &table, inputs, t, batch) };
+                        unsafe { self.copy_inputs(plan, &table, inputs, at_t, batch) };
                     }
                     barrier();
                 }
@@ -304,33 +330,34 @@ impl Kernel {
                 }
                 // SAFETY: the output buffers are `[T, batch, len]` (checked by
                 // `run_with`); the sources are complete (barrier above).
-                unsafe { copy_outputs(plan, outs, &table, weights, t, batch, w, n) };
+                unsafe { copy_outputs(plan, outs, &table, weights, at_t, batch, w, n) };
                 if out_barrier && !outs.bufs.is_empty() {
                     barrier();
                 }
             }
         };
         self.on_workers(threads, &job);
-        self.after_steps(plan, state, inputs, in_place, t0, t1);
+        self.after_steps(plan, state, inputs, in_place, t1 - t0, time.at(t1 - 1));
         state.last = v;
         state.steps += (t1 - t0) as u64;
     }
 
-    /// A state after steps `t0..t1`: its buffers swapped once per step, the
-    /// outputs' locations after the swap, and an output that is an input read
-    /// in place kept in the state's own buffer.
+    /// A state after `count` steps, the last at step `last` of the caller's
+    /// buffers: its buffers swapped once per step, the outputs' locations
+    /// after the swap, and an output that is an input read in place kept in
+    /// the state's own buffer.
     fn after_steps(
         &self,
         plan: &plan::Plan,
         state: &mut State,
         inputs: &[&[f32]],
         in_place: bool,
-        t0: usize,
-        t1: usize,
+        count: usize,
+        last: usize,
     ) {
         let batch = state.batch;
         // The states' buffers: swapped once per step.
-        if (t1 - t0) % 2 == 1 {
+        if count % 2 == 1 {
             for s in 0..plan.state_cur.len() {
                 state.offsets.swap(plan.state_cur[s], plan.state_next[s]);
             }
@@ -354,7 +381,11 @@ impl Kernel {
             for (i, &slot) in plan.input_slots.iter().enumerate() {
                 if plan.outputs.iter().any(|l| l.slot == slot) {
                     let n = batch * self.input_lens[i];
-                    state.write_rows(slot, self.input_lens[i], &inputs[i][(t1 - 1) * n..t1 * n]);
+                    state.write_rows(
+                        slot,
+                        self.input_lens[i],
+                        &inputs[i][last * n..(last + 1) * n],
+                    );
                 }
             }
         }
