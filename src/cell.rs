@@ -264,27 +264,50 @@ impl Cell {
 
     /// The backward cell through the optimizer with `opts`, handing it to
     /// `dump` as derived (`grad`, with its `matvec_t`s; `opts.stop_after`
-    /// `lower` stops there) and after every pass, which see its transposed
-    /// products as products of transposed parameters
+    /// `lower` stops there), with its input adjoints' products taken out of
+    /// the step (`after-loop`, [`grad::defer_input_products`]: the trainer
+    /// runs them after the loop) and after every pass, which see its
+    /// transposed products as products of transposed parameters
     /// ([`grad::transpose_products`]).
     pub fn backward_optimized_with_dumps(
         &self,
         opts: &opt::Options,
         dump: &mut dyn FnMut(&str, &ir::Cell),
     ) -> Result<Optimized> {
-        let derived = self.backward()?.cell;
-        dump("grad", &derived);
+        let bw = self.backward()?;
+        let derived = &bw.cell;
+        dump("grad", derived);
         if opts.stop_after.as_deref() == Some("lower") {
             return Ok(Optimized {
-                ir: derived,
+                ir: bw.cell,
                 remarks: Vec::new(),
             });
         }
-        let mut cell = grad::transpose_products(&derived).cell;
         let mut ctx = opt::Ctx {
             source: None,
             remarks: Vec::new(),
         };
+        let after = grad::defer_input_products(&bw.cell, &bw.layout);
+        for d in &after.deferred {
+            let names: Vec<String> = (d.terms.iter())
+                .map(|&(p, _)| format!("`{}`", derived.params[p.index()].name))
+                .collect();
+            ctx.remark(
+                "after-loop",
+                opt::RemarkKind::Applied,
+                None,
+                format!(
+                    "the adjoint of input `{}`: {} transposed product{} ({}) after the loop, \
+                     one product over all steps' rows each",
+                    derived.inputs[d.input].name,
+                    names.len(),
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ),
+            );
+        }
+        dump("after-loop", &after.cell);
+        let mut cell = grad::transpose_products(&after.cell).cell;
         opt::optimize(&mut cell, opts, &mut ctx, &mut |name, ir| {
             if name != "lower" {
                 dump(name, ir)

@@ -40,6 +40,13 @@ pub struct Trainer {
     layout: grad::Layout,
     /// Where each of the backward kernel's parameters comes from.
     sources: Vec<ParamSource>,
+    /// The input adjoints' products run after the loop.
+    deferred: Vec<grad::DeferredInput>,
+    /// The values of the weights those products read, by parameter.
+    deferred_weights: Vec<Option<Vec<f32>>>,
+    /// Per input, the backward kernel's output holding the step's share
+    /// of its adjoint, if any.
+    input_outputs: Vec<Option<usize>>,
     /// Threads for the weight gradients.
     threads: usize,
     /// The backward pass's buffers, kept between calls.
@@ -199,16 +206,20 @@ fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> 
     let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
     let forward = grad::training_forward(&lowered, &bw.layout);
     let forward = Kernel::new(kernel_ir(forward, opts)?, params.clone(), opts)?;
-    let t = grad::transpose_products(&bw.cell);
+    let after = grad::defer_input_products(&bw.cell, &bw.layout);
+    let t = grad::transpose_products(&after.cell);
     let bparams = backward_params(&lowered, &t.sources, &params);
     let backward = Kernel::new(kernel_ir(t.cell, opts)?, bparams, opts)?;
     Ok(Trainer {
         id: NEXT_TRAINER.fetch_add(1, Ordering::Relaxed),
+        deferred_weights: deferred_weights(&after.deferred, params),
         ir: lowered,
         forward,
         backward,
-        layout: bw.layout,
+        layout: after.layout,
         sources: t.sources,
+        deferred: after.deferred,
+        input_outputs: after.input_outputs,
         threads: opts.threads.unwrap_or_else(crate::max_threads),
         workspace: Default::default(),
         spare: Default::default(),
@@ -232,6 +243,19 @@ fn kernel_ir(mut cell: ir::Cell, opts: &Options) -> Result<ir::Cell> {
         .map_err(|e| Error::internal(e.to_string()))?;
     }
     crate::cell::legal_ir(cell, opts)
+}
+
+/// The values of the weights `deferred` reads, by parameter.
+fn deferred_weights(
+    deferred: &[grad::DeferredInput],
+    params: Vec<Vec<f32>>,
+) -> Vec<Option<Vec<f32>>> {
+    let read: std::collections::HashSet<ir::ParamId> = (deferred.iter())
+        .flat_map(|d| d.terms.iter().map(|&(p, _)| p))
+        .collect();
+    (params.into_iter().enumerate())
+        .map(|(k, v)| read.contains(&ir::ParamId::new(k)).then_some(v))
+        .collect()
 }
 
 /// The backward kernel's parameters from the cell's.
@@ -307,8 +331,9 @@ impl Trainer {
         } else {
             Vec::new()
         };
-        self.forward.set_params(params)?;
+        self.forward.set_params(params.clone())?;
         self.backward.set_params(bparams)?;
+        self.deferred_weights = deferred_weights(&self.deferred, params);
         self.id = NEXT_TRAINER.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -447,6 +472,92 @@ impl Trainer {
         Ok(())
     }
 
+    /// Each vector parameter's gradient: the sum over all rows of the
+    /// output holding its share of a step, in `f64`, once per output (the
+    /// two biases of a gate share one), the outputs dealt to the threads
+    /// whole (the same bits on any thread count).
+    fn vector_gradients(&self, outs: &[Vec<f32>], params: &mut [ParamGrad]) {
+        let mut distinct: Vec<usize> = self.layout.vectors.iter().map(|&(_, o)| o).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let sums: Vec<Mutex<Vec<f32>>> = distinct.iter().map(|_| Mutex::default()).collect();
+        let len = |o: usize| self.backward.output_len(o);
+        let work = |w: usize, workers: usize| {
+            for (k, &o) in distinct.iter().enumerate().skip(w).step_by(workers) {
+                let n = len(o);
+                let mut sum = vec![0.0f64; n];
+                for row in outs[o].chunks_exact(n.max(1)) {
+                    for (s, &x) in sum.iter_mut().zip(row) {
+                        *s += f64::from(x);
+                    }
+                }
+                if let Ok(mut slot) = sums[k].lock() {
+                    *slot = sum.into_iter().map(|s| s as f32).collect();
+                }
+            }
+        };
+        let workers = self.threads.min(distinct.len()).max(1);
+        if !(workers > 1 && crate::jit::run_shared(workers, &|w, _| work(w, workers))) {
+            work(0, 1);
+        }
+        for &(p, o) in &self.layout.vectors {
+            let Ok(k) = distinct.binary_search(&o) else {
+                continue;
+            };
+            if let Ok(sum) = sums[k].lock() {
+                let dp = &mut params[p.index()].values;
+                if sum.len() == dp.len() {
+                    dp.copy_from_slice(&sum);
+                }
+            }
+        }
+    }
+
+    /// Adds the input adjoints' products to the backward kernel's outputs
+    /// (`dx += Σ z W` over all `rows`, `grad::defer_input_products`). The
+    /// rows are cut into blocks of a fixed size, dealt to the threads: each
+    /// block's sums are one call's whatever the thread count.
+    fn deferred_inputs(&self, dx: &mut [Vec<f32>], outs: &[Vec<f32>], rows: usize) -> Result<()> {
+        const BLOCK: usize = 256;
+        if self.deferred.is_empty() || rows == 0 {
+            return Ok(());
+        }
+        let shape = |p: ir::ParamId| match self.ir.params[p.index()].ty {
+            Type::Matrix(r, c) => (r, c),
+            _ => (0, 0),
+        };
+        // Each deferred input's blocks of rows, with the block's first row.
+        let mut blocks: Vec<(usize, usize, Mutex<&mut [f32]>)> = Vec::new();
+        for (i, dx) in dx.iter_mut().enumerate() {
+            let Some(d) = self.deferred.iter().position(|def| def.input == i) else {
+                continue;
+            };
+            let c = self.ir.inputs[i].len.max(1);
+            for (k, chunk) in dx.chunks_mut(BLOCK * c).enumerate() {
+                blocks.push((d, k * BLOCK, Mutex::new(chunk)));
+            }
+        }
+        let work = |w: usize, workers: usize| {
+            for (d, first, chunk) in blocks.iter().skip(w).step_by(workers) {
+                let Ok(mut out) = chunk.lock() else { continue };
+                for &(p, z) in &self.deferred[*d].terms {
+                    let (r, c) = shape(p);
+                    let Some(weight) = &self.deferred_weights[p.index()] else {
+                        continue;
+                    };
+                    let n = out.len() / c.max(1);
+                    let z = &outs[z][first * r..];
+                    crate::kernels::gemm::product_sum(n, r, c, z, weight, &mut out);
+                }
+            }
+        };
+        let workers = self.threads.min(blocks.len()).max(1);
+        if !(workers > 1 && crate::jit::run_shared(workers, &|w, _| work(w, workers))) {
+            work(0, 1);
+        }
+        Ok(())
+    }
+
     /// The gradients through time of `L = Σ <d_outputs, outputs> + Σ
     /// <d_final, final states>` for the forward pass that made `tape`:
     /// `d_outputs` per output `[T, B, len]`, `d_final` per state `[B, len]`
@@ -533,26 +644,20 @@ impl Trainer {
             })
             .collect::<Result<_>>()?;
         self.weight_gradients(&inputs, outs, steps * batch, &mut params)?;
-        for &(p, o) in &self.layout.vectors {
-            let dp = &mut params[p.index()].values;
-            let n = dp.len();
-            let mut sum = vec![0.0f64; n];
-            for row in outs[o].chunks(n) {
-                for (s, &x) in sum.iter_mut().zip(row) {
-                    *s += f64::from(x);
-                }
-            }
-            for (d, s) in dp.iter_mut().zip(sum) {
-                *d = s as f32;
-            }
-        }
-        let inputs = outs[..cell.inputs.len()].to_vec();
+        let mut d_inputs: Vec<Vec<f32>> = (self.input_outputs.iter().zip(&cell.inputs))
+            .map(|(o, p)| match o {
+                Some(o) => Ok(outs[*o].clone()),
+                None => crate::alloc::zeros(steps * batch * p.len, "adjoints"),
+            })
+            .collect::<Result<_>>()?;
+        self.deferred_inputs(&mut d_inputs, outs, steps * batch)?;
+        self.vector_gradients(outs, &mut params);
         let initial_states = (self.backward.state_names().iter())
             .map(|name| adjoint.get(name))
             .collect::<Result<_>>()?;
         Ok(Gradients {
             params,
-            inputs,
+            inputs: d_inputs,
             initial_states,
         })
     }

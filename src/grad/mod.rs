@@ -37,8 +37,10 @@
 //! are still `matvec`s), and its result goes through the optimizer like any
 //! cell.
 
+mod after_loop;
 mod through_time;
 
+pub use after_loop::{defer_input_products, AfterLoop, DeferredInput};
 pub use through_time::{through_time, Gradients};
 
 use std::collections::HashSet;

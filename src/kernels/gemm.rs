@@ -41,6 +41,46 @@ pub(crate) fn outer_sum(r: usize, c: usize, n: usize, z: &[f32], v: &[f32], dw: 
     }
 }
 
+/// `out[i*c + j] += sum_k z[i*r + k] * w[k*c + j]`: `out += z w` for `n`
+/// rows of `z` (`[n, r]`) and `w` (`[r, c]`), all row-major, with the
+/// `gemm` crate on one thread (the same bits whatever else runs). Checks
+/// every bound.
+pub(crate) fn product_sum(n: usize, r: usize, c: usize, z: &[f32], w: &[f32], out: &mut [f32]) {
+    let size = |a: usize, b: usize| a.checked_mul(b).expect("product_sum: sizes overflow");
+    assert!(z.len() >= size(n, r), "product_sum: z too short");
+    assert!(w.len() >= size(r, c), "product_sum: w too short");
+    assert!(out.len() >= size(n, c), "product_sum: out too short");
+    if n == 0 || c == 0 || r == 0 {
+        return;
+    }
+    // SAFETY: element (i, j) of the result is `out[i*c + j]`, (i, k) of the
+    // left operand `z[i*r + k]`, (k, j) of the right `w[k*c + j]`: inside
+    // the slices, whose lengths were checked above.
+    unsafe {
+        gemm::gemm(
+            n,
+            c,
+            r,
+            out.as_mut_ptr(),
+            1,
+            c as isize,
+            true,
+            z.as_ptr(),
+            1,
+            r as isize,
+            w.as_ptr(),
+            1,
+            c as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// `dst[i + j*dst_cs] (+)= sum_k lhs[i*lhs_rs + k] * rhs[k + j*rhs_cs]` for an
 /// `m x n` result, with the `gemm` crate on one thread. Checks every bound.
 #[allow(clippy::too_many_arguments)]
