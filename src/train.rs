@@ -568,6 +568,28 @@ impl Trainer {
         d_outputs: &[&[f32]],
         d_final: &[&[f32]],
     ) -> Result<Gradients> {
+        self.backward_for(tape, d_outputs, d_final, true)
+    }
+
+    /// [`Trainer::backward`] without the inputs' adjoints
+    /// ([`Gradients::inputs`] empty), for inputs that need none (a first
+    /// layer's data): their products after the loop are skipped.
+    pub fn backward_without_inputs(
+        &self,
+        tape: &Tape,
+        d_outputs: &[&[f32]],
+        d_final: &[&[f32]],
+    ) -> Result<Gradients> {
+        self.backward_for(tape, d_outputs, d_final, false)
+    }
+
+    fn backward_for(
+        &self,
+        tape: &Tape,
+        d_outputs: &[&[f32]],
+        d_final: &[&[f32]],
+        want_inputs: bool,
+    ) -> Result<Gradients> {
         if tape.trainer != self.id {
             return Err(Error::shape(
                 "this tape was made by another trainer's forward pass, or before its parameters changed",
@@ -645,12 +667,15 @@ impl Trainer {
             .collect::<Result<_>>()?;
         self.weight_gradients(&inputs, outs, steps * batch, &mut params)?;
         let mut d_inputs: Vec<Vec<f32>> = (self.input_outputs.iter().zip(&cell.inputs))
+            .filter(|_| want_inputs)
             .map(|(o, p)| match o {
                 Some(o) => Ok(outs[*o].clone()),
                 None => crate::alloc::zeros(steps * batch * p.len, "adjoints"),
             })
             .collect::<Result<_>>()?;
-        self.deferred_inputs(&mut d_inputs, outs, steps * batch)?;
+        if want_inputs {
+            self.deferred_inputs(&mut d_inputs, outs, steps * batch)?;
+        }
         self.vector_gradients(outs, &mut params);
         let initial_states = (self.backward.state_names().iter())
             .map(|name| adjoint.get(name))

@@ -249,6 +249,36 @@ fn set_params_is_compiling_again() {
     assert!(e.contains("needs"), "{e}");
 }
 
+/// Without the inputs' adjoints, the rest is the same bits; after a set of
+/// new parameters too (the weights of the products after the loop follow).
+#[test]
+fn backward_without_inputs_gives_the_rest() {
+    let cell = common::sized(&common::example_path("lstm"), 5, 6);
+    let ir = cell.ir().unwrap();
+    let mut t = cell
+        .compile_training(&Weights::random(&ir, 1), &Options::default())
+        .unwrap();
+    let data = Data::random(&ir, 4, 3, 9);
+    let xs: Vec<&[f32]> = data.xs.iter().map(Vec::as_slice).collect();
+    let h0: Vec<&[f32]> = data.h0.iter().map(Vec::as_slice).collect();
+    let dy: Vec<&[f32]> = data.d_outputs.iter().map(Vec::as_slice).collect();
+    let dh: Vec<&[f32]> = data.d_final.iter().map(Vec::as_slice).collect();
+    for seed in [1, 2] {
+        t.set_params(Weights::random(&ir, seed).resolve(&ir).unwrap())
+            .unwrap();
+        let f = t.forward(&xs, &h0, 4, 3).unwrap();
+        let all = t.backward(&f.tape, &dy, &dh).unwrap();
+        let some = t.backward_without_inputs(&f.tape, &dy, &dh).unwrap();
+        assert!(some.inputs.is_empty());
+        assert!(some.params == all.params && some.initial_states == all.initial_states);
+        // The inputs' adjoints follow the new weights: the oracle's.
+        let fresh = cell
+            .compile_training(&Weights::random(&ir, seed), &Options::default())
+            .unwrap();
+        assert!(data.run(&fresh).1 == all, "seed {seed}");
+    }
+}
+
 /// Rows of different lengths (`compile_training_ragged`): the gradients
 /// match the oracle's on the masked cell, each row's final state is the
 /// state after its own length (outputs past it are zero), and a row's

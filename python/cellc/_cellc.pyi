@@ -176,7 +176,11 @@ class Trainer:
         self, xs: Sequence[ArrayLike], h0: Sequence[ArrayLike], steps: int, batch: int
     ) -> tuple[list[Array], list[Array], Tape]: ...
     def backward(
-        self, tape: Tape, d_outputs: Sequence[ArrayLike], d_final: Sequence[ArrayLike]
+        self,
+        tape: Tape,
+        d_outputs: Sequence[ArrayLike],
+        d_final: Sequence[ArrayLike],
+        inputs: bool = True,
     ) -> tuple[list[Array], list[Array], list[Array]]: ...
 
 class Tape:

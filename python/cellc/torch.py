@@ -71,9 +71,14 @@ class _Steps(torch.autograd.Function):
                          g.detach().to(torch.float32).contiguous().cpu().numpy())
         d_out = given[:ctx.n_out]
         d_final = given[ctx.n_out:]
-        params, d_inputs, d_h0 = module._trainer.backward(tape, d_out, d_final)
+        # The inputs' adjoints only when autograd wants one (a first
+        # layer's data needs none: their products after the loop are skipped).
+        n_in = len(module.input_names)
+        want = any(ctx.needs_input_grad[3:3 + n_in])
+        params, d_inputs, d_h0 = module._trainer.backward(tape, d_out, d_final, inputs=want)
+        d_inputs = [torch.from_numpy(a) for a in d_inputs] if want else [None] * n_in
         return ((None, None, None)
-                + tuple(torch.from_numpy(a) for a in d_inputs)
+                + tuple(d_inputs)
                 + tuple(torch.from_numpy(a) for a in d_h0)
                 + tuple(torch.from_numpy(a) for a in params))
 

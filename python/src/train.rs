@@ -225,13 +225,17 @@ impl Trainer {
     /// given the adjoints of its outputs (one array per output `[T, B,
     /// len]`) and of its final states (one per state `[B, len]`). Returns
     /// `(param_grads, d_inputs, d_initial_states)`: lists of NumPy arrays in
-    /// the parameters' shapes, `[T, B, len]` and `[B, len]`.
+    /// the parameters' shapes, `[T, B, len]` and `[B, len]`. With `inputs =
+    /// False` the inputs' adjoints are not computed (their products after
+    /// the loop skipped) and `d_inputs` is empty.
+    #[pyo3(signature = (tape, d_outputs, d_final, inputs=true))]
     pub(crate) fn backward(
         &self,
         py: Python<'_>,
         tape: &Tape,
         d_outputs: Vec<Bound<'_, PyAny>>,
         d_final: Vec<Bound<'_, PyAny>>,
+        inputs: bool,
     ) -> PyResult<(Arrays, Arrays, Arrays)> {
         let ir = self.trainer.ir();
         let (steps, batch) = (tape.tape.steps(), tape.tape.batch());
@@ -255,7 +259,10 @@ impl Trainer {
         let dhr: Vec<&[f32]> = dh.iter().map(Input::data).collect::<PyResult<_>>()?;
         let t = &self.trainer;
         let g = py
-            .detach(|| t.backward(&tape.tape, &dyr, &dhr))
+            .detach(|| match inputs {
+                true => t.backward(&tape.tape, &dyr, &dhr),
+                false => t.backward_without_inputs(&tape.tape, &dyr, &dhr),
+            })
             .map_err(err)?;
         let params = (g.params.into_iter())
             .map(|p| output(py, p.values, &p.shape, false))
