@@ -9,13 +9,15 @@ both sides sum in float32 in different orders, over a few steps forward
 and back (the forward pass alone agrees to the conformance suite's 1e-5).
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 import cellc
 import cellc.torch
-from conftest import EXAMPLES
+from conftest import EXAMPLES, REPO
 
 torch.set_num_threads(1)
 TOLERANCE = 1e-4
@@ -43,7 +45,8 @@ MODULES = [
 def test_gradients_match_torch_autograd(name, make, states, T, B, X, H):
     torch.manual_seed(T * 100 + X)
     ref = make(X, H)
-    m = cellc.torch.Cell(EXAMPLES / f"{name}.rnn", dims={"X": X, "H": H})
+    dims = {"H": H} if name == "sru" else {"X": X, "H": H}
+    m = cellc.torch.Cell(EXAMPLES / f"{name}.rnn", dims=dims)
     m.load_checkpoint(ref.state_dict())
     x = torch.randn(T, B, X, requires_grad=True)
     h0 = {s: (torch.randn(B, H) * 0.5).requires_grad_() for s in states}
@@ -224,6 +227,67 @@ def test_layernorm_lstm_trains_as_pytorch_does():
     # It learns: the last losses are a quarter below the first (200 steps
     # are the start of learning the adding problem: first the mean).
     assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20]), (losses[:20], losses[-20:])
+
+
+# The example cells with a PyTorch reference (tests/conformance/references.py):
+# (example, reference, the cell's state names in the reference's order,
+# whether the step returns an output besides its states).
+sys.path.insert(0, str(REPO / "tests" / "conformance"))
+import references  # noqa: E402
+
+REFERENCES = [
+    ("layernorm_lstm", lambda X, H: references.LayerNormLSTMCell(X, H), ("h", "c"), False),
+    ("peephole_lstm", lambda X, H: references.PeepholeLSTMCell(X, H), ("h", "c"), False),
+    ("layernorm_gru", lambda X, H: references.LayerNormGRUCell(X, H), ("h",), False),
+    ("indrnn", lambda X, H: references.IndRNNCell(X, H), ("h",), False),
+    ("hard_sigmoid_gru", lambda X, H: references.HardSigmoidGRUCell(X, H), ("h",), False),
+    ("sru", lambda X, H: references.SRUCell(H), ("c",), True),
+]
+
+
+@pytest.mark.parametrize("name,make,states,own_output", REFERENCES, ids=[r[0] for r in REFERENCES])
+def test_example_cells_match_autograd_through_their_references(name, make, states, own_output):
+    """Each example cell with a PyTorch reference, with the reference's
+    weights: outputs, final states and every gradient (the reference's
+    tensors through the cell's bindings, the input, the initial states)
+    against autograd through the reference stepped over the sequence."""
+    torch.manual_seed(11)
+    T, B, H = 6, 3, 8
+    X = H if name == "sru" else 5
+    ref = make(X, H)
+    dims = {"H": H} if name == "sru" else {"X": X, "H": H}
+    m = cellc.torch.Cell(EXAMPLES / f"{name}.rnn", dims=dims)
+    m.load_checkpoint(ref.state_dict())
+    x = torch.randn(T, B, X, requires_grad=True)
+    h0 = [(0.5 * torch.randn(B, H)).requires_grad_() for _ in states]
+    x2 = x.detach().clone().requires_grad_()
+    h2 = [h.detach().clone().requires_grad_() for h in h0]
+    state = tuple(h0) if len(states) > 1 else h0[0]
+    ys = []
+    for t in range(T):
+        out = ref(x[t], state)
+        if own_output:
+            y, state = out
+        else:
+            state = out
+            y = out[0] if len(states) > 1 else out
+        ys.append(y)
+    y_ref = torch.stack(ys)
+    finals_ref = list(state) if len(states) > 1 else [state]
+    y, finals = m(x2, dict(zip(states, h2)))
+    close("y", y, y_ref)
+    for s, f in zip(states, finals_ref):
+        close(f"final {s}", finals[s], f)
+    wy = torch.randn_like(y_ref)
+    ws = [torch.randn(B, H) for _ in states]
+    ((y_ref * wy).sum() + sum((f * w).sum() for f, w in zip(finals_ref, ws))).backward()
+    ((y * wy).sum() + sum((finals[s] * w).sum() for s, w in zip(states, ws))).backward()
+    close("dx", x2.grad, x.grad)
+    for s, a, b in zip(states, h2, h0):
+        close(f"d{s}0", a.grad, b.grad)
+    want = m._cell.params_of({k: p.grad for k, p in ref.named_parameters()})
+    for pname, w in zip(m.param_names, want):
+        close(f"d{pname}", getattr(m, pname).grad, w)
 
 
 NETWORKS = [
