@@ -9,12 +9,13 @@
 //! ([`crate::grad`]) with its transposed products as products of transposed
 //! copies of the weights, through the optimizer like any cell: for an LSTM,
 //! per step one fused region of the element-wise adjoints and one product of
-//! `[Uᵀ; Wᵀ]` with the stacked gate adjoints, giving `dh` and `dx` at once.
-//! It runs from the last step to the first, reading the tape where the
-//! forward pass left it, its state the adjoint of the cell's.
-//! Each weight's gradient is then one product over all `T·B` rows (`dW = Σ
-//! dz vᵀ`, the adjoints of its product's result against its operand), each
-//! vector parameter's a sum.
+//! `[Uᵀ]` with the stacked gate adjoints, giving `dh`. It runs from the last
+//! step to the first, reading the tape where the forward pass left it, its
+//! state the adjoint of the cell's. After the loop, each weight's gradient is
+//! one product over all `T·B` rows (`dW = Σ dz vᵀ`, the adjoints of its
+//! product's result against its operand), each vector parameter's a sum, and
+//! the inputs' adjoints one product per weight that reads them (`dx += Z W`,
+//! [`grad::defer_input_products`]).
 //!
 //! Results do not depend on the thread count: both kernels run the plan the
 //! cost model picks for one thread, and each sum after the loop is one
