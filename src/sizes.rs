@@ -53,6 +53,24 @@ pub(crate) fn infer_sizes(
         let Some(t) = weights.get(&tensor) else {
             continue;
         };
+        // A circulant matrix's tensor is `[R/k, C/k, k]`: its first two
+        // axes give `R` and `C` times `k` (when read whole).
+        if let Some((block, _)) = p.circulant {
+            if indices.is_empty() {
+                for (a, (&dim, poly)) in t.shape.iter().zip(&axes).enumerate() {
+                    facts.push(SizeFact {
+                        what: format!(
+                            "axis {a} of tensor `{tensor}` {} (parameter `{}`, blocks of {block})",
+                            shape_str(&t.shape),
+                            p.name
+                        ),
+                        poly: (*poly).clone(),
+                        value: dim as i128 * block as i128,
+                    });
+                }
+            }
+            continue;
+        }
         let mut k = 0;
         for (a, &dim) in t.shape.iter().enumerate() {
             let what = format!(

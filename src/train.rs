@@ -204,6 +204,14 @@ fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> 
             params.len()
         )));
     }
+    if let Some(p) = (lowered.params.iter()).find(|p| p.structure != ir::Structure::Dense) {
+        return Err(Error::options(format!(
+            "parameter `{}` is block-circulant: training such parameters is not supported yet \
+             (their gradient, a circular correlation of the dense one, is not built); train \
+             the cell in PyTorch with the circulant module and run it here",
+            p.name
+        )));
+    }
     let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
     let forward = grad::training_forward(&lowered, &bw.layout);
     let forward = Kernel::new(kernel_ir(forward, opts)?, params.clone(), opts)?;

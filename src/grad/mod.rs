@@ -703,6 +703,8 @@ pub fn transpose_products(bw: &Cell) -> Transposed {
                 ty: Type::Matrix(c, r),
                 binding: Vec::new(),
                 precision: bw.params[p.index()].precision,
+                // The trainer packs the transposed values as they are.
+                structure: crate::ir::Structure::Dense,
             });
             sources.push(ParamSource::Transposed(p));
             let v = cell.push1(Op::Param(id), Type::Matrix(c, r));

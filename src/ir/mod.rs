@@ -491,6 +491,56 @@ pub struct Param {
     pub binding: Vec<Binding>,
     /// How its values are stored ([`Precision::F32`] unless the source says).
     pub precision: Precision,
+    /// How a matrix's values are laid out in a checkpoint.
+    pub structure: Structure,
+}
+
+/// How a matrix parameter is laid out. Every reader of the IR sees the
+/// matrix itself (`[R, C]`); the structure says how a checkpoint stores
+/// it and what a faster product may exploit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Structure {
+    /// Every element stored.
+    #[default]
+    Dense,
+    /// `k x k` circulant blocks (the C-LSTM paper's compression), stored
+    /// as `[R/k, C/k, k]`: block `(i, j)` is the circulant matrix whose
+    /// first column is `w[i, j, :]`, `W[i*k + a, j*k + b] = w[i, j, (a - b)
+    /// mod k]`. `k` divides `R` and `C`.
+    Circulant(usize),
+}
+
+impl Structure {
+    /// The stored shape of an `[r, c]` matrix.
+    pub fn stored_shape(self, r: usize, c: usize) -> Vec<usize> {
+        match self {
+            Structure::Dense => vec![r, c],
+            Structure::Circulant(k) => vec![r / k.max(1), c / k.max(1), k],
+        }
+    }
+
+    /// The offset in the stored values of element `(row, col)` of an `[r,
+    /// c]` matrix.
+    pub fn stored_offset(self, c: usize, row: usize, col: usize) -> usize {
+        match self {
+            Structure::Dense => row * c + col,
+            Structure::Circulant(k) => {
+                let (i, a, j, b) = (row / k, row % k, col / k, col % k);
+                (i * (c / k) + j) * k + (a + k - b) % k
+            }
+        }
+    }
+
+    /// The `[r, c]` matrix, row-major, from its stored values (which hold
+    /// [`Structure::stored_shape`]'s elements).
+    pub fn expand(self, r: usize, c: usize, stored: &[f32]) -> Vec<f32> {
+        match self {
+            Structure::Dense => stored.to_vec(),
+            Structure::Circulant(_) => (0..r * c)
+                .map(|e| stored[self.stored_offset(c, e / c, e % c)])
+                .collect(),
+        }
+    }
 }
 
 /// How a parameter's values are stored. Arithmetic is `f32` whatever the

@@ -602,11 +602,27 @@ fn param(c: &mut Cur<'_>) -> Result<Param> {
     c.expect(":")?;
     c.ws();
     let mut precision = Precision::F32;
-    if c.rest().starts_with(|ch: char| ch.is_ascii_alphabetic()) && !c.rest().starts_with("scalar")
-    {
+    let mut structure = Structure::Dense;
+    // `bf16`, `circulant(8)`, both (in that order) or neither.
+    for _ in 0..2 {
+        c.ws();
+        let word = c.rest().starts_with(|ch: char| ch.is_ascii_alphabetic())
+            && !c.rest().starts_with("scalar");
+        if !word {
+            break;
+        }
         let word = c.ident()?;
-        precision = Precision::from_name(&word)
-            .ok_or_else(|| format!("unknown precision `{word}` (f32, bf16 or int8)"))?;
+        if word == "circulant" && structure == Structure::Dense {
+            c.expect("(")?;
+            let k = c.usize()?;
+            c.expect(")")?;
+            structure = Structure::Circulant(k);
+        } else if structure == Structure::Dense && precision == Precision::F32 {
+            precision = Precision::from_name(&word)
+                .ok_or_else(|| format!("unknown precision `{word}` (f32, bf16 or int8)"))?;
+        } else {
+            return Err(format!("unexpected `{word}` before a parameter's type"));
+        }
     }
     let ty = c.ty()?;
     let mut binding = Vec::new();
@@ -624,6 +640,7 @@ fn param(c: &mut Cur<'_>) -> Result<Param> {
         ty,
         binding,
         precision,
+        structure,
     })
 }
 

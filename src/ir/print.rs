@@ -184,7 +184,12 @@ fn print_header(out: &mut String, cell: &Cell) {
             other if p.ty == Type::Scalar => format!("{other} "),
             other => other.name().to_string(),
         };
-        let _ = write!(out, "param {}: {precision}{}", p.name, p.ty);
+        let structure = match (p.structure, precision.is_empty()) {
+            (Structure::Dense, _) => String::new(),
+            (Structure::Circulant(k), true) => format!("circulant({k})"),
+            (Structure::Circulant(k), false) => format!(" circulant({k})"),
+        };
+        let _ = write!(out, "param {}: {precision}{structure}{}", p.name, p.ty);
         if let Some(b) = binding_text(p) {
             let _ = write!(out, " = {b}");
         }

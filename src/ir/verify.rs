@@ -42,6 +42,21 @@ pub fn verify(cell: &Cell) -> Result<(), VerifyError> {
 
 fn check_tables(cell: &Cell) -> Result<(), VerifyError> {
     let err = |inst: Option<usize>, message: String| Err(VerifyError { inst, message });
+    // Circulant blocks divide their matrix.
+    for p in &cell.params {
+        if let Structure::Circulant(k) = p.structure {
+            let fits = matches!(p.ty, Type::Matrix(r, c) if k > 0 && r % k == 0 && c % k == 0);
+            if !fits {
+                return err(
+                    None,
+                    format!(
+                        "parameter `{}` ({}) cannot have circulant blocks of {k}",
+                        p.name, p.ty
+                    ),
+                );
+            }
+        }
+    }
     // Weights, inputs and outputs are found by name: one name, one thing.
     for (what, names) in [
         (

@@ -158,12 +158,45 @@ impl Checker {
                             format!("unknown precision `{}` for parameter `{}`", q.name, p.name.name),
                         )
                         .primary(q.span, "not a storage precision")
-                        .note("write `f32` (the default), `bf16` or `int8` before the shape, as in `param W: bf16[H, X]`"),
+                        .note(if q.name == "circulant" {
+                            "a block-circulant matrix names its block size: `param W: circulant(8)[H, X]`"
+                        } else {
+                            "write `f32` (the default), `bf16` or `int8` before the shape, as in `param W: bf16[H, X]`"
+                        }),
                     );
                     self.poisoned.insert(p.name.name.clone());
                     return;
                 }
             },
+        };
+        let circulant = match p.circulant {
+            None => None,
+            Some((k, span)) => {
+                let problem = match (&ty, k) {
+                    (SymTy::Matrix(..), 0) => Some("a block size of 0"),
+                    (SymTy::Matrix(..), k) if k > super::dims::MAX_DIM => {
+                        Some("a block larger than a size can be")
+                    }
+                    (SymTy::Matrix(..), _) => None,
+                    _ => Some("only a matrix has circulant blocks"),
+                };
+                if let Some(problem) = problem {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "E0063",
+                            format!("parameter `{}` cannot be `circulant({k})`", p.name.name),
+                        )
+                        .primary(span, problem)
+                        .note(
+                            "`param W: circulant(k)[R, C]` is a matrix of k x k circulant \
+                             blocks (k at least 1, dividing R and C), stored as [R/k, C/k, k]",
+                        ),
+                    );
+                    self.poisoned.insert(p.name.name.clone());
+                    return;
+                }
+                Some((k as usize, span))
+            }
         };
         let idx = self.params.len();
         if self.bind_name(&p.name, Ref::Param(idx)) {
@@ -171,6 +204,7 @@ impl Checker {
                 name: p.name.name.clone(),
                 ty,
                 precision,
+                circulant,
                 binding,
                 span: p.name.span,
             });

@@ -269,8 +269,36 @@ pub(super) fn check_sizes(checked: &Checked, dims: &Dims) -> Result<(), Vec<Diag
     for p in &checked.params {
         let elems = match &p.ty {
             SymTy::Vector(n) => check("parameter", &p.name, p.span, n, &mut diags),
-            SymTy::Matrix(r, c) => check("parameter", &p.name, p.span, r, &mut diags)
-                .saturating_mul(check("parameter", &p.name, p.span, c, &mut diags)),
+            SymTy::Matrix(r, c) => {
+                let rows = check("parameter", &p.name, p.span, r, &mut diags);
+                let cols = check("parameter", &p.name, p.span, c, &mut diags);
+                if let Some((k, span)) = p.circulant {
+                    let k = k as u128;
+                    if rows > 0 && cols > 0 && (rows % k != 0 || cols % k != 0) {
+                        diags.push(
+                            Diagnostic::error(
+                                "E0064",
+                                format!(
+                                    "parameter `{}` is {rows} x {cols}: its circulant blocks of \
+                                     {k} do not divide it",
+                                    p.name
+                                ),
+                            )
+                            .primary(span, format!("blocks of {k} x {k}"))
+                            .secondary(
+                                p.span,
+                                format!(
+                                    "[{}, {}] = [{rows}, {cols}] with these sizes",
+                                    r.display(&dims.names),
+                                    c.display(&dims.names)
+                                ),
+                            )
+                            .note("k must divide both the rows and the columns"),
+                        );
+                    }
+                }
+                rows.saturating_mul(cols)
+            }
             SymTy::Scalar => 1,
         };
         total = total.saturating_add(elems);

@@ -136,6 +136,10 @@ fn declarations(checked: &Checked, dims: &Dims) -> Lowered<Cell> {
             ty,
             binding,
             precision: p.precision,
+            structure: match p.circulant {
+                Some((k, _)) => crate::ir::Structure::Circulant(k),
+                None => crate::ir::Structure::Dense,
+            },
         });
     }
 

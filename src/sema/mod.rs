@@ -53,6 +53,8 @@ pub struct ParamInfo {
     pub name: String,
     pub ty: SymTy,
     pub precision: crate::ir::Precision,
+    /// `circulant(k)`: its `k` and where it is written.
+    pub circulant: Option<(usize, Span)>,
     pub binding: Vec<SourceInfo>,
     pub span: Span,
 }

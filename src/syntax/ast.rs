@@ -55,6 +55,9 @@ pub struct ParamDecl {
     pub name: Ident,
     /// The storage written before the shape (`bf16[H, X]`), if any.
     pub precision: Option<Ident>,
+    /// `circulant(k)` before the shape, if written: `k` (0 when it does not
+    /// fit in 64 bits, which the parser reports) and where.
+    pub circulant: Option<(u64, Span)>,
     pub shape: Shape,
     /// Where the parameter lives in a checkpoint; empty means "under its own name".
     pub binding: Vec<Source>,

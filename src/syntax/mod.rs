@@ -295,6 +295,7 @@ fn describe_rule(r: Rule) -> Option<&'static str> {
         Rule::port => "`name: [shape]`",
         Rule::shape => "a shape like `[H, X]`",
         Rule::precision => "a storage precision (`f32`, `bf16`, `int8`)",
+        Rule::structure => "a block structure (`circulant(8)`)",
         Rule::binding | Rule::source | Rule::tensor_name => "a tensor name",
         Rule::index | Rule::range => "an index or a range like `0..H`",
         Rule::dim_expr | Rule::dim_term | Rule::dim_atom => "a size expression",
@@ -428,11 +429,26 @@ impl Builder {
                     .next_if(|q| q.as_rule() == Rule::precision)
                     .and_then(|q| q.into_inner().next())
                     .map(|q| ident(&q));
+                let circulant = it
+                    .next_if(|q| q.as_rule() == Rule::structure)
+                    .and_then(|q| q.into_inner().next())
+                    .map(|k| {
+                        let span = span_of(&k);
+                        let n = k.as_str().parse::<u64>().unwrap_or_else(|_| {
+                            self.diags.push(
+                                Diagnostic::error("E0004", "block size too large")
+                                    .primary(span, "does not fit in 64 bits"),
+                            );
+                            0
+                        });
+                        (n, span)
+                    });
                 let Some(shape) = it.next() else { return };
                 let binding = it.next().map(|b| self.binding(b)).unwrap_or_default();
                 items.push(Item::Param(ParamDecl {
                     name: ident(&name),
                     precision,
+                    circulant,
                     shape: self.shape(shape),
                     binding,
                 }));

@@ -26,6 +26,9 @@ pub fn print(file: &File) -> String {
                 if let Some(q) = &p.precision {
                     let _ = write!(out, " (precision {})", q.name);
                 }
+                if let Some((k, _)) = p.circulant {
+                    let _ = write!(out, " (circulant {k})");
+                }
                 for s in &p.binding {
                     let _ = write!(out, " (from {:?}", s.tensor);
                     for ix in &s.indices {

@@ -272,7 +272,7 @@ impl Weights {
         let mut w = Weights::new();
         for p in &cell.params {
             let (shape, scale) = match p.ty {
-                Type::Matrix(r, c) => (vec![r, c], 1.0 / (c as f64).sqrt()),
+                Type::Matrix(r, c) => (p.structure.stored_shape(r, c), 1.0 / (c as f64).sqrt()),
                 Type::Vector(n) => (vec![n], 0.5),
                 Type::Scalar => (vec![1], 0.5),
             };
@@ -330,8 +330,9 @@ impl Weights {
 
     /// Where each parameter of `cell` reads its values, as [`Weights::resolve`]
     /// reads them: the tensor's name and the offset in it of each of the
-    /// parameter's elements (row-major); `None` for a parameter that no
-    /// tensor gives or whose slice does not fit. A trainer sends gradients
+    /// parameter's elements (row-major; a circulant matrix's elements read
+    /// its blocks' stored values, many elements one offset); `None` for a
+    /// parameter that no tensor gives or whose slice does not fit. A trainer sends gradients
     /// back to a checkpoint's tensors by it.
     pub fn read_offsets(&self, cell: &Cell) -> Vec<Option<(String, Vec<usize>)>> {
         (cell.params.iter())
@@ -341,6 +342,19 @@ impl Weights {
                 let region = region(shape, indices).ok()?;
                 let mut offsets = Vec::new();
                 for_each_offset(shape, &region, |o| offsets.push(o));
+                // A circulant matrix's elements read its stored values.
+                if let Type::Matrix(r, c) = p.ty {
+                    if p.structure != crate::ir::Structure::Dense {
+                        let stored = offsets;
+                        offsets = (0..r * c)
+                            .map(|e| {
+                                stored
+                                    .get(p.structure.stored_offset(c, e / c, e % c))
+                                    .copied()
+                            })
+                            .collect::<Option<_>>()?;
+                    }
+                }
                 Some((tensor.to_string(), offsets))
             })
             .collect()
@@ -349,8 +363,9 @@ impl Weights {
     fn resolve_each(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
         let mut out = Vec::with_capacity(cell.params.len());
         for p in &cell.params {
+            // A circulant matrix's tensor holds its blocks' defining vectors.
             let want: Vec<usize> = match p.ty {
-                Type::Matrix(r, c) => vec![r, c],
+                Type::Matrix(r, c) => p.structure.stored_shape(r, c),
                 Type::Vector(n) => vec![n],
                 Type::Scalar => vec![1],
             };
@@ -422,16 +437,26 @@ impl Weights {
             // a vector of one.
             let scalar_for_one = data.0.is_empty() && want == [1];
             if data.0 != want && !scalar_for_one {
+                let is = match (p.ty, p.structure) {
+                    (Type::Matrix(r, c), crate::ir::Structure::Circulant(k)) => format!(
+                        "[{r}, {c}] of circulant blocks of {k}, stored as {} (one k-vector \
+                         per block)",
+                        shape_str(&want)
+                    ),
+                    _ => shape_str(&want),
+                };
                 return err(format!(
-                    "parameter `{}` is {} but tensor `{}`{} is {}",
+                    "parameter `{}` is {is} but tensor `{}`{} is {}",
                     p.name,
-                    shape_str(&want),
                     tensor,
                     fmt_indices(indices),
                     shape_str(&data.0)
                 ));
             }
-            out.push(data.1);
+            out.push(match p.ty {
+                Type::Matrix(r, c) => p.structure.expand(r, c, &data.1),
+                _ => data.1,
+            });
         }
         Ok(out)
     }

@@ -1,0 +1,206 @@
+//! Block-circulant parameters (`param W: circulant(k)[R, C]`): the stored
+//! tensor `[R/k, C/k, k]` expands by the documented convention (`W[i*k + a,
+//! j*k + b] = w[i, j, (a - b) mod k]`, checked on hand-written cases), the
+//! IR prints and parses it back, sizes are read off the stored tensor,
+//! refusals name the problem, and circulant cells run on the JIT as the
+//! interpreter runs them (through the dense expansion) on every plan and
+//! thread count.
+
+mod common;
+
+use cellc::fuzzing::differential;
+use cellc::interp::ParamValues;
+use cellc::ir::Structure;
+use cellc::{Cell, Options, Variant, Weights};
+
+/// An LSTM whose eight matrices are circulant with blocks of `k`.
+fn circulant_lstm(k: usize) -> String {
+    let mut s = String::from(
+        "cell clstm\ndim X = 32\ndim H = 32\ninput x: [X]\nstate h: [H], c: [H]\noutput y: [H]\n",
+    );
+    for g in ["i", "f", "g", "o"] {
+        s.push_str(&format!("param W_{g}: circulant({k})[H, X]\n"));
+        s.push_str(&format!("param U_{g}: circulant({k})[H, H]\n"));
+        s.push_str(&format!("param b_{g}: [H]\n"));
+    }
+    s.push_str(
+        "i = sigmoid(W_i @ x + U_i @ h + b_i)\n\
+         f = sigmoid(W_f @ x + U_f @ h + b_f)\n\
+         g = tanh(W_g @ x + U_g @ h + b_g)\n\
+         o = sigmoid(W_o @ x + U_o @ h + b_o)\n\
+         c' = f * c + i * g\n\
+         h' = o * tanh(c')\n\
+         y = h'\n",
+    );
+    s
+}
+
+/// The convention on the worked example of `docs/language.md`: 2 x 2
+/// blocks of 2, `w[i, j] = [p, q]` is the block `[[p, q], [q, p]]`; and on
+/// blocks of 3, where `(a - b) mod k` is not symmetric.
+#[test]
+fn the_stored_vectors_expand_by_the_convention() {
+    let source =
+        "cell c\ninput x: [4]\nstate h: [4]\nparam W: circulant(2)[4, 4]\nh' = W @ x + h\n";
+    let cell = Cell::from_source("c.rnn", source).unwrap();
+    let ir = cell.ir().unwrap();
+    assert_eq!(ir.params[0].structure, Structure::Circulant(2));
+    let mut w = Weights::new();
+    // w[0,0] = [1, 2], w[0,1] = [3, 4], w[1,0] = [5, 6], w[1,1] = [7, 8].
+    w.insert("W", &[2, 2, 2], (1..=8).map(|v| v as f32).collect())
+        .unwrap();
+    let dense = w.resolve(&ir).unwrap().remove(0);
+    #[rustfmt::skip]
+    let want = [
+        1.0, 2.0, 3.0, 4.0,
+        2.0, 1.0, 4.0, 3.0,
+        5.0, 6.0, 7.0, 8.0,
+        6.0, 5.0, 8.0, 7.0,
+    ];
+    assert_eq!(dense, want);
+
+    let source =
+        "cell c\ninput x: [3]\nstate h: [3]\nparam W: circulant(3)[3, 3]\nh' = W @ x + h\n";
+    let ir = Cell::from_source("c.rnn", source).unwrap().ir().unwrap();
+    let mut w = Weights::new();
+    w.insert("W", &[1, 1, 3], vec![1.0, 2.0, 3.0]).unwrap();
+    // The first column is w; each column is the one before shifted down.
+    #[rustfmt::skip]
+    let want = [
+        1.0, 3.0, 2.0,
+        2.0, 1.0, 3.0,
+        3.0, 2.0, 1.0,
+    ];
+    assert_eq!(w.resolve(&ir).unwrap().remove(0), want);
+}
+
+#[test]
+fn the_ir_prints_and_parses_it_back() {
+    let source = "cell c\ninput x: [8]\nstate h: [4]\nparam W: bf16 circulant(4)[4, 8]\n\
+                  param U: circulant(2)[4, 4]\nh' = W @ x + U @ h\n";
+    let ir = Cell::from_source("c.rnn", source).unwrap().ir().unwrap();
+    let text = cellc::ir::print::print(&ir);
+    assert!(text.contains("param W: bf16 circulant(4)[4, 8]"), "{text}");
+    assert!(text.contains("param U: circulant(2)[4, 4]"), "{text}");
+    let back = cellc::ir::parse::parse(&text).unwrap();
+    assert_eq!(cellc::ir::print::print(&back), text);
+    assert_eq!(back.params[0].structure, Structure::Circulant(4));
+    // The verifier refuses blocks that do not divide.
+    let bad = text.replace("circulant(2)[4, 4]", "circulant(3)[4, 4]");
+    let refused = match cellc::ir::parse::parse(&bad) {
+        Err(_) => true,
+        Ok(c) => cellc::ir::verify::verify(&c).is_err(),
+    };
+    assert!(refused, "blocks of 3 in a 4 x 4 matrix verified");
+}
+
+/// Sizes come from the stored tensor: `[R/k, C/k, k]` gives `R` and `C`.
+#[test]
+fn sizes_are_read_off_the_stored_tensor() {
+    let source = "cell c\ndim X\ndim H\ninput x: [X]\nstate h: [H]\n\
+                  param W: circulant(4)[H, X] = w\nh' = W @ x + h\n";
+    let cell = Cell::from_source("c.rnn", source).unwrap();
+    let mut w = Weights::new();
+    w.insert("w", &[3, 2, 4], vec![0.5; 24]).unwrap();
+    let kernel = cell.compile(&w, &Options::default()).unwrap();
+    assert_eq!((kernel.input_len(0), kernel.state_len(0)), (8, 12));
+}
+
+#[test]
+fn mistakes_are_refused_with_their_reason() {
+    let check = |source: &str, dims: &[(&str, u64)], want: &str| {
+        let e = Cell::from_source("c.rnn", source)
+            .and_then(|c| c.dims(dims))
+            .and_then(|c| c.ir())
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {source}"));
+        let text = e.to_string();
+        assert!(text.contains(want), "{source}: {text}");
+    };
+    let body = "input x: [X]\nstate h: [H]\nh' = W @ x + h\n";
+    check(
+        &format!("cell c\ndim X = 8\ndim H = 6\nparam W: circulant(4)[H, X]\n{body}"),
+        &[],
+        "do not divide",
+    );
+    check(
+        &format!("cell c\ndim X = 8\ndim H = 8\nparam W: circulant(0)[H, X]\n{body}"),
+        &[],
+        "block size of 0",
+    );
+    check(
+        "cell c\ninput x: [4]\nstate h: [4]\nparam v: circulant(2)[4]\nh' = v * x + h\n",
+        &[],
+        "only a matrix",
+    );
+    check(
+        "cell c\ninput x: [4]\nstate h: [4]\nparam W: circulant[4, 4]\nh' = W @ x + h\n",
+        &[],
+        "circulant(8)[H, X]",
+    );
+    // Sizes given later are checked too.
+    check(
+        &format!("cell c\ndim X\ndim H\nparam W: circulant(4)[H, X]\n{body}"),
+        &[("X", 8), ("H", 10)],
+        "do not divide",
+    );
+    // A tensor of the dense shape is not the stored one.
+    let source = format!("cell c\ndim X = 8\ndim H = 8\nparam W: circulant(4)[H, X]\n{body}");
+    let cell = Cell::from_source("c.rnn", &source).unwrap();
+    let mut w = Weights::new();
+    w.insert("W", &[8, 8], vec![0.0; 64]).unwrap();
+    let e = cell
+        .compile(&w, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stored as [8, 8, 4]"), "{e}");
+    // Training one is refused, not done wrong.
+    let ir = cell.ir().unwrap();
+    let e = cell
+        .compile_training_params(
+            Weights::random(&ir, 1).resolve(&ir).unwrap(),
+            &Options::default(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("block-circulant"), "{e}");
+}
+
+/// Circulant LSTMs with blocks of 4, 8 and 16 on every plan and thread
+/// count against the interpreter (both through the dense expansion).
+#[test]
+fn circulant_cells_run_as_the_interpreter_does() {
+    let mut seed = 0;
+    for k in [4, 8, 16] {
+        let cell = Cell::from_source("clstm.rnn", &circulant_lstm(k)).unwrap();
+        let ir = cell.ir().unwrap();
+        let weights = Weights::random(&ir, k as u64);
+        for p in &ir.params {
+            let t = weights.get(&p.name).unwrap();
+            if let cellc::ir::Type::Matrix(r, c) = p.ty {
+                assert_eq!(t.shape, [r / k, c / k, k], "{}", p.name);
+            }
+        }
+        let reference = ParamValues::from_f32(&weights.resolve(&ir).unwrap());
+        for plan in Variant::ALL {
+            for threads in [1, 2] {
+                seed += 1;
+                let opts = Options {
+                    plan: Some(plan),
+                    threads: Some(threads),
+                    ..Options::default()
+                };
+                let kernel = cell.compile(&weights, &opts).unwrap();
+                for batch in [1, 5] {
+                    let err = differential(&kernel, &ir, &reference, batch, 6, seed, 1.0).worst;
+                    assert!(
+                        err < 1e-5,
+                        "k {k} {} {threads} threads batch {batch}: error {err:e}",
+                        plan.name()
+                    );
+                }
+            }
+        }
+    }
+}
