@@ -54,8 +54,8 @@ impl Bytes<'_> {
 pub fn jit_vs_interp(bytes: &[u8]) {
     let mut b = Bytes(bytes);
     let seed = b.u64();
-    let x = 1 + (b.u8() % 40) as u64;
-    let h = 1 + (b.u8() % 40) as u64;
+    let mut x = 1 + (b.u8() % 40) as u64;
+    let mut h = 1 + (b.u8() % 40) as u64;
     let batch = 1 + (b.u8() % 17) as usize;
     let steps = 1 + (b.u8() % 20) as usize;
     let flags = b.u8();
@@ -63,7 +63,16 @@ pub fn jit_vs_interp(bytes: &[u8]) {
     let scale: f32 = if flags & 2 == 0 { 1.0 } else { 50.0 };
     let threads = 1 + ((flags >> 2) & 1) as usize;
     let plan = crate::Variant::ALL[((flags >> 3) & 3) as usize];
-    let text = crate::gen::random_cell(seed);
+    // Bit 5: some matrices block-circulant, blocks of 2, 4 or 8 dividing
+    // the sizes.
+    let text = if flags & 32 != 0 {
+        let k = 2u64 << ((flags >> 6) % 3);
+        x = k * (1 + x % 5);
+        h = k * (1 + h % 5);
+        crate::gen::random_circulant_cell(seed, k as usize)
+    } else {
+        crate::gen::random_cell(seed)
+    };
     let cell = Cell::from_source("gen.rnn", &text)
         .and_then(|c| c.dims(&[("X", x), ("H", h)]))
         .unwrap_or_else(|e| panic!("the generator made an invalid cell: {e}\n{text}"));

@@ -159,6 +159,26 @@ pub fn random_cell(seed: u64) -> String {
     text
 }
 
+/// [`random_cell`] with some of its matrices block-circulant with blocks of
+/// `k` (about half, chosen by the seed): compile it at sizes `X` and `H`
+/// that `k` divides.
+pub fn random_circulant_cell(seed: u64, k: usize) -> String {
+    let mut rng = Rng(seed ^ 0xC1C1);
+    let mut text = String::new();
+    for line in random_cell(seed).lines() {
+        let matrix = line.starts_with("param ") && line.contains(", ");
+        match line.split_once(": [") {
+            Some((head, shape)) if matrix && rng.chance(50) => {
+                let _ = writeln!(text, "{head}: circulant({k})[{shape}");
+            }
+            _ => {
+                let _ = writeln!(text, "{line}");
+            }
+        }
+    }
+    text
+}
+
 #[derive(Default)]
 struct Gen {
     /// Vectors of length X and H that a term may read.

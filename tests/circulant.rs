@@ -204,3 +204,39 @@ fn circulant_cells_run_as_the_interpreter_does() {
         }
     }
 }
+
+/// Random cells with some matrices circulant (`gen::random_circulant_cell`,
+/// as the `jit_vs_interp` fuzz target makes them) against the interpreter.
+#[test]
+fn random_circulant_cells_run_as_the_interpreter_does() {
+    let mut circulant = 0;
+    for seed in 0..24u64 {
+        let k = [2, 4, 8][seed as usize % 3];
+        let text = cellc::gen::random_circulant_cell(seed, k);
+        circulant += text.matches("circulant(").count();
+        let (x, h) = (k as u64 * (1 + seed % 3), k as u64 * (1 + seed % 2));
+        let cell = Cell::from_source("gen.rnn", &text)
+            .and_then(|c| c.dims(&[("X", x), ("H", h)]))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let ir = cell.ir().unwrap();
+        let weights = Weights::random(&ir, seed);
+        let reference = ParamValues::from_f32(&weights.resolve(&ir).unwrap());
+        let plan = Variant::ALL[seed as usize % 4];
+        let opts = Options {
+            plan: Some(plan),
+            ..Options::default()
+        };
+        let kernel = cell.compile(&weights, &opts).unwrap();
+        let d = differential(&kernel, &ir, &reference, 3, 5, seed, 1.0);
+        assert!(
+            d.worst < 1e-4 + 30.0 * d.sensitivity,
+            "seed {seed} k {k}: error {:e} (sensitivity {:e})\n{text}",
+            d.worst,
+            d.sensitivity
+        );
+    }
+    assert!(
+        circulant >= 24,
+        "few circulant matrices were made: {circulant}"
+    );
+}
