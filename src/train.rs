@@ -134,7 +134,8 @@ pub struct Forward {
     pub tape: Tape,
 }
 
-/// A parameter's gradient, in its shape (`[R, C]` row-major or `[n]`).
+/// A parameter's gradient, in its shape (`[R, C]` row-major or `[n]`; a
+/// block-circulant matrix's as its blocks' vectors', `[R/k, C/k, k]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamGrad {
     pub name: String,
@@ -166,13 +167,15 @@ impl Cell {
     /// the weights'.
     pub fn compile_training(&self, weights: &Weights, opts: &Options) -> Result<Trainer> {
         let cell = self.sized_for(weights)?;
-        let params = weights.resolve(&cell.ir()?)?;
+        let params = weights.resolve_stored(&cell.ir()?)?;
         cell.compile_training_params(params, opts)
     }
 
     /// [`Cell::compile_training`] with the parameters' values given in the
-    /// cell's parameter order (row-major), at the sizes given to
-    /// [`Cell::dims`] or the file's defaults.
+    /// cell's parameter order (row-major; a block-circulant matrix as its
+    /// blocks' vectors `[R/k, C/k, k]`, as [`Weights::resolve_stored`]
+    /// gives them), at the sizes given to [`Cell::dims`] or the file's
+    /// defaults.
     pub fn compile_training_params(
         &self,
         params: Vec<Vec<f32>>,
@@ -204,14 +207,7 @@ fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> 
             params.len()
         )));
     }
-    if let Some(p) = (lowered.params.iter()).find(|p| p.structure != ir::Structure::Dense) {
-        return Err(Error::options(format!(
-            "parameter `{}` is block-circulant: training such parameters is not supported yet \
-             (their gradient, a circular correlation of the dense one, is not built); train \
-             the cell in PyTorch with the circulant module and run it here",
-            p.name
-        )));
-    }
+    let params = expanded(&lowered, params)?;
     let bw = grad::backward(&lowered).map_err(|e| Error::internal(e.0))?;
     let forward = grad::training_forward(&lowered, &bw.layout);
     let forward = Kernel::new(kernel_ir(forward, opts)?, params.clone(), opts)?;
@@ -252,6 +248,31 @@ fn kernel_ir(mut cell: ir::Cell, opts: &Options) -> Result<ir::Cell> {
         .map_err(|e| Error::internal(e.to_string()))?;
     }
     crate::cell::legal_ir(cell, opts)
+}
+
+/// The parameters' values as the kernels take them from the values a
+/// trainer is given: a block-circulant matrix's blocks' vectors expanded
+/// to the matrix (checked first), the others as they are.
+fn expanded(cell: &ir::Cell, params: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+    (cell.params.iter().zip(params))
+        .map(|(p, v)| match (p.ty, p.structure) {
+            (Type::Matrix(r, c), s @ ir::Structure::Circulant(k)) => {
+                let n = s.stored_len(r, c);
+                if v.len() != n {
+                    return Err(Error::shape(format!(
+                        "parameter `{}` (circulant({k})[{r}, {c}]) needs {n} values, its blocks' \
+                         vectors [{}, {}, {k}]; {} given",
+                        p.name,
+                        r / k,
+                        c / k,
+                        v.len()
+                    )));
+                }
+                Ok(s.expand(r, c, &v))
+            }
+            _ => Ok(v),
+        })
+        .collect()
 }
 
 /// The values of the weights `deferred` reads, by parameter.
@@ -317,7 +338,7 @@ impl Trainer {
         (self.ir.params.iter())
             .map(|p| {
                 let shape = match p.ty {
-                    Type::Matrix(r, c) => vec![r, c],
+                    Type::Matrix(r, c) => p.structure.stored_shape(r, c),
                     Type::Vector(n) => vec![n],
                     Type::Scalar => vec![1],
                 };
@@ -327,10 +348,20 @@ impl Trainer {
     }
 
     /// Replaces the parameters' values (in the cell's parameter order,
-    /// row-major; `Weights::resolve` gives them), as an optimizer's step
+    /// row-major; `Weights::resolve_stored` gives them: a block-circulant matrix as its
+    /// blocks' vectors), as an optimizer's step
     /// does: both kernels are repacked, nothing is compiled again. Tapes
     /// made before belong to the old values: use them no more.
     pub fn set_params(&mut self, params: Vec<Vec<f32>>) -> Result<()> {
+        if params.len() != self.ir.params.len() {
+            return Err(Error::shape(format!(
+                "cell `{}` has {} parameters, {} given",
+                self.ir.name,
+                self.ir.params.len(),
+                params.len()
+            )));
+        }
+        let params = expanded(&self.ir, params)?;
         let bparams = if params.len() == self.ir.params.len()
             && (self.ir.params.iter().zip(&params)).all(|(p, v)| match p.ty {
                 Type::Matrix(r, c) => r.checked_mul(c) == Some(v.len()),
@@ -686,6 +717,13 @@ impl Trainer {
             self.deferred_inputs(&mut d_inputs, outs, steps * batch)?;
         }
         self.vector_gradients(outs, &mut params);
+        // A block-circulant matrix's gradient as its blocks' vectors'.
+        for (g, p) in params.iter_mut().zip(&cell.params) {
+            if let (Type::Matrix(r, c), ir::Structure::Circulant(_)) = (p.ty, p.structure) {
+                g.values = p.structure.fold(r, c, &g.values);
+                g.shape = p.structure.stored_shape(r, c);
+            }
+        }
         let initial_states = (self.backward.state_names().iter())
             .map(|name| adjoint.get(name))
             .collect::<Result<_>>()?;

@@ -154,17 +154,15 @@ fn mistakes_are_refused_with_their_reason() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("stored as [8, 8, 4]"), "{e}");
-    // Training one is refused, not done wrong.
+    // A trainer takes the blocks' vectors, and says so when given more.
     let ir = cell.ir().unwrap();
+    let dense = Weights::random(&ir, 1).resolve(&ir).unwrap();
     let e = cell
-        .compile_training_params(
-            Weights::random(&ir, 1).resolve(&ir).unwrap(),
-            &Options::default(),
-        )
+        .compile_training_params(dense, &Options::default())
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("block-circulant"), "{e}");
+    assert!(e.contains("needs 16 values"), "{e}");
 }
 
 /// Circulant LSTMs with blocks of 4, 8 and 16 on every plan and thread
@@ -239,4 +237,77 @@ fn random_circulant_cells_run_as_the_interpreter_does() {
         circulant >= 24,
         "few circulant matrices were made: {circulant}"
     );
+}
+
+/// Training a circulant LSTM: the gradient of each matrix's blocks' vectors
+/// is the dense gradient folded onto them (`W[i*k+a, j*k+b]` adds to `w[i,
+/// j, (a-b) mod k]`), against the f64 oracle's dense gradient folded here;
+/// the other gradients as the oracle's. Tolerance as tests/train.rs.
+#[test]
+fn circulant_gradients_are_the_folded_dense_ones() {
+    for k in [2, 4, 8] {
+        let cell = Cell::from_source("clstm.rnn", &circulant_lstm(k))
+            .and_then(|c| c.dims(&[("X", 16), ("H", 8)]))
+            .unwrap();
+        let ir = cell.ir().unwrap();
+        let weights = Weights::random(&ir, k as u64);
+        let trainer = cell
+            .compile_training(&weights, &Options::default())
+            .unwrap();
+        let shapes = trainer.param_shapes();
+        assert_eq!(shapes[0].1, [8 / k, 16 / k, k], "{}", shapes[0].0);
+        let (steps, batch) = (4, 3);
+        let mut rng = cellc::gen::Rng(k as u64);
+        let mut v = |n: usize| -> Vec<f32> { rng.vec(n, 1.0).iter().map(|&x| x as f32).collect() };
+        let x = v(steps * batch * 16);
+        let h0 = [v(batch * 8), v(batch * 8)];
+        let dy = v(steps * batch * 8);
+        let dh = [v(batch * 8), v(batch * 8)];
+        let f = trainer
+            .forward(&[&x], &[&h0[0], &h0[1]], steps, batch)
+            .unwrap();
+        let got = trainer
+            .backward(&f.tape, &[&dy], &[&dh[0], &dh[1]])
+            .unwrap();
+        let f64s = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
+        let want = cellc::grad::through_time(
+            &ir,
+            &ParamValues::from_f32(&weights.resolve(&ir).unwrap()),
+            &[f64s(&x)],
+            &[f64s(&h0[0]), f64s(&h0[1])],
+            steps,
+            batch,
+            &[f64s(&dy)],
+            &[f64s(&dh[0]), f64s(&dh[1])],
+        )
+        .unwrap();
+        for (p, (g, dense)) in ir.params.iter().zip(got.params.iter().zip(&want.params)) {
+            let folded: Vec<f64> = match p.ty {
+                cellc::ir::Type::Matrix(r, c) => {
+                    let mut out = vec![0.0; p.structure.stored_len(r, c)];
+                    for (e, d) in dense.iter().enumerate() {
+                        // The convention, written out: (row, col) -> (i, j, (a - b) mod k).
+                        let (i, a, j, b) = (e / c / k, e / c % k, e % c / k, e % c % k);
+                        out[(i * (c / k) + j) * k + (a + k - b) % k] += d;
+                    }
+                    out
+                }
+                _ => dense.clone(),
+            };
+            assert_eq!(g.values.len(), folded.len(), "k {k}: {}", p.name);
+            let scale = folded.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (a, b) in g.values.iter().zip(&folded) {
+                assert!(
+                    (f64::from(*a) - b).abs() <= 1e-4 * scale,
+                    "k {k}: d {}: {a} vs {b}",
+                    p.name
+                );
+            }
+        }
+        for (got, want) in got.inputs.iter().zip(&want.inputs) {
+            for (a, b) in got.iter().zip(want) {
+                assert!((f64::from(*a) - b).abs() <= 1e-4, "k {k}: dx {a} vs {b}");
+            }
+        }
+    }
 }

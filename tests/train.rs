@@ -246,6 +246,8 @@ fn set_params_is_compiling_again() {
     let e = t.backward(&old.tape, &dy, &dh).unwrap_err().to_string();
     assert!(e.contains("before its parameters changed"), "{e}");
     let e = t.set_params(vec![vec![0.0; 3]]).unwrap_err().to_string();
+    assert!(e.contains("16 parameters, 1 given"), "{e}");
+    let e = t.set_params(vec![vec![0.0; 3]; 16]).unwrap_err().to_string();
     assert!(e.contains("needs"), "{e}");
 }
 

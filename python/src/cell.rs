@@ -95,8 +95,10 @@ impl Cell {
 
     /// Each parameter's values read from `weights` (a dict of arrays or
     /// tensors, a `state_dict`) as the cell's bindings read them, in the
-    /// cell's parameter order, shaped as the parameters are: a checkpoint's
-    /// weights (or gradients) in the cell's terms.
+    /// cell's parameter order, shaped as the parameters are (a
+    /// block-circulant matrix as its blocks' vectors, `[R/k, C/k, k]`, as
+    /// stored and trained): a checkpoint's weights (or gradients) in the
+    /// cell's terms.
     pub(crate) fn params_of(
         &self,
         py: Python<'_>,
@@ -104,11 +106,11 @@ impl Cell {
     ) -> PyResult<Vec<Py<PyAny>>> {
         let w = weights_of(weights)?;
         let ir = self.cell.ir().map_err(err)?;
-        let values = w.resolve(&ir).map_err(|e| err(e.into()))?;
+        let values = w.resolve_stored(&ir).map_err(|e| err(e.into()))?;
         (values.into_iter().zip(&ir.params))
             .map(|(v, p)| {
                 let shape = match p.ty {
-                    cellc::ir::Type::Matrix(r, c) => vec![r, c],
+                    cellc::ir::Type::Matrix(r, c) => p.structure.stored_shape(r, c),
                     cellc::ir::Type::Vector(n) => vec![n],
                     cellc::ir::Type::Scalar => vec![1],
                 };

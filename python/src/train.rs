@@ -82,7 +82,7 @@ impl Trainer {
         let ir = cell.cell.ir().map_err(err)?;
         let shapes: Vec<usize> = (ir.params.iter())
             .map(|p| match p.ty {
-                cellc::ir::Type::Matrix(r, c) => r * c,
+                cellc::ir::Type::Matrix(r, c) => p.structure.stored_len(r, c),
                 cellc::ir::Type::Vector(n) => n,
                 cellc::ir::Type::Scalar => 1,
             })

@@ -62,3 +62,44 @@ def test_a_dense_tensor_is_refused():
     # The sizes the tensors give disagree: refused, naming the circulant reading.
     with pytest.raises(cellc.Error, match="blocks of 4"):
         cell.compile(weights)
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_a_circulant_lstm_trains_as_in_pytorch(k):
+    """`cellc.torch.Cell` of the circulant LSTM: its parameters are the
+    blocks' vectors (`[H/k, X/k, k]`), and their gradients (and the input's
+    and initial states') are autograd's through the PyTorch module."""
+    import cellc.torch
+
+    torch.manual_seed(100 + k)
+    X, H, T, B = 16, 24, 5, 3
+    module = circulant.CirculantLSTMCell(X, H, k)
+    m = cellc.torch.Cell(circulant.CirculantLSTMCell.source(k), dims={"X": X, "H": H})
+    assert tuple(m.W_i.shape) == (H // k, X // k, k)
+    m.load_checkpoint(module.state_dict())
+    x = torch.randn(T, B, X, requires_grad=True)
+    h0 = (0.5 * torch.randn(B, H)).requires_grad_()
+    c0 = (0.5 * torch.randn(B, H)).requires_grad_()
+    x2, h2, c2 = (t.detach().clone().requires_grad_() for t in (x, h0, c0))
+    h, c, ys = h0, c0, []
+    for t in range(T):
+        h, c = module(x[t], (h, c))
+        ys.append(h)
+    y_ref = torch.stack(ys)
+    y, finals = m(x2, {"h": h2, "c": c2})
+    w = torch.randn_like(y_ref)
+    ((y_ref * w).sum() + c.sum()).backward()
+    ((y * w).sum() + finals["c"].sum()).backward()
+
+    def close(name, got, want):
+        got, want = got.detach().numpy(), want.detach().numpy()
+        assert got.shape == want.shape, name
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max())), name
+
+    close("y", y, y_ref)
+    close("dx", x2.grad, x.grad)
+    close("dh0", h2.grad, h0.grad)
+    close("dc0", c2.grad, c0.grad)
+    want = m._cell.params_of({n: p.grad for n, p in module.named_parameters()})
+    for name, g in zip(m.param_names, want):
+        close(f"d{name}", getattr(m, name).grad, torch.from_numpy(g))

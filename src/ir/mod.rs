@@ -531,6 +531,27 @@ impl Structure {
         }
     }
 
+    /// The number of values an `[r, c]` matrix stores.
+    pub fn stored_len(self, r: usize, c: usize) -> usize {
+        self.stored_shape(r, c).iter().product()
+    }
+
+    /// The gradient of the stored values from the gradient of the `[r, c]`
+    /// matrix (row-major): each stored value's is the sum over the
+    /// elements it gives (a circular correlation, for circulant blocks).
+    pub fn fold(self, r: usize, c: usize, dense: &[f32]) -> Vec<f32> {
+        match self {
+            Structure::Dense => dense.to_vec(),
+            Structure::Circulant(_) => {
+                let mut stored = vec![0.0f64; self.stored_len(r, c)];
+                for (e, &d) in dense.iter().enumerate().take(r * c) {
+                    stored[self.stored_offset(c, e / c, e % c)] += f64::from(d);
+                }
+                stored.into_iter().map(|v| v as f32).collect()
+            }
+        }
+    }
+
     /// The `[r, c]` matrix, row-major, from its stored values (which hold
     /// [`Structure::stored_shape`]'s elements).
     pub fn expand(self, r: usize, c: usize, stored: &[f32]) -> Vec<f32> {

@@ -160,7 +160,7 @@ impl Network {
         let layered = Layout::of_checkpoint(weights)?.is_some();
         let layers = self.per_layer(weights, &[], &[], |part| {
             let lowered = part.cell.ir()?;
-            let params = (part.weights.resolve(&lowered))
+            let params = (part.weights.resolve_stored(&lowered))
                 .map_err(|e| in_layer(e.into(), self.layout, part.layer, part.reverse))?;
             let reads = (part.weights.read_offsets(&lowered).into_iter())
                 .map(|read| {

@@ -321,18 +321,30 @@ impl Weights {
     /// slice of the cell is wrong. Either is an error naming the tensor and
     /// the rows, unless [`Weights::allow_partial_reads`].
     pub fn resolve(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
-        let values = self.resolve_each(cell)?;
+        let values = self.resolve_each(cell, true)?;
         if !self.partial_reads {
             self.check_reads(cell)?;
         }
         Ok(values)
     }
 
-    /// Where each parameter of `cell` reads its values, as [`Weights::resolve`]
-    /// reads them: the tensor's name and the offset in it of each of the
-    /// parameter's elements (row-major; a circulant matrix's elements read
-    /// its blocks' stored values, many elements one offset); `None` for a
-    /// parameter that no tensor gives or whose slice does not fit. A trainer sends gradients
+    /// [`Weights::resolve`] with each parameter's values as its tensor
+    /// stores them: a block-circulant matrix's blocks' vectors (`[R/k,
+    /// C/k, k]`, what a trainer trains), every other parameter as
+    /// `resolve` gives it.
+    pub fn resolve_stored(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
+        let values = self.resolve_each(cell, false)?;
+        if !self.partial_reads {
+            self.check_reads(cell)?;
+        }
+        Ok(values)
+    }
+
+    /// Where each parameter of `cell` reads its values, as
+    /// [`Weights::resolve_stored`] reads them: the tensor's name and the
+    /// offset in it of each of the parameter's stored values (row-major; a
+    /// circulant matrix's blocks' vectors); `None` for a parameter that no
+    /// tensor gives or whose slice does not fit. A trainer sends gradients
     /// back to a checkpoint's tensors by it.
     pub fn read_offsets(&self, cell: &Cell) -> Vec<Option<(String, Vec<usize>)>> {
         (cell.params.iter())
@@ -342,25 +354,12 @@ impl Weights {
                 let region = region(shape, indices).ok()?;
                 let mut offsets = Vec::new();
                 for_each_offset(shape, &region, |o| offsets.push(o));
-                // A circulant matrix's elements read its stored values.
-                if let Type::Matrix(r, c) = p.ty {
-                    if p.structure != crate::ir::Structure::Dense {
-                        let stored = offsets;
-                        offsets = (0..r * c)
-                            .map(|e| {
-                                stored
-                                    .get(p.structure.stored_offset(c, e / c, e % c))
-                                    .copied()
-                            })
-                            .collect::<Option<_>>()?;
-                    }
-                }
                 Some((tensor.to_string(), offsets))
             })
             .collect()
     }
 
-    fn resolve_each(&self, cell: &Cell) -> Result<Vec<Vec<f32>>, WeightsError> {
+    fn resolve_each(&self, cell: &Cell, expand: bool) -> Result<Vec<Vec<f32>>, WeightsError> {
         let mut out = Vec::with_capacity(cell.params.len());
         for p in &cell.params {
             // A circulant matrix's tensor holds its blocks' defining vectors.
@@ -454,7 +453,7 @@ impl Weights {
                 ));
             }
             out.push(match p.ty {
-                Type::Matrix(r, c) => p.structure.expand(r, c, &data.1),
+                Type::Matrix(r, c) if expand => p.structure.expand(r, c, &data.1),
                 _ => data.1,
             });
         }
