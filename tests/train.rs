@@ -247,7 +247,10 @@ fn set_params_is_compiling_again() {
     assert!(e.contains("before its parameters changed"), "{e}");
     let e = t.set_params(vec![vec![0.0; 3]]).unwrap_err().to_string();
     assert!(e.contains("16 parameters, 1 given"), "{e}");
-    let e = t.set_params(vec![vec![0.0; 3]; 16]).unwrap_err().to_string();
+    let e = t
+        .set_params(vec![vec![0.0; 3]; 16])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("needs"), "{e}");
 }
 

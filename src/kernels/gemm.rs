@@ -6,39 +6,8 @@
 /// with the `gemm` crate on one thread (the same bits whatever else runs).
 /// Checks every bound.
 pub(crate) fn outer_sum(r: usize, c: usize, n: usize, z: &[f32], v: &[f32], dw: &mut [f32]) {
-    let size = |a: usize, b: usize| a.checked_mul(b).expect("outer_sum: sizes overflow");
-    assert!(z.len() >= size(n, r), "outer_sum: z too short");
-    assert!(v.len() >= size(n, c), "outer_sum: v too short");
-    assert!(dw.len() >= size(r, c), "outer_sum: dw too short");
-    if r == 0 || c == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: element (i, j) of the result is `dw[i*c + j]`, (i, k) of the
-    // left operand `z[k*r + i]`, (k, j) of the right `v[k*c + j]`: inside
-    // the slices, whose lengths were checked above.
-    unsafe {
-        gemm::gemm(
-            r,
-            c,
-            n,
-            dw.as_mut_ptr(),
-            1,
-            c as isize,
-            true,
-            z.as_ptr(),
-            r as isize,
-            1,
-            v.as_ptr(),
-            1,
-            c as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    // `zᵀ`: element (i, k) at `z[k*r + i]`.
+    accumulate(r, c, n, (z, 1, r), v, dw);
 }
 
 /// `out[i*c + j] += sum_k z[i*r + k] * w[k*c + j]`: `out += z w` for `n`
@@ -46,31 +15,49 @@ pub(crate) fn outer_sum(r: usize, c: usize, n: usize, z: &[f32], v: &[f32], dw: 
 /// `gemm` crate on one thread (the same bits whatever else runs). Checks
 /// every bound.
 pub(crate) fn product_sum(n: usize, r: usize, c: usize, z: &[f32], w: &[f32], out: &mut [f32]) {
-    let size = |a: usize, b: usize| a.checked_mul(b).expect("product_sum: sizes overflow");
-    assert!(z.len() >= size(n, r), "product_sum: z too short");
-    assert!(w.len() >= size(r, c), "product_sum: w too short");
-    assert!(out.len() >= size(n, c), "product_sum: out too short");
-    if n == 0 || c == 0 || r == 0 {
+    accumulate(n, c, r, (z, r, 1), w, out);
+}
+
+/// `out += A B` for `out` `[m, n]` and `b` `[k, n]`, both row-major, and
+/// `A` `[m, k]` with element `(i, l)` at `a[i*a_rs + l*a_cs]`, on one
+/// thread. Checks every bound.
+fn accumulate(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    b: &[f32],
+    out: &mut [f32],
+) {
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
-    // SAFETY: element (i, j) of the result is `out[i*c + j]`, (i, k) of the
-    // left operand `z[i*r + k]`, (k, j) of the right `w[k*c + j]`: inside
-    // the slices, whose lengths were checked above.
+    let size = |x: usize, y: usize| x.checked_mul(y).expect("accumulate: sizes overflow");
+    let a_last = (size(m - 1, a_rs)).checked_add(size(k - 1, a_cs));
+    assert!(
+        a_last.is_some_and(|l| l < a.len()),
+        "accumulate: a too short"
+    );
+    assert!(b.len() >= size(k, n), "accumulate: b too short");
+    assert!(out.len() >= size(m, n), "accumulate: out too short");
+    // SAFETY: element (i, j) of the result is `out[i*n + j]`, (i, l) of the
+    // left operand `a[i*a_rs + l*a_cs]`, (l, j) of the right `b[l*n + j]`:
+    // inside the slices, whose lengths were checked above.
     unsafe {
         gemm::gemm(
+            m,
             n,
-            c,
-            r,
+            k,
             out.as_mut_ptr(),
             1,
-            c as isize,
+            n as isize,
             true,
-            z.as_ptr(),
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
             1,
-            r as isize,
-            w.as_ptr(),
-            1,
-            c as isize,
+            n as isize,
             1.0,
             1.0,
             false,
