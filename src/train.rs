@@ -258,6 +258,12 @@ fn expanded(cell: &ir::Cell, params: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         .map(|(p, v)| match (p.ty, p.structure) {
             (Type::Matrix(r, c), s @ ir::Structure::Circulant(k)) => {
                 let n = s.stored_len(r, c);
+                if !s.fits(r, c) {
+                    return Err(Error::shape(format!(
+                        "parameter `{}` ([{r}, {c}]) cannot have circulant blocks of {k}",
+                        p.name
+                    )));
+                }
                 if v.len() != n {
                     return Err(Error::shape(format!(
                         "parameter `{}` (circulant({k})[{r}, {c}]) needs {n} values, its blocks' \
@@ -268,7 +274,8 @@ fn expanded(cell: &ir::Cell, params: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
                         v.len()
                     )));
                 }
-                Ok(s.expand(r, c, &v))
+                s.expand(r, c, &v)
+                    .ok_or_else(|| Error::internal("a checked circulant matrix did not expand"))
             }
             _ => Ok(v),
         })

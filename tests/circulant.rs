@@ -92,6 +92,14 @@ fn the_ir_prints_and_parses_it_back() {
         Ok(c) => cellc::ir::verify::verify(&c).is_err(),
     };
     assert!(refused, "blocks of 3 in a 4 x 4 matrix verified");
+    // Unverified, such a cell's weights are refused, not indexed past
+    // their end.
+    if let Ok(c) = cellc::ir::parse::parse(&bad) {
+        let mut w = Weights::new();
+        w.insert("W", &[1, 2, 4], vec![0.5; 8]).unwrap();
+        w.insert("U", &[1, 1, 3], vec![0.5; 3]).unwrap();
+        assert!(w.resolve(&c).is_err());
+    }
 }
 
 /// Sizes come from the stored tensor: `[R/k, C/k, k]` gives `R` and `C`.
@@ -137,6 +145,19 @@ fn mistakes_are_refused_with_their_reason() {
         "cell c\ninput x: [4]\nstate h: [4]\nparam W: circulant[4, 4]\nh' = W @ x + h\n",
         &[],
         "circulant(8)[H, X]",
+    );
+    // Block sizes no size can be.
+    check(
+        &format!(
+            "cell c\ndim X = 8\ndim H = 8\nparam W: circulant(99999999999999999999)[H, X]\n{body}"
+        ),
+        &[],
+        "does not fit in 64 bits",
+    );
+    check(
+        &format!("cell c\ndim X = 8\ndim H = 8\nparam W: circulant(4294967296)[H, X]\n{body}"),
+        &[],
+        "a block larger than a size can be",
     );
     // Sizes given later are checked too.
     check(

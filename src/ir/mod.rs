@@ -538,29 +538,42 @@ impl Structure {
 
     /// The gradient of the stored values from the gradient of the `[r, c]`
     /// matrix (row-major): each stored value's is the sum over the
-    /// elements it gives (a circular correlation, for circulant blocks).
+    /// elements it gives (a circular correlation, for circulant blocks; the
+    /// gradient as it is where the structure does not fit).
     pub fn fold(self, r: usize, c: usize, dense: &[f32]) -> Vec<f32> {
         match self {
-            Structure::Dense => dense.to_vec(),
-            Structure::Circulant(_) => {
+            Structure::Circulant(_) if self.fits(r, c) => {
                 let mut stored = vec![0.0f64; self.stored_len(r, c)];
                 for (e, &d) in dense.iter().enumerate().take(r * c) {
                     stored[self.stored_offset(c, e / c, e % c)] += f64::from(d);
                 }
                 stored.into_iter().map(|v| v as f32).collect()
             }
+            _ => dense.to_vec(),
         }
     }
 
-    /// The `[r, c]` matrix, row-major, from its stored values (which hold
-    /// [`Structure::stored_shape`]'s elements).
-    pub fn expand(self, r: usize, c: usize, stored: &[f32]) -> Vec<f32> {
+    /// Whether an `[r, c]` matrix can have this structure (`k` divides both).
+    pub fn fits(self, r: usize, c: usize) -> bool {
         match self {
+            Structure::Dense => true,
+            Structure::Circulant(k) => k > 0 && r % k == 0 && c % k == 0,
+        }
+    }
+
+    /// The `[r, c]` matrix, row-major, from its stored values; `None` unless
+    /// the structure [`fits`](Structure::fits) and `stored` holds
+    /// [`Structure::stored_shape`]'s elements.
+    pub fn expand(self, r: usize, c: usize, stored: &[f32]) -> Option<Vec<f32>> {
+        if !self.fits(r, c) || r.checked_mul(c).is_none() || stored.len() != self.stored_len(r, c) {
+            return None;
+        }
+        Some(match self {
             Structure::Dense => stored.to_vec(),
             Structure::Circulant(_) => (0..r * c)
                 .map(|e| stored[self.stored_offset(c, e / c, e % c)])
                 .collect(),
-        }
+        })
     }
 }
 

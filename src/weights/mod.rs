@@ -453,7 +453,15 @@ impl Weights {
                 ));
             }
             out.push(match p.ty {
-                Type::Matrix(r, c) if expand => p.structure.expand(r, c, &data.1),
+                Type::Matrix(r, c) if expand => match p.structure.expand(r, c, &data.1) {
+                    Some(dense) => dense,
+                    None => {
+                        return err(format!(
+                            "parameter `{}` ([{r}, {c}]) cannot have {:?} blocks",
+                            p.name, p.structure
+                        ))
+                    }
+                },
                 _ => data.1,
             });
         }
