@@ -557,7 +557,7 @@ impl Structure {
     pub fn fits(self, r: usize, c: usize) -> bool {
         match self {
             Structure::Dense => true,
-            Structure::Circulant(k) => k > 0 && r % k == 0 && c % k == 0,
+            Structure::Circulant(k) => k > 0 && r.is_multiple_of(k) && c.is_multiple_of(k),
         }
     }
 
