@@ -186,6 +186,25 @@ fn mistakes_are_refused_with_their_reason() {
     assert!(e.contains("needs 16 values"), "{e}");
 }
 
+/// The optimizer says what a circulant matrix's products run on, once per
+/// matrix, and still stacks them like any other.
+#[test]
+fn remarks_say_the_products_run_dense() {
+    let cell = Cell::from_source("clstm.rnn", &circulant_lstm(8)).unwrap();
+    let optimized = cell.optimized(&Default::default()).unwrap();
+    let said: Vec<&str> = (optimized.remarks.iter())
+        .filter(|r| r.pass == "circulant")
+        .map(|r| r.message.as_str())
+        .collect();
+    assert_eq!(said.len(), 8, "{said:?}");
+    assert!(
+        said.iter().all(|m| m.contains("dense expansion")),
+        "{said:?}"
+    );
+    let text = cellc::ir::print::print(&optimized.ir);
+    assert_eq!(text.matches("= product").count(), 1, "{text}");
+}
+
 /// Circulant LSTMs with blocks of 4, 8 and 16 on every plan and thread
 /// count against the interpreter (both through the dense expansion).
 #[test]

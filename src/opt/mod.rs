@@ -205,6 +205,22 @@ pub fn optimize(
     if opts.stop_after.as_deref() == Some("lower") {
         return Ok(changed);
     }
+    // Block-circulant matrices take part in every rule as the matrices they
+    // are; what their products run on is said once here.
+    for p in &cell.params {
+        if let crate::ir::Structure::Circulant(k) = p.structure {
+            ctx.remark(
+                "circulant",
+                RemarkKind::Missed,
+                None,
+                format!(
+                    "parameter `{}` is block-circulant (blocks of {k}): its products run on \
+                     the dense expansion (the FFT products are not built yet)",
+                    p.name
+                ),
+            );
+        }
+    }
     for pass in PASSES {
         let changed_ir = (pass.run)(cell, ctx).map_err(|message| OptError {
             pass: pass.name.to_string(),
