@@ -265,7 +265,7 @@ impl Cell {
     /// The backward cell through the optimizer with `opts`, handing it to
     /// `dump` as derived (`grad`, with its `matvec_t`s; `opts.stop_after`
     /// `lower` stops there), with its input adjoints' products taken out of
-    /// the step (`after-loop`, [`grad::defer_input_products`]: the trainer
+    /// the step (`after-loop`, `grad::defer_input_products`: the trainer
     /// runs them after the loop) and after every pass, which see its
     /// transposed products as products of transposed parameters
     /// ([`grad::transpose_products`]).

@@ -15,7 +15,7 @@
 //! one product over all `T·B` rows (`dW = Σ dz vᵀ`, the adjoints of its
 //! product's result against its operand), each vector parameter's a sum, and
 //! the inputs' adjoints one product per weight that reads them (`dx += Z W`,
-//! [`grad::defer_input_products`]).
+//! `grad::defer_input_products`).
 //!
 //! Results do not depend on the thread count: both kernels run the plan the
 //! cost model picks for one thread, and each sum after the loop is one
@@ -523,7 +523,7 @@ impl Trainer {
     /// output holding its share of a step, in `f64`, once per output (the
     /// two biases of a gate share one), the outputs dealt to the threads
     /// whole (the same bits on any thread count).
-    fn vector_gradients(&self, outs: &[Vec<f32>], params: &mut [ParamGrad]) {
+    fn vector_gradients(&self, outs: &[Vec<f32>], params: &mut [ParamGrad]) -> Result<()> {
         let mut distinct: Vec<usize> = self.layout.vectors.iter().map(|&(_, o)| o).collect();
         distinct.sort_unstable();
         distinct.dedup();
@@ -548,16 +548,18 @@ impl Trainer {
             work(0, 1);
         }
         for &(p, o) in &self.layout.vectors {
-            let Ok(k) = distinct.binary_search(&o) else {
-                continue;
-            };
-            if let Ok(sum) = sums[k].lock() {
-                let dp = &mut params[p.index()].values;
-                if sum.len() == dp.len() {
-                    dp.copy_from_slice(&sum);
-                }
-            }
+            let sum = (distinct.binary_search(&o).ok())
+                .and_then(|k| sums[k].lock().ok())
+                .filter(|sum| sum.len() == params[p.index()].values.len())
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "the gradient of parameter `{}` was not summed",
+                        params[p.index()].name
+                    ))
+                })?;
+            params[p.index()].values.copy_from_slice(&sum);
         }
+        Ok(())
     }
 
     /// Adds the input adjoints' products to the backward kernel's outputs
@@ -569,10 +571,24 @@ impl Trainer {
         if self.deferred.is_empty() || rows == 0 {
             return Ok(());
         }
-        let shape = |p: ir::ParamId| match self.ir.params[p.index()].ty {
-            Type::Matrix(r, c) => (r, c),
-            _ => (0, 0),
-        };
+        // Each deferred input's terms: the weight's shape and values, and
+        // the output holding `z` (all there by construction: checked).
+        type Term<'a> = (usize, usize, &'a [f32], usize);
+        let terms: Vec<Vec<Term<'_>>> = (self.deferred.iter())
+            .map(|def| {
+                (def.terms.iter())
+                    .map(|&(p, z)| match (self.ir.params[p.index()].ty, &self.deferred_weights[p.index()]) {
+                        (Type::Matrix(r, c), Some(w)) if w.len() == r * c && outs[z].len() >= rows * r => {
+                            Ok((r, c, w.as_slice(), z))
+                        }
+                        _ => Err(Error::internal(format!(
+                            "the product after the loop of parameter `{}` has no weights or no adjoint",
+                            self.ir.params[p.index()].name
+                        ))),
+                    })
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
         // Each deferred input's blocks of rows, with the block's first row.
         let mut blocks: Vec<(usize, usize, Mutex<&mut [f32]>)> = Vec::new();
         for (i, dx) in dx.iter_mut().enumerate() {
@@ -586,12 +602,9 @@ impl Trainer {
         }
         let work = |w: usize, workers: usize| {
             for (d, first, chunk) in blocks.iter().skip(w).step_by(workers) {
+                // A lock is poisoned only by a panic, which the pool reports.
                 let Ok(mut out) = chunk.lock() else { continue };
-                for &(p, z) in &self.deferred[*d].terms {
-                    let (r, c) = shape(p);
-                    let Some(weight) = &self.deferred_weights[p.index()] else {
-                        continue;
-                    };
+                for &(r, c, weight, z) in &terms[*d] {
                     let n = out.len() / c.max(1);
                     let z = &outs[z][first * r..];
                     crate::kernels::gemm::product_sum(n, r, c, z, weight, &mut out);
@@ -723,7 +736,7 @@ impl Trainer {
         if want_inputs {
             self.deferred_inputs(&mut d_inputs, outs, steps * batch)?;
         }
-        self.vector_gradients(outs, &mut params);
+        self.vector_gradients(outs, &mut params)?;
         // A block-circulant matrix's gradient as its blocks' vectors'.
         for (g, p) in params.iter_mut().zip(&cell.params) {
             if let (Type::Matrix(r, c), ir::Structure::Circulant(_)) = (p.ty, p.structure) {

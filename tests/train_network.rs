@@ -280,6 +280,37 @@ fn gradients_are_those_of_the_inference_network() {
     }
 }
 
+/// A module made with `bias=False` saves no biases: the network runs with
+/// zero biases and trains the tensors it has.
+#[test]
+fn a_checkpoint_without_biases_trains() {
+    let mut rng = Rng(41);
+    let layout = Layout {
+        layers: 2,
+        bidirectional: true,
+        reverse: false,
+    };
+    let mut weights = checkpoint(3, 3, 4, 0, layout, &mut rng);
+    let biases: Vec<String> = weights
+        .names()
+        .filter(|n| n.starts_with("bias"))
+        .map(String::from)
+        .collect();
+    for b in &biases {
+        weights.remove(b);
+    }
+    let net = Network::new(common::cell("gru"), layout).unwrap();
+    let trainer = net.compile_training(&weights, &Options::default()).unwrap();
+    let p = problem(&trainer, 5, 4, true, &mut rng);
+    let trainer = check("gru without biases", &net, &weights, &p, &mut rng);
+    let names: Vec<&str> = trainer
+        .tensor_shapes()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("bias")), "{names:?}");
+}
+
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let mut rng = Rng(17);

@@ -40,7 +40,7 @@
 mod after_loop;
 mod through_time;
 
-pub use after_loop::{defer_input_products, AfterLoop, DeferredInput};
+pub(crate) use after_loop::{defer_input_products, DeferredInput};
 pub use through_time::{through_time, Gradients};
 
 use std::collections::HashSet;

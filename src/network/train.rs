@@ -162,17 +162,31 @@ impl Network {
             let lowered = part.cell.ir()?;
             let params = (part.weights.resolve_stored(&lowered))
                 .map_err(|e| in_layer(e.into(), self.layout, part.layer, part.reverse))?;
+            // The one tensor a view has that the checkpoint lacks: the zero
+            // biases of a module made with `bias=False` (`layer_weights`),
+            // which no gradient goes back to. Anything else is a bug.
+            let no_bias = !names.iter().any(|n| n.starts_with("bias"));
             let reads = (part.weights.read_offsets(&lowered).into_iter())
-                .map(|read| {
-                    let (name, offsets) = read?;
+                .zip(&lowered.params)
+                .map(|(read, p)| {
+                    let lost = || {
+                        Error::internal(format!(
+                            "parameter `{}` reads no tensor of the checkpoint",
+                            p.name
+                        ))
+                    };
+                    let (name, offsets) = read.ok_or_else(lost)?;
                     let original = match layered {
                         true => checkpoint_name(&name, part.layer, part.reverse),
-                        false => name,
+                        false => name.clone(),
                     };
-                    let t = tensors.iter().position(|(n, _)| *n == original)?;
-                    Some((t, offsets))
+                    match tensors.iter().position(|(n, _)| *n == original) {
+                        Some(t) => Ok(Some((t, offsets))),
+                        None if no_bias && name.starts_with("bias") => Ok(None),
+                        None => Err(lost()),
+                    }
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let trainer = make(&part, &params)?;
             Ok(Part {
                 trainer,

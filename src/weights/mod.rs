@@ -346,7 +346,7 @@ impl Weights {
     /// circulant matrix's blocks' vectors); `None` for a parameter that no
     /// tensor gives or whose slice does not fit. A trainer sends gradients
     /// back to a checkpoint's tensors by it.
-    pub fn read_offsets(&self, cell: &Cell) -> Vec<Option<(String, Vec<usize>)>> {
+    pub(crate) fn read_offsets(&self, cell: &Cell) -> Vec<Option<(String, Vec<usize>)>> {
         (cell.params.iter())
             .map(|p| {
                 let (tensor, indices) = self.chosen(p)?;
