@@ -732,8 +732,8 @@ mod tests {
 
     /// A run from the last step to the first gives, bit for bit, what a run
     /// over a reversed copy of the sequence gives, reversed back: on every
-    /// plan, over several projection chunks (batch 64 of an LSTM at H = 256
-    /// holds 32 steps per chunk) and over one step.
+    /// plan and ISA this host has, over several projection chunks (batch 64
+    /// of an LSTM at H = 256 holds 32 steps per chunk) and over one step.
     #[test]
     fn reversed_runs_are_runs_of_the_reversed_sequence() {
         let cell = crate::Cell::from_file("examples/lstm.rnn")
@@ -746,8 +746,14 @@ mod tests {
             let n = v.len() / steps;
             v.chunks(n).rev().flatten().copied().collect()
         };
-        for variant in Variant::ALL {
-            let kernel = cell.compile(&weights, &Options::default()).unwrap();
+        for (isa, variant) in (crate::Isa::ALL.into_iter().filter(|i| i.available()))
+            .flat_map(|isa| Variant::ALL.map(|v| (isa, v)))
+        {
+            let opts = Options {
+                isa: Some(isa),
+                ..Options::default()
+            };
+            let kernel = cell.compile(&weights, &opts).unwrap();
             for steps in [70, 1] {
                 let mut rng = crate::gen::Rng(steps as u64);
                 let x: Vec<f32> = (rng.vec(steps * batch * 16, 1.0).into_iter())
@@ -764,7 +770,7 @@ mod tests {
                 };
                 let (y, c) = run(&x, true);
                 let (y_flipped, c_flipped) = run(&flip(&x, steps), false);
-                let what = format!("{} T = {steps}", variant.name());
+                let what = format!("{} {} T = {steps}", isa.name(), variant.name());
                 assert!(y == flip(&y_flipped, steps), "{what}: outputs");
                 assert!(c == c_flipped, "{what}: final state");
             }
