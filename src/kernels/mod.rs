@@ -26,6 +26,7 @@ pub mod isa;
 pub mod panel;
 pub mod probe;
 pub(crate) mod simd;
+pub mod spectral;
 pub mod wide;
 
 pub use isa::Isa;
