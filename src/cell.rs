@@ -347,7 +347,9 @@ impl Cell {
     /// objects are made of).
     pub(crate) fn streaming_plan(&self, opts: &Options) -> Result<(ir::Cell, codegen::plan::Plan)> {
         let ir = self.kernel_ir(opts)?;
-        let plan = codegen::plan::plan(&ir, Variant::Streaming, opts.optimize)
+        // Objects have no spectral kernels: their circulant matrices run on
+        // the dense expansion.
+        let plan = codegen::plan::plan_with(&ir, Variant::Streaming, opts.optimize, false)
             .map_err(|e| Error::too_large(e.0))?;
         Ok((ir, plan))
     }
@@ -443,8 +445,8 @@ impl Cell {
                     .variant
             }
         };
-        let plan =
-            codegen::plan::plan(&ir, variant, opts.optimize).map_err(|e| Error::too_large(e.0))?;
+        let plan = codegen::plan::plan_with(&ir, variant, opts.optimize, false)
+            .map_err(|e| Error::too_large(e.0))?;
         aot::compile(&ir, &plan, triple)
     }
 

@@ -73,7 +73,7 @@ pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
                 by_rows: true,
             }),
             // Run by the `gemm` crate, not generated.
-            Task::Gemm(_) => {}
+            Task::Gemm(_) | Task::Spectra(_) => {}
         }
         phases.push(phase);
     }

@@ -63,6 +63,27 @@ pub fn pack(plan: &Plan, cell: &Cell, raw: &[Vec<f32>], out: &mut [f32]) {
             );
         }
     }
+    for &(offset, param, k) in &plan.spectra {
+        if let Type::Matrix(r, c) = cell.params[param.index()].ty {
+            let n = crate::kernels::spectral::weights_len(r, c, k).unwrap_or(0);
+            crate::kernels::spectral::pack_weights(
+                &params[param.index()],
+                r,
+                c,
+                k,
+                &mut out[offset..offset + n],
+            );
+        }
+    }
+    for &(offset, k, inverse) in &plan.transforms {
+        let m = if inverse {
+            crate::kernels::spectral::inverse_matrix(k)
+        } else {
+            crate::kernels::spectral::forward_matrix(k)
+        };
+        let n = crate::kernels::panel::stored_len(k, k, Precision::F32).unwrap_or(0);
+        crate::kernels::panel::pack(&m, k, k, &mut out[offset..offset + n]);
+    }
     for (offset, ps, len) in &plan.bias_sums {
         for row in 0..*len {
             let sum: f64 = ps.iter().map(|&p| params[p.index()][row] as f64).sum();

@@ -75,6 +75,18 @@ pub struct Work {
     pub activations: f64,
 }
 
+/// The block size a block-circulant `m x k` matrix is multiplied through
+/// spectra with (as the planner decides: `kernels::spectral::worth`).
+fn spectral_k(ir: &ir::Cell, wt: ir::Value, m: usize, k: usize) -> Option<usize> {
+    match ir.op_of(wt) {
+        Op::Param(p) => match ir.params[p.index()].structure {
+            ir::Structure::Circulant(kc) if crate::kernels::spectral::worth(kc, m, k) => Some(kc),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn work(ir: &ir::Cell, isa: crate::kernels::Isa) -> Work {
     let mut w = Work {
         isa,
@@ -91,6 +103,18 @@ pub fn work(ir: &ir::Cell, isa: crate::kernels::Isa) -> Work {
                         let Type::Matrix(m, k) = ir.ty(*wt) else {
                             continue;
                         };
+                        // Block-circulant matrices through their spectra:
+                        // `k` floats and about `4 k` flops a block, every
+                        // step (they are not hoisted).
+                        if let Some(kc) = spectral_k(ir, *wt, m, k) {
+                            let floats =
+                                crate::kernels::spectral::weights_len(m, k, kc).unwrap_or(0) as f64;
+                            let (m, k, kc) = (m as f64, k as f64, kc as f64);
+                            w.recurrent_bytes += 4.0 * floats;
+                            w.recurrent_bytes_stored += 4.0 * floats;
+                            w.recurrent_flops += 4.0 * m * k / kc + 2.0 * kc * (m + k);
+                            continue;
+                        }
                         let (bytes, flops) = (4.0 * (m * k) as f64, 2.0 * (m * k) as f64);
                         let stored = stored_bytes(ir, *wt, m, k);
                         let narrow = narrow_index(ir, *wt);

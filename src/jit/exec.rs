@@ -49,7 +49,7 @@ unsafe fn run_work(build: &Build, work: Work, table: &SlotTable, batch: usize, w
             let Task::Gemm(blocks) = &plan.tasks[task] else {
                 unreachable!("GemmThen names task {task}, not a product")
             };
-            let units = plan::row_units(blocks[0].len, batch, n);
+            let units = plan::block_units(blocks, batch, n);
             let (a, b) = share(units.len(), w, n);
             for &(r0, r1) in &units[a..b] {
                 for blk in blocks {
@@ -73,6 +73,18 @@ unsafe fn run_work(build: &Build, work: Work, table: &SlotTable, batch: usize, w
                         (f.ptr)(table.ptrs.as_ptr(), 0, batch as i64, t0 as i64, t1 as i64)
                     },
                 }
+            }
+        }
+        Work::Spectra(task) => {
+            let Task::Spectra(transforms) = &plan.tasks[task] else {
+                unreachable!("Spectra names task {task}, not transforms")
+            };
+            // Units: one batch row of one transform.
+            let (a, b) = share(transforms.len() * batch, w, n);
+            for u in a..b {
+                // SAFETY: as for `Work::Gemm`; this unit's row of the
+                // transform's destination is this worker's own.
+                unsafe { transform_row(build.isa, &transforms[u / batch], u % batch, table) };
             }
         }
         Work::Gemm(task, units) => {
@@ -595,6 +607,12 @@ unsafe fn gemm_rows(
     if batch == 0 {
         return;
     }
+    if let Some(s) = &blk.spectral {
+        // SAFETY: as the caller guarantees; `r0` and `r1` are multiples of
+        // `k` (`plan::spectral_unit_rows`, or the block's end).
+        unsafe { spectral_rows(isa, blk, s, r0, r1, slots, batch, start) };
+        start = panel::Start::Dst;
+    }
     if blk
         .terms
         .first()
@@ -653,6 +671,105 @@ unsafe fn gemm_rows(
                 )
             }
         };
+    }
+}
+
+/// Batch row `b` of an input's transform: each chunk's spectrum.
+///
+/// # Safety
+/// `slots` holds the base pointers of the verified plan the transform
+/// belongs to, sized for more than `b` rows; no other thread touches row
+/// `b` of its destination meanwhile; the host has `isa`.
+unsafe fn transform_row(isa: Isa, t: &plan::Transform, b: usize, slots: &SlotTable) {
+    let weights = slots.ptrs[0].cast_const();
+    let x = slots.ptrs[t.input.slot].wrapping_add(t.input.offset + b * t.input.stride);
+    let dst = slots.ptrs[t.dest.slot].wrapping_add(t.dest.offset + b * t.dest.stride);
+    // SAFETY: the verified plan: the `k x k` transform in panels at
+    // `forward`; the input's row holds `len` floats, `len / k` chunks of `k`
+    // read as rows `k` apart, and the destination's likewise, in another
+    // slot.
+    unsafe {
+        panel::product_raw(
+            isa,
+            weights.add(t.forward),
+            t.k,
+            t.k,
+            x.cast_const(),
+            t.k,
+            t.input.len / t.k,
+            dst,
+            t.k,
+            panel::Start::Zero,
+        )
+    }
+}
+
+/// Rows `r0..r1` of a block's spectral part, for batch rows `0..batch`:
+/// its output chunks' spectra, then their inverse transforms from `start`
+/// into the destination.
+///
+/// # Safety
+/// As [`gemm_rows`], `r0` and `r1` multiples of `s.k`; the terms' input
+/// spectra computed (the task before).
+#[allow(clippy::too_many_arguments)]
+unsafe fn spectral_rows(
+    isa: Isa,
+    blk: &GemmBlock,
+    s: &plan::Spectral,
+    r0: usize,
+    r1: usize,
+    slots: &SlotTable,
+    batch: usize,
+    start: panel::Start,
+) {
+    let weights = slots.ptrs[0].cast_const();
+    let k = s.k;
+    let terms: Vec<crate::kernels::spectral::MacTerm> = (s.terms.iter())
+        .map(|t| crate::kernels::spectral::MacTerm {
+            weights: weights.wrapping_add(t.weights),
+            chunks: t.spectrum.len / k,
+            x: slots.ptrs[t.spectrum.slot]
+                .wrapping_add(t.spectrum.offset)
+                .cast_const(),
+            x_stride: t.spectrum.stride,
+        })
+        .collect();
+    let ys = slots.ptrs[s.scratch.slot].wrapping_add(s.scratch.offset);
+    let (c0, c1) = (r0 / k, r1 / k);
+    // SAFETY: the verified plan: each term's spectra packed for the
+    // block's `len / k` output chunks and its input's chunks, its input's
+    // spectra `batch` rows at their stride; the block's spectra buffer
+    // `len` floats a row in a slot of its own, chunks `c0..c1` this unit's.
+    unsafe { crate::kernels::spectral::mac(isa, k, &terms, c0, c1, batch, ys, s.scratch.stride) };
+    for b in 0..batch {
+        let dst =
+            slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + b * blk.dest.stride + r0);
+        // The start of chunk `c` of row `b` is `k` floats after chunk `c - 1`'s.
+        let from = match start {
+            panel::Start::Rows { ptr, stride } => panel::Start::Rows {
+                ptr: ptr.wrapping_add(b * stride),
+                stride: k,
+            },
+            other => other,
+        };
+        // SAFETY: the `k x k` inverse in panels at `inverse`; the chunks'
+        // spectra are rows `k` apart in the buffer, the destination's
+        // chunks rows `k` apart in row `b` (another slot), the start's
+        // likewise (the bias in the weights, the projection in its slot).
+        unsafe {
+            panel::product_raw(
+                isa,
+                weights.add(s.inverse),
+                k,
+                k,
+                ys.wrapping_add(b * s.scratch.stride + r0).cast_const(),
+                k,
+                c1 - c0,
+                dst,
+                k,
+                from,
+            )
+        }
     }
 }
 

@@ -60,6 +60,9 @@ enum Work {
     Jit(Compiled),
     /// A `gemm` product (task index in the plan) over its row units.
     Gemm(usize, usize),
+    /// The inputs' spectra for the block-circulant products of the next
+    /// task (task index), unit by unit of batch rows and inputs.
+    Spectra(usize),
     /// A standalone region at the host's full width (index in `Build::wide`).
     Wide(usize),
     /// A `gemm` product (task index) and the region after it, run unit of
@@ -696,6 +699,7 @@ fn build(
                 }
                 phases.push(vec![Work::Gemm(t, plan::gemm_units(blocks).len())]);
             }
+            Task::Spectra(_) => phases.push(vec![Work::Spectra(t)]),
             Task::Region(_) => match region(t, &fns) {
                 Some(Epilogue::Wide(i)) => phases.push(vec![Work::Wide(i)]),
                 _ => phases.push(fns.into_iter().map(Work::Jit).collect()),

@@ -208,17 +208,42 @@ pub fn optimize(
     // Block-circulant matrices take part in every rule as the matrices they
     // are; what their products run on is said once here.
     for p in &cell.params {
-        if let crate::ir::Structure::Circulant(k) = p.structure {
-            ctx.remark(
-                "circulant",
-                RemarkKind::Missed,
-                None,
-                format!(
-                    "parameter `{}` is block-circulant (blocks of {k}): its products run on \
-                     the dense expansion (the FFT products are not built yet)",
-                    p.name
-                ),
-            );
+        if let (crate::ir::Structure::Circulant(k), crate::ir::Type::Matrix(r, c)) =
+            (p.structure, p.ty)
+        {
+            let (kind, message) = if crate::kernels::spectral::worth(k, r, c) {
+                (
+                    RemarkKind::Applied,
+                    format!(
+                        "parameter `{}` is block-circulant (blocks of {k}): its products run \
+                         through spectra (FFT products, {} floats a block instead of {}; \
+                         objects from `-o` run it on the dense expansion)",
+                        p.name,
+                        k,
+                        k * k
+                    ),
+                )
+            } else if !crate::kernels::spectral::supported(k) {
+                (
+                    RemarkKind::Missed,
+                    format!(
+                        "parameter `{}` is block-circulant (blocks of {k}): its products run on \
+                         the dense expansion (FFT products take blocks of 4, 8, 16, 32 or 64)",
+                        p.name
+                    ),
+                )
+            } else {
+                (
+                    RemarkKind::Missed,
+                    format!(
+                        "parameter `{}` is block-circulant (blocks of {k}): its products run on \
+                         the dense expansion (at {r} x {c} the transforms would cost more than \
+                         the blocks save)",
+                        p.name
+                    ),
+                )
+            };
+            ctx.remark("circulant", kind, None, message);
         }
     }
     for pass in PASSES {

@@ -197,8 +197,85 @@ pub enum Task {
     /// A thread computes a reduction of a row alone, in a fixed order: the
     /// result does not depend on the thread count.
     Rows(Vec<RowStep>),
-    /// A product computed by the `gemm` crate (large batches).
+    /// A product computed by the panel kernels (large batches) or, for
+    /// block-circulant weights, through their spectra ([`Spectral`]).
     Gemm(Vec<GemmBlock>),
+    /// The spectra of the inputs of the next task's block-circulant
+    /// products ([`Transform`]).
+    Spectra(Vec<Transform>),
+}
+
+/// The spectrum of every `k`-chunk of an input, for every batch row: chunk
+/// `j`'s `k` floats ([`crate::kernels::spectral`]'s layout) at `dest`'s
+/// offset `j * k`, computed by the panel kernels with the forward transform
+/// (`k x k` in panels at `forward` in the packed weights).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transform {
+    pub input: Loc,
+    pub k: usize,
+    pub dest: Loc,
+    pub forward: usize,
+}
+
+/// The block-circulant part of a [`GemmBlock`]: its terms multiplied in
+/// the frequency domain ([`crate::kernels::spectral::mac`]) into the
+/// output chunks' spectra at `scratch`, then transformed back (`k x k`
+/// inverse transform in panels at `inverse`) into the destination, from
+/// the block's start (bias or projection). The block's other terms add to
+/// the destination after.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spectral {
+    pub k: usize,
+    pub inverse: usize,
+    /// The output chunks' spectra: `len` floats per batch row.
+    pub scratch: Loc,
+    pub terms: Vec<SpectralTerm>,
+}
+
+/// One block-circulant matrix of a [`Spectral`] product.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpectralTerm {
+    /// The input's spectra (a [`Transform`]'s destination).
+    pub spectrum: Loc,
+    /// Its packed spectra ([`crate::kernels::spectral::pack_weights`]).
+    pub weights: usize,
+    pub param: ParamId,
+}
+
+/// Output rows per unit of a block-circulant product on `workers` threads:
+/// a multiple of `k` and of the panel (so that the block's dense terms
+/// start their panels on it), [`crate::kernels::spectral::GROUP`] chunks
+/// when there are enough units for every thread, halved down to the
+/// smallest multiple otherwise. Which chunks share a unit changes no result.
+pub fn spectral_unit_rows(len: usize, k: usize, workers: usize) -> usize {
+    let least = k.max(crate::kernels::panel::PANEL);
+    let mut rows = (crate::kernels::spectral::GROUP * k).max(least);
+    while rows > least && len.div_ceil(rows) < 2 * workers.max(1) {
+        rows /= 2;
+    }
+    rows
+}
+
+/// The units of rows of the product `blocks` (all of one length, as a
+/// product run with its epilogue needs) for `batch` rows on `workers` threads:
+/// [`row_units`], or for block-circulant products units of
+/// [`spectral_unit_rows`] of the largest `k`.
+pub fn block_units(blocks: &[GemmBlock], batch: usize, workers: usize) -> Vec<(usize, usize)> {
+    let len = blocks.first().map_or(0, |b| b.len);
+    match blocks
+        .iter()
+        .filter_map(|b| b.spectral.as_ref())
+        .map(|s| s.k)
+        .max()
+    {
+        None => row_units(len, batch, workers),
+        Some(k) => {
+            let rows = spectral_unit_rows(len, k, workers);
+            (0..len.div_ceil(rows))
+                .map(|u| (u * rows, ((u + 1) * rows).min(len)))
+                .collect()
+        }
+    }
 }
 
 /// Rows per `gemm` call: work is split among threads in units of this many rows of
@@ -224,9 +301,13 @@ pub fn unit_major(row: usize, col: usize, rows: usize, cols: usize) -> usize {
 pub fn gemm_units(blocks: &[GemmBlock]) -> Vec<(usize, usize, usize)> {
     let mut units = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
+        let rows = match &b.spectral {
+            Some(s) => spectral_unit_rows(b.len, s.k, 1),
+            None => GEMM_ROWS,
+        };
         let mut r = 0;
         while r < b.len {
-            let end = (r + GEMM_ROWS).min(b.len);
+            let end = (r + rows).min(b.len);
             units.push((i, r, end));
             r = end;
         }
@@ -295,6 +376,8 @@ pub struct GemmBlock {
     pub dest: Loc,
     pub init: GemmInit,
     pub terms: Vec<GemmTerm>,
+    /// Its block-circulant terms, multiplied through their spectra.
+    pub spectral: Option<Spectral>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -349,6 +432,10 @@ struct PlanOptions {
     hoist_inputs: bool,
     /// Compute products with the `gemm` crate rather than generated micro-kernels.
     gemm_products: bool,
+    /// Multiply block-circulant matrices through their spectra where the
+    /// cost model says it pays ([`crate::kernels::spectral::worth`]);
+    /// otherwise they run on their dense expansion.
+    spectral: bool,
 }
 
 /// A parameter vector copied whole into the packed weights (for regions, and
@@ -383,6 +470,10 @@ pub struct Plan {
     /// Matrices packed in panels (offset, parameter), for the batched
     /// products of a step.
     pub panels: Vec<PackVector>,
+    /// Packed spectra of block-circulant matrices: (offset, parameter, `k`).
+    pub spectra: Vec<(usize, ParamId, usize)>,
+    /// Transform matrices in panels: (offset, `k`, inverse or forward).
+    pub transforms: Vec<(usize, usize, bool)>,
     /// Summed biases (offset, parameters, length), for `gemm` and projections.
     pub bias_sums: Vec<(usize, Vec<ParamId>, usize)>,
     /// Vector constants of the generated code: (f32 bits, offset in floats) of
@@ -416,11 +507,23 @@ impl std::fmt::Display for PlanError {
 /// tile loop (the generated micro-kernels only). The result is verified
 /// ([`verify`]): a plan that does not verify is an internal error.
 pub fn plan(cell: &Cell, variant: Variant, fuse_epilogues: bool) -> Result<Plan, PlanError> {
+    plan_with(cell, variant, fuse_epilogues, true)
+}
+
+/// As [`plan`]; `spectral` off runs every block-circulant matrix on its
+/// dense expansion (objects, whose generated code has no spectral kernels).
+pub fn plan_with(
+    cell: &Cell,
+    variant: Variant,
+    fuse_epilogues: bool,
+    spectral: bool,
+) -> Result<Plan, PlanError> {
     check_size(cell)?;
     let opts = PlanOptions {
         fuse_epilogues,
         hoist_inputs: variant.hoists(),
         gemm_products: variant.uses_gemm(),
+        spectral,
     };
     let mut p = Planner::new(cell);
     p.opts = opts;
@@ -513,6 +616,18 @@ pub(crate) fn for_each_loc(plan: &mut Plan, mut f: impl FnMut(&mut Loc)) {
                     for t in &mut b.terms {
                         f(&mut t.input);
                     }
+                    if let Some(s) = &mut b.spectral {
+                        f(&mut s.scratch);
+                        for t in &mut s.terms {
+                            f(&mut t.spectrum);
+                        }
+                    }
+                }
+            }
+            Task::Spectra(transforms) => {
+                for t in transforms {
+                    f(&mut t.input);
+                    f(&mut t.dest);
                 }
             }
         }

@@ -223,6 +223,9 @@ impl Verifier<'_> {
                     .unwrap_or(usize::MAX);
                 self.weights(term.panels, n, &format!("{what}, term {t} panels"))?;
             }
+            if let Some(s) = &b.spectral {
+                self.spectral(b, s, &what)?;
+            }
         }
         Ok(())
     }
@@ -314,6 +317,24 @@ impl Verifier<'_> {
             };
             self.weights(pv.offset, n, "a matrix in panels")?;
         }
+        for &(off, param, k) in &plan.spectra {
+            let n = match cell.params.get(param.index()).map(|p| (p.ty, p.structure)) {
+                Some((Type::Matrix(r, c), crate::ir::Structure::Circulant(pk))) if pk == k => {
+                    crate::kernels::spectral::weights_len(r, c, k)
+                }
+                _ => None,
+            };
+            let Some(n) = n else {
+                return fail(format!(
+                    "spectra of {param}, which is not circulant in blocks of {k}"
+                ));
+            };
+            self.weights(off, n, "a matrix's spectra")?;
+        }
+        for &(off, k, _) in &plan.transforms {
+            let n = crate::kernels::panel::stored_len(k, k, Precision::F32);
+            self.weights(off, n.unwrap_or(usize::MAX), "a transform")?;
+        }
         for (off, params, len) in &plan.bias_sums {
             if params.iter().any(|&k| param_len(k) != Some(*len)) {
                 return fail("a bias sum of parameters of another length".into());
@@ -345,6 +366,67 @@ impl Verifier<'_> {
                     }
                 }
                 Task::Gemm(blocks) => self.gemm(blocks, &what)?,
+                Task::Spectra(transforms) => self.transforms(transforms, &what)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The inputs' transforms: a supported `k` dividing the input, the
+    /// destination as long in a slot of its own, the matrix packed.
+    fn transforms(&self, transforms: &[Transform], what: &str) -> Checked {
+        for (i, t) in transforms.iter().enumerate() {
+            let what = format!("{what}, transform {i}");
+            if !crate::kernels::spectral::supported(t.k) || !t.input.len.is_multiple_of(t.k) {
+                return fail(format!("{what}: chunks of {} in {}", t.k, t.input.len));
+            }
+            if t.dest.len != t.input.len || t.dest.slot == 0 || t.dest.slot == t.input.slot {
+                return fail(format!("{what}: destination"));
+            }
+            self.loc(&t.input, &what)?;
+            self.loc(&t.dest, &what)?;
+            let n = crate::kernels::panel::stored_len(t.k, t.k, Precision::F32);
+            self.weights(t.forward, n.unwrap_or(usize::MAX), &what)?;
+        }
+        Ok(())
+    }
+
+    /// A block's spectral part: a supported `k` dividing the block and each
+    /// input, its output spectra in a buffer no input or output shares,
+    /// each matrix's spectra packed for these sizes.
+    fn spectral(&self, b: &GemmBlock, s: &Spectral, what: &str) -> Checked {
+        let k = s.k;
+        if !crate::kernels::spectral::supported(k) || !b.len.is_multiple_of(k) {
+            return fail(format!("{what}: chunks of {k} in {}", b.len));
+        }
+        let sc = &s.scratch;
+        let shares = |l: &Loc| l.slot == sc.slot;
+        if sc.len != b.len || sc.slot == 0 || shares(&b.dest) {
+            return fail(format!("{what}: spectra buffer"));
+        }
+        if matches!(&b.init, GemmInit::Projection(l) if shares(l)) {
+            return fail(format!("{what}: spectra buffer"));
+        }
+        self.loc(sc, what)?;
+        let n = crate::kernels::panel::stored_len(k, k, Precision::F32);
+        self.weights(s.inverse, n.unwrap_or(usize::MAX), what)?;
+        for (t, term) in s.terms.iter().enumerate() {
+            let l = &term.spectrum;
+            if !l.len.is_multiple_of(k) || l.slot == 0 || shares(l) || l.slot == b.dest.slot {
+                return fail(format!("{what}, spectral term {t}: spectrum"));
+            }
+            self.loc(l, what)?;
+            let n = crate::kernels::spectral::weights_len(b.len, l.len, k);
+            self.weights(term.weights, n.unwrap_or(usize::MAX), what)?;
+            if !self
+                .plan
+                .spectra
+                .iter()
+                .any(|m| m.0 == term.weights && m.1 == term.param && m.2 == k)
+            {
+                return fail(format!(
+                    "{what}, spectral term {t}: its spectra are not packed"
+                ));
             }
         }
         Ok(())

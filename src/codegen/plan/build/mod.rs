@@ -33,6 +33,8 @@ impl<'a> Planner<'a> {
             hoists: Vec::new(),
             matrices: Vec::new(),
             panels: Vec::new(),
+            spectra: Vec::new(),
+            transforms: Vec::new(),
             bias_sums: Vec::new(),
             consts: Vec::new(),
             vectors: Vec::new(),
@@ -271,7 +273,9 @@ impl<'a> Planner<'a> {
         let mut fused_into: Vec<Option<usize>> = vec![None; cell.insts.len()];
         if fuse_epilogues {
             for &(s, kind, i) in &order {
-                if kind != PRODUCT {
+                // Products through spectra run as panel-kernel tasks, whose
+                // epilogue is the region after them.
+                if kind != PRODUCT || self.spectral_blocks(i).iter().any(Option::is_some) {
                     continue;
                 }
                 let results = &cell.insts[i].results;

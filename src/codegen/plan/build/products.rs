@@ -51,6 +51,88 @@ impl Planner<'_> {
         offset
     }
 
+    /// The packed spectra of a block-circulant matrix (blocks of `k`), at a
+    /// 64-byte boundary of the packed weights.
+    fn spectra_copy(&mut self, param: ParamId, k: usize) -> Result<usize, PlanError> {
+        if let Some(&(o, _, _)) = self.plan.spectra.iter().find(|m| m.1 == param && m.2 == k) {
+            return Ok(o);
+        }
+        let n = match self.cell.params[param.index()].ty {
+            Type::Matrix(r, c) => crate::kernels::spectral::weights_len(r, c, k),
+            _ => None,
+        }
+        .ok_or_else(|| PlanError("internal error: a circulant matrix's spectra overflow".into()))?;
+        let offset = self.aligned_weights(n);
+        self.plan.spectra.push((offset, param, k));
+        Ok(offset)
+    }
+
+    /// The `k x k` forward or inverse transform in panels.
+    fn transform_copy(&mut self, k: usize, inverse: bool) -> usize {
+        if let Some(&(o, _, _)) = (self.plan.transforms.iter()).find(|t| t.1 == k && t.2 == inverse)
+        {
+            return o;
+        }
+        let n = crate::kernels::panel::stored_len(k, k, Precision::F32).unwrap_or(0);
+        let offset = self.aligned_weights(n);
+        self.plan.transforms.push((offset, k, inverse));
+        offset
+    }
+
+    /// `n` floats of packed weights from a 64-byte boundary.
+    fn aligned_weights(&mut self, n: usize) -> usize {
+        let pad = self.plan.weights_len.next_multiple_of(16) - self.plan.weights_len;
+        self.alloc_weights(pad);
+        self.alloc_weights(n)
+    }
+
+    /// The block size each row block of product instruction `i` multiplies
+    /// its block-circulant matrices through spectra with, if any: the `k`
+    /// of the most elements among its circulant matrices that the cost
+    /// model sends there ([`crate::kernels::spectral::worth`]); the others
+    /// run on their dense expansion.
+    pub(super) fn spectral_blocks(&self, i: usize) -> Vec<Option<usize>> {
+        let cell = self.cell;
+        let Op::Product(p) = &cell.insts[i].op else {
+            return Vec::new();
+        };
+        let results = &cell.insts[i].results;
+        p.rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                if !self.opts.spectral {
+                    return None;
+                }
+                let len = self.len_of(results[r]);
+                let mut by_k: Vec<(usize, usize)> = Vec::new();
+                for (j, w) in row.weights.iter().enumerate() {
+                    let cols = self.len_of(p.inputs[j]);
+                    if let Some(k) = w.and_then(|w| self.circulant_k(w)) {
+                        if crate::kernels::spectral::worth(k, len, cols) {
+                            match by_k.iter_mut().find(|e| e.0 == k) {
+                                Some(e) => e.1 += len * cols,
+                                None => by_k.push((k, len * cols)),
+                            }
+                        }
+                    }
+                }
+                by_k.into_iter().max_by_key(|e| (e.1, e.0)).map(|e| e.0)
+            })
+            .collect()
+    }
+
+    /// The block size of a block-circulant matrix parameter.
+    fn circulant_k(&self, w: Value) -> Option<usize> {
+        match self.cell.op_of(w) {
+            Op::Param(p) => match self.cell.params[p.index()].structure {
+                ir::Structure::Circulant(k) => Some(k),
+                ir::Structure::Dense => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The sum of vector parameters, `len` floats in the packed weights.
     fn bias_sum(&mut self, params: Vec<ParamId>, len: usize) -> usize {
         let offset = self.alloc_weights(padded(len));
@@ -93,13 +175,22 @@ impl Planner<'_> {
             .iter()
             .map(|&x| self.mem(x))
             .collect::<Result<_, _>>()?;
-        // Terms that read a cell input leave the step when hoisting.
+        let spectral = self.spectral_blocks(i);
+        // Terms that read a cell input leave the step when hoisting, unless
+        // a block multiplies that input through spectra (every step, at its
+        // cost, rather than on the dense expansion for the sequence).
         let hoisted: Vec<Option<InputId>> = p
             .inputs
             .iter()
-            .map(|&x| match cell.op_of(x) {
-                Op::Input(k) if self.opts.hoist_inputs => Some(*k),
-                _ => None,
+            .enumerate()
+            .map(|(j, &x)| {
+                let in_spectra = p.rows.iter().zip(&spectral).any(|(row, k)| {
+                    k.is_some() && row.weights[j].and_then(|w| self.circulant_k(w)) == *k
+                });
+                match cell.op_of(x) {
+                    Op::Input(k) if self.opts.hoist_inputs && !in_spectra => Some(*k),
+                    _ => None,
+                }
             })
             .collect();
         let any_hoisted = p.rows.iter().any(|r| {
@@ -124,8 +215,8 @@ impl Planner<'_> {
         } else {
             Vec::new()
         };
-        if self.opts.gemm_products {
-            self.gemm_task(&prod, &projection)
+        if self.opts.gemm_products || spectral.iter().any(Option::is_some) {
+            self.gemm_task(&prod, &projection, &spectral)
         } else {
             self.micro_kernel_task(&prod, &projection, epilogues)
         }
@@ -178,9 +269,31 @@ impl Planner<'_> {
     }
 
     /// The product as `gemm` blocks, each starting from its bias or its
-    /// hoisted projection.
-    fn gemm_task(&mut self, prod: &ProductPlan, projection: &[Loc]) -> Result<(), PlanError> {
+    /// hoisted projection, those with a block size in `spectral` multiplying
+    /// their circulant matrices of that size through spectra (after a task
+    /// that computes their inputs' spectra).
+    fn gemm_task(
+        &mut self,
+        prod: &ProductPlan,
+        projection: &[Loc],
+        spectral: &[Option<usize>],
+    ) -> Result<(), PlanError> {
         let mut blocks = Vec::new();
+        let mut transforms: Vec<Transform> = Vec::new();
+        // The output chunks' spectra: one slot, each block at its offset.
+        let ys_stride: usize = (prod.results.iter().zip(spectral))
+            .filter(|(_, k)| k.is_some())
+            .map(|(&v, _)| padded(self.len_of(v)))
+            .sum();
+        let ys_slot = (ys_stride > 0).then(|| {
+            self.plan.slots.push(Slot {
+                kind: SlotKind::Scratch,
+                stride: ys_stride,
+                name: "spectra".into(),
+            });
+            self.plan.slots.len() - 1
+        });
+        let mut ys_offset = 0;
         for (r, &v) in prod.results.iter().enumerate() {
             let row = &prod.product.rows[r];
             let len = self.len_of(v);
@@ -191,9 +304,19 @@ impl Planner<'_> {
                     .map_or(GemmInit::Zero, GemmInit::Bias),
             };
             let mut terms = Vec::new();
+            let mut spectral_terms = Vec::new();
             for (j, w) in row.weights.iter().enumerate() {
                 if let (Some(w), None) = (w, prod.hoisted[j]) {
                     let param = self.param_of(*w)?;
+                    if let Some(k) = spectral[r].filter(|&k| self.circulant_k(*w) == Some(k)) {
+                        let spectrum = self.spectrum(&mut transforms, prod.inputs[j], k);
+                        spectral_terms.push(SpectralTerm {
+                            spectrum,
+                            weights: self.spectra_copy(param, k)?,
+                            param,
+                        });
+                        continue;
+                    }
                     terms.push(GemmTerm {
                         input: prod.inputs[j],
                         k: prod.inputs[j].len,
@@ -203,15 +326,65 @@ impl Planner<'_> {
                 }
             }
             let dest = self.home(v);
+            let spectral = match (spectral[r], ys_slot) {
+                (Some(k), Some(slot)) => {
+                    let scratch = Loc {
+                        slot,
+                        offset: ys_offset,
+                        stride: ys_stride,
+                        len,
+                    };
+                    ys_offset += padded(len);
+                    Some(Spectral {
+                        k,
+                        inverse: self.transform_copy(k, true),
+                        scratch,
+                        terms: spectral_terms,
+                    })
+                }
+                _ => None,
+            };
             blocks.push(GemmBlock {
                 len,
                 dest,
                 init,
                 terms,
+                spectral,
             });
+        }
+        if !transforms.is_empty() {
+            self.plan.tasks.push(Task::Spectra(transforms));
         }
         self.plan.tasks.push(Task::Gemm(blocks));
         Ok(())
+    }
+
+    /// Where the spectra of `input`'s chunks of `k` are, adding the
+    /// transform that computes them unless `transforms` has it.
+    fn spectrum(&mut self, transforms: &mut Vec<Transform>, input: Loc, k: usize) -> Loc {
+        if let Some(t) = transforms.iter().find(|t| t.input == input && t.k == k) {
+            return t.dest;
+        }
+        let stride = padded(input.len);
+        self.plan.slots.push(Slot {
+            kind: SlotKind::Scratch,
+            stride,
+            name: format!("spectrum{}", transforms.len()),
+        });
+        let dest = Loc {
+            slot: self.plan.slots.len() - 1,
+            offset: 0,
+            stride,
+            len: input.len,
+        };
+        let forward = self.transform_copy(k, false);
+        transforms.push(Transform {
+            input,
+            k,
+            dest,
+            forward,
+        });
+        dest
     }
 
     /// The product as generated micro-kernels: one group per block length,
