@@ -461,3 +461,35 @@ fn circulant_gradients_are_the_folded_dense_ones() {
         }
     }
 }
+
+/// The C-LSTM paper's Google LSTM (`examples/circulant/`, blocks of 16 and
+/// 8): at its own sizes every matrix runs through spectra; at smaller
+/// sizes (multiples of the blocks) it runs as the interpreter does.
+#[test]
+fn the_clstm_examples_run_through_spectra() {
+    for (file, k) in [("clstm.rnn", 16), ("clstm_k8.rnn", 8)] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/circulant")
+            .join(file);
+        let cell = Cell::from_file(&path).unwrap();
+        let optimized = cell.optimized(&Default::default()).unwrap();
+        let spectral: Vec<&str> = (optimized.remarks.iter())
+            .filter(|r| r.pass == "circulant")
+            .map(|r| r.message.as_str())
+            .collect();
+        assert_eq!(spectral.len(), 9, "{file}: {spectral:?}");
+        assert!(
+            spectral.iter().all(|m| m.contains("through spectra")),
+            "{file}: {spectral:?}"
+        );
+        let small = cell.dims(&[("X", 64), ("H", 128), ("P", 64)]).unwrap();
+        let ir = small.ir().unwrap();
+        let weights = Weights::random(&ir, k as u64);
+        let reference = ParamValues::from_f32(&weights.resolve(&ir).unwrap());
+        let kernel = small.compile(&weights, &Options::default()).unwrap();
+        for batch in [1, 4] {
+            let d = differential(&kernel, &ir, &reference, batch, 5, 3, 1.0);
+            assert!(d.worst < 1e-5, "{file} batch {batch}: error {:e}", d.worst);
+        }
+    }
+}

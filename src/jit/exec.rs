@@ -724,23 +724,34 @@ unsafe fn spectral_rows(
 ) {
     let weights = slots.ptrs[0].cast_const();
     let k = s.k;
-    let terms: Vec<crate::kernels::spectral::MacTerm> = (s.terms.iter())
-        .map(|t| crate::kernels::spectral::MacTerm {
-            weights: weights.wrapping_add(t.weights),
-            chunks: t.spectrum.len / k,
-            x: slots.ptrs[t.spectrum.slot]
-                .wrapping_add(t.spectrum.offset)
-                .cast_const(),
-            x_stride: t.spectrum.stride,
-        })
-        .collect();
+    let term = |t: &plan::SpectralTerm| crate::kernels::spectral::MacTerm {
+        weights: weights.wrapping_add(t.weights),
+        chunks: t.spectrum.len / k,
+        x: slots.ptrs[t.spectrum.slot]
+            .wrapping_add(t.spectrum.offset)
+            .cast_const(),
+        x_stride: t.spectrum.stride,
+    };
+    // On the stack for the products of a few inputs (a step allocates
+    // nothing there).
+    let mut few = [crate::kernels::spectral::MacTerm::default(); 8];
+    let many: Vec<crate::kernels::spectral::MacTerm>;
+    let terms: &[crate::kernels::spectral::MacTerm] = if s.terms.len() <= few.len() {
+        for (f, t) in few.iter_mut().zip(&s.terms) {
+            *f = term(t);
+        }
+        &few[..s.terms.len()]
+    } else {
+        many = s.terms.iter().map(term).collect();
+        &many
+    };
     let ys = slots.ptrs[s.scratch.slot].wrapping_add(s.scratch.offset);
     let (c0, c1) = (r0 / k, r1 / k);
     // SAFETY: the verified plan: each term's spectra packed for the
     // block's `len / k` output chunks and its input's chunks, its input's
     // spectra `batch` rows at their stride; the block's spectra buffer
     // `len` floats a row in a slot of its own, chunks `c0..c1` this unit's.
-    unsafe { crate::kernels::spectral::mac(isa, k, &terms, c0, c1, batch, ys, s.scratch.stride) };
+    unsafe { crate::kernels::spectral::mac(isa, k, terms, c0, c1, batch, ys, s.scratch.stride) };
     for b in 0..batch {
         let dst =
             slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + b * blk.dest.stride + r0);

@@ -166,6 +166,18 @@ pub struct MacTerm {
     pub x_stride: usize,
 }
 
+impl Default for MacTerm {
+    /// No matrix (null pointers, no chunks): a placeholder.
+    fn default() -> MacTerm {
+        MacTerm {
+            weights: std::ptr::null(),
+            chunks: 0,
+            x: std::ptr::null(),
+            x_stride: 0,
+        }
+    }
+}
+
 /// The spectra of output chunks `c0..c1` for batch rows `0..batch`: `ys[b *
 /// ys_stride + c * k ..][..k]` = the sum over `terms` and their input
 /// chunks `j` of `W[c, j] X[b, j]` slot by slot (written, not added to).
