@@ -76,13 +76,10 @@ pub struct Work {
 }
 
 /// The block size a block-circulant `m x k` matrix is multiplied through
-/// spectra with (as the planner decides: `kernels::spectral::worth`).
+/// spectra with (as the planner decides: `ir::Structure::spectral_k`).
 fn spectral_k(ir: &ir::Cell, wt: ir::Value, m: usize, k: usize) -> Option<usize> {
     match ir.op_of(wt) {
-        Op::Param(p) => match ir.params[p.index()].structure {
-            ir::Structure::Circulant(kc) if crate::kernels::spectral::worth(kc, m, k) => Some(kc),
-            _ => None,
-        },
+        Op::Param(p) => ir.params[p.index()].structure.spectral_k(m, k),
         _ => None,
     }
 }

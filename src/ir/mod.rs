@@ -553,6 +553,31 @@ impl Structure {
         }
     }
 
+    /// Block sizes whose products the code generator runs through spectra
+    /// (`kernels::spectral`): powers of two from 4 to 64.
+    pub fn spectral_block(k: usize) -> bool {
+        k.is_power_of_two() && (4..=64).contains(&k)
+    }
+
+    /// The block size products by an `[r, c]` matrix of this structure run
+    /// through spectra with (FFT products), `None` for the dense expansion
+    /// (or a dense matrix). The cost model: the flops per batch row of the
+    /// multiply-accumulate (`4rc/k`: `4k` a block) and of the transforms
+    /// (`2k` per value of the input and of the output) against the dense
+    /// product's `2rc`, at most three quarters of them (a margin for the
+    /// kernels' lower efficiency). Batch-independent: at batch 1, where a
+    /// step reads its weights once, the spectra are also `k` times fewer
+    /// bytes.
+    pub fn spectral_k(self, r: usize, c: usize) -> Option<usize> {
+        let Structure::Circulant(k) = self else {
+            return None;
+        };
+        let (rf, cf, kf) = (r as f64, c as f64, k as f64);
+        let flops = 4.0 * rf * cf / kf + 2.0 * kf * (rf + cf);
+        (Structure::spectral_block(k) && self.fits(r, c) && flops <= 0.75 * 2.0 * rf * cf)
+            .then_some(k)
+    }
+
     /// Whether an `[r, c]` matrix can have this structure (`k` divides both).
     pub fn fits(self, r: usize, c: usize) -> bool {
         match self {

@@ -6,7 +6,9 @@
 //! flops; every element-wise operation (an activation included) is 1 flop per
 //! element; a bias add is 1 flop per element. Bytes count each parameter element
 //! read once per instruction that reads it; a product's biases are summed when the
-//! weights are packed, so each row block reads one bias vector.
+//! weights are packed, so each row block reads one bias vector. A block-circulant
+//! matrix reads its stored `rc/k` floats, and costs the flops of the products it
+//! runs (through spectra, or on the dense expansion).
 
 use serde_json::json;
 
@@ -33,6 +35,28 @@ pub struct ProductShape {
     /// Non-zero `[rows, cols]` blocks, i.e. weight matrices read.
     pub weight_blocks: usize,
     pub inputs: Vec<String>,
+}
+
+/// Flops and bytes of one product by an `[r, c]` matrix: `2rc` and `4rc`,
+/// or for a block-circulant one its stored `rc/k` floats and, where its
+/// products run through spectra ([`super::Structure::spectral_k`]), their flops
+/// (`4rc/k` and the transforms' `2k(r + c)`).
+fn matrix_cost(cell: &Cell, w: super::Value, r: usize, c: usize) -> (u64, u64) {
+    let dense = (2 * (r * c) as u64, 4 * (r * c) as u64);
+    let Op::Param(p) = cell.op_of(w) else {
+        return dense;
+    };
+    match cell.params[p.index()].structure {
+        super::Structure::Circulant(k) if k > 0 => {
+            let bytes = 4 * (r * c / k) as u64;
+            if super::Structure::Circulant(k).spectral_k(r, c).is_some() {
+                ((4 * r * c / k + 2 * k * (r + c)) as u64, bytes)
+            } else {
+                (dense.0, bytes)
+            }
+        }
+        _ => dense,
+    }
 }
 
 fn param_vector_len(cell: &Cell, v: super::Value) -> u64 {
@@ -73,8 +97,9 @@ pub fn stats(cell: &Cell) -> Stats {
             Op::MatVec { weight, .. } | Op::MatVecT { weight, .. } => {
                 s.products += 1;
                 if let Type::Matrix(r, c) = cell.ty(*weight) {
-                    s.flops_per_step += 2 * (r * c) as u64;
-                    s.weight_bytes_per_step += 4 * (r * c) as u64;
+                    let (flops, bytes) = matrix_cost(cell, *weight, r, c);
+                    s.flops_per_step += flops;
+                    s.weight_bytes_per_step += bytes;
                     s.product_shapes.push(ProductShape {
                         rows: r,
                         cols: c,
@@ -102,8 +127,9 @@ pub fn stats(cell: &Cell) -> Stats {
                     shape.rows += r;
                     for w in row.weights.iter().flatten() {
                         if let Type::Matrix(r, c) = cell.ty(*w) {
-                            s.flops_per_step += 2 * (r * c) as u64;
-                            s.weight_bytes_per_step += 4 * (r * c) as u64;
+                            let (flops, bytes) = matrix_cost(cell, *w, r, c);
+                            s.flops_per_step += flops;
+                            s.weight_bytes_per_step += bytes;
                             shape.weight_blocks += 1;
                         }
                     }

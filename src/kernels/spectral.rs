@@ -31,22 +31,10 @@
 
 use super::Isa;
 
-/// Block sizes with an FFT product: powers of two from 4 to 64. Others run
-/// on the dense expansion.
+/// Block sizes with an FFT product: powers of two from 4 to 64
+/// ([`crate::ir::Structure::spectral_k`] says which matrices take it).
 pub fn supported(k: usize) -> bool {
-    k.is_power_of_two() && (4..=64).contains(&k)
-}
-
-/// Whether an `rows x cols` matrix of `k x k` circulant blocks is better
-/// multiplied through spectra than as its dense expansion, by the flops
-/// per batch row: the multiply-accumulate (`4 rows cols / k`) and the
-/// transforms (`2 k` per value of the input and of the output) against the
-/// dense product's `2 rows cols`, with a margin for the kernels' lower
-/// efficiency (at most three quarters of the flops). Batch-independent: at batch 1, where a step reads its
-/// weights once, the spectra are also `k` times fewer bytes.
-pub fn worth(k: usize, rows: usize, cols: usize) -> bool {
-    let (r, c, k64) = (rows as f64, cols as f64, k as f64);
-    supported(k) && 4.0 * r * c / k64 + 2.0 * k64 * (r + c) <= 0.75 * 2.0 * r * c
+    crate::ir::Structure::spectral_block(k)
 }
 
 /// Output chunks per group of the packed weights' spectra: the lanes of the

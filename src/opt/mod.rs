@@ -211,7 +211,7 @@ pub fn optimize(
         if let (crate::ir::Structure::Circulant(k), crate::ir::Type::Matrix(r, c)) =
             (p.structure, p.ty)
         {
-            let (kind, message) = if crate::kernels::spectral::worth(k, r, c) {
+            let (kind, message) = if p.structure.spectral_k(r, c).is_some() {
                 (
                     RemarkKind::Applied,
                     format!(
@@ -223,7 +223,7 @@ pub fn optimize(
                         k * k
                     ),
                 )
-            } else if !crate::kernels::spectral::supported(k) {
+            } else if !crate::ir::Structure::spectral_block(k) {
                 (
                     RemarkKind::Missed,
                     format!(

@@ -433,7 +433,7 @@ struct PlanOptions {
     /// Compute products with the `gemm` crate rather than generated micro-kernels.
     gemm_products: bool,
     /// Multiply block-circulant matrices through their spectra where the
-    /// cost model says it pays ([`crate::kernels::spectral::worth`]);
+    /// cost model says it pays ([`crate::ir::Structure::spectral_k`]);
     /// otherwise they run on their dense expansion.
     spectral: bool,
 }

@@ -89,7 +89,7 @@ impl Planner<'_> {
     /// The block size each row block of product instruction `i` multiplies
     /// its block-circulant matrices through spectra with, if any: the `k`
     /// of the most elements among its circulant matrices that the cost
-    /// model sends there ([`crate::kernels::spectral::worth`]); the others
+    /// model sends there ([`ir::Structure::spectral_k`]); the others
     /// run on their dense expansion.
     pub(super) fn spectral_blocks(&self, i: usize) -> Vec<Option<usize>> {
         let cell = self.cell;
@@ -109,7 +109,7 @@ impl Planner<'_> {
                 for (j, w) in row.weights.iter().enumerate() {
                     let cols = self.len_of(p.inputs[j]);
                     if let Some(k) = w.and_then(|w| self.circulant_k(w)) {
-                        if crate::kernels::spectral::worth(k, len, cols) {
+                        if ir::Structure::Circulant(k).spectral_k(len, cols).is_some() {
                             match by_k.iter_mut().find(|e| e.0 == k) {
                                 Some(e) => e.1 += len * cols,
                                 None => by_k.push((k, len * cols)),
