@@ -63,12 +63,13 @@ pub fn jit_vs_interp(bytes: &[u8]) {
     let scale: f32 = if flags & 2 == 0 { 1.0 } else { 50.0 };
     let threads = 1 + ((flags >> 2) & 1) as usize;
     let plan = crate::Variant::ALL[((flags >> 3) & 3) as usize];
-    // Bit 5: some matrices block-circulant, blocks of 2, 4 or 8 dividing
-    // the sizes.
+    // Bit 5: some matrices block-circulant, blocks of 2, 4, 8 or 16
+    // dividing the sizes (up to 8 blocks: large enough for the FFT products
+    // of `Structure::spectral_k` as well as the dense expansion).
     let text = if flags & 32 != 0 {
-        let k = 2u64 << ((flags >> 6) % 3);
-        x = k * (1 + x % 5);
-        h = k * (1 + h % 5);
+        let k = 2u64 << ((flags >> 6) % 4);
+        x = k * (1 + x % 8);
+        h = k * (1 + h % 8);
         crate::gen::random_circulant_cell(seed, k as usize)
     } else {
         crate::gen::random_cell(seed)

@@ -354,24 +354,30 @@ fn circulant_cells_run_as_the_interpreter_does() {
 }
 
 /// Random cells with some matrices circulant (`gen::random_circulant_cell`,
-/// as the `jit_vs_interp` fuzz target makes them) against the interpreter.
+/// as the `jit_vs_interp` fuzz target makes them) against the interpreter,
+/// at sizes where some run through spectra and some on the dense expansion.
 #[test]
 fn random_circulant_cells_run_as_the_interpreter_does() {
-    let mut circulant = 0;
-    for seed in 0..24u64 {
-        let k = [2, 4, 8][seed as usize % 3];
+    let (mut circulant, mut spectral) = (0, 0);
+    for seed in 0..32u64 {
+        let k = [2, 4, 8, 16][seed as usize % 4];
         let text = cellc::gen::random_circulant_cell(seed, k);
         circulant += text.matches("circulant(").count();
-        let (x, h) = (k as u64 * (1 + seed % 3), k as u64 * (1 + seed % 2));
+        let (x, h) = (k as u64 * (2 + seed % 7), k as u64 * (3 + seed % 5));
         let cell = Cell::from_source("gen.rnn", &text)
             .and_then(|c| c.dims(&[("X", x), ("H", h)]))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let optimized = cell.optimized(&Default::default()).unwrap();
+        spectral += (optimized.remarks.iter())
+            .filter(|r| r.pass == "circulant" && r.message.contains("through spectra"))
+            .count();
         let ir = cell.ir().unwrap();
         let weights = Weights::random(&ir, seed);
         let reference = ParamValues::from_f32(&weights.resolve(&ir).unwrap());
         let plan = Variant::ALL[seed as usize % 4];
         let opts = Options {
             plan: Some(plan),
+            threads: Some(1 + seed as usize % 2),
             ..Options::default()
         };
         let kernel = cell.compile(&weights, &opts).unwrap();
@@ -384,8 +390,12 @@ fn random_circulant_cells_run_as_the_interpreter_does() {
         );
     }
     assert!(
-        circulant >= 24,
+        circulant >= 32,
         "few circulant matrices were made: {circulant}"
+    );
+    assert!(
+        spectral >= 8 && spectral < circulant,
+        "{spectral} of {circulant} circulant matrices through spectra"
     );
 }
 
@@ -491,5 +501,40 @@ fn the_clstm_examples_run_through_spectra() {
             let d = differential(&kernel, &ir, &reference, batch, 5, 3, 1.0);
             assert!(d.worst < 1e-5, "{file} batch {batch}: error {:e}", d.worst);
         }
+    }
+}
+
+/// A row block with matrices of two block sizes: the larger share (here
+/// equal, so the larger `k`) runs through spectra, the other on its dense
+/// expansion, and a remark says so; the results are the interpreter's.
+#[test]
+fn mixed_block_sizes_are_said_and_run_right() {
+    let text = "cell mixed\ndim X = 64\ndim H = 64\ninput x: [X]\nstate h: [H]\noutput y: [H]\n\
+                param W: circulant(4)[H, X]\nparam U: circulant(8)[H, H]\nparam V: [H, X]\nparam b: [H]\n\
+                h' = tanh(W @ x + U @ h + V @ x + b)\ny = h'\n";
+    let cell = Cell::from_source("mixed.rnn", text).unwrap();
+    let optimized = cell.optimized(&Default::default()).unwrap();
+    let said: Vec<&str> = (optimized.remarks.iter())
+        .filter(|r| r.pass == "circulant")
+        .map(|r| r.message.as_str())
+        .collect();
+    assert!(
+        said.iter().any(
+            |m| m.contains("`W` (blocks of 4) runs on the dense expansion")
+                && m.contains("blocks of 8")
+        ),
+        "{said:?}"
+    );
+    let ir = cell.ir().unwrap();
+    let weights = Weights::random(&ir, 5);
+    let reference = ParamValues::from_f32(&weights.resolve(&ir).unwrap());
+    for plan in Variant::ALL {
+        let opts = Options {
+            plan: Some(plan),
+            ..Options::default()
+        };
+        let kernel = cell.compile(&weights, &opts).unwrap();
+        let d = differential(&kernel, &ir, &reference, 3, 5, 9, 1.0);
+        assert!(d.worst < 1e-5, "{}: error {:e}", plan.name(), d.worst);
     }
 }

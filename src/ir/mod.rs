@@ -317,6 +317,30 @@ pub struct Product {
     pub rows: Vec<RowBlock>,
 }
 
+impl Product {
+    /// The block size row block `row` (of `len` rows) runs its block-circulant
+    /// matrices through spectra with, if any: of the sizes
+    /// [`Structure::spectral_k`] sends there, the one of the most elements
+    /// (then the larger). Its other matrices run on their dense expansion.
+    pub fn spectral_k(&self, cell: &Cell, row: usize, len: usize) -> Option<usize> {
+        let mut by_k: Vec<(usize, usize)> = Vec::new();
+        for (j, w) in self.rows[row].weights.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let Op::Param(p) = cell.op_of(*w) else {
+                continue;
+            };
+            let cols = cell.ty(self.inputs[j]).vector_len().unwrap_or(0);
+            if let Some(k) = cell.params[p.index()].structure.spectral_k(len, cols) {
+                match by_k.iter_mut().find(|e| e.0 == k) {
+                    Some(e) => e.1 += len * cols,
+                    None => by_k.push((k, len * cols)),
+                }
+            }
+        }
+        by_k.into_iter().max_by_key(|e| (e.1, e.0)).map(|e| e.0)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowBlock {
     /// One entry per input of the product: a matrix parameter, or none.

@@ -28,7 +28,7 @@ pub use legalize::legalize;
 use std::fmt;
 
 use crate::diag::{Diagnostic, Span};
-use crate::ir::{verify, Cell};
+use crate::ir::{verify, Cell, Op};
 
 /// A decision a pass made, or declined, with where in the source it applies.
 #[derive(Clone, Debug, PartialEq)]
@@ -267,10 +267,46 @@ pub fn optimize(
         }
         dump(pass.name, cell);
         if opts.stop_after.as_deref() == Some(pass.name) {
-            break;
+            return Ok(changed);
         }
     }
+    mixed_block_sizes(cell, ctx);
     Ok(changed)
+}
+
+/// Says which block-circulant matrices share a row block of a product with
+/// matrices of another block size that take its FFT products: one block size
+/// per row block runs through spectra, the others on their dense expansion.
+fn mixed_block_sizes(cell: &Cell, ctx: &mut Ctx<'_>) {
+    for inst in &cell.insts {
+        let Op::Product(p) = &inst.op else { continue };
+        for (r, row) in p.rows.iter().enumerate() {
+            let len = cell.ty(inst.results[r]).vector_len().unwrap_or(0);
+            let Some(k) = p.spectral_k(cell, r, len) else {
+                continue;
+            };
+            for (j, w) in row.weights.iter().enumerate() {
+                let Some(Op::Param(q)) = w.map(|w| cell.op_of(w)) else {
+                    continue;
+                };
+                let param = &cell.params[q.index()];
+                let cols = cell.ty(p.inputs[j]).vector_len().unwrap_or(0);
+                if let Some(other) = param.structure.spectral_k(len, cols).filter(|&o| o != k) {
+                    ctx.remark(
+                        "circulant",
+                        RemarkKind::Missed,
+                        None,
+                        format!(
+                            "parameter `{}` (blocks of {other}) runs on the dense expansion: its \
+                             product's row block runs its FFT products in blocks of {k}, and a \
+                             row block takes one block size",
+                            param.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Drops instructions that nothing reads and renumbers.

@@ -87,37 +87,21 @@ impl Planner<'_> {
     }
 
     /// The block size each row block of product instruction `i` multiplies
-    /// its block-circulant matrices through spectra with, if any: the `k`
-    /// of the most elements among its circulant matrices that the cost
-    /// model sends there ([`ir::Structure::spectral_k`]); the others
-    /// run on their dense expansion.
+    /// its block-circulant matrices through spectra with, if any
+    /// ([`ir::Product::spectral_k`]); the others run on their dense
+    /// expansion.
     pub(super) fn spectral_blocks(&self, i: usize) -> Vec<Option<usize>> {
         let cell = self.cell;
         let Op::Product(p) = &cell.insts[i].op else {
             return Vec::new();
         };
         let results = &cell.insts[i].results;
-        p.rows
-            .iter()
-            .enumerate()
-            .map(|(r, row)| {
-                if !self.opts.spectral {
-                    return None;
-                }
+        (0..p.rows.len())
+            .map(|r| {
                 let len = self.len_of(results[r]);
-                let mut by_k: Vec<(usize, usize)> = Vec::new();
-                for (j, w) in row.weights.iter().enumerate() {
-                    let cols = self.len_of(p.inputs[j]);
-                    if let Some(k) = w.and_then(|w| self.circulant_k(w)) {
-                        if ir::Structure::Circulant(k).spectral_k(len, cols).is_some() {
-                            match by_k.iter_mut().find(|e| e.0 == k) {
-                                Some(e) => e.1 += len * cols,
-                                None => by_k.push((k, len * cols)),
-                            }
-                        }
-                    }
-                }
-                by_k.into_iter().max_by_key(|e| (e.1, e.0)).map(|e| e.0)
+                (self.opts.spectral)
+                    .then(|| p.spectral_k(cell, r, len))
+                    .flatten()
             })
             .collect()
     }
