@@ -32,7 +32,9 @@ def test_the_module_follows_the_documented_convention():
 @pytest.mark.parametrize("k", [4, 8, 16])
 def test_a_circulant_lstm_runs_as_in_pytorch(k):
     torch.manual_seed(k)
-    X, H, T, B = 32, 48, 7, 3
+    # Large enough that every matrix runs through its spectra (the FFT
+    # products; `Structure::spectral_k`) for each k.
+    X, H, T, B = 64, 96, 7, 3
     module = circulant.CirculantLSTMCell(X, H, k)
     x = torch.randn(T, B, X)
     h, c = 0.5 * torch.randn(B, H), 0.5 * torch.randn(B, H)
@@ -72,7 +74,8 @@ def test_a_circulant_lstm_trains_as_in_pytorch(k):
     import cellc.torch
 
     torch.manual_seed(100 + k)
-    X, H, T, B = 16, 24, 5, 3
+    # The forward pass through the spectra (FFT products) for both k.
+    X, H, T, B = 32, 48, 5, 3
     module = circulant.CirculantLSTMCell(X, H, k)
     m = cellc.torch.Cell(circulant.CirculantLSTMCell.source(k), dims={"X": X, "H": H})
     assert tuple(m.W_i.shape) == (H // k, X // k, k)
