@@ -540,3 +540,70 @@ fn mixed_block_sizes_are_said_and_run_right() {
         assert!(d.worst < 1e-5, "{}: error {:e}", plan.name(), d.worst);
     }
 }
+
+/// Narrow storage of circulant matrices keeps them circulant: bf16 rounds
+/// each stored value alike, and int8's scale of a dense row is the same for
+/// every row of a block row (each holds all of that block row's values), so
+/// both run through spectra, with the values the narrow storage stands for:
+/// the interpreter given the rounded weights (tolerance as
+/// tests/precision.rs).
+#[test]
+fn narrow_circulant_matrices_match_the_interpreter() {
+    for (precision, says) in [("bf16", "through spectra"), ("int8", "through spectra")] {
+        let text = circulant_lstm(8).replace("circulant(8)", &format!("{precision} circulant(8)"));
+        let cell = Cell::from_source("clstm.rnn", &text)
+            .and_then(|c| c.dims(&[("X", 64), ("H", 64)]))
+            .unwrap();
+        let ir = cell.ir().unwrap();
+        let weights = Weights::random(&ir, 11);
+        let optimized = cell.optimized(&Default::default()).unwrap();
+        let said: Vec<&str> = (optimized.remarks.iter())
+            .filter(|r| r.pass == "circulant")
+            .map(|r| r.message.as_str())
+            .collect();
+        assert!(
+            said.len() == 8 && said.iter().all(|m| m.contains(says)),
+            "{said:?}"
+        );
+        let raw = weights.resolve(&ir).unwrap();
+        let rounded: Vec<Vec<f32>> = cellc::quant::effective_params(&ir, &raw)
+            .into_iter()
+            .map(|v| v.into_owned())
+            .collect();
+        for plan in Variant::ALL {
+            let opts = Options {
+                plan: Some(plan),
+                ..Options::default()
+            };
+            let kernel = cell.compile(&weights, &opts).unwrap();
+            let d = differential(&kernel, &ir, &ParamValues::from_f32(&rounded), 3, 5, 4, 1.0);
+            assert!(
+                d.worst < 1e-4,
+                "{precision} {}: error {:e}",
+                plan.name(),
+                d.worst
+            );
+        }
+    }
+}
+
+/// `--emit stats` counts what the FFT products read and do: per matrix
+/// `rc/k` floats and `4rc/k` flops, each input transformed once (`2k`
+/// flops a value) and each row block transformed back once.
+#[test]
+fn stats_count_the_spectra() {
+    let cell = Cell::from_source("clstm.rnn", &circulant_lstm(8))
+        .and_then(|c| c.dims(&[("X", 64), ("H", 64)]))
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&cell.stats_json().unwrap()).unwrap();
+    let dense = Cell::from_source("lstm.rnn", &circulant_lstm(1).replace("circulant(1)", ""))
+        .and_then(|c| c.dims(&[("X", 64), ("H", 64)]))
+        .unwrap();
+    let dense: serde_json::Value = serde_json::from_str(&dense.stats_json().unwrap()).unwrap();
+    let (n, k) = (64 * 64, 8);
+    let bytes = |s: &serde_json::Value| s["weight_bytes_per_step"].as_u64().unwrap() as usize;
+    let flops = |s: &serde_json::Value| s["flops_per_step"].as_u64().unwrap() as usize;
+    assert_eq!(bytes(&dense) - bytes(&stats), 8 * 4 * (n - n / k));
+    let spectral = 8 * 4 * n / k + 2 * k * (64 + 64) + 2 * k * 4 * 64;
+    assert_eq!(flops(&dense) - flops(&stats), 8 * 2 * n - spectral);
+}

@@ -7,8 +7,10 @@
 //! element; a bias add is 1 flop per element. Bytes count each parameter element
 //! read once per instruction that reads it; a product's biases are summed when the
 //! weights are packed, so each row block reads one bias vector. A block-circulant
-//! matrix reads its stored `rc/k` floats, and costs the flops of the products it
-//! runs (through spectra, or on the dense expansion).
+//! matrix multiplied through its spectra (FFT products) reads `rc/k` floats and
+//! costs `4rc/k` flops, plus `2k` flops per value of each input transformed and
+//! of each row block transformed back; one on its dense expansion counts as
+//! dense.
 
 use serde_json::json;
 
@@ -37,25 +39,26 @@ pub struct ProductShape {
     pub inputs: Vec<String>,
 }
 
-/// Flops and bytes of one product by an `[r, c]` matrix: `2rc` and `4rc`,
-/// or for a block-circulant one its stored `rc/k` floats and, where its
-/// products run through spectra ([`super::Structure::spectral_k`]), their flops
-/// (`4rc/k` and the transforms' `2k(r + c)`).
+/// Flops and bytes of a product by an `[r, c]` matrix alone: `2rc` and
+/// `4rc`, or through spectra ([`super::Structure::spectral_k`]) the
+/// multiply-accumulate's `4rc/k` flops over `rc/k` floats and the
+/// transforms of its input and output (`2k` flops a value each).
 fn matrix_cost(cell: &Cell, w: super::Value, r: usize, c: usize) -> (u64, u64) {
-    let dense = (2 * (r * c) as u64, 4 * (r * c) as u64);
-    let Op::Param(p) = cell.op_of(w) else {
-        return dense;
-    };
-    match cell.params[p.index()].structure {
-        super::Structure::Circulant(k) if k > 0 => {
-            let bytes = 4 * (r * c / k) as u64;
-            if super::Structure::Circulant(k).spectral_k(r, c).is_some() {
-                ((4 * r * c / k + 2 * k * (r + c)) as u64, bytes)
-            } else {
-                (dense.0, bytes)
-            }
-        }
-        _ => dense,
+    match spectral_block(cell, w, r, c) {
+        Some(k) => (
+            (4 * r * c / k + 2 * k * (r + c)) as u64,
+            4 * (r * c / k) as u64,
+        ),
+        None => (2 * (r * c) as u64, 4 * (r * c) as u64),
+    }
+}
+
+/// The block size an `[r, c]` matrix parameter's products run through
+/// spectra with, if it does.
+fn spectral_block(cell: &Cell, w: super::Value, r: usize, c: usize) -> Option<usize> {
+    match cell.op_of(w) {
+        Op::Param(p) => cell.params[p.index()].structure.spectral_k(r, c),
+        _ => None,
     }
 }
 
@@ -122,16 +125,37 @@ pub fn stats(cell: &Cell) -> Stats {
                     weight_blocks: 0,
                     inputs: p.inputs.iter().map(|v| cell.describe(*v, None)).collect(),
                 };
-                for (row, v) in p.rows.iter().zip(&inst.results) {
+                // The inputs transformed for the products through spectra:
+                // (input, block size), each once per step.
+                let mut transformed: Vec<(usize, usize)> = Vec::new();
+                for (ri, (row, v)) in p.rows.iter().zip(&inst.results).enumerate() {
                     let r = cell.ty(*v).vector_len().unwrap_or(0);
                     shape.rows += r;
-                    for w in row.weights.iter().flatten() {
-                        if let Type::Matrix(r, c) = cell.ty(*w) {
-                            let (flops, bytes) = matrix_cost(cell, *w, r, c);
-                            s.flops_per_step += flops;
-                            s.weight_bytes_per_step += bytes;
-                            shape.weight_blocks += 1;
+                    let row_k = p.spectral_k(cell, ri, r);
+                    for (j, w) in row.weights.iter().enumerate() {
+                        let Some(w) = w else { continue };
+                        let Type::Matrix(r, c) = cell.ty(*w) else {
+                            continue;
+                        };
+                        shape.weight_blocks += 1;
+                        match row_k.filter(|&k| spectral_block(cell, *w, r, c) == Some(k)) {
+                            Some(k) => {
+                                s.flops_per_step += (4 * r * c / k) as u64;
+                                s.weight_bytes_per_step += 4 * (r * c / k) as u64;
+                                if !transformed.contains(&(j, k)) {
+                                    transformed.push((j, k));
+                                    s.flops_per_step += (2 * k * c) as u64;
+                                }
+                            }
+                            None => {
+                                s.flops_per_step += 2 * (r * c) as u64;
+                                s.weight_bytes_per_step += 4 * (r * c) as u64;
+                            }
                         }
+                    }
+                    if let Some(k) = row_k {
+                        // The row block's inverse transform.
+                        s.flops_per_step += (2 * k * r) as u64;
                     }
                     if !row.biases.is_empty() {
                         s.flops_per_step += r as u64;
