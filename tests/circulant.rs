@@ -199,16 +199,22 @@ fn remarks_say_what_the_products_run_on() {
         (2, "take blocks of 4, 8, 16, 32 or 64"),
     ] {
         let cell = Cell::from_source("clstm.rnn", &circulant_lstm(k)).unwrap();
-        let optimized = cell.optimized(&Default::default()).unwrap();
-        let said: Vec<&str> = (optimized.remarks.iter())
-            .filter(|r| r.pass == "circulant")
-            .map(|r| r.message.as_str())
-            .collect();
+        let said = circulant_remarks(&cell);
         assert_eq!(said.len(), 8, "{said:?}");
         assert!(said.iter().all(|m| m.contains(says)), "k = {k}: {said:?}");
+        let optimized = cell.optimized(&Default::default()).unwrap();
         let text = cellc::ir::print::print(&optimized.ir);
         assert_eq!(text.matches("= product").count(), 1, "{text}");
     }
+}
+
+/// What the optimizer says about the cell's circulant matrices.
+fn circulant_remarks(cell: &Cell) -> Vec<String> {
+    let optimized = cell.optimized(&Default::default()).unwrap();
+    (optimized.remarks.into_iter())
+        .filter(|r| r.pass == "circulant")
+        .map(|r| r.message)
+        .collect()
 }
 
 /// `source` with every matrix parameter block-circulant in blocks of `k`
@@ -255,9 +261,8 @@ fn fft_products_run_as_the_interpreter_does() {
             let cell = Cell::from_source("c.rnn", &text)
                 .and_then(|c| c.dims(&dims))
                 .unwrap_or_else(|e| panic!("{e}\n{text}"));
-            let optimized = cell.optimized(&Default::default()).unwrap();
-            let spectral = (optimized.remarks.iter())
-                .filter(|r| r.pass == "circulant" && r.message.contains("through spectra"))
+            let spectral = (circulant_remarks(&cell).iter())
+                .filter(|m| m.contains("through spectra"))
                 .count();
             let matrices = text.matches("circulant(").count();
             assert!(
@@ -369,9 +374,8 @@ fn random_circulant_cells_run_as_the_interpreter_does() {
         let cell = Cell::from_source("gen.rnn", &text)
             .and_then(|c| c.dims(&[("X", x), ("H", h)]))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let optimized = cell.optimized(&Default::default()).unwrap();
-        spectral += (optimized.remarks.iter())
-            .filter(|r| r.pass == "circulant" && r.message.contains("through spectra"))
+        spectral += (circulant_remarks(&cell).iter())
+            .filter(|m| m.contains("through spectra"))
             .count();
         let ir = cell.ir().unwrap();
         let weights = Weights::random(&ir, seed);
@@ -484,11 +488,7 @@ fn the_clstm_examples_run_through_spectra() {
             .join("examples/circulant")
             .join(file);
         let cell = Cell::from_file(&path).unwrap();
-        let optimized = cell.optimized(&Default::default()).unwrap();
-        let spectral: Vec<&str> = (optimized.remarks.iter())
-            .filter(|r| r.pass == "circulant")
-            .map(|r| r.message.as_str())
-            .collect();
+        let spectral = circulant_remarks(&cell);
         assert_eq!(spectral.len(), 9, "{file}: {spectral:?}");
         assert!(
             spectral.iter().all(|m| m.contains("through spectra")),
@@ -515,11 +515,7 @@ fn mixed_block_sizes_are_said_and_run_right() {
                 param W: circulant(4)[H, X]\nparam U: circulant(8)[H, H]\nparam V: [H, X]\nparam b: [H]\n\
                 h' = tanh(W @ x + U @ h + V @ x + b)\ny = h'\n";
     let cell = Cell::from_source("mixed.rnn", text).unwrap();
-    let optimized = cell.optimized(&Default::default()).unwrap();
-    let said: Vec<&str> = (optimized.remarks.iter())
-        .filter(|r| r.pass == "circulant")
-        .map(|r| r.message.as_str())
-        .collect();
+    let said = circulant_remarks(&cell);
     assert!(
         said.iter().any(
             |m| m.contains("`W` (blocks of 4) runs on the dense expansion")
@@ -556,11 +552,7 @@ fn narrow_circulant_matrices_match_the_interpreter() {
             .unwrap();
         let ir = cell.ir().unwrap();
         let weights = Weights::random(&ir, 11);
-        let optimized = cell.optimized(&Default::default()).unwrap();
-        let said: Vec<&str> = (optimized.remarks.iter())
-            .filter(|r| r.pass == "circulant")
-            .map(|r| r.message.as_str())
-            .collect();
+        let said = circulant_remarks(&cell);
         assert!(
             said.len() == 8 && said.iter().all(|m| m.contains(says)),
             "{said:?}"
