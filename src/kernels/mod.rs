@@ -12,6 +12,8 @@
 //!   (float32, bf16 and int8 weights).
 //! - `gemm`: products through the `gemm` crate (plans that take it, and the
 //!   hoisted input projection).
+//! - `spectral`: products with block-circulant weights through their
+//!   spectra (the FFT products): the transforms and the multiply-accumulate.
 //! - [`wide`]: element-wise regions at the full width, the same bits as
 //!   the generated 128-bit code.
 //! - [`probe`]: the FMA peak and the memory read loop the host calibration
@@ -26,7 +28,7 @@ pub mod isa;
 pub mod panel;
 pub mod probe;
 pub(crate) mod simd;
-pub mod spectral;
+pub(crate) mod spectral;
 pub mod wide;
 
 pub use isa::Isa;
