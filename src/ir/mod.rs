@@ -322,7 +322,7 @@ impl Product {
     /// matrices through spectra with, if any: of the sizes
     /// [`Structure::spectral_k`] sends there, the one of the most elements
     /// (then the larger). Its other matrices run on their dense expansion.
-    pub fn spectral_k(&self, cell: &Cell, row: usize, len: usize) -> Option<usize> {
+    pub(crate) fn spectral_k(&self, cell: &Cell, row: usize, len: usize) -> Option<usize> {
         let mut by_k: Vec<(usize, usize)> = Vec::new();
         for (j, w) in self.rows[row].weights.iter().enumerate() {
             let Some(w) = w else { continue };
@@ -338,6 +338,26 @@ impl Product {
             }
         }
         by_k.into_iter().max_by_key(|e| (e.1, e.0)).map(|e| e.0)
+    }
+
+    /// The block size term `j` of row block `row` (of `len` rows) is
+    /// multiplied through spectra with: the row's ([`Product::spectral_k`])
+    /// when its own matrix is sent there at that size, else `None` (the
+    /// dense expansion). The planner, `--emit stats` and the remarks all
+    /// ask this.
+    pub(crate) fn spectral_term(
+        &self,
+        cell: &Cell,
+        row: usize,
+        j: usize,
+        len: usize,
+    ) -> Option<usize> {
+        let k = self.spectral_k(cell, row, len)?;
+        let Some(Op::Param(p)) = self.rows[row].weights[j].map(|w| cell.op_of(w)) else {
+            return None;
+        };
+        let cols = cell.ty(self.inputs[j]).vector_len().unwrap_or(0);
+        (cell.params[p.index()].structure.spectral_k(len, cols) == Some(k)).then_some(k)
     }
 }
 
@@ -579,7 +599,7 @@ impl Structure {
 
     /// Block sizes whose products the code generator runs through spectra
     /// (`kernels::spectral`): powers of two from 4 to 64.
-    pub fn spectral_block(k: usize) -> bool {
+    pub(crate) fn spectral_block(k: usize) -> bool {
         k.is_power_of_two() && (4..=64).contains(&k)
     }
 
@@ -592,7 +612,7 @@ impl Structure {
     /// kernels' lower efficiency). Batch-independent: at batch 1, where a
     /// step reads its weights once, the spectra are also `k` times fewer
     /// bytes.
-    pub fn spectral_k(self, r: usize, c: usize) -> Option<usize> {
+    pub(crate) fn spectral_k(self, r: usize, c: usize) -> Option<usize> {
         let Structure::Circulant(k) = self else {
             return None;
         };

@@ -134,11 +134,12 @@ pub fn stats(cell: &Cell) -> Stats {
                     let row_k = p.spectral_k(cell, ri, r);
                     for (j, w) in row.weights.iter().enumerate() {
                         let Some(w) = w else { continue };
+                        let term_k = p.spectral_term(cell, ri, j, r);
                         let Type::Matrix(r, c) = cell.ty(*w) else {
                             continue;
                         };
                         shape.weight_blocks += 1;
-                        match row_k.filter(|&k| spectral_block(cell, *w, r, c) == Some(k)) {
+                        match term_k {
                             Some(k) => {
                                 s.flops_per_step += (4 * r * c / k) as u64;
                                 s.weight_bytes_per_step += 4 * (r * c / k) as u64;

@@ -106,17 +106,6 @@ impl Planner<'_> {
             .collect()
     }
 
-    /// The block size of a block-circulant matrix parameter.
-    fn circulant_k(&self, w: Value) -> Option<usize> {
-        match self.cell.op_of(w) {
-            Op::Param(p) => match self.cell.params[p.index()].structure {
-                ir::Structure::Circulant(k) => Some(k),
-                ir::Structure::Dense => None,
-            },
-            _ => None,
-        }
-    }
-
     /// The sum of vector parameters, `len` floats in the packed weights.
     fn bias_sum(&mut self, params: Vec<ParamId>, len: usize) -> usize {
         let offset = self.alloc_weights(padded(len));
@@ -168,8 +157,10 @@ impl Planner<'_> {
             .iter()
             .enumerate()
             .map(|(j, &x)| {
-                let in_spectra = p.rows.iter().zip(&spectral).any(|(row, k)| {
-                    k.is_some() && row.weights[j].and_then(|w| self.circulant_k(w)) == *k
+                let in_spectra = (0..p.rows.len()).any(|r| {
+                    spectral[r].is_some()
+                        && p.spectral_term(cell, r, j, self.len_of(cell.insts[i].results[r]))
+                            .is_some()
                 });
                 match cell.op_of(x) {
                     Op::Input(k) if self.opts.hoist_inputs && !in_spectra => Some(*k),
@@ -292,7 +283,8 @@ impl Planner<'_> {
             for (j, w) in row.weights.iter().enumerate() {
                 if let (Some(w), None) = (w, prod.hoisted[j]) {
                     let param = self.param_of(*w)?;
-                    if let Some(k) = spectral[r].filter(|&k| self.circulant_k(*w) == Some(k)) {
+                    let term_k = spectral[r].and(prod.product.spectral_term(self.cell, r, j, len));
+                    if let Some(k) = term_k {
                         let spectrum = self.spectrum(&mut transforms, prod.inputs[j], k);
                         spectral_terms.push(SpectralTerm {
                             spectrum,
@@ -539,5 +531,36 @@ impl Planner<'_> {
             });
         }
         Ok((chunks, offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::*;
+
+    /// A row block whose circulant matrices share a block size but not the
+    /// cost model's verdict: the large one goes through spectra, the small
+    /// one (8 columns: the transforms would cost more than it saves) stays
+    /// a dense term, as its remark and `--emit stats` say.
+    #[test]
+    fn only_the_matrices_sent_to_spectra_go_there() {
+        let text = "cell c\ndim X = 64\ndim H = 64\ndim S = 8\ninput x: [X]\ninput s: [S]\n\
+                    state h: [H]\noutput y: [H]\nparam W: circulant(8)[H, X]\n\
+                    param V: circulant(8)[H, S]\nh' = tanh(W @ x + V @ s)\ny = h'\n";
+        let cell = crate::Cell::from_source("c.rnn", text).unwrap();
+        let ir = cell.kernel_ir(&Default::default()).unwrap();
+        let plan = plan(&ir, Variant::Streaming, true).unwrap();
+        let blocks: Vec<&GemmBlock> = (plan.tasks.iter())
+            .filter_map(|t| match t {
+                Task::Gemm(b) => Some(b),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(blocks.len(), 1, "{:?}", plan.tasks);
+        let spectral = blocks[0].spectral.as_ref().expect("W through spectra");
+        assert_eq!(spectral.terms.len(), 1);
+        assert_eq!(blocks[0].terms.len(), 1, "V as a dense term");
+        assert_eq!(blocks[0].terms[0].k, 8);
     }
 }
