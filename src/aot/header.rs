@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::{c_name, layout_stride, CHUNK};
-use crate::codegen::plan::{Plan, Task, GEMM_ROWS, LANES};
+use crate::codegen::plan::{Plan, Task, LANES, UNIT_ROWS as MR};
 use crate::ir::{self, Type};
 use crate::{Error, Result};
 
@@ -195,8 +195,9 @@ fn pack_function(h: &mut String, ir: &ir::Cell, plan: &Plan, p: &str, up: &str) 
         );
     }
     pack_products(h, ir, plan);
-    // The hoisted projection's matrices, in units of up to GEMM_ROWS rows,
-    // each column-major (`plan::unit_major`), and its summed biases.
+    // The hoisted projection's matrices, in units of MR rows, each
+    // column-major (`plan::unit_major`; the padding rows stay zero), and its
+    // summed biases.
     for v in &plan.matrices {
         let (rows, cols) = match ir.params[v.param.index()].ty {
             Type::Matrix(r, c) => (r, c),
@@ -204,7 +205,7 @@ fn pack_function(h: &mut String, ir: &ir::Cell, plan: &Plan, p: &str, up: &str) 
         };
         let _ = writeln!(
             *h,
-            "    for (int64_t r = 0; r < {rows}; r++) {{\n        int64_t r0 = r / {GEMM_ROWS} * {GEMM_ROWS}, m = {rows} - r0 < {GEMM_ROWS} ? {rows} - r0 : {GEMM_ROWS};\n        for (int64_t k = 0; k < {cols}; k++) packed[{} + r0 * {cols} + k * m + (r - r0)] = params[{}][r * {cols} + k];\n    }}",
+            "    for (int64_t r = 0; r < {rows}; r++)\n        for (int64_t k = 0; k < {cols}; k++) packed[{} + r / {MR} * {MR} * {cols} + k * {MR} + r % {MR}] = params[{}][r * {cols} + k];",
             v.offset,
             v.param.index()
         );

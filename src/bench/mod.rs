@@ -32,7 +32,7 @@ mod network;
 mod product;
 
 pub use network::{bench_network, bench_network_with_progress, NetworkBenchResult};
-pub use product::ProductBench;
+pub use product::{GemmBench, ProductBench};
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {

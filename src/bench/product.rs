@@ -77,3 +77,88 @@ impl ProductBench {
         crate::kernels::probe::fma_peak_gflops(self.isa, 0.2)
     }
 }
+
+/// The blocked product of many rows alone (`kernels::gemm`: the hoisted
+/// projection's), one thread: `columns` columns (steps x batch rows) of
+/// `rows` weight rows over `k`, the weights packed in units as a compiled
+/// cell packs them (`benches/panel.rs`).
+#[doc(hidden)]
+pub struct GemmBench {
+    isa: crate::Isa,
+    units: AlignedBuf,
+    x: AlignedBuf,
+    dst: AlignedBuf,
+    bias: Vec<f32>,
+    rows: usize,
+    k: usize,
+    columns: usize,
+}
+
+impl GemmBench {
+    /// Random weights and inputs; an error if the host lacks `isa` or the
+    /// sizes overflow.
+    pub fn new(
+        isa: crate::Isa,
+        columns: usize,
+        rows: usize,
+        k: usize,
+    ) -> std::result::Result<Self, String> {
+        use crate::kernels::gemm;
+        if !isa.available() {
+            return Err(format!("this CPU cannot run the {} kernels", isa.name()));
+        }
+        let len = gemm::units_len(rows, k).ok_or("the matrix is too large")?;
+        let mut rng = crate::gen::Rng(1);
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
+        let mut units = AlignedBuf::zeros(len).map_err(|e| e.to_string())?;
+        gemm::pack_units(&w, rows, k, units.as_mut_slice());
+        let mut x = AlignedBuf::zeros(columns * k).map_err(|e| e.to_string())?;
+        x.as_mut_slice()
+            .iter_mut()
+            .for_each(|v| *v = rng.unit() as f32);
+        let dst = AlignedBuf::zeros(columns * rows).map_err(|e| e.to_string())?;
+        let bias = (0..rows).map(|_| rng.unit() as f32).collect();
+        Ok(GemmBench {
+            isa,
+            units,
+            x,
+            dst,
+            bias,
+            rows,
+            k,
+            columns,
+        })
+    }
+
+    /// One product, `bias + W x` for every column.
+    pub fn run(&mut self) {
+        use crate::kernels::gemm::{Gemm, Left, Right};
+        let g = Gemm {
+            isa: self.isa,
+            m: self.rows,
+            n: self.columns,
+            k: self.k,
+            a: Left::Units(self.units.as_slice().as_ptr()),
+            b: Right {
+                ptr: self.x.as_slice().as_ptr(),
+                rs: 1,
+                cs: self.k,
+            },
+            c: self.dst.as_mut_slice().as_mut_ptr(),
+            ldc: self.rows,
+            from: crate::kernels::gemm::From::Row(self.bias.as_ptr()),
+        };
+        // SAFETY: the buffers were made for these sizes (`new`), the
+        // destination is borrowed mutably, and `new` checked the ISA.
+        unsafe { g.run() }
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.columns * self.rows * self.k) as f64
+    }
+
+    /// The FMA peak of one core at the kernel's width, GFLOP/s, measured now.
+    pub fn peak_gflops(&self) -> f64 {
+        crate::kernels::probe::fma_peak_gflops(self.isa, 0.2)
+    }
+}

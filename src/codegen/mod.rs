@@ -72,7 +72,7 @@ pub fn functions(plan: &Plan, isa: &dyn TargetIsa) -> Functions {
                 tiles: 1,
                 by_rows: true,
             }),
-            // Run by the `gemm` crate, not generated.
+            // Run by the panel and spectral kernels, not generated.
             Task::Gemm(_) | Task::Spectra(_) => {}
         }
         phases.push(phase);

@@ -46,7 +46,7 @@ pub fn pack(plan: &Plan, cell: &Cell, raw: &[Vec<f32>], out: &mut [f32]) {
         };
         for r in 0..rows {
             for c in 0..cols {
-                out[v.offset + super::plan::unit_major(r, c, rows, cols)] = data[r * cols + c];
+                out[v.offset + super::plan::unit_major(r, c, cols)] = data[r * cols + c];
             }
         }
     }

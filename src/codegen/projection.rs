@@ -4,12 +4,12 @@
 //! product term that reads a cell input out of the step: for many steps at
 //! once, each block's `bias + Σ W @ x_t[b]` is computed into a projection
 //! buffer ([`Plan::hoists`]), and each step's products start from it. The JIT
-//! computes that projection with the `gemm` crate (`jit::exec`); an object
+//! computes that projection with `kernels::gemm` (`jit::exec`); an object
 //! file (`crate::aot`) carries no runtime, so this module generates it: one
 //! function over `cols` columns (a column is one batch row of one step).
 //!
 //! The matrices are packed by [`unit_major`](super::plan::unit_major): units
-//! of up to [`GEMM_ROWS`] rows, each column-major, so that `LANES` rows of
+//! of [`MR`] rows, each column-major (the last padded), so that `LANES` rows of
 //! one column are one vector load. The kernel keeps [`GROUP`] vectors of rows
 //! for two columns in registers (8 accumulators, 2 broadcast inputs, one
 //! weight vector: 11 of the 16 registers x86-64 has without AVX-512's), and
@@ -27,7 +27,8 @@ use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, MemFlagsData, Signa
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-use super::plan::{HoistBlock, Plan, GEMM_ROWS, LANES};
+use super::plan::{HoistBlock, Plan, LANES};
+use crate::kernels::gemm::MR;
 
 /// Vectors of rows one pass of the kernel keeps per column.
 const GROUP: usize = 4;
@@ -77,13 +78,12 @@ pub fn function(
         for blk in &hoist.blocks {
             let mut r0 = 0;
             while r0 < blk.len {
-                let m = GEMM_ROWS.min(blk.len - r0);
+                let m = MR.min(blk.len - r0);
                 let unit = Unit {
                     dst: args.dsts[hi],
                     stride: hoist.stride,
                     blk,
                     r0,
-                    m,
                 };
                 let whole = m / LANES;
                 let mut g = 0;
@@ -123,13 +123,13 @@ struct Args {
     input_lens: Vec<usize>,
 }
 
-/// Rows `r0 .. r0 + m` of block `blk`, written into buffer `dst`.
+/// The unit of rows from `r0` (up to [`MR`]) of block `blk`, written into
+/// buffer `dst`.
 struct Unit<'a> {
     dst: Value,
     stride: usize,
     blk: &'a HoistBlock,
     r0: usize,
-    m: usize,
 }
 
 /// Vectors `g .. g + n` of the unit's rows, for columns `c .. c + nc`.
@@ -163,7 +163,7 @@ fn vectors(
     for &(input, k, matrix) in &u.blk.terms {
         let len = a.input_lens[input.index()];
         let x0 = column(b, a.xs[input.index()], c, len);
-        // The unit's matrix: column `kk` of its `m` rows at `kk * m`.
+        // The unit's matrix: column `kk` of its rows at `kk * MR`.
         let w0 = b
             .ins()
             .iadd_imm_s(a.weights, 4 * (matrix + u.r0 * k + g * LANES) as i64);
@@ -181,7 +181,7 @@ fn vectors(
             })
             .collect();
         counted(b, kv, &mut |b, kk| {
-            let wo = b.ins().imul_imm_s(kk, 4 * u.m as i64);
+            let wo = b.ins().imul_imm_s(kk, 4 * MR as i64);
             let w = b.ins().iadd(w0, wo);
             let xo = b.ins().imul_imm_s(kk, 4);
             let xs: Vec<Value> = (0..nc)
@@ -237,7 +237,7 @@ fn lane(b: &mut FunctionBuilder<'_>, a: &Args, u: &Unit<'_>, r: usize, c: Value)
         b.def_var(var, s);
         let kv = b.ins().iconst(I64, k as i64);
         counted(b, kv, &mut |b, kk| {
-            let wo = b.ins().imul_imm_s(kk, 4 * u.m as i64);
+            let wo = b.ins().imul_imm_s(kk, 4 * MR as i64);
             let w = b.ins().iadd(w0, wo);
             let wv = b.ins().load(F32, flags(), w, 0);
             let xo = b.ins().imul_imm_s(kk, 4);

@@ -7,11 +7,13 @@
 //!   always runs it.
 //! - **hoisted**: when a whole sequence is known, every product term that reads a
 //!   cell input (`W_x @ x`) leaves the step: it is computed for many steps at once
-//!   as one large matrix product by the `gemm` crate (compute-bound, reads `W_x`
-//!   once), and each step runs only the recurrent products, starting from it.
+//!   as one large matrix product, blocked for the caches (`kernels::gemm`:
+//!   compute-bound, reads `W_x` once), and each step runs only the recurrent
+//!   products, starting from it.
 //! - **gemm**, **gemm-hoisted**: for large batches, where a step is compute-bound,
-//!   the per-step products go to `gemm` too (about twice the FLOP rate of
-//!   Cranelift's 128-bit kernels), and the epilogue runs as its own fused pass.
+//!   the per-step products run on the full-width panel kernels
+//!   (`kernels::panel`, about twice the FLOP rate of Cranelift's 128-bit
+//!   kernels), each unit of rows followed by its epilogue.
 //!
 //! For each, the model predicts a step's time from the bytes of weights it must
 //! read (at the bandwidth of the cache level they fit in, per thread), its FLOPs
@@ -247,8 +249,8 @@ pub fn predict(
     let n = threads.max(1) as f64;
     let b = batch as f64;
     let hoist = variant.hoists() && seq > 1 && work.input_flops > 0.0;
-    // Every kernel reads the weights as stored (the hoisted projection's
-    // `gemm` reads f32 copies, counted apart below; a micro-kernel segment
+    // Every kernel reads the weights as stored (the hoisted projection
+    // reads f32 copies, counted apart below; a micro-kernel segment
     // whose blocks mix precisions reads f32 values, which this undercounts).
     let (recurrent_bytes, input_bytes) = (work.recurrent_bytes_stored, work.input_bytes_stored);
     let step_bytes = recurrent_bytes + if hoist { 0.0 } else { input_bytes };
@@ -392,7 +394,7 @@ pub fn choose(
 /// The plan an object file runs (`crate::aot`) for a batch and a sequence
 /// length: `streaming` or `hoisted` (the others need cellc's runtime), on the
 /// caller's thread, the hoisted projection on generated 128-bit kernels (at
-/// the generated code's rate, not the `gemm` crate's). `seq == 1` is always
+/// the generated code's rate, not the blocked product's). `seq == 1` is always
 /// streaming.
 pub fn choose_for_object(work: &Work, host: &Host, batch: usize, seq: usize) -> Choice {
     let generated = Host {

@@ -17,7 +17,6 @@ use super::{Build, Epilogue, Kernel, Work, MAX_SLOTS};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
 use crate::ir::Precision;
-use crate::kernels::gemm::gemm_strided;
 use crate::kernels::panel;
 use crate::kernels::Isa;
 
@@ -435,10 +434,13 @@ impl Kernel {
         }
     }
 
-    /// Computes the hoisted input projections of steps `t0..t1` with `gemm`, on
-    /// the pool: for every projection block, `bias + sum of W @ x_t[b]`. The
-    /// caller checked the inputs' lengths and made the plan's buffers
-    /// (`State::ensure_side`).
+    /// Computes the hoisted input projections of steps `t0..t1` on the pool:
+    /// for every projection block, `bias + sum of W @ x_t[b]`, one blocked
+    /// product (`kernels::gemm`) per term over all the chunk's columns. The
+    /// products' jobs (blocks of columns, all of a block's terms each) go
+    /// to whichever worker asks next: each element is the same chain of
+    /// fused multiply-adds whoever computes it. The caller checked the
+    /// inputs' lengths and made the plan's buffers (`State::ensure_side`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn project(
         &self,
@@ -450,75 +452,85 @@ impl Kernel {
         state: &mut State,
         threads: usize,
     ) {
+        use crate::kernels::gemm::{From, Gemm, Left, Right};
         let batch = state.batch;
         let cols = (t1 - t0) * batch;
         let Some((base, offsets)) = state.side_buffer(v) else {
             return;
         };
         let base = SharedPtr(base);
-        let weights = build.weights.as_slice();
-        // Units: (hoist, block, first row, end row), the same whatever the threads.
-        let mut units = Vec::new();
-        for (h, hoist) in build.plan.hoists.iter().enumerate() {
-            for (bi, blk) in hoist.blocks.iter().enumerate() {
-                let mut r = 0;
-                while r < blk.len {
-                    let end = (r + plan::GEMM_ROWS).min(blk.len);
-                    units.push((h, bi, r, end));
-                    r = end;
+        let weights = build.weights.as_slice().as_ptr();
+        // One product per block and term; a job runs one job of each of
+        // its block's products, in term order (the later terms continue
+        // from the earlier ones' sums).
+        let mut blocks: Vec<Vec<Gemm>> = Vec::new();
+        for hoist in &build.plan.hoists {
+            for blk in &hoist.blocks {
+                let dst = base.at(offsets[hoist.slot] + blk.offset);
+                let start = match blk.bias {
+                    Some(b) => From::Row(weights.wrapping_add(b)),
+                    None => From::Zero,
+                };
+                let product = |k: usize, a: *const f32, x: *const f32, from: From| Gemm {
+                    isa: build.isa,
+                    m: blk.len,
+                    n: cols,
+                    k,
+                    a: Left::Units(a),
+                    b: Right {
+                        ptr: x,
+                        rs: 1,
+                        cs: k,
+                    },
+                    c: dst,
+                    ldc: hoist.stride,
+                    from,
+                };
+                let mut products: Vec<Gemm> = (blk.terms.iter().enumerate())
+                    .map(|(t, &(input, k, matrix))| {
+                        let x = inputs[input.index()][t0 * batch * k..].as_ptr();
+                        let from = if t == 0 { start } else { From::Dst };
+                        product(k, weights.wrapping_add(matrix), x, from)
+                    })
+                    .collect();
+                if products.is_empty() {
+                    // A block of no terms (its products run through spectra
+                    // in the step) is its bias: a product over no `k`.
+                    products.push(product(0, weights, std::ptr::null(), start));
                 }
+                blocks.push(products);
             }
         }
-        let job = |w: usize, n: usize| {
-            let (u0, u1) = share(units.len(), w, n);
-            for &(h, bi, r0, r1) in &units[u0..u1] {
-                let hoist = &build.plan.hoists[h];
-                let blk = &hoist.blocks[bi];
-                let m = r1 - r0;
-                // The block's rows, for columns (t, b) `stride` floats apart.
-                let dst = base.at(offsets[hoist.slot] + blk.offset + r0);
-                let zeros = [0.0f32; plan::GEMM_ROWS];
-                let init = match blk.bias {
-                    Some(b) => &weights[b + r0..b + r1],
-                    None => &zeros[..m],
-                };
-                for c in 0..cols {
-                    // SAFETY: the projection buffer holds `chunk >= t1 - t0` steps
-                    // of `batch` rows of `stride >= blk.offset + blk.len` floats
-                    // (`ensure_side`), so column `c < cols`, rows `r0..r1 <=
-                    // blk.len` are inside it, and `init` is `m` floats. Each unit
-                    // writes only its own rows.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(init.as_ptr(), dst.add(c * hoist.stride), m)
-                    };
-                }
-                for &(input, k, matrix) in &blk.terms {
-                    let x = inputs[input.index()];
-                    // SAFETY: `x` is `[T, batch, k]` (checked by `run_with`), so its
-                    // columns `t0*batch .. t1*batch` are `k` floats apart and inside
-                    // it; the matrix is `[len, k]` in the packed weights, laid out
-                    // by `plan::unit_major`: this unit's `m x k` rows column-major
-                    // at `r0 * k`; `dst` is as above. The unit's rows do not
-                    // overlap another's.
-                    unsafe {
-                        gemm_strided(
-                            m,
-                            cols,
-                            k,
-                            dst,
-                            hoist.stride,
-                            weights[matrix + r0 * k..].as_ptr(),
-                            m,
-                            1,
-                            x[t0 * batch * k..].as_ptr(),
-                            k,
-                            true,
-                        )
-                    };
-                }
+        // (block, job) in order.
+        let jobs: Vec<(usize, usize)> = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(b, products)| {
+                let n = products.first().map_or(0, |g| g.jobs());
+                (0..n).map(move |j| (b, j))
+            })
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let run = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(b, j)) = jobs.get(i) else {
+                break;
+            };
+            for g in &blocks[b] {
+                // SAFETY: the weights hold each matrix in units at
+                // `matrix` (`plan::unit_major`, verified) and each bias's
+                // `len` floats; `x` is `[T, batch, k]` (checked by
+                // `run_with`), so its columns `t0*batch .. t1*batch` are `k`
+                // floats apart inside it; the projection buffer holds `chunk
+                // >= t1 - t0` steps of `batch` rows of `stride >= blk.offset
+                // + blk.len` floats (`ensure_side`). Jobs share no element of
+                // a block's rows, and blocks do not overlap; this job's
+                // products run in order on this thread; the ISA is the
+                // build's, which the host has.
+                unsafe { g.run_job(j) };
             }
         };
-        self.on_workers(threads, &|w, n, _barrier| job(w, n));
+        self.on_workers(threads, &|_w, _n, _barrier| run());
     }
 }
 

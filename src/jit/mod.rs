@@ -13,7 +13,8 @@
 //! [`State`] owns every buffer a step touches for one batch size (inputs, the
 //! states' current and next values, scratch), allocated once: `step` allocates
 //! nothing. (A `run` with a hoisted or gemm plan allocates that plan's buffers
-//! once, and the `gemm` crate allocates its packing space.)
+//! once, and each worker thread keeps the packing space of the hoisted
+//! projection's blocked products, `kernels::gemm`.)
 //!
 //! The runtime takes IR and parameter values, not the facade's `Cell` or
 //! `Weights`: `Cell::compile` resolves those and calls [`Kernel::new`].

@@ -10,8 +10,9 @@
 //!   `#[target_feature]` entry points).
 //! - [`panel`]: the packed weight layout and the matrix products over it
 //!   (float32, bf16 and int8 weights).
-//! - `gemm`: products through the `gemm` crate (plans that take it, and the
-//!   hoisted input projection).
+//! - [`gemm`]: products of many rows blocked for the caches (BLIS's
+//!   layout): the hoisted input projection of a sequence, and training's
+//!   weight gradients and input adjoints.
 //! - `spectral`: products with block-circulant weights through their
 //!   spectra (the FFT products): the transforms and the multiply-accumulate.
 //! - [`wide`]: element-wise regions at the full width, the same bits as
@@ -23,7 +24,8 @@
 //! the code generator's choice (`codegen::plan`, `codegen::schedule`); here
 //! every ISA computes the portable kernel's bits.
 
-pub(crate) mod gemm;
+#[doc(hidden)]
+pub mod gemm;
 pub mod isa;
 pub mod panel;
 pub mod probe;

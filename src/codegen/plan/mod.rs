@@ -284,17 +284,21 @@ pub fn block_units(blocks: &[GemmBlock], batch: usize, workers: usize) -> Vec<(u
 pub const GEMM_ROWS: usize = 64;
 const _: () = assert!(GEMM_ROWS.is_multiple_of(crate::kernels::panel::GROUP));
 
-/// Where element `(row, col)` of a `rows x cols` matrix lives in its
-/// unit-major copy: the rows in units of [`GEMM_ROWS`] (the units the
-/// projection's `gemm` calls take), each unit column-major at `r0 * cols`,
-/// so that `gemm` reads a whole unit (of a multiple of the vector width rows)
-/// as it is, without copying it into a buffer it allocates on every call
-/// (measured: those allocations, unmapped after each call, cost two threads
-/// running at once half their speed).
-pub fn unit_major(row: usize, col: usize, rows: usize, cols: usize) -> usize {
-    let r0 = row / GEMM_ROWS * GEMM_ROWS;
-    let m = GEMM_ROWS.min(rows - r0);
-    r0 * cols + col * m + (row - r0)
+/// Where element `(row, col)` of a matrix of `cols` columns lives in its
+/// unit-major copy (the hoisted projection's): the rows in units of
+/// [`kernels::gemm::MR`](crate::kernels::gemm::MR), each unit column-major
+/// (`MR` floats a column, the last unit padded with zero rows), the layout
+/// the blocked product reads its left operand in without copying it.
+pub fn unit_major(row: usize, col: usize, cols: usize) -> usize {
+    crate::kernels::gemm::unit_index(row, col, cols)
+}
+
+/// Rows per unit of a unit-major copy ([`unit_major`]).
+pub const UNIT_ROWS: usize = crate::kernels::gemm::MR;
+
+/// Floats the unit-major copy of an `[rows, cols]` matrix takes.
+pub fn unit_major_len(rows: usize, cols: usize) -> Option<usize> {
+    crate::kernels::gemm::units_len(rows, cols)
 }
 
 /// The units of a `gemm` product: (block, first row, end row).
@@ -430,7 +434,8 @@ struct PlanOptions {
     /// Take every product term that reads a cell input out of the step, into a
     /// projection computed for a whole sequence at once (`Plan::hoists`).
     hoist_inputs: bool,
-    /// Compute products with the `gemm` crate rather than generated micro-kernels.
+    /// Compute the per-step products with the panel kernels rather than
+    /// generated micro-kernels.
     gemm_products: bool,
     /// Multiply block-circulant matrices through their spectra where the
     /// cost model says it pays ([`crate::ir::Structure::spectral_k`]);
@@ -464,8 +469,8 @@ pub struct Plan {
     pub weights_len: usize,
     /// Hoisted input projections, computed before the steps they serve.
     pub hoists: Vec<Hoist>,
-    /// Copies of matrices for the hoisted projections' `gemm` calls
-    /// (offset, parameter), laid out by [`unit_major`].
+    /// Copies of matrices for the hoisted projections (offset, parameter),
+    /// laid out by [`unit_major`] ([`unit_major_len`] floats).
     pub matrices: Vec<PackVector>,
     /// Matrices packed in panels (offset, parameter), for the batched
     /// products of a step.

@@ -295,11 +295,24 @@ impl Verifier<'_> {
             Some(Type::Scalar) => Some(1),
             None => None,
         };
-        for pv in plan.vectors.iter().chain(&plan.matrices) {
+        for pv in &plan.vectors {
             let Some(n) = param_len(pv.param) else {
                 return fail(format!("parameter {} does not exist", pv.param));
             };
             self.weights(pv.offset, padded(n), "a packed parameter")?;
+        }
+        for pv in &plan.matrices {
+            let units = match cell.params.get(pv.param.index()).map(|p| p.ty) {
+                Some(Type::Matrix(r, c)) => super::unit_major_len(r, c),
+                _ => None,
+            };
+            let Some(n) = units else {
+                return fail(format!(
+                    "a unit-major copy of {}, which is not a matrix",
+                    pv.param
+                ));
+            };
+            self.weights(pv.offset, n, "a unit-major matrix")?;
         }
         for pv in &plan.panels {
             let panels = match cell

@@ -19,16 +19,17 @@ struct ProductPlan<'c> {
 }
 
 impl Planner<'_> {
-    /// A row-major copy of a matrix parameter in the packed weights (for `gemm`).
+    /// A unit-major copy of a matrix parameter in the packed weights (for
+    /// the hoisted projection), at a 64-byte boundary.
     fn matrix_copy(&mut self, param: ParamId) -> usize {
         if let Some(m) = self.plan.matrices.iter().find(|m| m.param == param) {
             return m.offset;
         }
         let n = match self.cell.params[param.index()].ty {
-            Type::Matrix(r, c) => r * c,
+            Type::Matrix(r, c) => super::super::unit_major_len(r, c).unwrap_or(0),
             _ => 0,
         };
-        let offset = self.alloc_weights(padded(n));
+        let offset = self.aligned_weights(n);
         self.plan.matrices.push(PackVector { offset, param });
         offset
     }

@@ -1,0 +1,469 @@
+//! Matrix products of many rows, blocked for the caches: the hoisted input
+//! projection of a sequence (`T·B` columns at once), the weight gradients
+//! and input adjoints of training, and the host calibration's probe.
+//!
+//! `C += A · B` with `C` `[m, n]` stored column by column (element `(i, j)`
+//! at `c[i + j * ldc]`: the rows of one column side by side, as a
+//! projection buffer holds a step's rows), `A` `[m, k]`, `B` `[k, n]`. The
+//! layout is BLIS's, as MLAS and the `gemm` crate have it: `A` in *units*
+//! of [`MR`] rows stored `k`-major (column `l` of a unit is its 32 rows side
+//! by side; the projection's weights are packed so once, when the cell is
+//! compiled, [`pack_units`]; any other `A` is packed per block as it is
+//! used); `B` copied per block into *strips* of a kernel's `NR` columns,
+//! also `k`-major, so that a micro-kernel reads one stream of each and
+//! broadcasts `B`'s values from one cache line. A micro-kernel keeps a
+//! unit's rows (or half of them) by `NR` columns of `C` in registers and
+//! sweeps a block of [`KC`] columns of `k`.
+//!
+//! The blocks: a job is [`NC`] columns of `C` and all its rows (or [`MC`]
+//! rows, when the columns make too few jobs to share); jobs share no element
+//! of `C`, so threads take them in any order. Within a job, `k` runs in
+//! blocks of `KC`: that block's strips of `B` are packed once (`KC x NC`,
+//! kept in L2), then the rows in blocks of `MC` (`MC x KC` of `A`, in L2),
+//! and for each strip (in L1) every unit of the block's rows.
+//!
+//! Every element is one chain of fused multiply-adds in `k` order, starting
+//! from where the product says ([`From`]); a block of `k` continues the
+//! chain from `C`. The blocking, the job split and the ISA change which
+//! operations run together, never that order: every ISA gives the portable
+//! kernel's bits, on any number of threads.
+
+#[cfg(test)]
+mod tests;
+mod tiles;
+
+use std::cell::RefCell;
+
+use crate::kernels::Isa;
+
+/// Rows of `A` per unit.
+pub const MR: usize = 32;
+/// Columns of `k` per block: a strip of 14 columns is 14 KiB of L1.
+pub const KC: usize = 256;
+/// Rows of `C` per job: `MC x KC` of `A` is 256 KiB of L2.
+pub const MC: usize = 256;
+/// Columns of `C` per job (a multiple of every kernel's `NR`): `KC x NC`
+/// of `B` is 420 KiB of L2.
+pub const NC: usize = 420;
+/// Jobs below which a column block's rows are split into jobs of [`MC`].
+const SPLIT: usize = 4;
+
+/// Floats the units of an `[m, k]` matrix take (the last unit padded with
+/// zero rows).
+pub fn units_len(m: usize, k: usize) -> Option<usize> {
+    m.div_ceil(MR).checked_mul(MR)?.checked_mul(k)
+}
+
+/// Where element `(row, col)` of a matrix of `k` columns lives in its units.
+pub fn unit_index(row: usize, col: usize, k: usize) -> usize {
+    row / MR * MR * k + col * MR + row % MR
+}
+
+/// Packs the row-major `[m, k]` matrix `a` into units ([`units_len`]
+/// floats; the padding rows zero).
+pub fn pack_units(a: &[f32], m: usize, k: usize, out: &mut [f32]) {
+    assert_eq!(a.len(), m * k, "gemm::pack_units: matrix of the wrong size");
+    assert_eq!(
+        Some(out.len()),
+        units_len(m, k),
+        "gemm::pack_units: output of the wrong size"
+    );
+    out.fill(0.0);
+    for r in 0..m {
+        for c in 0..k {
+            out[unit_index(r, c, k)] = a[r * k + c];
+        }
+    }
+}
+
+/// The left operand.
+#[derive(Clone, Copy, Debug)]
+pub enum Left {
+    /// Packed in units ([`unit_index`]) of `k` columns.
+    Units(*const f32),
+    /// Element `(i, l)` at `ptr[i * rs + l * cs]`.
+    Strided {
+        ptr: *const f32,
+        rs: usize,
+        cs: usize,
+    },
+}
+
+/// The right operand: element `(l, j)` at `ptr[l * rs + j * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Right {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// Where each element's chain starts.
+#[derive(Clone, Copy, Debug)]
+pub enum From {
+    /// Zero.
+    Zero,
+    /// `C`'s value (`C += A B`).
+    Dst,
+    /// `row[i]` for every column (a bias).
+    Row(*const f32),
+}
+
+/// One product `C (+)= A B` (see the module's docs), unchecked: the safe
+/// entry points ([`accumulate`]) and the JIT's projection (whose plan was
+/// verified) build it.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    pub isa: Isa,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Left,
+    pub b: Right,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub from: From,
+}
+
+// SAFETY: a `Gemm` is a description; its pointers are dereferenced only by
+// its `unsafe` methods, whose callers guarantee that the operands are valid
+// and that no two threads run jobs writing the same elements.
+unsafe impl Send for Gemm {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Gemm {}
+
+thread_local! {
+    /// Each thread's packed blocks, kept between calls (a fresh allocation
+    /// of this size is a fresh mapping on every call).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Floats of alignment slack in the scratch (64 bytes).
+const ALIGN: usize = 16;
+
+impl Gemm {
+    /// Jobs: blocks of [`NC`] columns, each of all the rows when there are
+    /// enough of them to share among threads, else of [`MC`] rows.
+    pub fn jobs(&self) -> usize {
+        self.n.div_ceil(NC) * self.row_groups()
+    }
+
+    /// Row groups per column block: one (each block of `B` packed once),
+    /// unless the columns make fewer than [`SPLIT`] jobs.
+    fn row_groups(&self) -> usize {
+        if self.n.div_ceil(NC) >= SPLIT {
+            1
+        } else {
+            self.m.div_ceil(MC).max(1)
+        }
+    }
+
+    /// Runs every job on this thread.
+    ///
+    /// # Safety
+    /// As [`Gemm::run_job`], for every job.
+    pub unsafe fn run(&self) {
+        for j in 0..self.jobs() {
+            // SAFETY: as the caller guarantees.
+            unsafe { self.run_job(j) };
+        }
+    }
+
+    /// Runs job `job` (< [`Gemm::jobs`]): a block of columns of `C` (and
+    /// of rows, for few columns); for each block of `k`, its strips of `B`
+    /// packed once, then the rows in blocks of [`MC`].
+    ///
+    /// # Safety
+    /// `A` (units: [`units_len`] floats; strided: every `(i, l)` for `i <
+    /// m`, `l < k`), `B` (every `(l, j)`) and `C` (every `(i, j)`, and for
+    /// [`From::Row`] `m` floats) must be valid, `C` not overlapping the
+    /// others and no other thread touching the job's elements of `C`
+    /// meanwhile; the host must have `isa`.
+    pub unsafe fn run_job(&self, job: usize) {
+        let groups = self.row_groups();
+        let (cb, rg) = (job / groups, job % groups);
+        let rows = if groups == 1 { self.m } else { MC };
+        let (i0, i1) = (rg * rows, ((rg + 1) * rows).min(self.m));
+        let (j0, j1) = (cb * NC, ((cb + 1) * NC).min(self.n));
+        if i0 >= i1 || j0 >= j1 {
+            return;
+        }
+        if self.k == 0 {
+            // SAFETY: as the caller guarantees.
+            unsafe { self.fill(i0, i1, j0, j1) };
+            return;
+        }
+        let nr = tiles::columns(self.isa);
+        let b_len = KC * (j1 - j0).next_multiple_of(nr);
+        let a_len = match self.a {
+            Left::Units(_) => 0,
+            Left::Strided { .. } => KC * MC,
+        };
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < a_len + b_len + 2 * ALIGN {
+                scratch.resize(a_len + b_len + 2 * ALIGN, 0.0);
+            }
+            let base = scratch.as_mut_ptr();
+            let skip = base.align_offset(64).min(ALIGN);
+            // SAFETY: `skip + b_len + ALIGN + a_len` floats fit (resized
+            // above): the strips first, then `A`'s units.
+            let (packed_b, packed_a) = unsafe {
+                let b = base.add(skip);
+                (b, b.add(b_len.next_multiple_of(ALIGN)))
+            };
+            let mut l0 = 0;
+            while l0 < self.k {
+                let kc = KC.min(self.k - l0);
+                // SAFETY: as the caller guarantees; the scratch holds the
+                // block's strips.
+                unsafe { pack_strips(self.b, l0, kc, j0, j1, nr, packed_b) };
+                let from = if l0 == 0 { self.from } else { From::Dst };
+                let mut r0 = i0;
+                while r0 < i1 {
+                    let r1 = (r0 + MC).min(i1);
+                    let units = (r1 - r0).div_ceil(MR);
+                    if let Left::Strided { ptr, rs, cs } = self.a {
+                        // SAFETY: as the caller guarantees; the scratch
+                        // holds `MC` rows of the block.
+                        unsafe { pack_block(ptr, rs, cs, self.m, r0, units, l0, kc, packed_a) };
+                    }
+                    // SAFETY: the strips and units are packed; rows `r0..r1`
+                    // and columns `j0..j1` of `C` are the job's.
+                    unsafe { self.block(packed_a, packed_b, l0, kc, r0, units, j0, j1, nr, from) };
+                    r0 = r1;
+                }
+                l0 += kc;
+            }
+        });
+    }
+
+    /// One block of `kc` columns of `k` from `l0`, `units` units of rows
+    /// from `r0`, columns `j0..j1`: every strip (in L1) by every unit.
+    ///
+    /// # Safety
+    /// As [`Gemm::run_job`]; the strips of those columns are at `packed_b`,
+    /// and for a strided `A` the units at `packed_a`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
+        &self,
+        packed_a: *const f32,
+        packed_b: *const f32,
+        l0: usize,
+        kc: usize,
+        r0: usize,
+        units: usize,
+        j0: usize,
+        j1: usize,
+        nr: usize,
+        from: From,
+    ) {
+        let mut j = j0;
+        let mut strip = packed_b;
+        while j < j1 {
+            let width = nr.min(j1 - j);
+            for u in 0..units {
+                let i = r0 + u * MR;
+                let a = match self.a {
+                    Left::Units(p) => p.wrapping_add(i * self.k + l0 * MR),
+                    Left::Strided { .. } => packed_a.wrapping_add(u * kc * MR),
+                };
+                let c = self.c.wrapping_add(i + j * self.ldc);
+                let start = match from {
+                    From::Zero => None,
+                    From::Dst => Some((c.cast_const(), self.ldc)),
+                    From::Row(r) => Some((r.wrapping_add(i), 0)),
+                };
+                let tile = tiles::Tile {
+                    kc,
+                    a,
+                    b: strip,
+                    c,
+                    ldc: self.ldc,
+                    rows: MR.min(self.m - i),
+                    start,
+                };
+                // SAFETY: the unit's `kc` columns (padded rows included)
+                // and the strip's `kc x width` values are there; the tile's
+                // `rows x width` elements of `C` are the job's, as the
+                // caller guarantees.
+                unsafe { tiles::tile(self.isa, width, &tile) };
+            }
+            strip = strip.wrapping_add(kc * width);
+            j += width;
+        }
+    }
+
+    /// `C = start` for rows `i0..i1`, columns `j0..j1` (`k = 0`).
+    ///
+    /// # Safety
+    /// As [`Gemm::run_job`].
+    unsafe fn fill(&self, i0: usize, i1: usize, j0: usize, j1: usize) {
+        for j in j0..j1 {
+            for i in i0..i1 {
+                // SAFETY: as the caller guarantees.
+                unsafe {
+                    let c = self.c.add(i + j * self.ldc);
+                    match self.from {
+                        From::Zero => *c = 0.0,
+                        From::Dst => {}
+                        From::Row(r) => *c = *r.add(i),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies rows `l0..l0 + kc` of columns `j0..j1` of `B` into strips of `nr`
+/// columns (the last one narrower), each `k`-major: strip `s` of width `w`
+/// starts `s * kc * nr` floats in, value `(l, j)` at `l * w + j`.
+///
+/// # Safety
+/// `B` holds those values; `out` holds `kc * (j1 - j0)` floats.
+unsafe fn pack_strips(
+    b: Right,
+    l0: usize,
+    kc: usize,
+    j0: usize,
+    j1: usize,
+    nr: usize,
+    out: *mut f32,
+) {
+    let mut j = j0;
+    let mut out = out;
+    while j < j1 {
+        let w = nr.min(j1 - j);
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if b.rs == 1 {
+                // Each column of `B` is contiguous: read it in one sweep.
+                for jj in 0..w {
+                    let src = b.ptr.add((j + jj) * b.cs + l0);
+                    for l in 0..kc {
+                        *out.add(l * w + jj) = *src.add(l);
+                    }
+                }
+            } else {
+                for l in 0..kc {
+                    let src = b.ptr.add((l0 + l) * b.rs + j * b.cs);
+                    for jj in 0..w {
+                        *out.add(l * w + jj) = *src.add(jj * b.cs);
+                    }
+                }
+            }
+            out = out.add(kc * w);
+        }
+        j += w;
+    }
+}
+
+/// Copies columns `l0..l0 + kc` of `units` units of `A` from row `i0` into
+/// units of `kc` columns (rows past `m` zero).
+///
+/// # Safety
+/// `A` holds `(i, l)` at `ptr[i * rs + l * cs]` for `i < m`; `out` holds
+/// `units * MR * kc` floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_block(
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+    m: usize,
+    i0: usize,
+    units: usize,
+    l0: usize,
+    kc: usize,
+    out: *mut f32,
+) {
+    for u in 0..units {
+        let dst = out.wrapping_add(u * MR * kc);
+        let r0 = i0 + u * MR;
+        let rows = MR.min(m - r0);
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if cs == 1 {
+                for ii in 0..MR {
+                    if ii < rows {
+                        let src = ptr.add((r0 + ii) * rs + l0);
+                        for l in 0..kc {
+                            *dst.add(l * MR + ii) = *src.add(l);
+                        }
+                    } else {
+                        for l in 0..kc {
+                            *dst.add(l * MR + ii) = 0.0;
+                        }
+                    }
+                }
+            } else {
+                for l in 0..kc {
+                    let src = ptr.add(r0 * rs + (l0 + l) * cs);
+                    for ii in 0..MR {
+                        *dst.add(l * MR + ii) = if ii < rows { *src.add(ii * rs) } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out += A B` for `out` `[m, n]` row-major (element `(i, j)` at `out[i *
+/// n + j]`), `A` with element `(i, l)` at `a[i * a_rs + l * a_cs]` and `B`
+/// `[k, n]` row-major, on this thread at the host's widest ISA. Checks every
+/// bound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulate(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    b: &[f32],
+    out: &mut [f32],
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let size = |x: usize, y: usize| x.checked_mul(y).expect("gemm: sizes overflow");
+    let a_last = size(m - 1, a_rs).checked_add(size(k - 1, a_cs));
+    assert!(a_last.is_some_and(|l| l < a.len()), "gemm: a too short");
+    assert!(b.len() >= size(k, n), "gemm: b too short");
+    assert!(out.len() >= size(m, n), "gemm: out too short");
+    // `out` row-major is `outᵀ` column by column: `outᵀ = Bᵀ Aᵀ`, whose left
+    // operand is `B` read across and right operand `A` read down.
+    let g = Gemm {
+        isa: Isa::detect(),
+        m: n,
+        n: m,
+        k,
+        a: Left::Strided {
+            ptr: b.as_ptr(),
+            rs: 1,
+            cs: n,
+        },
+        b: Right {
+            ptr: a.as_ptr(),
+            rs: a_cs,
+            cs: a_rs,
+        },
+        c: out.as_mut_ptr(),
+        ldc: n,
+        from: From::Dst,
+    };
+    // SAFETY: the asserts above bound every element of the operands; `out`
+    // is borrowed mutably, so nothing else touches it; `Isa::detect` gives
+    // an ISA the host has.
+    unsafe { g.run() }
+}
+
+/// `dw[i*c + j] += sum_n z[n*r + i] * v[n*c + j]`: the sum over `n` rows of
+/// the outer products of `z`'s and `v`'s rows (`zᵀ v`, `[r, c]` row-major),
+/// on this thread. Checks every bound.
+pub(crate) fn outer_sum(r: usize, c: usize, n: usize, z: &[f32], v: &[f32], dw: &mut [f32]) {
+    // `zᵀ`: element (i, k) at `z[k*r + i]`.
+    accumulate(r, c, n, (z, 1, r), v, dw);
+}
+
+/// `out[i*c + j] += sum_k z[i*r + k] * w[k*c + j]`: `out += z w` for `n`
+/// rows of `z` (`[n, r]`) and `w` (`[r, c]`), all row-major, on this
+/// thread. Checks every bound.
+pub(crate) fn product_sum(n: usize, r: usize, c: usize, z: &[f32], w: &[f32], out: &mut [f32]) {
+    accumulate(n, c, r, (z, r, 1), w, out);
+}
