@@ -215,7 +215,7 @@ impl Gemm {
                 let kc = KC.min(self.k - l0);
                 // SAFETY: as the caller guarantees; the scratch holds the
                 // block's strips.
-                unsafe { pack_strips(self.b, l0, kc, j0, j1, nr, packed_b) };
+                unsafe { pack_strips(self.isa, self.b, l0, kc, j0, j1, nr, packed_b) };
                 let from = if l0 == 0 { self.from } else { From::Dst };
                 let mut r0 = i0;
                 while r0 < i1 {
@@ -318,8 +318,11 @@ impl Gemm {
 /// starts `s * kc * nr` floats in, value `(l, j)` at `l * w + j`.
 ///
 /// # Safety
-/// `B` holds those values; `out` holds `kc * (j1 - j0)` floats.
+/// `B` holds those values; `out` holds `kc * (j1 - j0)` floats; `nr` is
+/// `isa`'s; the host has `isa`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_strips(
+    isa: Isa,
     b: Right,
     l0: usize,
     kc: usize,
@@ -335,13 +338,7 @@ unsafe fn pack_strips(
         // SAFETY: as the caller guarantees.
         unsafe {
             if b.rs == 1 {
-                // Each column of `B` is contiguous: read it in one sweep.
-                for jj in 0..w {
-                    let src = b.ptr.add((j + jj) * b.cs + l0);
-                    for l in 0..kc {
-                        *out.add(l * w + jj) = *src.add(l);
-                    }
-                }
+                tiles::pack_columns(isa, b.ptr.add(j * b.cs + l0), b.cs, w, kc, out);
             } else {
                 for l in 0..kc {
                     let src = b.ptr.add((l0 + l) * b.rs + j * b.cs);
