@@ -66,8 +66,9 @@ impl Case {
         c
     }
 
-    /// `C` from the blocked product: `A` packed in units or read strided
-    /// (row-major, or column-major when `transposed`), the jobs in `order`.
+    /// `C` from the blocked product: `A` packed in units or read strided;
+    /// with `reverse`, `A` (when strided) and `B` column by column and the
+    /// jobs in reverse order.
     fn run(&self, isa: Isa, units: bool, from: &str, reverse: bool) -> Vec<f32> {
         let (m, n, k) = (self.m, self.n, self.k);
         let mut packed = vec![0.0; units_len(m, k).unwrap()];
@@ -94,6 +95,26 @@ impl Case {
                 cs: 1,
             }
         };
+        // `B` column by column (the projection's inputs): `(l, j)` at `j * k + l`.
+        let mut bt = vec![0.0; k * n];
+        for l in 0..k {
+            for j in 0..n {
+                bt[j * k + l] = self.b[l * n + j];
+            }
+        }
+        let b = if reverse {
+            Right {
+                ptr: bt.as_ptr(),
+                rs: 1,
+                cs: k,
+            }
+        } else {
+            Right {
+                ptr: self.b.as_ptr(),
+                rs: n,
+                cs: 1,
+            }
+        };
         let mut c = self.c.clone();
         let g = Gemm {
             isa,
@@ -101,11 +122,7 @@ impl Case {
             n,
             k,
             a,
-            b: Right {
-                ptr: self.b.as_ptr(),
-                rs: n,
-                cs: 1,
-            },
+            b,
             c: c.as_mut_ptr(),
             ldc: self.ldc,
             from: match from {
