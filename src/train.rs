@@ -474,44 +474,45 @@ impl Trainer {
         rows: usize,
         params: &mut [ParamGrad],
     ) -> Result<()> {
-        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let products = &self.layout.products;
-        let shapes: Vec<(usize, usize)> = (products.iter())
+        let mut sums: Vec<Vec<f32>> = (products.iter())
             .map(|g| {
-                (
-                    params[g.weight.index()].shape[0],
-                    params[g.weight.index()].shape[1],
-                )
+                let shape = &params[g.weight.index()].shape;
+                crate::alloc::zeros(shape[0] * shape[1], "a gradient")
             })
-            .collect();
-        let sums: Vec<Mutex<Vec<f32>>> = (shapes.iter())
-            .map(|&(r, c)| crate::alloc::zeros(r * c, "a gradient").map(Mutex::new))
             .collect::<Result<_>>()?;
-        let work = |w: usize, workers: usize| {
-            for (k, g) in products
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| k % workers == w)
-            {
+        // Every product's jobs, shared by the threads as they come: each
+        // element of a gradient is one chain of fused multiply-adds over the
+        // rows in order, whichever thread runs its job.
+        let gemms: Vec<crate::kernels::gemm::Gemm> = (products.iter().zip(sums.iter_mut()))
+            .filter_map(|(g, dw)| {
                 let v = match g.v {
                     grad::Operand::Input(i) => inputs[i],
                     grad::Operand::Output(o) => &outs[o],
                 };
-                let (r, c) = shapes[k];
-                if let Ok(mut dw) = sums[k].lock() {
-                    crate::kernels::gemm::outer_sum(r, c, rows, &outs[g.z], v, &mut dw);
-                }
+                let shape = &params[g.weight.index()].shape;
+                crate::kernels::gemm::outer_sum_jobs(shape[0], shape[1], rows, &outs[g.z], v, dw)
+            })
+            .collect();
+        let jobs: Vec<(usize, usize)> = (gemms.iter().enumerate())
+            .flat_map(|(p, g)| (0..g.jobs()).map(move |j| (p, j)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            while let Some(&(p, j)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                // SAFETY: `outer_sum_jobs` checked the operands' bounds; they
+                // and the gradients stay borrowed until the work is done; each
+                // job is claimed once, and jobs write disjoint elements.
+                unsafe { gemms[p].run_job(j) };
             }
         };
-        let workers = self.threads.min(products.len()).max(1);
-        if !(workers > 1 && crate::jit::run_shared(workers, &|w, _| work(w, workers))) {
-            work(0, 1);
+        let workers = self.threads.min(jobs.len()).max(1);
+        if !(workers > 1 && crate::jit::run_shared(workers, &|_, _| work())) {
+            work();
         }
         // Summed in the products' order: the same bits on any thread count.
         for (g, sum) in products.iter().zip(sums) {
-            let sum = sum
-                .into_inner()
-                .map_err(|_| Error::internal("a weight gradient's lock was poisoned"))?;
             for (d, s) in params[g.weight.index()].values.iter_mut().zip(sum) {
                 *d += s;
             }

@@ -339,6 +339,13 @@ unsafe fn pack_strips(
         unsafe {
             if b.rs == 1 {
                 tiles::pack_columns(isa, b.ptr.add(j * b.cs + l0), b.cs, w, kc, out);
+            } else if b.cs == 1 {
+                // Each row of `B` is contiguous: the strip's values of one
+                // row side by side already.
+                for l in 0..kc {
+                    let src = b.ptr.add((l0 + l) * b.rs + j);
+                    std::ptr::copy_nonoverlapping(src, out.add(l * w), w);
+                }
             } else {
                 for l in 0..kc {
                     let src = b.ptr.add((l0 + l) * b.rs + j * b.cs);
@@ -390,6 +397,14 @@ unsafe fn pack_block(
                         }
                     }
                 }
+            } else if rs == 1 {
+                // Each column of `A` is contiguous: the unit's rows of one
+                // column side by side already.
+                for l in 0..kc {
+                    let src = ptr.add(r0 + (l0 + l) * cs);
+                    std::ptr::copy_nonoverlapping(src, dst.add(l * MR), rows);
+                    std::ptr::write_bytes(dst.add(l * MR + rows), 0, MR - rows);
+                }
             } else {
                 for l in 0..kc {
                     let src = ptr.add(r0 * rs + (l0 + l) * cs);
@@ -406,17 +421,34 @@ unsafe fn pack_block(
 /// n + j]`), `A` with element `(i, l)` at `a[i * a_rs + l * a_cs]` and `B`
 /// `[k, n]` row-major, on this thread at the host's widest ISA. Checks every
 /// bound.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: (&[f32], usize, usize),
+    b: &[f32],
+    out: &mut [f32],
+) {
+    if let Some(g) = accumulation(m, n, k, a, b, out) {
+        // SAFETY: `accumulation` checked every bound; `out` is borrowed
+        // mutably for the call, and the ISA is the host's.
+        unsafe { g.run() }
+    }
+}
+
+/// The product of [`accumulate`] as jobs to share among threads, its bounds
+/// checked (`None`: nothing to add). Its jobs may run on any threads while
+/// the slices stay borrowed as here (`out` by nothing else).
+pub(crate) fn accumulation(
     m: usize,
     n: usize,
     k: usize,
     (a, a_rs, a_cs): (&[f32], usize, usize),
     b: &[f32],
     out: &mut [f32],
-) {
+) -> Option<Gemm> {
     if m == 0 || n == 0 || k == 0 {
-        return;
+        return None;
     }
     let size = |x: usize, y: usize| x.checked_mul(y).expect("gemm: sizes overflow");
     let a_last = size(m - 1, a_rs).checked_add(size(k - 1, a_cs));
@@ -425,7 +457,7 @@ pub(crate) fn accumulate(
     assert!(out.len() >= size(m, n), "gemm: out too short");
     // `out` row-major is `outᵀ` column by column: `outᵀ = Bᵀ Aᵀ`, whose left
     // operand is `B` read across and right operand `A` read down.
-    let g = Gemm {
+    Some(Gemm {
         isa: Isa::detect(),
         m: n,
         n: m,
@@ -443,19 +475,21 @@ pub(crate) fn accumulate(
         c: out.as_mut_ptr(),
         ldc: n,
         from: From::Dst,
-    };
-    // SAFETY: the asserts above bound every element of the operands; `out`
-    // is borrowed mutably, so nothing else touches it; `Isa::detect` gives
-    // an ISA the host has.
-    unsafe { g.run() }
+    })
 }
 
 /// `dw[i*c + j] += sum_n z[n*r + i] * v[n*c + j]`: the sum over `n` rows of
 /// the outer products of `z`'s and `v`'s rows (`zᵀ v`, `[r, c]` row-major),
-/// on this thread. Checks every bound.
-pub(crate) fn outer_sum(r: usize, c: usize, n: usize, z: &[f32], v: &[f32], dw: &mut [f32]) {
-    // `zᵀ`: element (i, k) at `z[k*r + i]`.
-    accumulate(r, c, n, (z, 1, r), v, dw);
+/// as jobs to share among threads ([`accumulation`]). Checks every bound.
+pub(crate) fn outer_sum_jobs(
+    r: usize,
+    c: usize,
+    n: usize,
+    z: &[f32],
+    v: &[f32],
+    dw: &mut [f32],
+) -> Option<Gemm> {
+    accumulation(r, c, n, (z, 1, r), v, dw)
 }
 
 /// `out[i*c + j] += sum_k z[i*r + k] * w[k*c + j]`: `out += z w` for `n`

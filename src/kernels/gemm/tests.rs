@@ -235,7 +235,9 @@ fn the_row_major_products_sum_right() {
         }
     }
     let mut out = out0.clone();
-    outer_sum(m, n, k, &z, &b, &mut out);
+    let g = outer_sum_jobs(m, n, k, &z, &b, &mut out).unwrap();
+    // SAFETY: the operands are borrowed until the product is done.
+    unsafe { g.run() };
     close(&out, &want);
 }
 
