@@ -15,8 +15,8 @@
 //! unit's rows (or half of them) by `NR` columns of `C` in registers and
 //! sweeps a block of [`KC`] columns of `k`.
 //!
-//! The blocks: a job is [`NC`] columns of `C` and all its rows (or [`MC`]
-//! rows, when the columns make too few jobs to share); jobs share no element
+//! The blocks: a job is up to [`NC`] columns of `C` and all its rows (or
+//! [`MC`] rows, when the columns make too few jobs to share); jobs share no element
 //! of `C`, so threads take them in any order. Within a job, `k` runs in
 //! blocks of `KC`: that block's strips of `B` are packed once (`KC x NC`,
 //! kept in L2), then the rows in blocks of `MC` (`MC x KC` of `A`, in L2),
@@ -141,16 +141,27 @@ thread_local! {
 const ALIGN: usize = 16;
 
 impl Gemm {
-    /// Jobs: blocks of [`NC`] columns, each of all the rows when there are
-    /// enough of them to share among threads, else of [`MC`] rows.
+    /// Jobs: blocks of columns ([`Gemm::columns_per_job`]), each of all
+    /// the rows when there are enough blocks to share among threads, else
+    /// of [`MC`] rows.
     pub fn jobs(&self) -> usize {
-        self.n.div_ceil(NC) * self.row_groups()
+        self.n.div_ceil(self.columns_per_job()) * self.row_groups()
+    }
+
+    /// Columns per job: at most [`NC`], and few enough for [`SPLIT`] jobs
+    /// where there are columns for them (a whole number of strips each,
+    /// the blocks as even as that allows), so that rows are split (and the
+    /// blocks of `B` packed once per row group) only for narrow products.
+    fn columns_per_job(&self) -> usize {
+        let nr = tiles::columns(self.isa);
+        let blocks = self.n.div_ceil(NC).max(SPLIT.min(self.n.div_ceil(nr)));
+        self.n.div_ceil(blocks.max(1)).next_multiple_of(nr).min(NC)
     }
 
     /// Row groups per column block: one (each block of `B` packed once),
     /// unless the columns make fewer than [`SPLIT`] jobs.
     fn row_groups(&self) -> usize {
-        if self.n.div_ceil(NC) >= SPLIT {
+        if self.n.div_ceil(self.columns_per_job()) >= SPLIT {
             1
         } else {
             self.m.div_ceil(MC).max(1)
@@ -183,7 +194,8 @@ impl Gemm {
         let (cb, rg) = (job / groups, job % groups);
         let rows = if groups == 1 { self.m } else { MC };
         let (i0, i1) = (rg * rows, ((rg + 1) * rows).min(self.m));
-        let (j0, j1) = (cb * NC, ((cb + 1) * NC).min(self.n));
+        let cols = self.columns_per_job();
+        let (j0, j1) = (cb * cols, ((cb + 1) * cols).min(self.n));
         if i0 >= i1 || j0 >= j1 {
             return;
         }
