@@ -147,6 +147,7 @@ impl GemmBench {
             c: self.dst.as_mut_slice().as_mut_ptr(),
             ldc: self.rows,
             from: crate::kernels::gemm::From::Row(self.bias.as_ptr()),
+            split: crate::kernels::gemm::SPLIT,
         };
         // SAFETY: the buffers were made for these sizes (`new`), the
         // destination is borrowed mutably, and `new` checked the ISA.

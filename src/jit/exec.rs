@@ -485,6 +485,7 @@ impl Kernel {
                     c: dst,
                     ldc: hoist.stride,
                     from,
+                    split: crate::kernels::gemm::SPLIT,
                 };
                 let mut products: Vec<Gemm> = (blk.terms.iter().enumerate())
                     .map(|(t, &(input, k, matrix))| {

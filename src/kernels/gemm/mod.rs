@@ -45,8 +45,9 @@ pub const MC: usize = 256;
 /// Columns of `C` per job (a multiple of every kernel's `NR`): `KC x NC`
 /// of `B` is 420 KiB of L2.
 pub const NC: usize = 420;
-/// Jobs below which a column block's rows are split into jobs of [`MC`].
-const SPLIT: usize = 4;
+/// Jobs a product of the hoisted projection is split into where its
+/// columns allow ([`Gemm::split`]): two per thread of a two-core host.
+pub const SPLIT: usize = 4;
 
 /// Floats the units of an `[m, k]` matrix take (the last unit padded with
 /// zero rows).
@@ -122,6 +123,10 @@ pub struct Gemm {
     pub c: *mut f32,
     pub ldc: usize,
     pub from: From,
+    /// Jobs wanted, for threads to share: the columns are split into at
+    /// least this many blocks where there are strips for them, and the rows
+    /// too where there are not (1: blocks of [`NC`] columns, rows whole).
+    pub split: usize,
 }
 
 // SAFETY: a `Gemm` is a description; its pointers are dereferenced only by
@@ -148,20 +153,20 @@ impl Gemm {
         self.n.div_ceil(self.columns_per_job()) * self.row_groups()
     }
 
-    /// Columns per job: at most [`NC`], and few enough for [`SPLIT`] jobs
+    /// Columns per job: at most [`NC`], and few enough for `split` jobs
     /// where there are columns for them (a whole number of strips each,
     /// the blocks as even as that allows), so that rows are split (and the
     /// blocks of `B` packed once per row group) only for narrow products.
     fn columns_per_job(&self) -> usize {
         let nr = tiles::columns(self.isa);
-        let blocks = self.n.div_ceil(NC).max(SPLIT.min(self.n.div_ceil(nr)));
+        let blocks = self.n.div_ceil(NC).max(self.split.min(self.n.div_ceil(nr)));
         self.n.div_ceil(blocks.max(1)).next_multiple_of(nr).min(NC)
     }
 
     /// Row groups per column block: one (each block of `B` packed once),
-    /// unless the columns make fewer than [`SPLIT`] jobs.
+    /// unless the columns make fewer than `split` jobs.
     fn row_groups(&self) -> usize {
-        if self.n.div_ceil(self.columns_per_job()) >= SPLIT {
+        if self.n.div_ceil(self.columns_per_job()) >= self.split {
             1
         } else {
             self.m.div_ceil(MC).max(1)
@@ -236,7 +241,9 @@ impl Gemm {
                     if let Left::Strided { ptr, rs, cs } = self.a {
                         // SAFETY: as the caller guarantees; the scratch
                         // holds `MC` rows of the block.
-                        unsafe { pack_block(ptr, rs, cs, self.m, r0, units, l0, kc, packed_a) };
+                        unsafe {
+                            pack_block(self.isa, ptr, rs, cs, self.m, r0, units, l0, kc, packed_a)
+                        };
                     }
                     // SAFETY: the strips and units are packed; rows `r0..r1`
                     // and columns `j0..j1` of `C` are the job's.
@@ -354,10 +361,8 @@ unsafe fn pack_strips(
             } else if b.cs == 1 {
                 // Each row of `B` is contiguous: the strip's values of one
                 // row side by side already.
-                for l in 0..kc {
-                    let src = b.ptr.add((l0 + l) * b.rs + j);
-                    std::ptr::copy_nonoverlapping(src, out.add(l * w), w);
-                }
+                let src = b.ptr.add(l0 * b.rs + j);
+                tiles::copy_runs(isa, src, b.rs, w, kc, out, w, w);
             } else {
                 for l in 0..kc {
                     let src = b.ptr.add((l0 + l) * b.rs + j * b.cs);
@@ -377,9 +382,10 @@ unsafe fn pack_strips(
 ///
 /// # Safety
 /// `A` holds `(i, l)` at `ptr[i * rs + l * cs]` for `i < m`; `out` holds
-/// `units * MR * kc` floats.
+/// `units * MR * kc` floats; the host has `isa`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn pack_block(
+    isa: Isa,
     ptr: *const f32,
     rs: usize,
     cs: usize,
@@ -412,11 +418,7 @@ unsafe fn pack_block(
             } else if rs == 1 {
                 // Each column of `A` is contiguous: the unit's rows of one
                 // column side by side already.
-                for l in 0..kc {
-                    let src = ptr.add(r0 + (l0 + l) * cs);
-                    std::ptr::copy_nonoverlapping(src, dst.add(l * MR), rows);
-                    std::ptr::write_bytes(dst.add(l * MR + rows), 0, MR - rows);
-                }
+                tiles::copy_runs(isa, ptr.add(r0 + l0 * cs), cs, rows, kc, dst, MR, MR);
             } else {
                 for l in 0..kc {
                     let src = ptr.add(r0 * rs + (l0 + l) * cs);
@@ -487,6 +489,8 @@ pub(crate) fn accumulation(
         c: out.as_mut_ptr(),
         ldc: n,
         from: From::Dst,
+        // Training shares the jobs of several products among the threads.
+        split: 1,
     })
 }
 

@@ -130,6 +130,7 @@ impl Case {
                 "dst" => From::Dst,
                 _ => From::Row(self.bias.as_ptr()),
             },
+            split: if reverse { SPLIT } else { 1 },
         };
         let jobs: Vec<usize> = if reverse {
             (0..g.jobs()).rev().collect()
