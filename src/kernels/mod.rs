@@ -10,7 +10,7 @@
 //!   `#[target_feature]` entry points).
 //! - [`panel`]: the packed weight layout and the matrix products over it
 //!   (float32, bf16 and int8 weights).
-//! - [`gemm`]: products of many rows blocked for the caches (BLIS's
+//! - `gemm`: products of many rows blocked for the caches (BLIS's
 //!   layout): the hoisted input projection of a sequence, and training's
 //!   weight gradients and input adjoints.
 //! - `spectral`: products with block-circulant weights through their
@@ -24,8 +24,7 @@
 //! the code generator's choice (`codegen::plan`, `codegen::schedule`); here
 //! every ISA computes the portable kernel's bits.
 
-#[doc(hidden)]
-pub mod gemm;
+pub(crate) mod gemm;
 pub mod isa;
 pub mod panel;
 pub mod probe;
