@@ -34,6 +34,26 @@ pub mod wide;
 
 pub use isa::Isa;
 
+/// What the kernels' unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `n` values in [-1, 1) from `seed` (SplitMix64; `crate::gen` is a
+    /// layer above the kernels).
+    pub(crate) fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+}
+
 /// Where a vector lives: a slot, an offset in floats, and the distance in floats
 /// between batch rows (0 for parameters, which the batch shares).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

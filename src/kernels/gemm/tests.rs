@@ -1,10 +1,5 @@
 use super::*;
-
-/// `n` values in [-1, 1) from `seed`.
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = crate::gen::Rng(seed);
-    (0..n).map(|_| rng.unit() as f32).collect()
-}
+use crate::kernels::testing::random;
 
 fn isas() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.available()).collect()

@@ -1,20 +1,6 @@
 use super::*;
 use crate::ir::Structure;
-
-/// `n` values in [-1, 1) from `seed` (SplitMix64).
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+use crate::kernels::testing::random;
 
 /// `m x n` row-major times `x` (f64).
 fn matvec(m: &[f32], rows: usize, x: &[f64]) -> Vec<f64> {
