@@ -235,3 +235,48 @@ fn a_short_operand_is_refused() {
     let mut out = vec![0.0; 4];
     product_sum(2, 3, 2, &[0.0; 6], &[0.0; 5], &mut out);
 }
+
+/// Operands whose rows and columns are both strided (no contiguous runs to
+/// copy whole) pack one value at a time, and give the same chains.
+#[test]
+fn fully_strided_operands_give_the_chains() {
+    let case = Case::new(45, 33, 70, 7);
+    let (m, n, k) = (case.m, case.n, case.k);
+    // Every value of `A` and `B` at twice its row-major index.
+    let mut a = vec![f32::NAN; 2 * m * k];
+    let mut b = vec![f32::NAN; 2 * k * n];
+    for (i, v) in case.a.iter().enumerate() {
+        a[2 * i] = *v;
+    }
+    for (i, v) in case.b.iter().enumerate() {
+        b[2 * i] = *v;
+    }
+    let want = case.chains("dst");
+    for isa in isas() {
+        let mut c = case.c.clone();
+        let g = Gemm {
+            isa,
+            m,
+            n,
+            k,
+            a: Left::Strided {
+                ptr: a.as_ptr(),
+                rs: 2 * k,
+                cs: 2,
+            },
+            b: Right {
+                ptr: b.as_ptr(),
+                rs: 2 * n,
+                cs: 2,
+            },
+            c: c.as_mut_ptr(),
+            ldc: case.ldc,
+            from: From::Dst,
+            split: SPLIT,
+        };
+        // SAFETY: the operands hold every strided value; `isa` is available.
+        unsafe { g.run() };
+        let same = c.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+        assert!(same, "fully strided operands on {}", isa.name());
+    }
+}
