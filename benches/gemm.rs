@@ -4,7 +4,9 @@
 //! batch 64) by the 4H rows and X = H columns of an LSTM at H = 128, 256,
 //! 512 and 1024. Criterion's "elem/s" are FLOP/s; the peak of each width,
 //! measured in the same run, is printed beside it. `GEMM_SIZES=6400x512x128`
-//! (columns x rows x k) measures other sizes.
+//! (columns x rows x k) measures other sizes. Then the same products on
+//! bf16 operands (`kernels::bf16`) on every instruction set for them the
+//! host has (AMX, AVX512-BF16).
 
 #![allow(clippy::print_stdout)]
 
@@ -26,6 +28,24 @@ fn bench(c: &mut Criterion) {
                 p.peak_gflops()
             );
             let mut group = c.benchmark_group(format!("gemm/{}", isa.name()));
+            group.throughput(Throughput::Elements(p.flops() as u64));
+            group.sample_size(10);
+            group.measurement_time(std::time::Duration::from_secs(3));
+            group.bench_function(format!("{columns}x{rows}x{k}"), |b| b.iter(|| p.run()));
+            group.finish();
+        }
+    }
+    // The portable path (two chains per element, ~1 GFLOP/s) is the
+    // kernels' reference, not a path products take.
+    for path in GemmBench::bf16_paths()
+        .into_iter()
+        .filter(|&p| p != "portable")
+    {
+        for (columns, rows, k) in sizes() {
+            let Ok(mut p) = GemmBench::bf16(path, columns, rows, k) else {
+                continue;
+            };
+            let mut group = c.benchmark_group(format!("gemm-bf16/{path}"));
             group.throughput(Throughput::Elements(p.flops() as u64));
             group.sample_size(10);
             group.measurement_time(std::time::Duration::from_secs(3));

@@ -85,6 +85,8 @@ impl ProductBench {
 #[doc(hidden)]
 pub struct GemmBench {
     isa: crate::Isa,
+    /// The bf16 path and the weights packed for it, for [`GemmBench::bf16`].
+    bf16: Option<(crate::kernels::bf16::Dots, crate::kernels::bf16::Packed)>,
     units: AlignedBuf,
     x: AlignedBuf,
     dst: AlignedBuf,
@@ -120,6 +122,7 @@ impl GemmBench {
         let bias = (0..rows).map(|_| rng.unit() as f32).collect();
         Ok(GemmBench {
             isa,
+            bf16: None,
             units,
             x,
             dst,
@@ -130,9 +133,64 @@ impl GemmBench {
         })
     }
 
+    /// The bf16 paths this host has (`kernels::bf16`: "amx",
+    /// "avx512-bf16", "portable").
+    pub fn bf16_paths() -> Vec<&'static str> {
+        use crate::kernels::bf16::Dots;
+        Dots::ALL
+            .into_iter()
+            .filter(|d| d.available())
+            .map(Dots::name)
+            .collect()
+    }
+
+    /// As [`GemmBench::new`], the product on bf16 operands on `path` (one
+    /// of [`GemmBench::bf16_paths`]).
+    pub fn bf16(
+        path: &str,
+        columns: usize,
+        rows: usize,
+        k: usize,
+    ) -> std::result::Result<Self, String> {
+        use crate::kernels::bf16::{self, Dots};
+        let dots = Dots::ALL
+            .into_iter()
+            .find(|d| d.name() == path && d.available())
+            .ok_or_else(|| format!("no bf16 path {path} on this host"))?;
+        let mut b = GemmBench::new(crate::Isa::Scalar, columns, rows, k)?;
+        let mut rng = crate::gen::Rng(2);
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
+        b.bf16 = Some((dots, bf16::pack(&w, rows, k)));
+        b.isa = crate::Isa::detect();
+        Ok(b)
+    }
+
     /// One product, `bias + W x` for every column.
     pub fn run(&mut self) {
         use crate::kernels::gemm::{Gemm, Left, Right};
+        if let Some((dots, packed)) = &self.bf16 {
+            let p = crate::kernels::bf16::Product {
+                dots: *dots,
+                m: self.rows,
+                n: self.columns,
+                k: self.k,
+                a: packed.as_ptr(),
+                b: Right {
+                    ptr: self.x.as_slice().as_ptr(),
+                    rs: 1,
+                    cs: self.k,
+                },
+                c: self.dst.as_mut_slice().as_mut_ptr(),
+                ldc: self.rows,
+                from: crate::kernels::gemm::From::Row(self.bias.as_ptr()),
+                split: crate::kernels::gemm::SPLIT,
+            };
+            // SAFETY: the buffers were made for these sizes (`new`), the
+            // weights packed for them, the destination is borrowed
+            // mutably, and `bf16` checked the path.
+            unsafe { p.run() };
+            return;
+        }
         let g = Gemm {
             isa: self.isa,
             m: self.rows,

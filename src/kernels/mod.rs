@@ -24,6 +24,7 @@
 //! the code generator's choice (`codegen::plan`, `codegen::schedule`); here
 //! every ISA computes the portable kernel's bits.
 
+pub(crate) mod bf16;
 pub(crate) mod gemm;
 pub mod isa;
 pub mod panel;
