@@ -201,7 +201,8 @@ impl Cell {
 }
 
 /// `ir` (optimized as `opts` says, or not) legalized, verified, its matrices
-/// stored at `opts.precision` when it says: what the code generator takes.
+/// stored at `opts.precision` when it says (in bf16 under
+/// [`crate::Compute::Bf16`]): what the code generator takes.
 pub(crate) fn legal_ir(mut ir: ir::Cell, opts: &Options) -> Result<ir::Cell> {
     opt::legalize(&mut ir);
     ir::verify::verify(&ir).map_err(|e| Error::internal(format!("legalize: {e}")))?;
@@ -210,6 +211,21 @@ pub(crate) fn legal_ir(mut ir: ir::Cell, opts: &Options) -> Result<ir::Cell> {
             if matches!(p.ty, ir::Type::Matrix(..)) {
                 p.precision = precision;
             }
+        }
+    }
+    if opts.compute == crate::Compute::Bf16 {
+        for p in &mut ir.params {
+            if !matches!(p.ty, ir::Type::Matrix(..)) {
+                continue;
+            }
+            if p.precision == ir::Precision::Int8 {
+                return Err(Error::options(format!(
+                    "parameter `{}` is stored in int8; compute bf16 multiplies bf16 weights \
+                     (store it in bf16 or f32, or compute in f32)",
+                    p.name
+                )));
+            }
+            p.precision = ir::Precision::Bf16;
         }
     }
     Ok(ir)
@@ -424,6 +440,12 @@ impl Cell {
             return Err(Error::options(
                 "an object's plan is chosen for a batch and a sequence length of at least 1",
             ));
+        }
+        if opts.compute != crate::Compute::F32 {
+            return Err(Error::options(format!(
+                "objects compute in f32; compute {} needs cellc's runtime (the JIT)",
+                opts.compute
+            )));
         }
         let ir = self.kernel_ir(opts)?;
         // The header's `NAME_pack` copies f32 parameters as they are: it

@@ -88,6 +88,7 @@ pub fn jit_vs_interp(bytes: &[u8]) {
                 plan: Some(plan),
                 isa: None,
                 precision: None,
+                compute: crate::Compute::F32,
             },
         )
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
@@ -221,8 +222,14 @@ impl Case<'_> {
         }
         (0..self.steps)
             .map(|t| {
+                // Under compute bf16 the kernel rounds its inputs to bf16.
+                let bf16 = self.kernel.compute() == crate::Compute::Bf16;
                 let x64: Vec<Vec<f64>> = (self.step_inputs(t).iter())
-                    .map(|v| v.iter().map(|&x| x as f64).collect())
+                    .map(|v| {
+                        v.iter()
+                            .map(|&x| if bf16 { crate::quant::round_bf16(x) } else { x } as f64)
+                            .collect()
+                    })
                     .collect();
                 let outs = interp::step(self.ir, params, &x64, &mut state)
                     .unwrap_or_else(|e| panic!("{e}"));

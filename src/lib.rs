@@ -70,7 +70,7 @@ pub use cell::{read_source, Cell, GeneratedFunction, Optimized, OBJECT_SEQ};
 pub use codegen::host::HostSource;
 pub use codegen::options::{max_threads, MAX_THREADS_VAR};
 pub use codegen::schedule::Choice;
-pub use codegen::{Isa, Options, Variant};
+pub use codegen::{Compute, Isa, Options, Variant};
 pub use diag::{Diagnostic, Source};
 pub use jit::{Code, Kernel, State};
 /// The functions a cell may call.

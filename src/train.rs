@@ -199,6 +199,12 @@ impl Cell {
 
 /// The trainer of a lowered cell.
 fn compile_lowered(lowered: ir::Cell, params: Vec<Vec<f32>>, opts: &Options) -> Result<Trainer> {
+    if opts.compute != crate::Compute::F32 {
+        return Err(Error::options(format!(
+            "training computes in f32; compute {} is for inference (compile the trained weights)",
+            opts.compute
+        )));
+    }
     if params.len() != lowered.params.len() {
         return Err(Error::shape(format!(
             "cell `{}` has {} parameters, {} given",

@@ -185,6 +185,7 @@ fn wide_regions_give_the_generated_bits() {
                 plan: Some(plan),
                 isa: Some(isa),
                 precision: None,
+                compute: cellc::Compute::F32,
             };
             let generated = run(&cell, &weights, &opts(Isa::Scalar), batch, seed);
             for &isa in &wide {

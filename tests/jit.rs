@@ -180,7 +180,7 @@ mod random {
         ) {
             let text = cellc::gen::random_cell(seed);
             let cell = Cell::from_source("random.rnn", &text).unwrap().dims(&[("X", x), ("H", h)]).unwrap();
-            let opts = Options { optimize, threads: Some(threads), plan: Some(plan), isa: None, precision: None };
+            let opts = Options { optimize, threads: Some(threads), plan: Some(plan), isa: None, precision: None, compute: cellc::Compute::F32 };
             let scale = if saturating { 50.0 } else { 1.0 };
             let run = compare_run(&cell, &opts, batch, steps, seed, scale);
             // Beyond the fixed tolerance, what the cell itself makes of f32
@@ -221,6 +221,7 @@ fn every_plan_and_thread_count_matches_the_interpreter() {
                         plan: Some(plan),
                         isa: None,
                         precision: None,
+                        compute: cellc::Compute::F32,
                     };
                     let (ys, finals) = run_sequence(cell, &weights, &opts, 3, 7, 11, false);
                     for (g, w) in ys.iter().zip(&want_y).chain(finals.iter().zip(&want_s)) {
@@ -455,6 +456,7 @@ fn outputs_that_are_inputs_old_states_or_parameters() {
                         plan: Some(plan),
                         isa: None,
                         precision: None,
+                        compute: cellc::Compute::F32,
                     };
                     let d = compare_run(&cell, &opts, 3, 4, 7, 1.0);
                     assert!(
@@ -562,6 +564,7 @@ y = h' * s'
                     plan: Some(plan),
                     isa: None,
                     precision: None,
+                    compute: cellc::Compute::F32,
                 };
                 for batch in [1, 5] {
                     let run = compare_run(&cell, &opts, batch, 6, 3, 1.0);

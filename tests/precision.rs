@@ -10,7 +10,7 @@ use std::path::Path;
 use cellc::fuzzing::differential;
 use cellc::interp::ParamValues;
 use cellc::ir::Precision;
-use cellc::{Cell, Options, Variant, Weights};
+use cellc::{Cell, Compute, Options, Variant, Weights};
 
 /// As tests/jit.rs: the interpreter is given the weights the kernel computes
 /// with, so only f32 rounding separates them (int8 sums `q * x` and scales
@@ -244,7 +244,7 @@ fn accuracy_against_f32_on_the_conformance_cases() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    let mut worst = [0.0f64; 2];
+    let mut worst = [0.0f64; 3];
     let mut rng = common::Rng(99);
     for c in manifest["cases"].as_array().unwrap() {
         let case = c["case"].as_str().unwrap();
@@ -279,17 +279,23 @@ fn accuracy_against_f32_on_the_conformance_cases() {
                     .unwrap();
             }
         }
-        let run = |precision: Option<Precision>| {
+        let run = |precision: Option<Precision>, compute: Compute| {
             let opts = Options {
                 precision,
+                compute,
                 ..Options::default()
             };
             cellc::run::run(&cell, &weights, &inputs, &[], &opts)
                 .unwrap_or_else(|e| panic!("{case}: {e}"))
         };
-        let exact = run(None);
-        for (i, precision) in [Precision::Bf16, Precision::Int8].into_iter().enumerate() {
-            let narrow = run(Some(precision));
+        let exact = run(None, Compute::F32);
+        let modes = [
+            (Some(Precision::Bf16), Compute::F32, "bf16"),
+            (Some(Precision::Int8), Compute::F32, "int8"),
+            (None, Compute::Bf16, "compute bf16"),
+        ];
+        for (i, (precision, compute, mode)) in modes.into_iter().enumerate() {
+            let narrow = run(precision, compute);
             for name in exact.names() {
                 let (a, b) = (exact.get(name).unwrap(), narrow.get(name).unwrap());
                 let mut e = 0.0f64;
@@ -298,31 +304,26 @@ fn accuracy_against_f32_on_the_conformance_cases() {
                     e = e.max((*x as f64 - *y as f64).abs());
                     mag = mag.max(x.abs() as f64);
                 }
-                eprintln!(
-                    "{case} {name}: {precision} max abs error {e:.2e} (max |value| {mag:.2})"
-                );
+                eprintln!("{case} {name}: {mode} max abs error {e:.2e} (max |value| {mag:.2})");
                 // Against max(1, |value|): an unbounded cell state of 6
                 // carries its weights' relative rounding at its own scale.
                 let e = e / mag.max(1.0);
                 // Layer normalization divides by the spread of the gates'
                 // pre-activations, magnifying their rounding (measured: up to
                 // 1.4e-2 in bf16; every other cell within 2.7e-3).
-                let bound = match precision {
-                    Precision::Bf16 if cell_file.starts_with("layernorm") => 2.5e-2,
-                    Precision::Bf16 => 1e-2,
-                    _ => 5e-2,
+                let bound = match (precision, cell_file.starts_with("layernorm")) {
+                    (Some(Precision::Int8), _) => 5e-2,
+                    (_, true) => 2.5e-2,
+                    _ => 1e-2,
                 };
-                assert!(
-                    e < bound,
-                    "{case} {name} {precision}: {e:e} (bound {bound:e})"
-                );
+                assert!(e < bound, "{case} {name} {mode}: {e:e} (bound {bound:e})");
                 worst[i] = worst[i].max(e);
             }
         }
     }
     eprintln!(
-        "worst over the cases, against max(1, |value|): bf16 {:.2e}, int8 {:.2e}",
-        worst[0], worst[1]
+        "worst over the cases, against max(1, |value|): bf16 {:.2e}, int8 {:.2e}, compute bf16 {:.2e}",
+        worst[0], worst[1], worst[2]
     );
 }
 
@@ -471,14 +472,15 @@ fn pytorch_dynamic_quantized_lstm_weights_run_in_int8() {
 #[allow(clippy::print_stderr)] // the measured errors, for the docs
 fn accuracy_against_f32_on_every_example() {
     let (steps, batch) = (100, 2);
-    let mut worst = [0.0f64; 2];
+    let mut worst = [0.0f64; 3];
     for path in common::examples() {
         let stem = common::stem(&path);
         let cell = common::sized(&path, 64, 128);
         let weights = Weights::random(&cell.ir().unwrap(), 7);
-        let run = |precision: Option<Precision>| {
+        let run = |precision: Option<Precision>, compute: Compute| {
             let opts = Options {
                 precision,
+                compute,
                 ..Options::default()
             };
             let kernel = cell
@@ -503,33 +505,38 @@ fn accuracy_against_f32_on_every_example() {
             }
             ys
         };
-        let exact = run(None);
-        for (i, precision) in [Precision::Bf16, Precision::Int8].into_iter().enumerate() {
-            let narrow = run(Some(precision));
+        let exact = run(None, Compute::F32);
+        let modes = [
+            (Some(Precision::Bf16), Compute::F32, "bf16"),
+            (Some(Precision::Int8), Compute::F32, "int8"),
+            (None, Compute::Bf16, "compute bf16"),
+        ];
+        for (i, (precision, compute, mode)) in modes.into_iter().enumerate() {
+            let narrow = run(precision, compute);
             let (mut abs, mut rel) = (0.0f64, 0.0f64);
             for (a, b) in exact.iter().zip(&narrow) {
                 let mut e = 0.0f64;
                 let mut mag = 0.0f64;
                 for (x, y) in a.iter().zip(b) {
-                    assert!(x.is_finite() && y.is_finite(), "{stem} {precision}");
+                    assert!(x.is_finite() && y.is_finite(), "{stem} {mode}");
                     e = e.max((*x as f64 - *y as f64).abs());
                     mag = mag.max(x.abs() as f64);
                 }
                 abs = abs.max(e);
                 rel = rel.max(e / mag.max(1.0));
             }
-            eprintln!("{stem}: {precision} max abs {abs:.2e}, against max(1, |value|) {rel:.2e}");
-            let bound = match precision {
-                Precision::Bf16 if stem.starts_with("layernorm") => 2.5e-2,
-                Precision::Bf16 => 1e-2,
-                _ => 5e-2,
+            eprintln!("{stem}: {mode} max abs {abs:.2e}, against max(1, |value|) {rel:.2e}");
+            let bound = match (precision, stem.starts_with("layernorm")) {
+                (Some(Precision::Int8), _) => 5e-2,
+                (_, true) => 2.5e-2,
+                _ => 1e-2,
             };
-            assert!(rel < bound, "{stem} {precision}: {rel:e} (bound {bound:e})");
+            assert!(rel < bound, "{stem} {mode}: {rel:e} (bound {bound:e})");
             worst[i] = worst[i].max(rel);
         }
     }
     eprintln!(
-        "worst over the examples, against max(1, |value|): bf16 {:.2e}, int8 {:.2e}",
-        worst[0], worst[1]
+        "worst over the examples, against max(1, |value|): bf16 {:.2e}, int8 {:.2e}, compute bf16 {:.2e}",
+        worst[0], worst[1], worst[2]
     );
 }

@@ -297,20 +297,23 @@ def _module_kind(module: Any) -> tuple[str, int, str]:
 
 
 def from_torch(module: Any, precision: Optional[str] = None, threads: Optional[int] = None,
-               plan: Optional[str] = None) -> Network:
+               plan: Optional[str] = None, compute: Optional[str] = None) -> Network:
     """Compiles a PyTorch `nn.LSTM`, `nn.GRU` or `nn.RNN` (any `num_layers`,
     `bidirectional`, `batch_first`, `proj_size`, `bias`) with its current
     weights; returns a `cellc.Network` called as the module is.
 
     `precision`: how the matrices are stored (`"f32"`, `"bf16"`, `"int8"`);
     `threads`: at most this many (default: chosen per call); `plan`: the
-    sequence plan (default: chosen per call).
+    sequence plan (default: chosen per call); `compute`: `"f32"` (default) or
+    `"bf16"` (bf16 weights and inputs, float32 sums; AMX tiles for the input
+    projection where the CPU has them; inference only).
     """
     kind, proj, nonlinearity = _module_kind(module)
     name, source, states = _cellc.torch_cell(kind, proj, nonlinearity)
     weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     net = _cellc.Network.from_checkpoint(
-        source, weights, name=name, precision=precision, threads=threads, plan=plan)
+        source, weights, name=name, precision=precision, threads=threads, plan=plan,
+        compute=compute)
     return Network(net, kind, states, bool(module.batch_first), int(module.hidden_size), proj,
                    module=module, nonlinearity=nonlinearity, threads=threads)
 

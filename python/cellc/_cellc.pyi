@@ -65,6 +65,7 @@ class Cell:
         plan: Optional[str] = None,
         isa: Optional[str] = None,
         optimize: bool = True,
+        compute: Optional[str] = None,
     ) -> Kernel: ...
 
 class Kernel:
@@ -115,6 +116,7 @@ class Network:
         plan: Optional[str] = None,
         isa: Optional[str] = None,
         optimize: bool = True,
+        compute: Optional[str] = None,
     ) -> Network: ...
     @property
     def layout(self) -> tuple[int, bool]: ...

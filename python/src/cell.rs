@@ -128,8 +128,9 @@ impl Cell {
     /// `state_dict`): a `Kernel`. `precision`: how the matrices are stored
     /// (`"f32"`, `"bf16"`, `"int8"`); `threads`: at most this many (`None`:
     /// the cost model's choice); `plan`: `"streaming"`, `"hoisted"`, `"gemm"`
-    /// or `"gemm-hoisted"` (`None`: chosen per call).
-    #[pyo3(signature = (weights, precision=None, threads=None, plan=None, isa=None, optimize=true))]
+    /// or `"gemm-hoisted"` (`None`: chosen per call); `compute`: `"f32"` or
+    /// `"bf16"` (bf16 operands, float32 sums: `cellc::Compute`).
+    #[pyo3(signature = (weights, precision=None, threads=None, plan=None, isa=None, optimize=true, compute=None))]
     #[allow(clippy::too_many_arguments)] // Python keywords
     pub(crate) fn compile(
         &self,
@@ -140,6 +141,7 @@ impl Cell {
         plan: Option<String>,
         isa: Option<String>,
         optimize: bool,
+        compute: Option<String>,
     ) -> PyResult<Kernel> {
         let w = weights_of(weights)?;
         let recipe = Recipe {
@@ -148,6 +150,7 @@ impl Cell {
             plan,
             isa,
             optimize,
+            compute,
         };
         let opts = recipe.options()?;
         let kernel = py.detach(|| self.cell.compile(&w, &opts)).map_err(err)?;

@@ -329,6 +329,7 @@ pub(crate) fn _kernel(
             .map(|v| v.extract())
             .transpose()?
             .unwrap_or(true),
+        get("compute").map(|v| v.extract()).transpose()?,
     )
 }
 

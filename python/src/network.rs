@@ -24,7 +24,7 @@ impl Network {
     /// The network a checkpoint holds for a cell (its layers and directions
     /// read off PyTorch's names: `weight_ih_l1_reverse`), compiled.
     #[staticmethod]
-    #[pyo3(signature = (source, weights, name="cell.rnn", precision=None, threads=None, plan=None, isa=None, optimize=true))]
+    #[pyo3(signature = (source, weights, name="cell.rnn", precision=None, threads=None, plan=None, isa=None, optimize=true, compute=None))]
     #[allow(clippy::too_many_arguments)] // Python keywords
     pub(crate) fn from_checkpoint(
         py: Python<'_>,
@@ -36,6 +36,7 @@ impl Network {
         plan: Option<String>,
         isa: Option<String>,
         optimize: bool,
+        compute: Option<String>,
     ) -> PyResult<Network> {
         let cell = cellc::Cell::from_source(name, source).map_err(err)?;
         let w = weights_of(weights)?;
@@ -45,6 +46,7 @@ impl Network {
             plan,
             isa,
             optimize,
+            compute,
         };
         let opts = recipe.options()?;
         let net = py
@@ -222,6 +224,7 @@ pub(crate) fn _network(
             .map(|v| v.extract())
             .transpose()?
             .unwrap_or(true),
+        get("compute").map(|v| v.extract()).transpose()?,
     )
 }
 

@@ -36,6 +36,7 @@ impl OnnxModel {
             plan: None,
             isa,
             optimize: true,
+            compute: None,
         };
         recipe.options()?;
         Ok(OnnxModel {
@@ -198,6 +199,7 @@ pub(crate) fn _onnx_model(
         plan: None,
         isa: get("isa").map(|v| v.extract()).transpose()?,
         optimize: true,
+        compute: None,
     };
     recipe.options()?;
     Ok(OnnxModel {

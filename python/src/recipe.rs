@@ -53,6 +53,7 @@ pub(crate) fn options(
     plan: Option<&str>,
     isa: Option<&str>,
     optimize: bool,
+    compute: Option<&str>,
 ) -> PyResult<cellc::Options> {
     Ok(cellc::Options {
         optimize,
@@ -84,6 +85,16 @@ pub(crate) fn options(
                 })
             })
             .transpose()?,
+        compute: compute
+            .map(|c| {
+                cellc::Compute::from_name(c).ok_or_else(|| {
+                    OptionsError::new_err(format!(
+                        "compute `{c}`: the arithmetics are f32 and bf16"
+                    ))
+                })
+            })
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -96,6 +107,7 @@ pub(crate) struct Recipe {
     pub(crate) plan: Option<String>,
     pub(crate) isa: Option<String>,
     pub(crate) optimize: bool,
+    pub(crate) compute: Option<String>,
 }
 
 impl Recipe {
@@ -106,6 +118,7 @@ impl Recipe {
             self.plan.as_deref(),
             self.isa.as_deref(),
             self.optimize,
+            self.compute.as_deref(),
         )
     }
 
@@ -116,6 +129,7 @@ impl Recipe {
         d.set_item("plan", self.plan.clone())?;
         d.set_item("isa", self.isa.clone())?;
         d.set_item("optimize", self.optimize)?;
+        d.set_item("compute", self.compute.clone())?;
         Ok(d)
     }
 }

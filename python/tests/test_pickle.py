@@ -43,7 +43,7 @@ def test_cells_pickle_with_their_source_and_sizes():
 
 
 @pytest.mark.parametrize("options", [{}, {"precision": "bf16", "threads": 1, "plan": "hoisted"},
-                                     {"optimize": False}])
+                                     {"optimize": False}, {"compute": "bf16", "plan": "gemm-hoisted"}])
 def test_kernels_pickle_with_their_weights_and_options(rng, options):
     k = gru_kernel(rng, **options)
     again = pickle.loads(pickle.dumps(k))

@@ -223,6 +223,12 @@ def test_dropout_is_ignored_and_precisions_and_threads_are_options():
     # bf16 weights: close, not exact (8 bits of mantissa).
     bf16 = cellc.from_torch(m, precision="bf16")(x)[0]
     assert (bf16 - want).abs().max() < 3e-2
+    # bf16 arithmetic (bf16 weights and inputs, float32 sums): as close.
+    computed = cellc.from_torch(m, compute="bf16")(x)[0]
+    assert (computed - want).abs().max() < 3e-2
+    assert not torch.equal(computed, bf16)  # the inputs are rounded too
+    with pytest.raises(cellc.OptionsError, match="compute `fp8`"):
+        cellc.from_torch(m, compute="fp8")
 
 
 def test_modules_cellc_does_not_take_are_refused_by_name():

@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub isa: Option<crate::Isa>,
     /// How every product's weights are stored (default: as the source says).
     pub precision: Option<crate::ir::Precision>,
+    /// The arithmetic of the products (default: f32).
+    pub compute: crate::Compute,
     pub samples: usize,
     /// Also measure the unfused pipeline.
     pub unfused: bool,
@@ -63,6 +65,7 @@ impl Default for BenchOptions {
             plan: None,
             isa: None,
             precision: None,
+            compute: crate::Compute::F32,
             samples: 21,
             unfused: true,
             schedule: None,
@@ -414,6 +417,7 @@ impl BenchOptions {
             plan: self.plan,
             isa: self.isa,
             precision: self.precision,
+            compute: self.compute,
         }
     }
 }

@@ -340,6 +340,30 @@ pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
     Ok(h)
 }
 
+/// How much faster than the float32 kernels the hoisted projection runs on
+/// AMX tiles (`kernels::bf16`): measured 3.5-4.6x on the LSTM projections of
+/// H = 128-1024 (`cargo bench --bench gemm`, a Sapphire Rapids-class Xeon);
+/// the lower end, until the calibration measures it.
+const AMX_PROJECTION_SPEEDUP: f64 = 3.5;
+
+impl Host {
+    /// The rates a kernel computing in `compute` sees: under
+    /// [`Compute::Bf16`](crate::Compute::Bf16) on a host with AMX, the
+    /// hoisted projection's product runs at [`AMX_PROJECTION_SPEEDUP`] times
+    /// the float32 kernels' rate (so the cost model hoists where that pays).
+    pub fn computing(&self, compute: crate::Compute) -> Host {
+        let amx = compute == crate::Compute::Bf16 && crate::kernels::bf16::Dots::Amx.available();
+        Host {
+            gemm_gflops: if amx {
+                self.gemm_gflops * AMX_PROJECTION_SPEEDUP
+            } else {
+                self.gemm_gflops
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// The host's figures: the calibration if there is a valid one, else the
 /// defaults (read once per process).
 pub fn host() -> &'static Host {

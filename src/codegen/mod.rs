@@ -23,7 +23,7 @@ use cranelift_frontend::FunctionBuilderContext;
 
 use plan::{Plan, Task};
 
-pub use options::{Isa, Options, Variant};
+pub use options::{Compute, Isa, Options, Variant};
 
 /// One generated function and the tiles it runs over.
 pub struct TaskFunction {

@@ -96,6 +96,48 @@ pub struct Options {
     /// overriding what the source says; `None`: as the source says (`f32`
     /// where it says nothing). Vector parameters keep their own.
     pub precision: Option<crate::ir::Precision>,
+    /// The arithmetic of the products ([`Compute::F32`] unless asked).
+    pub compute: Compute,
+}
+
+/// The arithmetic of the products: an explicit choice, apart from how the
+/// weights are stored ([`Options::precision`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compute {
+    /// Float32 products (of weights widened exactly from their storage).
+    #[default]
+    F32,
+    /// Products of bfloat16 operands with float32 sums, as the bf16
+    /// dot-product instructions compute them: every matrix parameter is
+    /// stored in bf16 and the cell's inputs are rounded to bf16 as they
+    /// come in (ties to even); sums, states and element-wise operations stay
+    /// float32. The input projection hoisted out of a sequence's loop runs
+    /// on AMX tiles (`tdpbf16ps`) where the host has them, else on the
+    /// float32 kernels, which compute the same exact products of the same
+    /// bf16 values (only the order of the sums differs). Inference only:
+    /// training and objects refuse it.
+    Bf16,
+}
+
+impl Compute {
+    pub const ALL: [Compute; 2] = [Compute::F32, Compute::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compute::F32 => "f32",
+            Compute::Bf16 => "bf16",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Compute> {
+        Compute::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+impl std::fmt::Display for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 pub use crate::kernels::Isa;
@@ -143,6 +185,16 @@ impl Options {
     /// from 1 to [`max_threads`].
     pub fn check(&self) -> Result<(), String> {
         max_threads_var()?;
+        if self.compute == Compute::Bf16 {
+            if let Some(p @ (crate::ir::Precision::Int8 | crate::ir::Precision::F32)) =
+                self.precision
+            {
+                return Err(format!(
+                    "compute bf16 multiplies bf16 weights; they cannot also be stored in {p} \
+                     (leave the precision unset, or set it to bf16)"
+                ));
+            }
+        }
         match self.threads {
             Some(0) => Err("threads must be at least 1".to_string()),
             Some(n) if n > max_threads() => Err(format!(
@@ -168,6 +220,7 @@ impl Default for Options {
             plan: None,
             isa: None,
             precision: None,
+            compute: Compute::F32,
         }
     }
 }

@@ -463,7 +463,7 @@ impl Kernel {
         // One product per block and term; a job runs one job of each of
         // its block's products, in term order (the later terms continue
         // from the earlier ones' sums).
-        let mut blocks: Vec<Vec<Gemm>> = Vec::new();
+        let mut blocks: Vec<Vec<Projection>> = Vec::new();
         for hoist in &build.plan.hoists {
             for blk in &hoist.blocks {
                 let dst = base.at(offsets[hoist.slot] + blk.offset);
@@ -487,17 +487,44 @@ impl Kernel {
                     from,
                     split: crate::kernels::gemm::SPLIT,
                 };
-                let mut products: Vec<Gemm> = (blk.terms.iter().enumerate())
+                let mut products: Vec<Projection> = (blk.terms.iter().enumerate())
                     .map(|(t, &(input, k, matrix))| {
                         let x = inputs[input.index()][t0 * batch * k..].as_ptr();
                         let from = if t == 0 { start } else { From::Dst };
-                        product(k, weights.wrapping_add(matrix), x, from)
+                        let g = product(k, weights.wrapping_add(matrix), x, from);
+                        // Under `Compute::Bf16` the matrix and the inputs
+                        // are bf16 values: where the host has bf16 dot
+                        // products, its copy for them.
+                        let packed = build
+                            .bf16
+                            .as_ref()
+                            .and_then(|b| Some((b.dots, b.matrix(matrix)?)));
+                        match packed {
+                            Some((dots, p)) => Projection::Bf16(crate::kernels::bf16::Product {
+                                dots,
+                                m: g.m,
+                                n: g.n,
+                                k: g.k,
+                                a: p.as_ptr(),
+                                b: g.b,
+                                c: g.c,
+                                ldc: g.ldc,
+                                from: g.from,
+                                split: g.split,
+                            }),
+                            None => Projection::F32(g),
+                        }
                     })
                     .collect();
                 if products.is_empty() {
                     // A block of no terms (its products run through spectra
                     // in the step) is its bias: a product over no `k`.
-                    products.push(product(0, weights, std::ptr::null(), start));
+                    products.push(Projection::F32(product(
+                        0,
+                        weights,
+                        std::ptr::null(),
+                        start,
+                    )));
                 }
                 blocks.push(products);
             }
@@ -527,11 +554,44 @@ impl Kernel {
                 // + blk.len` floats (`ensure_side`). Jobs share no element of
                 // a block's rows, and blocks do not overlap; this job's
                 // products run in order on this thread; the ISA is the
-                // build's, which the host has.
+                // build's, which the host has, and so are the bf16
+                // instructions (`Bf16Weights::new` checked them) whose
+                // matrices have the same rows and columns as their unit-major
+                // copies.
                 unsafe { g.run_job(j) };
             }
         };
         self.on_workers(threads, &|_w, _n, _barrier| run());
+    }
+}
+
+/// One product of the hoisted projection: on the float32 kernels, or on
+/// bf16 dot products. Every product of a block has the same rows and
+/// columns, so the same jobs.
+enum Projection {
+    F32(crate::kernels::gemm::Gemm),
+    Bf16(crate::kernels::bf16::Product),
+}
+
+impl Projection {
+    fn jobs(&self) -> usize {
+        match self {
+            Projection::F32(g) => g.jobs(),
+            Projection::Bf16(p) => p.jobs(),
+        }
+    }
+
+    /// # Safety
+    /// As [`crate::kernels::gemm::Gemm::run_job`] or
+    /// [`crate::kernels::bf16::Product::run_job`].
+    unsafe fn run_job(&self, job: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match self {
+                Projection::F32(g) => g.run_job(job),
+                Projection::Bf16(p) => p.run_job(job),
+            }
+        }
     }
 }
 

@@ -90,6 +90,46 @@ struct Build {
     isa: crate::kernels::Isa,
     /// Its standalone regions, compiled for the wide kernels.
     wide: Vec<crate::kernels::wide::Program>,
+    /// Under `Compute::Bf16` where the host has the instructions: the
+    /// hoisted projection's matrices packed for them (the offset of each
+    /// one's unit-major copy in `weights`, and the copy in bf16).
+    bf16: Option<Bf16Weights>,
+}
+
+/// The hoisted projection's matrices packed for bf16 dot products.
+struct Bf16Weights {
+    dots: crate::kernels::bf16::Dots,
+    matrices: Vec<(usize, crate::kernels::bf16::Packed)>,
+}
+
+impl Bf16Weights {
+    /// For `plan`'s hoisted matrices, from the parameters' values (already
+    /// bf16 values: the matrices are stored so under `Compute::Bf16`), on
+    /// the fastest instructions the host has for them (AMX; AVX512-BF16's
+    /// `vdpbf16ps` runs slower than the float32 kernels on the Intel hosts
+    /// measured, so there the float32 kernels take the exact products).
+    fn new(plan: &Plan, ir: &ir::Cell, params: &[Vec<f32>], opts: &Options) -> Option<Bf16Weights> {
+        use crate::kernels::bf16::{self, Dots};
+        if opts.compute != crate::Compute::Bf16 || plan.matrices.is_empty() {
+            return None;
+        }
+        let dots = Some(Dots::Amx).filter(|d| d.available())?;
+        let effective = crate::quant::effective_params(ir, params);
+        let matrices = (plan.matrices.iter())
+            .filter_map(|m| {
+                let ir::Type::Matrix(r, c) = ir.params[m.param.index()].ty else {
+                    return None;
+                };
+                Some((m.offset, bf16::pack(&effective[m.param.index()], r, c)))
+            })
+            .collect();
+        Some(Bf16Weights { dots, matrices })
+    }
+
+    /// The bf16 copy of the matrix whose unit-major copy is at `offset`.
+    fn matrix(&self, offset: usize) -> Option<&crate::kernels::bf16::Packed> {
+        self.matrices.iter().find(|m| m.0 == offset).map(|m| &m.1)
+    }
 }
 
 /// A compiled cell with its packed weights: call [`Kernel::step`] or
@@ -141,6 +181,9 @@ pub struct Kernel {
     /// Slots every plan lays out alike: the weights, inputs, states.
     shared_slots: usize,
     work: schedule::Work,
+    /// The host's rates as the cost model sees them for this kernel's
+    /// arithmetic ([`crate::codegen::host::Host::computing`]).
+    host: crate::codegen::host::Host,
     state_names: Vec<String>,
     input_names: Vec<String>,
     output_names: Vec<String>,
@@ -181,6 +224,7 @@ impl Kernel {
             state_lens: ir.states.iter().map(|p| p.len).collect(),
             output_lens: ir.outputs.iter().map(|p| p.len).collect(),
             work: schedule::work(&ir, opts.isa.unwrap_or_else(crate::kernels::Isa::detect)),
+            host: schedule::host().computing(opts.compute),
             ir,
             params,
             streaming,
@@ -202,6 +246,7 @@ impl Kernel {
         );
         for b in (self.others.iter_mut()).filter_map(|b| b.get_mut()?.as_mut().ok()) {
             pack::pack(&b.plan, &self.ir, &params, b.weights.as_mut_slice());
+            b.bf16 = Bf16Weights::new(&b.plan, &self.ir, &params, &self.opts);
         }
         self.params = params;
         Ok(())
@@ -220,6 +265,11 @@ impl Kernel {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The arithmetic of its products (its options').
+    pub fn compute(&self) -> crate::Compute {
+        self.opts.compute
     }
 
     /// The IR that was compiled.
@@ -283,7 +333,7 @@ impl Kernel {
     /// count), as a network's schedule runs the kernel.
     pub(crate) fn choice_on(&self, batch: usize, seq: usize, threads: Option<usize>) -> Choice {
         let variant = self.opts.plan.map(|v| v.for_steps(seq));
-        schedule::choose(&self.work, schedule::host(), batch, seq, threads, variant)
+        schedule::choose(&self.work, &self.host, batch, seq, threads, variant)
     }
 
     /// A state for `batch` rows, all zeros. A batch of 0, or one whose buffers
@@ -323,11 +373,13 @@ impl Kernel {
         let build = self.build(v)?;
         state.ensure_side(build, v)?;
         let threads = state.step_threads;
+        let mut scratch = std::mem::take(&mut state.rounded);
+        let rounded = self.round_inputs(inputs, &mut scratch);
         self.execute(
             build,
             v,
             state,
-            inputs,
+            rounded.as_deref().unwrap_or(inputs),
             0,
             1,
             0,
@@ -335,7 +387,31 @@ impl Kernel {
             None,
             threads,
         );
+        drop(rounded);
+        state.rounded = scratch;
         Ok(())
+    }
+
+    /// Under [`crate::Compute::Bf16`], the inputs rounded to bf16 in
+    /// `scratch` (the state's, kept between calls); `None` otherwise.
+    fn round_inputs<'a>(
+        &self,
+        inputs: &[&[f32]],
+        scratch: &'a mut Vec<f32>,
+    ) -> Option<Vec<&'a [f32]>> {
+        if self.opts.compute != crate::Compute::Bf16 {
+            return None;
+        }
+        scratch.resize(inputs.iter().map(|x| x.len()).sum(), 0.0);
+        let mut rest = &mut scratch[..];
+        let mut parts = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(x.len());
+            crate::kernels::bf16::round_values(x, part);
+            parts.push(&*part);
+            rest = tail;
+        }
+        Some(parts)
     }
 
     fn check_inputs(&self, inputs: &[&[f32]], batch: usize, steps: usize) -> Result<()> {
@@ -440,24 +516,14 @@ impl Kernel {
     pub(crate) fn variant_for_any_threads(&self, batch: usize, seq: usize) -> Variant {
         match self.opts.plan {
             Some(v) => v.for_steps(seq),
-            None => {
-                schedule::choose(&self.work, schedule::host(), batch, seq, Some(1), None).variant
-            }
+            None => schedule::choose(&self.work, &self.host, batch, seq, Some(1), None).variant,
         }
     }
 
     /// The bytes of weights plan `variant` reads per step (its per-step
     /// products' weights), by the cost model.
     pub(crate) fn step_bytes(&self, batch: usize, seq: usize, variant: Variant) -> f64 {
-        schedule::choose(
-            &self.work,
-            schedule::host(),
-            batch,
-            seq,
-            Some(1),
-            Some(variant),
-        )
-        .bytes_per_step
+        schedule::choose(&self.work, &self.host, batch, seq, Some(1), Some(variant)).bytes_per_step
     }
 
     /// [`Kernel::run_with`] on plan `variant`, on `threads` threads (the
@@ -487,14 +553,7 @@ impl Kernel {
     ) -> Result<()> {
         let threads = threads.or(self.opts.threads);
         self.run_choosing(inputs, state, outputs, reversed, |batch, steps| {
-            schedule::choose(
-                &self.work,
-                schedule::host(),
-                batch,
-                steps,
-                threads,
-                Some(variant),
-            )
+            schedule::choose(&self.work, &self.host, batch, steps, threads, Some(variant))
         })
     }
 
@@ -546,6 +605,9 @@ impl Kernel {
         let time = Time {
             reversed: reversed.then_some(steps),
         };
+        let mut scratch = std::mem::take(&mut state.rounded);
+        let rounded = self.round_inputs(inputs, &mut scratch);
+        let inputs = rounded.as_deref().unwrap_or(inputs);
         let mut t0 = 0;
         while t0 < steps {
             let t1 = (t0 + chunk).min(steps);
@@ -570,6 +632,8 @@ impl Kernel {
             );
             t0 = t1;
         }
+        drop(rounded);
+        state.rounded = scratch;
         Ok(())
     }
 }
@@ -710,6 +774,7 @@ fn build(
         t += 1;
     }
     let _ = weights.len();
+    let bf16 = Bf16Weights::new(&plan, ir, params, opts);
     Ok(Build {
         plan,
         code,
@@ -717,6 +782,7 @@ fn build(
         phases,
         isa,
         wide,
+        bf16,
     })
 }
 

@@ -67,6 +67,8 @@ pub struct State {
     pub(super) step_plan: Variant,
     pub(super) step_threads: usize,
     pub(super) steps: u64,
+    /// The inputs rounded to bf16 under `Compute::Bf16`, grown as needed.
+    pub(super) rounded: Vec<f32>,
 }
 
 impl State {
@@ -108,6 +110,7 @@ impl State {
             step_plan: step.variant,
             step_threads: step.threads,
             steps: 0,
+            rounded: Vec::new(),
         })
     }
 

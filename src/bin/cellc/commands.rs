@@ -48,6 +48,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Error> {
         no_opt,
         batch_first,
         precision,
+        compute,
         allow_partial_reads,
         net,
     } = args;
@@ -58,6 +59,11 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Error> {
         plan: None,
         isa: isa.as_deref().map(parse_isa).transpose()?,
         precision: precision.as_deref().map(parse_precision).transpose()?,
+        compute: compute
+            .as_deref()
+            .map(parse_compute)
+            .transpose()?
+            .unwrap_or_default(),
     };
     let out = if file.extension().is_some_and(|e| e == "onnx") {
         let flags = RunFlags {
@@ -137,6 +143,7 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Error> {
         json,
         lengths,
         precision,
+        compute,
         net,
     } = args;
     let cell = load(&file, &dims)?;
@@ -148,6 +155,11 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Error> {
         plan: plan.as_deref().map(parse_plan).transpose()?,
         isa: isa.as_deref().map(parse_isa).transpose()?,
         precision: precision.as_deref().map(parse_precision).transpose()?,
+        compute: compute
+            .as_deref()
+            .map(parse_compute)
+            .transpose()?
+            .unwrap_or_default(),
         samples,
         unfused: !no_unfused,
         schedule: net.schedule()?,
@@ -210,6 +222,7 @@ pub(crate) fn compile(args: CompileArgs) -> Result<(), Error> {
         plan: plan.as_deref().map(parse_plan).transpose()?,
         isa: isa.as_deref().map(parse_isa).transpose()?,
         precision: precision.as_deref().map(parse_precision).transpose()?,
+        compute: cellc::Compute::F32,
     };
     if !network.layout().is_single() {
         if output.is_some() {
