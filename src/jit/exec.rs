@@ -104,12 +104,17 @@ unsafe fn run_work(build: &Build, work: Work, table: &SlotTable, batch: usize, w
 /// # Safety
 /// The table holds the plan's slots, sized for `batch` rows; no other thread
 /// reads the states' next buffers until a barrier.
-unsafe fn copy_updates(plan: &plan::Plan, table: &SlotTable, weights: &[f32], batch: usize) {
+unsafe fn copy_updates(
+    plan: &plan::Plan,
+    table: &SlotTable,
+    weights: &[f32],
+    rows: std::ops::Range<usize>,
+) {
     for (s, u) in plan.updates.iter().enumerate() {
         let Update::Copy(from) = *u else { continue };
         let to = table.ptrs[plan.state_next[s]];
         let to_stride = plan.slots[plan.state_next[s]].stride;
-        for b in 0..batch {
+        for b in rows.clone() {
             let src = if from.slot == 0 {
                 weights[from.offset..].as_ptr()
             } else {
@@ -138,6 +143,7 @@ unsafe fn copy_outputs(
     weights: &[f32],
     t: usize,
     batch: usize,
+    rows: std::ops::Range<usize>,
     w: usize,
     n: usize,
 ) {
@@ -148,7 +154,7 @@ unsafe fn copy_outputs(
         if a >= b_end {
             continue;
         }
-        for b in 0..batch {
+        for b in rows.clone() {
             let src = if loc.slot == 0 {
                 weights[loc.offset + a..].as_ptr()
             } else {
@@ -248,6 +254,7 @@ impl Kernel {
         time: Time,
         outputs: Option<&mut [&mut [f32]]>,
         threads: usize,
+        apart: bool,
     ) {
         let plan = &build.plan;
         let batch = state.batch;
@@ -292,7 +299,31 @@ impl Kernel {
         }
         let proj = &proj_buf[..nproj];
         let weights = build.weights.as_slice();
+        // Batch rows apart: each worker runs every step of its own rows, all
+        // of each phase's work for them, and never waits for the others
+        // (rows of a batch do not read each other).
+        let apart = apart && threads > 1;
         let job = |w: usize, n: usize, barrier: &dyn Fn()| {
+            if apart {
+                // SAFETY: as below; this worker's rows are its own.
+                unsafe {
+                    self.rows_apart(
+                        build,
+                        &tables,
+                        inputs,
+                        proj,
+                        in_place,
+                        copies,
+                        outs,
+                        (t0, t1, chunk0),
+                        time,
+                        batch,
+                        w,
+                        n,
+                    )
+                };
+                return;
+            }
             for t in t0..t1 {
                 let mut table = tables[(t - t0) % 2].clone();
                 // Where step `t` is in the caller's buffers.
@@ -310,7 +341,7 @@ impl Kernel {
                     if w == 0 {
                         // SAFETY: the table holds the plan's slots, sized for
                         // `batch` rows; only worker 0 writes, before the barrier.
-                        unsafe { self.copy_inputs(plan, &table, inputs, at_t, batch) };
+                        unsafe { self.copy_inputs(plan, &table, inputs, at_t, batch, 0..batch) };
                     }
                     barrier();
                 }
@@ -335,13 +366,13 @@ impl Kernel {
                     if w == 0 {
                         // SAFETY: only worker 0 writes; the barrier below orders
                         // it before the next step.
-                        unsafe { copy_updates(plan, &table, weights, batch) };
+                        unsafe { copy_updates(plan, &table, weights, 0..batch) };
                     }
                     barrier();
                 }
                 // SAFETY: the output buffers are `[T, batch, len]` (checked by
                 // `run_with`); the sources are complete (barrier above).
-                unsafe { copy_outputs(plan, outs, &table, weights, at_t, batch, w, n) };
+                unsafe { copy_outputs(plan, outs, &table, weights, at_t, batch, 0..batch, w, n) };
                 if out_barrier && !outs.bufs.is_empty() {
                     barrier();
                 }
@@ -351,6 +382,78 @@ impl Kernel {
         self.after_steps(plan, state, inputs, in_place, t1 - t0, time.at(t1 - 1));
         state.last = v;
         state.steps += (t1 - t0) as u64;
+    }
+
+    /// Worker `w` of `n` runs steps `t0..t1` of its share of the batch rows
+    /// alone: a slot table of its rows (every slot's rows from its first),
+    /// every phase's whole work on them, its rows' inputs, updates and
+    /// outputs copied by itself; no barrier.
+    ///
+    /// # Safety
+    /// As [`Kernel::execute`]'s workers: the tables hold the plan's slots for
+    /// the state's batch, the projections hold steps from `chunk0`; no other
+    /// worker touches these rows.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_apart(
+        &self,
+        build: &Build,
+        tables: &[SlotTable; 2],
+        inputs: &[&[f32]],
+        proj: &[(usize, usize)],
+        in_place: bool,
+        copies: bool,
+        outs: &Outputs,
+        (t0, t1, chunk0): (usize, usize, usize),
+        time: Time,
+        batch: usize,
+        w: usize,
+        n: usize,
+    ) {
+        let plan = &build.plan;
+        let workers = apart_workers(batch, n);
+        if w >= workers {
+            return;
+        }
+        let (r0, r1) = share(batch, w, workers);
+        if r0 >= r1 {
+            return;
+        }
+        let weights = build.weights.as_slice();
+        for t in t0..t1 {
+            let mut table = tables[(t - t0) % 2].clone();
+            let at_t = time.at(t);
+            for &(slot, stride) in proj {
+                table.ptrs[slot] = table.ptrs[slot].wrapping_add((at_t - chunk0) * batch * stride);
+            }
+            if in_place {
+                for (i, &slot) in plan.input_slots.iter().enumerate() {
+                    let at = at_t * batch * self.input_lens[i];
+                    table.ptrs[slot] = inputs[i][at..].as_ptr().cast_mut();
+                }
+            } else {
+                // SAFETY: this worker's rows of the input slots.
+                unsafe { self.copy_inputs(plan, &table, inputs, at_t, batch, r0..r1) };
+            }
+            // This worker's rows: every slot's pointer moved to row `r0`
+            // (the weights, slot 0, have no rows).
+            let mut mine = table.clone();
+            for (s, slot) in plan.slots.iter().enumerate().skip(1) {
+                mine.ptrs[s] = mine.ptrs[s].wrapping_add(r0 * slot.stride);
+            }
+            for phase in &build.phases {
+                for work in phase {
+                    // SAFETY: the table of this worker's rows, `r1 - r0`
+                    // of them, inside the state's buffers.
+                    unsafe { run_work(build, *work, &mine, r1 - r0, 0, 1) };
+                }
+            }
+            if copies {
+                // SAFETY: this worker's rows.
+                unsafe { copy_updates(plan, &table, weights, r0..r1) };
+            }
+            // SAFETY: this worker's rows of the outputs, complete.
+            unsafe { copy_outputs(plan, outs, &table, weights, at_t, batch, r0..r1, 0, 1) };
+        }
     }
 
     /// A state after `count` steps, the last at step `last` of the caller's
@@ -415,11 +518,12 @@ impl Kernel {
         inputs: &[&[f32]],
         t: usize,
         batch: usize,
+        rows: std::ops::Range<usize>,
     ) {
         for (i, &slot) in plan.input_slots.iter().enumerate() {
             let len = self.input_lens[i];
             let stride = plan.slots[slot].stride;
-            for b in 0..batch {
+            for b in rows.clone() {
                 let src = &inputs[i][(t * batch + b) * len..(t * batch + b + 1) * len];
                 // SAFETY: the caller's contract: the slot holds row `b` of
                 // `stride >= len` floats.
@@ -593,6 +697,15 @@ impl Projection {
             }
         }
     }
+}
+
+/// How many of `n` workers take rows apart in a batch of `batch`: each at
+/// least two rows (all on one for a batch of one). A generated product sums a
+/// lone row differently (its `k` split over accumulators, for latency) from
+/// rows that come with others, so a worker given a single row of a larger
+/// batch would not give the shared steps' bits.
+pub(super) fn apart_workers(batch: usize, n: usize) -> usize {
+    (batch / 2).clamp(1, n.max(1))
 }
 
 /// Worker `w` of `n` runs its share of a generated function's tiles (or

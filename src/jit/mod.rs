@@ -393,6 +393,7 @@ impl Kernel {
             Time::FORWARD,
             None,
             threads,
+            state.step_rows_apart,
         );
         drop(rounded);
         state.rounded = scratch;
@@ -636,6 +637,7 @@ impl Kernel {
                 time,
                 Some(&mut *outputs),
                 choice.threads,
+                choice.rows_apart,
             );
             t0 = t1;
         }
@@ -662,9 +664,8 @@ fn plan_inputs<'a>(
     std::borrow::Cow<'a, [Vec<f32>]>,
 ) {
     use std::borrow::Cow;
-    let widen = |p: &ir::Param| {
-        p.precision == ir::Precision::Bf16 && matches!(p.ty, ir::Type::Matrix(..))
-    };
+    let widen =
+        |p: &ir::Param| p.precision == ir::Precision::Bf16 && matches!(p.ty, ir::Type::Matrix(..));
     if opts.compute != crate::Compute::Bf16 || !v.uses_gemm() || !ir.params.iter().any(widen) {
         return (Cow::Borrowed(ir), Cow::Borrowed(params));
     }
@@ -841,6 +842,91 @@ impl std::fmt::Debug for Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows apart (each thread runs its own batch rows through every step)
+    /// give the bits of the threads sharing each step, on every example,
+    /// plan and ISA this host has: batches of one row (one thread idle),
+    /// odd and even ones, shares that would leave a worker one row (which a
+    /// generated product sums apart), over sequences (the hoisted
+    /// projections) and one step; all outputs and final states.
+    #[test]
+    fn rows_apart_give_the_shared_steps_bits() {
+        let mut examples: Vec<_> = std::fs::read_dir("examples")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rnn"))
+            .collect();
+        examples.sort();
+        for path in examples {
+            let cell = crate::Cell::from_file(&path).unwrap();
+            let dims: Vec<(&str, u64)> = [("X", 12), ("H", 20), ("P", 10)]
+                .into_iter()
+                .filter(|(n, _)| cell.dim_names().iter().any(|d| d == n))
+                .collect();
+            let cell = cell.dims(&dims).unwrap();
+            let ir = cell.ir().unwrap();
+            let weights = crate::Weights::random(&ir, 5);
+            for isa in crate::Isa::ALL.into_iter().filter(|i| i.available()) {
+                let opts = Options {
+                    isa: Some(isa),
+                    ..Options::default()
+                };
+                let kernel = cell.compile(&weights, &opts).unwrap();
+                for (variant, batch, steps, threads) in Variant::ALL.into_iter().flat_map(|v| {
+                    [
+                        (v, 1, 7, 2),
+                        (v, 5, 7, 2),
+                        (v, 5, 7, 3),
+                        (v, 7, 3, 4),
+                        (v, 16, 40, 2),
+                        (v, 6, 1, 3),
+                    ]
+                }) {
+                    let mut rng = crate::gen::Rng(batch as u64);
+                    let xs: Vec<Vec<f32>> = (0..kernel.input_names().len())
+                        .map(|i| {
+                            let n = steps * batch * kernel.input_len(i);
+                            rng.vec(n, 1.0).into_iter().map(|v| v as f32).collect()
+                        })
+                        .collect();
+                    let run = |rows_apart: bool| {
+                        let mut state = kernel.new_state(batch).unwrap();
+                        let mut ys: Vec<Vec<f32>> = (0..kernel.output_names().len())
+                            .map(|o| vec![0.0; steps * batch * kernel.output_len(o)])
+                            .collect();
+                        let inputs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+                        let mut outs: Vec<&mut [f32]> =
+                            ys.iter_mut().map(Vec::as_mut_slice).collect();
+                        kernel
+                            .run_choosing(&inputs, &mut state, &mut outs, false, |b, s| Choice {
+                                variant: variant.for_steps(s),
+                                threads,
+                                rows_apart,
+                                ..kernel.choice(b, s)
+                            })
+                            .unwrap();
+                        for name in kernel.state_names() {
+                            ys.push(state.get(name).unwrap());
+                        }
+                        ys
+                    };
+                    let (shared, apart) = (run(false), run(true));
+                    let same = shared
+                        .iter()
+                        .flatten()
+                        .zip(apart.iter().flatten())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} {} {} batch {batch} T = {steps} on {threads} threads",
+                        path.display(),
+                        isa.name(),
+                        variant.name()
+                    );
+                }
+            }
+        }
+    }
 
     /// A run from the last step to the first gives, bit for bit, what a run
     /// over a reversed copy of the sequence gives, reversed back: on every

@@ -66,6 +66,9 @@ pub struct State {
     /// products for large batches.
     pub(super) step_plan: Variant,
     pub(super) step_threads: usize,
+    /// Whether one `step` at this batch runs the rows apart
+    /// ([`crate::codegen::schedule::Choice::rows_apart`]).
+    pub(super) step_rows_apart: bool,
     pub(super) steps: u64,
     /// The inputs rounded to bf16 under `Compute::Bf16`, grown as needed.
     pub(super) rounded: Vec<f32>,
@@ -109,6 +112,7 @@ impl State {
             last: Variant::Streaming,
             step_plan: step.variant,
             step_threads: step.threads,
+            step_rows_apart: step.rows_apart,
             steps: 0,
             rounded: Vec::new(),
         })
