@@ -37,7 +37,7 @@ mod tests;
 
 use std::cell::RefCell;
 
-use super::gemm::{From, Right};
+use super::gemm::{fill, From, Jobs, Right};
 
 /// Rows of `A` per unit (an AMX tile's 16 columns of sums).
 pub const UNIT: usize = 16;
@@ -180,23 +180,23 @@ thread_local! {
 const SLACK_COLUMNS: usize = 16;
 
 impl Product {
-    /// Jobs: blocks of columns (a multiple of 32, at most [`NC`]), each of
-    /// all the rows unless the columns make fewer than `split` jobs.
-    pub fn jobs(&self) -> usize {
-        self.n.div_ceil(self.columns_per_job()) * self.row_groups()
-    }
-
-    fn columns_per_job(&self) -> usize {
-        let blocks = self.n.div_ceil(NC).max(self.split.min(self.n.div_ceil(32)));
-        self.n.div_ceil(blocks.max(1)).next_multiple_of(32).min(NC)
-    }
-
-    fn row_groups(&self) -> usize {
-        if self.n.div_ceil(self.columns_per_job()) >= self.split {
-            1
-        } else {
-            self.m.div_ceil(MC).max(1)
+    /// How its jobs are cut ([`Jobs`]: blocks of a multiple of 32 columns,
+    /// at most [`NC`], rows in blocks of [`MC`] for narrow products).
+    fn grid(&self) -> Jobs {
+        Jobs {
+            m: self.m,
+            n: self.n,
+            split: self.split,
+            nr: 2 * UNIT,
+            nc: NC,
+            mc: MC,
         }
+    }
+
+    /// Jobs: blocks of columns, each of all the rows unless the columns
+    /// make fewer than `split` jobs ([`Jobs`]).
+    pub fn jobs(&self) -> usize {
+        self.grid().count()
     }
 
     /// Runs every job on this thread.
@@ -219,18 +219,14 @@ impl Product {
     /// not overlapping the others and no other thread touching the job's
     /// elements of `C` meanwhile; the host must have `dots`.
     pub unsafe fn run_job(&self, job: usize) {
-        let groups = self.row_groups();
-        let (cb, rg) = (job / groups, job % groups);
-        let rows = if groups == 1 { self.m } else { MC };
-        let (i0, i1) = (rg * rows, ((rg + 1) * rows).min(self.m));
-        let cols = self.columns_per_job();
-        let (j0, j1) = (cb * cols, ((cb + 1) * cols).min(self.n));
+        let (rows, cols) = self.grid().block(job);
+        let (i0, i1, j0, j1) = (rows.start, rows.end, cols.start, cols.end);
         if i0 >= i1 || j0 >= j1 {
             return;
         }
         if self.k == 0 {
             // SAFETY: as the caller guarantees.
-            unsafe { self.fill(i0, i1, j0, j1) };
+            unsafe { fill(self.c, self.ldc, self.from, rows, cols) };
             return;
         }
         let kp = padded_k(self.k);
@@ -293,26 +289,6 @@ impl Product {
                 }
             }
             row[self.k..].fill(0);
-        }
-    }
-
-    /// `C = start` for rows `i0..i1`, columns `j0..j1` (`k = 0`).
-    ///
-    /// # Safety
-    /// As [`Product::run_job`].
-    unsafe fn fill(&self, i0: usize, i1: usize, j0: usize, j1: usize) {
-        for j in j0..j1 {
-            for i in i0..i1 {
-                // SAFETY: as the caller guarantees.
-                unsafe {
-                    let c = self.c.add(i + j * self.ldc);
-                    match self.from {
-                        From::Zero => *c = 0.0,
-                        From::Dst => {}
-                        From::Row(r) => *c = *r.add(i),
-                    }
-                }
-            }
         }
     }
 }

@@ -145,22 +145,38 @@ thread_local! {
 /// Floats of alignment slack in the scratch (64 bytes).
 const ALIGN: usize = 16;
 
-impl Gemm {
-    /// Jobs: blocks of columns ([`Gemm::columns_per_job`]), each of all
-    /// the rows when there are enough blocks to share among threads, else
-    /// of [`MC`] rows.
-    pub fn jobs(&self) -> usize {
+/// How a product of `m` rows by `n` columns is cut into jobs that share no
+/// element of `C`: blocks of columns, each of all the rows when there are
+/// enough blocks to share among threads, else of `mc` rows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Jobs {
+    pub m: usize,
+    pub n: usize,
+    /// Jobs wanted ([`Gemm::split`]).
+    pub split: usize,
+    /// Columns a block is a whole number of (a kernel's strip).
+    pub nr: usize,
+    /// Columns per block at most.
+    pub nc: usize,
+    /// Rows per block when rows are split.
+    pub mc: usize,
+}
+
+impl Jobs {
+    pub fn count(&self) -> usize {
         self.n.div_ceil(self.columns_per_job()) * self.row_groups()
     }
 
-    /// Columns per job: at most [`NC`], and few enough for `split` jobs
-    /// where there are columns for them (a whole number of strips each,
-    /// the blocks as even as that allows), so that rows are split (and the
-    /// blocks of `B` packed once per row group) only for narrow products.
+    /// Columns per job: at most `nc`, and few enough for `split` jobs where
+    /// there are columns for them (a whole number of `nr` each, the blocks
+    /// as even as that allows), so that rows are split (and the blocks of
+    /// `B` packed once per row group) only for narrow products.
     fn columns_per_job(&self) -> usize {
-        let nr = tiles::columns(self.isa);
-        let blocks = self.n.div_ceil(NC).max(self.split.min(self.n.div_ceil(nr)));
-        self.n.div_ceil(blocks.max(1)).next_multiple_of(nr).min(NC)
+        let blocks = (self.n.div_ceil(self.nc)).max(self.split.min(self.n.div_ceil(self.nr)));
+        self.n
+            .div_ceil(blocks.max(1))
+            .next_multiple_of(self.nr)
+            .min(self.nc)
     }
 
     /// Row groups per column block: one (each block of `B` packed once),
@@ -169,8 +185,69 @@ impl Gemm {
         if self.n.div_ceil(self.columns_per_job()) >= self.split {
             1
         } else {
-            self.m.div_ceil(MC).max(1)
+            self.m.div_ceil(self.mc).max(1)
         }
+    }
+
+    /// The rows and the columns of job `job` (empty past the last).
+    pub fn block(&self, job: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let groups = self.row_groups();
+        let (cb, rg) = (job / groups, job % groups);
+        let rows = if groups == 1 { self.m } else { self.mc };
+        let cols = self.columns_per_job();
+        (
+            (rg * rows).min(self.m)..((rg + 1) * rows).min(self.m),
+            (cb * cols).min(self.n)..((cb + 1) * cols).min(self.n),
+        )
+    }
+}
+
+/// `C = start` for rows `i0..i1` and columns `j0..j1`, element `(i, j)` at
+/// `c[i + j * ldc]` (a product over no `k`).
+///
+/// # Safety
+/// Those elements of `C` (and for [`From::Row`] the rows' values) are
+/// valid and no other thread touches them meanwhile.
+pub(crate) unsafe fn fill(
+    c: *mut f32,
+    ldc: usize,
+    from: From,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    for j in cols {
+        for i in rows.clone() {
+            // SAFETY: as the caller guarantees.
+            unsafe {
+                let c = c.add(i + j * ldc);
+                match from {
+                    From::Zero => *c = 0.0,
+                    From::Dst => {}
+                    From::Row(r) => *c = *r.add(i),
+                }
+            }
+        }
+    }
+}
+
+impl Gemm {
+    /// How its jobs are cut ([`Jobs`]: blocks of [`NC`] columns at most,
+    /// rows in blocks of [`MC`] for narrow products).
+    fn grid(&self) -> Jobs {
+        Jobs {
+            m: self.m,
+            n: self.n,
+            split: self.split,
+            nr: tiles::columns(self.isa),
+            nc: NC,
+            mc: MC,
+        }
+    }
+
+    /// Jobs: blocks of columns, each of all the rows when there are enough
+    /// blocks to share among threads, else of [`MC`] rows ([`Jobs`]).
+    pub fn jobs(&self) -> usize {
+        self.grid().count()
     }
 
     /// Runs every job on this thread.
@@ -195,18 +272,14 @@ impl Gemm {
     /// others and no other thread touching the job's elements of `C`
     /// meanwhile; the host must have `isa`.
     pub unsafe fn run_job(&self, job: usize) {
-        let groups = self.row_groups();
-        let (cb, rg) = (job / groups, job % groups);
-        let rows = if groups == 1 { self.m } else { MC };
-        let (i0, i1) = (rg * rows, ((rg + 1) * rows).min(self.m));
-        let cols = self.columns_per_job();
-        let (j0, j1) = (cb * cols, ((cb + 1) * cols).min(self.n));
+        let (rows, cols) = self.grid().block(job);
+        let (i0, i1, j0, j1) = (rows.start, rows.end, cols.start, cols.end);
         if i0 >= i1 || j0 >= j1 {
             return;
         }
         if self.k == 0 {
             // SAFETY: as the caller guarantees.
-            unsafe { self.fill(i0, i1, j0, j1) };
+            unsafe { fill(self.c, self.ldc, self.from, rows, cols) };
             return;
         }
         let nr = tiles::columns(self.isa);
@@ -308,26 +381,6 @@ impl Gemm {
             }
             strip = strip.wrapping_add(kc * width);
             j += width;
-        }
-    }
-
-    /// `C = start` for rows `i0..i1`, columns `j0..j1` (`k = 0`).
-    ///
-    /// # Safety
-    /// As [`Gemm::run_job`].
-    unsafe fn fill(&self, i0: usize, i1: usize, j0: usize, j1: usize) {
-        for j in j0..j1 {
-            for i in i0..i1 {
-                // SAFETY: as the caller guarantees.
-                unsafe {
-                    let c = self.c.add(i + j * self.ldc);
-                    match self.from {
-                        From::Zero => *c = 0.0,
-                        From::Dst => {}
-                        From::Row(r) => *c = *r.add(i),
-                    }
-                }
-            }
         }
     }
 }
