@@ -341,7 +341,7 @@ pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
 }
 
 /// How much faster than the float32 kernels the hoisted projection runs on
-/// AMX tiles (`kernels::bf16`): measured 3.5-4.6x on the LSTM projections of
+/// AMX tiles (`kernels::bf16`): measured 3.5-5.8x on the LSTM projections of
 /// H = 128-1024 (`cargo bench --bench gemm`, a Sapphire Rapids-class Xeon);
 /// the lower end, until the calibration measures it.
 const AMX_PROJECTION_SPEEDUP: f64 = 3.5;
