@@ -221,4 +221,6 @@ fn the_command_line_takes_compute() {
         j["us_per_step_median"].as_f64().is_some_and(|t| t > 0.0),
         "{j}"
     );
+    assert_eq!(j["compute"], "bf16", "{j}");
+    assert!(j["rows_apart"].is_boolean(), "{j}");
 }

@@ -164,6 +164,11 @@ pub struct BenchResult {
     pub fused: Times,
     pub unfused: Option<Times>,
     pub schedule: String,
+    /// Whether the threads ran their own batch rows apart
+    /// ([`crate::codegen::schedule::Choice::rows_apart`]).
+    pub rows_apart: bool,
+    /// The arithmetic of the products.
+    pub compute: crate::Compute,
     /// The cost model for this plan and thread count: (predicted, floor)
     /// µs per step, and where the weights live.
     pub predicted_us: f64,
@@ -195,6 +200,8 @@ impl BenchResult {
             "seq": self.seq,
             "threads": self.threads,
             "schedule": self.schedule,
+            "rows_apart": self.rows_apart,
+            "compute": self.compute.name(),
             "flops_per_step": self.flops_per_step,
             "weight_bytes_per_step": self.weight_bytes_per_step,
             "us_per_step_median": self.fused.median,
@@ -238,7 +245,11 @@ impl BenchResult {
             },
             self.schedule,
             self.threads,
-            if self.threads == 1 { "" } else { "s" }
+            match (self.threads, self.rows_apart) {
+                (1, _) => "",
+                (_, false) => "s",
+                (_, true) => "s, each with its own batch rows",
+            }
         );
         s.push_str(&format!(
             "  per step: {:.1} kFLOP, {:.1} KiB of weights\n",
@@ -390,6 +401,8 @@ pub fn bench_with_progress(
         fused: times(f),
         unfused: (!u.is_empty()).then(|| times(u)),
         schedule: model.variant.name().to_string(),
+        rows_apart: model.rows_apart,
+        compute: opts.compute,
         predicted_us: model.predicted_us,
         floor_us: model.floor_us,
         weights_level: model.level,
