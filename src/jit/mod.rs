@@ -94,6 +94,11 @@ struct Build {
     /// hoisted projection's matrices packed for them (the offset of each
     /// one's unit-major copy in `weights`, and the copy in bf16).
     bf16: Option<Bf16Weights>,
+    /// Pieces its generated functions' tiles run in on a step swept backward
+    /// (`exec::Sweep`): [`exec::SWEEP_PIECES`] where the packed weights are
+    /// larger than half a core's L2 (a share of them may not fit in it),
+    /// else 1 (they fit, read in any order).
+    sweep_pieces: usize,
 }
 
 /// The hoisted projection's matrices packed for bf16 dot products.
@@ -815,8 +820,13 @@ fn build(
         }
         t += 1;
     }
-    let _ = weights.len();
     let bf16 = Bf16Weights::new(&plan, ir, params, opts);
+    let weight_bytes = weights.len() * std::mem::size_of::<f32>();
+    let sweep_pieces = if weight_bytes > crate::codegen::schedule::host().l2 / 2 {
+        exec::SWEEP_PIECES
+    } else {
+        1
+    };
     Ok(Build {
         plan,
         code,
@@ -825,6 +835,7 @@ fn build(
         isa,
         wide,
         bf16,
+        sweep_pieces,
     })
 }
 
@@ -923,6 +934,56 @@ mod tests {
                         isa.name(),
                         variant.name()
                     );
+                }
+            }
+        }
+    }
+
+    /// Weights larger than half a core's L2 are swept back and forth
+    /// (`exec::Sweep`): on odd steps the products' units run last to first
+    /// and the generated functions' tiles in pieces, last piece first. On
+    /// every plan and ISA this host has, batch 1 and 3, 1 to 3 threads, one
+    /// step per call and whole sequences, the kernel computes what the
+    /// interpreter computes (a unit or piece skipped or run twice would be
+    /// off by far more than the tolerance).
+    #[test]
+    fn steps_swept_backward_match_the_interpreter() {
+        let l2 = crate::codegen::schedule::host().l2 as f64;
+        // An LSTM's packed weights: 16 H (X + H) bytes, over half the L2.
+        let h = ((l2 / 32.0).sqrt() * 1.25).ceil() as u64;
+        for name in ["lstm", "gru"] {
+            let cell = crate::Cell::from_file(format!("examples/{name}.rnn"))
+                .and_then(|c| c.dims(&[("X", 8), ("H", h)]))
+                .unwrap();
+            let ir = cell.ir().unwrap();
+            let weights = crate::Weights::random(&ir, 11);
+            let reference = crate::interp::ParamValues::from_f32(&weights.resolve(&ir).unwrap());
+            for isa in crate::Isa::ALL.into_iter().filter(|i| i.available()) {
+                for variant in Variant::ALL {
+                    for threads in [1, 2, 3] {
+                        let opts = Options {
+                            isa: Some(isa),
+                            plan: Some(variant),
+                            threads: Some(threads),
+                            ..Options::default()
+                        };
+                        let kernel = cell.compile(&weights, &opts).unwrap();
+                        let pieces = kernel.build(variant).unwrap().sweep_pieces;
+                        assert_eq!(pieces, exec::SWEEP_PIECES, "{name} H = {h}");
+                        for batch in [1, 3] {
+                            let d = crate::fuzzing::differential(
+                                &kernel, &ir, &reference, batch, 5, 7, 1.0,
+                            );
+                            assert!(
+                                d.worst < 1e-4,
+                                "{name} H = {h} {} {} batch {batch} on {threads} threads: \
+                                 error {:e}",
+                                isa.name(),
+                                variant.name(),
+                                d.worst
+                            );
+                        }
+                    }
                 }
             }
         }
