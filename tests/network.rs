@@ -196,6 +196,70 @@ fn every_schedule_gives_the_oracles_numbers_and_the_same_bits() {
     }
 }
 
+/// A compiled network keeps each kernel's last state for its next run
+/// (`CompiledNetwork`'s spare states): runs one after the other, on other
+/// inputs, initial states, batches and lengths (rows ending early, so that
+/// the live rows change between segments), give the bits a network compiled
+/// afresh gives each of them, on 1 and 2 threads.
+#[test]
+fn runs_one_after_another_give_a_fresh_networks_bits() {
+    let cell = example("lstm.rnn", &[("X", 7), ("H", 19)]);
+    let layout = Layout {
+        layers: 2,
+        bidirectional: true,
+        reverse: false,
+    };
+    let net = Network::new(cell, layout).unwrap();
+    let runs: [(usize, usize, Option<Vec<usize>>, u64); 5] = [
+        (3, 8, None, 1),
+        (3, 8, None, 2),
+        (4, 8, Some(vec![8, 3, 0, 5]), 3),
+        (3, 6, None, 4),
+        (4, 8, Some(vec![2, 8, 8, 1]), 5),
+    ];
+    for threads in [1, 2] {
+        let opts = Options {
+            threads: Some(threads),
+            ..Options::default()
+        };
+        let kept = net.compile_random(9, &opts).unwrap();
+        for (batch, steps, lengths, seed) in &runs {
+            let (batch, steps) = (*batch, *steps);
+            let mut r = Rng(*seed);
+            let x: Vec<f32> = (0..steps * batch * kept.input_lens()[0])
+                .map(|_| r.unit())
+                .collect();
+            let state_lens = kept.state_lens();
+            let init: Vec<Vec<f32>> = (0..kept.state_names().len())
+                .map(|s| {
+                    (0..layout.directions() * layout.layers * batch * state_lens[0][s])
+                        .map(|_| r.unit() * 0.5)
+                        .collect()
+                })
+                .collect();
+            let names: Vec<String> = kept.state_names().to_vec();
+            // Every other run from zero states (none given).
+            let initial: Vec<(&str, &[f32])> = if seed % 2 == 0 {
+                Vec::new()
+            } else {
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(init.iter().map(Vec::as_slice))
+                    .collect()
+            };
+            let lens = lengths.as_deref();
+            let again = kept.run(&[&x], batch, lens, &initial).unwrap();
+            let fresh = net.compile_random(9, &opts).unwrap();
+            let first = fresh.run(&[&x], batch, lens, &initial).unwrap();
+            assert!(
+                again == first,
+                "run {seed} (batch {batch}, T {steps}, lengths {lengths:?}) on {threads} threads"
+            );
+        }
+    }
+}
+
 /// Stacking needs one input and one output; a network has 1 to 64 layers.
 #[test]
 fn networks_the_cell_cannot_make_are_refused() {

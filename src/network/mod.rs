@@ -398,6 +398,13 @@ pub struct CompiledNetwork {
     /// to every core).
     threads: Option<usize>,
     forced: Option<Schedule>,
+    /// `spare[l][d]`: the state the last run of layer `l`, direction `d`
+    /// left, kept for the next run of the same batch: a new state's buffers
+    /// (the hoisted projection's: up to 8 MiB) cost page faults and zeroing
+    /// on every run (0.27-0.38 ms a kernel, 5 % of a 2-layer bidirectional
+    /// LSTM at H = 512, batch 1, T = 100). A run sets every state before its
+    /// steps, and the steps write every other buffer before reading it.
+    spare: Vec<Vec<std::sync::Mutex<Option<crate::State>>>>,
 }
 
 /// What a network run gives: each output of the last layer `[T, B, D * len]`
@@ -425,11 +432,15 @@ impl CompiledNetwork {
     }
 
     fn new(layout: Layout, layers: Vec<Vec<Kernel>>, opts: &Options) -> CompiledNetwork {
+        let spare = (layers.iter())
+            .map(|dirs| dirs.iter().map(|_| std::sync::Mutex::new(None)).collect())
+            .collect();
         CompiledNetwork {
             layout,
             layers,
             threads: opts.threads,
             forced: None,
+            spare,
         }
     }
 

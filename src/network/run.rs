@@ -92,6 +92,7 @@ impl CompiledNetwork {
                     kernel: &dirs[d],
                     reverse: self.layout.runs()[d],
                     threads,
+                    spare: &self.spare[l][d],
                 };
                 dir.run(&ins, steps, batch, lengths, &init)
             };
@@ -343,11 +344,13 @@ struct Directed {
     states: Vec<Vec<f32>>,
 }
 
-/// One direction of one layer, and the threads its kernel runs on.
+/// One direction of one layer, the threads its kernel runs on, and the
+/// state its last run left (`CompiledNetwork::spare`).
 struct Direction<'a> {
     kernel: &'a Kernel,
     reverse: bool,
     threads: Option<usize>,
+    spare: &'a std::sync::Mutex<Option<crate::State>>,
 }
 
 impl Direction<'_> {
@@ -489,7 +492,15 @@ impl Direction<'_> {
             state_lens,
         } = *shapes;
         let k = s1 - s0;
-        let mut state = kernel.new_state(live)?;
+        // The last run's state if it has this many rows (a run that panicked
+        // holding the lock left nothing worth keeping).
+        let kept = (self.spare.lock().ok())
+            .and_then(|mut s| s.take())
+            .filter(|s| s.batch() == live);
+        let mut state = match kept {
+            Some(s) => s,
+            None => kernel.new_state(live)?,
+        };
         for (s, name) in kernel.state_names().iter().enumerate() {
             state.set(name, &cur[s][..live * state_lens[s]])?;
         }
@@ -537,6 +548,9 @@ impl Direction<'_> {
         for (s, name) in kernel.state_names().iter().enumerate() {
             let v = state.get(name)?;
             cur[s][..v.len()].copy_from_slice(&v);
+        }
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Some(state);
         }
         Ok(())
     }
