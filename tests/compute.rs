@@ -6,8 +6,6 @@
 
 mod common;
 
-use cellc::fuzzing::differential;
-use cellc::interp::ParamValues;
 use cellc::ir::Precision;
 use cellc::{Cell, Compute, Options, Variant, Weights};
 
@@ -25,30 +23,12 @@ fn bf16(plan: Option<Variant>, threads: Option<usize>) -> Options {
     }
 }
 
-/// The worst error of 6 steps of the kernel against the interpreter.
+/// The worst error of 6 steps of the kernel against the interpreter given
+/// the weights the kernel computes with; the kernel computes in bf16.
 fn error(cell: &Cell, opts: &Options, batch: usize, seed: u64) -> f64 {
-    let ir = cell.ir().unwrap();
-    let weights = Weights::random(&ir, seed);
-    let kernel_ir = cell.kernel_ir(opts).unwrap();
-    let raw = weights.resolve(&kernel_ir).unwrap();
-    let reference: Vec<Vec<f32>> = cellc::quant::effective_params(&kernel_ir, &raw)
-        .into_iter()
-        .map(|v| v.into_owned())
-        .collect();
-    let kernel = cell
-        .compile(&weights, opts)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(kernel.compute(), Compute::Bf16);
-    differential(
-        &kernel,
-        &ir,
-        &ParamValues::from_f32(&reference),
-        batch,
-        6,
-        seed,
-        1.0,
-    )
-    .worst
+    let (err, compute) = common::kernel_error(cell, opts, batch, seed, true);
+    assert_eq!(compute, Compute::Bf16);
+    err
 }
 
 #[test]

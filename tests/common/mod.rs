@@ -144,3 +144,42 @@ pub fn check_isa_coverage(what: &str, covered: &[cellc::Isa]) {
         }
     }
 }
+
+/// The worst error over 6 steps of `cell` compiled with `opts` against the
+/// interpreter (`cellc::fuzzing::differential`), on random weights from
+/// `seed`: the interpreter given the weights the kernel computes with
+/// (`rounded`: as the options' storage and arithmetic round them) or the
+/// raw ones. With it, the arithmetic the kernel ran.
+pub fn kernel_error(
+    cell: &cellc::Cell,
+    opts: &cellc::Options,
+    batch: usize,
+    seed: u64,
+    rounded: bool,
+) -> (f64, cellc::Compute) {
+    let ir = cell.ir().unwrap();
+    let weights = cellc::Weights::random(&ir, seed);
+    let kernel_ir = cell.kernel_ir(opts).unwrap();
+    let raw = weights.resolve(&kernel_ir).unwrap();
+    let reference: Vec<Vec<f32>> = if rounded {
+        cellc::quant::effective_params(&kernel_ir, &raw)
+            .into_iter()
+            .map(|v| v.into_owned())
+            .collect()
+    } else {
+        raw
+    };
+    let kernel = cell
+        .compile(&weights, opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = cellc::fuzzing::differential(
+        &kernel,
+        &ir,
+        &cellc::interp::ParamValues::from_f32(&reference),
+        batch,
+        6,
+        seed,
+        1.0,
+    );
+    (d.worst, kernel.compute())
+}
