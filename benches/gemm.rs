@@ -6,7 +6,8 @@
 //! measured in the same run, is printed beside it. `GEMM_SIZES=6400x512x128`
 //! (columns x rows x k) measures other sizes. Then the same products on
 //! bf16 operands (`kernels::bf16`) on every instruction set for them the
-//! host has (AMX, AVX512-BF16).
+//! host has (AMX, AVX512-BF16), and on int8 operands (`kernels::int8`:
+//! AVX512-VNNI, AVX-VNNI).
 
 #![allow(clippy::print_stdout)]
 
@@ -28,6 +29,24 @@ fn bench(c: &mut Criterion) {
                 p.peak_gflops()
             );
             let mut group = c.benchmark_group(format!("gemm/{}", isa.name()));
+            group.throughput(Throughput::Elements(p.flops() as u64));
+            group.sample_size(10);
+            group.measurement_time(std::time::Duration::from_secs(3));
+            group.bench_function(format!("{columns}x{rows}x{k}"), |b| b.iter(|| p.run()));
+            group.finish();
+        }
+    }
+    // The int8 products (`kernels::int8`), likewise; "elem/s" are the
+    // multiply-adds' operations (2 per term), as for float32.
+    for path in GemmBench::int8_paths()
+        .into_iter()
+        .filter(|&p| p != "portable")
+    {
+        for (columns, rows, k) in sizes() {
+            let Ok(mut p) = GemmBench::int8(path, columns, rows, k) else {
+                continue;
+            };
+            let mut group = c.benchmark_group(format!("gemm-int8/{path}"));
             group.throughput(Throughput::Elements(p.flops() as u64));
             group.sample_size(10);
             group.measurement_time(std::time::Duration::from_secs(3));

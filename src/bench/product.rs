@@ -85,8 +85,9 @@ impl ProductBench {
 #[doc(hidden)]
 pub struct GemmBench {
     isa: crate::Isa,
-    /// The bf16 path and the weights packed for it, for [`GemmBench::bf16`].
-    bf16: Option<(crate::kernels::bf16::Dots, crate::kernels::bf16::Packed)>,
+    /// The operands' arithmetic: float32 (the weights in `units`), or bf16
+    /// or int8 dot products on a path, the weights packed for it.
+    operands: Operands,
     units: AlignedBuf,
     x: AlignedBuf,
     dst: AlignedBuf,
@@ -94,6 +95,13 @@ pub struct GemmBench {
     rows: usize,
     k: usize,
     columns: usize,
+}
+
+/// What [`GemmBench`] multiplies.
+enum Operands {
+    F32,
+    Bf16(crate::kernels::bf16::Dots, crate::kernels::bf16::Packed),
+    Int8(crate::kernels::int8::Dots, crate::kernels::int8::Packed),
 }
 
 impl GemmBench {
@@ -122,7 +130,7 @@ impl GemmBench {
         let bias = (0..rows).map(|_| rng.unit() as f32).collect();
         Ok(GemmBench {
             isa,
-            bf16: None,
+            operands: Operands::F32,
             units,
             x,
             dst,
@@ -160,56 +168,103 @@ impl GemmBench {
         let mut b = GemmBench::new(crate::Isa::Scalar, columns, rows, k)?;
         let mut rng = crate::gen::Rng(2);
         let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
-        b.bf16 = Some((dots, bf16::pack(&w, rows, k)));
+        b.operands = Operands::Bf16(dots, bf16::pack(&w, rows, k));
+        b.isa = crate::Isa::detect();
+        Ok(b)
+    }
+
+    /// The int8 paths this host has (`kernels::int8`: "avx512-vnni",
+    /// "avx-vnni", "portable").
+    pub fn int8_paths() -> Vec<&'static str> {
+        use crate::kernels::int8::Dots;
+        Dots::ALL
+            .into_iter()
+            .filter(|d| d.available())
+            .map(Dots::name)
+            .collect()
+    }
+
+    /// As [`GemmBench::new`], the product on int8 operands (the weights
+    /// quantized per row, the inputs per column as each job starts) on
+    /// `path` (one of [`GemmBench::int8_paths`]).
+    pub fn int8(
+        path: &str,
+        columns: usize,
+        rows: usize,
+        k: usize,
+    ) -> std::result::Result<Self, String> {
+        use crate::kernels::int8::{self, Dots};
+        let dots = Dots::ALL
+            .into_iter()
+            .find(|d| d.name() == path && d.available())
+            .ok_or_else(|| format!("no int8 path {path} on this host"))?;
+        let mut b = GemmBench::new(crate::Isa::Scalar, columns, rows, k)?;
+        let mut rng = crate::gen::Rng(3);
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
+        let (q, scales) = crate::quant::int8_rows(&w, k);
+        b.operands = Operands::Int8(dots, int8::pack(&q, &scales, rows, k)?);
         b.isa = crate::Isa::detect();
         Ok(b)
     }
 
     /// One product, `bias + W x` for every column.
     pub fn run(&mut self) {
-        use crate::kernels::gemm::{Gemm, Left, Right};
-        if let Some((dots, packed)) = &self.bf16 {
-            let p = crate::kernels::bf16::Product {
-                dots: *dots,
-                m: self.rows,
-                n: self.columns,
-                k: self.k,
-                a: packed.as_ptr(),
-                b: Right {
-                    ptr: self.x.as_slice().as_ptr(),
-                    rs: 1,
-                    cs: self.k,
-                },
-                c: self.dst.as_mut_slice().as_mut_ptr(),
-                ldc: self.rows,
-                from: crate::kernels::gemm::From::Row(self.bias.as_ptr()),
-                split: crate::kernels::gemm::SPLIT,
-            };
-            // SAFETY: the buffers were made for these sizes (`new`), the
-            // weights packed for them, the destination is borrowed
-            // mutably, and `bf16` checked the path.
-            unsafe { p.run() };
-            return;
-        }
-        let g = Gemm {
-            isa: self.isa,
-            m: self.rows,
-            n: self.columns,
-            k: self.k,
-            a: Left::Units(self.units.as_slice().as_ptr()),
-            b: Right {
-                ptr: self.x.as_slice().as_ptr(),
-                rs: 1,
-                cs: self.k,
-            },
-            c: self.dst.as_mut_slice().as_mut_ptr(),
-            ldc: self.rows,
-            from: crate::kernels::gemm::From::Row(self.bias.as_ptr()),
-            split: crate::kernels::gemm::SPLIT,
+        use crate::kernels::gemm::{From, Gemm, Left, Right, SPLIT};
+        use crate::kernels::{bf16, int8};
+        let (m, n, k) = (self.rows, self.columns, self.k);
+        let b = Right {
+            ptr: self.x.as_slice().as_ptr(),
+            rs: 1,
+            cs: k,
         };
-        // SAFETY: the buffers were made for these sizes (`new`), the
-        // destination is borrowed mutably, and `new` checked the ISA.
-        unsafe { g.run() }
+        let (c, ldc) = (self.dst.as_mut_slice().as_mut_ptr(), m);
+        let from = From::Row(self.bias.as_ptr());
+        // Each arm: the buffers were made for these sizes (`new`), the
+        // weights packed for them, the destination is borrowed mutably, and
+        // `new`, `bf16` or `int8` checked the ISA or path.
+        match &self.operands {
+            // SAFETY: as above.
+            Operands::F32 => unsafe {
+                Gemm {
+                    isa: self.isa,
+                    m,
+                    n,
+                    k,
+                    a: Left::Units(self.units.as_slice().as_ptr()),
+                    b,
+                    c,
+                    ldc,
+                    from,
+                    split: SPLIT,
+                }
+                .run()
+            },
+            // SAFETY: as above.
+            Operands::Bf16(dots, packed) => unsafe {
+                bf16::Product {
+                    dots: *dots,
+                    m,
+                    n,
+                    k,
+                    a: packed.as_ptr(),
+                    b,
+                    c,
+                    ldc,
+                    from,
+                    split: SPLIT,
+                }
+                .run()
+            },
+            // SAFETY: as above.
+            Operands::Int8(dots, packed) => unsafe {
+                int8::Product {
+                    from,
+                    split: SPLIT,
+                    ..int8::Product::new(*dots, packed, n, b, c, ldc)
+                }
+                .run()
+            },
+        }
     }
 
     pub fn flops(&self) -> f64 {

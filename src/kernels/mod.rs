@@ -26,6 +26,7 @@
 
 pub(crate) mod bf16;
 pub(crate) mod gemm;
+pub(crate) mod int8;
 pub mod isa;
 pub mod panel;
 pub mod probe;

@@ -1,0 +1,276 @@
+//! The x86 kernels of [`super`]: `vpdpbusd` on 512-bit vectors (AVX512-VNNI)
+//! and on 256-bit ones (AVX-VNNI). Each keeps a tile of sums in registers,
+//! adds a quad of `k` per instruction (four bytes of a column broadcast to
+//! every lane, by a quad of 16 or 8 rows), then finishes each element as the
+//! portable path does ([`super::Block::finish`]: the same operations, so the
+//! same bits).
+
+use std::arch::x86_64::*;
+
+use super::{Block, QUAD, TILE_COLUMNS, UNIT};
+use crate::kernels::gemm::From;
+
+/// Columns per tile of the 256-bit kernel (12 sums, two weight vectors and
+/// a broadcast in 16 registers).
+const COLUMNS_256: usize = 6;
+
+/// The quad `q` of column `c` (of the block's) as one `i32`.
+///
+/// # Safety
+/// Column `c` holds `kp > 4 q` bytes.
+#[inline(always)]
+unsafe fn quad(b: &Block, c: usize, q: usize) -> i32 {
+    // SAFETY: as the caller guarantees.
+    unsafe { b.x.add(c * b.kp + q * QUAD).cast::<i32>().read_unaligned() }
+}
+
+/// The block on AVX512-VNNI: tiles of 32 rows (two units) by up to
+/// [`TILE_COLUMNS`] columns.
+///
+/// # Safety
+/// As `Product::run_job`, for the block's job; `i0` a multiple of 32; the
+/// host has AVX512F and AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(super) unsafe fn block_avx512(b: &Block) {
+    let mut i = b.i0;
+    while i < b.i1 {
+        let rows = (b.i1 - i).min(2 * UNIT);
+        let mut j = b.j0;
+        while j < b.j1 {
+            let w = (b.j1 - j).min(TILE_COLUMNS);
+            // SAFETY: as the caller guarantees; rows `i..i + rows` and
+            // columns `j..j + w` are the block's.
+            unsafe {
+                match w {
+                    1 => tile_512::<1>(b, i, rows, j),
+                    2 => tile_512::<2>(b, i, rows, j),
+                    3 => tile_512::<3>(b, i, rows, j),
+                    4 => tile_512::<4>(b, i, rows, j),
+                    5 => tile_512::<5>(b, i, rows, j),
+                    6 => tile_512::<6>(b, i, rows, j),
+                    7 => tile_512::<7>(b, i, rows, j),
+                    8 => tile_512::<8>(b, i, rows, j),
+                    9 => tile_512::<9>(b, i, rows, j),
+                    10 => tile_512::<10>(b, i, rows, j),
+                    11 => tile_512::<11>(b, i, rows, j),
+                    _ => tile_512::<12>(b, i, rows, j),
+                }
+            }
+            j += w;
+        }
+        i += 2 * UNIT;
+    }
+}
+
+/// Rows `i..i + rows` (at most 32, `i` a multiple of 32) by columns `j..j +
+/// W`.
+///
+/// # Safety
+/// As [`block_avx512`], for that tile of the block.
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+unsafe fn tile_512<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
+    let units = [b.unit(i), b.unit(i + UNIT)];
+    let c0 = j - b.j0;
+    let mut acc = [[_mm512_setzero_si512(); 2]; W];
+    for q in 0..b.kp / QUAD {
+        // SAFETY: the packed weights hold two units of `kp / 4` quads of
+        // 64 bytes from row `i` (the rows are padded to 32).
+        let (wa, wb) = unsafe {
+            (
+                _mm512_loadu_si512(units[0].add(q * 64).cast()),
+                _mm512_loadu_si512(units[1].add(q * 64).cast()),
+            )
+        };
+        for (c, sums) in acc.iter_mut().enumerate() {
+            // SAFETY: column `c0 + c` of the block holds `kp` bytes.
+            let x = _mm512_set1_epi32(unsafe { quad(b, c0 + c, q) });
+            sums[0] = _mm512_dpbusd_epi32(sums[0], x, wa);
+            sums[1] = _mm512_dpbusd_epi32(sums[1], x, wb);
+        }
+    }
+    for (c, sums) in acc.iter().enumerate() {
+        let (sb, zb) = b.columns[c0 + c];
+        for (h, &sum) in sums.iter().enumerate() {
+            let r0 = i + h * UNIT;
+            if h * UNIT >= rows {
+                break;
+            }
+            let valid = (rows - h * UNIT).min(UNIT);
+            let mask: __mmask16 = if valid == UNIT {
+                u16::MAX
+            } else {
+                (1u16 << valid) - 1
+            };
+            let dst = b.c(r0, j + c);
+            // SAFETY: the scales and sums hold the padded rows, 16 from
+            // `r0`; the masked loads and the store touch only the tile's
+            // elements of `C` (and of the bias row), as the caller
+            // guarantees.
+            unsafe {
+                let row_sums = _mm512_loadu_si512(b.product.sums.add(r0).cast());
+                let t = _mm512_sub_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(zb), row_sums));
+                let scale = _mm512_mul_ps(
+                    _mm512_loadu_ps(b.product.scales.add(r0)),
+                    _mm512_set1_ps(sb),
+                );
+                let start = match b.product.from {
+                    From::Zero => _mm512_setzero_ps(),
+                    From::Dst => _mm512_maskz_loadu_ps(mask, dst),
+                    From::Row(r) => _mm512_maskz_loadu_ps(mask, r.add(r0)),
+                };
+                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), scale, start);
+                _mm512_mask_storeu_ps(dst, mask, v);
+            }
+        }
+    }
+}
+
+/// The block on AVX-VNNI: tiles of 16 rows (a unit) by up to
+/// [`COLUMNS_256`] columns.
+///
+/// # Safety
+/// As `Product::run_job`, for the block's job; `i0` a multiple of 16; the
+/// host has AVX2, FMA and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,avxvnni")]
+pub(super) unsafe fn block_avx2(b: &Block) {
+    let mut i = b.i0;
+    while i < b.i1 {
+        let rows = (b.i1 - i).min(UNIT);
+        let mut j = b.j0;
+        while j < b.j1 {
+            let w = (b.j1 - j).min(COLUMNS_256);
+            // SAFETY: as the caller guarantees; rows `i..i + rows` and
+            // columns `j..j + w` are the block's.
+            unsafe {
+                match w {
+                    1 => tile_256::<1>(b, i, rows, j),
+                    2 => tile_256::<2>(b, i, rows, j),
+                    3 => tile_256::<3>(b, i, rows, j),
+                    4 => tile_256::<4>(b, i, rows, j),
+                    5 => tile_256::<5>(b, i, rows, j),
+                    _ => tile_256::<6>(b, i, rows, j),
+                }
+            }
+            j += w;
+        }
+        i += UNIT;
+    }
+}
+
+/// Rows `i..i + rows` (at most 16, `i` a multiple of 16) by columns `j..j +
+/// W`.
+///
+/// # Safety
+/// As [`block_avx2`], for that tile of the block.
+#[target_feature(enable = "avx2,fma,avxvnni")]
+#[inline]
+unsafe fn tile_256<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
+    let unit = b.unit(i);
+    let c0 = j - b.j0;
+    let mut acc = [[_mm256_setzero_si256(); 2]; W];
+    for q in 0..b.kp / QUAD {
+        // SAFETY: the unit holds `kp / 4` quads of 64 bytes.
+        let (wa, wb) = unsafe {
+            (
+                _mm256_loadu_si256(unit.add(q * 64).cast()),
+                _mm256_loadu_si256(unit.add(q * 64 + 32).cast()),
+            )
+        };
+        for (c, sums) in acc.iter_mut().enumerate() {
+            // SAFETY: column `c0 + c` of the block holds `kp` bytes.
+            let x = _mm256_set1_epi32(unsafe { quad(b, c0 + c, q) });
+            sums[0] = _mm256_dpbusd_avx_epi32(sums[0], x, wa);
+            sums[1] = _mm256_dpbusd_avx_epi32(sums[1], x, wb);
+        }
+    }
+    const HALF: usize = UNIT / 2;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (c, sums) in acc.iter().enumerate() {
+        let (sb, zb) = b.columns[c0 + c];
+        for (h, &sum) in sums.iter().enumerate() {
+            if h * HALF >= rows {
+                break;
+            }
+            let r0 = i + h * HALF;
+            let valid = (rows - h * HALF).min(HALF);
+            // Lanes below `valid` all ones.
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lanes);
+            let dst = b.c(r0, j + c);
+            // SAFETY: as in `tile_512`, 8 rows from `r0`.
+            unsafe {
+                let row_sums = _mm256_loadu_si256(b.product.sums.add(r0).cast());
+                let t = _mm256_sub_epi32(sum, _mm256_mullo_epi32(_mm256_set1_epi32(zb), row_sums));
+                let scale = _mm256_mul_ps(
+                    _mm256_loadu_ps(b.product.scales.add(r0)),
+                    _mm256_set1_ps(sb),
+                );
+                let start = match b.product.from {
+                    From::Zero => _mm256_setzero_ps(),
+                    From::Dst => _mm256_maskload_ps(dst, mask),
+                    From::Row(r) => _mm256_maskload_ps(r.add(r0), mask),
+                };
+                let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), scale, start);
+                _mm256_maskstore_ps(dst, mask, v);
+            }
+        }
+    }
+}
+
+/// [`super::quantize`] on AVX-512, 16 values at a time: the same range,
+/// scale and zero point (min and max are exact in any order), and each
+/// value's `round(x * (1 / scale))` by `vcvtps2dq` under the default
+/// rounding (to nearest, ties to even), so the same bytes.
+///
+/// # Safety
+/// The host has AVX512F; `q` is at least as long as `x`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn quantize_avx512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let n = x.len();
+    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut finite = true;
+    for at in (0..n).step_by(16) {
+        let mask: __mmask16 = if n - at >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << (n - at)) - 1
+        };
+        // SAFETY: the mask keeps the loads inside `x` (the other lanes 0,
+        // which the range holds anyway).
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(at)) };
+        // `v - v` is NaN exactly where `v` is not finite.
+        let d = _mm512_sub_ps(v, v);
+        finite &= _mm512_cmp_ps_mask::<_CMP_ORD_Q>(d, d) == u16::MAX;
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+    }
+    q.fill(0);
+    if !finite {
+        return (f32::NAN, 0);
+    }
+    let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+    if hi == lo {
+        return (1.0, 0);
+    }
+    let scale = (hi - lo) / 255.0;
+    let inv = 1.0 / scale;
+    let zero = (-lo * inv).round_ties_even().clamp(0.0, 255.0) as i32;
+    let (vinv, vzero) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zero));
+    let (floor, ceil) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
+    for at in (0..n).step_by(16) {
+        let mask: __mmask16 = if n - at >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << (n - at)) - 1
+        };
+        // SAFETY: the mask keeps the load and the store inside `x` and `q`
+        // (as long, as the caller guarantees).
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(at));
+            let r = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vinv)), vzero);
+            let r = _mm512_min_epi32(_mm512_max_epi32(r, floor), ceil);
+            _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(at).cast(), mask, r);
+        }
+    }
+    (scale, zero)
+}
