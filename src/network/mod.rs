@@ -389,7 +389,11 @@ fn unlayered(weights: &Weights) -> Result<()> {
     ))
 }
 
-/// A network's kernels: one per layer and direction.
+/// A network's kernels: one per layer and direction. Between runs it keeps
+/// each kernel's last state (its buffers, up to about 8 MiB each for the
+/// hoisted projection) for the next run of the same batch; a run may be
+/// called from several threads at once (each takes a kept state or makes
+/// its own).
 pub struct CompiledNetwork {
     layout: Layout,
     /// `layers[l][d]`: layer `l`, direction `d` (0 forward, 1 reverse).
