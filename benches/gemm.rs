@@ -36,40 +36,28 @@ fn bench(c: &mut Criterion) {
             group.finish();
         }
     }
-    // The int8 products (`kernels::int8`), likewise; "elem/s" are the
-    // multiply-adds' operations (2 per term), as for float32.
-    for path in GemmBench::int8_paths()
-        .into_iter()
-        .filter(|&p| p != "portable")
-    {
-        for (columns, rows, k) in sizes() {
-            let Ok(mut p) = GemmBench::int8(path, columns, rows, k) else {
-                continue;
-            };
-            let mut group = c.benchmark_group(format!("gemm-int8/{path}"));
-            group.throughput(Throughput::Elements(p.flops() as u64));
-            group.sample_size(10);
-            group.measurement_time(std::time::Duration::from_secs(3));
-            group.bench_function(format!("{columns}x{rows}x{k}"), |b| b.iter(|| p.run()));
-            group.finish();
-        }
-    }
-    // The portable path (two chains per element, ~1 GFLOP/s) is the
-    // kernels' reference, not a path products take.
-    for path in GemmBench::bf16_paths()
-        .into_iter()
-        .filter(|&p| p != "portable")
-    {
-        for (columns, rows, k) in sizes() {
-            let Ok(mut p) = GemmBench::bf16(path, columns, rows, k) else {
-                continue;
-            };
-            let mut group = c.benchmark_group(format!("gemm-bf16/{path}"));
-            group.throughput(Throughput::Elements(p.flops() as u64));
-            group.sample_size(10);
-            group.measurement_time(std::time::Duration::from_secs(3));
-            group.bench_function(format!("{columns}x{rows}x{k}"), |b| b.iter(|| p.run()));
-            group.finish();
+    // The products on bf16 and int8 operands (`kernels::bf16`,
+    // `kernels::int8`) on every path the host has for them; "elem/s" count
+    // two operations per multiply-add, as for float32. The portable paths
+    // (scalar) are the kernels' references, not paths products take.
+    type Make = fn(&str, usize, usize, usize) -> Result<GemmBench, String>;
+    let narrow: [(&str, Vec<&str>, Make); 2] = [
+        ("bf16", GemmBench::bf16_paths(), GemmBench::bf16),
+        ("int8", GemmBench::int8_paths(), GemmBench::int8),
+    ];
+    for (kind, paths, make) in narrow {
+        for path in paths.into_iter().filter(|&p| p != "portable") {
+            for (columns, rows, k) in sizes() {
+                let Ok(mut p) = make(path, columns, rows, k) else {
+                    continue;
+                };
+                let mut group = c.benchmark_group(format!("gemm-{kind}/{path}"));
+                group.throughput(Throughput::Elements(p.flops() as u64));
+                group.sample_size(10);
+                group.measurement_time(std::time::Duration::from_secs(3));
+                group.bench_function(format!("{columns}x{rows}x{k}"), |b| b.iter(|| p.run()));
+                group.finish();
+            }
         }
     }
 }

@@ -165,12 +165,9 @@ impl GemmBench {
             .into_iter()
             .find(|d| d.name() == path && d.available())
             .ok_or_else(|| format!("no bf16 path {path} on this host"))?;
-        let mut b = GemmBench::new(crate::Isa::Scalar, columns, rows, k)?;
-        let mut rng = crate::gen::Rng(2);
-        let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
-        b.operands = Operands::Bf16(dots, bf16::pack(&w, rows, k));
-        b.isa = crate::Isa::detect();
-        Ok(b)
+        GemmBench::with_weights(columns, rows, k, 2, |w| {
+            Ok(Operands::Bf16(dots, bf16::pack(w, rows, k)))
+        })
     }
 
     /// The int8 paths this host has (`kernels::int8`: "avx512-vnni",
@@ -198,11 +195,25 @@ impl GemmBench {
             .into_iter()
             .find(|d| d.name() == path && d.available())
             .ok_or_else(|| format!("no int8 path {path} on this host"))?;
+        GemmBench::with_weights(columns, rows, k, 3, |w| {
+            let (q, scales) = crate::quant::int8_rows(w, k);
+            Ok(Operands::Int8(dots, int8::pack(&q, &scales, rows, k)?))
+        })
+    }
+
+    /// As [`GemmBench::new`], the product on other operands: random
+    /// weights from `seed`, packed by `pack`.
+    fn with_weights(
+        columns: usize,
+        rows: usize,
+        k: usize,
+        seed: u64,
+        pack: impl FnOnce(&[f32]) -> std::result::Result<Operands, String>,
+    ) -> std::result::Result<Self, String> {
         let mut b = GemmBench::new(crate::Isa::Scalar, columns, rows, k)?;
-        let mut rng = crate::gen::Rng(3);
+        let mut rng = crate::gen::Rng(seed);
         let w: Vec<f32> = (0..rows * k).map(|_| rng.unit() as f32).collect();
-        let (q, scales) = crate::quant::int8_rows(&w, k);
-        b.operands = Operands::Int8(dots, int8::pack(&q, &scales, rows, k)?);
+        b.operands = pack(&w)?;
         b.isa = crate::Isa::detect();
         Ok(b)
     }
