@@ -790,10 +790,12 @@ unsafe fn run_tiles(
     n: usize,
     pieces: usize,
 ) {
-    let ((r0, r1), (a, b)) = if f.by_rows {
-        (share(batch, w, n), (0, f.tiles))
+    // A function split by rows runs all its tiles in one call (its tiles
+    // are not a unit of work: it reduces across them).
+    let ((r0, r1), (a, b), pieces) = if f.by_rows {
+        (share(batch, w, n), (0, f.tiles), 1)
     } else {
-        ((0, batch), share(f.tiles, w, n))
+        ((0, batch), share(f.tiles, w, n), pieces)
     };
     if r0 >= r1 || a >= b {
         return;
