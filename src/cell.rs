@@ -202,7 +202,8 @@ impl Cell {
 
 /// `ir` (optimized as `opts` says, or not) legalized, verified, its matrices
 /// stored at `opts.precision` when it says (in bf16 under
-/// [`crate::Compute::Bf16`]): what the code generator takes.
+/// [`crate::Compute::Bf16`], in int8 under [`crate::Compute::Int8`]): what
+/// the code generator takes.
 pub(crate) fn legal_ir(mut ir: ir::Cell, opts: &Options) -> Result<ir::Cell> {
     opt::legalize(&mut ir);
     ir::verify::verify(&ir).map_err(|e| Error::internal(format!("legalize: {e}")))?;
@@ -226,6 +227,28 @@ pub(crate) fn legal_ir(mut ir: ir::Cell, opts: &Options) -> Result<ir::Cell> {
                 )));
             }
             p.precision = ir::Precision::Bf16;
+        }
+    }
+    if opts.compute == crate::Compute::Int8 {
+        for p in &mut ir.params {
+            if !matches!(p.ty, ir::Type::Matrix(..)) {
+                continue;
+            }
+            if p.precision == ir::Precision::Bf16 {
+                return Err(Error::options(format!(
+                    "parameter `{}` is stored in bf16; compute int8 multiplies int8 weights \
+                     (store it in int8 or f32, or compute in f32)",
+                    p.name
+                )));
+            }
+            if let ir::Structure::Circulant(k) = p.structure {
+                return Err(Error::options(format!(
+                    "parameter `{}` is block-circulant (k = {k}); compute int8 multiplies \
+                     dense matrices (compute it in f32 or bf16)",
+                    p.name
+                )));
+            }
+            p.precision = ir::Precision::Int8;
         }
     }
     Ok(ir)

@@ -231,7 +231,8 @@ impl Case<'_> {
                             .collect()
                     })
                     .collect();
-                let outs = interp::step(self.ir, params, &x64, &mut state)
+                let operands = interp::Operands::of(self.kernel.compute());
+                let outs = interp::step_with(self.ir, params, &x64, &mut state, operands)
                     .unwrap_or_else(|e| panic!("{e}"));
                 outs.into_iter()
                     .flatten()

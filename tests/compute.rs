@@ -178,7 +178,7 @@ fn the_command_line_takes_compute() {
         "fp8",
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("f32 and bf16"), "{err}");
+    assert!(err.contains("f32, bf16 and int8"), "{err}");
     let (code, out, err) = common::cellc(&[
         "bench",
         "examples/lstm.rnn",

@@ -128,8 +128,9 @@ impl Cell {
     /// `state_dict`): a `Kernel`. `precision`: how the matrices are stored
     /// (`"f32"`, `"bf16"`, `"int8"`); `threads`: at most this many (`None`:
     /// the cost model's choice); `plan`: `"streaming"`, `"hoisted"`, `"gemm"`
-    /// or `"gemm-hoisted"` (`None`: chosen per call); `compute`: `"f32"` or
-    /// `"bf16"` (bf16 operands, float32 sums: `cellc::Compute`).
+    /// or `"gemm-hoisted"` (`None`: chosen per call); `compute`: `"f32"`,
+    /// `"bf16"` (bf16 operands, float32 sums) or `"int8"` (int8 weights,
+    /// activations quantized per batch row, integer sums: `cellc::Compute`).
     #[pyo3(signature = (weights, precision=None, threads=None, plan=None, isa=None, optimize=true, compute=None))]
     #[allow(clippy::too_many_arguments)] // Python keywords
     pub(crate) fn compile(

@@ -89,7 +89,7 @@ pub(crate) fn options(
             .map(|c| {
                 cellc::Compute::from_name(c).ok_or_else(|| {
                     OptionsError::new_err(format!(
-                        "compute `{c}`: the arithmetics are f32 and bf16"
+                        "compute `{c}`: the arithmetics are f32, bf16 and int8"
                     ))
                 })
             })

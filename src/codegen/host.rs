@@ -346,19 +346,34 @@ pub fn from_json(text: &str, path: PathBuf) -> Result<Host, String> {
 /// the lower end, until the calibration measures it.
 const AMX_PROJECTION_SPEEDUP: f64 = 3.5;
 
+/// How much faster than the float32 kernels the int8 ones multiply where
+/// the host has VNNI (`kernels::int8`): measured 1.9-2.5x on the LSTM
+/// shapes of H = 128-1024 (`cargo bench --bench gemm`, a Sapphire
+/// Rapids-class Xeon); the lower end.
+const VNNI_SPEEDUP: f64 = 1.9;
+
 impl Host {
     /// The rates a kernel computing in `compute` sees: under
     /// [`Compute::Bf16`](crate::Compute::Bf16) on a host with AMX, the
     /// hoisted projection's product runs at [`AMX_PROJECTION_SPEEDUP`] times
-    /// the float32 kernels' rate (so the cost model hoists where that pays).
+    /// the float32 kernels' rate (so the cost model hoists where that pays);
+    /// under [`Compute::Int8`](crate::Compute::Int8) on a host with VNNI, the
+    /// projection's and the step's products at [`VNNI_SPEEDUP`] times.
     pub fn computing(&self, compute: crate::Compute) -> Host {
         let amx = compute == crate::Compute::Bf16 && crate::kernels::bf16::Dots::Amx.available();
+        let vnni = compute == crate::Compute::Int8
+            && crate::kernels::int8::Dots::best() != crate::kernels::int8::Dots::Portable;
+        let gemm = if amx {
+            AMX_PROJECTION_SPEEDUP
+        } else if vnni {
+            VNNI_SPEEDUP
+        } else {
+            1.0
+        };
+        let panel = if vnni { VNNI_SPEEDUP } else { 1.0 };
         Host {
-            gemm_gflops: if amx {
-                self.gemm_gflops * AMX_PROJECTION_SPEEDUP
-            } else {
-                self.gemm_gflops
-            },
+            gemm_gflops: self.gemm_gflops * gemm,
+            panel_gflops: self.panel_gflops * panel,
             ..self.clone()
         }
     }

@@ -117,15 +117,29 @@ pub enum Compute {
     /// bf16 values (only the order of the sums differs). Inference only:
     /// training and objects refuse it.
     Bf16,
+    /// Products in integers, as the int8 dot-product instructions (VNNI's
+    /// `vpdpbusd`) compute them: every matrix parameter is stored in int8
+    /// with a scale per row (symmetric), and every vector a matrix
+    /// multiplies is quantized as it comes, batch row by batch row, to
+    /// unsigned bytes with a scale and zero point of its own over its range
+    /// (`kernels::int8::quantize`); the sums are exact in i32 and each
+    /// product is finished in float32 (`t * (sw * sx) + start`, fused).
+    /// Only the products change: states and element-wise operations stay
+    /// float32. Runs on the `gemm` plans (whose products are the int8
+    /// kernels'); a streaming or hoisted plan asked for is an error, as are
+    /// block-circulant weights. Inference only: training and objects refuse
+    /// it.
+    Int8,
 }
 
 impl Compute {
-    pub const ALL: [Compute; 2] = [Compute::F32, Compute::Bf16];
+    pub const ALL: [Compute; 3] = [Compute::F32, Compute::Bf16, Compute::Int8];
 
     pub fn name(self) -> &'static str {
         match self {
             Compute::F32 => "f32",
             Compute::Bf16 => "bf16",
+            Compute::Int8 => "int8",
         }
     }
 
@@ -192,6 +206,23 @@ impl Options {
                 return Err(format!(
                     "compute bf16 multiplies bf16 weights; they cannot also be stored in {p} \
                      (leave the precision unset, or set it to bf16)"
+                ));
+            }
+        }
+        if self.compute == Compute::Int8 {
+            if let Some(p @ (crate::ir::Precision::Bf16 | crate::ir::Precision::F32)) =
+                self.precision
+            {
+                return Err(format!(
+                    "compute int8 multiplies int8 weights; they cannot also be stored in {p} \
+                     (leave the precision unset, or set it to int8)"
+                ));
+            }
+            if let Some(v) = self.plan.filter(|v| !v.uses_gemm()) {
+                return Err(format!(
+                    "compute int8 runs the `gemm` and `gemm-hoisted` plans (their products \
+                     are the int8 kernels'); plan `{}` multiplies in float32",
+                    v.name()
                 ));
             }
         }

@@ -77,6 +77,10 @@ pub struct Work {
     pub elementwise_cost: f64,
     /// Vector values a step writes and reads back (per batch row).
     pub activations: f64,
+    /// Only the `gemm` plans compute this cell as asked (under
+    /// [`crate::Compute::Int8`] their products are the integer kernels;
+    /// the generated ones multiply in float32): `choose` picks among them.
+    pub gemm_only: bool,
 }
 
 /// The block size a block-circulant `m x k` matrix is multiplied through
@@ -439,6 +443,8 @@ pub fn choose(
             forced = [v.for_steps(seq)];
             &forced
         }
+        None if work.gemm_only && seq == 1 => &[Variant::Gemm],
+        None if work.gemm_only => &[Variant::Gemm, Variant::GemmHoisted],
         None if seq == 1 => &[Variant::Streaming, Variant::Gemm],
         None => &Variant::ALL,
     };

@@ -121,15 +121,74 @@ enum Val {
     Data(Vec<f64>),
 }
 
+/// What a matrix product multiplies its vector by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Operands {
+    /// The vector's values.
+    #[default]
+    Exact,
+    /// The vector quantized batch row by batch row as
+    /// [`crate::Compute::Int8`] quantizes it (`kernels::int8::quantize` of
+    /// its float32 values: unsigned bytes with a scale and zero point over
+    /// its range), then taken back to the values those bytes stand for.
+    /// With the weights' int8 values (`quant::effective_params`) it models
+    /// the integer products exactly but for their float32 finish.
+    Int8,
+}
+
+impl Operands {
+    /// The operands of a kernel computing in `compute` (bf16's are the
+    /// inputs rounded, which its caller gives).
+    pub fn of(compute: crate::Compute) -> Operands {
+        match compute {
+            crate::Compute::Int8 => Operands::Int8,
+            crate::Compute::F32 | crate::Compute::Bf16 => Operands::Exact,
+        }
+    }
+
+    /// `x` (`batch` rows of `n`) as a product multiplies it.
+    fn apply(self, x: Vec<f64>, n: usize) -> Vec<f64> {
+        if self == Operands::Exact || n == 0 {
+            return x;
+        }
+        let mut q = vec![0u8; n];
+        let mut row = vec![0f32; n];
+        let mut out = Vec::with_capacity(x.len());
+        for chunk in x.chunks(n) {
+            for (r, &v) in row.iter_mut().zip(chunk) {
+                *r = v as f32;
+            }
+            let (scale, zero) = crate::kernels::int8::quantize(&row[..chunk.len()], &mut q);
+            out.extend(
+                q[..chunk.len()]
+                    .iter()
+                    .map(|&b| (i32::from(b) - zero) as f64 * f64::from(scale)),
+            );
+        }
+        out
+    }
+}
+
 /// Runs one step: reads `inputs` (one `batch * len` vector per input), updates
 /// `state` in place, and returns the outputs (one `batch * len` vector each).
-// Long by design: one match arm per operation of the IR, each its exact
-// f64 meaning, read best in one place (the oracle).
 pub fn step(
     cell: &Cell,
     params: &ParamValues,
     inputs: &[Vec<f64>],
     state: &mut State,
+) -> Result<Vec<Vec<f64>>, InterpError> {
+    step_with(cell, params, inputs, state, Operands::Exact)
+}
+
+/// [`step`], the matrix products multiplying `operands`.
+// Long by design: one match arm per operation of the IR, each its exact
+// f64 meaning, read best in one place (the oracle).
+pub fn step_with(
+    cell: &Cell,
+    params: &ParamValues,
+    inputs: &[Vec<f64>],
+    state: &mut State,
+    operands: Operands,
 ) -> Result<Vec<Vec<f64>>, InterpError> {
     params.check(cell)?;
     let batch = state.batch;
@@ -225,7 +284,7 @@ pub fn step(
                 else {
                     return Err(InterpError("matvec of a scalar".into()));
                 };
-                let x = broadcast(cell, *input, cell.ty(*input), x, batch);
+                let x = operands.apply(broadcast(cell, *input, cell.ty(*input), x, batch), c);
                 let mut out = vec![0.0; batch * r];
                 for b in 0..batch {
                     for i in 0..r {
@@ -233,6 +292,11 @@ pub fn step(
                     }
                 }
                 vec![Val::Data(out)]
+            }
+            Op::MatVecT { .. } if operands != Operands::Exact => {
+                return Err(InterpError(
+                    "matvec_t (a backward cell's) with quantized operands".into(),
+                ));
             }
             Op::MatVecT { weight, input } => {
                 let Type::Matrix(r, c) = cell.ty(*weight) else {
@@ -254,7 +318,7 @@ pub fn step(
                 }
                 vec![Val::Data(out)]
             }
-            Op::Product(p) => product(cell, &vals, p, batch)?,
+            Op::Product(p) => product(cell, &vals, p, batch, operands)?,
             Op::Fused(region) => fused(cell, &vals, region, batch)?,
         };
         for (v, r) in inst.results.iter().zip(results) {
@@ -357,12 +421,16 @@ fn product(
     vals: &[Option<Val>],
     p: &Product,
     batch: usize,
+    operands: Operands,
 ) -> Result<Vec<Val>, InterpError> {
     let inputs: Vec<(usize, Vec<f64>)> = p
         .inputs
         .iter()
         .map(|&x| match lanes(cell, vals, x, batch)? {
-            Lanes::Data(d) => Ok((cell.ty(x).vector_len().unwrap_or(0), d)),
+            Lanes::Data(d) => {
+                let n = cell.ty(x).vector_len().unwrap_or(0);
+                Ok((n, operands.apply(d, n)))
+            }
             Lanes::Scalar(_) => Err(InterpError("product of a scalar".into())),
         })
         .collect::<Result<_, _>>()?;

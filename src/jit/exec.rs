@@ -108,13 +108,18 @@ unsafe fn run_work(
             let units = plan::block_units(blocks, batch, n);
             let (a, b) = share(units.len(), w, n);
             let mine = &units[a..b];
+            if mine.is_empty() {
+                return;
+            }
+            // SAFETY: as for `Work::Gemm`.
+            unsafe { Int8Inputs::of(build, blocks, table, batch) };
             for i in 0..mine.len() {
                 let (r0, r1) = mine[sweep.nth(i, mine.len())];
                 for j in 0..blocks.len() {
                     let blk = &blocks[sweep.nth(j, blocks.len())];
                     // SAFETY: as for `Work::Gemm`; rows `r0..r1`
                     // of every block are this worker's own.
-                    unsafe { gemm_rows(build.isa, blk, r0, r1, table, batch) };
+                    unsafe { gemm_rows(build, blk, r0, r1, table, batch) };
                 }
                 // The region's lanes `r0..r1` read only those rows
                 // (`plan::epilogue_by_rows`); `r0` is a multiple of
@@ -149,10 +154,17 @@ unsafe fn run_work(
         Work::Gemm(task, units) => {
             let (a, b) = share(units, w, n);
             if let Task::Gemm(blocks) = &plan.tasks[task] {
+                if a >= b {
+                    return;
+                }
+                // SAFETY: the table holds the plan's slots, sized for
+                // `batch` rows (verified plan), the terms' inputs
+                // complete (a barrier before this phase).
+                unsafe { Int8Inputs::of(build, blocks, table, batch) };
                 // SAFETY: the table holds the plan's slots, sized
                 // for `batch` rows (verified plan); units `a..b`
                 // are this worker's own rows.
-                unsafe { gemm_units(build.isa, blocks, a, b, table, batch, sweep) };
+                unsafe { gemm_units(build, blocks, a, b, table, batch, sweep) };
             }
         }
     }
@@ -665,6 +677,22 @@ impl Kernel {
                         // Under `Compute::Bf16` the matrix and the inputs
                         // are bf16 values: where the host has bf16 dot
                         // products, its copy for them.
+                        // Under `Compute::Int8`, on the integer kernels
+                        // (`Int8Weights::new` packed every hoisted matrix).
+                        if let Some(int8) = &build.int8 {
+                            let Some(a) = int8.matrix(matrix) else {
+                                unreachable!(
+                                    "a hoisted matrix under compute int8 without its int8 copy"
+                                )
+                            };
+                            return Projection::Int8(crate::kernels::int8::Product {
+                                from: g.from,
+                                split: g.split,
+                                ..crate::kernels::int8::Product::new(
+                                    int8.dots, a, g.n, g.b, g.c, g.ldc,
+                                )
+                            });
+                        }
                         let packed = build
                             .bf16
                             .as_ref()
@@ -735,12 +763,13 @@ impl Kernel {
     }
 }
 
-/// One product of the hoisted projection: on the float32 kernels, or on
-/// bf16 dot products. Every product of a block has the same rows and
+/// One product of the hoisted projection: on the float32 kernels, on bf16
+/// dot products, or on the integer kernels. Every product of a block has the same rows and
 /// columns, so the same jobs.
 enum Projection {
     F32(crate::kernels::gemm::Gemm),
     Bf16(crate::kernels::bf16::Product),
+    Int8(crate::kernels::int8::Product),
 }
 
 impl Projection {
@@ -748,18 +777,21 @@ impl Projection {
         match self {
             Projection::F32(g) => g.jobs(),
             Projection::Bf16(p) => p.jobs(),
+            Projection::Int8(p) => p.jobs(),
         }
     }
 
     /// # Safety
     /// As [`crate::kernels::gemm::Gemm::run_job`] or
-    /// [`crate::kernels::bf16::Product::run_job`].
+    /// [`crate::kernels::bf16::Product::run_job`] or
+    /// [`crate::kernels::int8::Product::run_job`].
     unsafe fn run_job(&self, job: usize) {
         // SAFETY: as the caller guarantees.
         unsafe {
             match self {
                 Projection::F32(g) => g.run_job(job),
                 Projection::Bf16(p) => p.run_job(job),
+                Projection::Int8(p) => p.run_job(job),
             }
         }
     }
@@ -821,6 +853,81 @@ unsafe fn run_tiles(
     }
 }
 
+/// An operand the integer kernels never read (their columns come
+/// quantized).
+const NO_RIGHT: crate::kernels::gemm::Right = crate::kernels::gemm::Right {
+    ptr: std::ptr::null(),
+    rs: 1,
+    cs: 0,
+};
+
+/// Under `Compute::Int8`, a thread's quantized inputs of the `gemm` product
+/// it runs units of: each distinct input of its terms (slot, offset, `k`),
+/// every batch row a column (`kernels::int8::Columns`). Each thread that
+/// runs units of a product quantizes all of them itself, from the same
+/// floats into the same bytes: no meeting, and the same results on any
+/// thread count. Kept between phases (the space is reused: a step
+/// allocates nothing once warm).
+#[derive(Default)]
+struct Int8Inputs {
+    used: usize,
+    inputs: Vec<((usize, usize, usize), crate::kernels::int8::Columns)>,
+}
+
+thread_local! {
+    static INT8_INPUTS: std::cell::RefCell<Int8Inputs> =
+        std::cell::RefCell::new(Int8Inputs::default());
+}
+
+impl Int8Inputs {
+    /// Quantizes the inputs of `blocks`' terms into this thread's
+    /// [`INT8_INPUTS`] when `build` computes in int8 (else nothing).
+    ///
+    /// # Safety
+    /// `table` holds the plan's slots, sized for `batch` rows; the terms'
+    /// inputs are complete and no thread writes them meanwhile.
+    unsafe fn of(build: &Build, blocks: &[GemmBlock], table: &SlotTable, batch: usize) {
+        if build.int8.is_none() {
+            return;
+        }
+        INT8_INPUTS.with_borrow_mut(|q| {
+            q.used = 0;
+            for term in blocks.iter().flat_map(|b| &b.terms) {
+                let key = (term.input.slot, term.input.offset, term.k);
+                if q.inputs[..q.used].iter().any(|e| e.0 == key) {
+                    continue;
+                }
+                if q.used == q.inputs.len() {
+                    q.inputs.push((key, Default::default()));
+                }
+                let entry = &mut q.inputs[q.used];
+                entry.0 = key;
+                let right = crate::kernels::gemm::Right {
+                    ptr: table.ptrs[term.input.slot]
+                        .wrapping_add(term.input.offset)
+                        .cast_const(),
+                    rs: 1,
+                    cs: term.input.stride,
+                };
+                // SAFETY: the input holds `batch` rows of `stride >= k`
+                // floats from its offset (verified plan), as the caller
+                // guarantees.
+                unsafe { entry.1.quantize(right, term.k, 0..batch) };
+                q.used += 1;
+            }
+        });
+    }
+
+    /// The quantized input of `term`.
+    fn get(&self, term: &plan::GemmTerm) -> Option<&crate::kernels::int8::Columns> {
+        let key = (term.input.slot, term.input.offset, term.k);
+        self.inputs[..self.used]
+            .iter()
+            .find(|e| e.0 == key)
+            .map(|e| &e.1)
+    }
+}
+
 /// Runs units `u0..u1` of a `gemm` product for batch rows `0..batch`, in
 /// `sweep`'s order.
 ///
@@ -830,7 +937,7 @@ unsafe fn run_tiles(
 /// no other thread may touch rows `u0..u1`'s destinations meanwhile; the host
 /// must have `isa`.
 unsafe fn gemm_units(
-    isa: Isa,
+    build: &Build,
     blocks: &[GemmBlock],
     u0: usize,
     u1: usize,
@@ -843,24 +950,28 @@ unsafe fn gemm_units(
     for i in 0..mine.len() {
         let (bi, r0, r1) = mine[sweep.nth(i, mine.len())];
         // SAFETY: as the caller guarantees, for this unit's rows.
-        unsafe { gemm_rows(isa, &blocks[bi], r0, r1, slots, batch) };
+        unsafe { gemm_rows(build, &blocks[bi], r0, r1, slots, batch) };
     }
 }
 
 /// Rows `r0..r1` of one block of a `gemm` product, for batch rows `0..batch`:
-/// the initial values, then each term's product.
+/// the initial values, then each term's product (on the integer kernels
+/// under `Compute::Int8`, from this thread's [`Int8Inputs`]).
 ///
 /// # Safety
 /// As [`gemm_units`], for rows `r0..r1 <= blk.len`, `r0` a multiple of the
-/// panel.
+/// panel (and of 32: every unit of rows is); under `Compute::Int8` this
+/// thread's [`Int8Inputs`] hold the block's inputs, quantized for `batch`
+/// rows.
 unsafe fn gemm_rows(
-    isa: Isa,
+    build: &Build,
     blk: &GemmBlock,
     r0: usize,
     r1: usize,
     slots: &SlotTable,
     batch: usize,
 ) {
+    let isa = build.isa;
     let weights = slots.ptrs[0].cast_const();
     let m = r1 - r0;
     let dst = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset + r0);
@@ -880,6 +991,41 @@ unsafe fn gemm_rows(
         },
     };
     if batch == 0 {
+        return;
+    }
+    if let Some(int8) = &build.int8 {
+        // SAFETY: as the caller guarantees.
+        unsafe { start.fill(m, batch, dst, blk.dest.stride) };
+        let c = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset);
+        INT8_INPUTS.with_borrow(|inputs| {
+            for term in &blk.terms {
+                // Both are there: `Int8Weights::new` packed every matrix of
+                // the plan's panels, and `Int8Inputs::of` quantized every
+                // term's input.
+                let (Some(a), Some(x)) = (int8.panels(term.panels), inputs.get(term)) else {
+                    unreachable!(
+                        "a term of a gemm product under compute int8 without its matrix or inputs"
+                    )
+                };
+                let product = crate::kernels::int8::Product {
+                    from: crate::kernels::gemm::From::Dst,
+                    ..crate::kernels::int8::Product::new(
+                        int8.dots,
+                        a,
+                        batch,
+                        NO_RIGHT,
+                        c,
+                        blk.dest.stride,
+                    )
+                };
+                // SAFETY: `a` is the term's `[len, k]` matrix, `x` its input's
+                // `batch` columns quantized; `C`'s element `(i, b)` is row `b`'s
+                // element `i` of the destination, inside its slot (verified)
+                // and filled above; rows `r0..r1` are this unit's own, `r0` a
+                // multiple of 32; the host has `dots` (`Dots::for_isa`).
+                unsafe { product.run_rows(r0..r1, x) };
+            }
+        });
         return;
     }
     if let Some(s) = &blk.spectral {

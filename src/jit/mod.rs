@@ -94,6 +94,9 @@ struct Build {
     /// hoisted projection's matrices packed for them (the offset of each
     /// one's unit-major copy in `weights`, and the copy in bf16).
     bf16: Option<Bf16Weights>,
+    /// Under `Compute::Int8` (a `gemm` plan): its matrices for the integer
+    /// kernels, which then take every product.
+    int8: Option<Int8Weights>,
     /// Pieces its generated functions' tiles run in on a step swept backward
     /// (`exec::Sweep`): [`exec::SWEEP_PIECES`] where the packed weights are
     /// larger than half a core's L2 (a share of them may not fit in it),
@@ -133,6 +136,126 @@ impl Bf16Weights {
 
     /// The bf16 copy of the matrix whose unit-major copy is at `offset`.
     fn matrix(&self, offset: usize) -> Option<&crate::kernels::bf16::Packed> {
+        self.matrices.iter().find(|m| m.0 == offset).map(|m| &m.1)
+    }
+}
+
+/// Under `Compute::Int8`: every matrix a `gemm` plan multiplies, packed for
+/// the integer kernels (`kernels::int8`), by where the plan keeps its float
+/// copy (a step's terms by their panels' offset, the hoisted projection's
+/// matrices by their unit-major copy's).
+struct Int8Weights {
+    dots: crate::kernels::int8::Dots,
+    panels: Vec<(usize, crate::kernels::int8::Packed)>,
+    matrices: Vec<(usize, crate::kernels::int8::Packed)>,
+}
+
+impl Int8Weights {
+    /// For plan `v` of a kernel computing in `opts.compute` (`None` unless
+    /// it is int8 and `v` a `gemm` plan), from the parameters' values as
+    /// given (quantized here as `--precision int8` stores them), on the
+    /// integer path of the kernel's ISA (`Dots::for_isa`). An error names what the int8 kernels
+    /// cannot multiply: a product the plan does not run on them (none
+    /// should reach here: `cell::legal_ir` refuses block-circulant
+    /// weights), or a matrix of more than `int8::MAX_K` columns.
+    fn new(
+        plan: &Plan,
+        ir: &ir::Cell,
+        params: &[Vec<f32>],
+        opts: &Options,
+        v: Variant,
+    ) -> std::result::Result<Option<Int8Weights>, (ErrorKind, String)> {
+        use crate::kernels::int8::{self, Dots};
+        if opts.compute != crate::Compute::Int8 || !v.uses_gemm() {
+            return Ok(None);
+        }
+        let pack = |m: &plan::PackVector| -> std::result::Result<_, (ErrorKind, String)> {
+            let p = &ir.params[m.param.index()];
+            let ir::Type::Matrix(r, c) = p.ty else {
+                return Err((
+                    ErrorKind::Internal,
+                    format!("internal error: `{}` is packed as a matrix", p.name),
+                ));
+            };
+            let (q, scales) = crate::quant::int8_rows(&params[m.param.index()], c);
+            let packed = int8::pack(&q, &scales, r, c).map_err(|e| {
+                (
+                    ErrorKind::Options,
+                    format!("compute int8 cannot multiply parameter `{}`: {e}", p.name),
+                )
+            })?;
+            Ok((m.offset, packed))
+        };
+        for task in &plan.tasks {
+            let unsupported = match task {
+                Task::Product(_) => Some("a product on generated kernels"),
+                Task::Spectra(_) => Some("block-circulant products"),
+                Task::Gemm(blocks) if blocks.iter().any(|b| b.spectral.is_some()) => {
+                    Some("block-circulant products")
+                }
+                _ => None,
+            };
+            if let Some(what) = unsupported {
+                return Err((
+                    ErrorKind::Internal,
+                    format!(
+                        "internal error: plan {} of cell `{}` has {what}, which compute int8 \
+                         does not run",
+                        v.name(),
+                        ir.name
+                    ),
+                ));
+            }
+        }
+        let weights = Int8Weights {
+            dots: Dots::for_isa(opts.isa.unwrap_or_else(crate::kernels::Isa::detect)),
+            panels: plan
+                .panels
+                .iter()
+                .map(pack)
+                .collect::<std::result::Result<_, _>>()?,
+            matrices: plan
+                .matrices
+                .iter()
+                .map(pack)
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        // Every product the plan runs finds its matrix, of its shape (the
+        // runtime relies on it).
+        let fits = |m: Option<&int8::Packed>, rows: usize, k: usize| {
+            m.is_some_and(|m| (m.m, m.k) == (rows, k))
+        };
+        let steps = plan.tasks.iter().flat_map(|t| match t {
+            Task::Gemm(blocks) => blocks.as_slice(),
+            _ => &[],
+        });
+        let step_ok = steps
+            .flat_map(|b| b.terms.iter().map(move |t| (b.len, t)))
+            .all(|(len, t)| fits(weights.panels(t.panels), len, t.k));
+        let hoist_ok = (plan.hoists.iter().flat_map(|h| &h.blocks))
+            .flat_map(|b| b.terms.iter().map(move |t| (b.len, t)))
+            .all(|(len, &(_, k, matrix))| fits(weights.matrix(matrix), len, k));
+        if !step_ok || !hoist_ok {
+            return Err((
+                ErrorKind::Internal,
+                format!(
+                    "internal error: plan {} of cell `{}` multiplies a matrix compute int8 \
+                     did not pack",
+                    v.name(),
+                    ir.name
+                ),
+            ));
+        }
+        Ok(Some(weights))
+    }
+
+    /// The matrix of a step's term whose panels are at `offset`.
+    fn panels(&self, offset: usize) -> Option<&crate::kernels::int8::Packed> {
+        self.panels.iter().find(|m| m.0 == offset).map(|m| &m.1)
+    }
+
+    /// The hoisted projection's matrix whose unit-major copy is at `offset`.
+    fn matrix(&self, offset: usize) -> Option<&crate::kernels::int8::Packed> {
         self.matrices.iter().find(|m| m.0 == offset).map(|m| &m.1)
     }
 }
@@ -228,7 +351,10 @@ impl Kernel {
             input_lens: ir.inputs.iter().map(|p| p.len).collect(),
             state_lens: ir.states.iter().map(|p| p.len).collect(),
             output_lens: ir.outputs.iter().map(|p| p.len).collect(),
-            work: schedule::work(&ir, opts.isa.unwrap_or_else(crate::kernels::Isa::detect)),
+            work: schedule::Work {
+                gemm_only: opts.compute == crate::Compute::Int8,
+                ..schedule::work(&ir, opts.isa.unwrap_or_else(crate::kernels::Isa::detect))
+            },
             host: schedule::host().computing(opts.compute),
             ir,
             params,
@@ -256,6 +382,8 @@ impl Kernel {
             let (ir, p) = plan_inputs(&self.ir, &params, &self.opts, Variant::ALL[i]);
             pack::pack(&b.plan, &ir, &p, b.weights.as_mut_slice());
             b.bf16 = Bf16Weights::new(&b.plan, &ir, &p, &self.opts);
+            b.int8 = Int8Weights::new(&b.plan, &ir, &p, &self.opts, Variant::ALL[i])
+                .map_err(|(kind, m)| Error::new(kind, m))?;
         }
         self.params = params;
         Ok(())
@@ -263,6 +391,13 @@ impl Kernel {
 
     /// The plan `v`, compiled and packed (once).
     fn build(&self, v: Variant) -> Result<&Build> {
+        if self.opts.compute == crate::Compute::Int8 && !v.uses_gemm() {
+            return Err(Error::options(format!(
+                "compute int8 runs the `gemm` and `gemm-hoisted` plans; plan `{}` multiplies \
+                 in float32",
+                v.name()
+            )));
+        }
         if v == Variant::Streaming {
             return Ok(&self.streaming);
         }
@@ -821,6 +956,7 @@ fn build(
         t += 1;
     }
     let bf16 = Bf16Weights::new(&plan, ir, params, opts);
+    let int8 = Int8Weights::new(&plan, ir, params, opts, v)?;
     let weight_bytes = weights.len() * std::mem::size_of::<f32>();
     let sweep_pieces = if weight_bytes > crate::codegen::schedule::host().l2 / 2 {
         exec::SWEEP_PIECES
@@ -835,6 +971,7 @@ fn build(
         isa,
         wide,
         bf16,
+        int8,
         sweep_pieces,
     })
 }

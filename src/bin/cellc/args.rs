@@ -94,9 +94,12 @@ pub(crate) struct RunArgs {
     /// where it says nothing.
     #[arg(long)]
     pub(crate) precision: Option<String>,
-    /// The arithmetic of the products: f32, or bf16 (the matrices stored in
+    /// The arithmetic of the products: f32; bf16 (the matrices stored in
     /// bf16, the inputs rounded to bf16, float32 sums; AMX tiles for the
-    /// input projection of a sequence where the CPU has them). Default: f32.
+    /// input projection of a sequence where the CPU has them); or int8 (the
+    /// matrices stored in int8, every vector they multiply quantized per
+    /// batch row to u8, integer sums; VNNI where the CPU has it; the `gemm`
+    /// plans). Default: f32.
     #[arg(long)]
     pub(crate) compute: Option<String>,
     /// Without the optimizer (the unfused baseline).
@@ -213,9 +216,12 @@ pub(crate) struct BenchArgs {
     /// where it says nothing.
     #[arg(long)]
     pub(crate) precision: Option<String>,
-    /// The arithmetic of the products: f32, or bf16 (the matrices stored in
+    /// The arithmetic of the products: f32; bf16 (the matrices stored in
     /// bf16, the inputs rounded to bf16, float32 sums; AMX tiles for the
-    /// input projection of a sequence where the CPU has them). Default: f32.
+    /// input projection of a sequence where the CPU has them); or int8 (the
+    /// matrices stored in int8, every vector they multiply quantized per
+    /// batch row to u8, integer sums; VNNI where the CPU has it; the `gemm`
+    /// plans). Default: f32.
     #[arg(long)]
     pub(crate) compute: Option<String>,
     /// Samples to take (after warm-up); the median is reported.
@@ -359,8 +365,11 @@ pub(crate) fn parse_precision(s: &str) -> Result<cellc::ir::Precision, Error> {
 }
 
 pub(crate) fn parse_compute(s: &str) -> Result<cellc::Compute, Error> {
-    cellc::Compute::from_name(s)
-        .ok_or_else(|| Error::options(format!("`--compute {s}`: the arithmetics are f32 and bf16")))
+    cellc::Compute::from_name(s).ok_or_else(|| {
+        Error::options(format!(
+            "`--compute {s}`: the arithmetics are f32, bf16 and int8"
+        ))
+    })
 }
 
 pub(crate) fn parse_plan(s: &str) -> Result<cellc::Variant, Error> {

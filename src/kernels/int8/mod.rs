@@ -102,8 +102,23 @@ impl Dots {
         }
     }
 
+    /// The integer path that goes with the float kernels of `isa`: at
+    /// AVX-512 width the fastest the host has, at AVX2's AVX-VNNI where the
+    /// host has it, else (and for the portable and NEON kernels) the
+    /// portable one. Forcing an ISA (`Options::isa`) so forces the integer
+    /// path too: every path can be run, and tested, on a host that has it.
+    pub fn for_isa(isa: super::Isa) -> Dots {
+        let path = match isa {
+            super::Isa::Avx512 => Dots::best(),
+            super::Isa::Avx2 => Dots::AvxVnni,
+            super::Isa::Scalar | super::Isa::Neon => Dots::Portable,
+        };
+        Some(path)
+            .filter(|d| d.available())
+            .unwrap_or(Dots::Portable)
+    }
+
     /// The fastest path this host has.
-    #[cfg(test)]
     pub fn best() -> Dots {
         [Dots::Avx512Vnni, Dots::AvxVnni]
             .into_iter()
@@ -338,68 +353,128 @@ impl Product {
             unsafe { fill(self.c, self.ldc, self.from, rows, cols) };
             return;
         }
-        let kp = padded_k(self.k);
-        let width = j1 - j0;
-        SCRATCH.with_borrow_mut(|scratch| {
-            let Scratch {
-                quads,
-                columns,
-                values,
-            } = scratch;
-            // Quads of `kp` per column, and one more: the kernels read a
-            // column's quads as `u32`s.
-            quads.clear();
-            quads.resize(width * kp / QUAD + 1, 0);
-            columns.clear();
-            // SAFETY: `quads` holds `width * kp` bytes.
-            let bytes: &mut [u8] =
-                unsafe { std::slice::from_raw_parts_mut(quads.as_mut_ptr().cast(), width * kp) };
-            values.resize(self.k, 0.0);
-            let Right { ptr, rs, cs } = self.b;
-            for (j, q) in bytes.chunks_exact_mut(kp).enumerate() {
-                for (l, v) in values.iter_mut().enumerate() {
-                    // SAFETY: `(l, j0 + j)` is valid, as the caller guarantees.
-                    *v = unsafe { *ptr.add(l * rs + (j0 + j) * cs) };
-                }
-                columns.push(quantize(values, q));
-            }
-            let block = Block {
-                product: self,
-                x: quads.as_ptr().cast(),
-                columns,
-                kp,
-                i0,
-                i1,
-                j0,
-                j1,
-            };
-            // SAFETY: as the caller guarantees; the columns are quantized.
-            unsafe {
-                match self.dots {
-                    #[cfg(target_arch = "x86_64")]
-                    Dots::Avx512Vnni => x86::block_avx512(&block),
-                    #[cfg(target_arch = "x86_64")]
-                    Dots::AvxVnni => x86::block_avx2(&block),
-                    _ => portable_block(&block),
-                }
-            }
+        SCRATCH.with_borrow_mut(|columns| {
+            // SAFETY: `(l, j)` of `B` is valid for the job's columns, as the
+            // caller guarantees.
+            unsafe { columns.quantize(self.b, self.k, j0..j1) };
+            // SAFETY: as the caller guarantees; the job's columns are
+            // quantized, from column `j0`.
+            unsafe { self.block(columns, rows, j0) };
         });
+    }
+
+    /// Rows `rows` of `C` for every one of its `n` columns, from columns
+    /// quantized before (by [`Columns::quantize`], for this product's `k`
+    /// and columns `0..n`): products that multiply the same activations
+    /// quantize them once.
+    ///
+    /// # Safety
+    /// As [`Product::run_job`], for those rows and every column (`B` is not
+    /// read); `rows.start` a multiple of 32 and `rows.end <= m`; `columns`
+    /// quantized for `k` and `n` columns.
+    pub unsafe fn run_rows(&self, rows: std::ops::Range<usize>, columns: &Columns) {
+        assert!(
+            columns.kp == padded_k(self.k) && columns.scales.len() == self.n,
+            "int8::Product::run_rows: columns quantized for another product"
+        );
+        if rows.start >= rows.end || self.n == 0 {
+            return;
+        }
+        if self.k == 0 {
+            // SAFETY: as the caller guarantees.
+            unsafe { fill(self.c, self.ldc, self.from, rows, 0..self.n) };
+            return;
+        }
+        // SAFETY: as the caller guarantees.
+        unsafe { self.block(columns, rows, 0) };
+    }
+
+    /// Rows `rows` by the columns `columns` holds, from column `j0`, on the
+    /// path's kernel.
+    ///
+    /// # Safety
+    /// As [`Product::run_rows`], `k > 0`.
+    unsafe fn block(&self, columns: &Columns, rows: std::ops::Range<usize>, j0: usize) {
+        let block = Block {
+            product: self,
+            x: columns.quads.as_ptr().cast(),
+            columns: &columns.scales,
+            kp: columns.kp,
+            i0: rows.start,
+            i1: rows.end,
+            j0,
+            j1: j0 + columns.scales.len(),
+        };
+        // SAFETY: as the caller guarantees; the columns are quantized.
+        unsafe {
+            match self.dots {
+                #[cfg(target_arch = "x86_64")]
+                Dots::Avx512Vnni => x86::block_avx512(&block),
+                #[cfg(target_arch = "x86_64")]
+                Dots::AvxVnni => x86::block_avx2(&block),
+                _ => portable_block(&block),
+            }
+        }
     }
 }
 
-/// A thread's quantized columns, kept between calls.
+/// Columns of activations quantized ([`quantize`]) for the products that
+/// multiply them: each column's `kp` bytes (`k` padded to whole quads, the
+/// padding zero), scale and zero point. Kept between calls (its space is
+/// reused).
 #[derive(Default)]
-struct Scratch {
-    /// The columns' bytes, four at a time (aligned for `u32` reads).
+pub struct Columns {
+    /// The columns' bytes, four at a time (aligned for `u32` reads), and one
+    /// more quad: the kernels read a column's quads as `u32`s.
     quads: Vec<u32>,
     /// Each column's scale and zero point.
-    columns: Vec<(f32, i32)>,
-    /// A column's values, gathered.
+    scales: Vec<(f32, i32)>,
+    kp: usize,
+    /// A column's values, gathered when they are not contiguous.
     values: Vec<f32>,
 }
 
+impl Columns {
+    /// Quantizes columns `cols` of the `[k, n]` operand `b` (element `(l, j)`
+    /// at `b.ptr[l * rs + j * cs]`), replacing what it held.
+    ///
+    /// # Safety
+    /// Every `(l, j)` for `l < k`, `j` in `cols` must be valid to read.
+    pub unsafe fn quantize(&mut self, b: Right, k: usize, cols: std::ops::Range<usize>) {
+        let kp = padded_k(k);
+        let width = cols.len();
+        self.kp = kp;
+        self.quads.clear();
+        self.quads.resize(width * kp / QUAD + 1, 0);
+        self.scales.clear();
+        // SAFETY: `quads` holds `width * kp` bytes.
+        let bytes: &mut [u8] =
+            unsafe { std::slice::from_raw_parts_mut(self.quads.as_mut_ptr().cast(), width * kp) };
+        let Right { ptr, rs, cs } = b;
+        for (j, q) in cols.zip(bytes.chunks_exact_mut(kp.max(1))) {
+            let column: &[f32] = if rs == 1 {
+                // SAFETY: `(0..k, j)` is valid, as the caller guarantees, and
+                // contiguous.
+                unsafe { std::slice::from_raw_parts(ptr.wrapping_add(j * cs), k) }
+            } else {
+                self.values.resize(k, 0.0);
+                for (l, v) in self.values.iter_mut().enumerate() {
+                    // SAFETY: `(l, j)` is valid, as the caller guarantees.
+                    *v = unsafe { *ptr.add(l * rs + j * cs) };
+                }
+                &self.values
+            };
+            self.scales.push(quantize(column, q));
+        }
+        if kp == 0 {
+            self.scales.resize(width, (1.0, 0));
+        }
+    }
+}
+
+// A thread's quantized columns, kept between jobs.
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<Columns> = RefCell::new(Columns::default());
 }
 
 /// One job's operands, for a path's kernel.
