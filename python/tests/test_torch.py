@@ -8,6 +8,8 @@ giving tensors out."""
 import re
 
 import numpy as np
+import warnings
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -229,6 +231,38 @@ def test_dropout_is_ignored_and_precisions_and_threads_are_options():
     assert not torch.equal(computed, bf16)  # the inputs are rounded too
     with pytest.raises(cellc.OptionsError, match="compute `fp8`"):
         cellc.from_torch(m, compute="fp8")
+
+
+def test_compute_int8_is_as_accurate_as_pytorchs_dynamic_quantization():
+    """Integer arithmetic (int8 weights with a scale per row, activations
+    quantized per batch row): against the float32 module, no further off
+    than PyTorch's own dynamically quantized LSTM (int8 weights per tensor,
+    activations per tensor); and not cellc's int8 storage, whose
+    activations stay float32."""
+    torch.manual_seed(7)
+    m = torch.nn.LSTM(32, 64, num_layers=2).eval()
+    x = torch.randn(20, 4, 32)
+    with torch.no_grad():
+        want = m(x)[0]
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(Wrap(m), {torch.nn.LSTM}, dtype=torch.qint8).m
+    assert type(q) is not torch.nn.LSTM  # quantized, not the float module
+    with torch.no_grad():
+        theirs = (q(x)[0] - want).abs().max().item()
+    computed = cellc.from_torch(m, compute="int8")(x)[0]
+    ours = (computed - want).abs().max().item()
+    assert 0 < ours <= theirs, (ours, theirs)
+    stored = cellc.from_torch(m, precision="int8")(x)[0]
+    assert not torch.equal(computed, stored)
+    with pytest.raises(cellc.OptionsError, match="compute int8"):
+        cellc.from_torch(m, compute="int8", precision="bf16")
 
 
 def test_modules_cellc_does_not_take_are_refused_by_name():
