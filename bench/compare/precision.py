@@ -1,10 +1,13 @@
 """Narrow weights: cellc in float32, bfloat16 and int8 against the peers' float32
 and int8, on this machine, in one run.
 
-Times an LSTM and a GRU (X = H, batch 1) per step, T = 100 (a sequence) and T = 1
-(one step per call), as the median of repeated runs after warm-up, with:
+Times an LSTM and a GRU (X = H, batch 1 unless --batch says) per step, T = 100 (a
+sequence) and T = 1 (one step per call), as the median of repeated runs after
+warm-up, with:
 
-  cellc f32 / bf16 / int8   `cellc bench --precision P --json`
+  cellc f32 / bf16 / int8   `cellc bench --precision P --json` (float32 arithmetic)
+  cellc int8-compute        `cellc bench --compute int8 --json` (integer arithmetic:
+                            activations quantized per batch row)
   onnxruntime f32           an ONNX LSTM / GRU node (as compare.py)
   onnxruntime int8          that model through onnxruntime.quantization.quantize_dynamic
                             (per channel, int8 weights): a DynamicQuantizeLSTM node
@@ -37,9 +40,10 @@ OUT = os.path.dirname(os.path.abspath(__file__))
 warnings.filterwarnings("ignore")
 
 
-def cellc_us(cell, h, seq, threads, precision):
+def cellc_us(cell, h, batch, seq, threads, precision):
+    arithmetic = ["--compute", "int8"] if precision == "int8-compute" else ["--precision", precision]
     cmd = [CELLC, "bench", os.path.join(ROOT, "examples", f"{cell}.rnn"), "--dims", f"X={h},H={h}",
-           "--seq", str(seq), "--threads", str(threads), "--precision", precision, "--json",
+           "--batch", str(batch), "--seq", str(seq), "--threads", str(threads), *arithmetic, "--json",
            "--no-unfused", "--samples", "9" if seq > 1 else "21"]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return r["us_per_step_median"], r.get("schedule")
@@ -50,7 +54,7 @@ def quantized_onnx(model, path):
     quantize_dynamic(model, path, weight_type=QuantType.QInt8, per_channel=True)
 
 
-def torch_int8_us(cell, h, seq, threads):
+def torch_int8_us(cell, h, batch, seq, threads):
     import torch
     torch.set_num_threads(threads)
 
@@ -65,7 +69,7 @@ def torch_int8_us(cell, h, seq, threads):
         m = torch.nn.LSTMCell(h, h) if cell == "lstm" else torch.nn.GRUCell(h, h)
     kind = type(m)
     q = torch.ao.quantization.quantize_dynamic(Wrap(m), {kind}, dtype=torch.qint8).m
-    x = torch.randn(seq, 1, h)
+    x = torch.randn(seq, batch, h)
     with torch.inference_mode():
         if seq > 1:
             return median_time(lambda: q(x), seq)
@@ -73,13 +77,14 @@ def torch_int8_us(cell, h, seq, threads):
         xt = x[0]
 
         def run():
-            s = (torch.zeros(1, h), torch.zeros(1, h)) if cell == "lstm" else torch.zeros(1, h)
+            s = (torch.zeros(batch, h), torch.zeros(batch, h)) if cell == "lstm" else torch.zeros(batch, h)
             for _ in range(steps):
                 s = q(xt, s)
         return median_time(run, steps)
 
 
-SYSTEMS = ["cellc f32", "cellc bf16", "cellc int8", "onnxruntime f32", "onnxruntime int8", "pytorch int8"]
+SYSTEMS = ["cellc f32", "cellc bf16", "cellc int8", "cellc int8-compute", "onnxruntime f32", "onnxruntime int8",
+           "pytorch int8"]
 
 
 def main():
@@ -87,34 +92,39 @@ def main():
     ap.add_argument("--cells", default="lstm,gru")
     ap.add_argument("--sizes", default="256,512,1024")
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seqs", default="100,1")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="a comma-separated subset of: " + ", ".join(SYSTEMS))
     args = ap.parse_args()
+    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    batch = args.batch
     tmp = tempfile.mkdtemp()
     results = []
     for cell in args.cells.split(","):
         for h in [int(s) for s in args.sizes.split(",")]:
-            for seq in [100, 1]:
+            for seq in [int(t) for t in args.seqs.split(",")]:
                 model = os.path.join(tmp, f"{cell}_{h}_{seq}.onnx")
-                onnx_model(cell, h, 1, seq, model)
+                onnx_model(cell, h, batch, seq, model)
                 qmodel = None
                 if cell == "lstm":
                     qmodel = os.path.join(tmp, f"{cell}_{h}_{seq}.int8.onnx")
                     quantized_onnx(model, qmodel)
                 samples, plans = {}, {}
                 for _ in range(args.passes):
-                    for system in SYSTEMS:
+                    for system in systems:
                         for threads in [1, 2]:
                             try:
                                 if system.startswith("cellc"):
-                                    us, plan = cellc_us(cell, h, seq, threads, system.split()[1])
+                                    us, plan = cellc_us(cell, h, batch, seq, threads, system.split()[1])
                                     plans.setdefault(system, {})[threads] = plan
                                 elif system == "onnxruntime f32":
-                                    us = bench_ort(cell, h, 1, seq, threads, model)
+                                    us = bench_ort(cell, h, batch, seq, threads, model)
                                 elif system == "onnxruntime int8":
                                     if qmodel is None:
                                         continue
-                                    us = bench_ort(cell, h, 1, seq, threads, qmodel)
+                                    us = bench_ort(cell, h, batch, seq, threads, qmodel)
                                 else:
-                                    us = torch_int8_us(cell, h, seq, threads)
+                                    us = torch_int8_us(cell, h, batch, seq, threads)
                             except Exception as e:  # a peer that cannot run a case
                                 print(f"  {system} failed on {cell} H={h} T={seq}: {e}", file=sys.stderr)
                                 continue
@@ -132,6 +142,7 @@ def main():
                     platform.processor()),
         "cores": os.cpu_count(),
         "passes": args.passes,
+        "batch": batch,
     }
     with open(os.path.join(OUT, "precision.json"), "w") as f:
         json.dump({"machine": machine, "results": results}, f, indent=1)
@@ -139,19 +150,22 @@ def main():
 
 
 def table(results, machine):
-    lines = [f"{machine['cpu']}, {machine['cores']} cores; µs per step, batch 1, median of {machine['passes']} passes "
-             "(each system's best of 1 and 2 threads)", "",
-             "| cell | H | T | " + " | ".join(SYSTEMS) + " | bf16 / f32 | int8 / f32 | int8 vs fastest int8 peer |",
-             "|---|---|---|" + "---|" * (len(SYSTEMS) + 3)]
+    systems = [s for s in SYSTEMS if any(s in r["us"] for r in results)]
+    lines = [f"{machine['cpu']}, {machine['cores']} cores; µs per step, batch {machine.get('batch', 1)}, "
+             f"median of {machine['passes']} passes (each system's best of 1 and 2 threads)", "",
+             "| cell | H | T | " + " | ".join(systems)
+             + " | bf16 / f32 | int8 / f32 | int8-compute / f32 | fastest int8 peer / int8 | / int8-compute |",
+             "|---|---|---|" + "---|" * (len(systems) + 5)]
     for r in results:
         us = r["us"]
-        cells = [f"{us[s]:.1f}" if s in us else "-" for s in SYSTEMS]
+        cells = [f"{us[s]:.1f}" if s in us else "-" for s in systems]
         f32 = us.get("cellc f32")
         ratio = lambda s: f"{f32 / us[s]:.2f}x" if f32 and s in us else "-"
         peers = [us[s] for s in ("onnxruntime int8", "pytorch int8") if s in us]
-        vs = f"{min(peers) / us['cellc int8']:.2f}x" if peers and "cellc int8" in us else "-"
+        vs = lambda s: f"{min(peers) / us[s]:.2f}x" if peers and s in us else "-"
         lines.append(f"| {r['cell']} | {r['H']} | {r['seq']} | " + " | ".join(cells)
-                     + f" | {ratio('cellc bf16')} | {ratio('cellc int8')} | {vs} |")
+                     + f" | {ratio('cellc bf16')} | {ratio('cellc int8')} | {ratio('cellc int8-compute')}"
+                     + f" | {vs('cellc int8')} | {vs('cellc int8-compute')} |")
     return "\n".join(lines)
 
 

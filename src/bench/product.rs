@@ -170,7 +170,7 @@ impl GemmBench {
         })
     }
 
-    /// The int8 paths this host has (`kernels::int8`: "avx512-vnni",
+    /// The int8 paths this host has (`kernels::int8`: "amx", "avx512-vnni",
     /// "avx-vnni", "portable").
     pub fn int8_paths() -> Vec<&'static str> {
         use crate::kernels::int8::Dots;
@@ -197,7 +197,10 @@ impl GemmBench {
             .ok_or_else(|| format!("no int8 path {path} on this host"))?;
         GemmBench::with_weights(columns, rows, k, 3, |w| {
             let (q, scales) = crate::quant::int8_rows(w, k);
-            Ok(Operands::Int8(dots, int8::pack(&q, &scales, rows, k)?))
+            Ok(Operands::Int8(
+                dots,
+                int8::pack(dots, &q, &scales, rows, k)?,
+            ))
         })
     }
 

@@ -887,9 +887,9 @@ impl Int8Inputs {
     /// `table` holds the plan's slots, sized for `batch` rows; the terms'
     /// inputs are complete and no thread writes them meanwhile.
     unsafe fn of(build: &Build, blocks: &[GemmBlock], table: &SlotTable, batch: usize) {
-        if build.int8.is_none() {
+        let Some(int8) = &build.int8 else {
             return;
-        }
+        };
         INT8_INPUTS.with_borrow_mut(|q| {
             q.used = 0;
             for term in blocks.iter().flat_map(|b| &b.terms) {
@@ -912,7 +912,11 @@ impl Int8Inputs {
                 // SAFETY: the input holds `batch` rows of `stride >= k`
                 // floats from its offset (verified plan), as the caller
                 // guarantees.
-                unsafe { entry.1.quantize(right, term.k, 0..batch) };
+                unsafe {
+                    entry
+                        .1
+                        .quantize(right, term.k, int8.dots.padded_k(term.k), 0..batch)
+                };
                 q.used += 1;
             }
         });

@@ -169,6 +169,7 @@ impl Int8Weights {
         if opts.compute != crate::Compute::Int8 || !v.uses_gemm() {
             return Ok(None);
         }
+        let dots = Dots::for_isa(opts.isa.unwrap_or_else(crate::kernels::Isa::detect));
         let pack = |m: &plan::PackVector| -> std::result::Result<_, (ErrorKind, String)> {
             let p = &ir.params[m.param.index()];
             let ir::Type::Matrix(r, c) = p.ty else {
@@ -178,7 +179,7 @@ impl Int8Weights {
                 ));
             };
             let (q, scales) = crate::quant::int8_rows(&params[m.param.index()], c);
-            let packed = int8::pack(&q, &scales, r, c).map_err(|e| {
+            let packed = int8::pack(dots, &q, &scales, r, c).map_err(|e| {
                 (
                     ErrorKind::Options,
                     format!("compute int8 cannot multiply parameter `{}`: {e}", p.name),
@@ -208,7 +209,7 @@ impl Int8Weights {
             }
         }
         let weights = Int8Weights {
-            dots: Dots::for_isa(opts.isa.unwrap_or_else(crate::kernels::Isa::detect)),
+            dots,
             panels: plan
                 .panels
                 .iter()

@@ -18,16 +18,24 @@ use crate::kernels::gemm::From;
 /// Whether the CPU has AMX-TILE and AMX-BF16 and the kernel granted this
 /// process the tile data state (asked once).
 pub(super) fn available() -> bool {
-    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *GRANTED.get_or_init(|| cpu_has_amx() && request_tile_state())
+    cpu_has(22) && tile_state_granted()
 }
 
-fn cpu_has_amx() -> bool {
-    // CPUID leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+/// Whether the CPU has AMX-TILE and the AMX extension of CPUID leaf 7's EDX
+/// bit `bit` (22: AMX-BF16, 25: AMX-INT8).
+pub(crate) fn cpu_has(bit: u32) -> bool {
+    // CPUID leaf 7, sub-leaf 0: EDX bit 24 is AMX-TILE.
     #[allow(unused_unsafe)]
     // SAFETY: CPUID exists on every x86-64.
     let r = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
-    r.edx & (1 << 22) != 0 && r.edx & (1 << 24) != 0
+    r.edx & (1 << bit) != 0 && r.edx & (1 << 24) != 0
+}
+
+/// Whether this process holds the AMX tile state (asked for once, for
+/// every AMX kernel: bf16's and `kernels::int8`'s).
+pub(crate) fn tile_state_granted() -> bool {
+    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GRANTED.get_or_init(|| (cpu_has(22) || cpu_has(25)) && request_tile_state())
 }
 
 /// Linux hands a process the AMX tile data (8 KiB of state per thread) only

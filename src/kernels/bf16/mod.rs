@@ -29,7 +29,7 @@
 //! rounding per pair, not more.
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(test)]

@@ -29,13 +29,17 @@
 //! values (for the zero point). `B` (float32, any strides) is quantized per
 //! job into columns of `kp` bytes.
 //!
-//! Paths: AVX512-VNNI (`vpdpbusd` on 512-bit vectors: 64 products per
-//! instruction, four times an AVX-512 FMA's 16; 32 rows by 12 columns in 24
-//! registers), AVX-VNNI (the same on 256-bit vectors: 16 rows by 6
-//! columns), and a portable one (scalar i32). Plain AVX2 (`vpmaddubsw`,
+//! Paths: AMX (`tdpbusd` on tiles: 16 columns by 16 rows by 64 of `k`,
+//! 16 K multiply-adds per instruction; `k` padded to 64 for it), AVX512-VNNI
+//! (`vpdpbusd` on 512-bit vectors: 64 products per instruction, four times
+//! an AVX-512 FMA's 16; 32 rows by 12 columns in 24 registers), AVX-VNNI
+//! (the same on 256-bit vectors: 16 rows by 6 columns), and a portable one
+//! (scalar i32). Plain AVX2 (`vpmaddubsw`,
 //! whose 16-bit pair sums saturate unless a range is cut) is not written
 //! yet: such hosts take the portable path.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
@@ -52,6 +56,8 @@ pub const QUAD: usize = 4;
 /// The longest `k`: its sums, and the zero point times a row's sum, stay
 /// inside an i32 (`2 * 255 * 127 * k < 2^31`).
 pub const MAX_K: usize = 32_768;
+/// Values of `k` per AMX tile step (a tile row of 64 bytes).
+const AMX_DEPTH: usize = 64;
 /// Columns of `C` per job at most (a multiple of both kernels' columns).
 const NC: usize = 240;
 /// Rows of `C` per job when the columns are too few to share.
@@ -70,16 +76,20 @@ pub enum Dots {
     AvxVnni,
     /// AVX512-VNNI's `vpdpbusd` (Intel from Cascade Lake, AMD from Zen 4).
     Avx512Vnni,
+    /// AMX-INT8's `tdpbusd` on tiles (Intel from Sapphire Rapids; Linux
+    /// grants the tile state when asked), the sums finished on AVX-512.
+    Amx,
 }
 
 impl Dots {
-    pub const ALL: [Dots; 3] = [Dots::Portable, Dots::AvxVnni, Dots::Avx512Vnni];
+    pub const ALL: [Dots; 4] = [Dots::Portable, Dots::AvxVnni, Dots::Avx512Vnni, Dots::Amx];
 
     pub fn name(self) -> &'static str {
         match self {
             Dots::Portable => "portable",
             Dots::AvxVnni => "avx-vnni",
             Dots::Avx512Vnni => "avx512-vnni",
+            Dots::Amx => "amx",
         }
     }
 
@@ -97,8 +107,19 @@ impl Dots {
             Dots::Avx512Vnni => {
                 is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Dots::Amx => is_x86_feature_detected!("avx512f") && amx::available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Dots::AvxVnni | Dots::Avx512Vnni => false,
+            Dots::AvxVnni | Dots::Avx512Vnni | Dots::Amx => false,
+        }
+    }
+
+    /// `k` padded as this path reads it: to whole quads, and for AMX to
+    /// whole tiles of 64.
+    pub fn padded_k(self, k: usize) -> usize {
+        match self {
+            Dots::Amx => k.next_multiple_of(AMX_DEPTH),
+            _ => k.next_multiple_of(QUAD),
         }
     }
 
@@ -120,7 +141,7 @@ impl Dots {
 
     /// The fastest path this host has.
     pub fn best() -> Dots {
-        [Dots::Avx512Vnni, Dots::AvxVnni]
+        [Dots::Amx, Dots::Avx512Vnni, Dots::AvxVnni]
             .into_iter()
             .find(|d| d.available())
             .unwrap_or(Dots::Portable)
@@ -141,17 +162,14 @@ pub struct Packed {
     sums: Vec<i32>,
     pub m: usize,
     pub k: usize,
+    /// `k` padded for the path it was packed for ([`Dots::padded_k`]).
+    pub kp: usize,
 }
 
 impl std::fmt::Debug for Packed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Packed [{}, {}] in int8", self.m, self.k)
     }
-}
-
-/// `k` padded to whole quads.
-fn padded_k(k: usize) -> usize {
-    k.next_multiple_of(QUAD)
 }
 
 /// Rows padded to two units (the AVX-512 kernel's tiles are two units).
@@ -165,10 +183,11 @@ fn weight_index(row: usize, col: usize, kp: usize) -> usize {
 }
 
 /// Packs the row-major `[m, k]` matrix of values `q` with a scale per row
-/// (as [`crate::quant::int8_rows`] gives them). An error if the lengths
-/// differ from the sizes, a value is -128 (symmetric: -127..=127) or `k`
-/// is over [`MAX_K`].
-pub fn pack(q: &[i8], scales: &[f32], m: usize, k: usize) -> Result<Packed, String> {
+/// (as [`crate::quant::int8_rows`] gives them) for path `dots` (which pads
+/// `k` its way). An error if the lengths differ from the sizes, a value is
+/// -128 (symmetric: -127..=127), a scale is not finite, or `k` is over
+/// [`MAX_K`].
+pub fn pack(dots: Dots, q: &[i8], scales: &[f32], m: usize, k: usize) -> Result<Packed, String> {
     if q.len() != m * k || scales.len() != m {
         return Err(format!(
             "int8::pack: [{m}, {k}] needs {} values and {m} scales, got {} and {}",
@@ -185,7 +204,10 @@ pub fn pack(q: &[i8], scales: &[f32], m: usize, k: usize) -> Result<Packed, Stri
     if q.contains(&i8::MIN) {
         return Err("int8::pack: -128 is outside the symmetric range -127..=127".to_string());
     }
-    let (kp, mp) = (padded_k(k), padded_m(m));
+    if let Some(r) = scales.iter().position(|s| !s.is_finite()) {
+        return Err(format!("int8::pack: row {r}'s scale is {}", scales[r]));
+    }
+    let (kp, mp) = (dots.padded_k(k), padded_m(m));
     let mut lines = vec![Line([0; 64]); mp * kp / 64 + 1];
     // SAFETY: `lines` holds more than `mp * kp` bytes.
     let out: &mut [i8] =
@@ -206,6 +228,7 @@ pub fn pack(q: &[i8], scales: &[f32], m: usize, k: usize) -> Result<Packed, Stri
         sums,
         m,
         k,
+        kp,
     })
 }
 
@@ -265,6 +288,8 @@ pub struct Product {
     pub m: usize,
     pub n: usize,
     pub k: usize,
+    /// `k` as packed ([`Packed::kp`]).
+    pub kp: usize,
     /// [`pack`]'s values, scales and sums for `[m, k]`.
     pub a: *const i8,
     pub scales: *const f32,
@@ -292,6 +317,7 @@ impl Product {
             m: a.m,
             n,
             k: a.k,
+            kp: a.kp,
             a: a.lines.as_ptr().cast(),
             scales: a.scales.as_ptr(),
             sums: a.sums.as_ptr(),
@@ -356,7 +382,7 @@ impl Product {
         SCRATCH.with_borrow_mut(|columns| {
             // SAFETY: `(l, j)` of `B` is valid for the job's columns, as the
             // caller guarantees.
-            unsafe { columns.quantize(self.b, self.k, j0..j1) };
+            unsafe { columns.quantize(self.b, self.k, self.kp, j0..j1) };
             // SAFETY: as the caller guarantees; the job's columns are
             // quantized, from column `j0`.
             unsafe { self.block(columns, rows, j0) };
@@ -365,7 +391,7 @@ impl Product {
 
     /// Rows `rows` of `C` for every one of its `n` columns, from columns
     /// quantized before (by [`Columns::quantize`], for this product's `k`
-    /// and columns `0..n`): products that multiply the same activations
+    /// and `kp` and columns `0..n`): products that multiply the same activations
     /// quantize them once.
     ///
     /// # Safety
@@ -374,7 +400,7 @@ impl Product {
     /// quantized for `k` and `n` columns.
     pub unsafe fn run_rows(&self, rows: std::ops::Range<usize>, columns: &Columns) {
         assert!(
-            columns.kp == padded_k(self.k) && columns.scales.len() == self.n,
+            columns.kp == self.kp && columns.scales.len() == self.n,
             "int8::Product::run_rows: columns quantized for another product"
         );
         if rows.start >= rows.end || self.n == 0 {
@@ -412,6 +438,8 @@ impl Product {
                 Dots::Avx512Vnni => x86::block_avx512(&block),
                 #[cfg(target_arch = "x86_64")]
                 Dots::AvxVnni => x86::block_avx2(&block),
+                #[cfg(target_arch = "x86_64")]
+                Dots::Amx => amx::block(&block),
                 _ => portable_block(&block),
             }
         }
@@ -436,18 +464,25 @@ pub struct Columns {
 
 impl Columns {
     /// Quantizes columns `cols` of the `[k, n]` operand `b` (element `(l, j)`
-    /// at `b.ptr[l * rs + j * cs]`), replacing what it held.
+    /// at `b.ptr[l * rs + j * cs]`) into `kp >= k` bytes each (for a product
+    /// packed with that `kp`), replacing what it held. The bytes are kept
+    /// for a whole number of 32 columns (the rest zero: AMX reads columns in
+    /// tiles of 16).
     ///
     /// # Safety
     /// Every `(l, j)` for `l < k`, `j` in `cols` must be valid to read.
-    pub unsafe fn quantize(&mut self, b: Right, k: usize, cols: std::ops::Range<usize>) {
-        let kp = padded_k(k);
+    pub unsafe fn quantize(&mut self, b: Right, k: usize, kp: usize, cols: std::ops::Range<usize>) {
+        assert!(
+            kp >= k && kp.is_multiple_of(QUAD),
+            "int8::Columns::quantize: {kp} bytes a column for k = {k}"
+        );
         let width = cols.len();
         self.kp = kp;
         self.quads.clear();
-        self.quads.resize(width * kp / QUAD + 1, 0);
+        self.quads
+            .resize(width.next_multiple_of(2 * UNIT) * kp / QUAD + 1, 0);
         self.scales.clear();
-        // SAFETY: `quads` holds `width * kp` bytes.
+        // SAFETY: `quads` holds more than `width * kp` bytes.
         let bytes: &mut [u8] =
             unsafe { std::slice::from_raw_parts_mut(self.quads.as_mut_ptr().cast(), width * kp) };
         let Right { ptr, rs, cs } = b;
@@ -591,6 +626,12 @@ pub fn product(
         rs: n,
         cs: 1,
     };
+    if a.kp != dots.padded_k(k) {
+        return Err(format!(
+            "int8::product: packed for another path than {}",
+            dots.name()
+        ));
+    }
     let p = Product {
         from: if accumulate { From::Dst } else { From::Zero },
         split,

@@ -76,7 +76,7 @@ impl Case {
     }
 
     fn run(&self, dots: Dots, from: u8, split: usize, reversed: bool) -> Vec<f32> {
-        let packed = pack(&self.q, &self.scales, self.m, self.k).unwrap();
+        let packed = pack(dots, &self.q, &self.scales, self.m, self.k).unwrap();
         let mut c = self.c0.clone();
         let right = Right {
             ptr: self.b.as_ptr(),
@@ -199,7 +199,7 @@ fn products_are_close_to_float32() {
     let a = random(m * k, 3);
     let b = random(k * n, 4);
     let (q, scales) = int8_rows(&a, k);
-    let packed = pack(&q, &scales, m, k).unwrap();
+    let packed = pack(Dots::best(), &q, &scales, m, k).unwrap();
     let mut c = vec![0.0; m * n];
     product(Dots::best(), &packed, &b, n, &mut c, false, 1).unwrap();
     for i in 0..m {
@@ -257,8 +257,8 @@ fn columns_quantize_over_their_range() {
         assert!(scale.is_nan(), "{bad}");
     }
     let (q8, scales) = int8_rows(&random(32 * 4, 1), 4);
-    let packed = pack(&q8, &scales, 32, 4).unwrap();
     for dots in paths() {
+        let packed = pack(dots, &q8, &scales, 32, 4).unwrap();
         let mut c = vec![0.0; 32 * 2];
         // `[k, n]` row-major: column 1 holds the NaN.
         let b = [1.0, f32::NAN, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0];
@@ -310,6 +310,7 @@ fn quantizing_on_avx512_gives_the_portable_bytes() {
 /// buffers and paths the host lacks.
 #[test]
 fn mistakes_are_refused() {
+    let pack = |q: &[i8], scales: &[f32], m, k| pack(Dots::Portable, q, scales, m, k);
     assert!(pack(&[1, 2, 3], &[1.0], 2, 2)
         .unwrap_err()
         .contains("needs 4"));
@@ -323,6 +324,9 @@ fn mistakes_are_refused() {
     assert!(pack(&vec![0; k], &[1.0], 1, k)
         .unwrap_err()
         .contains("overflow"));
+    assert!(pack(&[1, 2], &[f32::NAN], 1, 2)
+        .unwrap_err()
+        .contains("scale is NaN"));
     let packed = pack(&[1, 2, 3, 4], &[1.0, 1.0], 2, 2).unwrap();
     let mut c = vec![0.0; 6];
     let err = product(Dots::Portable, &packed, &[0.0; 5], 3, &mut c, false, 1).unwrap_err();
