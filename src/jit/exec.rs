@@ -998,9 +998,22 @@ unsafe fn gemm_rows(
         return;
     }
     if let Some(int8) = &build.int8 {
-        // SAFETY: as the caller guarantees.
-        unsafe { start.fill(m, batch, dst, blk.dest.stride) };
+        use crate::kernels::gemm::From;
         let c = slots.ptrs[blk.dest.slot].wrapping_add(blk.dest.offset);
+        // The first term's sums start from the bias or the projection where
+        // they are (no copy into `dst`), the others from `dst`.
+        let mut from = match blk.init {
+            GemmInit::Zero => From::Zero,
+            GemmInit::Bias(o) => From::Row(weights.wrapping_add(o)),
+            GemmInit::Projection(l) => From::Matrix {
+                ptr: slots.ptrs[l.slot].wrapping_add(l.offset).cast_const(),
+                ld: l.stride,
+            },
+        };
+        if blk.terms.is_empty() {
+            // SAFETY: as the caller guarantees.
+            unsafe { start.fill(m, batch, dst, blk.dest.stride) };
+        }
         INT8_INPUTS.with_borrow(|inputs| {
             for term in &blk.terms {
                 // Both are there: `Int8Weights::new` packed every matrix of
@@ -1012,7 +1025,7 @@ unsafe fn gemm_rows(
                     )
                 };
                 let product = crate::kernels::int8::Product {
-                    from: crate::kernels::gemm::From::Dst,
+                    from: std::mem::replace(&mut from, From::Dst),
                     ..crate::kernels::int8::Product::new(
                         int8.dots,
                         a,
@@ -1024,8 +1037,9 @@ unsafe fn gemm_rows(
                 };
                 // SAFETY: `a` is the term's `[len, k]` matrix, `x` its input's
                 // `batch` columns quantized; `C`'s element `(i, b)` is row `b`'s
-                // element `i` of the destination, inside its slot (verified)
-                // and filled above; rows `r0..r1` are this unit's own, `r0` a
+                // element `i` of the destination, inside its slot (verified),
+                // and so are the bias's and the projection's (verified; not
+                // overlapping it); rows `r0..r1` are this unit's own, `r0` a
                 // multiple of 32; the host has `dots` (`Dots::for_isa`).
                 unsafe { product.run_rows(r0..r1, x) };
             }

@@ -180,6 +180,7 @@ pub(super) unsafe fn block(b: &Block) {
                         (true, From::Zero) => zero(t),
                         (true, From::Dst) => load(t, b.c(ti, tj), ldc),
                         (true, From::Row(r)) => load(t, r.add(ti), 0),
+                        (true, From::Matrix { ptr, ld }) => load(t, ptr.add(ti + tj * ld), ld * 4),
                         (false, _) => {
                             for (jj, row) in st.0.iter_mut().enumerate() {
                                 for (ii, v) in row.iter_mut().enumerate() {

@@ -108,6 +108,9 @@ unsafe fn tile(b: &Block, i: usize, j: usize, width: usize) {
                     From::Zero => _mm512_setzero_ps(),
                     From::Dst => _mm512_maskz_loadu_ps(masks[h], b.c(row, j + jj)),
                     From::Row(r) => _mm512_maskz_loadu_ps(masks[h], r.add(row)),
+                    From::Matrix { ptr, ld } => {
+                        _mm512_maskz_loadu_ps(masks[h], ptr.add(row + (j + jj) * ld))
+                    }
                 }
             };
         }

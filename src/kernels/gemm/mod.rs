@@ -107,6 +107,29 @@ pub enum From {
     Dst,
     /// `row[i]` for every column (a bias).
     Row(*const f32),
+    /// Element `(i, j)` of another matrix laid out as `C` is: `ptr[i + j *
+    /// ld]` (a hoisted projection's rows).
+    Matrix { ptr: *const f32, ld: usize },
+}
+
+impl From {
+    /// Where element `(i, j)` of `C` (at `ldc`) starts, read.
+    ///
+    /// # Safety
+    /// That element, and for [`From::Row`] and [`From::Matrix`] theirs, are
+    /// valid to read.
+    #[inline]
+    pub(crate) unsafe fn start(self, c: *const f32, ldc: usize, i: usize, j: usize) -> f32 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match self {
+                From::Zero => 0.0,
+                From::Dst => *c.add(i + j * ldc),
+                From::Row(r) => *r.add(i),
+                From::Matrix { ptr, ld } => *ptr.add(i + j * ld),
+            }
+        }
+    }
 }
 
 /// One product `C (+)= A B` (see the module's docs), unchecked: the safe
@@ -224,6 +247,7 @@ pub(crate) unsafe fn fill(
                     From::Zero => *c = 0.0,
                     From::Dst => {}
                     From::Row(r) => *c = *r.add(i),
+                    From::Matrix { ptr, ld } => *c = *ptr.add(i + j * ld),
                 }
             }
         }
@@ -363,6 +387,7 @@ impl Gemm {
                     From::Zero => None,
                     From::Dst => Some((c.cast_const(), self.ldc)),
                     From::Row(r) => Some((r.wrapping_add(i), 0)),
+                    From::Matrix { ptr, ld } => Some((ptr.wrapping_add(i + j * ld), ld)),
                 };
                 let tile = tiles::Tile {
                     kc,

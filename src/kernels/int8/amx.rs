@@ -57,7 +57,8 @@ struct Stage([[[i32; UNIT]; UNIT]; 4]);
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn block(b: &Block) {
     let steps = b.kp / AMX_DEPTH;
-    let mut stage = Stage([[[0; UNIT]; UNIT]; 4]);
+    // Written whole by the tile stores before any read.
+    let mut stage = std::mem::MaybeUninit::<Stage>::uninit();
     // SAFETY: the configuration is 64 valid bytes.
     unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
     for i in (b.i0..b.i1).step_by(2 * UNIT) {
@@ -104,13 +105,15 @@ pub(super) unsafe fn block(b: &Block) {
                     w0 = inout(reg) w0 => _,
                     w1 = inout(reg) w1 => _,
                     n = inout(reg) steps => _,
-                    s = inout(reg) stage.0.as_mut_ptr() => _,
+                    s = inout(reg) stage.as_mut_ptr() => _,
                     xs = in(reg) b.kp,
                     ws = in(reg) 64usize,
                     options(nostack),
                 )
             };
-            for (t, tile) in stage.0.iter().enumerate() {
+            // SAFETY: the four tile stores above wrote all of it.
+            let staged = unsafe { stage.assume_init_ref() };
+            for (t, tile) in staged.0.iter().enumerate() {
                 // Tile `t`: rows from `i + 16 (t & 1)`, columns from `j + 16 (t >> 1)`.
                 let (ti, tj) = (i + UNIT * (t & 1), j + UNIT * (t >> 1));
                 if ti >= b.i1 {
@@ -162,6 +165,7 @@ unsafe fn finish(b: &Block, r0: usize, col: usize, mask: __mmask16, sum: __m512i
             From::Zero => _mm512_setzero_ps(),
             From::Dst => _mm512_maskz_loadu_ps(mask, dst),
             From::Row(r) => _mm512_maskz_loadu_ps(mask, r.add(r0)),
+            From::Matrix { ptr, ld } => _mm512_maskz_loadu_ps(mask, ptr.add(r0 + col * ld)),
         };
         let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), scale, start);
         _mm512_mask_storeu_ps(dst, mask, v);

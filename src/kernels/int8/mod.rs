@@ -542,13 +542,9 @@ impl Block<'_> {
     /// # Safety
     /// As [`Product::run_job`], for an element of the job.
     unsafe fn start(&self, i: usize, j: usize) -> f32 {
-        match self.product.from {
-            From::Zero => 0.0,
-            // SAFETY: as the caller guarantees.
-            From::Dst => unsafe { *self.c(i, j) },
-            // SAFETY: as the caller guarantees.
-            From::Row(r) => unsafe { *r.add(i) },
-        }
+        let p = self.product;
+        // SAFETY: as the caller guarantees.
+        unsafe { p.from.start(p.c, p.ldc, i, j) }
     }
 
     /// Element `(i, j)` from its integer sum `acc` (module docs).

@@ -32,6 +32,8 @@ struct Case {
     c0: Vec<f32>,
     ldc: usize,
     bias: Vec<f32>,
+    /// Another matrix laid out as `C` (`ldc` apart), a start.
+    other: Vec<f32>,
 }
 
 impl Case {
@@ -64,6 +66,7 @@ impl Case {
             c0: random(ldc * n, seed + 2),
             ldc,
             bias: random(m, seed + 3),
+            other: random(ldc * n, seed + 4),
         }
     }
 
@@ -71,7 +74,11 @@ impl Case {
         match from {
             0 => From::Zero,
             1 => From::Dst,
-            _ => From::Row(self.bias.as_ptr()),
+            2 => From::Row(self.bias.as_ptr()),
+            _ => From::Matrix {
+                ptr: self.other.as_ptr(),
+                ld: self.ldc,
+            },
         }
     }
 
@@ -123,7 +130,8 @@ impl Case {
                 let start = match from {
                     0 => 0.0,
                     1 => self.c0[at],
-                    _ => self.bias[i],
+                    2 => self.bias[i],
+                    _ => self.other[at],
                 };
                 c[at] = t.mul_add(self.scales[i] * sb, start);
             }
@@ -153,7 +161,7 @@ fn every_path_computes_the_formula_exactly() {
         for (s, &(m, n, k)) in shapes.iter().enumerate() {
             for transposed in [false, true] {
                 let case = Case::new(m, n, k, 10 * s as u64, transposed);
-                for from in 0..3 {
+                for from in 0..4 {
                     let got = case.run(dots, from, 1, false);
                     let want = case.expected(from);
                     for (e, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -118,6 +118,9 @@ unsafe fn tile_512<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
                     From::Zero => _mm512_setzero_ps(),
                     From::Dst => _mm512_maskz_loadu_ps(mask, dst),
                     From::Row(r) => _mm512_maskz_loadu_ps(mask, r.add(r0)),
+                    From::Matrix { ptr, ld } => {
+                        _mm512_maskz_loadu_ps(mask, ptr.add(r0 + (j + c) * ld))
+                    }
                 };
                 let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), scale, start);
                 _mm512_mask_storeu_ps(dst, mask, v);
@@ -209,6 +212,9 @@ unsafe fn tile_256<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
                     From::Zero => _mm256_setzero_ps(),
                     From::Dst => _mm256_maskload_ps(dst, mask),
                     From::Row(r) => _mm256_maskload_ps(r.add(r0), mask),
+                    From::Matrix { ptr, ld } => {
+                        _mm256_maskload_ps(ptr.add(r0 + (j + c) * ld), mask)
+                    }
                 };
                 let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), scale, start);
                 _mm256_maskstore_ps(dst, mask, v);
