@@ -274,7 +274,9 @@ impl BenchResult {
             if self.threads == 1 { "" } else { "s" },
             self.peak_isa.name(),
             100.0 * self.gflops(&self.fused) / self.fma_peak_gflops,
-            if self.schedule.starts_with("gemm") {
+            if self.compute == crate::Compute::Int8 {
+                " (integer products: the float32 FMA peak does not bound them)".to_string()
+            } else if self.schedule.starts_with("gemm") {
                 format!(" (batched products on the {} panel kernels)", self.isa.name())
             } else {
                 " (products on the generated 128-bit kernels)".to_string()

@@ -83,6 +83,24 @@ pub struct Work {
     pub gemm_only: bool,
 }
 
+impl Work {
+    /// The work of a kernel computing in `compute`: under
+    /// [`crate::Compute::Int8`] only the `gemm` plans run it, and their
+    /// integer kernels multiply the int8 weights as they are (none is
+    /// widened).
+    pub fn computing(self, compute: crate::Compute) -> Work {
+        if compute != crate::Compute::Int8 {
+            return self;
+        }
+        Work {
+            gemm_only: true,
+            input_narrow: [self.input_narrow[0], 0.0],
+            recurrent_narrow: [self.recurrent_narrow[0], 0.0],
+            ..self
+        }
+    }
+}
+
 /// The block size a block-circulant `m x k` matrix is multiplied through
 /// spectra with (as the planner decides: `ir::Structure::spectral_k`).
 fn spectral_k(ir: &ir::Cell, wt: ir::Value, m: usize, k: usize) -> Option<usize> {

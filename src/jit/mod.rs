@@ -352,10 +352,8 @@ impl Kernel {
             input_lens: ir.inputs.iter().map(|p| p.len).collect(),
             state_lens: ir.states.iter().map(|p| p.len).collect(),
             output_lens: ir.outputs.iter().map(|p| p.len).collect(),
-            work: schedule::Work {
-                gemm_only: opts.compute == crate::Compute::Int8,
-                ..schedule::work(&ir, opts.isa.unwrap_or_else(crate::kernels::Isa::detect))
-            },
+            work: schedule::work(&ir, opts.isa.unwrap_or_else(crate::kernels::Isa::detect))
+                .computing(opts.compute),
             host: schedule::host().computing(opts.compute),
             ir,
             params,
