@@ -395,6 +395,25 @@ fn onnx_dynamic_quantize_lstm_runs_in_int8() {
             "{case}: max abs error against the float model {to_float:.2e} (ONNX Runtime's int8: {ort:.2e})"
         );
         assert!(to_float < 5e-2, "{case}: {to_float:e} from the float model");
+        // Integer arithmetic, as ONNX Runtime runs the model (its
+        // activations quantized per batch row, where ONNX Runtime quantizes
+        // per tensor): no further from the float model than ONNX Runtime.
+        let integer = Options {
+            compute: Compute::Int8,
+            ..opts.clone()
+        };
+        let computed = cellc::run::run(&cell, &imported.weights, &inputs, &[], &integer)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let computed_to_float = max_abs(&computed, &expected);
+        eprintln!("{case}: compute int8 {computed_to_float:.2e} from the float model");
+        assert!(
+            computed_to_float < 5e-2 && computed_to_float <= ort,
+            "{case}: compute int8 {computed_to_float:e} from the float model, ONNX Runtime {ort:e}"
+        );
+        assert!(
+            max_abs(&computed, &out) > 0.0,
+            "{case}: the activations were quantized"
+        );
         // The command line runs it in int8 without `--precision`: the same bits.
         let tmp = std::env::temp_dir().join(format!(
             "cellc-quant-{}-{case}.safetensors",
