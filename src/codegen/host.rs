@@ -371,7 +371,9 @@ impl Host {
         let int8 = match Dots::best() {
             _ if compute != crate::Compute::Int8 => 1.0,
             Dots::Amx => AMX_INT8_SPEEDUP,
-            Dots::Portable => 1.0,
+            // Plain AVX2's `vpmaddwd` runs about as fast as float32 FMAs;
+            // the portable path is far slower (the model cannot rescue it).
+            Dots::Portable | Dots::Avx2 => 1.0,
             Dots::AvxVnni | Dots::Avx512Vnni => VNNI_SPEEDUP,
         };
         let gemm = if amx { AMX_PROJECTION_SPEEDUP } else { int8 };

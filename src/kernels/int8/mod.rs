@@ -33,8 +33,10 @@
 //! 16 K multiply-adds per instruction; `k` padded to 64 for it), AVX512-VNNI
 //! (`vpdpbusd` on 512-bit vectors: 64 products per instruction, four times
 //! an AVX-512 FMA's 16; 32 rows by 12 columns in 24 registers), AVX-VNNI
-//! (the same on 256-bit vectors: 16 rows by 6 columns), and a portable one
-//! (scalar i32). Plain AVX2 (`vpmaddubsw`,
+//! (the same on 256-bit vectors: 16 rows by 6 columns), plain AVX2
+//! (`vpmaddwd` on the values widened to 16 bits: each pair's sum exact in
+//! 32 bits, so the same integer sums; 16 rows by 3 columns, about the
+//! float32 kernels' rate), and a portable one (scalar i32). Plain AVX2 (`vpmaddubsw`,
 //! whose 16-bit pair sums saturate unless a range is cut) is not written
 //! yet: such hosts take the portable path.
 
@@ -78,6 +80,9 @@ pub enum Dots {
     /// AVX-VNNI's `vpdpbusd` on 256-bit vectors (Intel from Alder Lake,
     /// AMD from Zen 5).
     AvxVnni,
+    /// Plain AVX2's `vpmaddwd` on the bytes widened to 16 bits (every x86
+    /// host since Haswell; `vpmaddubsw`'s 16-bit sums would saturate).
+    Avx2,
     /// AVX512-VNNI's `vpdpbusd` (Intel from Cascade Lake, AMD from Zen 4).
     Avx512Vnni,
     /// AMX-INT8's `tdpbusd` on tiles (Intel from Sapphire Rapids; Linux
@@ -87,12 +92,19 @@ pub enum Dots {
 }
 
 impl Dots {
-    pub const ALL: [Dots; 4] = [Dots::Portable, Dots::AvxVnni, Dots::Avx512Vnni, Dots::Amx];
+    pub const ALL: [Dots; 5] = [
+        Dots::Portable,
+        Dots::Avx2,
+        Dots::AvxVnni,
+        Dots::Avx512Vnni,
+        Dots::Amx,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Dots::Portable => "portable",
             Dots::AvxVnni => "avx-vnni",
+            Dots::Avx2 => "avx2",
             Dots::Avx512Vnni => "avx512-vnni",
             Dots::Amx => "amx",
         }
@@ -109,13 +121,15 @@ impl Dots {
                     && is_x86_feature_detected!("avxvnni")
             }
             #[cfg(target_arch = "x86_64")]
+            Dots::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
             Dots::Avx512Vnni => {
                 is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "x86_64")]
             Dots::Amx => Dots::Avx512Vnni.available() && amx::available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Dots::AvxVnni | Dots::Avx512Vnni | Dots::Amx => false,
+            Dots::Avx2 | Dots::AvxVnni | Dots::Avx512Vnni | Dots::Amx => false,
         }
     }
 
@@ -130,7 +144,7 @@ impl Dots {
 
     /// The integer path that goes with the float kernels of `isa`: at
     /// AVX-512 width the fastest the host has, at AVX2's AVX-VNNI where the
-    /// host has it, else (and for the portable and NEON kernels) the
+    /// host has it, else plain AVX2; for the portable and NEON kernels the
     /// portable one. Forcing an ISA (`Options::isa`) so forces the integer
     /// path too: every path can be run, and tested, on a host that has it.
     pub fn for_isa(isa: super::Isa) -> Dots {
@@ -146,7 +160,7 @@ impl Dots {
 
     /// The fastest path this host has.
     pub fn best() -> Dots {
-        [Dots::Amx, Dots::Avx512Vnni, Dots::AvxVnni]
+        [Dots::Amx, Dots::Avx512Vnni, Dots::AvxVnni, Dots::Avx2]
             .into_iter()
             .find(|d| d.available())
             .unwrap_or(Dots::Portable)
@@ -451,6 +465,8 @@ impl Product {
                 Dots::Avx512Vnni => x86::block_avx512(&block),
                 #[cfg(target_arch = "x86_64")]
                 Dots::AvxVnni => x86::block_avx2(&block),
+                #[cfg(target_arch = "x86_64")]
+                Dots::Avx2 => x86::block_madd(&block),
                 #[cfg(target_arch = "x86_64")]
                 Dots::Amx => amx::block(&block),
                 _ => portable_block(&block),

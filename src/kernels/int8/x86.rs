@@ -1,9 +1,10 @@
 //! The x86 kernels of [`super`]: `vpdpbusd` on 512-bit vectors (AVX512-VNNI)
-//! and on 256-bit ones (AVX-VNNI). Each keeps a tile of sums in registers,
-//! adds a quad of `k` per instruction (four bytes of a column broadcast to
-//! every lane, by a quad of 16 or 8 rows), then finishes each element as the
-//! portable path does ([`super::Block::finish`]: the same operations, so the
-//! same bits).
+//! and on 256-bit ones (AVX-VNNI), and `vpmaddwd` on plain AVX2. Each keeps
+//! a tile of sums in registers, adds a quad of `k` per instruction (four
+//! bytes of a column broadcast to every lane, by a quad of 16 or 8 rows; on
+//! plain AVX2 widened to 16 bits first, by four rows), then finishes each
+//! element as the portable path does ([`super::Block::finish`]: the same
+//! operations, so the same bits).
 
 use std::arch::x86_64::*;
 
@@ -188,37 +189,132 @@ unsafe fn tile_256<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
         }
     }
     const HALF: usize = UNIT / 2;
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (c, sums) in acc.iter().enumerate() {
-        let (sb, zb) = b.columns[c0 + c];
         for (h, &sum) in sums.iter().enumerate() {
             if h * HALF >= rows {
                 break;
             }
-            let r0 = i + h * HALF;
-            let valid = (rows - h * HALF).min(HALF);
-            // Lanes below `valid` all ones.
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lanes);
-            let dst = b.c(r0, j + c);
-            // SAFETY: as in `tile_512`, 8 rows from `r0`.
+            // SAFETY: as the caller guarantees, for these rows of the tile.
+            unsafe { finish_256(b, i + h * HALF, (rows - h * HALF).min(HALF), j + c, sum) };
+        }
+    }
+}
+
+/// Rows `r0..r0 + valid` (at most 8) of column `col` of `C` from their
+/// integer sums, on 256-bit vectors (the same operations as the AVX-512
+/// finish, so the same bits).
+///
+/// # Safety
+/// As `Product::run_job`, for those elements of the block; the scales and
+/// sums hold 8 rows from `r0`; the host has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn finish_256(b: &Block, r0: usize, valid: usize, col: usize, sum: __m256i) {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let (sb, zb) = b.columns[col - b.j0];
+    // Lanes below `valid` all ones.
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lanes);
+    let dst = b.c(r0, col);
+    // SAFETY: as the caller guarantees: the masked loads and the store
+    // touch only those elements of `C` (and of the start).
+    unsafe {
+        let row_sums = _mm256_loadu_si256(b.product.sums.add(r0).cast());
+        let t = _mm256_sub_epi32(sum, _mm256_mullo_epi32(_mm256_set1_epi32(zb), row_sums));
+        let scale = _mm256_mul_ps(
+            _mm256_loadu_ps(b.product.scales.add(r0)),
+            _mm256_set1_ps(sb),
+        );
+        let start = match b.product.from {
+            From::Zero => _mm256_setzero_ps(),
+            From::Dst => _mm256_maskload_ps(dst, mask),
+            From::Row(r) => _mm256_maskload_ps(r.add(r0), mask),
+            From::Matrix { ptr, ld } => _mm256_maskload_ps(ptr.add(r0 + col * ld), mask),
+        };
+        let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), scale, start);
+        _mm256_maskstore_ps(dst, mask, v);
+    }
+}
+
+/// Columns per tile of the plain AVX2 kernel (eight sums a column, the
+/// columns' quads and a weight vector in 16 registers).
+const COLUMNS_MADD: usize = 3;
+
+/// The block on plain AVX2 (no VNNI): tiles of 16 rows (a unit) by up to
+/// [`COLUMNS_MADD`] columns. Each quad of four rows' four values is widened
+/// to 16-bit (`vpmovsxbw`) and multiplied by the column's quad widened and
+/// repeated (`vpmaddwd`: two products summed exactly into each 32-bit lane,
+/// at most 2 x 127 x 255): the same integer sums as `vpdpbusd`, two lanes
+/// per row, added pairwise at the end.
+///
+/// # Safety
+/// As `Product::run_job`, for the block's job; `i0` a multiple of 16; the
+/// host has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn block_madd(b: &Block) {
+    let mut i = b.i0;
+    while i < b.i1 {
+        let rows = (b.i1 - i).min(UNIT);
+        let mut j = b.j0;
+        while j < b.j1 {
+            let w = (b.j1 - j).min(COLUMNS_MADD);
+            // SAFETY: as the caller guarantees; rows `i..i + rows` and
+            // columns `j..j + w` are the block's.
             unsafe {
-                let row_sums = _mm256_loadu_si256(b.product.sums.add(r0).cast());
-                let t = _mm256_sub_epi32(sum, _mm256_mullo_epi32(_mm256_set1_epi32(zb), row_sums));
-                let scale = _mm256_mul_ps(
-                    _mm256_loadu_ps(b.product.scales.add(r0)),
-                    _mm256_set1_ps(sb),
-                );
-                let start = match b.product.from {
-                    From::Zero => _mm256_setzero_ps(),
-                    From::Dst => _mm256_maskload_ps(dst, mask),
-                    From::Row(r) => _mm256_maskload_ps(r.add(r0), mask),
-                    From::Matrix { ptr, ld } => {
-                        _mm256_maskload_ps(ptr.add(r0 + (j + c) * ld), mask)
-                    }
-                };
-                let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), scale, start);
-                _mm256_maskstore_ps(dst, mask, v);
+                match w {
+                    1 => tile_madd::<1>(b, i, rows, j),
+                    2 => tile_madd::<2>(b, i, rows, j),
+                    _ => tile_madd::<3>(b, i, rows, j),
+                }
             }
+            j += w;
+        }
+        i += UNIT;
+    }
+}
+
+/// Rows `i..i + rows` (at most 16, `i` a multiple of 16) by columns `j..j +
+/// W` on plain AVX2.
+///
+/// # Safety
+/// As [`block_madd`], for that tile of the block.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile_madd<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
+    let unit = b.unit(i);
+    let c0 = j - b.j0;
+    // Group `g`: rows `4g..4g + 4`, row `r`'s two partial sums in lanes
+    // `2 (r % 4)` and `2 (r % 4) + 1`.
+    let mut acc = [[_mm256_setzero_si256(); 4]; W];
+    for q in 0..b.kp / QUAD {
+        let mut xs = [_mm256_setzero_si256(); W];
+        for (c, x) in xs.iter_mut().enumerate() {
+            // SAFETY: column `c0 + c` of the block holds `kp` bytes.
+            let quad = unsafe { quad(b, c0 + c, q) };
+            // Its four bytes as four 16-bit values, in every 64 bits.
+            *x = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(quad)));
+        }
+        for g in 0..4 {
+            // SAFETY: the unit holds `kp / 4` quads of 64 bytes.
+            let w =
+                _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(unit.add(q * 64 + g * 16).cast()) });
+            for (c, x) in xs.iter().enumerate() {
+                acc[c][g] = _mm256_add_epi32(acc[c][g], _mm256_madd_epi16(w, *x));
+            }
+        }
+    }
+    // `hadd` of groups `a`, `b` gives rows a0 a1 b0 b1 a2 a3 b2 b3: back in order.
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let rows_of =
+        |a: __m256i, b: __m256i| _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a, b), order);
+    const HALF: usize = UNIT / 2;
+    for (c, groups) in acc.iter().enumerate() {
+        let halves = [rows_of(groups[0], groups[1]), rows_of(groups[2], groups[3])];
+        for (h, &sum) in halves.iter().enumerate() {
+            if h * HALF >= rows {
+                break;
+            }
+            // SAFETY: as the caller guarantees, for these rows of the tile.
+            unsafe { finish_256(b, i + h * HALF, (rows - h * HALF).min(HALF), j + c, sum) };
         }
     }
 }
