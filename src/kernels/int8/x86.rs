@@ -282,9 +282,9 @@ pub(super) unsafe fn block_madd(b: &Block) {
 unsafe fn tile_madd<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
     let unit = b.unit(i);
     let c0 = j - b.j0;
-    // Group `g`: rows `4g..4g + 4`, row `r`'s two partial sums in lanes
-    // `2 (r % 4)` and `2 (r % 4) + 1`.
-    let mut acc = [[_mm256_setzero_si256(); 4]; W];
+    // `acc[g][c]`: column `c`'s rows `4g..4g + 4`, row `r`'s two partial
+    // sums in lanes `2 (r % 4)` and `2 (r % 4) + 1`.
+    let mut acc = [[_mm256_setzero_si256(); W]; 4];
     for q in 0..b.kp / QUAD {
         let mut xs = [_mm256_setzero_si256(); W];
         for (c, x) in xs.iter_mut().enumerate() {
@@ -293,12 +293,12 @@ unsafe fn tile_madd<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) 
             // Its four bytes as four 16-bit values, in every 64 bits.
             *x = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(quad)));
         }
-        for g in 0..4 {
+        for (g, sums) in acc.iter_mut().enumerate() {
             // SAFETY: the unit holds `kp / 4` quads of 64 bytes.
             let w =
                 _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(unit.add(q * 64 + g * 16).cast()) });
-            for (c, x) in xs.iter().enumerate() {
-                acc[c][g] = _mm256_add_epi32(acc[c][g], _mm256_madd_epi16(w, *x));
+            for (s, x) in sums.iter_mut().zip(&xs) {
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(w, *x));
             }
         }
     }
@@ -307,8 +307,9 @@ unsafe fn tile_madd<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) 
     let rows_of =
         |a: __m256i, b: __m256i| _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a, b), order);
     const HALF: usize = UNIT / 2;
-    for (c, groups) in acc.iter().enumerate() {
-        let halves = [rows_of(groups[0], groups[1]), rows_of(groups[2], groups[3])];
+    let [g0, g1, g2, g3] = acc;
+    for (c, ((&a0, &a1), (&a2, &a3))) in g0.iter().zip(&g1).zip(g2.iter().zip(&g3)).enumerate() {
+        let halves = [rows_of(a0, a1), rows_of(a2, a3)];
         for (h, &sum) in halves.iter().enumerate() {
             if h * HALF >= rows {
                 break;
