@@ -231,7 +231,12 @@ impl Case<'_> {
                             .collect()
                     })
                     .collect();
-                let operands = interp::Operands::of(self.kernel.compute());
+                // Under compute int8 the products quantize their operands.
+                let operands = if self.kernel.compute() == crate::Compute::Int8 {
+                    interp::Operands::Int8
+                } else {
+                    interp::Operands::Exact
+                };
                 let outs = interp::step_with(self.ir, params, &x64, &mut state, operands)
                     .unwrap_or_else(|e| panic!("{e}"));
                 outs.into_iter()

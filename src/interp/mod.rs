@@ -127,46 +127,52 @@ pub enum Operands {
     /// The vector's values.
     #[default]
     Exact,
-    /// The vector quantized batch row by batch row as
-    /// [`crate::Compute::Int8`] quantizes it (`kernels::int8::quantize` of
-    /// its float32 values: unsigned bytes with a scale and zero point over
-    /// its range), then taken back to the values those bytes stand for.
+    /// The vector quantized batch row by batch row as `--compute int8`
+    /// quantizes it (unsigned bytes with a scale and zero point over its
+    /// float32 values' range, `quantized_row`), then taken back to the
+    /// values those bytes stand for.
     /// With the weights' int8 values (`quant::effective_params`) it models
     /// the integer products exactly but for their float32 finish.
     Int8,
 }
 
 impl Operands {
-    /// The operands of a kernel computing in `compute` (bf16's are the
-    /// inputs rounded, which its caller gives).
-    pub fn of(compute: crate::Compute) -> Operands {
-        match compute {
-            crate::Compute::Int8 => Operands::Int8,
-            crate::Compute::F32 | crate::Compute::Bf16 => Operands::Exact,
-        }
-    }
-
     /// `x` (`batch` rows of `n`) as a product multiplies it.
     fn apply(self, x: Vec<f64>, n: usize) -> Vec<f64> {
         if self == Operands::Exact || n == 0 {
             return x;
         }
-        let mut q = vec![0u8; n];
-        let mut row = vec![0f32; n];
-        let mut out = Vec::with_capacity(x.len());
-        for chunk in x.chunks(n) {
-            for (r, &v) in row.iter_mut().zip(chunk) {
-                *r = v as f32;
-            }
-            let (scale, zero) = crate::kernels::int8::quantize(&row[..chunk.len()], &mut q);
-            out.extend(
-                q[..chunk.len()]
-                    .iter()
-                    .map(|&b| (i32::from(b) - zero) as f64 * f64::from(scale)),
-            );
-        }
-        out
+        x.chunks(n).flat_map(quantized_row).collect()
     }
+}
+
+/// The values a row of activations stands for once quantized as
+/// [`Operands::Int8`] says, from the rule itself (the oracle of the
+/// kernels' quantization, written apart from it): over the range from the
+/// smallest value (or 0) to the largest (or 0) of the row's float32 values,
+/// `scale = (hi - lo) / 255`, `zero = round(-lo / scale)`, each byte
+/// `clamp(round(x * (1 / scale)) + zero, 0, 255)` (float32, rounding to
+/// nearest even), standing for `(byte - zero) * scale`. A row of zeros stays
+/// zeros; a row holding a value that is not finite is NaN throughout.
+fn quantized_row(row: &[f64]) -> Vec<f64> {
+    let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+    if row.iter().any(|v| !v.is_finite()) {
+        return vec![f64::NAN; row.len()];
+    }
+    let lo = row.iter().fold(0.0f32, |m, &v| m.min(v));
+    let hi = row.iter().fold(0.0f32, |m, &v| m.max(v));
+    if hi == lo {
+        return vec![0.0; row.len()];
+    }
+    let scale = (hi - lo) / 255.0;
+    let inv = 1.0 / scale;
+    let zero = (-lo * inv).round_ties_even().clamp(0.0, 255.0);
+    row.iter()
+        .map(|&v| {
+            let byte = ((v * inv).round_ties_even() + zero).clamp(0.0, 255.0);
+            f64::from(byte - zero) * f64::from(scale)
+        })
+        .collect()
 }
 
 /// Runs one step: reads `inputs` (one `batch * len` vector per input), updates
