@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::grad::{self, ParamSource};
 use crate::ir::{self, Type};
+use crate::kernels::gemm::Blocked;
 use crate::{opt, Cell, Error, Kernel, Options, Result, Weights};
 
 static NEXT_TRAINER: AtomicU64 = AtomicU64::new(1);

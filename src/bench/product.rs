@@ -223,7 +223,7 @@ impl GemmBench {
 
     /// One product, `bias + W x` for every column.
     pub fn run(&mut self) {
-        use crate::kernels::gemm::{From, Gemm, Left, Right, SPLIT};
+        use crate::kernels::gemm::{Blocked, From, Gemm, Left, Right, SPLIT};
         use crate::kernels::{bf16, int8};
         let (m, n, k) = (self.rows, self.columns, self.k);
         let b = Right {

@@ -17,6 +17,7 @@ use super::{Build, Epilogue, Kernel, Work, MAX_SLOTS};
 use crate::codegen::plan::{self, GemmBlock, GemmInit, SlotKind, Task, Update};
 use crate::codegen::Variant;
 use crate::ir::Precision;
+use crate::kernels::gemm::Blocked;
 use crate::kernels::panel;
 use crate::kernels::Isa;
 
@@ -732,7 +733,7 @@ impl Kernel {
             .iter()
             .enumerate()
             .flat_map(|(b, products)| {
-                let n = products.first().map_or(0, |g| g.jobs());
+                let n = products.first().map_or(0, |g| g.product().jobs());
                 (0..n).map(move |j| (b, j))
             })
             .collect();
@@ -756,7 +757,7 @@ impl Kernel {
                 // instructions (`Bf16Weights::new` checked them) whose
                 // matrices have the same rows and columns as their unit-major
                 // copies.
-                unsafe { g.run_job(j) };
+                unsafe { g.product().run_job(j) };
             }
         };
         self.on_workers(threads, &|_w, _n, _barrier| run());
@@ -773,26 +774,12 @@ enum Projection {
 }
 
 impl Projection {
-    fn jobs(&self) -> usize {
+    /// The product, whichever its arithmetic: its jobs and how they run.
+    fn product(&self) -> &dyn Blocked {
         match self {
-            Projection::F32(g) => g.jobs(),
-            Projection::Bf16(p) => p.jobs(),
-            Projection::Int8(p) => p.jobs(),
-        }
-    }
-
-    /// # Safety
-    /// As [`crate::kernels::gemm::Gemm::run_job`] or
-    /// [`crate::kernels::bf16::Product::run_job`] or
-    /// [`crate::kernels::int8::Product::run_job`].
-    unsafe fn run_job(&self, job: usize) {
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            match self {
-                Projection::F32(g) => g.run_job(job),
-                Projection::Bf16(p) => p.run_job(job),
-                Projection::Int8(p) => p.run_job(job),
-            }
+            Projection::F32(g) => g,
+            Projection::Bf16(p) => p,
+            Projection::Int8(p) => p,
         }
     }
 }

@@ -76,6 +76,17 @@ const CONFIG: Config = {
     Config(c)
 };
 
+/// Configures the tiles: eight of 16 rows of 64 bytes (both AMX paths'
+/// tiles: bf16 pairs, int8 quads, f32 and i32 sums).
+///
+/// # Safety
+/// The host has AMX and the tile state is granted ([`tile_state_granted`]).
+pub(crate) unsafe fn configure_tiles() {
+    // SAFETY: the configuration is 64 valid bytes; AMX as the caller
+    // guarantees.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+}
+
 /// A tile of sums staged in memory, for the tiles at `C`'s edges.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -150,15 +161,15 @@ unsafe fn store(t: usize, ptr: *mut f32, stride: usize) {
 /// Tiles that reach past the job's rows or columns go through memory.
 ///
 /// # Safety
-/// As [`super::Product::run_job`], for the block's job; the host has AMX
+/// As [`crate::kernels::gemm::Blocked::run_block`], for the block's job; the host has AMX
 /// ([`available`]).
 pub(super) unsafe fn block(b: &Block) {
     let p = b.product;
     let ldc = p.ldc * 4;
     let steps = b.kp / DEPTH;
     let mut stage = [Stage([[0.0; UNIT]; UNIT]); 4];
-    // SAFETY: the configuration is 64 valid bytes.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    // SAFETY: the host has AMX, as the caller guarantees.
+    unsafe { configure_tiles() };
     for i in (b.i0..b.i1).step_by(2 * UNIT) {
         // The packed rows are padded to pairs of units.
         let (w0, w1) = (b.unit(i), b.unit(i + UNIT));

@@ -72,7 +72,7 @@ pub(super) unsafe fn round_values(src: &[f32], dst: &mut [f32]) {
 /// The block's rows in 32s by its columns in tiles of [`COLUMNS`].
 ///
 /// # Safety
-/// As [`super::Product::run_job`], for the block's job; the host has
+/// As [`crate::kernels::gemm::Blocked::run_block`], for the block's job; the host has
 /// AVX-512F and AVX512-BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(super) unsafe fn block(b: &Block) {

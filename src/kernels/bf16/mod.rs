@@ -37,7 +37,7 @@ mod tests;
 
 use std::cell::RefCell;
 
-use super::gemm::{fill, From, Jobs, Right};
+use super::gemm::{Blocked, From, Jobs, Right};
 
 /// Rows of `A` per unit (an AMX tile's 16 columns of sums).
 pub const UNIT: usize = 16;
@@ -179,9 +179,9 @@ thread_local! {
 /// last tile reads whole tiles of [`avx512::COLUMNS`].
 const SLACK_COLUMNS: usize = 16;
 
-impl Product {
-    /// How its jobs are cut ([`Jobs`]: blocks of a multiple of 32 columns,
-    /// at most [`NC`], rows in blocks of [`MC`] for narrow products).
+impl Blocked for Product {
+    /// Blocks of a multiple of 32 columns, at most [`NC`], rows in blocks
+    /// of [`MC`] for narrow products.
     fn grid(&self) -> Jobs {
         Jobs {
             m: self.m,
@@ -193,42 +193,20 @@ impl Product {
         }
     }
 
-    /// Jobs: blocks of columns, each of all the rows unless the columns
-    /// make fewer than `split` jobs ([`Jobs`]).
-    pub fn jobs(&self) -> usize {
-        self.grid().count()
+    fn destination(&self) -> (usize, *mut f32, usize, From) {
+        (self.k, self.c, self.ldc, self.from)
     }
 
-    /// Runs every job on this thread.
-    ///
-    /// # Safety
-    /// As [`Product::run_job`], for every job.
-    pub unsafe fn run(&self) {
-        for j in 0..self.jobs() {
-            // SAFETY: as the caller guarantees.
-            unsafe { self.run_job(j) };
-        }
-    }
-
-    /// Runs job `job` (< [`Product::jobs`]): its columns of `B` rounded to
-    /// bf16 once, then every pair of units of its rows by every 32 columns.
+    /// The block's columns of `B` rounded to bf16 once, then every pair of
+    /// units of its rows by every 32 columns.
     ///
     /// # Safety
     /// `A` ([`pack`]'s values of `[m, k]`), `B` (every `(l, j)`) and `C`
     /// (every `(i, j)`, and for [`From::Row`] `m` floats) must be valid, `C`
-    /// not overlapping the others and no other thread touching the job's
+    /// not overlapping the others and no other thread touching the block's
     /// elements of `C` meanwhile; the host must have `dots`.
-    pub unsafe fn run_job(&self, job: usize) {
-        let (rows, cols) = self.grid().block(job);
+    unsafe fn run_block(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         let (i0, i1, j0, j1) = (rows.start, rows.end, cols.start, cols.end);
-        if i0 >= i1 || j0 >= j1 {
-            return;
-        }
-        if self.k == 0 {
-            // SAFETY: as the caller guarantees.
-            unsafe { fill(self.c, self.ldc, self.from, rows, cols) };
-            return;
-        }
         let kp = padded_k(self.k);
         let width = (j1 - j0).next_multiple_of(32) + SLACK_COLUMNS;
         SCRATCH.with_borrow_mut(|scratch| {
@@ -261,13 +239,15 @@ impl Product {
             }
         });
     }
+}
 
+impl Product {
     /// Columns `j0..j1` of `B` rounded to bf16 into rows of `kp` at `x`
     /// (`width` rows: those after `j1 - j0`, and each row's values after
     /// `k`, zero).
     ///
     /// # Safety
-    /// As [`Product::run_job`]; `x` holds `width * kp` values.
+    /// As [`Blocked::run_block`]; `x` holds `width * kp` values.
     unsafe fn round_columns(&self, j0: usize, j1: usize, width: usize, kp: usize, x: *mut u16) {
         let Right { ptr, rs, cs } = self.b;
         for j in 0..width {
@@ -348,7 +328,7 @@ impl Block<'_> {
     /// Where element `(i, j)`'s sum starts.
     ///
     /// # Safety
-    /// As [`Product::run_job`], for an element of the job.
+    /// As [`Blocked::run_block`], for an element of the job.
     unsafe fn start(&self, i: usize, j: usize) -> f32 {
         let p = self.product;
         // SAFETY: as the caller guarantees.
@@ -360,7 +340,7 @@ impl Block<'_> {
 /// order (the pairs' values widened exactly).
 ///
 /// # Safety
-/// As [`Product::run_job`], for the block's job.
+/// As [`Blocked::run_block`], for the block's job.
 unsafe fn portable_block(b: &Block) {
     let widen = |v: u16| crate::quant::from_bf16(v);
     for j in b.j0..b.j1 {

@@ -254,9 +254,69 @@ pub(crate) unsafe fn fill(
     }
 }
 
-impl Gemm {
-    /// How its jobs are cut ([`Jobs`]: blocks of [`NC`] columns at most,
-    /// rows in blocks of [`MC`] for narrow products).
+/// A product `C (+)= A B` cut into [`Jobs`] that threads share: blocks of
+/// `C` that no two jobs write, each run whole by one thread. The three
+/// products (float32 [`Gemm`], [`bf16::Product`](super::bf16::Product),
+/// [`int8::Product`](super::int8::Product)) differ in their blocks only.
+pub(crate) trait Blocked {
+    /// How its jobs are cut.
+    fn grid(&self) -> Jobs;
+
+    /// Its depth `k` and where its sums go: `C`, its column stride and
+    /// where each element's sum starts.
+    fn destination(&self) -> (usize, *mut f32, usize, From);
+
+    /// Rows `rows` by columns `cols` of `C` (a job's block, neither empty),
+    /// for `k > 0`.
+    ///
+    /// # Safety
+    /// As [`Blocked::run_job`], for that block.
+    unsafe fn run_block(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>);
+
+    /// Jobs: blocks of columns, each of all the rows unless the columns
+    /// make fewer than the split wanted ([`Jobs`]).
+    fn jobs(&self) -> usize {
+        self.grid().count()
+    }
+
+    /// Runs job `job` (< [`Blocked::jobs`]; an empty block past the last):
+    /// its block of `C`, or over no `k` the block filled from its start.
+    ///
+    /// # Safety
+    /// The product's operands (as each product's type says) must be valid,
+    /// `C` not overlapping the others and no other thread touching the
+    /// job's elements of `C` meanwhile; the host must have the product's
+    /// instructions.
+    unsafe fn run_job(&self, job: usize) {
+        let (rows, cols) = self.grid().block(job);
+        if rows.is_empty() || cols.is_empty() {
+            return;
+        }
+        let (k, c, ldc, from) = self.destination();
+        if k == 0 {
+            // SAFETY: as the caller guarantees.
+            unsafe { fill(c, ldc, from, rows, cols) };
+        } else {
+            // SAFETY: as the caller guarantees; the block is not empty.
+            unsafe { self.run_block(rows, cols) };
+        }
+    }
+
+    /// Runs every job on this thread.
+    ///
+    /// # Safety
+    /// As [`Blocked::run_job`], for every job.
+    unsafe fn run(&self) {
+        for j in 0..self.jobs() {
+            // SAFETY: as the caller guarantees.
+            unsafe { self.run_job(j) };
+        }
+    }
+}
+
+impl Blocked for Gemm {
+    /// Blocks of [`NC`] columns at most, rows in blocks of [`MC`] for
+    /// narrow products.
     fn grid(&self) -> Jobs {
         Jobs {
             m: self.m,
@@ -268,44 +328,21 @@ impl Gemm {
         }
     }
 
-    /// Jobs: blocks of columns, each of all the rows when there are enough
-    /// blocks to share among threads, else of [`MC`] rows ([`Jobs`]).
-    pub fn jobs(&self) -> usize {
-        self.grid().count()
+    fn destination(&self) -> (usize, *mut f32, usize, From) {
+        (self.k, self.c, self.ldc, self.from)
     }
 
-    /// Runs every job on this thread.
-    ///
-    /// # Safety
-    /// As [`Gemm::run_job`], for every job.
-    pub unsafe fn run(&self) {
-        for j in 0..self.jobs() {
-            // SAFETY: as the caller guarantees.
-            unsafe { self.run_job(j) };
-        }
-    }
-
-    /// Runs job `job` (< [`Gemm::jobs`]): a block of columns of `C` (and
-    /// of rows, for few columns); for each block of `k`, its strips of `B`
-    /// packed once, then the rows in blocks of [`MC`].
+    /// For each block of `k`, the block's strips of `B` packed once, then
+    /// the rows in blocks of [`MC`].
     ///
     /// # Safety
     /// `A` (units: [`units_len`] floats; strided: every `(i, l)` for `i <
     /// m`, `l < k`), `B` (every `(l, j)`) and `C` (every `(i, j)`, and for
     /// [`From::Row`] `m` floats) must be valid, `C` not overlapping the
-    /// others and no other thread touching the job's elements of `C`
+    /// others and no other thread touching the block's elements of `C`
     /// meanwhile; the host must have `isa`.
-    pub unsafe fn run_job(&self, job: usize) {
-        let (rows, cols) = self.grid().block(job);
+    unsafe fn run_block(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         let (i0, i1, j0, j1) = (rows.start, rows.end, cols.start, cols.end);
-        if i0 >= i1 || j0 >= j1 {
-            return;
-        }
-        if self.k == 0 {
-            // SAFETY: as the caller guarantees.
-            unsafe { fill(self.c, self.ldc, self.from, rows, cols) };
-            return;
-        }
         let nr = tiles::columns(self.isa);
         let b_len = KC * (j1 - j0).next_multiple_of(nr);
         let a_len = match self.a {
@@ -351,12 +388,14 @@ impl Gemm {
             }
         });
     }
+}
 
+impl Gemm {
     /// One block of `kc` columns of `k` from `l0`, `units` units of rows
     /// from `r0`, columns `j0..j1`: every strip (in L1) by every unit.
     ///
     /// # Safety
-    /// As [`Gemm::run_job`]; the strips of those columns are at `packed_b`,
+    /// As [`Blocked::run_block`]; the strips of those columns are at `packed_b`,
     /// and for a strided `A` the units at `packed_a`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn block(

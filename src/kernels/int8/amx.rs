@@ -17,28 +17,13 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::{Block, AMX_DEPTH, UNIT};
+use crate::kernels::bf16::amx::{configure_tiles, cpu_has, tile_state_granted};
 use crate::kernels::gemm::From;
 
 /// Whether the CPU has AMX-INT8 and this process the tile state.
 pub(super) fn available() -> bool {
-    crate::kernels::bf16::amx::cpu_has(25) && crate::kernels::bf16::amx::tile_state_granted()
+    cpu_has(25) && tile_state_granted()
 }
-
-/// The tile configuration: palette 1, eight tiles of 16 rows of 64 bytes.
-#[repr(C, align(64))]
-struct Config([u8; 64]);
-
-const CONFIG: Config = {
-    let mut c = [0u8; 64];
-    c[0] = 1;
-    let mut t = 0;
-    while t < 8 {
-        c[16 + 2 * t] = 64;
-        c[48 + t] = 16;
-        t += 1;
-    }
-    Config(c)
-};
 
 /// Four tiles of sums staged in memory: tile `t`'s column `c` at `[t][c]`.
 #[repr(C, align(64))]
@@ -49,7 +34,7 @@ struct Stage([[[i32; UNIT]; UNIT]; 4]);
 /// of 16 into `C` (masked at the block's edges).
 ///
 /// # Safety
-/// As `Product::run_job`, for the block's job; `kp` a multiple of 64 (the
+/// As `Product::run_block`, for the block's job; `kp` a multiple of 64 (the
 /// weights packed for [`super::Dots::Amx`]); the columns' bytes held for a
 /// whole number of 32 columns from `j0` ([`super::Columns::quantize`]);
 /// the host has AMX-INT8 with the tile state granted ([`available`]) and
@@ -59,8 +44,8 @@ pub(super) unsafe fn block(b: &Block) {
     let steps = b.kp / AMX_DEPTH;
     // Written whole by the tile stores before any read.
     let mut stage = std::mem::MaybeUninit::<Stage>::uninit();
-    // SAFETY: the configuration is 64 valid bytes.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    // SAFETY: the host has AMX, as the caller guarantees.
+    unsafe { configure_tiles() };
     for i in (b.i0..b.i1).step_by(2 * UNIT) {
         // The packed rows are padded to pairs of units.
         let (w0, w1) = (b.unit(i), b.unit(i + UNIT));

@@ -49,7 +49,7 @@ mod x86;
 
 use std::cell::RefCell;
 
-use super::gemm::{fill, From, Jobs, Right};
+use super::gemm::{fill, Blocked, From, Jobs, Right};
 
 /// Rows of `A` per unit (an AVX-512 vector of 16 sums).
 pub const UNIT: usize = 16;
@@ -348,73 +348,13 @@ impl Product {
         }
     }
 
-    /// How its jobs are cut ([`Jobs`]: blocks of whole tiles of columns, at
-    /// most [`NC`], rows in blocks of [`MC`] for narrow products).
-    fn grid(&self) -> Jobs {
-        Jobs {
-            m: self.m,
-            n: self.n,
-            split: self.split,
-            nr: TILE_COLUMNS,
-            nc: NC,
-            mc: MC,
-        }
-    }
-
-    /// Jobs: blocks of columns, each of all the rows unless the columns
-    /// make fewer than `split` jobs ([`Jobs`]).
-    pub fn jobs(&self) -> usize {
-        self.grid().count()
-    }
-
-    /// Runs every job on this thread.
-    ///
-    /// # Safety
-    /// As [`Product::run_job`], for every job.
-    pub unsafe fn run(&self) {
-        for j in 0..self.jobs() {
-            // SAFETY: as the caller guarantees.
-            unsafe { self.run_job(j) };
-        }
-    }
-
-    /// One job: its columns of `B` quantized, then each tile of rows and
-    /// columns on the path's kernel.
-    ///
-    /// # Safety
-    /// `A` packed by [`pack`] for `[m, k]` (values, scales, sums), `B`
-    /// (every `(l, j)`) and `C` (every `(i, j)`, and for [`From::Row`] `m`
-    /// floats) must be valid, `C` not overlapping the others and no other
-    /// thread touching the job's elements of `C` meanwhile; the host must
-    /// have `dots`.
-    pub unsafe fn run_job(&self, job: usize) {
-        let (rows, cols) = self.grid().block(job);
-        let (i0, i1, j0, j1) = (rows.start, rows.end, cols.start, cols.end);
-        if i0 >= i1 || j0 >= j1 {
-            return;
-        }
-        if self.k == 0 {
-            // SAFETY: as the caller guarantees.
-            unsafe { fill(self.c, self.ldc, self.from, rows, cols) };
-            return;
-        }
-        SCRATCH.with_borrow_mut(|columns| {
-            // SAFETY: `(l, j)` of `B` is valid for the job's columns, as the
-            // caller guarantees.
-            unsafe { columns.quantize(self.b, self.k, self.kp, j0..j1) };
-            // SAFETY: as the caller guarantees; the job's columns are
-            // quantized, from column `j0`.
-            unsafe { self.block(columns, rows, j0) };
-        });
-    }
-
     /// Rows `rows` of `C` for every one of its `n` columns, from columns
     /// quantized before (by [`Columns::quantize`], for this product's `k`
     /// and `kp` and columns `0..n`): products that multiply the same activations
     /// quantize them once.
     ///
     /// # Safety
-    /// As [`Product::run_job`], for those rows and every column (`B` is not
+    /// As [`Blocked::run_block`], for those rows and every column (`B` is not
     /// read); `rows.start` a multiple of 32 and `rows.end <= m`; `columns`
     /// quantized for `k` and `n` columns.
     pub unsafe fn run_rows(&self, rows: std::ops::Range<usize>, columns: &Columns) {
@@ -472,6 +412,46 @@ impl Product {
                 _ => portable_block(&block),
             }
         }
+    }
+}
+
+impl Blocked for Product {
+    /// Blocks of whole tiles of columns, at most [`NC`], rows in blocks of
+    /// [`MC`] for narrow products.
+    fn grid(&self) -> Jobs {
+        Jobs {
+            m: self.m,
+            n: self.n,
+            split: self.split,
+            nr: TILE_COLUMNS,
+            nc: NC,
+            mc: MC,
+        }
+    }
+
+    fn destination(&self) -> (usize, *mut f32, usize, From) {
+        (self.k, self.c, self.ldc, self.from)
+    }
+
+    /// The block's columns of `B` quantized, then each tile of rows and
+    /// columns on the path's kernel.
+    ///
+    /// # Safety
+    /// `A` packed by [`pack`] for `[m, k]` (values, scales, sums), `B`
+    /// (every `(l, j)`) and `C` (every `(i, j)`, and for [`From::Row`] `m`
+    /// floats) must be valid, `C` not overlapping the others and no other
+    /// thread touching the block's elements of `C` meanwhile; the host must
+    /// have `dots`.
+    unsafe fn run_block(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        let j0 = cols.start;
+        SCRATCH.with_borrow_mut(|columns| {
+            // SAFETY: `(l, j)` of `B` is valid for the job's columns, as the
+            // caller guarantees.
+            unsafe { columns.quantize(self.b, self.k, self.kp, cols) };
+            // SAFETY: as the caller guarantees; the job's columns are
+            // quantized, from column `j0`.
+            unsafe { self.block(columns, rows, j0) };
+        });
     }
 }
 
@@ -569,7 +549,7 @@ impl Block<'_> {
     /// Where element `(i, j)`'s sum starts.
     ///
     /// # Safety
-    /// As [`Product::run_job`], for an element of the job.
+    /// As [`Blocked::run_block`], for an element of the job.
     unsafe fn start(&self, i: usize, j: usize) -> f32 {
         let p = self.product;
         // SAFETY: as the caller guarantees.
@@ -593,7 +573,7 @@ impl Block<'_> {
 /// The portable path: each element's sum in i32, over `k` in order.
 ///
 /// # Safety
-/// As [`Product::run_job`], for the block's job.
+/// As [`Blocked::run_block`], for the block's job.
 unsafe fn portable_block(b: &Block) {
     for j in b.j0..b.j1 {
         // SAFETY: column `j - j0` holds `kp` bytes.

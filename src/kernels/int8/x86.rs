@@ -29,7 +29,7 @@ unsafe fn quad(b: &Block, c: usize, q: usize) -> i32 {
 /// [`TILE_COLUMNS`] columns.
 ///
 /// # Safety
-/// As `Product::run_job`, for the block's job; `i0` a multiple of 32; the
+/// As `Product::run_block`, for the block's job; `i0` a multiple of 32; the
 /// host has AVX512F and AVX512-VNNI.
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub(super) unsafe fn block_avx512(b: &Block) {
@@ -134,7 +134,7 @@ unsafe fn tile_512<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
 /// [`COLUMNS_256`] columns.
 ///
 /// # Safety
-/// As `Product::run_job`, for the block's job; `i0` a multiple of 16; the
+/// As `Product::run_block`, for the block's job; `i0` a multiple of 16; the
 /// host has AVX2, FMA and AVX-VNNI.
 #[target_feature(enable = "avx2,fma,avxvnni")]
 pub(super) unsafe fn block_avx2(b: &Block) {
@@ -205,7 +205,7 @@ unsafe fn tile_256<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
 /// finish, so the same bits).
 ///
 /// # Safety
-/// As `Product::run_job`, for those elements of the block; the scales and
+/// As `Product::run_block`, for those elements of the block; the scales and
 /// sums hold 8 rows from `r0`; the host has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -247,7 +247,7 @@ const COLUMNS_MADD: usize = 3;
 /// per row, added pairwise at the end.
 ///
 /// # Safety
-/// As `Product::run_job`, for the block's job; `i0` a multiple of 16; the
+/// As `Product::run_block`, for the block's job; `i0` a multiple of 16; the
 /// host has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn block_madd(b: &Block) {
