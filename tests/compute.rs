@@ -138,33 +138,9 @@ fn what_cannot_compute_in_bf16_is_refused() {
     };
     let e = cell.compile(&weights, &int8).unwrap_err().to_string();
     assert!(e.contains("compute bf16") && e.contains("int8"), "{e}");
-    let annotated = Cell::from_source(
-        "int8.rnn",
-        "dim X = 4\ndim H = 4\ninput x: [X]\nstate h: [H]\nparam W: int8[H, X]\n\
-         param U: [H, H]\noutput y: [H]\nh' = tanh(W @ x + U @ h)\ny = h'\n",
-    )
-    .unwrap();
-    let e = annotated
-        .compile(
-            &Weights::random(&annotated.ir().unwrap(), 1),
-            &bf16(None, None),
-        )
-        .unwrap_err()
-        .to_string();
+    let e = common::compile_error(&common::annotated("int8"), &bf16(None, None));
     assert!(e.contains("`W`") && e.contains("int8"), "{e}");
-    // Training and objects compute in f32.
-    let e = cell
-        .compile_training(&weights, &bf16(None, None))
-        .err()
-        .expect("training in bf16 refused")
-        .to_string();
-    assert!(e.contains("training computes in f32"), "{e}");
-    let e = cell
-        .compile_object(&bf16(None, Some(1)), None)
-        .err()
-        .expect("an object in bf16 refused")
-        .to_string();
-    assert!(e.contains("objects compute in f32"), "{e}");
+    common::assert_float32_faces_refuse(&cell, &bf16(None, None));
 }
 
 #[test]
@@ -179,24 +155,7 @@ fn the_command_line_takes_compute() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("f32, bf16 and int8"), "{err}");
-    let (code, out, err) = common::cellc(&[
-        "bench",
-        "examples/lstm.rnn",
-        "--dims",
-        "X=8,H=8",
-        "--batch",
-        "4",
-        "--seq",
-        "3",
-        "--compute",
-        "bf16",
-        "--samples",
-        "1",
-        "--no-unfused",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let j = common::bench_json_with_compute("bf16");
     assert!(
         j["us_per_step_median"].as_f64().is_some_and(|t| t > 0.0),
         "{j}"

@@ -271,19 +271,7 @@ fn what_cannot_compute_in_int8_is_refused() {
         assert!(e.contains("compute int8") && e.contains(plan.name()), "{e}");
     }
     // A parameter annotated bf16 in the source.
-    let annotated = Cell::from_source(
-        "bf16.rnn",
-        "dim X = 4\ndim H = 4\ninput x: [X]\nstate h: [H]\nparam W: bf16[H, X]\n\
-         param U: [H, H]\noutput y: [H]\nh' = tanh(W @ x + U @ h)\ny = h'\n",
-    )
-    .unwrap();
-    let e = annotated
-        .compile(
-            &Weights::random(&annotated.ir().unwrap(), 1),
-            &int8(None, None),
-        )
-        .unwrap_err()
-        .to_string();
+    let e = common::compile_error(&common::annotated("bf16"), &int8(None, None));
     assert!(e.contains("`W`") && e.contains("bf16"), "{e}");
     // Block-circulant weights.
     let circulant = common::sized(
@@ -291,49 +279,14 @@ fn what_cannot_compute_in_int8_is_refused() {
         32,
         32,
     );
-    let e = circulant
-        .compile(
-            &Weights::random(&circulant.ir().unwrap(), 1),
-            &int8(None, None),
-        )
-        .unwrap_err()
-        .to_string();
+    let e = common::compile_error(&circulant, &int8(None, None));
     assert!(e.contains("block-circulant") && e.contains("int8"), "{e}");
-    // Training and objects compute in f32.
-    let e = cell
-        .compile_training(&weights, &int8(None, None))
-        .err()
-        .expect("training in int8 refused")
-        .to_string();
-    assert!(e.contains("training computes in f32"), "{e}");
-    let e = cell
-        .compile_object(&int8(None, Some(1)), None)
-        .err()
-        .expect("an object in int8 refused")
-        .to_string();
-    assert!(e.contains("objects compute in f32"), "{e}");
+    common::assert_float32_faces_refuse(&cell, &int8(None, None));
 }
 
 #[test]
 fn the_command_line_takes_compute_int8() {
-    let (code, out, err) = common::cellc(&[
-        "bench",
-        "examples/lstm.rnn",
-        "--dims",
-        "X=8,H=8",
-        "--batch",
-        "4",
-        "--seq",
-        "3",
-        "--compute",
-        "int8",
-        "--samples",
-        "1",
-        "--no-unfused",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let j = common::bench_json_with_compute("int8");
     assert_eq!(j["compute"], "int8", "{j}");
     assert!(
         j["schedule"].as_str().is_some_and(|p| p.contains("gemm")),

@@ -183,3 +183,71 @@ pub fn kernel_error(
     );
     (d.worst, kernel.compute())
 }
+
+/// The message of the error `cell` gives when compiled with random weights
+/// under `options` (panics if it compiles).
+pub fn compile_error(cell: &cellc::Cell, options: &cellc::Options) -> String {
+    let weights = cellc::Weights::random(&cell.ir().unwrap(), 1);
+    match cell.compile(&weights, options) {
+        Ok(_) => panic!("compiled where an error was expected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A cell whose input matrix `W` is stored as `storage` (`int8`, `bf16`)
+/// by an annotation in its source.
+pub fn annotated(storage: &str) -> cellc::Cell {
+    cellc::Cell::from_source(
+        &format!("{storage}.rnn"),
+        &format!(
+            "dim X = 4\ndim H = 4\ninput x: [X]\nstate h: [H]\nparam W: {storage}[H, X]\n\
+             param U: [H, H]\noutput y: [H]\nh' = tanh(W @ x + U @ h)\ny = h'\n"
+        ),
+    )
+    .unwrap()
+}
+
+/// Training and AOT objects compute in float32: both refuse `options`
+/// (whose arithmetic is narrower), each saying so.
+pub fn assert_float32_faces_refuse(cell: &cellc::Cell, options: &cellc::Options) {
+    let weights = cellc::Weights::random(&cell.ir().unwrap(), 1);
+    let e = cell
+        .compile_training(&weights, options)
+        .err()
+        .expect("training refused")
+        .to_string();
+    assert!(e.contains("training computes in f32"), "{e}");
+    let object = cellc::Options {
+        threads: Some(1),
+        ..options.clone()
+    };
+    let e = cell
+        .compile_object(&object, None)
+        .err()
+        .expect("an object refused")
+        .to_string();
+    assert!(e.contains("objects compute in f32"), "{e}");
+}
+
+/// `cellc bench` of the LSTM (X = H = 8, batch 4, 3 steps) under
+/// `--compute compute`: its JSON report, the run having succeeded.
+pub fn bench_json_with_compute(compute: &str) -> serde_json::Value {
+    let (code, out, err) = cellc(&[
+        "bench",
+        "examples/lstm.rnn",
+        "--dims",
+        "X=8,H=8",
+        "--batch",
+        "4",
+        "--seq",
+        "3",
+        "--compute",
+        compute,
+        "--samples",
+        "1",
+        "--no-unfused",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
