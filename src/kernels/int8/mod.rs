@@ -148,13 +148,15 @@ impl Dots {
     /// portable one. Forcing an ISA (`Options::isa`) so forces the integer
     /// path too: every path can be run, and tested, on a host that has it.
     pub fn for_isa(isa: super::Isa) -> Dots {
-        let path = match isa {
-            super::Isa::Avx512 => Dots::best(),
-            super::Isa::Avx2 => Dots::AvxVnni,
-            super::Isa::Scalar | super::Isa::Neon => Dots::Portable,
+        let paths: &[Dots] = match isa {
+            super::Isa::Avx512 => return Dots::best(),
+            super::Isa::Avx2 => &[Dots::AvxVnni, Dots::Avx2],
+            super::Isa::Scalar | super::Isa::Neon => &[],
         };
-        Some(path)
-            .filter(|d| d.available())
+        paths
+            .iter()
+            .copied()
+            .find(|d| d.available())
             .unwrap_or(Dots::Portable)
     }
 

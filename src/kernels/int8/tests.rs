@@ -344,3 +344,23 @@ fn mistakes_are_refused() {
         assert!(err.contains("not available"), "{err}");
     }
 }
+
+/// Each float ISA the host has gets the integer path of its width: at
+/// AVX2's, AVX-VNNI where the host has it, else plain AVX2 (never the
+/// portable path, which hosts without VNNI would otherwise fall to); the
+/// portable and NEON kernels the portable path.
+#[test]
+fn each_isa_gets_the_integer_path_of_its_width() {
+    use crate::kernels::Isa;
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let dots = Dots::for_isa(isa);
+        assert!(dots.available(), "{isa:?}: {dots:?}");
+        let expected = match isa {
+            Isa::Avx512 => Dots::best(),
+            Isa::Avx2 if Dots::AvxVnni.available() => Dots::AvxVnni,
+            Isa::Avx2 => Dots::Avx2,
+            Isa::Scalar | Isa::Neon => Dots::Portable,
+        };
+        assert_eq!(dots, expected, "{isa:?}");
+    }
+}
