@@ -16,9 +16,9 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
+use super::x86::finish_512;
 use super::{Block, AMX_DEPTH, UNIT};
 use crate::kernels::bf16::amx::{configure_tiles, cpu_has, tile_state_granted};
-use crate::kernels::gemm::From;
 
 /// Whether the CPU has AMX-INT8 and this process the tile state.
 pub(super) fn available() -> bool {
@@ -118,41 +118,13 @@ pub(super) unsafe fn block(b: &Block) {
                     // SAFETY: the tile's rows `ti..ti + valid` of column
                     // `col` are the block's; the scales and sums hold the
                     // padded rows, 16 from `ti`.
-                    unsafe { finish(b, ti, col, mask, _mm512_loadu_si512(sums.as_ptr().cast())) };
+                    unsafe {
+                        finish_512(b, ti, col, mask, _mm512_loadu_si512(sums.as_ptr().cast()))
+                    };
                 }
             }
         }
     }
     // SAFETY: releases this thread's tiles (configured above).
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
-}
-
-/// Rows `r0..r0 + 16` (those `mask` keeps) of column `col` of `C` from
-/// their integer sums, as `super::x86`'s AVX-512 tile finishes them.
-///
-/// # Safety
-/// As [`block`], for those elements.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn finish(b: &Block, r0: usize, col: usize, mask: __mmask16, sum: __m512i) {
-    let (sb, zb) = b.columns[col - b.j0];
-    let dst = b.c(r0, col);
-    // SAFETY: as the caller guarantees; the masked loads and the store
-    // touch only the tile's elements of `C` (and of the bias row).
-    unsafe {
-        let row_sums = _mm512_loadu_si512(b.product.sums.add(r0).cast());
-        let t = _mm512_sub_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(zb), row_sums));
-        let scale = _mm512_mul_ps(
-            _mm512_loadu_ps(b.product.scales.add(r0)),
-            _mm512_set1_ps(sb),
-        );
-        let start = match b.product.from {
-            From::Zero => _mm512_setzero_ps(),
-            From::Dst => _mm512_maskz_loadu_ps(mask, dst),
-            From::Row(r) => _mm512_maskz_loadu_ps(mask, r.add(r0)),
-            From::Matrix { ptr, ld } => _mm512_maskz_loadu_ps(mask, ptr.add(r0 + col * ld)),
-        };
-        let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), scale, start);
-        _mm512_mask_storeu_ps(dst, mask, v);
-    }
 }

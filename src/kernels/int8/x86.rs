@@ -91,7 +91,6 @@ unsafe fn tile_512<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
         }
     }
     for (c, sums) in acc.iter().enumerate() {
-        let (sb, zb) = b.columns[c0 + c];
         for (h, &sum) in sums.iter().enumerate() {
             let r0 = i + h * UNIT;
             if h * UNIT >= rows {
@@ -103,30 +102,43 @@ unsafe fn tile_512<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
             } else {
                 (1u16 << valid) - 1
             };
-            let dst = b.c(r0, j + c);
             // SAFETY: the scales and sums hold the padded rows, 16 from
-            // `r0`; the masked loads and the store touch only the tile's
-            // elements of `C` (and of the bias row), as the caller
-            // guarantees.
-            unsafe {
-                let row_sums = _mm512_loadu_si512(b.product.sums.add(r0).cast());
-                let t = _mm512_sub_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(zb), row_sums));
-                let scale = _mm512_mul_ps(
-                    _mm512_loadu_ps(b.product.scales.add(r0)),
-                    _mm512_set1_ps(sb),
-                );
-                let start = match b.product.from {
-                    From::Zero => _mm512_setzero_ps(),
-                    From::Dst => _mm512_maskz_loadu_ps(mask, dst),
-                    From::Row(r) => _mm512_maskz_loadu_ps(mask, r.add(r0)),
-                    From::Matrix { ptr, ld } => {
-                        _mm512_maskz_loadu_ps(mask, ptr.add(r0 + (j + c) * ld))
-                    }
-                };
-                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), scale, start);
-                _mm512_mask_storeu_ps(dst, mask, v);
-            }
+            // `r0`; the tile's rows `r0..r0 + valid` of column `j + c` are
+            // the block's, as the caller guarantees.
+            unsafe { finish_512(b, r0, j + c, mask, sum) };
         }
+    }
+}
+
+/// Rows `r0..r0 + 16` (those `mask` keeps) of column `col` of `C` from
+/// their integer sums, as [`super::Block::finish`] does: the
+/// AVX512-VNNI tiles' and the AMX tiles' finish, so the same bits.
+///
+/// # Safety
+/// As `Product::run_block`, for those elements of the block; the scales
+/// and sums hold 16 rows from `r0`; the host has AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn finish_512(b: &Block, r0: usize, col: usize, mask: __mmask16, sum: __m512i) {
+    let (sb, zb) = b.columns[col - b.j0];
+    let dst = b.c(r0, col);
+    // SAFETY: as the caller guarantees; the masked loads and the store
+    // touch only the tile's elements of `C` (and of the bias row).
+    unsafe {
+        let row_sums = _mm512_loadu_si512(b.product.sums.add(r0).cast());
+        let t = _mm512_sub_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(zb), row_sums));
+        let scale = _mm512_mul_ps(
+            _mm512_loadu_ps(b.product.scales.add(r0)),
+            _mm512_set1_ps(sb),
+        );
+        let start = match b.product.from {
+            From::Zero => _mm512_setzero_ps(),
+            From::Dst => _mm512_maskz_loadu_ps(mask, dst),
+            From::Row(r) => _mm512_maskz_loadu_ps(mask, r.add(r0)),
+            From::Matrix { ptr, ld } => _mm512_maskz_loadu_ps(mask, ptr.add(r0 + col * ld)),
+        };
+        let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), scale, start);
+        _mm512_mask_storeu_ps(dst, mask, v);
     }
 }
 
