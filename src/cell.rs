@@ -214,41 +214,27 @@ pub(crate) fn legal_ir(mut ir: ir::Cell, opts: &Options) -> Result<ir::Cell> {
             }
         }
     }
-    if opts.compute == crate::Compute::Bf16 {
+    if let Some(forced) = opts.compute.storage() {
+        let compute = opts.compute;
         for p in &mut ir.params {
             if !matches!(p.ty, ir::Type::Matrix(..)) {
                 continue;
             }
-            if p.precision == ir::Precision::Int8 {
+            if p.precision != forced && p.precision != ir::Precision::F32 {
                 return Err(Error::options(format!(
-                    "parameter `{}` is stored in int8; compute bf16 multiplies bf16 weights \
-                     (store it in bf16 or f32, or compute in f32)",
-                    p.name
+                    "parameter `{}` is stored in {}; compute {compute} multiplies {forced} \
+                     weights (store it in {forced} or f32, or compute in f32)",
+                    p.name, p.precision
                 )));
             }
-            p.precision = ir::Precision::Bf16;
-        }
-    }
-    if opts.compute == crate::Compute::Int8 {
-        for p in &mut ir.params {
-            if !matches!(p.ty, ir::Type::Matrix(..)) {
-                continue;
-            }
-            if p.precision == ir::Precision::Bf16 {
-                return Err(Error::options(format!(
-                    "parameter `{}` is stored in bf16; compute int8 multiplies int8 weights \
-                     (store it in int8 or f32, or compute in f32)",
-                    p.name
-                )));
-            }
-            if let ir::Structure::Circulant(k) = p.structure {
+            if let (ir::Precision::Int8, ir::Structure::Circulant(k)) = (forced, p.structure) {
                 return Err(Error::options(format!(
                     "parameter `{}` is block-circulant (k = {k}); compute int8 multiplies \
                      dense matrices (compute it in f32 or bf16)",
                     p.name
                 )));
             }
-            p.precision = ir::Precision::Int8;
+            p.precision = forced;
         }
     }
     Ok(ir)

@@ -146,6 +146,16 @@ impl Compute {
     pub fn from_name(s: &str) -> Option<Compute> {
         Compute::ALL.into_iter().find(|c| c.name() == s)
     }
+
+    /// The storage its products multiply, which every matrix is then stored
+    /// in (`None`: float32 products of any storage, widened exactly).
+    pub(crate) fn storage(self) -> Option<crate::ir::Precision> {
+        match self {
+            Compute::F32 => None,
+            Compute::Bf16 => Some(crate::ir::Precision::Bf16),
+            Compute::Int8 => Some(crate::ir::Precision::Int8),
+        }
+    }
 }
 
 impl std::fmt::Display for Compute {
@@ -199,25 +209,16 @@ impl Options {
     /// from 1 to [`max_threads`].
     pub fn check(&self) -> Result<(), String> {
         max_threads_var()?;
-        if self.compute == Compute::Bf16 {
-            if let Some(p @ (crate::ir::Precision::Int8 | crate::ir::Precision::F32)) =
-                self.precision
-            {
+        if let Some(forced) = self.compute.storage() {
+            if let Some(p) = self.precision.filter(|&p| p != forced) {
                 return Err(format!(
-                    "compute bf16 multiplies bf16 weights; they cannot also be stored in {p} \
-                     (leave the precision unset, or set it to bf16)"
+                    "compute {c} multiplies {forced} weights; they cannot also be stored in {p} \
+                     (leave the precision unset, or set it to {forced})",
+                    c = self.compute
                 ));
             }
         }
         if self.compute == Compute::Int8 {
-            if let Some(p @ (crate::ir::Precision::Bf16 | crate::ir::Precision::F32)) =
-                self.precision
-            {
-                return Err(format!(
-                    "compute int8 multiplies int8 weights; they cannot also be stored in {p} \
-                     (leave the precision unset, or set it to int8)"
-                ));
-            }
             if let Some(v) = self.plan.filter(|v| !v.uses_gemm()) {
                 return Err(format!(
                     "compute int8 runs the `gemm` and `gemm-hoisted` plans (their products \
