@@ -411,6 +411,18 @@ impl Gemm {
         nr: usize,
         from: From,
     ) {
+        // Where the tile of unit `u` at column `j` writes and starts from.
+        let lines = |u: usize, j: usize| {
+            let i = r0 + u * MR;
+            let c = self.c.wrapping_add(i + j * self.ldc);
+            let start = match from {
+                From::Zero => None,
+                From::Dst => Some((c.cast_const(), self.ldc)),
+                From::Row(r) => Some((r.wrapping_add(i), 0)),
+                From::Matrix { ptr, ld } => Some((ptr.wrapping_add(i + j * ld), ld)),
+            };
+            (c, start)
+        };
         let mut j = j0;
         let mut strip = packed_b;
         while j < j1 {
@@ -421,13 +433,25 @@ impl Gemm {
                     Left::Units(p) => p.wrapping_add(i * self.k + l0 * MR),
                     Left::Strided { .. } => packed_a.wrapping_add(u * kc * MR),
                 };
-                let c = self.c.wrapping_add(i + j * self.ldc);
-                let start = match from {
-                    From::Zero => None,
-                    From::Dst => Some((c.cast_const(), self.ldc)),
-                    From::Row(r) => Some((r.wrapping_add(i), 0)),
-                    From::Matrix { ptr, ld } => Some((ptr.wrapping_add(i + j * ld), ld)),
+                let (c, start) = lines(u, j);
+                // The next tile's lines of `C` and of its start, asked for
+                // while this one runs: a projection's `C` (`T·B` columns),
+                // and the projection a step's product starts from, are far
+                // larger than L2; stores that waited for their lines filled
+                // the store buffer and stalled the tiles.
+                let (next_u, next_j) = if u + 1 < units {
+                    (u + 1, j)
+                } else {
+                    (0, j + width)
                 };
+                if next_j < j1 {
+                    let next_width = nr.min(j1 - next_j);
+                    let (next_c, next_start) = lines(next_u, next_j);
+                    tiles::prefetch(next_c, self.ldc, next_width);
+                    if let Some((p, stride @ 1..)) = next_start {
+                        tiles::prefetch(p, stride, next_width);
+                    }
+                }
                 let tile = tiles::Tile {
                     kc,
                     a,
