@@ -79,24 +79,6 @@ pub(super) unsafe fn tile(isa: Isa, width: usize, t: &Tile) {
     }
 }
 
-/// A hint to bring a tile's lines into L2: [`MR`] floats of each of `width`
-/// columns, column `j` at `p + j * stride`. A hint never faults, so `p`
-/// need not point into anything; a no-op off x86.
-pub(super) fn prefetch(p: *const f32, stride: usize, width: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for j in 0..width {
-        for line in (0..MR).step_by(16) {
-            let at = p.wrapping_add(j * stride + line);
-            // SAFETY: a hint (SSE, which every x86-64 has); it reads nothing.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(at.cast())
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, stride, width);
-}
-
 /// The portable tile: the chains every ISA's tiles follow.
 ///
 /// # Safety

@@ -49,7 +49,7 @@ mod x86;
 
 use std::cell::RefCell;
 
-use super::gemm::{fill, Blocked, From, Jobs, Right};
+use super::gemm::{self, fill, Blocked, From, Jobs, Right};
 
 /// Rows of `A` per unit (an AVX-512 vector of 16 sums).
 pub const UNIT: usize = 16;
@@ -538,6 +538,22 @@ struct Block<'p> {
 }
 
 impl Block<'_> {
+    /// Asks for the lines of the tile after rows `i..i + rows` by columns
+    /// `j..j + w`, in a block swept in tiles of `rows` rows by up to
+    /// `columns` columns, columns inner ([`gemm::prefetch_tile`]).
+    fn ahead(&self, i: usize, rows: usize, j: usize, w: usize, columns: usize) {
+        let (i, j) = if j + w < self.j1 {
+            (i, j + w)
+        } else {
+            (i + rows, self.j0)
+        };
+        if i < self.i1 {
+            let p = self.product;
+            let width = columns.min(self.j1 - j);
+            gemm::prefetch_tile(p.c, p.ldc, p.from, i, j, rows, width);
+        }
+    }
+
     /// Where row `i`'s unit starts in `A`.
     fn unit(&self, i: usize) -> *const i8 {
         self.product.a.wrapping_add(i / UNIT * UNIT * self.kp)

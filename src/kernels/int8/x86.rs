@@ -39,6 +39,7 @@ pub(super) unsafe fn block_avx512(b: &Block) {
         let mut j = b.j0;
         while j < b.j1 {
             let w = (b.j1 - j).min(TILE_COLUMNS);
+            b.ahead(i, 2 * UNIT, j, w, TILE_COLUMNS);
             // SAFETY: as the caller guarantees; rows `i..i + rows` and
             // columns `j..j + w` are the block's.
             unsafe {
@@ -156,6 +157,7 @@ pub(super) unsafe fn block_avx2(b: &Block) {
         let mut j = b.j0;
         while j < b.j1 {
             let w = (b.j1 - j).min(COLUMNS_256);
+            b.ahead(i, UNIT, j, w, COLUMNS_256);
             // SAFETY: as the caller guarantees; rows `i..i + rows` and
             // columns `j..j + w` are the block's.
             unsafe {
@@ -269,6 +271,7 @@ pub(super) unsafe fn block_madd(b: &Block) {
         let mut j = b.j0;
         while j < b.j1 {
             let w = (b.j1 - j).min(COLUMNS_MADD);
+            b.ahead(i, UNIT, j, w, COLUMNS_MADD);
             // SAFETY: as the caller guarantees; rows `i..i + rows` and
             // columns `j..j + w` are the block's.
             unsafe {
