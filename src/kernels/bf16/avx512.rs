@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::{Block, UNIT};
-use crate::kernels::gemm::From;
+use crate::kernels::gemm::{prefetch_next, From};
 
 /// Columns per tile.
 pub(super) const COLUMNS: usize = 12;
@@ -80,6 +80,10 @@ pub(super) unsafe fn block(b: &Block) {
         let mut j = b.j0;
         while j < b.j1 {
             let width = COLUMNS.min(b.j1 - j);
+            let p = b.product;
+            let block = (b.i1, b.j0, b.j1);
+            let at = (i, j, width);
+            prefetch_next(p.c, p.ldc, p.from, at, block, (2 * UNIT, COLUMNS));
             // SAFETY: as the caller guarantees; the scratch holds
             // `COLUMNS` columns from `j` (its slack).
             unsafe { tile(b, i, j, width) };

@@ -313,6 +313,29 @@ pub(crate) fn prefetch_tile(
     }
 }
 
+/// [`prefetch_tile`] for the tile after rows `i..i + rows` by columns
+/// `j..j + w` of a block of rows `..i1` and columns `j0..j1`, swept in tiles
+/// of `rows` rows by up to `columns` columns, columns inner (the int8 and
+/// bf16 paths' blocks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prefetch_next(
+    c: *const f32,
+    ldc: usize,
+    from: From,
+    (i, j, w): (usize, usize, usize),
+    (i1, j0, j1): (usize, usize, usize),
+    (rows, columns): (usize, usize),
+) {
+    let (i, j) = if j + w < j1 {
+        (i, j + w)
+    } else {
+        (i + rows, j0)
+    };
+    if i < i1 {
+        prefetch_tile(c, ldc, from, i, j, rows, columns.min(j1 - j));
+    }
+}
+
 /// A product `C (+)= A B` cut into [`Jobs`] that threads share: blocks of
 /// `C` that no two jobs write, each run whole by one thread. The three
 /// products (float32 [`Gemm`], [`bf16::Product`](super::bf16::Product),

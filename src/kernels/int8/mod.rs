@@ -539,19 +539,11 @@ struct Block<'p> {
 
 impl Block<'_> {
     /// Asks for the lines of the tile after rows `i..i + rows` by columns
-    /// `j..j + w`, in a block swept in tiles of `rows` rows by up to
-    /// `columns` columns, columns inner ([`gemm::prefetch_tile`]).
+    /// `j..j + w`, in tiles of up to `columns` ([`gemm::prefetch_next`]).
     fn ahead(&self, i: usize, rows: usize, j: usize, w: usize, columns: usize) {
-        let (i, j) = if j + w < self.j1 {
-            (i, j + w)
-        } else {
-            (i + rows, self.j0)
-        };
-        if i < self.i1 {
-            let p = self.product;
-            let width = columns.min(self.j1 - j);
-            gemm::prefetch_tile(p.c, p.ldc, p.from, i, j, rows, width);
-        }
+        let p = self.product;
+        let block = (self.i1, self.j0, self.j1);
+        gemm::prefetch_next(p.c, p.ldc, p.from, (i, j, w), block, (rows, columns));
     }
 
     /// Where row `i`'s unit starts in `A`.
