@@ -317,7 +317,7 @@ pub(crate) fn prefetch_tile(
 /// `j..j + w` of a block of rows `..i1` and columns `j0..j1`, swept in tiles
 /// of `rows` rows by up to `columns` columns, columns inner (the int8 and
 /// bf16 paths' blocks).
-#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn prefetch_next(
     c: *const f32,
     ldc: usize,

@@ -49,7 +49,7 @@ mod x86;
 
 use std::cell::RefCell;
 
-use super::gemm::{self, fill, Blocked, From, Jobs, Right};
+use super::gemm::{fill, Blocked, From, Jobs, Right};
 
 /// Rows of `A` per unit (an AVX-512 vector of 16 sums).
 pub const UNIT: usize = 16;
@@ -539,11 +539,13 @@ struct Block<'p> {
 
 impl Block<'_> {
     /// Asks for the lines of the tile after rows `i..i + rows` by columns
-    /// `j..j + w`, in tiles of up to `columns` ([`gemm::prefetch_next`]).
+    /// `j..j + w`, in tiles of up to `columns`
+    /// ([`prefetch_next`](super::gemm::prefetch_next)).
+    #[cfg(target_arch = "x86_64")]
     fn ahead(&self, i: usize, rows: usize, j: usize, w: usize, columns: usize) {
         let p = self.product;
         let block = (self.i1, self.j0, self.j1);
-        gemm::prefetch_next(p.c, p.ldc, p.from, (i, j, w), block, (rows, columns));
+        super::gemm::prefetch_next(p.c, p.ldc, p.from, (i, j, w), block, (rows, columns));
     }
 
     /// Where row `i`'s unit starts in `A`.
