@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::{Block, QUAD, TILE_COLUMNS, UNIT};
-use crate::kernels::gemm::From;
+use crate::kernels::gemm::{fill, From};
 
 /// Columns per tile of the 256-bit kernel (12 sums, two weight vectors and
 /// a broadcast in 16 registers).
@@ -77,10 +77,14 @@ unsafe fn tile_512<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
     let mut acc = [[_mm512_setzero_si512(); 2]; W];
     let quads = b.kp / QUAD;
     if quads == 0 {
-        // Never so (a product over no `k` is filled, not swept:
-        // `Blocked::run_job`), but said: where the loop might not run,
-        // LLVM kept the wide tiles' sums in a stack array zeroed by a call
-        // of `memset` per tile (2-3 % of an int8 LSTM step at batch 64).
+        // A product over no `k` is its start (`Blocked::run_job` fills such
+        // a product before any tile; so here, should one come). Said before
+        // the loop: where the loop might not run, LLVM kept the wide tiles'
+        // sums in a stack array zeroed by a call of `memset` per tile (2-3 %
+        // of an int8 LSTM step at batch 64).
+        let p = b.product;
+        // SAFETY: as the caller guarantees, the tile's elements.
+        unsafe { fill(p.c, p.ldc, p.from, i..i + rows, j..j + W) };
         return;
     }
     for q in 0..quads {
