@@ -113,23 +113,6 @@ pub enum From {
 }
 
 impl From {
-    /// Where element `(i, j)`'s start is read and the stride between its
-    /// columns, where the start is a matrix ([`From::Dst`]: `C` at `ldc`;
-    /// [`From::Matrix`]).
-    pub(crate) fn matrix_at(
-        self,
-        c: *const f32,
-        ldc: usize,
-        i: usize,
-        j: usize,
-    ) -> Option<(*const f32, usize)> {
-        match self {
-            From::Dst => Some((c.wrapping_add(i + j * ldc), ldc)),
-            From::Matrix { ptr, ld } => Some((ptr.wrapping_add(i + j * ld), ld)),
-            From::Zero | From::Row(_) => None,
-        }
-    }
-
     /// Where element `(i, j)` of `C` (at `ldc`) starts, read.
     ///
     /// # Safety
@@ -288,29 +271,29 @@ pub(crate) fn prefetch_tile(
     rows: usize,
     width: usize,
 ) {
-    let lines = |p: *const f32, stride: usize| {
-        for col in 0..width {
-            for line in (0..rows).step_by(16) {
-                let _at = p.wrapping_add(col * stride + line);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: a hint (SSE, which every x86-64 has); it reads
-                // nothing.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                    _mm_prefetch::<_MM_HINT_T1>(_at.cast())
-                };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let lines = |p: *const f32, stride: usize| {
+            for col in 0..width {
+                for line in (0..rows).step_by(16) {
+                    let at = p.wrapping_add(col * stride + line);
+                    // SAFETY: a hint (SSE, which every x86-64 has); it
+                    // reads nothing.
+                    unsafe {
+                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                        _mm_prefetch::<_MM_HINT_T1>(at.cast())
+                    };
+                }
             }
-        }
-    };
-    if cfg!(target_arch = "x86_64") {
+        };
         lines(c.wrapping_add(i + j * ldc), ldc);
-        if let Some((p, stride)) = from
-            .matrix_at(c, ldc, i, j)
-            .filter(|_| !matches!(from, From::Dst))
-        {
-            lines(p, stride);
+        // (A start in `C` itself, `From::Dst`, is those lines.)
+        if let From::Matrix { ptr, ld } = from {
+            lines(ptr.wrapping_add(i + j * ld), ld);
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (c, ldc, from, i, j, rows, width);
 }
 
 /// [`prefetch_tile`] for the tile after rows `i..i + rows` by columns
@@ -506,8 +489,9 @@ impl Gemm {
                 let c = self.c.wrapping_add(i + j * self.ldc);
                 let start = match from {
                     From::Zero => None,
+                    From::Dst => Some((c.cast_const(), self.ldc)),
                     From::Row(r) => Some((r.wrapping_add(i), 0)),
-                    From::Dst | From::Matrix { .. } => from.matrix_at(self.c, self.ldc, i, j),
+                    From::Matrix { ptr, ld } => Some((ptr.wrapping_add(i + j * ld), ld)),
                 };
                 // The next tile's lines, while this one runs.
                 let (next_u, next_j) = if u + 1 < units {
