@@ -212,9 +212,12 @@ pub(super) unsafe fn pack_columns(
     out: *mut f32,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
+    match isa {
         // SAFETY: as the caller guarantees (`w <= 14 < 16`).
-        return unsafe { x86::pack_columns_avx512(src, cs, w, kc, out) };
+        Isa::Avx512 => return unsafe { x86::pack_columns_avx512(src, cs, w, kc, out) },
+        // SAFETY: as the caller guarantees (`w <= 6 < 8`).
+        Isa::Avx2 => return unsafe { x86::pack_columns_avx2(src, cs, w, kc, out) },
+        _ => {}
     }
     let _ = isa;
     for jj in 0..w {
@@ -381,6 +384,95 @@ mod x86 {
                 } else {
                     // SAFETY: `out` holds value `l + ll`'s `w` floats.
                     unsafe { _mm512_mask_storeu_ps(at, lanes, *row) };
+                }
+            }
+            l += n;
+        }
+    }
+
+    /// `pack_columns` on AVX2: blocks of 8 values of up to 8 columns, loaded
+    /// as rows (the missing columns zero), transposed by the usual three
+    /// rounds of shuffles, and stored as `pack_columns_avx512` stores them
+    /// (whole vectors overlapping the next values, masked only near the end
+    /// of `out`: a masked store is microcoded on AMD before Zen 4).
+    ///
+    /// # Safety
+    /// As `pack_columns`, `w <= 8`, with AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pack_columns_avx2(
+        src: *const f32,
+        cs: usize,
+        w: usize,
+        kc: usize,
+        out: *mut f32,
+    ) {
+        use crate::kernels::simd::lanes8;
+        // SAFETY: AVX, which this function has.
+        let lanes = unsafe { lanes8(w) };
+        let mut l = 0;
+        while l < kc {
+            let n = 8.min(kc - l);
+            // SAFETY: AVX.
+            let values = unsafe { lanes8(n) };
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for (jj, row) in rows.iter_mut().enumerate() {
+                if jj < w {
+                    let at = src.wrapping_add(jj * cs + l);
+                    // SAFETY: column `jj`'s values `l..l + n` (masked
+                    // where fewer than 8).
+                    *row = unsafe {
+                        if n == 8 {
+                            _mm256_loadu_ps(at)
+                        } else {
+                            _mm256_maskload_ps(at, values)
+                        }
+                    };
+                }
+            }
+            let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+            // Pairs of columns interleaved, then quads, then the halves.
+            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+            let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+            let (s0, s1) = (
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xee>(t0, t2),
+            );
+            let (s2, s3) = (
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xee>(t1, t3),
+            );
+            let (s4, s5) = (
+                _mm256_shuffle_ps::<0x44>(t4, t6),
+                _mm256_shuffle_ps::<0xee>(t4, t6),
+            );
+            let (s6, s7) = (
+                _mm256_shuffle_ps::<0x44>(t5, t7),
+                _mm256_shuffle_ps::<0xee>(t5, t7),
+            );
+            // Row `ll` of the transposition: value `l + ll` of every column.
+            let values_of = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (ll, row) in values_of.iter().enumerate().take(n) {
+                let at = out.wrapping_add((l + ll) * w);
+                if (kc - l - ll) * w >= 8 {
+                    // Eight lanes: those past `w` (zeros) land on the next
+                    // values' floats, which later stores write.
+                    // SAFETY: `out` holds the `(kc - l - ll) * w` floats
+                    // from value `l + ll` on, at least 8.
+                    unsafe { _mm256_storeu_ps(at, *row) };
+                } else {
+                    // SAFETY: `out` holds value `l + ll`'s `w` floats.
+                    unsafe { _mm256_maskstore_ps(at, lanes, *row) };
                 }
             }
             l += n;

@@ -28,7 +28,7 @@ mod x86;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use neon::Neon;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+pub(crate) use x86::{lanes8, Avx2, Avx512};
 
 /// One vector width's operations for the products.
 pub(crate) trait Simd: Copy {
