@@ -272,11 +272,16 @@ pub fn quantize(x: &[f32], q: &mut [u8]) -> (f32, i32) {
         // SAFETY: the host has AVX-512F.
         return unsafe { x86::quantize_avx512(x, q) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the host has AVX2 and FMA.
+        return unsafe { x86::quantize_avx2(x, q) };
+    }
     quantize_portable(x, q)
 }
 
 /// [`quantize`], one value at a time (every host's path, and the AVX-512
-/// one's reference).
+/// and AVX2 ones' reference).
 fn quantize_portable(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     let (mut lo, mut hi) = (0.0f32, 0.0f32);
     let mut finite = true;

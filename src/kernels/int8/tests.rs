@@ -278,16 +278,39 @@ fn columns_quantize_over_their_range() {
     }
 }
 
-/// The AVX-512 quantization gives the portable one's scale, zero point and
-/// bytes: columns of every length around a vector, of one sign or both, with
-/// values on the rounding ties, and with values that are not finite.
+/// The AVX-512 and AVX2 quantizations give the portable one's scale, zero
+/// point and bytes: columns of every length around a vector, of one sign or
+/// both, with values on the rounding ties, and with values that are not
+/// finite.
 #[test]
 #[allow(clippy::print_stderr)] // says what the host let it test
-fn quantizing_on_avx512_gives_the_portable_bytes() {
+fn quantizing_on_simd_gives_the_portable_bytes() {
+    type Quantize = unsafe fn(&[f32], &mut [u8]) -> (f32, i32);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        for (s, n) in [1usize, 15, 16, 17, 33, 100, 513].into_iter().enumerate() {
-            for kind in 0..5 {
+    let paths: [(&str, bool, Quantize); 2] = [
+        (
+            "avx512",
+            is_x86_feature_detected!("avx512f"),
+            x86::quantize_avx512,
+        ),
+        (
+            "avx2",
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            x86::quantize_avx2,
+        ),
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let paths: [(&str, bool, Quantize); 0] = [];
+    for (name, available, simd) in paths {
+        if !available {
+            eprintln!("int8 quantization: {name} skipped (not on this host)");
+            continue;
+        }
+        for (s, n) in [1usize, 7, 8, 9, 15, 16, 17, 33, 100, 513]
+            .into_iter()
+            .enumerate()
+        {
+            for kind in 0..6 {
                 let mut x = random(n, 100 + s as u64);
                 match kind {
                     1 => x.iter_mut().for_each(|v| *v = v.abs()),
@@ -299,19 +322,22 @@ fn quantizing_on_avx512_gives_the_portable_bytes() {
                         }
                     }
                     4 => x[n / 2] = f32::INFINITY,
+                    5 => x[n - 1] = f32::NAN,
                     _ => {}
                 }
                 let (mut a, mut b) = (vec![7u8; n + 5], vec![9u8; n + 5]);
                 let pa = quantize_portable(&x, &mut a);
-                // SAFETY: the host has AVX-512F.
-                let pb = unsafe { x86::quantize_avx512(&x, &mut b) };
-                assert_eq!(pa.0.to_bits(), pb.0.to_bits(), "n {n} kind {kind}: scale");
-                assert_eq!((pa.1, &a), (pb.1, &b), "n {n} kind {kind}");
+                // SAFETY: the host has the path's features.
+                let pb = unsafe { simd(&x, &mut b) };
+                assert_eq!(
+                    pa.0.to_bits(),
+                    pb.0.to_bits(),
+                    "{name}: n {n} kind {kind}: scale"
+                );
+                assert_eq!((pa.1, &a), (pb.1, &b), "{name}: n {n} kind {kind}");
             }
         }
-        return;
     }
-    eprintln!("int8 quantization: avx512 skipped (not on this host)");
 }
 
 /// Packing refuses what it cannot represent, and products refuse short

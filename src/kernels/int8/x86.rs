@@ -250,14 +250,28 @@ unsafe fn finish_256(b: &Block, r0: usize, valid: usize, col: usize, sum: __m256
             _mm256_loadu_ps(b.product.scales.add(r0)),
             _mm256_set1_ps(sb),
         );
+        // Whole vectors by plain moves (a masked store is microcoded on AMD
+        // before Zen 4).
+        let full = valid == 8;
+        let load = |p: *const f32| {
+            if full {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, mask)
+            }
+        };
         let start = match b.product.from {
             From::Zero => _mm256_setzero_ps(),
-            From::Dst => _mm256_maskload_ps(dst, mask),
-            From::Row(r) => _mm256_maskload_ps(r.add(r0), mask),
-            From::Matrix { ptr, ld } => _mm256_maskload_ps(ptr.add(r0 + col * ld), mask),
+            From::Dst => load(dst),
+            From::Row(r) => load(r.add(r0)),
+            From::Matrix { ptr, ld } => load(ptr.add(r0 + col * ld)),
         };
         let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), scale, start);
-        _mm256_maskstore_ps(dst, mask, v);
+        if full {
+            _mm256_storeu_ps(dst, v);
+        } else {
+            _mm256_maskstore_ps(dst, mask, v);
+        }
     }
 }
 
@@ -345,6 +359,79 @@ unsafe fn tile_madd<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) 
             unsafe { finish_256(b, i + h * HALF, (rows - h * HALF).min(HALF), j + c, sum) };
         }
     }
+}
+
+/// [`super::quantize`] on AVX2, 8 values at a time: as
+/// [`quantize_avx512`], the same range, scale, zero point and bytes (the
+/// portable path calls `rintf` per value: 43 % of a product of 6400
+/// columns by 512 rows over 128 of `k` on Zen 3).
+///
+/// # Safety
+/// The host has AVX2 and FMA; `q` is at least as long as `x`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn quantize_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    use crate::kernels::simd::lanes8;
+    let n = x.len();
+    // The vector from `at`: whole, or the values left (the other lanes 0,
+    // which the range holds anyway).
+    let load = |at: usize| {
+        // SAFETY: the mask keeps the load inside `x`; AVX2, which this
+        // function has.
+        unsafe {
+            if n - at >= 8 {
+                _mm256_loadu_ps(x.as_ptr().add(at))
+            } else {
+                _mm256_maskload_ps(x.as_ptr().add(at), lanes8(n - at))
+            }
+        }
+    };
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut ordered = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    for at in (0..n).step_by(8) {
+        let v = load(at);
+        // `v - v` is NaN exactly where `v` is not finite.
+        let d = _mm256_sub_ps(v, v);
+        ordered = _mm256_and_ps(ordered, _mm256_cmp_ps::<_CMP_ORD_Q>(d, d));
+        lo = _mm256_min_ps(lo, v);
+        hi = _mm256_max_ps(hi, v);
+    }
+    q.fill(0);
+    if _mm256_movemask_ps(ordered) != 0xff {
+        return (f32::NAN, 0);
+    }
+    let (mut los, mut his) = ([0.0f32; 8], [0.0f32; 8]);
+    // SAFETY: eight floats each.
+    unsafe {
+        _mm256_storeu_ps(los.as_mut_ptr(), lo);
+        _mm256_storeu_ps(his.as_mut_ptr(), hi);
+    }
+    let lo = los.into_iter().fold(0.0f32, f32::min);
+    let hi = his.into_iter().fold(0.0f32, f32::max);
+    if hi == lo {
+        return (1.0, 0);
+    }
+    let scale = (hi - lo) / 255.0;
+    let inv = 1.0 / scale;
+    let zero = (-lo * inv).round_ties_even().clamp(0.0, 255.0) as i32;
+    let (vinv, vzero) = (_mm256_set1_ps(inv), _mm256_set1_epi32(zero));
+    let (floor, ceil) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
+    for at in (0..n).step_by(8) {
+        let r = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(load(at), vinv)), vzero);
+        let r = _mm256_min_epi32(_mm256_max_epi32(r, floor), ceil);
+        // In 0..=255: the packs (saturating) keep every value.
+        let words = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+        let bytes = _mm_packus_epi16(words, words);
+        if n - at >= 8 {
+            // SAFETY: `q` holds 8 bytes from `at` (as long as `x`).
+            unsafe { _mm_storel_epi64(q.as_mut_ptr().add(at).cast(), bytes) };
+        } else {
+            let mut last = [0u8; 16];
+            // SAFETY: 16 bytes.
+            unsafe { _mm_storeu_si128(last.as_mut_ptr().cast(), bytes) };
+            q[at..n].copy_from_slice(&last[..n - at]);
+        }
+    }
+    (scale, zero)
 }
 
 /// [`super::quantize`] on AVX-512, 16 values at a time: the same range,
