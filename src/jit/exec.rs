@@ -728,13 +728,21 @@ impl Kernel {
                 blocks.push(products);
             }
         }
-        // (block, job) in order.
-        let jobs: Vec<(usize, usize)> = blocks
+        // (block, job), job by job: the blocks' jobs of the same columns
+        // one after the other, so that the inputs each one packs (or
+        // quantizes) are still in cache for the next (in block order they
+        // came back from L3 for every block: LSTM H = 128, batch 64 on Zen
+        // 3, the AVX2 pack was 16 % of the projection's time).
+        let counts: Vec<usize> = blocks
             .iter()
-            .enumerate()
-            .flat_map(|(b, products)| {
-                let n = products.first().map_or(0, |g| g.product().jobs());
-                (0..n).map(move |j| (b, j))
+            .map(|products| products.first().map_or(0, |g| g.product().jobs()))
+            .collect();
+        let most = counts.iter().copied().max().unwrap_or(0);
+        let jobs: Vec<(usize, usize)> = (0..most)
+            .flat_map(|j| {
+                (counts.iter().enumerate())
+                    .filter(move |&(_, &n)| j < n)
+                    .map(move |(b, _)| (b, j))
             })
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
