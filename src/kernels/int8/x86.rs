@@ -332,7 +332,7 @@ unsafe fn tile_madd<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) 
             // SAFETY: column `c0 + c` of the block holds `kp` bytes.
             let quad = unsafe { quad(b, c0 + c, q) };
             // Its four bytes as four 16-bit values, in every 64 bits.
-            *x = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(quad)));
+            *x = _mm256_cvtepu8_epi16(_mm_set1_epi32(quad));
         }
         for (g, sums) in acc.iter_mut().enumerate() {
             // SAFETY: the unit holds `kp / 4` quads of 64 bytes.
