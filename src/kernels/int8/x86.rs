@@ -10,6 +10,7 @@ use std::arch::x86_64::*;
 
 use super::{Block, QUAD, TILE_COLUMNS, UNIT};
 use crate::kernels::gemm::{fill, From};
+use crate::kernels::simd::{Avx2, Simd};
 
 /// Columns per tile of the 256-bit kernel (12 sums, two weight vectors and
 /// a broadcast in 16 registers).
@@ -236,42 +237,28 @@ unsafe fn tile_256<const W: usize>(b: &Block, i: usize, rows: usize, j: usize) {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn finish_256(b: &Block, r0: usize, valid: usize, col: usize, sum: __m256i) {
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let (sb, zb) = b.columns[col - b.j0];
-    // Lanes below `valid` all ones.
-    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lanes);
     let dst = b.c(r0, col);
-    // SAFETY: as the caller guarantees: the masked loads and the store
-    // touch only those elements of `C` (and of the start).
+    // SAFETY: as the caller guarantees: the tail's loads and store touch
+    // only those elements of `C` (and of the start); AVX2 (the `Simd`
+    // tail moves whole vectors plainly, as a masked store is slow on AMD
+    // before Zen 4).
     unsafe {
+        let tail = Avx2::tail(valid);
         let row_sums = _mm256_loadu_si256(b.product.sums.add(r0).cast());
         let t = _mm256_sub_epi32(sum, _mm256_mullo_epi32(_mm256_set1_epi32(zb), row_sums));
         let scale = _mm256_mul_ps(
             _mm256_loadu_ps(b.product.scales.add(r0)),
             _mm256_set1_ps(sb),
         );
-        // Whole vectors by plain moves (a masked store is microcoded on AMD
-        // before Zen 4).
-        let full = valid == 8;
-        let load = |p: *const f32| {
-            if full {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, mask)
-            }
-        };
         let start = match b.product.from {
             From::Zero => _mm256_setzero_ps(),
-            From::Dst => load(dst),
-            From::Row(r) => load(r.add(r0)),
-            From::Matrix { ptr, ld } => load(ptr.add(r0 + col * ld)),
+            From::Dst => Avx2::load_tail(dst, tail),
+            From::Row(r) => Avx2::load_tail(r.add(r0), tail),
+            From::Matrix { ptr, ld } => Avx2::load_tail(ptr.add(r0 + col * ld), tail),
         };
         let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), scale, start);
-        if full {
-            _mm256_storeu_ps(dst, v);
-        } else {
-            _mm256_maskstore_ps(dst, mask, v);
-        }
+        Avx2::store_tail(dst, v, tail);
     }
 }
 
